@@ -1,0 +1,380 @@
+//! The `local` backend: a hub folder, on this machine or on a shared filesystem.
+//!
+//! Layout (all under the hub folder):
+//! - `state/<host>/<repo>.json`: one [`RepoState`] per (host, repository), written
+//!   atomically (temporary file, fsync, rename), so a reader never sees half a record;
+//! - `events/<host>.jsonl`: each host's append-only event log, one JSON [`PushEvent`] a line;
+//! - `offsets/<reader>/<writer>`: how far `reader` has handled `writer`'s log, in bytes;
+//! - `hosts/<host>.json`: version and last heartbeat of each host.
+//!
+//! Repository paths are percent-encoded (`/` as `%2F`) to make one file name. Nothing is
+//! ever purged. The event logs are watched with notify, so a receiver wakes as soon as a
+//! line is appended.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use notify::Watcher;
+
+use super::{BackendError, Delivery, EventBus, StateStore};
+use crate::model::{PushEvent, RepoState};
+
+/// A hub folder opened for one host.
+pub struct LocalHub {
+    root: PathBuf,
+    host: String,
+    wake: Arc<tokio::sync::Notify>,
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> BackendError + '_ {
+    move |source| BackendError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Encodes a repository path or host name as one file name: `%` -> `%25`, `/` -> `%2F`,
+/// and a name of only dots gets its dots encoded.
+pub fn encode_name(name: &str) -> String {
+    let mut out = name.replace('%', "%25").replace('/', "%2F");
+    if out.chars().all(|c| c == '.') {
+        out = out.replace('.', "%2E");
+    }
+    out
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename.
+///
+/// Errors: any I/O error, with the path.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BackendError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(io_err(dir))?;
+    tmp.write_all(bytes).map_err(io_err(path))?;
+    tmp.as_file().sync_data().map_err(io_err(path))?;
+    tmp.persist(path).map_err(|e| BackendError::Io {
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+impl LocalHub {
+    /// Opens (creating if needed) the hub at `root` for `host`.
+    ///
+    /// Errors: the hub folder cannot be created.
+    pub fn open(root: &Path, host: &str) -> Result<Self, BackendError> {
+        for sub in ["state", "events", "offsets", "hosts"] {
+            let dir = root.join(sub);
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        Ok(LocalHub {
+            root: root.to_path_buf(),
+            host: host.to_string(),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            watcher: Mutex::new(None),
+        })
+    }
+
+    fn state_path(&self, host: &str, repo: &str) -> PathBuf {
+        self.root
+            .join("state")
+            .join(encode_name(host))
+            .join(format!("{}.json", encode_name(repo)))
+    }
+
+    fn offset_path(&self, writer: &str) -> PathBuf {
+        self.root
+            .join("offsets")
+            .join(encode_name(&self.host))
+            .join(encode_name(writer))
+    }
+
+    fn read_offset(&self, writer: &str) -> u64 {
+        std::fs::read_to_string(self.offset_path(writer))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Starts watching `events/` once, so that `receive` wakes on appends.
+    fn ensure_watcher(&self) {
+        let Ok(mut slot) = self.watcher.lock() else {
+            return;
+        };
+        if slot.is_some() {
+            return;
+        }
+        let wake = self.wake.clone();
+        let made = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if res.is_ok() {
+                wake.notify_one();
+            }
+        });
+        match made {
+            Ok(mut watcher) => {
+                let dir = self.root.join("events");
+                match watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+                    Ok(()) => *slot = Some(watcher),
+                    Err(err) => tracing::warn!(dir = %dir.display(), %err, "cannot watch the event logs; falling back to periodic reads"),
+                }
+            }
+            Err(err) => tracing::warn!(%err, "cannot watch the event logs; falling back to periodic reads"),
+        }
+    }
+
+    /// Reads every other host's log past this host's offset.
+    fn read_new(&self) -> Result<Vec<Delivery>, BackendError> {
+        let dir = self.root.join("events");
+        let mut out = Vec::new();
+        let entries = std::fs::read_dir(&dir).map_err(io_err(&dir))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(writer) = name.strip_suffix(".jsonl") else {
+                continue;
+            };
+            if writer == encode_name(&self.host) {
+                continue;
+            }
+            let path = entry.path();
+            let start = self.read_offset(writer);
+            let mut file = std::fs::File::open(&path).map_err(io_err(&path))?;
+            file.seek(SeekFrom::Start(start)).map_err(io_err(&path))?;
+            let mut buf = Vec::new();
+            file.read_to_end(&mut buf).map_err(io_err(&path))?;
+            let mut pos = start;
+            // Only complete lines; a line still being appended is read next time.
+            while let Some(nl) = buf[(pos - start) as usize..].iter().position(|b| *b == b'\n') {
+                let from = (pos - start) as usize;
+                let line = &buf[from..from + nl];
+                pos += nl as u64 + 1;
+                let token = format!("{writer}:{pos}");
+                match serde_json::from_slice::<PushEvent>(line) {
+                    Ok(event) if event.host != self.host => out.push(Delivery { event, token }),
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(log = %path.display(), offset = pos, %err, "malformed event skipped");
+                        self.store_offset(writer, pos)?;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn store_offset(&self, writer: &str, offset: u64) -> Result<(), BackendError> {
+        if offset <= self.read_offset(writer) {
+            return Ok(());
+        }
+        write_atomic(&self.offset_path(writer), offset.to_string().as_bytes())
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
+) -> Result<T, BackendError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|join| {
+            Err(BackendError::Io {
+                path: PathBuf::new(),
+                source: std::io::Error::other(join.to_string()),
+            })
+        })
+}
+
+#[async_trait]
+impl StateStore for LocalHub {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn health(&self) -> Result<(), BackendError> {
+        let probe = self.root.join("hosts").join(".probe");
+        write_atomic(&probe, b"ok")?;
+        std::fs::remove_file(&probe).map_err(io_err(&probe))
+    }
+
+    async fn put(&self, state: &RepoState) -> Result<(), BackendError> {
+        let path = self.state_path(&state.host, &state.repo);
+        let bytes = serde_json::to_vec_pretty(state).map_err(|e| BackendError::Malformed {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        blocking(move || write_atomic(&path, &bytes)).await
+    }
+
+    async fn list(&self, host: Option<&str>) -> Result<Vec<RepoState>, BackendError> {
+        let state_dir = self.root.join("state");
+        let only = host.map(encode_name);
+        blocking(move || {
+            let mut out = Vec::new();
+            let hosts = std::fs::read_dir(&state_dir).map_err(io_err(&state_dir))?;
+            for host_dir in hosts.flatten() {
+                let name = host_dir.file_name().to_string_lossy().into_owned();
+                if only.as_ref().is_some_and(|h| *h != name) || !host_dir.path().is_dir() {
+                    continue;
+                }
+                let dir = host_dir.path();
+                for file in std::fs::read_dir(&dir).map_err(io_err(&dir))?.flatten() {
+                    let path = file.path();
+                    let is_record = path.extension().is_some_and(|e| e == "json")
+                        && !file.file_name().to_string_lossy().starts_with(".tmp-");
+                    if !is_record {
+                        continue;
+                    }
+                    let parsed = std::fs::read(&path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|b| serde_json::from_slice::<RepoState>(&b).map_err(|e| e.to_string()));
+                    match parsed {
+                        Ok(state) => out.push(state),
+                        Err(err) => tracing::warn!(path = %path.display(), %err, "malformed state record skipped"),
+                    }
+                }
+            }
+            out.sort_by(|a, b| (&a.host, &a.repo).cmp(&(&b.host, &b.repo)));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, host: &str, version: &str) -> Result<(), BackendError> {
+        let path = self
+            .root
+            .join("hosts")
+            .join(format!("{}.json", encode_name(host)));
+        let body = serde_json::json!({"host": host, "version": version, "last_seen": Utc::now()});
+        let bytes = body.to_string().into_bytes();
+        blocking(move || write_atomic(&path, &bytes)).await
+    }
+}
+
+#[async_trait]
+impl EventBus for LocalHub {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn publish(&self, event: &PushEvent) -> Result<(), BackendError> {
+        let path = self
+            .root
+            .join("events")
+            .join(format!("{}.jsonl", encode_name(&self.host)));
+        let mut line = serde_json::to_vec(event).map_err(|e| BackendError::Malformed {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        line.push(b'\n');
+        blocking(move || {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            // One write of the whole line: O_APPEND keeps concurrent lines whole.
+            file.write_all(&line).map_err(io_err(&path))?;
+            file.sync_data().map_err(io_err(&path))
+        })
+        .await
+    }
+
+    async fn receive(&self, wait: Duration) -> Result<Vec<Delivery>, BackendError> {
+        self.ensure_watcher();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.wake.notified();
+            let found = self.read_new()?;
+            if !found.is_empty() {
+                return Ok(found);
+            }
+            // The watcher wakes us on appends; the 1 s cap covers shared filesystems
+            // (NFS, SMB) where other machines' writes raise no inotify event.
+            let cap = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
+            if tokio::time::timeout_at(cap, notified).await.is_err()
+                && tokio::time::Instant::now() >= deadline
+            {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    async fn ack(&self, delivery: &Delivery) -> Result<(), BackendError> {
+        let Some((writer, offset)) = delivery.token.rsplit_once(':') else {
+            return Ok(());
+        };
+        let offset: u64 = offset.parse().unwrap_or(0);
+        self.store_offset(writer, offset)
+    }
+}
+
+/// Per-writer offsets as a map, for tests and `doctor`.
+pub fn offsets(hub: &LocalHub) -> HashMap<String, u64> {
+    let dir = hub.root.join("offsets").join(encode_name(&hub.host));
+    let mut out = HashMap::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            out.insert(name.clone(), hub.read_offset(&name));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(host: &str, new: &str) -> PushEvent {
+        PushEvent {
+            id: format!("id-{new}"),
+            host: host.to_string(),
+            repo: "a/b".to_string(),
+            remote_url: "/srv/a.git".to_string(),
+            ref_name: "refs/heads/main".to_string(),
+            old: "0".repeat(40),
+            new: new.to_string(),
+            at: Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn events_cross_hosts_once_and_skip_garbage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = LocalHub::open(dir.path(), "a").expect("open a");
+        let b = LocalHub::open(dir.path(), "b").expect("open b");
+        a.publish(&event("a", "1")).await.expect("publish");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("events/a.jsonl"))
+            .and_then(|mut f| f.write_all(b"{not json\n"))
+            .expect("append garbage");
+        a.publish(&event("a", "2")).await.expect("publish");
+        let got = b.receive(Duration::from_millis(100)).await.expect("receive");
+        assert_eq!(got.iter().map(|d| d.event.new.as_str()).collect::<Vec<_>>(), ["1", "2"]);
+        assert!(a.receive(Duration::from_millis(50)).await.expect("own").is_empty());
+        for d in &got {
+            b.ack(d).await.expect("ack");
+        }
+        assert!(b.receive(Duration::from_millis(50)).await.expect("again").is_empty());
+    }
+
+    #[tokio::test]
+    async fn states_round_trip_with_encoded_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = LocalHub::open(dir.path(), "h").expect("open");
+        let state = RepoState::error("h", "work/x%y", "boom".to_string());
+        hub.put(&state).await.expect("put");
+        let listed = hub.list(None).await.expect("list");
+        assert_eq!(listed, vec![state]);
+        assert!(hub.list(Some("other")).await.expect("list").is_empty());
+    }
+}

@@ -1,0 +1,108 @@
+//! Where states are stored and how push events travel between machines.
+//!
+//! Two traits, [`StateStore`] and [`EventBus`], each a trait object chosen by the config's
+//! `backend` key. `local` (a folder, no account) is the default; `aws` (DynamoDB, SNS FIFO,
+//! SQS FIFO) comes with its own issue. This module owns the traits and the choice; it does
+//! not know about git.
+
+pub mod local;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::config::{BackendKind, Config};
+use crate::model::{PushEvent, RepoState};
+
+/// A backend failure. Every variant is recoverable: the daemon logs it and carries on.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// A file of the local backend could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored record could not be decoded.
+    #[error("{path}: malformed record: {message}")]
+    Malformed {
+        /// Where the record is.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The configured backend is not available in this build.
+    #[error("backend {0} is not available yet")]
+    Unsupported(&'static str),
+}
+
+/// Stores one [`RepoState`] per (host, repository) and lists them.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    /// Short name for logs and `doctor`: `local` or `aws`.
+    fn name(&self) -> &'static str;
+    /// Checks the store can be reached and written.
+    ///
+    /// Errors: the reason it cannot, as a [`BackendError`].
+    async fn health(&self) -> Result<(), BackendError>;
+    /// Writes `state`, replacing the record for (`state.host`, `state.repo`).
+    async fn put(&self, state: &RepoState) -> Result<(), BackendError>;
+    /// Lists every record, or only those of `host`. Malformed records are skipped and
+    /// logged, never fatal.
+    async fn list(&self, host: Option<&str>) -> Result<Vec<RepoState>, BackendError>;
+    /// Records that `host` is alive (start-up and heartbeat): `version` is gitsync's.
+    async fn heartbeat(&self, host: &str, version: &str) -> Result<(), BackendError>;
+}
+
+/// One received event and what to acknowledge once it is handled.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The event.
+    pub event: PushEvent,
+    /// Opaque acknowledgement token for [`EventBus::ack`].
+    pub token: String,
+}
+
+/// Carries [`PushEvent`]s to every other host, at least once.
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// Short name for logs: `local` or `aws`.
+    fn name(&self) -> &'static str;
+    /// Publishes `event` to every other host.
+    async fn publish(&self, event: &PushEvent) -> Result<(), BackendError>;
+    /// Waits up to `wait` for events from other hosts and returns those not yet
+    /// acknowledged (possibly none). Malformed events are logged and skipped.
+    async fn receive(&self, wait: Duration) -> Result<Vec<Delivery>, BackendError>;
+    /// Marks a delivery handled, so it is not received again.
+    async fn ack(&self, delivery: &Delivery) -> Result<(), BackendError>;
+}
+
+/// The backend pair the config asks for.
+pub struct Backend {
+    /// Where states go.
+    pub store: Arc<dyn StateStore>,
+    /// Where events go.
+    pub bus: Arc<dyn EventBus>,
+}
+
+/// Opens the backend named by `config.backend` for `config.hostname`.
+///
+/// Errors: [`BackendError::Unsupported`] for `aws` until that backend exists; I/O errors
+/// creating the local hub folder.
+pub fn open(config: &Config) -> Result<Backend, BackendError> {
+    match config.backend {
+        BackendKind::Local => {
+            let hub = Arc::new(local::LocalHub::open(&config.hub_path(), &config.hostname)?);
+            Ok(Backend {
+                store: hub.clone(),
+                bus: hub,
+            })
+        }
+        BackendKind::Aws => Err(BackendError::Unsupported("aws")),
+    }
+}

@@ -1,0 +1,102 @@
+//! The command line: one file per subcommand, dispatched by a single `match`.
+//!
+//! Exit codes: 0 success, 1 failure (a repository could not be synced, the backend is
+//! unreachable), 2 invalid configuration or usage.
+
+mod init;
+mod run;
+mod status;
+mod sync;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config, ConfigError};
+
+/// Keeps your git workspaces in sync across all of your machines.
+#[derive(Debug, Parser)]
+#[command(name = "gitsync", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file [default: ~/.gitsync/config.yml]
+    #[arg(long, global = true, env = "GITSYNC_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground: sync at start-up, then on changes and on a timer.
+    Run(run::Args),
+    /// Show every host's repositories.
+    Status(status::Args),
+    /// Do one full update (fetch, fast-forward, state) and exit: 0 when all succeeded.
+    Sync(sync::Args),
+    /// Write a commented configuration file.
+    Init(init::Args),
+}
+
+/// A failed command and the exit code it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Exit code 2.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Exit code 1.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    fn code(&self) -> u8 {
+        match self {
+            CliError::Config(_) => 2,
+            CliError::Failed(_) => 1,
+        }
+    }
+}
+
+/// Loads the configuration for a command. `need_root`: whether `root` must be known.
+pub(crate) fn load_config(
+    cli: &Cli,
+    root: Option<&std::path::Path>,
+    need_root: bool,
+) -> Result<Config, ConfigError> {
+    let file = config::default_path(cli.config.as_deref());
+    let root = root.map(|r| std::path::absolute(r).unwrap_or_else(|_| r.to_path_buf()));
+    config::load(&file, cli.config.is_some(), root.as_deref(), need_root)
+}
+
+/// Parses the command line, runs the command, and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Run(args) => run::run(&cli, args),
+        Command::Status(args) => status::run(&cli, args),
+        Command::Sync(args) => sync::run(&cli, args),
+        Command::Init(args) => init::run(&cli, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("gitsync: {err}");
+            if let CliError::Config(_) = err {
+                eprintln!("hint: `gitsync init` writes a commented example configuration");
+            }
+            ExitCode::from(err.code())
+        }
+    }
+}
+
+/// A multi-threaded tokio runtime, built after any daemonizing.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))
+}

@@ -1,0 +1,112 @@
+//! `gitsync status`: every host x repository, from the configured backend.
+
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+
+use super::{Cli, CliError};
+use crate::model::RepoState;
+
+/// Arguments of `gitsync status`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print a JSON array of state records instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Show only this host.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+}
+
+/// Prints the states. Exit code 1 when the backend cannot be read.
+pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
+    let _guard = crate::logging::init_cli();
+    let config = super::load_config(cli, None, false)?;
+    let backend = crate::backend::open(&config).map_err(|e| CliError::Failed(e.to_string()))?;
+    let runtime = super::runtime()?;
+    let states = runtime
+        .block_on(backend.store.list(args.host.as_deref()))
+        .map_err(|e| CliError::Failed(format!("cannot read states: {e}")))?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&states)
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        println!("{text}");
+    } else {
+        print!("{}", table(&states, config.timezone, Utc::now()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Dirty markers in gita's style: `+` staged, `*` unstaged, `?` untracked, `!` conflicted,
+/// `$` stashed.
+fn markers(s: &RepoState) -> String {
+    let mut out = String::new();
+    for (n, mark) in [
+        (s.staged, '+'),
+        (s.unstaged, '*'),
+        (s.untracked, '?'),
+        (s.conflicted, '!'),
+        (s.stashes, '$'),
+    ] {
+        if n > 0 {
+            out.push(mark);
+        }
+    }
+    out
+}
+
+fn age(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = (now - then).num_seconds().max(0);
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
+}
+
+/// Renders the states as an aligned table, times in `tz`.
+pub fn table(states: &[RepoState], tz: chrono_tz::Tz, now: DateTime<Utc>) -> String {
+    let header = ["HOST", "REPO", "BRANCH", "STATE", "AHEAD/BEHIND", "DIRTY", "UPDATED", "NOTE"];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for s in states {
+        let updated = s.updated_at.with_timezone(&tz);
+        rows.push(vec![
+            s.host.clone(),
+            s.repo.clone(),
+            s.branch.clone().unwrap_or_else(|| "(detached)".to_string()),
+            s.state.as_str().to_string(),
+            if s.upstream.is_some() {
+                format!("+{} -{}", s.ahead, s.behind)
+            } else {
+                "-".to_string()
+            },
+            markers(s),
+            format!("{} ({} ago)", updated.format("%Y-%m-%d %H:%M %Z"), age(s.updated_at, now)),
+            s.error
+                .clone()
+                .or_else(|| s.pull_blocked.clone())
+                .unwrap_or_default(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    if states.is_empty() {
+        out.push_str("(no repositories reported yet: is `gitsync run` running?)\n");
+    }
+    out
+}

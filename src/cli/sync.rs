@@ -1,0 +1,39 @@
+//! `gitsync sync`: one full update, for cron.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::{Cli, CliError};
+
+/// Arguments of `gitsync sync`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Folder whose repositories to sync (overrides `root` in the config file).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+/// Fetches, fast-forwards and publishes every repository once. Exit code 0 when every
+/// repository succeeded, 1 otherwise (each failure is logged).
+pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
+    let _guard = crate::logging::init_cli();
+    let config = super::load_config(cli, args.root.as_deref(), true)?;
+    let runtime = super::runtime()?;
+    runtime.block_on(async {
+        let setup = crate::daemon::setup(&config).map_err(|e| CliError::Failed(e.to_string()))?;
+        let outcomes = setup.syncer.sync_all(&setup.repos, true).await;
+        let mut failed = 0;
+        for outcome in &outcomes {
+            if !outcome.ok {
+                failed += 1;
+                let why = outcome.state.error.as_deref().unwrap_or("see the log");
+                eprintln!("gitsync: {}: {why}", outcome.repo);
+            }
+        }
+        Ok(if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    })
+}

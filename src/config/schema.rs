@@ -1,0 +1,148 @@
+//! The configuration file's schema as serde structs, exactly as written in the file.
+//!
+//! Every struct denies unknown keys. Defaults are applied by `config::load`, not here, so
+//! that "not set" stays distinguishable from "set to the default".
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The whole file, as written. All keys are optional.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// This machine's name in the shared store.
+    pub hostname: Option<String>,
+    /// Folder the repositories live under; `~` is expanded.
+    pub root: Option<String>,
+    /// Paths relative to `root`; glob patterns (`work/*`) allowed.
+    pub repositories: Option<Vec<String>>,
+    /// IANA time zone for showing times.
+    pub timezone: Option<String>,
+    /// `local` or `aws`.
+    pub backend: Option<BackendKind>,
+    /// The `local` backend.
+    pub local: Option<LocalConfig>,
+    /// The `aws` backend (GitArgus's keys).
+    pub aws: Option<AwsConfig>,
+    /// Automatic pulls.
+    pub pull: Option<RawPull>,
+    /// The pre-push hook.
+    pub hooks: Option<HooksConfig>,
+    /// GitArgus's `python.bin`: accepted and ignored, with a warning.
+    pub python: Option<PythonConfig>,
+}
+
+/// Which backend stores state and carries events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// A folder on this machine or a shared filesystem; no account needed.
+    Local,
+    /// DynamoDB, SNS FIFO and SQS FIFO.
+    Aws,
+}
+
+/// `local.*`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// The hub folder (default `~/.gitsync/hub`).
+    pub path: Option<String>,
+}
+
+/// `aws.*`: GitArgus's keys plus `region` and `endpoint_url`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    /// AWS region such as `eu-central-1`.
+    pub region: Option<String>,
+    /// Endpoint override for AWS-compatible servers, such as `http://127.0.0.1:5000`.
+    pub endpoint_url: Option<String>,
+    /// `aws.dynamodb.table`.
+    pub dynamodb: Option<DynamoDbConfig>,
+    /// `aws.sqs.queue`.
+    pub sqs: Option<SqsConfig>,
+    /// `aws.sns.topic.arn`.
+    pub sns: Option<SnsConfig>,
+}
+
+/// `aws.dynamodb.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamoDbConfig {
+    /// Table name.
+    pub table: String,
+}
+
+/// `aws.sqs.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqsConfig {
+    /// This machine's FIFO queue name (ends in `.fifo`).
+    pub queue: String,
+}
+
+/// `aws.sns.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnsConfig {
+    /// `aws.sns.topic`.
+    pub topic: SnsTopicConfig,
+}
+
+/// `aws.sns.topic.*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnsTopicConfig {
+    /// The FIFO topic's ARN.
+    pub arn: String,
+}
+
+/// `pull.*` as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPull {
+    /// Fast-forward clean branches that are strictly behind (default true).
+    pub fast_forward: Option<bool>,
+    /// Time between full updates, a human duration such as `5m` (default 5m).
+    pub interval: Option<HumanDuration>,
+    /// Longest time one `git fetch` may take, such as `2m` (default 2m).
+    pub fetch_timeout: Option<HumanDuration>,
+}
+
+/// `hooks.*`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    /// Install the pre-push hook at start-up (default true).
+    pub install: Option<bool>,
+}
+
+/// GitArgus's `python.*` section.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PythonConfig {
+    /// Unused by gitsync.
+    pub bin: Option<String>,
+}
+
+/// A duration written the humantime way: `300ms`, `5m`, `1h 30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(|err| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {text:?}: {err} (write it like 30s, 5m or 1h)"
+                ))
+            })
+    }
+}
+
+/// `pull` as exported from the crate root.
+pub type PullConfig = RawPull;

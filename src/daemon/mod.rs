@@ -1,0 +1,179 @@
+//! The daemon: a supervisor running the syncer on a timer and on watcher events.
+//!
+//! At start-up it does a full update (fetch, fast-forward, state of every repository);
+//! then every `pull.interval` (with ±10% jitter) another full update, and between them a
+//! state refresh (no fetch) for each repository the watcher marks. SIGTERM or SIGINT stop
+//! it gracefully: nothing new starts, the git commands in flight finish (up to 30 s), and
+//! state files are only ever replaced whole. A second signal stops it at once.
+
+pub mod syncer;
+pub mod watcher;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinSet;
+
+use crate::backend::{self, BackendError};
+use crate::config::Config;
+use crate::discover::{self, Repo};
+use syncer::Syncer;
+use watcher::{Dirty, RepoWatcher};
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// A configured pattern is invalid.
+    #[error(transparent)]
+    Pattern(#[from] discover::PatternError),
+    /// The backend cannot be opened.
+    #[error("cannot open the {0} backend: {1}")]
+    Backend(&'static str, #[source] BackendError),
+    /// Signal handlers cannot be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+/// How long a graceful stop waits for work in flight.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(0.9 + 0.2 * fastrand::f64())
+}
+
+/// Everything a sync needs: the repositories, the syncer and the dirty set.
+pub struct Setup {
+    /// The repositories to keep in sync.
+    pub repos: Vec<Repo>,
+    /// The syncer publishing into the configured backend.
+    pub syncer: Arc<Syncer>,
+    /// Watcher marks.
+    pub dirty: Arc<Dirty>,
+    /// The configured backend.
+    pub backend: backend::Backend,
+}
+
+/// Resolves the repositories and opens the backend.
+///
+/// Errors: [`DaemonError::Pattern`] or [`DaemonError::Backend`].
+pub fn setup(config: &Config) -> Result<Setup, DaemonError> {
+    let repos = discover::resolve(&config.root, config.repositories.as_deref())?;
+    let backend = backend::open(config).map_err(|e| DaemonError::Backend("configured", e))?;
+    let dirty = Arc::new(Dirty::new());
+    let syncer = Arc::new(Syncer::new(
+        config.hostname.clone(),
+        config.pull,
+        backend.store.clone(),
+        dirty.clone(),
+    ));
+    tracing::debug!(backend = backend.store.name(), repos = repos.len(), "set up");
+    Ok(Setup {
+        repos,
+        syncer,
+        dirty,
+        backend,
+    })
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+///
+/// Errors: [`DaemonError`] when it cannot start; once running, failures are logged and
+/// the daemon carries on.
+pub async fn run(config: Config) -> Result<(), DaemonError> {
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let Setup {
+        repos,
+        syncer,
+        dirty,
+        backend,
+    } = setup(&config)?;
+    let version = env!("CARGO_PKG_VERSION");
+    if let Err(err) = backend.store.heartbeat(&config.hostname, version).await {
+        tracing::warn!(%err, "cannot record heartbeat");
+    }
+    tracing::info!(host = %config.hostname, root = %config.root.display(), repos = repos.len(), backend = backend.store.name(), "starting");
+
+    // Watch first, so that changes made during the start-up update are not missed.
+    let watch_repos = repos.clone();
+    let watch_dirty = dirty.clone();
+    let watcher = tokio::task::spawn_blocking(move || RepoWatcher::start(&watch_repos, watch_dirty))
+        .await
+        .ok()
+        .and_then(|res| {
+            res.map_err(|err| tracing::error!(%err, "cannot watch repositories; relying on the periodic update"))
+                .ok()
+        });
+
+    let started = Instant::now();
+    let outcomes = syncer.sync_all(&repos, true).await;
+    let failed = outcomes.iter().filter(|o| !o.ok).count();
+    tracing::info!(repos = repos.len(), failed, took_ms = started.elapsed().as_millis() as u64, "ready");
+
+    let by_name: HashMap<String, Repo> = repos.iter().map(|r| (r.name.clone(), r.clone())).collect();
+    let git_dirs: HashMap<String, std::path::PathBuf> = repos
+        .iter()
+        .map(|r| (r.name.clone(), r.path.join(".git")))
+        .collect();
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let full_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut next_full = tokio::time::Instant::now() + jittered(config.pull.interval);
+    let mut next_due: Option<Instant> = None;
+    loop {
+        let wake_at = next_due
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or(next_full)
+            .min(next_full);
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = dirty.wake.notified() => {}
+            _ = tokio::time::sleep_until(wake_at) => {}
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+        if tokio::time::Instant::now() >= next_full {
+            next_full = tokio::time::Instant::now() + jittered(config.pull.interval);
+            if !full_running.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let running = full_running.clone();
+                let syncer = syncer.clone();
+                let repos = repos.clone();
+                let store = backend.store.clone();
+                let host = config.hostname.clone();
+                tasks.spawn(async move {
+                    let _ = store.heartbeat(&host, version).await;
+                    let outcomes = syncer.sync_all(&repos, true).await;
+                    let failed = outcomes.iter().filter(|o| !o.ok).count();
+                    tracing::info!(repos = repos.len(), failed, "periodic update done");
+                    running.store(false, std::sync::atomic::Ordering::SeqCst);
+                });
+            }
+        }
+        let (due, next) = dirty.take_due(Instant::now(), |name| {
+            git_dirs
+                .get(name)
+                .is_some_and(|dir| dir.join("index.lock").exists())
+        });
+        next_due = next;
+        for name in due {
+            if let Some(repo) = by_name.get(&name).cloned() {
+                let syncer = syncer.clone();
+                tasks.spawn(async move {
+                    syncer.sync(&repo, false).await;
+                });
+            }
+        }
+    }
+
+    tracing::info!("stopping: waiting for work in flight");
+    let drained = async { while tasks.join_next().await.is_some() {} };
+    tokio::select! {
+        _ = drained => tracing::info!("stopped"),
+        _ = tokio::time::sleep(STOP_GRACE) => tracing::warn!("stopped with work still in flight"),
+        _ = term.recv() => tracing::warn!("second signal: stopping now"),
+        _ = int.recv() => tracing::warn!("second signal: stopping now"),
+    }
+    drop(watcher);
+    Ok(())
+}

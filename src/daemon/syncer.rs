@@ -1,0 +1,186 @@
+//! Bringing one repository up to date: fetch, read the state, fast-forward when safe, and
+//! publish the state when it changed.
+//!
+//! Work on one repository is serialized by a per-repository lock, so a watcher refresh
+//! never races a periodic fetch. One repository's failure is logged and reported in its
+//! state; it never stops the others.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, Semaphore};
+
+use super::watcher::Dirty;
+use crate::backend::StateStore;
+use crate::config::PullSettings;
+use crate::discover::Repo;
+use crate::git::{ops, pull, state};
+use crate::model::RepoState;
+
+/// How one sync of one repository went.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The repository's name.
+    pub repo: String,
+    /// False when the fetch failed, the repository could not be read, or the state could
+    /// not be stored.
+    pub ok: bool,
+    /// Whether a new state was written to the store.
+    pub published: bool,
+    /// The state as read after the sync.
+    pub state: RepoState,
+}
+
+/// Syncs repositories of one host.
+pub struct Syncer {
+    host: String,
+    pull: PullSettings,
+    store: Arc<dyn StateStore>,
+    dirty: Arc<Dirty>,
+    /// Per repository: the last state written to the store.
+    last: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<RepoState>>>>>,
+    /// Bounds concurrent repository work (git children and gix reads).
+    permits: Semaphore,
+}
+
+impl Syncer {
+    /// A syncer publishing as `host` into `store`; `dirty` is told to forget watcher events
+    /// that the syncer's own git commands cause.
+    pub fn new(
+        host: String,
+        pull: PullSettings,
+        store: Arc<dyn StateStore>,
+        dirty: Arc<Dirty>,
+    ) -> Self {
+        Syncer {
+            host,
+            pull,
+            store,
+            dirty,
+            last: std::sync::Mutex::new(HashMap::new()),
+            permits: Semaphore::new(4),
+        }
+    }
+
+    fn slot(&self, repo: &str) -> Arc<Mutex<Option<RepoState>>> {
+        let mut map = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(repo.to_string()).or_default().clone()
+    }
+
+    /// Syncs `repo`: fetches first when `fetch` is true, then reads, fast-forwards when
+    /// safe, and publishes the state if it differs from the last one published.
+    pub async fn sync(&self, repo: &Repo, fetch: bool) -> Outcome {
+        let slot = self.slot(&repo.name);
+        let mut last = slot.lock().await;
+        let _permit = self.permits.acquire().await;
+        let mut ok = true;
+        let mut fetch_error = None;
+        let mut touched = false;
+        if fetch && repo.path.exists() {
+            touched = true;
+            if let Err(err) = ops::fetch(&repo.path, None, self.pull.fetch_timeout).await {
+                tracing::warn!(repo = %repo.name, %err, "fetch failed");
+                fetch_error = Some(err.to_string());
+                ok = false;
+            }
+        }
+        let mut snapshot = self.read(repo).await;
+        let mut blocked = None;
+        match pull::decide(&snapshot, self.pull.fast_forward) {
+            pull::Decision::Nothing => {}
+            pull::Decision::Blocked(reason) => blocked = Some(reason),
+            pull::Decision::FastForward(target) => {
+                touched = true;
+                match pull::fast_forward(&repo.path, &target, self.pull.fetch_timeout).await {
+                    Ok(()) => {
+                        tracing::info!(repo = %repo.name, to = %target, "fast-forwarded");
+                        snapshot = self.read(repo).await;
+                        if let pull::Decision::Blocked(reason) =
+                            pull::decide(&snapshot, self.pull.fast_forward)
+                        {
+                            blocked = Some(reason);
+                        }
+                    }
+                    Err(reason) => {
+                        tracing::info!(repo = %repo.name, %reason, "fast-forward refused");
+                        blocked = Some(reason);
+                    }
+                }
+            }
+        }
+        if touched {
+            // Our own fetch and merge made the watcher fire; the state just read covers it.
+            self.dirty.forget(&repo.name);
+        }
+        let mut current = snapshot.state;
+        current.pull_blocked = blocked;
+        if current.error.is_none() {
+            current.error = fetch_error;
+        }
+        if current.state == crate::model::Summary::Error {
+            tracing::warn!(repo = %repo.name, error = current.error.as_deref().unwrap_or(""), "cannot read repository");
+            ok = false;
+        }
+        let changed = last.as_ref().is_none_or(|prev| !prev.same_as(&current));
+        let mut published = false;
+        if changed {
+            match self.store.put(&current).await {
+                Ok(()) => {
+                    tracing::info!(repo = %repo.name, state = current.state.as_str(), "state published");
+                    *last = Some(current.clone());
+                    published = true;
+                }
+                Err(err) => {
+                    tracing::warn!(repo = %repo.name, %err, "cannot store state");
+                    ok = false;
+                }
+            }
+        }
+        Outcome {
+            repo: repo.name.clone(),
+            ok,
+            published,
+            state: current,
+        }
+    }
+
+    async fn read(&self, repo: &Repo) -> state::Snapshot {
+        let (host, name, path) = (self.host.clone(), repo.name.clone(), repo.path.clone());
+        match tokio::task::spawn_blocking(move || state::read(&host, &name, &path)).await {
+            Ok(snapshot) => snapshot,
+            Err(join) => state::Snapshot {
+                state: RepoState::error(&self.host, &repo.name, format!("state reader failed: {join}")),
+                upstream_head: None,
+                index_locked: false,
+                remote: None,
+            },
+        }
+    }
+
+    /// Syncs every repository (at most four at a time) and returns each outcome, in the
+    /// order given.
+    pub async fn sync_all(self: &Arc<Self>, repos: &[Repo], fetch: bool) -> Vec<Outcome> {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, repo) in repos.iter().cloned().enumerate() {
+            let me = self.clone();
+            set.spawn(async move { (i, me.sync(&repo, fetch).await) });
+        }
+        let mut out: Vec<Option<Outcome>> = vec![None; repos.len()];
+        while let Some(joined) = set.join_next().await {
+            if let Ok((i, outcome)) = joined {
+                out[i] = Some(outcome);
+            }
+        }
+        out.into_iter()
+            .zip(repos)
+            .map(|(o, repo)| {
+                o.unwrap_or_else(|| Outcome {
+                    repo: repo.name.clone(),
+                    ok: false,
+                    published: false,
+                    state: RepoState::error(&self.host, &repo.name, "sync task failed".to_string()),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,365 @@
+//! Watching worktrees and git metadata, and coalescing the events per repository.
+//!
+//! One notify (inotify) watcher serves every repository. Worktree folders are watched one by
+//! one, as found by a gitignore-aware walk (the `ignore` crate), so ignored trees such as
+//! `target/` or `node_modules/` cost no watch; new folders are added as they appear. In the
+//! git folder only what changes the state counts: `HEAD`, `index`, `packed-refs`, `refs/`,
+//! and the files that mark a merge, rebase, cherry-pick, revert or bisect.
+//!
+//! The notify callback only marks the repository in [`Dirty`]; the supervisor refreshes a
+//! repository once its events have been quiet for [`QUIET`] (or after [`MAX_DELAY`] of
+//! continuous events), and waits while another git command holds `index.lock`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use notify::{EventKind, RecursiveMode, Watcher};
+
+use crate::discover::Repo;
+
+/// How long a repository's events must be quiet before its state is read.
+pub const QUIET: Duration = Duration::from_millis(250);
+/// The longest a repository with continuous events waits for a refresh.
+pub const MAX_DELAY: Duration = Duration::from_secs(5);
+
+/// Repositories with pending watcher events: name -> (first event, last event).
+#[derive(Default)]
+pub struct Dirty {
+    pending: Mutex<HashMap<String, (Instant, Instant)>>,
+    /// Woken on every new mark.
+    pub wake: tokio::sync::Notify,
+}
+
+impl Dirty {
+    /// A new, empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Instant)>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records an event for `repo` now.
+    pub fn mark(&self, repo: &str) {
+        let now = Instant::now();
+        let mut map = self.map();
+        match map.get_mut(repo) {
+            Some(entry) => entry.1 = now,
+            None => {
+                map.insert(repo.to_string(), (now, now));
+                drop(map);
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// Drops the pending events of `repo` (they were caused by gitsync itself).
+    pub fn forget(&self, repo: &str) {
+        self.map().remove(repo);
+    }
+
+    /// Takes the repositories due for a refresh at `now`. `locked(repo)` tells whether a
+    /// git command holds the repository's `index.lock`; such a repository waits, up to
+    /// [`MAX_DELAY`]. Returns the due names and when the next one falls due.
+    pub fn take_due(
+        &self,
+        now: Instant,
+        locked: impl Fn(&str) -> bool,
+    ) -> (Vec<String>, Option<Instant>) {
+        let mut map = self.map();
+        let mut due = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (repo, (first, last)) in map.iter_mut() {
+            let overdue = now.duration_since(*first) >= MAX_DELAY;
+            let quiet = now.duration_since(*last) >= QUIET;
+            if overdue || (quiet && !locked(repo)) {
+                due.push(repo.clone());
+            } else {
+                let at = if quiet { now + QUIET } else { *last + QUIET };
+                let at = at.min(*first + MAX_DELAY);
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        for repo in &due {
+            map.remove(repo);
+        }
+        (due, next)
+    }
+}
+
+/// What the callback knows of one repository.
+struct Watched {
+    name: String,
+    worktree: PathBuf,
+    git_dir: PathBuf,
+    ignore: ignore::gitignore::Gitignore,
+}
+
+type Index = Arc<RwLock<HashMap<PathBuf, Arc<Watched>>>>;
+
+/// The running watcher. Dropping it stops watching.
+pub struct RepoWatcher {
+    watcher: Arc<Mutex<notify::RecommendedWatcher>>,
+    index: Index,
+    limit_hit: Arc<std::sync::atomic::AtomicBool>,
+}
+
+const GIT_FILES: &[&str] = &[
+    "HEAD",
+    "index",
+    "packed-refs",
+    "refs",
+    "MERGE_HEAD",
+    "CHERRY_PICK_HEAD",
+    "REVERT_HEAD",
+    "BISECT_LOG",
+    "rebase-merge",
+    "rebase-apply",
+];
+
+fn git_dir_of(worktree: &Path) -> PathBuf {
+    let dot_git = worktree.join(".git");
+    if dot_git.is_file()
+        && let Ok(text) = std::fs::read_to_string(&dot_git)
+        && let Some(dir) = text.trim().strip_prefix("gitdir:")
+    {
+        let dir = PathBuf::from(dir.trim());
+        return if dir.is_absolute() {
+            dir
+        } else {
+            worktree.join(dir)
+        };
+    }
+    dot_git
+}
+
+fn matcher(worktree: &Path, git_dir: &Path) -> ignore::gitignore::Gitignore {
+    let mut builder = ignore::gitignore::GitignoreBuilder::new(worktree);
+    builder.add(worktree.join(".gitignore"));
+    builder.add(git_dir.join("info/exclude"));
+    builder
+        .build()
+        .unwrap_or_else(|_| ignore::gitignore::Gitignore::empty())
+}
+
+fn lookup(index: &HashMap<PathBuf, Arc<Watched>>, path: &Path) -> Option<Arc<Watched>> {
+    path.ancestors().find_map(|a| index.get(a).cloned())
+}
+
+/// Whether an event on `path` can change `repo`'s state; `Some(true)` when it is a new
+/// worktree folder that needs its own watch.
+fn relevance(repo: &Watched, path: &Path, created: bool) -> Option<bool> {
+    if let Ok(rel) = path.strip_prefix(&repo.git_dir) {
+        let first = rel.components().next()?.as_os_str().to_str()?;
+        return GIT_FILES.contains(&first).then_some(false);
+    }
+    let rel = path.strip_prefix(&repo.worktree).ok()?;
+    if rel.components().next().is_some_and(|c| c.as_os_str() == ".git") {
+        return None;
+    }
+    let is_dir = path.is_dir();
+    if repo
+        .ignore
+        .matched_path_or_any_parents(path, is_dir)
+        .is_ignore()
+    {
+        return None;
+    }
+    Some(created && is_dir)
+}
+
+/// A watch could not be added because the inotify limit is reached.
+fn is_limit(err: &notify::Error) -> bool {
+    match &err.kind {
+        notify::ErrorKind::MaxFilesWatch => true,
+        notify::ErrorKind::Io(io) => matches!(io.raw_os_error(), Some(28) | Some(24)),
+        _ => false,
+    }
+}
+
+impl RepoWatcher {
+    /// Starts watching `repos`, marking them in `dirty` on relevant events.
+    ///
+    /// Errors: the notify watcher cannot be created (no inotify). A repository whose
+    /// folders cannot all be watched is logged (with an `fs.inotify.max_user_watches` hint
+    /// when the limit is the cause) and keeps being synced by the periodic update.
+    pub fn start(repos: &[Repo], dirty: Arc<Dirty>) -> Result<Self, notify::Error> {
+        let index: Index = Arc::new(RwLock::new(HashMap::new()));
+        let (new_dirs_tx, new_dirs_rx) = std::sync::mpsc::channel::<(Arc<Watched>, PathBuf)>();
+        let cb_index = index.clone();
+        let handler = move |res: notify::Result<notify::Event>| {
+            let event = match res {
+                Ok(event) => event,
+                Err(err) => {
+                    tracing::warn!(%err, "watch error");
+                    return;
+                }
+            };
+            if matches!(event.kind, EventKind::Access(_)) {
+                return;
+            }
+            let created = matches!(event.kind, EventKind::Create(_));
+            let map = cb_index.read().unwrap_or_else(|p| p.into_inner());
+            for path in &event.paths {
+                let Some(repo) = lookup(&map, path) else {
+                    continue;
+                };
+                if let Some(new_dir) = relevance(&repo, path, created) {
+                    dirty.mark(&repo.name);
+                    if new_dir {
+                        let _ = new_dirs_tx.send((repo.clone(), path.clone()));
+                    }
+                }
+            }
+        };
+        let watcher = Arc::new(Mutex::new(notify::recommended_watcher(handler)?));
+        let me = RepoWatcher {
+            watcher,
+            index,
+            limit_hit: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        for repo in repos {
+            me.add(repo);
+        }
+        // Folders created later get their watches from this thread: notify's callback must
+        // not call back into the watcher.
+        let watcher = Arc::downgrade(&me.watcher);
+        let limit_hit = me.limit_hit.clone();
+        std::thread::Builder::new()
+            .name("gitsync-new-dirs".to_string())
+            .spawn(move || {
+                while let Ok((repo, dir)) = new_dirs_rx.recv() {
+                    let Some(watcher) = watcher.upgrade() else {
+                        break;
+                    };
+                    watch_tree(&watcher, &repo, &dir, &limit_hit);
+                }
+            })
+            .map_err(|e| notify::Error::io(e))?;
+        Ok(me)
+    }
+
+    /// Starts watching one more repository.
+    pub fn add(&self, repo: &Repo) {
+        let git_dir = git_dir_of(&repo.path);
+        let watched = Arc::new(Watched {
+            name: repo.name.clone(),
+            worktree: repo.path.clone(),
+            ignore: matcher(&repo.path, &git_dir),
+            git_dir: git_dir.clone(),
+        });
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(repo.path.clone(), watched.clone());
+        let mut w = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
+        for (path, mode) in [
+            (git_dir.clone(), RecursiveMode::NonRecursive),
+            (git_dir.join("refs"), RecursiveMode::Recursive),
+        ] {
+            if let Err(err) = w.watch(&path, mode) {
+                self.report(&repo.name, &path, &err);
+            }
+        }
+        drop(w);
+        watch_tree(&self.watcher, &watched, &repo.path, &self.limit_hit);
+    }
+
+    /// Stops watching a repository.
+    pub fn remove(&self, repo: &Repo) {
+        let removed = self
+            .index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&repo.path);
+        if let Some(watched) = removed {
+            let mut w = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = w.unwatch(&watched.git_dir);
+            let _ = w.unwatch(&watched.git_dir.join("refs"));
+            for dir in worktree_dirs(&watched.worktree) {
+                let _ = w.unwatch(&dir);
+            }
+        }
+    }
+
+    fn report(&self, repo: &str, path: &Path, err: &notify::Error) {
+        report(repo, path, err, &self.limit_hit);
+    }
+}
+
+fn report(repo: &str, path: &Path, err: &notify::Error, limit_hit: &std::sync::atomic::AtomicBool) {
+    if is_limit(err) {
+        if !limit_hit.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::error!(
+                %repo,
+                path = %path.display(),
+                "the inotify watch limit is reached: raise it with `sudo sysctl fs.inotify.max_user_watches=524288` (and in /etc/sysctl.d/ to keep it); until then changes are picked up by the periodic update"
+            );
+        }
+    } else {
+        tracing::warn!(%repo, path = %path.display(), %err, "cannot watch");
+    }
+}
+
+fn worktree_dirs(root: &Path) -> Vec<PathBuf> {
+    ignore::WalkBuilder::new(root)
+        .hidden(false)
+        .parents(false)
+        .git_global(false)
+        .require_git(false)
+        .follow_links(false)
+        .filter_entry(|e| e.file_name() != ".git" && e.file_type().is_some_and(|t| t.is_dir()))
+        .build()
+        .flatten()
+        .map(|e| e.into_path())
+        .collect()
+}
+
+fn watch_tree(
+    watcher: &Mutex<notify::RecommendedWatcher>,
+    repo: &Watched,
+    from: &Path,
+    limit_hit: &std::sync::atomic::AtomicBool,
+) {
+    let dirs = worktree_dirs(from);
+    let mut w = watcher.lock().unwrap_or_else(|p| p.into_inner());
+    for dir in dirs {
+        if from != repo.worktree
+            && repo.ignore.matched_path_or_any_parents(&dir, true).is_ignore()
+        {
+            continue;
+        }
+        if let Err(err) = w.watch(&dir, RecursiveMode::NonRecursive) {
+            report(&repo.name, &dir, &err, limit_hit);
+            if is_limit(&err) {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalesces_until_quiet() {
+        let dirty = Dirty::new();
+        let t0 = Instant::now();
+        dirty.mark("a");
+        dirty.mark("a");
+        let (due, next) = dirty.take_due(t0, |_| false);
+        assert!(due.is_empty());
+        assert!(next.is_some());
+        let (due, _) = dirty.take_due(Instant::now() + QUIET, |_| false);
+        assert_eq!(due, ["a"]);
+        dirty.mark("b");
+        let (due, _) = dirty.take_due(Instant::now() + QUIET, |_| true);
+        assert!(due.is_empty(), "a locked repository waits");
+        let (due, _) = dirty.take_due(Instant::now() + MAX_DELAY, |_| true);
+        assert_eq!(due, ["b"]);
+    }
+}

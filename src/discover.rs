@@ -1,0 +1,132 @@
+//! Which repositories gitsync keeps in sync: the configured list, or every repository
+//! found under the root.
+//!
+//! Discovery walks folders only (with the `ignore` crate, hidden folders included) and does
+//! not descend into a repository's worktree looking for more; submodules are out of scope.
+//! Configured entries without glob characters are taken as they are, even when missing, so
+//! that a deleted repository shows up as an error instead of silently vanishing.
+
+use std::path::{Path, PathBuf};
+
+use globset::{GlobBuilder, GlobSetBuilder};
+
+/// A repository to keep in sync.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Repo {
+    /// Path relative to the root with `/` separators (`.` for the root itself).
+    pub name: String,
+    /// Absolute worktree path.
+    pub path: PathBuf,
+}
+
+/// A configured pattern that is not a valid glob.
+#[derive(Debug, thiserror::Error)]
+#[error("repositories: invalid pattern {pattern:?}: {source}")]
+pub struct PatternError {
+    /// The pattern as written.
+    pub pattern: String,
+    /// The cause.
+    #[source]
+    pub source: globset::Error,
+}
+
+fn is_repo(dir: &Path) -> bool {
+    dir.join(".git").exists()
+}
+
+fn relative_name(root: &Path, path: &Path) -> String {
+    match path.strip_prefix(root) {
+        Ok(rel) if rel.as_os_str().is_empty() => ".".to_string(),
+        Ok(rel) => rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/"),
+        Err(_) => path.display().to_string(),
+    }
+}
+
+/// Every repository under `root` (the root itself included), sorted by name.
+pub fn walk(root: &Path) -> Vec<Repo> {
+    let mut found = Vec::new();
+    let walker = ignore::WalkBuilder::new(root)
+        .standard_filters(false)
+        .follow_links(false)
+        .filter_entry(|entry| {
+            let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
+            let inside_repo = entry.depth() > 0
+                && entry.path().parent().is_some_and(is_repo);
+            is_dir && entry.file_name() != ".git" && !inside_repo
+        })
+        .build();
+    for entry in walker.flatten() {
+        if is_repo(entry.path()) {
+            found.push(Repo {
+                name: relative_name(root, entry.path()),
+                path: entry.path().to_path_buf(),
+            });
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Resolves the configured `repositories` (or discovery when `None`) under `root`.
+///
+/// Errors: [`PatternError`] for an invalid glob.
+pub fn resolve(root: &Path, configured: Option<&[String]>) -> Result<Vec<Repo>, PatternError> {
+    let Some(entries) = configured else {
+        return Ok(walk(root));
+    };
+    let mut repos = Vec::new();
+    let mut globs = GlobSetBuilder::new();
+    let mut any_glob = false;
+    for entry in entries {
+        let entry = entry.trim_end_matches('/');
+        if entry.contains(['*', '?', '[', '{']) {
+            let glob = GlobBuilder::new(entry)
+                .literal_separator(true)
+                .build()
+                .map_err(|source| PatternError {
+                    pattern: entry.to_string(),
+                    source,
+                })?;
+            globs.add(glob);
+            any_glob = true;
+        } else {
+            repos.push(Repo {
+                name: if entry.is_empty() { ".".to_string() } else { entry.to_string() },
+                path: root.join(entry),
+            });
+        }
+    }
+    if any_glob {
+        let set = globs.build().map_err(|source| PatternError {
+            pattern: entries.join(", "),
+            source,
+        })?;
+        repos.extend(walk(root).into_iter().filter(|r| set.is_match(&r.name)));
+    }
+    repos.sort();
+    repos.dedup();
+    Ok(repos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_repos_without_descending_into_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for p in ["a/.git", "b/c/.git", "a/inner/.git", "d/e"] {
+            std::fs::create_dir_all(dir.path().join(p)).expect("mkdir");
+        }
+        let names: Vec<_> = walk(dir.path()).into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["a", "b/c"]);
+        let globbed = resolve(dir.path(), Some(&["b/*".to_string(), "x".to_string()]))
+            .expect("resolve");
+        let names: Vec<_> = globbed.into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["b/c", "x"]);
+    }
+}

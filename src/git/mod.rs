@@ -1,0 +1,10 @@
+//! Everything gitsync does to or reads from a git repository.
+//!
+//! `state` reads in-process with gix and never writes; `ops` changes repositories and talks
+//! to remotes through the `git` binary, so the user's credential helpers, ssh config, hooks
+//! and locks apply exactly as with their own git; `pull` decides whether a fast-forward is
+//! safe (invariant 1 of DESIGN.md).
+
+pub mod ops;
+pub mod pull;
+pub mod state;

@@ -1,0 +1,140 @@
+//! Running the `git` binary: fetch and fast-forward, non-interactive and with a timeout.
+//!
+//! Each command runs with `GIT_TERMINAL_PROMPT=0` (never asks for a password), no standard
+//! input, and in its own process group, so a Ctrl-C at the terminal stops the daemon but
+//! lets the git command in flight finish. A command that outlives its timeout is killed.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+/// A git command that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// The binary could not be started.
+    #[error("cannot run git in {dir}: {source}")]
+    Spawn {
+        /// The repository.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It ran longer than allowed and was killed.
+    #[error("git {command} in {dir} took longer than {timeout:?} and was stopped")]
+    Timeout {
+        /// The repository.
+        dir: PathBuf,
+        /// The subcommand, such as `fetch`.
+        command: String,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// It exited non-zero.
+    #[error("git {command} in {dir} failed: {stderr}")]
+    Failed {
+        /// The repository.
+        dir: PathBuf,
+        /// The subcommand.
+        command: String,
+        /// Its standard error, trimmed.
+        stderr: String,
+    },
+}
+
+/// Runs `git <args>` in `dir` and returns its standard output.
+///
+/// Errors: [`GitError`] when git cannot start, exits non-zero or exceeds `timeout`.
+pub async fn run(dir: &Path, args: &[&str], timeout: Duration) -> Result<String, GitError> {
+    let mut command = tokio::process::Command::new("git");
+    command
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_MERGE_AUTOEDIT", "no")
+        .env("GCM_INTERACTIVE", "never")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    let name = args.first().copied().unwrap_or_default().to_string();
+    let child = command.spawn().map_err(|source| GitError::Spawn {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(source)) => {
+            return Err(GitError::Spawn {
+                dir: dir.to_path_buf(),
+                source,
+            });
+        }
+        Err(_) => {
+            return Err(GitError::Timeout {
+                dir: dir.to_path_buf(),
+                command: name,
+                timeout,
+            });
+        }
+    };
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(GitError::Failed {
+            dir: dir.to_path_buf(),
+            command: name,
+            stderr: crate::model::redact_text(String::from_utf8_lossy(&output.stderr).trim()),
+        })
+    }
+}
+
+/// `git fetch --quiet [remote]`: updates the remote-tracking refs of `remote` (the current
+/// branch's remote when `None`).
+///
+/// Errors: as [`run`].
+pub async fn fetch(dir: &Path, remote: Option<&str>, timeout: Duration) -> Result<(), GitError> {
+    let mut args = vec!["fetch", "--quiet", "--no-write-fetch-head"];
+    if let Some(remote) = remote {
+        args.push(remote);
+    }
+    run(dir, &args, timeout).await.map(|_| ())
+}
+
+/// `git merge --ff-only <target>`: fast-forwards the checked-out branch to `target` (a
+/// commit id). git itself refuses when the result would not be a fast-forward or would
+/// overwrite local changes or untracked files; nothing is touched then.
+///
+/// Errors: as [`run`]; [`untracked_in_the_way`] reads the refusal.
+pub async fn fast_forward(dir: &Path, target: &str, timeout: Duration) -> Result<(), GitError> {
+    run(dir, &["merge", "--ff-only", "--quiet", target], timeout)
+        .await
+        .map(|_| ())
+}
+
+/// The untracked files that git named when it refused a merge because they would be
+/// overwritten, or an empty list when the refusal was for another reason.
+pub fn untracked_in_the_way(err: &GitError) -> Vec<String> {
+    let GitError::Failed { stderr, .. } = err else {
+        return Vec::new();
+    };
+    let mut files = Vec::new();
+    let mut inside = false;
+    for line in stderr.lines() {
+        if line.contains("untracked working tree files would be overwritten") {
+            inside = true;
+            continue;
+        }
+        if inside {
+            if line.starts_with(char::is_whitespace) && !line.trim().is_empty() {
+                files.push(line.trim().to_string());
+            } else {
+                inside = false;
+            }
+        }
+    }
+    files
+}

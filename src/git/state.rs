@@ -1,0 +1,264 @@
+//! Reading a repository's state in-process with gix. Read-only: nothing here writes to a
+//! repository, its index or its worktree (changes go through the git binary in `ops`).
+//!
+//! The counts match `git status --porcelain=v2 --branch` with the repository's own
+//! `status.showUntrackedFiles` (default: an untracked folder counts once). Submodules are
+//! not looked into.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use gix::bstr::{BString, ByteSlice};
+
+use crate::model::{LastCommit, Operation, RepoState, Summary, redact_url};
+
+/// A state plus what the syncer needs to decide on a fast-forward.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The state to publish.
+    pub state: RepoState,
+    /// The upstream's commit id (hex), when the remote-tracking ref exists.
+    pub upstream_head: Option<String>,
+    /// Whether `$GIT_DIR/index.lock` exists (another git command is running).
+    pub index_locked: bool,
+    /// The upstream's remote name (`origin`), when configured.
+    pub remote: Option<String>,
+}
+
+/// Reads the state of the repository at `path` (a worktree or a `.git` folder).
+///
+/// `host` and `repo` are copied into the record. Never fails: a repository that cannot be
+/// read gives a state with `state: error` and the reason in `error`.
+pub fn read(host: &str, repo: &str, path: &Path) -> Snapshot {
+    match read_inner(host, repo, path) {
+        Ok(snapshot) => snapshot,
+        Err(message) => Snapshot {
+            state: RepoState::error(host, repo, message),
+            upstream_head: None,
+            index_locked: false,
+            remote: None,
+        },
+    }
+}
+
+fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
+    move |e| format!("{what}: {e}")
+}
+
+fn read_inner(host: &str, repo_name: &str, path: &Path) -> Result<Snapshot, String> {
+    if !path.exists() {
+        return Err(format!("{} does not exist", path.display()));
+    }
+    let repo = gix::open(path).map_err(err("cannot open repository"))?;
+    let head = repo.head().map_err(err("cannot read HEAD"))?;
+    let detached = head.is_detached();
+    let head_id = head.id().map(|id| id.detach());
+    let branch_ref = head.referent_name().map(|n| n.to_owned());
+    drop(head);
+    let branch = branch_ref
+        .as_ref()
+        .map(|n| n.shorten().to_str_lossy().into_owned());
+
+    // Upstream: configured (branch.<name>.merge) and whether its tracking ref exists.
+    let mut upstream = None;
+    let mut upstream_head = None;
+    let mut upstream_configured = false;
+    let mut remote = None;
+    let mut remote_url = None;
+    if let Some(name) = &branch_ref {
+        if let Some(tracking) =
+            repo.branch_remote_tracking_ref_name(name.as_ref(), gix::remote::Direction::Fetch)
+        {
+            let tracking = tracking.map_err(err("cannot read upstream"))?;
+            upstream_configured = true;
+            upstream = Some(tracking.shorten().to_str_lossy().into_owned());
+            if let Some(mut reference) = repo
+                .try_find_reference(tracking.as_ref())
+                .map_err(err("cannot read upstream ref"))?
+            {
+                let id = reference
+                    .peel_to_id()
+                    .map_err(err("cannot resolve upstream"))?;
+                upstream_head = Some(id.detach());
+            }
+        }
+        let config = repo.config_snapshot();
+        let short = name.shorten().to_str_lossy().into_owned();
+        if let Some(remote_name) = config.string(format!("branch.{short}.remote").as_str()) {
+            let remote_name = remote_name.to_str_lossy().into_owned();
+            remote_url = config
+                .string(format!("remote.{remote_name}.url").as_str())
+                .map(|u| redact_url(&u.to_str_lossy()));
+            remote = Some(remote_name);
+        }
+    }
+
+    let (mut ahead, mut behind) = (0u32, 0u32);
+    if let (Some(head), Some(up)) = (head_id, upstream_head) {
+        ahead = count_commits(&repo, head, up)?;
+        behind = count_commits(&repo, up, head)?;
+    }
+    let state = if detached {
+        Summary::Detached
+    } else if head_id.is_none() || !upstream_configured {
+        Summary::NoUpstream
+    } else if upstream_head.is_none() {
+        Summary::UpstreamGone
+    } else {
+        match (ahead, behind) {
+            (0, 0) => Summary::UpToDate,
+            (_, 0) => Summary::Ahead,
+            (0, _) => Summary::Behind,
+            _ => Summary::Diverged,
+        }
+    };
+
+    let counts = worktree_counts(&repo)?;
+    let operation = match repo.state() {
+        None => Operation::None,
+        Some(gix::state::InProgress::Merge) => Operation::Merge,
+        Some(gix::state::InProgress::Bisect) => Operation::Bisect,
+        Some(gix::state::InProgress::CherryPick | gix::state::InProgress::CherryPickSequence) => {
+            Operation::CherryPick
+        }
+        Some(gix::state::InProgress::Revert | gix::state::InProgress::RevertSequence) => {
+            Operation::Revert
+        }
+        Some(_) => Operation::Rebase,
+    };
+    let last_commit = match head_id {
+        Some(id) => {
+            let commit = repo.find_commit(id).map_err(err("cannot read HEAD commit"))?;
+            let time = commit.time().map_err(err("cannot read commit time"))?;
+            let summary = commit
+                .message()
+                .map(|m| m.summary().to_str_lossy().into_owned())
+                .unwrap_or_default();
+            Some(LastCommit {
+                time: DateTime::<Utc>::from_timestamp(time.seconds, 0).unwrap_or_default(),
+                summary,
+            })
+        }
+        None => None,
+    };
+    let git_dir = repo.git_dir();
+    let stashes = std::fs::read(git_dir.join("logs/refs/stash"))
+        .map(|bytes| bytes.lines().filter(|l| !l.is_empty()).count() as u32)
+        .unwrap_or(0);
+    let index_locked = git_dir.join("index.lock").exists();
+
+    Ok(Snapshot {
+        state: RepoState {
+            host: host.to_string(),
+            repo: repo_name.to_string(),
+            branch: if detached { None } else { branch },
+            head: head_id.map(|id| id.to_string()),
+            upstream,
+            remote_url,
+            ahead,
+            behind,
+            staged: counts.staged,
+            unstaged: counts.unstaged,
+            untracked: counts.untracked,
+            conflicted: counts.conflicted,
+            stashes,
+            operation,
+            state,
+            last_commit,
+            updated_at: Utc::now(),
+            pull_blocked: None,
+            error: None,
+        },
+        upstream_head: upstream_head.map(|id| id.to_string()),
+        index_locked,
+        remote,
+    })
+}
+
+/// Number of commits reachable from `from` but not from `hidden` (`git rev-list --count
+/// hidden..from`).
+fn count_commits(
+    repo: &gix::Repository,
+    from: gix::ObjectId,
+    hidden: gix::ObjectId,
+) -> Result<u32, String> {
+    if from == hidden {
+        return Ok(0);
+    }
+    let walk = repo
+        .rev_walk([from])
+        .with_hidden([hidden])
+        .all()
+        .map_err(err("cannot walk history"))?;
+    let mut count = 0u32;
+    for info in walk {
+        info.map_err(err("cannot walk history"))?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    staged: u32,
+    unstaged: u32,
+    untracked: u32,
+    conflicted: u32,
+}
+
+fn worktree_counts(repo: &gix::Repository) -> Result<Counts, String> {
+    if repo.workdir().is_none() {
+        return Ok(Counts::default());
+    }
+    let index = repo.index_or_empty().map_err(err("cannot read index"))?;
+    let conflicted: HashSet<BString> = index
+        .entries()
+        .iter()
+        .filter(|e| e.stage() != gix::index::entry::Stage::Unconflicted)
+        .map(|e| e.path(&index).to_owned())
+        .collect();
+    drop(index);
+
+    let mut staged: HashSet<BString> = HashSet::new();
+    let mut unstaged: HashSet<BString> = HashSet::new();
+    let mut untracked = 0u32;
+    let iter = repo
+        .status(gix::progress::Discard)
+        .map_err(err("cannot compute status"))?
+        .index_worktree_submodules(gix::status::Submodule::Given {
+            ignore: gix::submodule::config::Ignore::All,
+            check_dirty: false,
+        })
+        .into_iter(Vec::<BString>::new())
+        .map_err(err("cannot compute status"))?;
+    for item in iter {
+        use gix::status::index_worktree::Item as W;
+        use gix::status::plumbing::index_as_worktree::EntryStatus;
+        match item.map_err(err("cannot compute status"))? {
+            gix::status::Item::TreeIndex(change) => {
+                staged.insert(change.location().to_owned());
+            }
+            gix::status::Item::IndexWorktree(W::Modification {
+                rela_path, status, ..
+            }) => match status {
+                EntryStatus::Change(_) | EntryStatus::IntentToAdd => {
+                    unstaged.insert(rela_path);
+                }
+                EntryStatus::Conflict { .. } | EntryStatus::NeedsUpdate(_) => {}
+            },
+            gix::status::Item::IndexWorktree(W::DirectoryContents { entry, .. }) => {
+                if entry.status == gix::dir::entry::Status::Untracked {
+                    untracked += 1;
+                }
+            }
+            gix::status::Item::IndexWorktree(W::Rewrite { .. }) => {}
+        }
+    }
+    Ok(Counts {
+        staged: staged.difference(&conflicted).count() as u32,
+        unstaged: unstaged.difference(&conflicted).count() as u32,
+        untracked,
+        conflicted: conflicted.len() as u32,
+    })
+}

@@ -1,0 +1,64 @@
+//! Logging set-up: `tracing` to standard error and, for the daemon, to a daily-rotated
+//! `~/.gitsync/gitsync.log`.
+//!
+//! `GITSYNC_LOG` sets the filter (tracing-subscriber's `EnvFilter` syntax, such as
+//! `debug` or `gitsync=debug,warn`). Under systemd (`JOURNAL_STREAM` is set) standard error
+//! carries no timestamps: the journal adds its own.
+
+use std::path::Path;
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Keeps the log file writer alive; drop it last so buffered lines are flushed.
+pub struct Guard(#[allow(dead_code)] Option<tracing_appender::non_blocking::WorkerGuard>);
+
+fn filter(default: &str) -> EnvFilter {
+    EnvFilter::try_from_env("GITSYNC_LOG").unwrap_or_else(|_| EnvFilter::new(default))
+}
+
+/// Logs to standard error only, at `warn` unless `GITSYNC_LOG` says otherwise: for
+/// short-lived commands.
+pub fn init_cli() -> Guard {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter("warn"))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+    Guard(None)
+}
+
+/// Logs to standard error and to `dir/gitsync.log.YYYY-MM-DD`, at `info` unless
+/// `GITSYNC_LOG` says otherwise: for the daemon. When `dir` cannot be created the file log
+/// is skipped with a warning.
+pub fn init_daemon(dir: &Path) -> Guard {
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let (file_layer, guard, file_error) = match std::fs::create_dir_all(dir) {
+        Ok(()) => {
+            let appender = tracing_appender::rolling::daily(dir, "gitsync.log");
+            let (writer, guard) = tracing_appender::non_blocking(appender);
+            let layer = tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .with_ansi(false)
+                .with_target(false);
+            (Some(layer), Some(guard), None)
+        }
+        Err(err) => (None, None, Some(err)),
+    };
+    let registry = tracing_subscriber::registry()
+        .with(filter("info"))
+        .with(file_layer);
+    let _ = if journal {
+        registry.with(stderr.without_time().with_ansi(false)).try_init()
+    } else {
+        registry.with(stderr).try_init()
+    };
+    if let Some(err) = file_error {
+        tracing::warn!(dir = %dir.display(), %err, "cannot write the log file; logging to standard error only");
+    }
+    Guard(guard)
+}

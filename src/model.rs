@@ -1,0 +1,257 @@
+//! The records gitsync shares between machines: a repository's state and a push event.
+//!
+//! These are the JSON shapes stored by every backend and printed by `gitsync status --json`;
+//! changing a field name changes the wire format. Times are UTC, RFC 3339. No record holds a
+//! secret: remote URLs are stored with credentials redacted (see [`redact_url`]).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The one-word summary of a repository, as `gitsync status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Summary {
+    /// HEAD equals its upstream.
+    UpToDate,
+    /// HEAD has commits its upstream lacks, and not the reverse.
+    Ahead,
+    /// The upstream has commits HEAD lacks, and not the reverse.
+    Behind,
+    /// Both sides have commits the other lacks.
+    Diverged,
+    /// The branch has no upstream configured (or no commit yet).
+    NoUpstream,
+    /// An upstream is configured but its remote-tracking ref does not exist.
+    UpstreamGone,
+    /// HEAD is detached.
+    Detached,
+    /// The repository could not be read; see `error`.
+    Error,
+}
+
+impl Summary {
+    /// The snake_case name used in JSON and in the table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Summary::UpToDate => "up_to_date",
+            Summary::Ahead => "ahead",
+            Summary::Behind => "behind",
+            Summary::Diverged => "diverged",
+            Summary::NoUpstream => "no_upstream",
+            Summary::UpstreamGone => "upstream_gone",
+            Summary::Detached => "detached",
+            Summary::Error => "error",
+        }
+    }
+}
+
+/// A git operation that is in progress in a worktree (what `git status` warns about).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// Nothing in progress.
+    #[default]
+    None,
+    /// `git merge` stopped (MERGE_HEAD exists).
+    Merge,
+    /// `git rebase` or `git am` stopped.
+    Rebase,
+    /// `git cherry-pick` stopped.
+    CherryPick,
+    /// `git revert` stopped.
+    Revert,
+    /// `git bisect` is running.
+    Bisect,
+}
+
+/// The last commit on HEAD.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastCommit {
+    /// Committer time, UTC.
+    pub time: DateTime<Utc>,
+    /// First line of the message.
+    pub summary: String,
+}
+
+/// One repository's state on one host: one record in the state store.
+///
+/// Counts follow `git status --porcelain=v2`: `staged` counts paths whose index differs from
+/// HEAD, `unstaged` paths whose worktree differs from the index, `untracked` untracked
+/// entries (a wholly untracked folder counts once), `conflicted` unmerged paths.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoState {
+    /// The machine this state was read on.
+    pub host: String,
+    /// Path relative to the configured root, with `/` separators.
+    pub repo: String,
+    /// Checked-out branch's short name, or `None` when detached.
+    pub branch: Option<String>,
+    /// HEAD's commit id (hex), or `None` before the first commit.
+    pub head: Option<String>,
+    /// Upstream's short name such as `origin/main`, when one is configured.
+    pub upstream: Option<String>,
+    /// The upstream's remote URL, credentials redacted.
+    #[serde(default)]
+    pub remote_url: Option<String>,
+    /// Commits on HEAD that the upstream lacks.
+    pub ahead: u32,
+    /// Commits on the upstream that HEAD lacks.
+    pub behind: u32,
+    /// Paths staged (index differs from HEAD).
+    pub staged: u32,
+    /// Paths changed in the worktree but not staged.
+    pub unstaged: u32,
+    /// Untracked entries.
+    pub untracked: u32,
+    /// Unmerged (conflicted) paths.
+    pub conflicted: u32,
+    /// Entries in `refs/stash`'s reflog.
+    pub stashes: u32,
+    /// Operation in progress.
+    pub operation: Operation,
+    /// One-word summary.
+    pub state: Summary,
+    /// HEAD's commit time and summary.
+    pub last_commit: Option<LastCommit>,
+    /// When this state was read, UTC.
+    pub updated_at: DateTime<Utc>,
+    /// Why the last automatic fast-forward was refused, or `None`.
+    pub pull_blocked: Option<String>,
+    /// Why the repository could not be read, when `state` is `error`.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl RepoState {
+    /// An `error` state for a repository that could not be read.
+    pub fn error(host: &str, repo: &str, message: String) -> Self {
+        RepoState {
+            host: host.to_string(),
+            repo: repo.to_string(),
+            branch: None,
+            head: None,
+            upstream: None,
+            remote_url: None,
+            ahead: 0,
+            behind: 0,
+            staged: 0,
+            unstaged: 0,
+            untracked: 0,
+            conflicted: 0,
+            stashes: 0,
+            operation: Operation::None,
+            state: Summary::Error,
+            last_commit: None,
+            updated_at: Utc::now(),
+            pull_blocked: None,
+            error: Some(message),
+        }
+    }
+
+    /// True when no worktree or index change would be lost by a checkout.
+    pub fn is_clean(&self) -> bool {
+        self.staged == 0 && self.unstaged == 0 && self.conflicted == 0
+    }
+
+    /// Whether two states say the same thing, ignoring `updated_at`: used so that nothing
+    /// is written to the store when nothing changed.
+    pub fn same_as(&self, other: &RepoState) -> bool {
+        let mut a = self.clone();
+        a.updated_at = other.updated_at;
+        a == *other
+    }
+}
+
+/// A push that landed on a remote, announced to the other machines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushEvent {
+    /// Derived from (repo, ref, new) so duplicates collapse.
+    pub id: String,
+    /// The machine that pushed.
+    pub host: String,
+    /// Repository path relative to root.
+    pub repo: String,
+    /// The remote URL, credentials redacted.
+    pub remote_url: String,
+    /// Full ref name such as `refs/heads/main`.
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    /// The ref's old commit id (all zeros when created).
+    pub old: String,
+    /// The ref's new commit id (all zeros when deleted).
+    pub new: String,
+    /// When the push was confirmed, UTC.
+    pub at: DateTime<Utc>,
+}
+
+/// Removes a password or token from a URL: `https://user:secret@host/x` becomes
+/// `https://user:***@host/x`, and a bare token (`https://token@host`) becomes
+/// `https://***@host`. scp-like (`git@host:x`) and local paths are returned unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &authority[..at];
+    let redacted = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None if url.starts_with("ssh://") => userinfo.to_string(),
+        None => "***".to_string(),
+    };
+    format!(
+        "{}{}@{}",
+        &url[..scheme_end + 3],
+        redacted,
+        &rest[at + 1..]
+    )
+}
+
+/// Redacts every URL with credentials inside free text (git's error messages quote the
+/// remote URL): each whitespace- or quote-separated word is passed through [`redact_url`].
+pub fn redact_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    for c in text.chars() {
+        if c.is_whitespace() || c == '\'' || c == '"' {
+            out.push_str(&redact_url(&word));
+            word.clear();
+            out.push(c);
+        } else {
+            word.push(c);
+        }
+    }
+    out.push_str(&redact_url(&word));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_credentials() {
+        assert_eq!(
+            redact_url("https://bob:hunter2@example.com/a.git"),
+            "https://bob:***@example.com/a.git"
+        );
+        assert_eq!(
+            redact_url("https://ghp_token@example.com/a.git"),
+            "https://***@example.com/a.git"
+        );
+        assert_eq!(
+            redact_url("ssh://git@example.com/a.git"),
+            "ssh://git@example.com/a.git"
+        );
+        assert_eq!(redact_url("git@example.com:a.git"), "git@example.com:a.git");
+        assert_eq!(redact_url("/srv/a.git"), "/srv/a.git");
+        assert_eq!(
+            redact_text("fatal: unable to access 'https://u:pw@h/x/': 403"),
+            "fatal: unable to access 'https://u:***@h/x/': 403"
+        );
+    }
+}
