@@ -54,8 +54,7 @@ pub fn walk(root: &Path) -> Vec<Repo> {
         .follow_links(false)
         .filter_entry(|entry| {
             let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
-            let inside_repo = entry.depth() > 0
-                && entry.path().parent().is_some_and(is_repo);
+            let inside_repo = entry.depth() > 0 && entry.path().parent().is_some_and(is_repo);
             is_dir && entry.file_name() != ".git" && !inside_repo
         })
         .build();
@@ -95,7 +94,11 @@ pub fn resolve(root: &Path, configured: Option<&[String]>) -> Result<Vec<Repo>, 
             any_glob = true;
         } else {
             repos.push(Repo {
-                name: if entry.is_empty() { ".".to_string() } else { entry.to_string() },
+                name: if entry.is_empty() {
+                    ".".to_string()
+                } else {
+                    entry.to_string()
+                },
                 path: root.join(entry),
             });
         }
@@ -124,8 +127,8 @@ mod tests {
         }
         let names: Vec<_> = walk(dir.path()).into_iter().map(|r| r.name).collect();
         assert_eq!(names, ["a", "b/c"]);
-        let globbed = resolve(dir.path(), Some(&["b/*".to_string(), "x".to_string()]))
-            .expect("resolve");
+        let globbed =
+            resolve(dir.path(), Some(&["b/*".to_string(), "x".to_string()])).expect("resolve");
         let names: Vec<_> = globbed.into_iter().map(|r| r.name).collect();
         assert_eq!(names, ["b/c", "x"]);
     }

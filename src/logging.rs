@@ -53,7 +53,9 @@ pub fn init_daemon(dir: &Path) -> Guard {
         .with(filter("info"))
         .with(file_layer);
     let _ = if journal {
-        registry.with(stderr.without_time().with_ansi(false)).try_init()
+        registry
+            .with(stderr.without_time().with_ansi(false))
+            .try_init()
     } else {
         registry.with(stderr).try_init()
     };

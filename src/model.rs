@@ -203,12 +203,7 @@ pub fn redact_url(url: &str) -> String {
         None if url.starts_with("ssh://") => userinfo.to_string(),
         None => "***".to_string(),
     };
-    format!(
-        "{}{}@{}",
-        &url[..scheme_end + 3],
-        redacted,
-        &rest[at + 1..]
-    )
+    format!("{}{}@{}", &url[..scheme_end + 3], redacted, &rest[at + 1..])
 }
 
 /// Redacts every URL with credentials inside free text (git's error messages quote the

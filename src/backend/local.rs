@@ -125,10 +125,14 @@ impl LocalHub {
                 let dir = self.root.join("events");
                 match watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
                     Ok(()) => *slot = Some(watcher),
-                    Err(err) => tracing::warn!(dir = %dir.display(), %err, "cannot watch the event logs; falling back to periodic reads"),
+                    Err(err) => {
+                        tracing::warn!(dir = %dir.display(), %err, "cannot watch the event logs; falling back to periodic reads")
+                    }
                 }
             }
-            Err(err) => tracing::warn!(%err, "cannot watch the event logs; falling back to periodic reads"),
+            Err(err) => {
+                tracing::warn!(%err, "cannot watch the event logs; falling back to periodic reads")
+            }
         }
     }
 
@@ -153,7 +157,10 @@ impl LocalHub {
             file.read_to_end(&mut buf).map_err(io_err(&path))?;
             let mut pos = start;
             // Only complete lines; a line still being appended is read next time.
-            while let Some(nl) = buf[(pos - start) as usize..].iter().position(|b| *b == b'\n') {
+            while let Some(nl) = buf[(pos - start) as usize..]
+                .iter()
+                .position(|b| *b == b'\n')
+            {
                 let from = (pos - start) as usize;
                 let line = &buf[from..from + nl];
                 pos += nl as u64 + 1;
@@ -182,14 +189,12 @@ impl LocalHub {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
 ) -> Result<T, BackendError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|join| {
-            Err(BackendError::Io {
-                path: PathBuf::new(),
-                source: std::io::Error::other(join.to_string()),
-            })
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|join| {
+        Err(BackendError::Io {
+            path: PathBuf::new(),
+            source: std::io::Error::other(join.to_string()),
         })
+    })
 }
 
 #[async_trait]
@@ -358,13 +363,29 @@ mod tests {
             .and_then(|mut f| f.write_all(b"{not json\n"))
             .expect("append garbage");
         a.publish(&event("a", "2")).await.expect("publish");
-        let got = b.receive(Duration::from_millis(100)).await.expect("receive");
-        assert_eq!(got.iter().map(|d| d.event.new.as_str()).collect::<Vec<_>>(), ["1", "2"]);
-        assert!(a.receive(Duration::from_millis(50)).await.expect("own").is_empty());
+        let got = b
+            .receive(Duration::from_millis(100))
+            .await
+            .expect("receive");
+        assert_eq!(
+            got.iter().map(|d| d.event.new.as_str()).collect::<Vec<_>>(),
+            ["1", "2"]
+        );
+        assert!(
+            a.receive(Duration::from_millis(50))
+                .await
+                .expect("own")
+                .is_empty()
+        );
         for d in &got {
             b.ack(d).await.expect("ack");
         }
-        assert!(b.receive(Duration::from_millis(50)).await.expect("again").is_empty());
+        assert!(
+            b.receive(Duration::from_millis(50))
+                .await
+                .expect("again")
+                .is_empty()
+        );
     }
 
     #[tokio::test]

@@ -28,8 +28,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         .block_on(backend.store.list(args.host.as_deref()))
         .map_err(|e| CliError::Failed(format!("cannot read states: {e}")))?;
     if args.json {
-        let text = serde_json::to_string_pretty(&states)
-            .map_err(|e| CliError::Failed(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&states).map_err(|e| CliError::Failed(e.to_string()))?;
         println!("{text}");
     } else {
         print!("{}", table(&states, config.timezone, Utc::now()));
@@ -67,7 +67,16 @@ fn age(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
 
 /// Renders the states as an aligned table, times in `tz`.
 pub fn table(states: &[RepoState], tz: chrono_tz::Tz, now: DateTime<Utc>) -> String {
-    let header = ["HOST", "REPO", "BRANCH", "STATE", "AHEAD/BEHIND", "DIRTY", "UPDATED", "NOTE"];
+    let header = [
+        "HOST",
+        "REPO",
+        "BRANCH",
+        "STATE",
+        "AHEAD/BEHIND",
+        "DIRTY",
+        "UPDATED",
+        "NOTE",
+    ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for s in states {
         let updated = s.updated_at.with_timezone(&tz);
@@ -82,7 +91,11 @@ pub fn table(states: &[RepoState], tz: chrono_tz::Tz, now: DateTime<Utc>) -> Str
                 "-".to_string()
             },
             markers(s),
-            format!("{} ({} ago)", updated.format("%Y-%m-%d %H:%M %Z"), age(s.updated_at, now)),
+            format!(
+                "{} ({} ago)",
+                updated.format("%Y-%m-%d %H:%M %Z"),
+                age(s.updated_at, now)
+            ),
             s.error
                 .clone()
                 .or_else(|| s.pull_blocked.clone())

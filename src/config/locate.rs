@@ -147,7 +147,10 @@ mod tests {
     fn finds_nested_keys_and_indexes() {
         let text = "root: /x\nrepositories:\n  - a\n  - b\naws:\n  # c\n  sqs:\n    queue: q\n";
         assert_eq!(key_line(text, &[k("root")]), Some(1));
-        assert_eq!(key_line(text, &[k("repositories"), Segment::Index(1)]), Some(4));
+        assert_eq!(
+            key_line(text, &[k("repositories"), Segment::Index(1)]),
+            Some(4)
+        );
         assert_eq!(key_line(text, &[k("aws"), k("sqs"), k("queue")]), Some(8));
         assert_eq!(key_line(text, &[k("aws"), k("sns")]), Some(5));
     }

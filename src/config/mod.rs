@@ -96,7 +96,9 @@ pub struct PullSettings {
 ///
 /// Errors: none; falls back to `./.gitsync` when no home folder is known.
 pub fn gitsync_home() -> PathBuf {
-    dirs::home_dir().unwrap_or_else(|| PathBuf::from(".")).join(".gitsync")
+    dirs::home_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".gitsync")
 }
 
 /// The configuration file to read: `explicit` (from `--config` or `GITSYNC_CONFIG`) or
@@ -137,10 +139,16 @@ pub fn load(
     root_override: Option<&Path>,
     need_root: bool,
 ) -> Result<Config, ConfigError> {
-    let (raw, text) = match std::fs::read_to_string(file) {
-        Ok(text) => (parse(file, &text)?, Some(text)),
+    let (raw, text, mut problems) = match std::fs::read_to_string(file) {
+        Ok(text) => {
+            let (raw, problems) = parse_collect(file, &text);
+            match raw {
+                Some(raw) => (raw, Some(text), problems),
+                None => return Err(ConfigError { problems }),
+            }
+        }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound && !must_exist => {
-            (RawConfig::default(), None)
+            (RawConfig::default(), None, Vec::new())
         }
         Err(err) => {
             return Err(ConfigError {
@@ -153,7 +161,15 @@ pub fn load(
             });
         }
     };
-    validate(file, text.as_deref(), raw, root_override, need_root)
+    match validate(file, text.as_deref(), raw, root_override, need_root) {
+        Ok(config) if problems.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigError { problems }),
+        Err(more) => {
+            problems.extend(more.problems);
+            problems.sort_by_key(|p| p.line);
+            Err(ConfigError { problems })
+        }
+    }
 }
 
 /// Parses YAML text into the raw schema, collecting every unknown key and wrong type.
@@ -161,6 +177,15 @@ pub fn load(
 /// Errors: [`ConfigError`] with one [`Problem`] per offending key (or one for a YAML syntax
 /// error, which stops parsing).
 pub fn parse(file: &Path, text: &str) -> Result<RawConfig, ConfigError> {
+    match parse_collect(file, text) {
+        (Some(raw), problems) if problems.is_empty() => Ok(raw),
+        (_, problems) => Err(ConfigError { problems }),
+    }
+}
+
+/// Parses what it can: the config with every offending key removed (`None` after a YAML
+/// syntax error), and the problems found.
+fn parse_collect(file: &Path, text: &str) -> (Option<RawConfig>, Vec<Problem>) {
     let problem = |line, key: String, message: String| Problem {
         file: file.to_path_buf(),
         line,
@@ -168,14 +193,13 @@ pub fn parse(file: &Path, text: &str) -> Result<RawConfig, ConfigError> {
         message,
     };
     let mut value: yaml_serde::Value = match yaml_serde::from_str(text) {
-        Ok(yaml_serde::Value::Null) => return Ok(RawConfig::default()),
+        Ok(yaml_serde::Value::Null) => return (Some(RawConfig::default()), Vec::new()),
         Ok(value) => value,
         Err(err) => {
             let line = err.location().map(|l| l.line());
             let message = strip_location(&err.to_string());
-            return Err(ConfigError {
-                problems: vec![problem(line, String::new(), format!("invalid YAML: {message}"))],
-            });
+            let found = problem(line, String::new(), format!("invalid YAML: {message}"));
+            return (None, vec![found]);
         }
     };
     let mut problems = Vec::new();
@@ -183,12 +207,7 @@ pub fn parse(file: &Path, text: &str) -> Result<RawConfig, ConfigError> {
     // that the next pass can find the one after it.
     for _ in 0..64 {
         match serde_path_to_error::deserialize::<_, RawConfig>(value.clone()) {
-            Ok(raw) => {
-                if problems.is_empty() {
-                    return Ok(raw);
-                }
-                break;
-            }
+            Ok(raw) => return (Some(raw), problems),
             Err(err) => {
                 let segments = locate::segments(err.path());
                 let key = locate::dotted(&segments);
@@ -201,7 +220,7 @@ pub fn parse(file: &Path, text: &str) -> Result<RawConfig, ConfigError> {
         }
     }
     problems.sort_by_key(|p| p.line);
-    Err(ConfigError { problems })
+    (None, problems)
 }
 
 /// serde_yaml-style messages end in " at line L column C"; the line is reported separately.
@@ -270,7 +289,9 @@ fn validate(
             Err(_) => {
                 push(
                     "timezone",
-                    format!("unknown time zone {name:?} (use an IANA name such as Europe/Budapest)"),
+                    format!(
+                        "unknown time zone {name:?} (use an IANA name such as Europe/Budapest)"
+                    ),
                 );
                 chrono_tz::Tz::UTC
             }
@@ -290,7 +311,10 @@ fn validate(
     }
 
     let pull = raw.pull.unwrap_or_default();
-    let interval = pull.interval.map(|d| d.0).unwrap_or(Duration::from_secs(300));
+    let interval = pull
+        .interval
+        .map(|d| d.0)
+        .unwrap_or(Duration::from_secs(300));
     if interval < Duration::from_secs(1) {
         push("pull.interval", "must be at least 1s".to_string());
     }
@@ -318,7 +342,9 @@ fn validate(
         timezone,
         backend,
         local: LocalConfig {
-            path: local.path.or_else(|| Some(home.join("hub").display().to_string())),
+            path: local
+                .path
+                .or_else(|| Some(home.join("hub").display().to_string())),
         },
         aws: raw.aws,
         pull: PullSettings {

@@ -68,7 +68,11 @@ pub fn setup(config: &Config) -> Result<Setup, DaemonError> {
         backend.store.clone(),
         dirty.clone(),
     ));
-    tracing::debug!(backend = backend.store.name(), repos = repos.len(), "set up");
+    tracing::debug!(
+        backend = backend.store.name(),
+        repos = repos.len(),
+        "set up"
+    );
     Ok(Setup {
         repos,
         syncer,
@@ -110,9 +114,15 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let started = Instant::now();
     let outcomes = syncer.sync_all(&repos, true).await;
     let failed = outcomes.iter().filter(|o| !o.ok).count();
-    tracing::info!(repos = repos.len(), failed, took_ms = started.elapsed().as_millis() as u64, "ready");
+    tracing::info!(
+        repos = repos.len(),
+        failed,
+        took_ms = started.elapsed().as_millis() as u64,
+        "ready"
+    );
 
-    let by_name: HashMap<String, Repo> = repos.iter().map(|r| (r.name.clone(), r.clone())).collect();
+    let by_name: HashMap<String, Repo> =
+        repos.iter().map(|r| (r.name.clone(), r.clone())).collect();
     let git_dirs: HashMap<String, std::path::PathBuf> = repos
         .iter()
         .map(|r| (r.name.clone(), r.path.join(".git")))

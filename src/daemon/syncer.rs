@@ -149,7 +149,11 @@ impl Syncer {
         match tokio::task::spawn_blocking(move || state::read(&host, &name, &path)).await {
             Ok(snapshot) => snapshot,
             Err(join) => state::Snapshot {
-                state: RepoState::error(&self.host, &repo.name, format!("state reader failed: {join}")),
+                state: RepoState::error(
+                    &self.host,
+                    &repo.name,
+                    format!("state reader failed: {join}"),
+                ),
                 upstream_head: None,
                 index_locked: false,
                 remote: None,

@@ -157,7 +157,11 @@ fn relevance(repo: &Watched, path: &Path, created: bool) -> Option<bool> {
         return GIT_FILES.contains(&first).then_some(false);
     }
     let rel = path.strip_prefix(&repo.worktree).ok()?;
-    if rel.components().next().is_some_and(|c| c.as_os_str() == ".git") {
+    if rel
+        .components()
+        .next()
+        .is_some_and(|c| c.as_os_str() == ".git")
+    {
         return None;
     }
     let is_dir = path.is_dir();
@@ -238,7 +242,7 @@ impl RepoWatcher {
                     watch_tree(&watcher, &repo, &dir, &limit_hit);
                 }
             })
-            .map_err(|e| notify::Error::io(e))?;
+            .map_err(notify::Error::io)?;
         Ok(me)
     }
 
@@ -328,7 +332,10 @@ fn watch_tree(
     let mut w = watcher.lock().unwrap_or_else(|p| p.into_inner());
     for dir in dirs {
         if from != repo.worktree
-            && repo.ignore.matched_path_or_any_parents(&dir, true).is_ignore()
+            && repo
+                .ignore
+                .matched_path_or_any_parents(&dir, true)
+                .is_ignore()
         {
             continue;
         }

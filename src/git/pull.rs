@@ -33,12 +33,30 @@ fn plural(n: u32, one: &str) -> String {
     }
 }
 
+fn operation_name(op: Operation) -> Option<&'static str> {
+    match op {
+        Operation::None => None,
+        Operation::Merge => Some("merge"),
+        Operation::Rebase => Some("rebase"),
+        Operation::CherryPick => Some("cherry-pick"),
+        Operation::Revert => Some("revert"),
+        Operation::Bisect => Some("bisect"),
+    }
+}
+
 /// Decides from a snapshot, without touching anything. `enabled` is `pull.fast_forward`.
 pub fn decide(snapshot: &Snapshot, enabled: bool) -> Decision {
     let s = &snapshot.state;
     let upstream = s.upstream.as_deref().unwrap_or("upstream");
+    if matches!(s.state, Summary::Error | Summary::UpToDate) {
+        return Decision::Nothing;
+    }
+    // An operation in progress first: a stopped rebase also detaches HEAD.
+    if let Some(op) = operation_name(s.operation) {
+        return Decision::Blocked(format!("a {op} is in progress"));
+    }
     match s.state {
-        Summary::Error | Summary::UpToDate => return Decision::Nothing,
+        Summary::Error | Summary::UpToDate | Summary::Behind => {}
         Summary::Detached => return Decision::Blocked("HEAD is detached".to_string()),
         Summary::NoUpstream if s.head.is_none() => {
             return Decision::Blocked("the branch has no commit yet".to_string());
@@ -62,28 +80,26 @@ pub fn decide(snapshot: &Snapshot, enabled: bool) -> Decision {
                 s.ahead, s.behind
             ));
         }
-        Summary::Behind => {}
     }
     let reason = if !enabled {
         Some("automatic fast-forward is off (pull.fast_forward: false)".to_string())
-    } else if s.operation != Operation::None {
-        let op = match s.operation {
-            Operation::Merge => "merge",
-            Operation::Rebase => "rebase",
-            Operation::CherryPick => "cherry-pick",
-            Operation::Revert => "revert",
-            Operation::Bisect => "bisect",
-            Operation::None => "",
-        };
-        Some(format!("a {op} is in progress"))
     } else if snapshot.index_locked {
         Some("index.lock exists: another git command is running".to_string())
     } else if s.conflicted > 0 {
-        Some(format!("{} in the index", plural(s.conflicted, "conflicted path")))
+        Some(format!(
+            "{} in the index",
+            plural(s.conflicted, "conflicted path")
+        ))
     } else if s.staged > 0 {
-        Some(format!("{} not committed", plural(s.staged, "staged change")))
+        Some(format!(
+            "{} not committed",
+            plural(s.staged, "staged change")
+        ))
     } else if s.unstaged > 0 {
-        Some(format!("{} not committed", plural(s.unstaged, "unstaged change")))
+        Some(format!(
+            "{} not committed",
+            plural(s.unstaged, "unstaged change")
+        ))
     } else {
         None
     };

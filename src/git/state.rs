@@ -129,7 +129,9 @@ fn read_inner(host: &str, repo_name: &str, path: &Path) -> Result<Snapshot, Stri
     };
     let last_commit = match head_id {
         Some(id) => {
-            let commit = repo.find_commit(id).map_err(err("cannot read HEAD commit"))?;
+            let commit = repo
+                .find_commit(id)
+                .map_err(err("cannot read HEAD commit"))?;
             let time = commit.time().map_err(err("cannot read commit time"))?;
             let summary = commit
                 .message()

@@ -1,0 +1,101 @@
+//! The daemon with real repositories: two hosts sharing a hub, and a repository that
+//! breaks while the daemon runs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Env, find, wait_for};
+
+#[test]
+fn two_daemons_sharing_a_hub_see_each_other() {
+    let env = Env::new();
+    let hub = env.path("hub");
+    env.remote_and_clone("shared", "root-a/shared");
+    env.remote_and_clone("only-a", "root-a/only-a");
+    env.remote_and_clone("shared", "root-b/shared");
+    env.remote_and_clone("only-b", "root-b/only-b");
+    let mut daemons = Vec::new();
+    for host in ["a", "b"] {
+        let home = env.home(host);
+        env.config(
+            &home,
+            &format!(
+                "hostname: host-{host}\nroot: {}\nlocal:\n  path: {}\npull:\n  interval: 1h\n",
+                env.path(&format!("root-{host}")).display(),
+                hub.display()
+            ),
+        );
+        let daemon = env.spawn(&home, &[]);
+        daemons.push((home, daemon));
+    }
+    for (home, daemon) in &daemons {
+        daemon.wait_log("ready", Duration::from_secs(30));
+        let states = env.status(home, &[]);
+        for (host, repo) in [
+            ("host-a", "shared"),
+            ("host-a", "only-a"),
+            ("host-b", "shared"),
+            ("host-b", "only-b"),
+        ] {
+            let s = find(&states, Some(host), repo)
+                .unwrap_or_else(|| panic!("{host}/{repo} missing from {states:?}"));
+            assert_eq!(s["state"], "up_to_date");
+        }
+        let only_b = env.status(home, &["--host", "host-b"]);
+        assert!(only_b.iter().all(|s| s["host"] == "host-b") && only_b.len() == 2);
+    }
+    for (_, daemon) in &mut daemons {
+        assert_eq!(daemon.stop(), Some(0));
+    }
+}
+
+#[test]
+fn a_broken_repository_is_an_error_and_the_others_keep_syncing() {
+    let env = Env::new();
+    let (_, deleted) = env.remote_and_clone("deleted", "root/deleted");
+    let (_, corrupted) = env.remote_and_clone("corrupted", "root/corrupted");
+    let (bare, healthy) = env.remote_and_clone("healthy", "root/healthy");
+    let home = env.home("a");
+    env.config(
+        &home,
+        &format!(
+            "root: {}\nrepositories: [deleted, corrupted, healthy]\npull:\n  interval: 1s\n",
+            env.path("root").display()
+        ),
+    );
+    let mut daemon = env.spawn(&home, &[]);
+    daemon.wait_log("ready", Duration::from_secs(30));
+
+    std::fs::remove_dir_all(&deleted).expect("delete repo");
+    std::fs::write(corrupted.join(".git/HEAD"), "garbage\n").expect("corrupt HEAD");
+    let new = env.push_new_commit(&bare, "a.txt", "two\n");
+
+    wait_for(
+        "the healthy repository to be pulled",
+        Duration::from_secs(20),
+        || (env.head(&healthy) == new).then_some(()),
+    );
+    wait_for(
+        "error states for the broken ones",
+        Duration::from_secs(20),
+        || {
+            let states = env.status(&home, &[]);
+            let err = |r: &str| find(&states, None, r).is_some_and(|s| s["state"] == "error");
+            (err("deleted") && err("corrupted")).then_some(())
+        },
+    );
+    let states = env.status(&home, &[]);
+    let healthy_state = find(&states, None, "healthy").expect("healthy");
+    assert_eq!(healthy_state["head"], new.as_str());
+    assert!(
+        find(&states, None, "deleted").expect("deleted")["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not exist"))
+    );
+    assert_eq!(
+        daemon.stop(),
+        Some(0),
+        "the daemon is still up and stops cleanly"
+    );
+}

@@ -1,0 +1,194 @@
+//! Invariant 1: a clean clone strictly behind its upstream is fast-forwarded; in every
+//! other case nothing is touched and `pull_blocked` says why.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Env, find, tree_bytes};
+
+#[test]
+fn clean_clone_behind_is_fast_forwarded_by_sync() {
+    let env = Env::new();
+    let (bare, clone) = env.remote_and_clone("r", "root/r");
+    let new = env.push_new_commit(&bare, "a.txt", "two\n");
+    let home = env.home("a");
+    let out = env.gitsync(
+        &home,
+        &["sync", "--root", env.path("root").to_str().expect("utf8")],
+    );
+    assert!(
+        out.status.success(),
+        "sync failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.head(&clone), new);
+    assert_eq!(
+        std::fs::read_to_string(clone.join("a.txt")).expect("read"),
+        "two\n"
+    );
+    let states = env.status(&home, &[]);
+    let s = find(&states, None, "r").expect("state of r");
+    assert_eq!(s["state"], "up_to_date");
+    assert_eq!(s["head"], new.as_str());
+    assert!(s["pull_blocked"].is_null());
+}
+
+struct Case {
+    name: &'static str,
+    expect: &'static str,
+}
+
+#[test]
+fn unsafe_clones_are_not_touched_and_say_why() {
+    let env = Env::new();
+    let cases = [
+        Case {
+            name: "staged",
+            expect: "staged change",
+        },
+        Case {
+            name: "unstaged",
+            expect: "unstaged change",
+        },
+        Case {
+            name: "untracked",
+            expect: "untracked files would be overwritten: new.txt",
+        },
+        Case {
+            name: "merge",
+            expect: "a merge is in progress",
+        },
+        Case {
+            name: "rebase",
+            expect: "a rebase is in progress",
+        },
+        Case {
+            name: "detached",
+            expect: "HEAD is detached",
+        },
+        Case {
+            name: "no-upstream",
+            expect: "main has no upstream",
+        },
+        Case {
+            name: "diverged",
+            expect: "diverged from origin/main",
+        },
+        Case {
+            name: "ahead",
+            expect: "ahead of origin/main by 1 commit",
+        },
+        Case {
+            name: "index-lock",
+            expect: "index.lock exists",
+        },
+    ];
+    let mut before = Vec::new();
+    for case in &cases {
+        let (bare, clone) = env.remote_and_clone(case.name, &format!("root/{}", case.name));
+        // Prepare the local situation, then (except for `ahead`) move the upstream on.
+        match case.name {
+            "staged" => {
+                env.write(&clone, "a.txt", "local staged\n");
+                env.git(&clone, &["add", "a.txt"]);
+            }
+            "unstaged" => env.write(&clone, "b.txt", "local edit\n"),
+            "untracked" => env.write(&clone, "new.txt", "mine, not tracked\n"),
+            "merge" => {
+                env.git(&clone, &["checkout", "-qb", "topic"]);
+                env.commit(&clone, "c.txt", "topic\n", "topic");
+                env.git(&clone, &["checkout", "-q", "main"]);
+                env.git(&clone, &["merge", "--no-ff", "--no-commit", "topic"]);
+            }
+            "rebase" => {
+                env.commit(&clone, "c.txt", "one\n", "local one");
+                let out = env.git_env(
+                    &clone,
+                    &["rebase", "-q", "-i", "HEAD~1"],
+                    &[("GIT_SEQUENCE_EDITOR", "sed -i -e s/^pick/edit/")],
+                );
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            "detached" => {
+                env.git(&clone, &["checkout", "-q", "--detach"]);
+            }
+            "no-upstream" => {
+                env.git(&clone, &["branch", "--unset-upstream"]);
+            }
+            "diverged" | "ahead" => {
+                env.commit(&clone, "local.txt", "local\n", "local work");
+            }
+            "index-lock" => {
+                std::fs::write(clone.join(".git/index.lock"), b"").expect("lock");
+            }
+            other => panic!("unknown case {other}"),
+        }
+        if case.name != "ahead" {
+            let file = if case.name == "untracked" {
+                "new.txt"
+            } else {
+                "a.txt"
+            };
+            env.push_new_commit(&bare, file, "upstream change\n");
+        }
+        before.push((env.head(&clone), tree_bytes(&clone)));
+    }
+
+    let home = env.home("a");
+    let out = env.gitsync(
+        &home,
+        &["sync", "--root", env.path("root").to_str().expect("utf8")],
+    );
+    assert!(
+        out.status.success(),
+        "sync failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let states = env.status(&home, &[]);
+    for (case, (head, bytes)) in cases.iter().zip(before) {
+        let clone = env.path(&format!("root/{}", case.name));
+        assert_eq!(env.head(&clone), head, "{}: HEAD moved", case.name);
+        assert_eq!(
+            tree_bytes(&clone),
+            bytes,
+            "{}: worktree bytes changed",
+            case.name
+        );
+        let s = find(&states, None, case.name).expect("state");
+        let why = s["pull_blocked"].as_str().unwrap_or_default();
+        assert!(
+            why.contains(case.expect),
+            "{}: pull_blocked is {why:?}, expected it to contain {:?}",
+            case.name,
+            case.expect
+        );
+    }
+}
+
+#[test]
+fn running_daemon_fast_forwards_within_one_interval() {
+    let env = Env::new();
+    let (bare, clone) = env.remote_and_clone("r", "root/r");
+    let home = env.home("a");
+    env.config(
+        &home,
+        &format!(
+            "root: {}\npull:\n  interval: 2s\n",
+            env.path("root").display()
+        ),
+    );
+    let mut daemon = env.spawn(&home, &[]);
+    daemon.wait_log("ready", Duration::from_secs(30));
+    let new = env.push_new_commit(&bare, "a.txt", "two\n");
+    common::wait_for(
+        "the daemon to fast-forward",
+        Duration::from_secs(15),
+        || (env.head(&clone) == new).then_some(()),
+    );
+    assert_eq!(daemon.stop(), Some(0));
+}

@@ -1,0 +1,229 @@
+//! The state gitsync reads with gix equals what `git status --porcelain=v2 --branch`
+//! reports, on crafted states (`git-status(1)`, "Porcelain Format Version 2").
+
+mod common;
+
+use std::path::Path;
+
+use common::{Env, find};
+
+/// The fields of porcelain v2 that gitsync's state also has.
+#[derive(Debug, PartialEq, Default)]
+struct Porcelain {
+    head: Option<String>,
+    branch: Option<String>,
+    upstream: Option<String>,
+    ahead: u64,
+    behind: u64,
+    staged: u64,
+    unstaged: u64,
+    untracked: u64,
+    conflicted: u64,
+}
+
+fn porcelain(env: &Env, repo: &Path) -> Porcelain {
+    let text = env.git(repo, &["status", "--porcelain=v2", "--branch"]);
+    let mut p = Porcelain::default();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split(' ').collect();
+        match words.as_slice() {
+            ["#", "branch.oid", oid] => p.head = (*oid != "(initial)").then(|| oid.to_string()),
+            ["#", "branch.head", name] => {
+                p.branch = (*name != "(detached)").then(|| name.to_string())
+            }
+            ["#", "branch.upstream", up] => p.upstream = Some(up.to_string()),
+            ["#", "branch.ab", a, b] => {
+                p.ahead = a.trim_start_matches('+').parse().expect("ahead");
+                p.behind = b.trim_start_matches('-').parse().expect("behind");
+            }
+            ["1" | "2", xy, ..] => {
+                let xy = xy.as_bytes();
+                p.staged += u64::from(xy[0] != b'.');
+                p.unstaged += u64::from(xy[1] != b'.');
+            }
+            ["u", ..] => p.conflicted += 1,
+            ["?", ..] => p.untracked += 1,
+            _ => {}
+        }
+    }
+    p
+}
+
+fn from_state(s: &serde_json::Value) -> Porcelain {
+    let n = |k: &str| {
+        s[k].as_u64()
+            .unwrap_or_else(|| panic!("{k} is a number in {s}"))
+    };
+    let text = |k: &str| s[k].as_str().map(str::to_string);
+    Porcelain {
+        head: text("head"),
+        branch: text("branch"),
+        upstream: text("upstream"),
+        ahead: n("ahead"),
+        behind: n("behind"),
+        staged: n("staged"),
+        unstaged: n("unstaged"),
+        untracked: n("untracked"),
+        conflicted: n("conflicted"),
+    }
+}
+
+#[test]
+fn state_equals_porcelain_v2_on_crafted_states() {
+    let env = Env::new();
+    let names = [
+        "clean",
+        "staged-modify",
+        "unstaged-modify",
+        "staged-and-unstaged",
+        "untracked-file",
+        "untracked-folder",
+        "unstaged-delete",
+        "staged-delete",
+        "staged-add",
+        "staged-rename",
+        "conflict",
+        "ahead-two",
+        "behind-one",
+        "diverged",
+        "detached",
+        "no-upstream",
+        "upstream-gone",
+        "ignored-only",
+        "stash",
+        "unborn",
+    ];
+    for name in names {
+        let at = format!("root/{name}");
+        if name == "unborn" {
+            let dir = env.path(&at);
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            env.git(&dir, &["init", "-q"]);
+            env.write(&dir, "new.txt", "x\n");
+            continue;
+        }
+        let (bare, c) = env.remote_and_clone(name, &at);
+        match name {
+            "clean" => {}
+            "staged-modify" => {
+                env.write(&c, "a.txt", "changed\n");
+                env.git(&c, &["add", "a.txt"]);
+            }
+            "unstaged-modify" => env.write(&c, "a.txt", "changed\n"),
+            "staged-and-unstaged" => {
+                env.write(&c, "a.txt", "staged\n");
+                env.git(&c, &["add", "a.txt"]);
+                env.write(&c, "a.txt", "then edited\n");
+                env.write(&c, "b.txt", "also edited\n");
+            }
+            "untracked-file" => {
+                env.write(&c, "u1.txt", "u\n");
+                env.write(&c, "u2.txt", "u\n");
+            }
+            "untracked-folder" => {
+                env.write(&c, "newdir/x.txt", "x\n");
+                env.write(&c, "newdir/deeper/y.txt", "y\n");
+            }
+            "unstaged-delete" => std::fs::remove_file(c.join("b.txt")).expect("rm"),
+            "staged-delete" => {
+                env.git(&c, &["rm", "-q", "b.txt"]);
+            }
+            "staged-add" => {
+                env.write(&c, "added.txt", "new\n");
+                env.git(&c, &["add", "added.txt"]);
+            }
+            "staged-rename" => {
+                env.write(
+                    &c,
+                    "long.txt",
+                    &"a line that is long enough to be similar\n".repeat(20),
+                );
+                env.git(&c, &["add", "long.txt"]);
+                env.git(&c, &["commit", "-qm", "long"]);
+                env.git(&c, &["push", "-q", "origin", "main"]);
+                env.git(&c, &["mv", "long.txt", "renamed.txt"]);
+            }
+            "conflict" => {
+                env.push_new_commit(&bare, "a.txt", "theirs\n");
+                env.commit(&c, "a.txt", "ours\n", "ours");
+                env.git(&c, &["fetch", "-q"]);
+                let out = env.git_try(&c, &["merge", "origin/main"]);
+                assert!(!out.status.success(), "the merge must conflict");
+            }
+            "ahead-two" => {
+                env.commit(&c, "l1.txt", "1\n", "l1");
+                env.commit(&c, "l2.txt", "2\n", "l2");
+            }
+            "behind-one" => {
+                env.push_new_commit(&bare, "r.txt", "r\n");
+            }
+            "diverged" => {
+                env.push_new_commit(&bare, "r.txt", "r\n");
+                env.commit(&c, "l.txt", "l\n", "local");
+            }
+            "detached" => {
+                env.git(&c, &["checkout", "-q", "--detach"]);
+                env.write(&c, "a.txt", "edited while detached\n");
+            }
+            "no-upstream" => {
+                env.git(&c, &["checkout", "-qb", "feature"]);
+                env.write(&c, "f.txt", "f\n");
+            }
+            "upstream-gone" => {
+                env.git(&c, &["config", "branch.main.merge", "refs/heads/gone"]);
+            }
+            "ignored-only" => {
+                env.commit(&c, ".gitignore", "*.log\nbuild/\n", "ignore");
+                env.write(&c, "debug.log", "noise\n");
+                env.write(&c, "build/out.bin", "noise\n");
+            }
+            "stash" => {
+                env.write(&c, "a.txt", "stashed\n");
+                env.git(&c, &["stash", "-q"]);
+                env.write(&c, "b.txt", "stashed too\n");
+                env.git(&c, &["stash", "-q"]);
+            }
+            other => panic!("unknown {other}"),
+        }
+    }
+
+    let home = env.home("a");
+    env.config(
+        &home,
+        &format!(
+            "root: {}\npull:\n  fast_forward: false\n",
+            env.path("root").display()
+        ),
+    );
+    let out = env.gitsync(&home, &["sync"]);
+    assert!(
+        out.status.success(),
+        "sync: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let states = env.status(&home, &[]);
+    assert_eq!(states.len(), names.len(), "one state per repository");
+    for name in names {
+        let repo = env.path(&format!("root/{name}"));
+        let state = find(&states, None, name).expect("state");
+        assert_eq!(
+            from_state(state),
+            porcelain(&env, &repo),
+            "{name}: gitsync vs git status"
+        );
+    }
+    // Fields porcelain v2 does not have.
+    let summary = |name: &str| find(&states, None, name).expect("state")["state"].clone();
+    assert_eq!(summary("clean"), "up_to_date");
+    assert_eq!(summary("ahead-two"), "ahead");
+    assert_eq!(summary("behind-one"), "behind");
+    assert_eq!(summary("diverged"), "diverged");
+    assert_eq!(summary("detached"), "detached");
+    assert_eq!(summary("no-upstream"), "no_upstream");
+    assert_eq!(summary("upstream-gone"), "upstream_gone");
+    assert_eq!(summary("unborn"), "no_upstream");
+    let stash = find(&states, None, "stash").expect("stash");
+    assert_eq!(stash["stashes"], 2);
+    let conflict = find(&states, None, "conflict").expect("conflict");
+    assert_eq!(conflict["operation"], "merge");
+}
