@@ -99,3 +99,64 @@ fn a_broken_repository_is_an_error_and_the_others_keep_syncing() {
         "the daemon is still up and stops cleanly"
     );
 }
+
+#[test]
+fn local_edits_and_commits_reach_the_store_without_waiting_for_the_interval() {
+    let env = Env::new();
+    let (_, clone) = env.remote_and_clone("r", "root/r");
+    let home = env.home("a");
+    env.config(
+        &home,
+        &format!(
+            "root: {}\npull:\n  interval: 1h\n",
+            env.path("root").display()
+        ),
+    );
+    let mut daemon = env.spawn(&home, &[]);
+    daemon.wait_log("ready", Duration::from_secs(30));
+    let state = |key: &str| {
+        let states = env.status(&home, &[]);
+        find(&states, None, "r").map(|s| s[key].clone())
+    };
+
+    env.write(&clone, "b.txt", "edited\n");
+    wait_for("the edit to be seen", Duration::from_secs(5), || {
+        (state("unstaged")? == 1).then_some(())
+    });
+    // A new folder appearing after start-up is watched too.
+    env.write(&clone, "newdir/inner.txt", "x\n");
+    wait_for("the new folder to be seen", Duration::from_secs(5), || {
+        (state("untracked")? == 1).then_some(())
+    });
+    env.write(&clone, "newdir/second.txt", "y\n");
+    env.git(&clone, &["add", "."]);
+    env.git(&clone, &["commit", "-qm", "local"]);
+    let head = env.head(&clone);
+    wait_for("the commit to be seen", Duration::from_secs(5), || {
+        (state("head")? == head.as_str() && state("state")? == "ahead").then_some(())
+    });
+    // Ignored files change nothing.
+    env.commit(&clone, ".gitignore", "*.log\n", "ignore logs");
+    wait_for("the ignore commit", Duration::from_secs(5), || {
+        (state("ahead")? == 2).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    let refreshes = daemon.log_text().matches("syncing").count();
+    for i in 0..20 {
+        env.write(&clone, "noise.log", &format!("{i}\n"));
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        daemon.log_text().matches("syncing").count(),
+        refreshes,
+        "changes to ignored files caused a refresh"
+    );
+    // The same writes to a tracked file do cause one.
+    env.write(&clone, "a.txt", "tracked edit\n");
+    wait_for(
+        "a refresh for a tracked edit",
+        Duration::from_secs(5),
+        || (daemon.log_text().matches("syncing").count() > refreshes).then_some(()),
+    );
+    assert_eq!(daemon.stop(), Some(0));
+}

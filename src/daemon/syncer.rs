@@ -73,6 +73,7 @@ impl Syncer {
         let slot = self.slot(&repo.name);
         let mut last = slot.lock().await;
         let _permit = self.permits.acquire().await;
+        tracing::debug!(repo = %repo.name, fetch, "syncing");
         let mut ok = true;
         let mut fetch_error = None;
         let mut touched = false;

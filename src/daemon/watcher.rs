@@ -95,7 +95,23 @@ struct Watched {
     name: String,
     worktree: PathBuf,
     git_dir: PathBuf,
-    ignore: ignore::gitignore::Gitignore,
+    /// Rebuilt when `.gitignore` or `info/exclude` changes.
+    ignore: RwLock<ignore::gitignore::Gitignore>,
+}
+
+impl Watched {
+    fn ignored(&self, path: &Path, is_dir: bool) -> bool {
+        self.ignore
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .matched_path_or_any_parents(path, is_dir)
+            .is_ignore()
+    }
+
+    fn reload_ignore(&self) {
+        let fresh = matcher(&self.worktree, &self.git_dir);
+        *self.ignore.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+    }
 }
 
 type Index = Arc<RwLock<HashMap<PathBuf, Arc<Watched>>>>;
@@ -153,6 +169,9 @@ fn lookup(index: &HashMap<PathBuf, Arc<Watched>>, path: &Path) -> Option<Arc<Wat
 /// worktree folder that needs its own watch.
 fn relevance(repo: &Watched, path: &Path, created: bool) -> Option<bool> {
     if let Ok(rel) = path.strip_prefix(&repo.git_dir) {
+        if rel == Path::new("info/exclude") {
+            repo.reload_ignore();
+        }
         let first = rel.components().next()?.as_os_str().to_str()?;
         return GIT_FILES.contains(&first).then_some(false);
     }
@@ -164,12 +183,11 @@ fn relevance(repo: &Watched, path: &Path, created: bool) -> Option<bool> {
     {
         return None;
     }
+    if rel == Path::new(".gitignore") {
+        repo.reload_ignore();
+    }
     let is_dir = path.is_dir();
-    if repo
-        .ignore
-        .matched_path_or_any_parents(path, is_dir)
-        .is_ignore()
-    {
+    if repo.ignored(path, is_dir) {
         return None;
     }
     Some(created && is_dir)
@@ -207,6 +225,15 @@ impl RepoWatcher {
             }
             let created = matches!(event.kind, EventKind::Create(_));
             let map = cb_index.read().unwrap_or_else(|p| p.into_inner());
+            if event.need_rescan() {
+                // The kernel's event queue overflowed: some events are lost, so every
+                // repository is refreshed once.
+                tracing::debug!("inotify queue overflowed; refreshing every repository");
+                for repo in map.values() {
+                    dirty.mark(&repo.name);
+                }
+                return;
+            }
             for path in &event.paths {
                 let Some(repo) = lookup(&map, path) else {
                     continue;
@@ -252,7 +279,7 @@ impl RepoWatcher {
         let watched = Arc::new(Watched {
             name: repo.name.clone(),
             worktree: repo.path.clone(),
-            ignore: matcher(&repo.path, &git_dir),
+            ignore: RwLock::new(matcher(&repo.path, &git_dir)),
             git_dir: git_dir.clone(),
         });
         self.index
@@ -331,12 +358,7 @@ fn watch_tree(
     let dirs = worktree_dirs(from);
     let mut w = watcher.lock().unwrap_or_else(|p| p.into_inner());
     for dir in dirs {
-        if from != repo.worktree
-            && repo
-                .ignore
-                .matched_path_or_any_parents(&dir, true)
-                .is_ignore()
-        {
+        if from != repo.worktree && repo.ignored(&dir, true) {
             continue;
         }
         if let Err(err) = w.watch(&dir, RecursiveMode::NonRecursive) {
