@@ -114,24 +114,13 @@ fn read_inner(host: &str, repo_name: &str, path: &Path) -> Result<Snapshot, Stri
         }
     };
 
-    let counts = worktree_counts(&repo)?;
-    let operation = match repo.state() {
-        None => Operation::None,
-        Some(gix::state::InProgress::Merge) => Operation::Merge,
-        Some(gix::state::InProgress::Bisect) => Operation::Bisect,
-        Some(gix::state::InProgress::CherryPick | gix::state::InProgress::CherryPickSequence) => {
-            Operation::CherryPick
-        }
-        Some(gix::state::InProgress::Revert | gix::state::InProgress::RevertSequence) => {
-            Operation::Revert
-        }
-        Some(_) => Operation::Rebase,
-    };
+    let mut head_tree = None;
     let last_commit = match head_id {
         Some(id) => {
             let commit = repo
                 .find_commit(id)
                 .map_err(err("cannot read HEAD commit"))?;
+            head_tree = commit.tree_id().ok().map(|t| t.detach());
             let time = commit.time().map_err(err("cannot read commit time"))?;
             let summary = commit
                 .message()
@@ -143,6 +132,19 @@ fn read_inner(host: &str, repo_name: &str, path: &Path) -> Result<Snapshot, Stri
             })
         }
         None => None,
+    };
+    let counts = worktree_counts(&repo, head_tree)?;
+    let operation = match repo.state() {
+        None => Operation::None,
+        Some(gix::state::InProgress::Merge) => Operation::Merge,
+        Some(gix::state::InProgress::Bisect) => Operation::Bisect,
+        Some(gix::state::InProgress::CherryPick | gix::state::InProgress::CherryPickSequence) => {
+            Operation::CherryPick
+        }
+        Some(gix::state::InProgress::Revert | gix::state::InProgress::RevertSequence) => {
+            Operation::Revert
+        }
+        Some(_) => Operation::Rebase,
     };
     let git_dir = repo.git_dir();
     let stashes = std::fs::read(git_dir.join("logs/refs/stash"))
@@ -209,7 +211,21 @@ struct Counts {
     conflicted: u32,
 }
 
-fn worktree_counts(repo: &gix::Repository) -> Result<Counts, String> {
+/// Whether the index's cache-tree extension (`index-format.txt`, "Cache tree") is valid
+/// for the whole index and names `head_tree`: then the index equals HEAD's tree and nothing
+/// is staged, which is how git itself skips the HEAD-to-index diff.
+fn index_matches_head(index: &gix::index::File, head_tree: Option<gix::ObjectId>) -> bool {
+    let (Some(head_tree), Some(cache)) = (head_tree, index.tree()) else {
+        return false;
+    };
+    let entries = index.entries().len();
+    cache.id == head_tree && cache.num_entries.is_some_and(|n| n as usize == entries)
+}
+
+fn worktree_counts(
+    repo: &gix::Repository,
+    head_tree: Option<gix::ObjectId>,
+) -> Result<Counts, String> {
     if repo.workdir().is_none() {
         return Ok(Counts::default());
     }
@@ -220,47 +236,126 @@ fn worktree_counts(repo: &gix::Repository) -> Result<Counts, String> {
         .filter(|e| e.stage() != gix::index::entry::Stage::Unconflicted)
         .map(|e| e.path(&index).to_owned())
         .collect();
-    drop(index);
 
+    // Staged: HEAD's tree against the index, unless the cache-tree proves them equal.
     let mut staged: HashSet<BString> = HashSet::new();
-    let mut unstaged: HashSet<BString> = HashSet::new();
-    let mut untracked = 0u32;
-    let iter = repo
-        .status(gix::progress::Discard)
-        .map_err(err("cannot compute status"))?
-        .index_worktree_submodules(gix::status::Submodule::Given {
-            ignore: gix::submodule::config::Ignore::All,
-            check_dirty: false,
-        })
-        .into_iter(Vec::<BString>::new())
-        .map_err(err("cannot compute status"))?;
-    for item in iter {
-        use gix::status::index_worktree::Item as W;
-        use gix::status::plumbing::index_as_worktree::EntryStatus;
-        match item.map_err(err("cannot compute status"))? {
-            gix::status::Item::TreeIndex(change) => {
+    if !(conflicted.is_empty() && index_matches_head(&index, head_tree)) {
+        let tree = match head_tree {
+            Some(tree) => tree,
+            None => gix::ObjectId::empty_tree(repo.object_hash()),
+        };
+        repo.tree_index_status(
+            &tree,
+            &index,
+            None,
+            gix::status::tree_index::TrackRenames::AsConfigured,
+            |change, _, _| {
                 staged.insert(change.location().to_owned());
-            }
-            gix::status::Item::IndexWorktree(W::Modification {
+                Ok(std::ops::ControlFlow::Continue(()))
+            },
+        )
+        .map_err(err("cannot compare HEAD with the index"))?;
+    }
+
+    // Unstaged and untracked: the index against the worktree, in this thread (callers
+    // read several repositories at once).
+    let mut collector = Collector::default();
+    let options = gix::status::index_worktree::Options {
+        sorting: None,
+        dirwalk_options: untracked_walk(repo)?,
+        rewrites: None,
+        thread_limit: Some(1),
+    };
+    repo.index_worktree_status(
+        &index,
+        Vec::<BString>::new(),
+        &mut collector,
+        gix::status::plumbing::index_as_worktree::traits::FastEq,
+        NoSubmodules,
+        &mut gix::progress::Discard,
+        &std::sync::atomic::AtomicBool::new(false),
+        options,
+    )
+    .map_err(err("cannot compute status"))?;
+
+    Ok(Counts {
+        staged: staged.difference(&conflicted).count() as u32,
+        unstaged: collector.unstaged.difference(&conflicted).count() as u32,
+        untracked: collector.untracked,
+        conflicted: conflicted.len() as u32,
+    })
+}
+
+/// The directory walk `git status` does for untracked files, per `status.showUntrackedFiles`
+/// (`no`: none; `all`: every file; otherwise a wholly untracked folder counts once).
+fn untracked_walk(repo: &gix::Repository) -> Result<Option<gix::dirwalk::Options>, String> {
+    use gix::dir::walk::EmissionMode;
+    let mode = repo
+        .config_snapshot()
+        .string("status.showUntrackedFiles")
+        .map(|v| v.to_str_lossy().to_ascii_lowercase());
+    let emission = match mode.as_deref() {
+        Some("no" | "false" | "0" | "off") => return Ok(None),
+        Some("all") => EmissionMode::Matching,
+        _ => EmissionMode::CollapseDirectory,
+    };
+    let options = repo
+        .dirwalk_options()
+        .map_err(err("cannot configure the directory walk"))?
+        .emit_untracked(emission);
+    Ok(Some(options))
+}
+
+/// Collects index-to-worktree changes.
+#[derive(Default)]
+struct Collector {
+    unstaged: HashSet<BString>,
+    untracked: u32,
+}
+
+impl<'index> gix::status::plumbing::index_as_worktree_with_renames::VisitEntry<'index>
+    for Collector
+{
+    type ContentChange = ();
+    type SubmoduleStatus = ();
+
+    fn visit_entry(
+        &mut self,
+        entry: gix::status::plumbing::index_as_worktree_with_renames::Entry<'index, (), ()>,
+    ) {
+        use gix::status::plumbing::index_as_worktree::EntryStatus;
+        use gix::status::plumbing::index_as_worktree_with_renames::Entry;
+        match entry {
+            Entry::Modification {
                 rela_path, status, ..
-            }) => match status {
+            } => match status {
                 EntryStatus::Change(_) | EntryStatus::IntentToAdd => {
-                    unstaged.insert(rela_path);
+                    self.unstaged.insert(rela_path.to_owned());
                 }
                 EntryStatus::Conflict { .. } | EntryStatus::NeedsUpdate(_) => {}
             },
-            gix::status::Item::IndexWorktree(W::DirectoryContents { entry, .. }) => {
+            Entry::DirectoryContents { entry, .. } => {
                 if entry.status == gix::dir::entry::Status::Untracked {
-                    untracked += 1;
+                    self.untracked += 1;
                 }
             }
-            gix::status::Item::IndexWorktree(W::Rewrite { .. }) => {}
+            Entry::Rewrite { .. } => {}
         }
     }
-    Ok(Counts {
-        staged: staged.difference(&conflicted).count() as u32,
-        unstaged: unstaged.difference(&conflicted).count() as u32,
-        untracked,
-        conflicted: conflicted.len() as u32,
-    })
+}
+
+/// Submodules are not looked into.
+#[derive(Clone, Copy)]
+struct NoSubmodules;
+
+impl gix::status::plumbing::index_as_worktree::traits::SubmoduleStatus for NoSubmodules {
+    type Output = ();
+
+    fn status(
+        &mut self,
+        _entry: &gix::index::Entry,
+        _rela_path: &gix::bstr::BStr,
+    ) -> gix::Result<Option<()>> {
+        Ok(None)
+    }
 }
