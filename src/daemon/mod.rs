@@ -111,6 +111,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 .ok()
         });
 
+    syncer.set_watching(watcher.as_ref().is_some_and(RepoWatcher::is_complete));
     let started = Instant::now();
     let outcomes = syncer.sync_all(&repos, true).await;
     let failed = outcomes.iter().filter(|o| !o.ok).count();
@@ -145,6 +146,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }
         if tokio::time::Instant::now() >= next_full {
             next_full = tokio::time::Instant::now() + jittered(config.pull.interval);
+            syncer.set_watching(watcher.as_ref().is_some_and(RepoWatcher::is_complete));
             if !full_running.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 let running = full_running.clone();
                 let syncer = syncer.clone();

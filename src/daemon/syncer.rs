@@ -41,6 +41,8 @@ pub struct Syncer {
     last: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<RepoState>>>>>,
     /// Bounds concurrent repository work (git children and gix reads).
     permits: Semaphore,
+    /// Set by the daemon while every repository is fully watched.
+    watching: std::sync::atomic::AtomicBool,
 }
 
 impl Syncer {
@@ -59,7 +61,19 @@ impl Syncer {
             dirty,
             last: std::sync::Mutex::new(HashMap::new()),
             permits: Semaphore::new(4),
+            watching: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Tells the syncer whether the watcher covers every repository completely; only then
+    /// may a periodic update skip reading a repository whose fetch brought nothing.
+    pub fn set_watching(&self, complete: bool) {
+        self.watching
+            .store(complete, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn watching(&self) -> bool {
+        self.watching.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn slot(&self, repo: &str) -> Arc<Mutex<Option<RepoState>>> {
@@ -79,10 +93,26 @@ impl Syncer {
         let mut touched = false;
         if fetch && repo.path.exists() {
             touched = true;
-            if let Err(err) = ops::fetch(&repo.path, None, self.pull.fetch_timeout).await {
-                tracing::warn!(repo = %repo.name, %err, "fetch failed");
-                fetch_error = Some(err.to_string());
-                ok = false;
+            match ops::fetch(&repo.path, None, self.pull.fetch_timeout).await {
+                // Nothing new from the remote, and the watcher reports every local change:
+                // the state published last is still right.
+                Ok(false) if self.watching() && !self.dirty.is_pending(&repo.name) => {
+                    if let Some(state) = last.as_ref().filter(|s| s.error.is_none()) {
+                        self.dirty.forget(&repo.name);
+                        return Outcome {
+                            repo: repo.name.clone(),
+                            ok: true,
+                            published: false,
+                            state: state.clone(),
+                        };
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(repo = %repo.name, %err, "fetch failed");
+                    fetch_error = Some(err.to_string());
+                    ok = false;
+                }
             }
         }
         let mut snapshot = self.read(repo).await;

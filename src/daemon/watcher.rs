@@ -56,6 +56,11 @@ impl Dirty {
         }
     }
 
+    /// Whether `repo` has watcher events not yet handled.
+    pub fn is_pending(&self, repo: &str) -> bool {
+        self.map().contains_key(repo)
+    }
+
     /// Drops the pending events of `repo` (they were caused by gitsync itself).
     pub fn forget(&self, repo: &str) {
         self.map().remove(repo);
@@ -120,7 +125,7 @@ type Index = Arc<RwLock<HashMap<PathBuf, Arc<Watched>>>>;
 pub struct RepoWatcher {
     watcher: Arc<Mutex<notify::RecommendedWatcher>>,
     index: Index,
-    limit_hit: Arc<std::sync::atomic::AtomicBool>,
+    health: Arc<Health>,
 }
 
 const GIT_FILES: &[&str] = &[
@@ -250,7 +255,7 @@ impl RepoWatcher {
         let me = RepoWatcher {
             watcher,
             index,
-            limit_hit: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            health: Arc::new(Health::default()),
         };
         for repo in repos {
             me.add(repo);
@@ -258,7 +263,7 @@ impl RepoWatcher {
         // Folders created later get their watches from this thread: notify's callback must
         // not call back into the watcher.
         let watcher = Arc::downgrade(&me.watcher);
-        let limit_hit = me.limit_hit.clone();
+        let health = me.health.clone();
         std::thread::Builder::new()
             .name("gitsync-new-dirs".to_string())
             .spawn(move || {
@@ -266,7 +271,7 @@ impl RepoWatcher {
                     let Some(watcher) = watcher.upgrade() else {
                         break;
                     };
-                    watch_tree(&watcher, &repo, &dir, &limit_hit);
+                    watch_tree(&watcher, &repo, &dir, &health);
                 }
             })
             .map_err(notify::Error::io)?;
@@ -296,7 +301,7 @@ impl RepoWatcher {
             }
         }
         drop(w);
-        watch_tree(&self.watcher, &watched, &repo.path, &self.limit_hit);
+        watch_tree(&self.watcher, &watched, &repo.path, &self.health);
     }
 
     /// Stops watching a repository.
@@ -316,14 +321,48 @@ impl RepoWatcher {
         }
     }
 
+    /// Whether every folder of every repository got its watch (false once the inotify
+    /// limit was hit or a watch failed).
+    pub fn is_complete(&self) -> bool {
+        !self
+            .health
+            .incomplete
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn report(&self, repo: &str, path: &Path, err: &notify::Error) {
-        report(repo, path, err, &self.limit_hit);
+        report(repo, path, err, &self.health);
     }
 }
 
-fn report(repo: &str, path: &Path, err: &notify::Error, limit_hit: &std::sync::atomic::AtomicBool) {
+/// What went wrong adding watches.
+#[derive(Default)]
+struct Health {
+    /// The inotify limit was hit (the hint is logged once).
+    limit_hit: std::sync::atomic::AtomicBool,
+    /// Some existing folder has no watch, so changes there can be missed.
+    incomplete: std::sync::atomic::AtomicBool,
+}
+
+fn report(repo: &str, path: &Path, err: &notify::Error, health: &Health) {
+    let missing = match &err.kind {
+        notify::ErrorKind::PathNotFound => true,
+        notify::ErrorKind::Io(io) => io.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
+    };
+    if missing {
+        // The repository is gone: its state says so, and it is re-read every time.
+        tracing::debug!(%repo, path = %path.display(), "not watched: does not exist");
+        return;
+    }
+    health
+        .incomplete
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     if is_limit(err) {
-        if !limit_hit.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        if !health
+            .limit_hit
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
             tracing::error!(
                 %repo,
                 path = %path.display(),
@@ -353,7 +392,7 @@ fn watch_tree(
     watcher: &Mutex<notify::RecommendedWatcher>,
     repo: &Watched,
     from: &Path,
-    limit_hit: &std::sync::atomic::AtomicBool,
+    health: &Health,
 ) {
     let dirs = worktree_dirs(from);
     let mut w = watcher.lock().unwrap_or_else(|p| p.into_inner());
@@ -362,7 +401,7 @@ fn watch_tree(
             continue;
         }
         if let Err(err) = w.watch(&dir, RecursiveMode::NonRecursive) {
-            report(&repo.name, &dir, &err, limit_hit);
+            report(&repo.name, &dir, &err, health);
             if is_limit(&err) {
                 return;
             }

@@ -92,16 +92,24 @@ pub async fn run(dir: &Path, args: &[&str], timeout: Duration) -> Result<String,
     }
 }
 
-/// `git fetch --quiet [remote]`: updates the remote-tracking refs of `remote` (the current
-/// branch's remote when `None`).
+/// `git fetch --porcelain [remote]`: updates the remote-tracking refs of `remote` (the
+/// current branch's remote when `None`). Returns whether any ref changed (git 2.41 or newer
+/// lists updated refs with `--porcelain`; with an older git it returns `true`).
 ///
 /// Errors: as [`run`].
-pub async fn fetch(dir: &Path, remote: Option<&str>, timeout: Duration) -> Result<(), GitError> {
-    let mut args = vec!["fetch", "--quiet", "--no-write-fetch-head"];
+pub async fn fetch(dir: &Path, remote: Option<&str>, timeout: Duration) -> Result<bool, GitError> {
+    let mut args = vec!["fetch", "--porcelain", "--no-write-fetch-head"];
     if let Some(remote) = remote {
         args.push(remote);
     }
-    run(dir, &args, timeout).await.map(|_| ())
+    match run(dir, &args, timeout).await {
+        Ok(stdout) => Ok(!stdout.trim().is_empty()),
+        Err(GitError::Failed { stderr, .. }) if stderr.contains("unknown option") => {
+            args[1] = "--quiet";
+            run(dir, &args, timeout).await.map(|_| true)
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// `git merge --ff-only <target>`: fast-forwards the checked-out branch to `target` (a

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs every benchmark with its baseline, in one go. Expects a release build (make bench).
+# IDLE_SECONDS shortens the idle run (default 600).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here/.."
+cargo bench --locked --bench state_read
+python3 benches/storm.py
+bash benches/idle.sh "${IDLE_SECONDS:-600}"
