@@ -11,7 +11,7 @@ deps:
 	@git --version
 
 test: deps
-	$(CARGO) test --locked --all-targets
+	$(CARGO) test --locked
 
 lint:
 	$(CARGO) fmt --check
