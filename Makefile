@@ -11,7 +11,7 @@ deps:
 	@git --version
 
 test: deps
-	$(CARGO) test --locked
+	$(CARGO) test --locked --lib --bins --tests
 
 lint:
 	$(CARGO) fmt --check
