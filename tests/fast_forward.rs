@@ -13,15 +13,7 @@ fn clean_clone_behind_is_fast_forwarded_by_sync() {
     let (bare, clone) = env.remote_and_clone("r", "root/r");
     let new = env.push_new_commit(&bare, "a.txt", "two\n");
     let home = env.home("a");
-    let out = env.gitsync(
-        &home,
-        &["sync", "--root", env.path("root").to_str().expect("utf8")],
-    );
-    assert!(
-        out.status.success(),
-        "sync failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.sync_root(&home);
     assert_eq!(env.head(&clone), new);
     assert_eq!(
         std::fs::read_to_string(clone.join("a.txt")).expect("read"),
@@ -140,15 +132,7 @@ fn unsafe_clones_are_not_touched_and_say_why() {
     }
 
     let home = env.home("a");
-    let out = env.gitsync(
-        &home,
-        &["sync", "--root", env.path("root").to_str().expect("utf8")],
-    );
-    assert!(
-        out.status.success(),
-        "sync failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.sync_root(&home);
     let states = env.status(&home, &[]);
     for (case, (head, bytes)) in cases.iter().zip(before) {
         let clone = env.path(&format!("root/{}", case.name));

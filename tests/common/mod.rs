@@ -183,6 +183,17 @@ impl Env {
             .expect("run gitsync")
     }
 
+    /// `gitsync sync --root <env>/root`, asserting it succeeds.
+    pub fn sync_root(&self, home: &Path) {
+        let root = self.path("root");
+        let out = self.gitsync(home, &["sync", "--root", root.to_str().expect("utf8")]);
+        assert!(
+            out.status.success(),
+            "sync failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Starts `gitsync run` in the background, logging into `<home>/daemon.log`.
     pub fn spawn(&self, home: &Path, args: &[&str]) -> Daemon {
         let log = std::fs::File::create(home.join("daemon.log")).expect("log file");
