@@ -11,7 +11,6 @@
 //! ever purged. The event logs are watched with notify, so a receiver wakes as soon as a
 //! line is appended.
 
-use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -170,7 +169,15 @@ impl LocalHub {
                     Ok(_) => {}
                     Err(err) => {
                         tracing::warn!(log = %path.display(), offset = pos, %err, "malformed event skipped");
-                        self.store_offset(writer, pos)?;
+                        // Acknowledging a later event moves past this line; only when no
+                        // event of this log waits for its acknowledgement may the offset
+                        // move now, or an unhandled event would be skipped.
+                        if !out
+                            .iter()
+                            .any(|d| d.token.starts_with(&format!("{writer}:")))
+                        {
+                            self.store_offset(writer, pos)?;
+                        }
                     }
                 }
             }
@@ -321,19 +328,6 @@ impl EventBus for LocalHub {
     }
 }
 
-/// Per-writer offsets as a map, for tests and `doctor`.
-pub fn offsets(hub: &LocalHub) -> HashMap<String, u64> {
-    let dir = hub.root.join("offsets").join(encode_name(&hub.host));
-    let mut out = HashMap::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            out.insert(name.clone(), hub.read_offset(&name));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,6 +380,42 @@ mod tests {
                 .expect("again")
                 .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn an_unacknowledged_event_before_a_malformed_line_is_delivered_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = LocalHub::open(dir.path(), "a").expect("open a");
+        let b = LocalHub::open(dir.path(), "b").expect("open b");
+        a.publish(&event("a", "1")).await.expect("publish");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("events/a.jsonl"))
+            .and_then(|mut f| f.write_all(b"garbage\n"))
+            .expect("append garbage");
+        let first = b.receive(Duration::from_millis(50)).await.expect("receive");
+        assert_eq!(first.len(), 1);
+        // Not acknowledged (say the daemon died while handling it): it comes again.
+        let again = b.receive(Duration::from_millis(50)).await.expect("again");
+        assert_eq!(
+            again
+                .iter()
+                .map(|d| d.event.new.as_str())
+                .collect::<Vec<_>>(),
+            ["1"]
+        );
+        b.ack(&again[0]).await.expect("ack");
+        // Once acknowledged, the malformed line alone moves the offset to the end.
+        assert!(
+            b.receive(Duration::from_millis(50))
+                .await
+                .expect("after")
+                .is_empty()
+        );
+        let len = std::fs::metadata(dir.path().join("events/a.jsonl"))
+            .expect("log")
+            .len();
+        assert_eq!(b.read_offset("a"), len);
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ mod schema;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use schema::{AwsConfig, BackendKind, HooksConfig, LocalConfig, PullConfig, RawConfig};
+pub use schema::{AwsConfig, BackendKind, HooksConfig, LocalConfig, RawConfig};
 
 /// The example configuration written by `gitsync init`, also shipped in `packaging/`.
 pub const EXAMPLE: &str = include_str!("example.yml");

@@ -143,6 +143,3 @@ impl<'de> Deserialize<'de> for HumanDuration {
             })
     }
 }
-
-/// `pull` as exported from the crate root.
-pub type PullConfig = RawPull;

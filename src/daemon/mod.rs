@@ -28,9 +28,9 @@ pub enum DaemonError {
     /// A configured pattern is invalid.
     #[error(transparent)]
     Pattern(#[from] discover::PatternError),
-    /// The backend cannot be opened.
-    #[error("cannot open the {0} backend: {1}")]
-    Backend(&'static str, #[source] BackendError),
+    /// The configured backend cannot be opened.
+    #[error("cannot open the backend: {0}")]
+    Backend(#[source] BackendError),
     /// Signal handlers cannot be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -60,7 +60,7 @@ pub struct Setup {
 /// Errors: [`DaemonError::Pattern`] or [`DaemonError::Backend`].
 pub fn setup(config: &Config) -> Result<Setup, DaemonError> {
     let repos = discover::resolve(&config.root, config.repositories.as_deref())?;
-    let backend = backend::open(config).map_err(|e| DaemonError::Backend("configured", e))?;
+    let backend = backend::open(config).map_err(DaemonError::Backend)?;
     let dirty = Arc::new(Dirty::new());
     let syncer = Arc::new(Syncer::new(
         config.hostname.clone(),
@@ -126,7 +126,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         repos.iter().map(|r| (r.name.clone(), r.clone())).collect();
     let git_dirs: HashMap<String, std::path::PathBuf> = repos
         .iter()
-        .map(|r| (r.name.clone(), r.path.join(".git")))
+        .map(|r| (r.name.clone(), watcher::git_dir_of(&r.path)))
         .collect();
     let mut tasks: JoinSet<()> = JoinSet::new();
     let full_running = Arc::new(std::sync::atomic::AtomicBool::new(false));

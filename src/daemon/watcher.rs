@@ -141,7 +141,9 @@ const GIT_FILES: &[&str] = &[
     "rebase-apply",
 ];
 
-fn git_dir_of(worktree: &Path) -> PathBuf {
+/// The git folder of the worktree at `worktree`: `.git`, or where a `.git` file points
+/// (linked worktrees).
+pub fn git_dir_of(worktree: &Path) -> PathBuf {
     let dot_git = worktree.join(".git");
     if dot_git.is_file()
         && let Ok(text) = std::fs::read_to_string(&dot_git)
@@ -302,23 +304,6 @@ impl RepoWatcher {
         }
         drop(w);
         watch_tree(&self.watcher, &watched, &repo.path, &self.health);
-    }
-
-    /// Stops watching a repository.
-    pub fn remove(&self, repo: &Repo) {
-        let removed = self
-            .index
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&repo.path);
-        if let Some(watched) = removed {
-            let mut w = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = w.unwatch(&watched.git_dir);
-            let _ = w.unwatch(&watched.git_dir.join("refs"));
-            for dir in worktree_dirs(&watched.worktree) {
-                let _ = w.unwatch(&dir);
-            }
-        }
     }
 
     /// Whether every folder of every repository got its watch (false once the inotify
