@@ -3,8 +3,10 @@
 //!
 //! `GITSYNC_LOG` sets the filter (tracing-subscriber's `EnvFilter` syntax, such as
 //! `debug` or `gitsync=debug,warn`). Under systemd (`JOURNAL_STREAM` is set) standard error
-//! carries no timestamps: the journal adds its own.
+//! carries no timestamps: the journal adds its own. Colours only when standard error is a
+//! terminal.
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use tracing_subscriber::EnvFilter;
@@ -24,6 +26,7 @@ pub fn init_cli() -> Guard {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter("warn"))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
     Guard(None)
@@ -36,6 +39,7 @@ pub fn init_daemon(dir: &Path) -> Guard {
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let (file_layer, guard, file_error) = match std::fs::create_dir_all(dir) {
         Ok(()) => {

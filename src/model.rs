@@ -184,6 +184,85 @@ pub struct PushEvent {
     pub at: DateTime<Utc>,
 }
 
+/// The all-zero object id git uses for "no commit" (a created or deleted ref).
+pub const ZERO_OID: &str = "0000000000000000000000000000000000000000";
+
+/// Whether `oid` is all zeros (git's "no commit", SHA-1 or SHA-256 length).
+pub fn is_zero_oid(oid: &str) -> bool {
+    !oid.is_empty() && oid.bytes().all(|b| b == b'0')
+}
+
+impl PushEvent {
+    /// The event for `ref_name` of `repo` moving from `old` to `new`, confirmed now; `id`
+    /// is the hex SHA-256 of `repo`, `ref_name` and `new` (NUL-separated), so the same
+    /// push announced twice collapses (also as an SQS FIFO `MessageDeduplicationId`,
+    /// which allows 128 characters). `remote_url` is redacted here.
+    pub fn new(
+        host: &str,
+        repo: &str,
+        remote_url: &str,
+        ref_name: &str,
+        old: &str,
+        new: &str,
+    ) -> Self {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        for part in [repo, ref_name, new] {
+            hasher.update(part.as_bytes());
+            hasher.update([0u8]);
+        }
+        PushEvent {
+            id: hex::encode(hasher.finalize()),
+            host: host.to_string(),
+            repo: repo.to_string(),
+            remote_url: redact_url(remote_url),
+            ref_name: ref_name.to_string(),
+            old: old.to_string(),
+            new: new.to_string(),
+            at: Utc::now(),
+        }
+    }
+}
+
+/// A remote URL reduced to what identifies the repository, so that two machines' spellings
+/// of one remote compare equal: no scheme, no user or password, no port, host in lower
+/// case, no trailing `/` or `.git`. `https://u:pw@GitHub.com/a/b.git`,
+/// `ssh://git@github.com:22/a/b` and `git@github.com:a/b.git` all become `github.com/a/b`;
+/// `file:///srv/b.git` and `/srv/b.git` become `/srv/b`. URL forms: git-fetch(1), "GIT URLS".
+pub fn normalize_url(url: &str) -> String {
+    let url = url.trim();
+    let trim = |path: &str| -> String {
+        let path = path.trim_end_matches('/');
+        path.strip_suffix(".git")
+            .unwrap_or(path)
+            .trim_end_matches('/')
+            .to_string()
+    };
+    if let Some(path) = url.strip_prefix("file://") {
+        return trim(path);
+    }
+    if let Some((_, rest)) = url.split_once("://") {
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let host = match host.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        };
+        return format!("{}{}", host.to_ascii_lowercase(), trim(path));
+    }
+    // scp-like `[user@]host:path`, when the colon comes before any slash (git's own rule).
+    if let Some(colon) = url.find(':')
+        && !url[..colon].contains('/')
+        && colon > 1
+    {
+        let (authority, path) = (&url[..colon], &url[colon + 1..]);
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let path = path.trim_start_matches('/');
+        return format!("{}/{}", host.to_ascii_lowercase(), trim(path));
+    }
+    trim(url)
+}
+
 /// Removes a password or token from a URL: `https://user:secret@host/x` becomes
 /// `https://user:***@host/x`, and a bare token (`https://token@host`) becomes
 /// `https://***@host`. scp-like (`git@host:x`) and local paths are returned unchanged.
@@ -248,5 +327,33 @@ mod tests {
             redact_text("fatal: unable to access 'https://u:pw@h/x/': 403"),
             "fatal: unable to access 'https://u:***@h/x/': 403"
         );
+    }
+
+    #[test]
+    fn normalizes_remote_urls() {
+        for url in [
+            "https://u:pw@GitHub.com/a/b.git",
+            "https://github.com/a/b/",
+            "ssh://git@github.com:22/a/b",
+            "git@github.com:a/b.git",
+            "github.com:/a/b",
+        ] {
+            assert_eq!(normalize_url(url), "github.com/a/b", "{url}");
+        }
+        assert_eq!(normalize_url("file:///srv/b.git/"), "/srv/b");
+        assert_eq!(normalize_url("/srv/b.git"), "/srv/b");
+        assert_ne!(normalize_url("/srv/b"), normalize_url("/srv/c"));
+    }
+
+    #[test]
+    fn event_ids_collapse_duplicates_only() {
+        let a = PushEvent::new("h", "r", "https://t@x/y", "refs/heads/main", ZERO_OID, "1");
+        let b = PushEvent::new("other", "r", "/srv/y", "refs/heads/main", "2", "1");
+        let c = PushEvent::new("h", "r", "/srv/y", "refs/heads/main", ZERO_OID, "3");
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.id, c.id);
+        assert_eq!(a.id.len(), 64);
+        assert_eq!(a.remote_url, "https://***@x/y");
+        assert!(is_zero_oid(ZERO_OID) && !is_zero_oid("1"));
     }
 }

@@ -3,6 +3,8 @@
 //! Exit codes: 0 success, 1 failure (a repository could not be synced, the backend is
 //! unreachable), 2 invalid configuration or usage.
 
+mod hook;
+mod hooks;
 mod init;
 mod run;
 mod status;
@@ -38,6 +40,10 @@ pub enum Command {
     Sync(sync::Args),
     /// Write a commented configuration file.
     Init(init::Args),
+    /// Install, remove or show the pre-push hook that tells the daemon about pushes.
+    Hooks(hooks::Args),
+    /// What an installed git hook calls (never fails, prints nothing unless GITSYNC_LOG).
+    Hook(hook::Args),
 }
 
 /// A failed command and the exit code it maps to.
@@ -79,6 +85,8 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::run(&cli, args),
         Command::Sync(args) => sync::run(&cli, args),
         Command::Init(args) => init::run(&cli, args),
+        Command::Hooks(args) => hooks::run(&cli, args),
+        Command::Hook(args) => Ok(hook::run(args)),
     };
     match result {
         Ok(code) => code,

@@ -77,6 +77,9 @@ pub struct Config {
     pub aws: Option<AwsConfig>,
     /// Automatic pull settings.
     pub pull: PullSettings,
+    /// Whether `gitsync run` installs the pre-push hook at start-up (`hooks.install`,
+    /// default true).
+    pub hooks_install: bool,
     /// The folder for gitsync's own files (`~/.gitsync`): logs, socket, pidfile.
     pub home: PathBuf,
 }
@@ -352,6 +355,7 @@ fn validate(
             interval,
             fetch_timeout,
         },
+        hooks_install: raw.hooks.and_then(|h| h.install).unwrap_or(true),
         home,
     })
 }

@@ -6,6 +6,9 @@
 //! it gracefully: nothing new starts, the git commands in flight finish (up to 30 s), and
 //! state files are only ever replaced whole. A second signal stops it at once.
 
+pub mod events;
+pub mod handoff;
+pub mod pushes;
 pub mod syncer;
 pub mod watcher;
 
@@ -19,6 +22,9 @@ use tokio::task::JoinSet;
 use crate::backend::{self, BackendError};
 use crate::config::Config;
 use crate::discover::{self, Repo};
+use crate::git::hooks;
+use events::Receiver;
+use pushes::Publisher;
 use syncer::Syncer;
 use watcher::{Dirty, RepoWatcher};
 
@@ -34,6 +40,9 @@ pub enum DaemonError {
     /// Signal handlers cannot be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// Another daemon runs for this user.
+    #[error(transparent)]
+    Running(handoff::ListenError),
 }
 
 /// How long a graceful stop waits for work in flight.
@@ -100,6 +109,39 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
     tracing::info!(host = %config.hostname, root = %config.root.display(), repos = repos.len(), backend = backend.store.name(), "starting");
 
+    // The hook's hand-off, before anything else, so that no push is missed from now on.
+    let socket = handoff::socket_path(&config.home);
+    let listener = match handoff::bind(&socket) {
+        Ok(listener) => Some(listener),
+        Err(err @ handoff::ListenError::Running(_)) => return Err(DaemonError::Running(err)),
+        Err(err) => {
+            tracing::error!(%err, "pushes will be spooled until the next start");
+            None
+        }
+    };
+    let publisher = Arc::new(Publisher::new(
+        config.hostname.clone(),
+        backend.bus.clone(),
+        syncer.clone(),
+        &repos,
+    ));
+    let mut background: JoinSet<()> = JoinSet::new();
+    if let Some(listener) = listener {
+        let (notices, mut incoming) = tokio::sync::mpsc::channel(256);
+        background.spawn(handoff::serve(listener, notices));
+        let publisher = publisher.clone();
+        background.spawn(async move {
+            while let Some(notice) = incoming.recv().await {
+                let publisher = publisher.clone();
+                tokio::spawn(async move { publisher.handle(notice, false).await });
+            }
+        });
+    }
+    if config.hooks_install {
+        let hook_repos = repos.clone();
+        tokio::task::spawn_blocking(move || install_hooks(&hook_repos));
+    }
+
     // Watch first, so that changes made during the start-up update are not missed.
     let watch_repos = repos.clone();
     let watch_dirty = dirty.clone();
@@ -121,6 +163,22 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         took_ms = started.elapsed().as_millis() as u64,
         "ready"
     );
+
+    // Pushes made while the daemon was down, then events the other machines sent meanwhile
+    // (the bus kept them); the start-up update already fetched, so most are no-ops.
+    for (path, notice) in handoff::spooled(&config.home) {
+        publisher.handle(notice, true).await;
+        if let Err(err) = std::fs::remove_file(&path) {
+            tracing::warn!(path = %path.display(), %err, "cannot remove spooled push");
+        }
+    }
+    let receiver = Arc::new(Receiver::new(
+        config.hostname.clone(),
+        backend.bus.clone(),
+        syncer.clone(),
+        &repos,
+    ));
+    background.spawn(receiver.run());
 
     let by_name: HashMap<String, Repo> =
         repos.iter().map(|r| (r.name.clone(), r.clone())).collect();
@@ -186,6 +244,32 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         _ = term.recv() => tracing::warn!("second signal: stopping now"),
         _ = int.recv() => tracing::warn!("second signal: stopping now"),
     }
+    background.abort_all();
+    if let Err(err) = std::fs::remove_file(&socket) {
+        tracing::debug!(socket = %socket.display(), %err, "cannot remove socket");
+    }
     drop(watcher);
     Ok(())
+}
+
+/// Installs the pre-push hook into every repository (start-up, `hooks.install: true`);
+/// failures are logged, never fatal.
+pub fn install_hooks(repos: &[Repo]) {
+    let binary = match std::env::current_exe() {
+        Ok(binary) => binary,
+        Err(err) => {
+            tracing::warn!(%err, "cannot tell where the gitsync binary is; hooks not installed");
+            return;
+        }
+    };
+    for repo in repos.iter().filter(|r| r.path.exists()) {
+        let result = hooks::hooks_dir(&repo.path).and_then(|dir| hooks::install_in(&dir, &binary));
+        match result {
+            Ok(hooks::HookState::Installed { .. }) => {}
+            Ok(before) => {
+                tracing::info!(repo = %repo.name, was = before.describe(), "pre-push hook installed")
+            }
+            Err(err) => tracing::warn!(repo = %repo.name, %err, "cannot install the pre-push hook"),
+        }
+    }
 }

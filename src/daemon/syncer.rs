@@ -27,8 +27,21 @@ pub struct Outcome {
     pub ok: bool,
     /// Whether a new state was written to the store.
     pub published: bool,
+    /// Whether the checked-out branch was fast-forwarded.
+    pub fast_forwarded: bool,
     /// The state as read after the sync.
     pub state: RepoState,
+}
+
+/// What to fetch before a sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetch {
+    /// Nothing: read the state only (a watcher refresh).
+    No,
+    /// `git fetch` with no remote named: the current branch's remote, or `origin`.
+    Default,
+    /// `git fetch <remote>`: the remote a push event names.
+    Remote(String),
 }
 
 /// Syncs repositories of one host.
@@ -84,16 +97,27 @@ impl Syncer {
     /// Syncs `repo`: fetches first when `fetch` is true, then reads, fast-forwards when
     /// safe, and publishes the state if it differs from the last one published.
     pub async fn sync(&self, repo: &Repo, fetch: bool) -> Outcome {
+        let fetch = if fetch { Fetch::Default } else { Fetch::No };
+        self.sync_with(repo, fetch).await
+    }
+
+    /// Syncs `repo` as [`Syncer::sync`] does, fetching what `fetch` says.
+    pub async fn sync_with(&self, repo: &Repo, fetch: Fetch) -> Outcome {
         let slot = self.slot(&repo.name);
         let mut last = slot.lock().await;
         let _permit = self.permits.acquire().await;
-        tracing::debug!(repo = %repo.name, fetch, "syncing");
+        tracing::debug!(repo = %repo.name, ?fetch, "syncing");
         let mut ok = true;
         let mut fetch_error = None;
         let mut touched = false;
-        if fetch && repo.path.exists() {
+        let remote = match &fetch {
+            Fetch::No => None,
+            Fetch::Default => Some(None),
+            Fetch::Remote(name) => Some(Some(name.as_str())),
+        };
+        if let Some(remote) = remote.filter(|_| repo.path.exists()) {
             touched = true;
-            match ops::fetch(&repo.path, None, self.pull.fetch_timeout).await {
+            match ops::fetch(&repo.path, remote, self.pull.fetch_timeout).await {
                 // Nothing new from the remote, and the watcher reports every local change:
                 // the state published last is still right.
                 Ok(false) if self.watching() && !self.dirty.is_pending(&repo.name) => {
@@ -103,6 +127,7 @@ impl Syncer {
                             repo: repo.name.clone(),
                             ok: true,
                             published: false,
+                            fast_forwarded: false,
                             state: state.clone(),
                         };
                     }
@@ -117,6 +142,7 @@ impl Syncer {
         }
         let mut snapshot = self.read(repo).await;
         let mut blocked = None;
+        let mut fast_forwarded = false;
         match pull::decide(&snapshot, self.pull.fast_forward) {
             pull::Decision::Nothing => {}
             pull::Decision::Blocked(reason) => blocked = Some(reason),
@@ -124,6 +150,7 @@ impl Syncer {
                 touched = true;
                 match pull::fast_forward(&repo.path, &target, self.pull.fetch_timeout).await {
                     Ok(()) => {
+                        fast_forwarded = true;
                         tracing::info!(repo = %repo.name, to = %target, "fast-forwarded");
                         snapshot = self.read(repo).await;
                         if let pull::Decision::Blocked(reason) =
@@ -171,6 +198,7 @@ impl Syncer {
             repo: repo.name.clone(),
             ok,
             published,
+            fast_forwarded,
             state: current,
         }
     }
@@ -213,6 +241,7 @@ impl Syncer {
                     repo: repo.name.clone(),
                     ok: false,
                     published: false,
+                    fast_forwarded: false,
                     state: RepoState::error(&self.host, &repo.name, "sync task failed".to_string()),
                 })
             })

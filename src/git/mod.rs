@@ -3,8 +3,11 @@
 //! `state` reads in-process with gix and never writes; `ops` changes repositories and talks
 //! to remotes through the `git` binary, so the user's credential helpers, ssh config, hooks
 //! and locks apply exactly as with their own git; `pull` decides whether a fast-forward is
-//! safe (invariant 1 of DESIGN.md).
+//! safe (invariant 1 of DESIGN.md); `remotes` reads remotes and refs; `hooks` installs the
+//! pre-push hook.
 
+pub mod hooks;
 pub mod ops;
 pub mod pull;
+pub mod remotes;
 pub mod state;

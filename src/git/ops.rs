@@ -112,6 +112,29 @@ pub async fn fetch(dir: &Path, remote: Option<&str>, timeout: Duration) -> Resul
     }
 }
 
+/// `git ls-remote <remote> <refs...>`: what the remote's refs point at now, as
+/// (ref name, object id) pairs; a ref the remote lacks is absent. Peeled tag lines
+/// (`^{}`) are left out.
+///
+/// Errors: as [`run`].
+pub async fn ls_remote(
+    dir: &Path,
+    remote: &str,
+    refs: &[&str],
+    timeout: Duration,
+) -> Result<Vec<(String, String)>, GitError> {
+    let mut args = vec!["ls-remote", "--", remote];
+    args.extend_from_slice(refs);
+    let stdout = run(dir, &args, timeout).await?;
+    Ok(stdout
+        .lines()
+        .filter_map(|line| {
+            let (oid, name) = line.split_once('\t')?;
+            (!name.ends_with("^{}")).then(|| (name.to_string(), oid.to_string()))
+        })
+        .collect())
+}
+
 /// `git merge --ff-only <target>`: fast-forwards the checked-out branch to `target` (a
 /// commit id). git itself refuses when the result would not be a fast-forward or would
 /// overwrite local changes or untracked files; nothing is touched then.

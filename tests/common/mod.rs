@@ -75,6 +75,16 @@ impl Env {
         self.git_command(dir).args(args).output().expect("run git")
     }
 
+    /// Runs git in `dir` as the user whose HOME is `home` (so that the pre-push hook finds
+    /// that user's daemon); returns the output whatever the exit status.
+    pub fn git_as(&self, home: &Path, dir: &Path, args: &[&str]) -> Output {
+        self.git_command(dir)
+            .env("HOME", home)
+            .args(args)
+            .output()
+            .expect("run git")
+    }
+
     pub fn git_env(&self, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = self.git_command(dir);
         cmd.args(args);
@@ -270,6 +280,19 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The daemon config of a test host `host`: its own root, the shared hub, and a pull
+/// interval of an hour so that only events can explain a pull.
+pub fn host_config(env: &Env, host: &str, root: &Path, hub: &Path) -> PathBuf {
+    env.config(
+        &env.home(host),
+        &format!(
+            "hostname: host-{host}\nroot: {}\nlocal:\n  path: {}\npull:\n  interval: 1h\n",
+            root.display(),
+            hub.display()
+        ),
+    )
 }
 
 /// Polls `f` until it returns Some, or panics with `what` after `timeout`.

@@ -1,0 +1,130 @@
+//! `gitsync hooks install|uninstall|status [REPO...]`: the pre-push hook in each
+//! configured repository (or in the repositories named).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::{Cli, CliError};
+use crate::discover::{self, Repo};
+use crate::git::hooks::{self, HookState};
+
+/// Arguments of `gitsync hooks`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: Action,
+    /// Folder whose repositories to use (overrides `root` in the config file).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub root: Option<PathBuf>,
+}
+
+/// The hook actions; each takes repository names (relative to the root) or paths, and
+/// defaults to every configured repository.
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// Install the hook; a pre-push hook already there is chained, never overwritten.
+    Install {
+        /// Repositories (names under the root, or paths); default: all.
+        repos: Vec<String>,
+    },
+    /// Remove the hook and put a chained hook back exactly as it was.
+    Uninstall {
+        /// Repositories (names under the root, or paths); default: all.
+        repos: Vec<String>,
+    },
+    /// Show each repository's hook state.
+    Status {
+        /// Repositories (names under the root, or paths); default: all.
+        repos: Vec<String>,
+    },
+}
+
+/// The repositories `wanted` names among `all` (every one when `wanted` is empty); a path
+/// outside the configuration is taken as it is.
+///
+/// Errors: a name that is neither a configured repository nor a repository path.
+fn select(all: &[Repo], wanted: &[String]) -> Result<Vec<Repo>, CliError> {
+    if wanted.is_empty() {
+        return Ok(all.to_vec());
+    }
+    let mut out = Vec::new();
+    for name in wanted {
+        if let Some(repo) = all.iter().find(|r| r.name == *name) {
+            out.push(repo.clone());
+            continue;
+        }
+        let path = std::fs::canonicalize(Path::new(name))
+            .map_err(|e| CliError::Failed(format!("{name}: not a configured repository ({e})")))?;
+        let found = all
+            .iter()
+            .find(|r| std::fs::canonicalize(&r.path).is_ok_and(|p| p == path));
+        match found {
+            Some(repo) => out.push(repo.clone()),
+            None if gix::open(&path).is_ok() => out.push(Repo {
+                name: name.clone(),
+                path,
+            }),
+            None => return Err(CliError::Failed(format!("{name}: not a git repository"))),
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the action and prints one line per repository. Exit code 1 when any repository
+/// failed (its line says why).
+pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
+    let _guard = crate::logging::init_cli();
+    let config = super::load_config(cli, args.root.as_deref(), true)?;
+    let all = discover::resolve(&config.root, config.repositories.as_deref())
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let (Action::Install { repos } | Action::Uninstall { repos } | Action::Status { repos }) =
+        &args.action;
+    let repos = select(&all, repos)?;
+    let binary = std::env::current_exe()
+        .map_err(|e| CliError::Failed(format!("cannot tell where gitsync is: {e}")))?;
+    let mut failed = false;
+    for repo in &repos {
+        let dir = match hooks::hooks_dir(&repo.path) {
+            Ok(dir) => dir,
+            Err(err) => {
+                println!("{}: {err}", repo.name);
+                failed = true;
+                continue;
+            }
+        };
+        let line = match &args.action {
+            Action::Status { .. } => Ok(hooks::state_in(&dir, &binary).describe().to_string()),
+            Action::Install { .. } => hooks::install_in(&dir, &binary).map(|before| match before {
+                HookState::Installed { .. } => "already installed".to_string(),
+                HookState::Foreign => format!("installed; your hook is kept as {}", hooks::CHAINED),
+                HookState::Outdated => "updated".to_string(),
+                HookState::Missing => "installed".to_string(),
+            }),
+            Action::Uninstall { .. } => {
+                hooks::uninstall_in(&dir, &binary).map(|before| match before {
+                    HookState::Installed { chained: true } => {
+                        "removed; your hook is back".to_string()
+                    }
+                    HookState::Installed { chained: false } | HookState::Outdated => {
+                        "removed".to_string()
+                    }
+                    HookState::Missing => "not installed".to_string(),
+                    HookState::Foreign => "not installed (your own hook left alone)".to_string(),
+                })
+            }
+        };
+        match line {
+            Ok(line) => println!("{}: {line} ({})", repo.name, dir.join("pre-push").display()),
+            Err(err) => {
+                println!("{}: {err}", repo.name);
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,218 @@
+//! Receive, then pull: push events from the other machines become a fetch and a safe
+//! fast-forward here.
+//!
+//! An event names a repository by its path under the root and by its remote URL. It is
+//! matched to the repositories here with the same path, or else with a remote whose URL
+//! is the same once normalized ([`crate::model::normalize_url`]), and each match is synced:
+//! fetch that remote, fast-forward under invariant 1, publish the new state. An event is
+//! acknowledged only after it was handled (at-least-once); one already handled (same id)
+//! is acknowledged without another fetch; an event for a repository this machine does not
+//! have is acknowledged and ignored. Deletions and tags are fetched like any push; nothing
+//! local is ever deleted.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::syncer::{Fetch, Syncer};
+use crate::backend::{Delivery, EventBus};
+use crate::discover::Repo;
+use crate::git::remotes::{self, RemoteInfo};
+use crate::model::{PushEvent, normalize_url};
+
+/// How long one `receive` waits for events (the SQS long-polling maximum, 20 s).
+const RECEIVE_WAIT: Duration = Duration::from_secs(20);
+/// How many handled event ids are remembered to drop duplicates.
+const SEEN_CAPACITY: usize = 4096;
+/// How old the remote-URL index may be before a miss rebuilds it.
+const INDEX_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// The last [`SEEN_CAPACITY`] event ids handled, oldest first out.
+#[derive(Default)]
+struct Seen {
+    order: VecDeque<String>,
+    ids: HashSet<String>,
+}
+
+impl Seen {
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    fn insert(&mut self, id: String) {
+        if self.ids.insert(id.clone()) {
+            self.order.push_back(id);
+            if self.order.len() > SEEN_CAPACITY
+                && let Some(old) = self.order.pop_front()
+            {
+                self.ids.remove(&old);
+            }
+        }
+    }
+}
+
+/// Each repository's remotes, read once and rebuilt when stale.
+struct RemoteIndex {
+    by_repo: HashMap<String, Vec<RemoteInfo>>,
+    built: Instant,
+}
+
+/// Handles the events of the other machines for this host's repositories.
+pub struct Receiver {
+    host: String,
+    bus: Arc<dyn EventBus>,
+    syncer: Arc<Syncer>,
+    repos: Vec<Repo>,
+    seen: Mutex<Seen>,
+    index: tokio::sync::Mutex<Option<RemoteIndex>>,
+}
+
+impl Receiver {
+    /// A receiver for `repos` of `host`, reading `bus` and syncing with `syncer`.
+    pub fn new(host: String, bus: Arc<dyn EventBus>, syncer: Arc<Syncer>, repos: &[Repo]) -> Self {
+        Receiver {
+            host,
+            bus,
+            syncer,
+            repos: repos.to_vec(),
+            seen: Mutex::new(Seen::default()),
+            index: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Receives and handles events until the task is dropped. Bus failures are logged once
+    /// per outage and retried with capped, jittered backoff.
+    pub async fn run(self: Arc<Self>) {
+        let mut failing = false;
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match self.bus.receive(RECEIVE_WAIT).await {
+                Ok(deliveries) => {
+                    if failing {
+                        tracing::info!(bus = self.bus.name(), "event bus reachable again");
+                        failing = false;
+                        backoff = Duration::from_secs(1);
+                    }
+                    self.handle_all(deliveries).await;
+                }
+                Err(err) => {
+                    if !failing {
+                        tracing::warn!(bus = self.bus.name(), %err, "cannot receive events; retrying");
+                        failing = true;
+                    }
+                    tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64())).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+    }
+
+    /// Handles a batch concurrently (one repository's work is serialized by the syncer),
+    /// then acknowledges each delivery in order.
+    pub async fn handle_all(self: &Arc<Self>, deliveries: Vec<Delivery>) {
+        let mut set = tokio::task::JoinSet::new();
+        let mut spawned = HashSet::new();
+        for delivery in &deliveries {
+            // The same event twice in one batch: handled once, acknowledged twice.
+            if !spawned.insert(delivery.event.id.clone()) {
+                continue;
+            }
+            let me = self.clone();
+            let event = delivery.event.clone();
+            set.spawn(async move { me.handle(&event).await });
+        }
+        while set.join_next().await.is_some() {}
+        for delivery in &deliveries {
+            if let Err(err) = self.bus.ack(delivery).await {
+                tracing::warn!(%err, id = %delivery.event.id, "cannot acknowledge event");
+            }
+        }
+    }
+
+    /// Handles one event: returns how many repositories were synced for it.
+    pub async fn handle(&self, event: &PushEvent) -> usize {
+        if event.host == self.host {
+            return 0;
+        }
+        if self.seen_before(&event.id) {
+            tracing::debug!(id = %event.id, repo = %event.repo, "event already handled");
+            return 0;
+        }
+        let targets = self.targets(event).await;
+        if targets.is_empty() {
+            tracing::debug!(repo = %event.repo, host = %event.host, "push event for a repository not here; ignored");
+        }
+        let mut ok = true;
+        for (repo, remote) in &targets {
+            let fetch = remote.clone().map_or(Fetch::Default, Fetch::Remote);
+            let outcome = self.syncer.sync_with(repo, fetch).await;
+            ok &= outcome.ok;
+            tracing::info!(
+                repo = %repo.name,
+                from = %event.host,
+                ref_name = %event.ref_name,
+                new = %event.new,
+                fast_forwarded = outcome.fast_forwarded,
+                state = outcome.state.state.as_str(),
+                "push event handled"
+            );
+        }
+        if ok {
+            self.remember(&event.id);
+        }
+        targets.len()
+    }
+
+    fn seen_before(&self, id: &str) -> bool {
+        self.seen
+            .lock()
+            .map(|seen| seen.contains(id))
+            .unwrap_or(false)
+    }
+
+    fn remember(&self, id: &str) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.insert(id.to_string());
+        }
+    }
+
+    /// The repositories the event is about, with the remote to fetch (the one whose URL
+    /// matches the event's, or `None` for the default remote).
+    async fn targets(&self, event: &PushEvent) -> Vec<(Repo, Option<String>)> {
+        let wanted = normalize_url(&event.remote_url);
+        let by_name = self.repos.iter().find(|r| r.name == event.repo);
+        let mut guard = self.index.lock().await;
+        let stale = guard
+            .as_ref()
+            .is_none_or(|index| index.built.elapsed() > INDEX_MAX_AGE);
+        if guard.is_none() || (stale && by_name.is_none()) {
+            let repos = self.repos.clone();
+            let built = tokio::task::spawn_blocking(move || {
+                repos
+                    .iter()
+                    .map(|r| (r.name.clone(), remotes::list(&r.path)))
+                    .collect::<HashMap<_, _>>()
+            })
+            .await
+            .unwrap_or_default();
+            *guard = Some(RemoteIndex {
+                by_repo: built,
+                built: Instant::now(),
+            });
+        }
+        let by_repo = guard.as_ref().map(|i| &i.by_repo);
+        let remote_of = |repo: &Repo| {
+            by_repo
+                .and_then(|m| m.get(&repo.name))
+                .and_then(|list| list.iter().find(|r| r.normalized == wanted))
+                .map(|r| r.name.clone())
+        };
+        if let Some(repo) = by_name {
+            return vec![(repo.clone(), remote_of(repo))];
+        }
+        self.repos
+            .iter()
+            .filter_map(|repo| remote_of(repo).map(|remote| (repo.clone(), Some(remote))))
+            .collect()
+    }
+}

@@ -1,0 +1,204 @@
+//! Confirm, then publish: a push the hook handed over becomes an event only once it landed.
+//!
+//! The pre-push hook runs before git sends anything, so a notice says what git is about to
+//! push, not what the remote accepted. For each ref the daemon watches the remote-tracking
+//! ref that `git push` updates after the remote says yes (read with gix every 10 ms at
+//! first, then every 100 ms). When the `git push` process has exited and a ref is still
+//! unconfirmed (a tag, a push to a URL, or a rejection), one `git ls-remote` settles it.
+//! A rejected push publishes nothing; after [`CONFIRM_LIMIT`] the daemon gives up and logs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::handoff::{Notice, RefUpdate};
+use super::syncer::Syncer;
+use crate::backend::EventBus;
+use crate::discover::Repo;
+use crate::git::{ops, remotes};
+use crate::model::{PushEvent, is_zero_oid};
+
+/// The longest a push is watched before the daemon gives up on confirming it.
+pub const CONFIRM_LIMIT: Duration = Duration::from_secs(600);
+/// The limit of the one `git ls-remote` that settles unconfirmed refs.
+const LS_REMOTE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Turns hook notices into published push events.
+pub struct Publisher {
+    host: String,
+    bus: Arc<dyn EventBus>,
+    syncer: Arc<Syncer>,
+    repos: Vec<(Repo, Option<PathBuf>)>,
+}
+
+fn canonical(path: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(path).ok()
+}
+
+/// The canonical common git dir of the repository at or above `path`.
+fn common_dir(path: &Path) -> Option<PathBuf> {
+    let repo = gix::discover(path).ok()?;
+    canonical(repo.common_dir())
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+impl Publisher {
+    /// A publisher for `repos` of `host`, announcing on `bus` and refreshing the pushing
+    /// repository's state with `syncer` once its push is confirmed.
+    pub fn new(host: String, bus: Arc<dyn EventBus>, syncer: Arc<Syncer>, repos: &[Repo]) -> Self {
+        let repos = repos
+            .iter()
+            .map(|r| (r.clone(), canonical(&r.path)))
+            .collect();
+        Publisher {
+            host,
+            bus,
+            syncer,
+            repos,
+        }
+    }
+
+    /// The configured repository the hook ran in: its worktree, or (for a linked worktree)
+    /// the repository sharing its common git dir.
+    fn locate(&self, cwd: &Path) -> Option<Repo> {
+        let cwd = canonical(cwd)?;
+        if let Some((repo, _)) = self
+            .repos
+            .iter()
+            .find(|(_, path)| path.as_deref() == Some(cwd.as_path()))
+        {
+            return Some(repo.clone());
+        }
+        let common = common_dir(&cwd)?;
+        self.repos
+            .iter()
+            .find(|(repo, _)| common_dir(&repo.path).as_deref() == Some(common.as_path()))
+            .map(|(repo, _)| repo.clone())
+    }
+
+    /// Confirms the pushes in `notice` and publishes one event per ref that landed.
+    /// `finished`: the push is known to be over (a spooled notice). Returns the events
+    /// published; failures are logged.
+    pub async fn handle(&self, notice: Notice, finished: bool) -> Vec<PushEvent> {
+        let Some(repo) = self.locate(&notice.cwd) else {
+            tracing::debug!(cwd = %notice.cwd.display(), "push from a repository gitsync does not sync; ignored");
+            return Vec::new();
+        };
+        let url = remotes::absolute_url(&notice.url, &notice.cwd);
+        let confirmed = self.confirm(&repo, &notice, finished).await;
+        let mut published = Vec::new();
+        for update in confirmed {
+            let event = PushEvent::new(
+                &self.host,
+                &repo.name,
+                &url,
+                &update.remote_ref,
+                &update.remote_sha,
+                &update.local_sha,
+            );
+            match self.bus.publish(&event).await {
+                Ok(()) => {
+                    tracing::info!(repo = %repo.name, ref_name = %event.ref_name, new = %event.new, "push published");
+                    published.push(event);
+                }
+                Err(err) => {
+                    tracing::warn!(repo = %repo.name, ref_name = %event.ref_name, %err, "cannot publish push")
+                }
+            }
+        }
+        // The push moved the remote-tracking refs: ahead/behind changed.
+        self.syncer.sync(&repo, false).await;
+        published
+    }
+
+    /// Waits until each update's remote-tracking ref reaches the pushed commit, or the push
+    /// ends; settles the rest with `git ls-remote`. Returns the updates that landed.
+    async fn confirm(&self, repo: &Repo, notice: &Notice, finished: bool) -> Vec<RefUpdate> {
+        let opened = match gix::open(&repo.path) {
+            Ok(opened) => opened,
+            Err(err) => {
+                tracing::warn!(repo = %repo.name, %err, "cannot open repository to confirm a push");
+                return Vec::new();
+            }
+        };
+        let expected = |u: &RefUpdate| (!is_zero_oid(&u.local_sha)).then(|| u.local_sha.clone());
+        let mut pending: Vec<(RefUpdate, Option<String>)> = notice
+            .updates
+            .iter()
+            .map(|u| {
+                let tracking = remotes::tracking_ref(&opened, &notice.remote, &u.remote_ref);
+                (u.clone(), tracking)
+            })
+            .collect();
+        let mut landed = Vec::new();
+        let started = Instant::now();
+        loop {
+            pending.retain(|(update, tracking)| {
+                let reached = tracking
+                    .as_deref()
+                    .is_some_and(|t| remotes::ref_target(&opened, t) == expected(update));
+                if reached {
+                    landed.push(update.clone());
+                }
+                !reached
+            });
+            if pending.is_empty() {
+                return landed;
+            }
+            let push_over = finished
+                || match notice.push_pid {
+                    Some(pid) => !alive(pid),
+                    None => started.elapsed() > Duration::from_secs(30),
+                };
+            if push_over {
+                break;
+            }
+            if started.elapsed() > CONFIRM_LIMIT {
+                tracing::warn!(repo = %repo.name, refs = pending.len(), "push not confirmed in time; nothing published for it");
+                return landed;
+            }
+            let pause = if started.elapsed() < Duration::from_secs(3) {
+                10
+            } else {
+                100
+            };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+        // One last look: the push may have updated the tracking refs as it exited.
+        pending.retain(|(update, tracking)| {
+            let reached = tracking
+                .as_deref()
+                .is_some_and(|t| remotes::ref_target(&opened, t) == expected(update));
+            if reached {
+                landed.push(update.clone());
+            }
+            !reached
+        });
+        if pending.is_empty() {
+            return landed;
+        }
+        let names: Vec<&str> = pending.iter().map(|(u, _)| u.remote_ref.as_str()).collect();
+        match ops::ls_remote(&repo.path, &notice.remote, &names, LS_REMOTE_TIMEOUT).await {
+            Ok(found) => {
+                for (update, _) in pending {
+                    let now = found
+                        .iter()
+                        .find(|(name, _)| *name == update.remote_ref)
+                        .map(|(_, oid)| oid.clone());
+                    if now == expected(&update) {
+                        landed.push(update);
+                    } else {
+                        tracing::info!(repo = %repo.name, ref_name = %update.remote_ref, "push did not land (rejected or superseded); nothing published");
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(repo = %repo.name, %err, "cannot confirm push with ls-remote; nothing published")
+            }
+        }
+        landed
+    }
+}

@@ -1,0 +1,269 @@
+//! Installing gitsync's `pre-push` hook beside the user's own.
+//!
+//! The hooks folder is found as git finds it (githooks(5)): `core.hooksPath` when set (a
+//! relative value is relative to the worktree's top level), otherwise `hooks/` in the
+//! repository's common git dir, so linked worktrees and `.git` files share one hook. A hook
+//! that is not gitsync's is never overwritten: it is renamed to `pre-push.gitsync-chained`,
+//! which gitsync's script runs first, and `uninstall` renames it back (a rename keeps its
+//! bytes, mode and symlink-ness exactly).
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// The script installed as `pre-push`, before the gitsync binary's path is filled in.
+pub const SCRIPT: &str = include_str!("../../hooks/pre-push");
+/// The line that marks a hook as gitsync's own.
+pub const MARKER: &str = "# gitsync-managed-hook";
+/// What the user's own `pre-push` is renamed to.
+pub const CHAINED: &str = "pre-push.gitsync-chained";
+
+/// Why a hook could not be installed, removed or inspected.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// The repository cannot be opened or its config read.
+    #[error("cannot open the repository: {0}")]
+    Open(String),
+    /// A file in the hooks folder cannot be read, written or renamed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Both a foreign `pre-push` and a chained hook exist: installing would lose one.
+    #[error("{0} and {CHAINED} both exist and neither is gitsync's; move one away first")]
+    Conflict(PathBuf),
+}
+
+/// What a repository's hooks folder holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookState {
+    /// gitsync's hook is installed and current; `chained` when it runs the user's hook first.
+    Installed {
+        /// Whether a user hook is chained.
+        chained: bool,
+    },
+    /// gitsync's hook is installed but calls another gitsync binary or an older script.
+    Outdated,
+    /// No `pre-push` hook at all.
+    Missing,
+    /// A `pre-push` hook that is not gitsync's (install will chain it).
+    Foreign,
+}
+
+impl HookState {
+    /// A short word for `gitsync hooks status` and `doctor`.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            HookState::Installed { chained: true } => "installed (chains your pre-push hook)",
+            HookState::Installed { chained: false } => "installed",
+            HookState::Outdated => "outdated (run `gitsync hooks install`)",
+            HookState::Missing => "missing",
+            HookState::Foreign => "not installed (a pre-push hook of yours is there)",
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> HookError + '_ {
+    move |source| HookError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The hooks folder git uses for the repository whose worktree (or git dir) is `repo`.
+///
+/// Errors: [`HookError::Open`] when it is not a repository or `core.hooksPath` cannot be
+/// interpolated.
+pub fn hooks_dir(repo: &Path) -> Result<PathBuf, HookError> {
+    let opened = gix::open(repo).map_err(|e| HookError::Open(e.to_string()))?;
+    let configured = opened
+        .config_snapshot()
+        .trusted_path("core.hooksPath")
+        .map_err(|e| HookError::Open(e.to_string()))?;
+    Ok(match configured {
+        Some(path) if path.is_absolute() => path,
+        Some(path) => opened.workdir().unwrap_or(opened.git_dir()).join(path),
+        None => opened.common_dir().join("hooks"),
+    })
+}
+
+/// The script with `binary` as the gitsync to call.
+pub fn script_for(binary: &Path) -> String {
+    // Single-quoted in the script: an embedded quote closes and reopens the string.
+    let quoted = binary.to_string_lossy().replace('\'', r"'\''");
+    SCRIPT.replace("@GITSYNC_BIN@", &quoted)
+}
+
+fn is_ours(path: &Path) -> bool {
+    std::fs::read(path)
+        .map(|bytes| {
+            bytes
+                .split(|b| *b == b'\n')
+                .take(3)
+                .any(|line| line.starts_with(MARKER.as_bytes()))
+        })
+        .unwrap_or(false)
+}
+
+fn exists(path: &Path) -> bool {
+    path.symlink_metadata().is_ok()
+}
+
+/// What `dir` (a hooks folder) holds, compared with the script for `binary`.
+pub fn state_in(dir: &Path, binary: &Path) -> HookState {
+    let hook = dir.join("pre-push");
+    if !exists(&hook) {
+        return HookState::Missing;
+    }
+    if !is_ours(&hook) {
+        return HookState::Foreign;
+    }
+    let current = std::fs::read_to_string(&hook).is_ok_and(|text| text == script_for(binary));
+    if current {
+        HookState::Installed {
+            chained: exists(&dir.join(CHAINED)),
+        }
+    } else {
+        HookState::Outdated
+    }
+}
+
+/// Installs the hook calling `binary` into `dir`, chaining a user hook found there.
+/// Idempotent: an installed, current hook is left as it is. Returns the state before.
+///
+/// Errors: [`HookError::Io`]; [`HookError::Conflict`] when a foreign hook and a chained
+/// hook both exist.
+pub fn install_in(dir: &Path, binary: &Path) -> Result<HookState, HookError> {
+    let before = state_in(dir, binary);
+    let hook = dir.join("pre-push");
+    match before {
+        HookState::Installed { .. } => return Ok(before),
+        HookState::Foreign => {
+            let chained = dir.join(CHAINED);
+            if exists(&chained) {
+                return Err(HookError::Conflict(hook));
+            }
+            std::fs::rename(&hook, &chained).map_err(io_err(&hook))?;
+        }
+        HookState::Missing | HookState::Outdated => {}
+    }
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    // Written beside and renamed over, so git never runs half a script.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".pre-push.gitsync-")
+        .tempfile_in(dir)
+        .map_err(io_err(dir))?;
+    tmp.write_all(script_for(binary).as_bytes())
+        .map_err(io_err(&hook))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o755))
+        .map_err(io_err(&hook))?;
+    tmp.persist(&hook).map_err(|e| HookError::Io {
+        path: hook.clone(),
+        source: e.error,
+    })?;
+    Ok(before)
+}
+
+/// Removes gitsync's hook from `dir` and puts a chained user hook back where it was.
+/// A hook that is not gitsync's is left alone. Returns the state before.
+///
+/// Errors: [`HookError::Io`].
+pub fn uninstall_in(dir: &Path, binary: &Path) -> Result<HookState, HookError> {
+    let before = state_in(dir, binary);
+    let hook = dir.join("pre-push");
+    if matches!(before, HookState::Installed { .. } | HookState::Outdated) {
+        let chained = dir.join(CHAINED);
+        if exists(&chained) {
+            std::fs::rename(&chained, &hook).map_err(io_err(&chained))?;
+        } else {
+            std::fs::remove_file(&hook).map_err(io_err(&hook))?;
+        }
+    }
+    Ok(before)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_chains_and_uninstall_restores_exactly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hook = dir.path().join("pre-push");
+        let original = b"#!/bin/sh\necho mine\nexit 3\n";
+        std::fs::write(&hook, original).expect("write");
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let bin = Path::new("/opt/it's/gitsync");
+
+        assert_eq!(
+            install_in(dir.path(), bin).expect("install"),
+            HookState::Foreign
+        );
+        assert_eq!(
+            state_in(dir.path(), bin),
+            HookState::Installed { chained: true }
+        );
+        let text = std::fs::read_to_string(&hook).expect("read");
+        assert!(text.contains(r"gitsync='/opt/it'\''s/gitsync'"), "{text}");
+        // Idempotent.
+        assert_eq!(
+            install_in(dir.path(), bin).expect("again"),
+            HookState::Installed { chained: true }
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join(CHAINED)).expect("chained"),
+            original
+        );
+        // Another binary: outdated, reinstalled in place, the chained hook kept.
+        let other = Path::new("/usr/bin/gitsync");
+        assert_eq!(state_in(dir.path(), other), HookState::Outdated);
+        install_in(dir.path(), other).expect("update");
+        assert_eq!(
+            state_in(dir.path(), other),
+            HookState::Installed { chained: true }
+        );
+
+        uninstall_in(dir.path(), other).expect("uninstall");
+        assert_eq!(std::fs::read(&hook).expect("restored"), original);
+        let mode = std::fs::metadata(&hook).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert!(!exists(&dir.path().join(CHAINED)));
+        assert_eq!(state_in(dir.path(), other), HookState::Foreign);
+    }
+
+    #[test]
+    fn a_second_foreign_hook_is_a_conflict_not_a_loss() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("pre-push"), "#!/bin/sh\n").expect("write");
+        std::fs::write(dir.path().join(CHAINED), "#!/bin/sh\nexit 1\n").expect("write");
+        let err = install_in(dir.path(), Path::new("/bin/gitsync")).expect_err("conflict");
+        assert!(matches!(err, HookError::Conflict(_)), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("pre-push")).expect("kept"),
+            "#!/bin/sh\n"
+        );
+    }
+
+    #[test]
+    fn missing_folder_is_created_and_uninstall_removes_the_hook() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hooks = dir.path().join("custom-hooks");
+        let bin = Path::new("/bin/gitsync");
+        assert_eq!(
+            install_in(&hooks, bin).expect("install"),
+            HookState::Missing
+        );
+        let mode = std::fs::metadata(hooks.join("pre-push"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o111, 0o111);
+        uninstall_in(&hooks, bin).expect("uninstall");
+        assert_eq!(state_in(&hooks, bin), HookState::Missing);
+    }
+}

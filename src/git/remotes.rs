@@ -1,0 +1,138 @@
+//! Reading a repository's remotes with gix: their URLs, the remote-tracking ref a pushed
+//! ref maps to, and a ref's current value. Read-only.
+
+use std::path::{Path, PathBuf};
+
+use crate::model::normalize_url;
+
+/// One configured remote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteInfo {
+    /// Its name, such as `origin`.
+    pub name: String,
+    /// Its fetch URL as configured (may hold credentials; redact before logging).
+    pub url: String,
+    /// The URL through [`normalize_url`], local paths made absolute first.
+    pub normalized: String,
+}
+
+/// Makes a local-path URL absolute against `base` (the worktree), so that `../r.git` and
+/// `/home/me/r.git` compare equal; other URLs are returned unchanged.
+pub fn absolute_url(url: &str, base: &Path) -> String {
+    let is_path = !url.contains("://") && {
+        // Not scp-like: a colon before the first slash means `host:path`.
+        match url.find(':') {
+            Some(colon) => url[..colon].contains('/'),
+            None => true,
+        }
+    };
+    if !is_path || Path::new(url).is_absolute() {
+        return url.to_string();
+    }
+    let joined: PathBuf = base.join(url);
+    if let Ok(real) = std::fs::canonicalize(&joined) {
+        return real.display().to_string();
+    }
+    // Lexically, as git would resolve it: `a/b/../c` is `a/c`.
+    let mut out = PathBuf::new();
+    for part in joined.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out.display().to_string()
+}
+
+/// The remotes of the repository at `path`, with their fetch URLs; empty when it cannot be
+/// opened.
+pub fn list(path: &Path) -> Vec<RemoteInfo> {
+    let Ok(repo) = gix::open(path) else {
+        return Vec::new();
+    };
+    let base = repo.workdir().unwrap_or(repo.git_dir()).to_path_buf();
+    let mut out = Vec::new();
+    for name in repo.remote_names() {
+        let Ok(remote) = repo.find_remote(name.as_ref() as &gix::bstr::BStr) else {
+            continue;
+        };
+        let Some(url) = remote.url(gix::remote::Direction::Fetch) else {
+            continue;
+        };
+        let url = url.to_bstring().to_string();
+        let normalized = normalize_url(&absolute_url(&url, &base));
+        out.push(RemoteInfo {
+            name: name.to_string(),
+            url,
+            normalized,
+        });
+    }
+    out
+}
+
+/// Applies one side of a refspec with at most one `*` (git-fetch(1), "CONFIGURED
+/// REMOTE-TRACKING BRANCHES"): `refs/heads/main` through `refs/heads/*:refs/remotes/o/*`
+/// gives `refs/remotes/o/main`.
+fn map_through(name: &str, source: &str, destination: &str) -> Option<String> {
+    match (source.split_once('*'), destination.split_once('*')) {
+        (Some((pre, post)), Some((dpre, dpost))) => {
+            let middle = name.strip_prefix(pre)?.strip_suffix(post)?;
+            Some(format!("{dpre}{middle}{dpost}"))
+        }
+        (None, None) if name == source => Some(destination.to_string()),
+        _ => None,
+    }
+}
+
+/// The remote-tracking ref that `remote`'s fetch refspecs map `remote_ref` to, such as
+/// `refs/remotes/origin/main` for `refs/heads/main`; `None` when `remote` is not a
+/// configured remote (a push to a URL) or no refspec maps it (tags, usually).
+pub fn tracking_ref(repo: &gix::Repository, remote: &str, remote_ref: &str) -> Option<String> {
+    let remote = repo.find_remote(remote).ok()?;
+    remote
+        .refspecs(gix::remote::Direction::Fetch)
+        .iter()
+        .find_map(|spec| {
+            let spec = spec.to_ref();
+            let source = spec.source()?.to_string();
+            let destination = spec.destination()?.to_string();
+            map_through(remote_ref, &source, &destination)
+        })
+}
+
+/// The commit id `name` points at in `repo` (peeled), or `None` when the ref does not exist.
+pub fn ref_target(repo: &gix::Repository, name: &str) -> Option<String> {
+    let mut reference = repo.try_find_reference(name).ok()??;
+    reference.peel_to_id().ok().map(|id| id.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refspec_mapping() {
+        let (s, d) = ("refs/heads/*", "refs/remotes/origin/*");
+        assert_eq!(
+            map_through("refs/heads/a/b", s, d).as_deref(),
+            Some("refs/remotes/origin/a/b")
+        );
+        assert_eq!(map_through("refs/tags/v1", s, d), None);
+        assert_eq!(
+            map_through("refs/heads/main", "refs/heads/main", "refs/remotes/o/main").as_deref(),
+            Some("refs/remotes/o/main")
+        );
+    }
+
+    #[test]
+    fn local_paths_become_absolute() {
+        let base = Path::new("/nonexistent/work/repo");
+        assert_eq!(absolute_url("../r.git", base), "/nonexistent/work/r.git");
+        assert_eq!(absolute_url("git@host:x.git", base), "git@host:x.git");
+        assert_eq!(absolute_url("https://h/x", base), "https://h/x");
+        assert_eq!(absolute_url("/srv/x.git", base), "/srv/x.git");
+    }
+}

@@ -1,0 +1,158 @@
+//! `gitsync hooks install|uninstall|status` on real repositories: a user's pre-push hook
+//! is chained (same arguments and input, and its veto still stops the push),
+//! `core.hooksPath` and linked worktrees are honoured, and uninstall restores the user's
+//! hook byte for byte.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::Env;
+
+const USER_HOOK: &str = "#!/bin/sh\n# my own hook\necho \"$@\" >\"$(dirname \"$0\")/../seen-args\"\ncat >\"$(dirname \"$0\")/../seen-input\"\n[ ! -e \"$(dirname \"$0\")/../veto\" ]\n";
+
+fn hooks(env: &Env, home: &Path, root: &Path, args: &[&str]) -> (bool, String) {
+    let mut full = vec!["hooks"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--root", root.to_str().expect("utf8")]);
+    let out = env.gitsync(home, &full);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn a_user_hook_in_core_hooks_path_is_chained_keeps_its_veto_and_comes_back_exactly() {
+    let env = Env::new();
+    let (bare, clone) = env.remote_and_clone("proj", "root/proj");
+    let home = env.home("a");
+    let root = env.path("root");
+    // The user's hooks live in a folder of their own, named by core.hooksPath.
+    let custom = clone.join("my-hooks");
+    std::fs::create_dir_all(&custom).expect("mkdir");
+    env.git(&clone, &["config", "core.hooksPath", "my-hooks"]);
+    let user_hook = custom.join("pre-push");
+    std::fs::write(&user_hook, USER_HOOK).expect("write");
+    std::fs::set_permissions(&user_hook, std::fs::Permissions::from_mode(0o750)).expect("chmod");
+
+    let (ok, text) = hooks(&env, &home, &root, &["status"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("a pre-push hook of yours"), "{text}");
+    let (ok, text) = hooks(&env, &home, &root, &["install"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("my-hooks/pre-push"),
+        "core.hooksPath honoured: {text}"
+    );
+    assert!(!clone.join(".git/hooks/pre-push").exists());
+    let (ok, text) = hooks(&env, &home, &root, &["install"]);
+    assert!(
+        ok && text.contains("already installed"),
+        "idempotent: {text}"
+    );
+    let (_, text) = hooks(&env, &home, &root, &["status"]);
+    assert!(
+        text.contains("installed (chains your pre-push hook)"),
+        "{text}"
+    );
+
+    // The veto of the user's hook still stops the push.
+    std::fs::write(clone.join("veto"), "").expect("veto");
+    let before = env.git(&bare, &["rev-parse", "main"]);
+    env.commit(&clone, "x.txt", "x\n", "vetoed");
+    let push = env.git_as(&home, &clone, &["push", "-q", "origin", "main"]);
+    assert!(!push.status.success(), "the user's hook vetoes the push");
+    assert_eq!(env.git(&bare, &["rev-parse", "main"]), before);
+
+    // Without the veto it goes through, and the user's hook saw git's arguments and input.
+    std::fs::remove_file(clone.join("veto")).expect("unveto");
+    let sha = env.head(&clone);
+    let push = env.git_as(&home, &clone, &["push", "-q", "origin", "main"]);
+    assert!(push.status.success(), "{push:?}");
+    assert!(push.stderr.is_empty(), "nothing printed: {push:?}");
+    assert_eq!(env.git(&bare, &["rev-parse", "main"]).trim(), sha);
+    let args = std::fs::read_to_string(clone.join("seen-args")).expect("args");
+    assert_eq!(args.trim(), format!("origin {}", bare.display()));
+    let input = std::fs::read_to_string(clone.join("seen-input")).expect("input");
+    assert!(
+        input.starts_with(&format!("refs/heads/main {sha} refs/heads/main ")),
+        "{input}"
+    );
+
+    // A linked worktree uses the same hook.
+    let linked = env.path("linked");
+    env.git(
+        &clone,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            linked.to_str().expect("utf8"),
+            "-b",
+            "side",
+        ],
+    );
+    let out = env.git(&linked, &["rev-parse", "--git-path", "hooks"]);
+    assert!(out.trim().ends_with("my-hooks"), "{out}");
+
+    let (ok, text) = hooks(&env, &home, &root, &["uninstall"]);
+    assert!(ok, "{text}");
+    assert_eq!(
+        std::fs::read_to_string(&user_hook).expect("restored"),
+        USER_HOOK
+    );
+    let mode = std::fs::metadata(&user_hook)
+        .expect("meta")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o750);
+    assert!(!custom.join("pre-push.gitsync-chained").exists());
+    let (_, text) = hooks(&env, &home, &root, &["uninstall"]);
+    assert!(text.contains("your own hook left alone"), "{text}");
+}
+
+#[test]
+fn a_repository_with_a_git_file_and_no_hook_gets_one_and_loses_it_cleanly() {
+    let env = Env::new();
+    let (bare, _) = env.remote_and_clone("sep", "scratch-clone");
+    let root = env.path("root");
+    let worktree = root.join("sep");
+    let git_dir = env.path("gitdirs/sep.git");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    std::fs::create_dir_all(git_dir.parent().expect("parent")).expect("mkdir");
+    env.git(
+        &root,
+        &[
+            "clone",
+            "-q",
+            "--separate-git-dir",
+            git_dir.to_str().expect("utf8"),
+            bare.to_str().expect("utf8"),
+            "sep",
+        ],
+    );
+    let home = env.home("a");
+    let (ok, text) = hooks(&env, &home, &root, &["install", "sep"]);
+    assert!(ok, "{text}");
+    let hook = git_dir.join("hooks/pre-push");
+    let body = std::fs::read_to_string(&hook).expect("installed in the real git dir");
+    assert!(body.contains("gitsync-managed-hook"));
+    assert!(body.contains(common::BIN), "calls this binary: {body}");
+    // The hook never fails a push, even with no daemon and gitsync gone from its path.
+    std::fs::write(&hook, body.replace(common::BIN, "/nonexistent/gitsync")).expect("write");
+    env.commit(&worktree, "y.txt", "y\n", "pushed without gitsync");
+    let push = env.git_as(&home, &worktree, &["push", "-q", "origin", "main"]);
+    assert!(push.status.success() && push.stderr.is_empty(), "{push:?}");
+    let (ok, text) = hooks(&env, &home, &root, &["status", "sep"]);
+    assert!(ok && text.contains("outdated"), "{text}");
+    let (ok, text) = hooks(&env, &home, &root, &["uninstall", "sep"]);
+    assert!(ok && text.contains("removed"), "{text}");
+    assert!(!hook.exists());
+    let (ok, text) = hooks(&env, &home, &root, &["install", "nope"]);
+    assert!(!ok && text.contains("nope"), "{text}");
+}

@@ -1,0 +1,267 @@
+//! The push -> pull path with two daemons (two HOMEs, one hub, real bare remotes): the
+//! pre-push hook hands the push to A's daemon, which publishes it once it landed; B's
+//! daemon fetches and fast-forwards. `pull.interval: 1h`, so only events explain a pull.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Env, find, host_config, wait_for};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn hook_installed(repo: &Path) -> bool {
+    std::fs::read_to_string(repo.join(".git/hooks/pre-push"))
+        .is_ok_and(|t| t.contains("gitsync-managed-hook"))
+}
+
+fn head_of(env: &Env, repo: &Path) -> String {
+    env.head(repo)
+}
+
+#[test]
+fn a_push_on_a_brings_b_to_the_new_commit() {
+    let env = Env::new();
+    let hub = env.path("hub");
+    let (bare, a_clone) = env.remote_and_clone("proj", "root-a/proj");
+    let b_clone = env.clone_of(&bare, "root-b/proj");
+    // Same remote, different paths: matched by URL.
+    let (tool_bare, a_tool) = env.remote_and_clone("tool", "root-a/work/tool");
+    let b_tool = env.clone_of(&tool_bare, "root-b/elsewhere/tool-copy");
+    let (home_a, home_b) = (env.home("a"), env.home("b"));
+    host_config(&env, "a", &env.path("root-a"), &hub);
+    host_config(&env, "b", &env.path("root-b"), &hub);
+    let a = env.spawn(&home_a, &[]);
+    let b = env.spawn(&home_b, &[]);
+    a.wait_log("ready", WAIT);
+    b.wait_log("ready", WAIT);
+    wait_for("hooks installed at start-up", WAIT, || {
+        (hook_installed(&a_clone) && hook_installed(&a_tool)).then_some(())
+    });
+
+    let sha = env.commit(&a_clone, "new.txt", "from a\n", "from a");
+    let push = env.git_as(&home_a, &a_clone, &["push", "-q", "origin", "main"]);
+    assert!(push.status.success(), "push: {push:?}");
+    assert!(
+        push.stderr.is_empty() && push.stdout.is_empty(),
+        "push printed: {push:?}"
+    );
+    wait_for("B at the pushed commit", WAIT, || {
+        (head_of(&env, &b_clone) == sha).then_some(())
+    });
+    assert_eq!(
+        std::fs::read_to_string(b_clone.join("new.txt")).expect("pulled"),
+        "from a\n"
+    );
+
+    let tool_sha = env.commit(&a_tool, "t.txt", "tool\n", "tool change");
+    let push = env.git_as(&home_a, &a_tool, &["push", "-q", "origin", "main"]);
+    assert!(push.status.success(), "push: {push:?}");
+    wait_for(
+        "B's copy under another path at the pushed commit",
+        WAIT,
+        || (head_of(&env, &b_tool) == tool_sha).then_some(()),
+    );
+
+    // status on either host shows B at the new commit.
+    for home in [&home_a, &home_b] {
+        wait_for("status shows B up to date at the new commit", WAIT, || {
+            let states = env.status(home, &[]);
+            let b_state = find(&states, Some("host-b"), "proj")?;
+            (b_state["head"] == sha.as_str() && b_state["state"] == "up_to_date").then_some(())
+        });
+    }
+
+    // A push the remote rejects (its pre-receive hook says no) publishes nothing; nor does
+    // one git refuses before the hook runs (not a fast-forward).
+    let pre_receive = bare.join("hooks/pre-receive");
+    std::fs::write(&pre_receive, "#!/bin/sh\necho no >&2\nexit 1\n").expect("write hook");
+    std::fs::set_permissions(
+        &pre_receive,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let rejected = env.commit(&a_clone, "other.txt", "refused\n", "refused by the remote");
+    let push = env.git_as(&home_a, &a_clone, &["push", "-q", "origin", "main"]);
+    assert!(!push.status.success(), "the remote must refuse the push");
+    a.wait_log("push did not land", WAIT);
+    std::fs::remove_file(&pre_receive).expect("remove hook");
+    env.git(&a_clone, &["reset", "-q", "--hard", "HEAD~2"]);
+    let diverged = env.commit(&a_clone, "other.txt", "diverged\n", "diverged");
+    let push = env.git_as(&home_a, &a_clone, &["push", "-q", "origin", "main"]);
+    assert!(!push.status.success(), "the diverged push must be rejected");
+    std::thread::sleep(Duration::from_millis(300));
+    let events = std::fs::read_to_string(hub.join("events/host-a.jsonl")).expect("events");
+    assert!(
+        events.contains(&sha),
+        "the landed push was published: {events}"
+    );
+    for refused in [&rejected, &diverged] {
+        assert!(
+            !events.contains(refused.as_str()),
+            "a rejected push was published: {events}"
+        );
+    }
+    assert_eq!(head_of(&env, &b_clone), sha);
+
+    // A tag and a branch deletion are published; B fetches them and deletes nothing.
+    env.git(&a_clone, &["reset", "-q", "--hard", &sha]);
+    env.git(&a_clone, &["tag", "-a", "v1", "-m", "release"]);
+    let push = env.git_as(
+        &home_a,
+        &a_clone,
+        &["push", "-q", "origin", "v1", "main:topic"],
+    );
+    assert!(push.status.success(), "push: {push:?}");
+    wait_for("B fetched the tag and the branch", WAIT, || {
+        let tags = env.git(&b_clone, &["tag", "--list"]);
+        let topic = env.git_try(&b_clone, &["rev-parse", "--verify", "-q", "origin/topic"]);
+        (tags.contains("v1") && topic.status.success()).then_some(())
+    });
+    env.git(&b_clone, &["branch", "topic", "origin/topic"]);
+    let push = env.git_as(
+        &home_a,
+        &a_clone,
+        &["push", "-q", "origin", "--delete", "topic"],
+    );
+    assert!(push.status.success(), "push: {push:?}");
+    wait_for("the deletion event published", WAIT, || {
+        let events = std::fs::read_to_string(hub.join("events/host-a.jsonl")).ok()?;
+        events
+            .lines()
+            .any(|l| {
+                l.contains("refs/heads/topic")
+                    && l.contains("\"new\":\"0000000000000000000000000000000000000000\"")
+            })
+            .then_some(())
+    });
+    b.wait_log(
+        "ref_name=refs/heads/topic new=0000000000000000000000000000000000000000",
+        WAIT,
+    );
+    let local = env.git(&b_clone, &["branch", "--list", "topic"]);
+    assert!(
+        local.contains("topic"),
+        "B's local branch must survive a remote deletion"
+    );
+    assert!(!b.log_text().contains("ERROR"), "{}", b.log_text());
+}
+
+#[test]
+fn a_push_while_the_daemon_is_down_succeeds_quietly_and_reaches_b_later() {
+    let env = Env::new();
+    let hub = env.path("hub");
+    let (bare, a_clone) = env.remote_and_clone("proj", "root-a/proj");
+    let b_clone = env.clone_of(&bare, "root-b/proj");
+    let (home_a, home_b) = (env.home("a"), env.home("b"));
+    host_config(&env, "a", &env.path("root-a"), &hub);
+    host_config(&env, "b", &env.path("root-b"), &hub);
+    let mut a = env.spawn(&home_a, &[]);
+    a.wait_log("ready", WAIT);
+    wait_for("hook installed", WAIT, || {
+        hook_installed(&a_clone).then_some(())
+    });
+    assert_eq!(a.stop(), Some(0));
+    assert!(
+        !home_a.join(".gitsync/gitsync.sock").exists(),
+        "socket removed at stop"
+    );
+
+    let b = env.spawn(&home_b, &[]);
+    b.wait_log("ready", WAIT);
+    let sha = env.commit(&a_clone, "late.txt", "late\n", "while down");
+    let push = env.git_as(&home_a, &a_clone, &["push", "-q", "origin", "main"]);
+    assert!(push.status.success(), "push: {push:?}");
+    assert!(
+        push.stderr.is_empty() && push.stdout.is_empty(),
+        "push printed: {push:?}"
+    );
+    assert_eq!(env.git(&bare, &["rev-parse", "main"]).trim(), sha);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_ne!(head_of(&env, &b_clone), sha, "nothing can have told B yet");
+
+    let _a = env.spawn(&home_a, &[]);
+    wait_for("B catches up once A's daemon is back", WAIT, || {
+        (head_of(&env, &b_clone) == sha).then_some(())
+    });
+    let spool = home_a.join(".gitsync/spool");
+    let left = std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "the spooled push is removed once handled");
+}
+
+#[test]
+fn a_dirty_b_is_not_pulled_and_says_why() {
+    let env = Env::new();
+    let hub = env.path("hub");
+    let (bare, a_clone) = env.remote_and_clone("proj", "root-a/proj");
+    let b_clone = env.clone_of(&bare, "root-b/proj");
+    let (home_a, home_b) = (env.home("a"), env.home("b"));
+    host_config(&env, "a", &env.path("root-a"), &hub);
+    host_config(&env, "b", &env.path("root-b"), &hub);
+    env.write(&b_clone, "a.txt", "local edit, not committed\n");
+    let before = head_of(&env, &b_clone);
+    let a = env.spawn(&home_a, &[]);
+    let b = env.spawn(&home_b, &[]);
+    a.wait_log("ready", WAIT);
+    b.wait_log("ready", WAIT);
+    wait_for("hook installed", WAIT, || {
+        hook_installed(&a_clone).then_some(())
+    });
+    let sha = env.commit(&a_clone, "new.txt", "x\n", "from a");
+    let push = env.git_as(&home_a, &a_clone, &["push", "-q", "origin", "main"]);
+    assert!(push.status.success(), "push: {push:?}");
+    let state = wait_for("B shows behind with the reason", WAIT, || {
+        let states = env.status(&home_b, &[]);
+        let s = find(&states, Some("host-b"), "proj")?.clone();
+        (s["state"] == "behind").then_some(s)
+    });
+    assert_eq!(state["behind"], 1);
+    let reason = state["pull_blocked"].as_str().expect("a reason");
+    assert!(reason.contains("unstaged"), "{reason}");
+    assert_eq!(head_of(&env, &b_clone), before);
+    assert_ne!(before, sha);
+    assert_eq!(
+        std::fs::read_to_string(b_clone.join("a.txt")).expect("kept"),
+        "local edit, not committed\n"
+    );
+}
+
+#[test]
+fn the_same_event_twice_is_one_fetch_and_pull_and_garbage_is_skipped() {
+    let env = Env::new();
+    let hub = env.path("hub");
+    let (bare, b_clone) = env.remote_and_clone("proj", "root-b/proj");
+    let home_b = env.home("b");
+    host_config(&env, "b", &env.path("root-b"), &hub);
+    let b = env.spawn(&home_b, &[]);
+    b.wait_log("ready", WAIT);
+    let old = head_of(&env, &b_clone);
+    let sha = env.push_new_commit(&bare, "c.txt", "c\n");
+    let event = serde_json::json!({
+        "id": "same-id", "host": "host-a", "repo": "proj",
+        "remote_url": bare.display().to_string(), "ref": "refs/heads/main",
+        "old": old, "new": sha, "at": "2026-11-21T00:00:00Z"
+    })
+    .to_string();
+    let log = hub.join("events/host-a.jsonl");
+    std::fs::create_dir_all(log.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&log, format!("{event}\nnot json at all\n{event}\n")).expect("write");
+    wait_for("B pulled", WAIT, || {
+        (head_of(&env, &b_clone) == sha).then_some(())
+    });
+    // Delivered once more, later: still nothing to do.
+    let mut text = std::fs::read_to_string(&log).expect("read");
+    text.push_str(&format!("{event}\n"));
+    std::fs::write(&log, text).expect("append");
+    wait_for("every delivery acknowledged", WAIT, || {
+        let offset = std::fs::read_to_string(hub.join("offsets/host-b/host-a")).ok()?;
+        let len = std::fs::metadata(&log).ok()?.len();
+        (offset.trim().parse::<u64>().ok()? == len).then_some(())
+    });
+    let text = b.log_text();
+    assert_eq!(text.matches("fast-forwarded").count(), 1, "{text}");
+    assert_eq!(text.matches("push event handled").count(), 1, "{text}");
+    assert!(text.contains("malformed event skipped"), "{text}");
+    assert!(!text.contains("ERROR"), "{text}");
+}
