@@ -7,3 +7,4 @@ cd "$here/.."
 cargo bench --locked --bench state_read
 python3 benches/storm.py
 bash benches/idle.sh "${IDLE_SECONDS:-600}"
+python3 benches/push_pull.py

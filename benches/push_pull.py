@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Benchmark: the push -> pull path, and what the pre-push hook adds to a push.
+
+1. Latency: two daemons (two HOMEs, one local hub, one bare remote, `pull.interval: 1h`
+   so that only events explain a pull). 20 times: commit on A, `git push`, and time from
+   `git push` returning until B's checked-out branch is at the pushed commit (B's ref file
+   is polled every millisecond). Goal: median at most 300 ms, p95 at most 1 s. Printed
+   beside it, the baselines' design floors: GitArgus (at least a 10 s SQS delivery delay,
+   plus up to 40 s sleep between polls) and kubernetes/git-sync (10 s default period).
+2. Hook overhead: `git push` of a new commit to a local bare remote, 20 runs without the
+   hook and 20 with it (daemon running), interleaved. Goal: added median at most 20 ms.
+
+    python3 benches/push_pull.py   (GITSYNC_BIN overrides the binary; PUSHES the count)
+"""
+import os, pathlib, shutil, statistics, subprocess, sys, tempfile, time
+
+here = pathlib.Path(__file__).resolve().parent
+target = os.environ.get("CARGO_TARGET_DIR", str(here.parent / "target"))
+binary = os.environ.get("GITSYNC_BIN", f"{target}/release/gitsync")
+pushes = int(os.environ.get("PUSHES", "20"))
+if not os.access(binary, os.X_OK):
+    sys.exit(f"{binary} missing: run `cargo build --release` first")
+work = pathlib.Path(tempfile.mkdtemp(prefix="gitsync-pushpull-"))
+hub = work / "hub"
+
+
+def make_home(name):
+    home = work / "homes" / name
+    (home / ".gitsync").mkdir(parents=True)
+    (home / ".gitconfig").write_text(
+        "[user]\n\tname = bench\n\temail = bench@example.invalid\n"
+        "[init]\n\tdefaultBranch = main\n")
+    return home
+
+
+def env_for(home):
+    return dict(os.environ, HOME=str(home), GIT_CONFIG_NOSYSTEM="1", LC_ALL="C")
+
+
+def git(*args, cwd, home):
+    subprocess.run(["git", *args], cwd=cwd, env=env_for(home), check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def out(*args, cwd, home):
+    return subprocess.run(["git", *args], cwd=cwd, env=env_for(home), check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+home_a, home_b = make_home("a"), make_home("b")
+bare = work / "remote.git"
+bare.mkdir()
+git("init", "-q", "--bare", cwd=bare, home=home_a)
+clone_a = work / "root-a" / "proj"
+clone_b = work / "root-b" / "proj"
+plain = work / "plain" / "proj"
+for clone in (clone_a, clone_b, plain):
+    clone.parent.mkdir(parents=True)
+seed = work / "seed"
+seed.mkdir()
+git("init", "-q", cwd=seed, home=home_a)
+(seed / "a.txt").write_text("one\n")
+git("add", ".", cwd=seed, home=home_a)
+git("commit", "-qm", "first", cwd=seed, home=home_a)
+git("push", "-q", str(bare), "main", cwd=seed, home=home_a)
+for clone in (clone_a, clone_b, plain):
+    git("clone", "-q", str(bare), str(clone), cwd=work, home=home_a)
+
+for name, home in (("a", home_a), ("b", home_b)):
+    (home / ".gitsync" / "config.yml").write_text(
+        f"hostname: bench-{name}\nroot: {work / ('root-' + name)}\nlocal:\n  path: {hub}\n"
+        "pull:\n  interval: 1h\n")
+daemons = []
+for home in (home_a, home_b):
+    log = (home / "daemon.log").open("w")
+    daemons.append(subprocess.Popen([binary, "run"], env=env_for(home), stderr=log,
+                                    stdout=subprocess.DEVNULL))
+
+
+def wait(what, pred, timeout=30.0):
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if pred():
+            return
+        time.sleep(0.01)
+    sys.exit(f"timed out waiting for {what}")
+
+
+try:
+    for home in (home_a, home_b):
+        wait("daemon ready", lambda h=home: "ready" in (h / "daemon.log").read_text())
+    wait("hook installed", lambda: (clone_a / ".git/hooks/pre-push").exists())
+
+    b_ref = clone_b / ".git" / "refs" / "heads" / "main"
+    latencies = []
+    for i in range(pushes):
+        (clone_a / "a.txt").write_text(f"change {i}\n")
+        git("commit", "-qam", f"change {i}", cwd=clone_a, home=home_a)
+        sha = out("rev-parse", "HEAD", cwd=clone_a, home=home_a)
+        git("push", "-q", "origin", "main", cwd=clone_a, home=home_a)
+        pushed = time.monotonic()
+        while True:
+            try:
+                if b_ref.read_text().strip() == sha:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() - pushed > 30:
+                sys.exit(f"push {i}: B never reached {sha}")
+            time.sleep(0.001)
+        latencies.append((time.monotonic() - pushed) * 1000)
+        time.sleep(0.2)
+
+    # Hook overhead: the same push with and without the hook, interleaved.
+    hook = clone_a / ".git" / "hooks" / "pre-push"
+    hook_text = hook.read_text()
+    with_hook, without_hook = [], []
+
+    def timed_push(repo, i, tag):
+        (repo / f"h-{tag}.txt").write_text(f"{tag} {i}\n")
+        git("add", f"h-{tag}.txt", cwd=repo, home=home_a)
+        git("commit", "-qm", f"{tag} {i}", cwd=repo, home=home_a)
+        git("pull", "-q", "--rebase", "origin", "main", cwd=repo, home=home_a)
+        start = time.monotonic()
+        git("push", "-q", "origin", "main", cwd=repo, home=home_a)
+        return (time.monotonic() - start) * 1000
+
+    for i in range(pushes):
+        without_hook.append(timed_push(plain, i, "plain"))
+        with_hook.append(timed_push(clone_a, i, "hooked"))
+    assert hook.read_text() == hook_text
+finally:
+    for d in daemons:
+        d.terminate()
+    for d in daemons:
+        d.wait(timeout=30)
+
+
+def p95(xs):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(0.95 * (len(xs) - 1)))]
+
+
+med, tail = statistics.median(latencies), p95(latencies)
+print(f"push -> pull latency over {pushes} pushes (local backend):")
+print(f"  gitsync                  median {med:7.1f} ms   p95 {tail:7.1f} ms   max {max(latencies):7.1f} ms")
+print("  GitArgus design floor    >= 10000 ms (SQS delivery delay) + up to 40000 ms sleep")
+print("  kubernetes/git-sync      10000 ms default period (5000 ms mean wait)")
+print(f"  ratio vs GitArgus floor  {med / 10000:.3f}x   vs git-sync period {med / 10000:.3f}x")
+print(f"  goal: median <= 300 ms: {'met' if med <= 300 else 'MISSED'};"
+      f" p95 <= 1000 ms: {'met' if tail <= 1000 else 'MISSED'}")
+added = statistics.median(with_hook) - statistics.median(without_hook)
+print(f"hook overhead over {pushes} pushes each:")
+print(f"  git push without hook    median {statistics.median(without_hook):7.1f} ms")
+print(f"  git push with hook       median {statistics.median(with_hook):7.1f} ms")
+print(f"  added                    {added:7.1f} ms"
+      f" ({statistics.median(with_hook) / statistics.median(without_hook):.2f}x);"
+      f" goal <= 20 ms: {'met' if added <= 20 else 'MISSED'}")
+shutil.rmtree(work, ignore_errors=True)
