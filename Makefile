@@ -4,11 +4,22 @@ CARGO ?= cargo
 
 .PHONY: deps test lint bench run fmt
 
-# Everything the tests need on a fresh Debian machine: git (and, as the suite grows, the
-# AWS-compatible test server). Safe to run again.
+# The AWS-compatible test server, pinned, in a virtualenv beside the project.
+MOTO_VERSION := 5.2.5
+VENV := .venv
+
+# Everything the tests need on a fresh Debian machine: git, python3 with venv, and moto's
+# server (the AWS-compatible test server) in $(VENV). Safe to run again.
 deps:
 	@command -v git >/dev/null || { apt-get update -qq && apt-get install -y -qq git; }
 	@git --version
+	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
+	@if ! $(VENV)/bin/python -c "import sys, moto; sys.exit(moto.__version__ != '$(MOTO_VERSION)')" 2>/dev/null; then \
+		rm -rf $(VENV); \
+		python3 -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv $(VENV); }; \
+		$(VENV)/bin/pip install -q 'moto[server]==$(MOTO_VERSION)'; \
+	fi
+	@$(VENV)/bin/moto_server --help >/dev/null && echo "moto $(MOTO_VERSION) in $(VENV)"
 
 test: deps
 	$(CARGO) test --locked --lib --bins --tests

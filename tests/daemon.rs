@@ -85,9 +85,12 @@ fn a_broken_repository_is_an_error_and_the_others_keep_syncing() {
             (err("deleted") && err("corrupted")).then_some(())
         },
     );
-    let states = env.status(&home, &[]);
-    let healthy_state = find(&states, None, "healthy").expect("healthy");
-    assert_eq!(healthy_state["head"], new.as_str());
+    // The pull moved HEAD a moment before the state saying so was stored.
+    let states = wait_for("the healthy state stored", Duration::from_secs(20), || {
+        let states = env.status(&home, &[]);
+        let head = find(&states, None, "healthy")?["head"].clone();
+        (head == new.as_str()).then_some(states)
+    });
     assert!(
         find(&states, None, "deleted").expect("deleted")["error"]
             .as_str()

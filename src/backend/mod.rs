@@ -5,7 +5,9 @@
 //! SQS FIFO) comes with its own issue. This module owns the traits and the choice; it does
 //! not know about git.
 
+pub mod aws;
 pub mod local;
+pub mod outage;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,9 +38,17 @@ pub enum BackendError {
         /// What is wrong.
         message: String,
     },
-    /// The configured backend is not available in this build.
-    #[error("backend {0} is not available yet")]
-    Unsupported(&'static str),
+    /// The backend's configuration is incomplete or wrong.
+    #[error("{0}")]
+    Config(String),
+    /// An AWS call failed (unreachable, throttled, denied, expired credentials, ...).
+    #[error("AWS {operation} failed: {message}")]
+    Aws {
+        /// The API operation, such as `PutItem`.
+        operation: &'static str,
+        /// The error with its causes.
+        message: String,
+    },
 }
 
 /// Stores one [`RepoState`] per (host, repository) and lists them.
@@ -80,6 +90,11 @@ pub trait EventBus: Send + Sync {
     async fn receive(&self, wait: Duration) -> Result<Vec<Delivery>, BackendError>;
     /// Marks a delivery handled, so it is not received again.
     async fn ack(&self, delivery: &Delivery) -> Result<(), BackendError>;
+    /// Keeps a delivery from being handed out again for `by` more (while a long fetch runs).
+    /// The local backend hands nothing out twice while it runs, so the default does nothing.
+    async fn extend(&self, _delivery: &Delivery, _by: Duration) -> Result<(), BackendError> {
+        Ok(())
+    }
 }
 
 /// The backend pair the config asks for.
@@ -90,11 +105,12 @@ pub struct Backend {
     pub bus: Arc<dyn EventBus>,
 }
 
-/// Opens the backend named by `config.backend` for `config.hostname`.
+/// Opens the backend named by `config.backend` for `config.hostname`. Contacts nothing
+/// remote: an unreachable backend shows up as errors of the calls, not here.
 ///
-/// Errors: [`BackendError::Unsupported`] for `aws` until that backend exists; I/O errors
-/// creating the local hub folder.
-pub fn open(config: &Config) -> Result<Backend, BackendError> {
+/// Errors: I/O errors creating the local hub folder; [`BackendError::Config`] for an
+/// incomplete `aws` section.
+pub async fn open(config: &Config) -> Result<Backend, BackendError> {
     match config.backend {
         BackendKind::Local => {
             let hub = Arc::new(local::LocalHub::open(&config.hub_path(), &config.hostname)?);
@@ -103,6 +119,6 @@ pub fn open(config: &Config) -> Result<Backend, BackendError> {
                 bus: hub,
             })
         }
-        BackendKind::Aws => Err(BackendError::Unsupported("aws")),
+        BackendKind::Aws => aws::open(config).await,
     }
 }

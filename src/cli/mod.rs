@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 failure (a repository could not be synced, the backend is
 //! unreachable), 2 invalid configuration or usage.
 
+mod aws;
 mod hook;
 mod hooks;
 mod init;
@@ -42,6 +43,8 @@ pub enum Command {
     Init(init::Args),
     /// Install, remove or show the pre-push hook that tells the daemon about pushes.
     Hooks(hooks::Args),
+    /// Create or remove this host's AWS resources (DynamoDB table, SNS topic, SQS queue).
+    Aws(aws::Args),
     /// What an installed git hook calls (never fails, prints nothing unless GITSYNC_LOG).
     Hook(hook::Args),
 }
@@ -87,6 +90,7 @@ pub fn main() -> ExitCode {
         Command::Init(args) => init::run(&cli, args),
         Command::Hooks(args) => hooks::run(&cli, args),
         Command::Hook(args) => Ok(hook::run(args)),
+        Command::Aws(args) => aws::run(&cli, args),
     };
     match result {
         Ok(code) => code,

@@ -22,10 +22,12 @@ pub struct Args {
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let _guard = crate::logging::init_cli();
     let config = super::load_config(cli, None, false)?;
-    let backend = crate::backend::open(&config).map_err(|e| CliError::Failed(e.to_string()))?;
     let runtime = super::runtime()?;
     let states = runtime
-        .block_on(backend.store.list(args.host.as_deref()))
+        .block_on(async {
+            let backend = crate::backend::open(&config).await?;
+            backend.store.list(args.host.as_deref()).await
+        })
         .map_err(|e| CliError::Failed(format!("cannot read states: {e}")))?;
     if args.json {
         let text =

@@ -20,7 +20,9 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let config = super::load_config(cli, args.root.as_deref(), true)?;
     let runtime = super::runtime()?;
     runtime.block_on(async {
-        let setup = crate::daemon::setup(&config).map_err(|e| CliError::Failed(e.to_string()))?;
+        let setup = crate::daemon::setup(&config)
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?;
         let outcomes = setup.syncer.sync_all(&setup.repos, true).await;
         let mut failed = 0;
         for outcome in &outcomes {

@@ -313,6 +313,19 @@ fn validate(
         );
     }
 
+    if let Some(queue) = raw
+        .aws
+        .as_ref()
+        .and_then(|a| a.sqs.as_ref())
+        .map(|q| q.queue.as_str())
+        && !queue.ends_with(".fifo")
+    {
+        push(
+            "aws.sqs.queue",
+            format!("{queue:?} is not a FIFO queue name (it must end in .fifo)"),
+        );
+    }
+
     let pull = raw.pull.unwrap_or_default();
     let interval = pull
         .interval

@@ -22,6 +22,10 @@ use crate::model::{PushEvent, normalize_url};
 
 /// How long one `receive` waits for events (the SQS long-polling maximum, 20 s).
 const RECEIVE_WAIT: Duration = Duration::from_secs(20);
+/// How often deliveries still being handled get their visibility extended.
+const EXTEND_EVERY: Duration = Duration::from_secs(20);
+/// How far each extension reaches.
+const EXTEND_BY: Duration = Duration::from_secs(60);
 /// How many handled event ids are remembered to drop duplicates.
 const SEEN_CAPACITY: usize = 4096;
 /// How old the remote-URL index may be before a miss rebuilds it.
@@ -121,7 +125,23 @@ impl Receiver {
             let event = delivery.event.clone();
             set.spawn(async move { me.handle(&event).await });
         }
+        // Keep the messages invisible to other receivers while long fetches run.
+        let keep_alive = {
+            let bus = self.bus.clone();
+            let held = deliveries.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(EXTEND_EVERY).await;
+                    for delivery in &held {
+                        if let Err(err) = bus.extend(delivery, EXTEND_BY).await {
+                            tracing::debug!(%err, id = %delivery.event.id, "cannot extend visibility");
+                        }
+                    }
+                }
+            })
+        };
         while set.join_next().await.is_some() {}
+        keep_alive.abort();
         for delivery in &deliveries {
             if let Err(err) = self.bus.ack(delivery).await {
                 tracing::warn!(%err, id = %delivery.event.id, "cannot acknowledge event");

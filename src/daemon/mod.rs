@@ -67,9 +67,9 @@ pub struct Setup {
 /// Resolves the repositories and opens the backend.
 ///
 /// Errors: [`DaemonError::Pattern`] or [`DaemonError::Backend`].
-pub fn setup(config: &Config) -> Result<Setup, DaemonError> {
+pub async fn setup(config: &Config) -> Result<Setup, DaemonError> {
     let repos = discover::resolve(&config.root, config.repositories.as_deref())?;
-    let backend = backend::open(config).map_err(DaemonError::Backend)?;
+    let backend = backend::open(config).await.map_err(DaemonError::Backend)?;
     let dirty = Arc::new(Dirty::new());
     let syncer = Arc::new(Syncer::new(
         config.hostname.clone(),
@@ -102,10 +102,15 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         syncer,
         dirty,
         backend,
-    } = setup(&config)?;
+    } = setup(&config).await?;
     let version = env!("CARGO_PKG_VERSION");
     if let Err(err) = backend.store.heartbeat(&config.hostname, version).await {
-        tracing::warn!(%err, "cannot record heartbeat");
+        tracing::warn!(%err, "cannot record heartbeat; syncing with git meanwhile");
+    } else {
+        match backend.store.list(Some(&config.hostname)).await {
+            Ok(states) => syncer.seed(states),
+            Err(err) => tracing::debug!(%err, "cannot read the states stored before"),
+        }
     }
     tracing::info!(host = %config.hostname, root = %config.root.display(), repos = repos.len(), backend = backend.store.name(), "starting");
 
@@ -153,9 +158,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 .ok()
         });
 
-    syncer.set_watching(watcher.as_ref().is_some_and(RepoWatcher::is_complete));
+    // The start-up update reads every repository: what changed while the daemon was down
+    // raised no watcher event.
+    syncer.set_watching(false);
     let started = Instant::now();
     let outcomes = syncer.sync_all(&repos, true).await;
+    syncer.set_watching(watcher.as_ref().is_some_and(RepoWatcher::is_complete));
     let failed = outcomes.iter().filter(|o| !o.ok).count();
     tracing::info!(
         repos = repos.len(),
@@ -179,6 +187,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         &repos,
     ));
     background.spawn(receiver.run());
+    background.spawn(retry_unsent(syncer.clone(), publisher.clone()));
 
     let by_name: HashMap<String, Repo> =
         repos.iter().map(|r| (r.name.clone(), r.clone())).collect();
@@ -250,6 +259,27 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
     drop(watcher);
     Ok(())
+}
+
+/// Retries, with capped and jittered backoff (1 s doubling to 60 s), the states and
+/// pushes that the backend could not take, so that the latest ones are published as soon
+/// as it answers again.
+async fn retry_unsent(syncer: Arc<Syncer>, publisher: Arc<Publisher>) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64())).await;
+        if !syncer.has_unsent() && !publisher.has_pending() {
+            backoff = Duration::from_secs(1);
+            continue;
+        }
+        let states = syncer.flush_unsent().await;
+        let pushes = publisher.flush_pending().await;
+        backoff = if states && pushes {
+            Duration::from_secs(1)
+        } else {
+            (backoff * 2).min(Duration::from_secs(60))
+        };
+    }
 }
 
 /// Installs the pre-push hook into every repository (start-up, `hooks.install: true`);

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use super::handoff::{Notice, RefUpdate};
 use super::syncer::Syncer;
 use crate::backend::EventBus;
+use crate::backend::outage::Outage;
 use crate::discover::Repo;
 use crate::git::{ops, remotes};
 use crate::model::{PushEvent, is_zero_oid};
@@ -29,7 +30,14 @@ pub struct Publisher {
     bus: Arc<dyn EventBus>,
     syncer: Arc<Syncer>,
     repos: Vec<(Repo, Option<PathBuf>)>,
+    /// Confirmed pushes the bus could not take yet, oldest first.
+    pending: std::sync::Mutex<Vec<PushEvent>>,
+    outage: Outage,
 }
+
+/// The most confirmed pushes kept while the bus is unreachable; older ones are dropped
+/// (the other machines' periodic fetch still brings them).
+const MAX_PENDING: usize = 10_000;
 
 fn canonical(path: &Path) -> Option<PathBuf> {
     std::fs::canonicalize(path).ok()
@@ -58,7 +66,38 @@ impl Publisher {
             bus,
             syncer,
             repos,
+            pending: std::sync::Mutex::new(Vec::new()),
+            outage: Outage::new("event bus"),
         }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<PushEvent>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether confirmed pushes wait for the bus.
+    pub fn has_pending(&self) -> bool {
+        !self.pending().is_empty()
+    }
+
+    /// Publishes the pushes that could not be published before, oldest first. Returns true
+    /// when none is left.
+    pub async fn flush_pending(&self) -> bool {
+        let waiting: Vec<PushEvent> = self.pending().clone();
+        for event in waiting {
+            match self.bus.publish(&event).await {
+                Ok(()) => {
+                    self.outage.ok();
+                    tracing::info!(repo = %event.repo, ref_name = %event.ref_name, new = %event.new, "push published");
+                    self.pending().retain(|e| e.id != event.id);
+                }
+                Err(err) => {
+                    self.outage.failed("publish push", &err);
+                    return false;
+                }
+            }
+        }
+        !self.has_pending()
     }
 
     /// The configured repository the hook ran in: its worktree, or (for a linked worktree)
@@ -101,11 +140,17 @@ impl Publisher {
             );
             match self.bus.publish(&event).await {
                 Ok(()) => {
+                    self.outage.ok();
                     tracing::info!(repo = %repo.name, ref_name = %event.ref_name, new = %event.new, "push published");
                     published.push(event);
                 }
                 Err(err) => {
-                    tracing::warn!(repo = %repo.name, ref_name = %event.ref_name, %err, "cannot publish push")
+                    self.outage.failed("publish push", &err);
+                    let mut pending = self.pending();
+                    if pending.len() >= MAX_PENDING {
+                        pending.remove(0);
+                    }
+                    pending.push(event);
                 }
             }
         }

@@ -12,6 +12,7 @@ use tokio::sync::{Mutex, Semaphore};
 
 use super::watcher::Dirty;
 use crate::backend::StateStore;
+use crate::backend::outage::Outage;
 use crate::config::PullSettings;
 use crate::discover::Repo;
 use crate::git::{ops, pull, state};
@@ -56,6 +57,10 @@ pub struct Syncer {
     permits: Semaphore,
     /// Set by the daemon while every repository is fully watched.
     watching: std::sync::atomic::AtomicBool,
+    /// Per repository: the newest state the store refused or could not be reached for.
+    unsent: std::sync::Mutex<HashMap<String, RepoState>>,
+    /// Logs a store outage once.
+    outage: Outage,
 }
 
 impl Syncer {
@@ -75,7 +80,66 @@ impl Syncer {
             last: std::sync::Mutex::new(HashMap::new()),
             permits: Semaphore::new(4),
             watching: std::sync::atomic::AtomicBool::new(false),
+            unsent: std::sync::Mutex::new(HashMap::new()),
+            outage: Outage::new("state store"),
         }
+    }
+
+    /// Takes `states` (this host's records in the store, read at start-up) as what was
+    /// published last, so that an unchanged repository is not written again.
+    pub fn seed(&self, states: Vec<RepoState>) {
+        for state in states {
+            let slot = self.slot(&state.repo);
+            if let Ok(mut last) = slot.try_lock()
+                && last.is_none()
+            {
+                *last = Some(state);
+            }
+        }
+    }
+
+    fn unsent(&self) -> std::sync::MutexGuard<'_, HashMap<String, RepoState>> {
+        self.unsent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether some state still waits to be stored.
+    pub fn has_unsent(&self) -> bool {
+        !self.unsent().is_empty()
+    }
+
+    /// Stores the states that could not be stored before (the newest of each repository).
+    /// Returns true when nothing is left waiting.
+    pub async fn flush_unsent(&self) -> bool {
+        let waiting: Vec<(String, RepoState)> = self
+            .unsent()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (name, state) in waiting {
+            let slot = self.slot(&name);
+            let mut last = slot.lock().await;
+            // A sync may have stored a newer state meanwhile.
+            let still = self
+                .unsent()
+                .get(&name)
+                .is_some_and(|s| s.updated_at == state.updated_at);
+            if !still {
+                continue;
+            }
+            match self.store.put(&state).await {
+                Ok(()) => {
+                    self.outage.ok();
+                    tracing::info!(repo = %name, state = state.state.as_str(), "state published");
+                    self.unsent().remove(&name);
+                    *last = Some(state);
+                }
+                Err(err) => {
+                    self.outage.failed("store state", &err);
+                    return false;
+                }
+            }
+        }
+        !self.has_unsent()
     }
 
     /// Tells the syncer whether the watcher covers every repository completely; only then
@@ -184,12 +248,15 @@ impl Syncer {
         if changed {
             match self.store.put(&current).await {
                 Ok(()) => {
+                    self.outage.ok();
                     tracing::info!(repo = %repo.name, state = current.state.as_str(), "state published");
+                    self.unsent().remove(&repo.name);
                     *last = Some(current.clone());
                     published = true;
                 }
                 Err(err) => {
-                    tracing::warn!(repo = %repo.name, %err, "cannot store state");
+                    self.outage.failed("store state", &err);
+                    self.unsent().insert(repo.name.clone(), current.clone());
                     ok = false;
                 }
             }

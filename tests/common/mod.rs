@@ -3,6 +3,8 @@
 //! config, so the developer's own git settings never leak in.
 #![allow(dead_code)]
 
+pub mod moto;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -183,6 +185,16 @@ impl Env {
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env_remove("GITSYNC_CONFIG")
             .env_remove("GITSYNC_LOG")
+            // AWS: static test credentials, nothing from the developer's profiles, and no
+            // instance-metadata lookups: all traffic stays on loopback.
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_CONFIG_FILE")
+            .env_remove("AWS_SHARED_CREDENTIALS_FILE")
             .stdin(Stdio::null());
         cmd
     }

@@ -1,0 +1,416 @@
+//! `gitsync aws setup` and `gitsync aws teardown`: the AWS resources of one host, created
+//! idempotently.
+//!
+//! Setup makes sure that the DynamoDB table exists (keys `hostname` S and `repo` S,
+//! on-demand billing), the SNS FIFO topic exists, this host's SQS FIFO queue exists (long
+//! polling 20 s, visibility 60 s, retention 14 days), the queue's policy lets the topic
+//! deliver (`sqs:SendMessage` for `sns.amazonaws.com` when `aws:SourceArn` is the topic),
+//! and the queue is subscribed to the topic with raw message delivery. Each step reports
+//! whether it created, changed or found the resource. Teardown removes this host's
+//! subscription and queue only: the table and topic are shared.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+
+use super::{DEFAULT_TOPIC, Names, aws_error};
+use crate::backend::BackendError;
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// The resource did not exist and was created.
+    Created,
+    /// The resource existed and was changed to what gitsync needs.
+    Updated,
+    /// The resource existed as needed; nothing was done.
+    Unchanged,
+    /// The resource was deleted (teardown).
+    Deleted,
+    /// The resource was not there (teardown).
+    Absent,
+}
+
+/// One resource and what happened to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The kind and name, such as `DynamoDB table git`.
+    pub resource: String,
+    /// What was done.
+    pub action: Action,
+}
+
+/// The result of `setup`: the steps, and the names to put in the config file.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Every step, in order.
+    pub steps: Vec<Step>,
+    /// The names used, with the topic's ARN filled in.
+    pub names: Names,
+}
+
+fn step(resource: String, action: Action) -> Step {
+    Step { resource, action }
+}
+
+fn build_err(err: impl std::error::Error) -> BackendError {
+    BackendError::Config(err.to_string())
+}
+
+async fn ensure_table(sdk: &aws_config::SdkConfig, table: &str) -> Result<Step, BackendError> {
+    let client = aws_sdk_dynamodb::Client::new(sdk);
+    let resource = format!("DynamoDB table {table}");
+    match client.describe_table().table_name(table).send().await {
+        Ok(_) => return Ok(step(resource, Action::Unchanged)),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) => {}
+        Err(err) => return Err(aws_error("DescribeTable", err)),
+    }
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .map_err(build_err)
+    };
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(build_err)
+    };
+    client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key("hostname", KeyType::Hash)?)
+        .key_schema(key("repo", KeyType::Range)?)
+        .attribute_definitions(attribute("hostname")?)
+        .attribute_definitions(attribute("repo")?)
+        .send()
+        .await
+        .map_err(|e| aws_error("CreateTable", e))?;
+    // Wait (up to a minute) until the table can take writes.
+    for _ in 0..60 {
+        let described = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| aws_error("DescribeTable", e))?;
+        if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(step(resource, Action::Created))
+}
+
+/// Makes sure the FIFO topic exists; returns its ARN.
+async fn ensure_topic(
+    sdk: &aws_config::SdkConfig,
+    arn: Option<&str>,
+) -> Result<(Step, String), BackendError> {
+    let client = aws_sdk_sns::Client::new(sdk);
+    if let Some(arn) = arn
+        && client
+            .get_topic_attributes()
+            .topic_arn(arn)
+            .send()
+            .await
+            .is_ok()
+    {
+        return Ok((
+            step(format!("SNS FIFO topic {arn}"), Action::Unchanged),
+            arn.to_string(),
+        ));
+    }
+    let name = arn
+        .and_then(|a| a.rsplit(':').next())
+        .unwrap_or(DEFAULT_TOPIC)
+        .to_string();
+    let created = client
+        .create_topic()
+        .name(&name)
+        .attributes("FifoTopic", "true")
+        .attributes("ContentBasedDeduplication", "false")
+        .send()
+        .await
+        .map_err(|e| aws_error("CreateTopic", e))?;
+    let new_arn = created.topic_arn().unwrap_or_default().to_string();
+    if let Some(wanted) = arn
+        && wanted != new_arn
+    {
+        return Err(BackendError::Config(format!(
+            "aws.sns.topic.arn is {wanted} but these credentials and region create {new_arn}; fix the ARN or the region"
+        )));
+    }
+    Ok((
+        step(format!("SNS FIFO topic {new_arn}"), Action::Created),
+        new_arn,
+    ))
+}
+
+/// Makes sure this host's queue exists; returns its URL and ARN.
+async fn ensure_queue(
+    sqs: &aws_sdk_sqs::Client,
+    queue: &str,
+) -> Result<(Step, String, String), BackendError> {
+    let resource = format!("SQS FIFO queue {queue}");
+    let (url, action) = match sqs.get_queue_url().queue_name(queue).send().await {
+        Ok(out) => (
+            out.queue_url().unwrap_or_default().to_string(),
+            Action::Unchanged,
+        ),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_queue_does_not_exist()) =>
+        {
+            let out = sqs
+                .create_queue()
+                .queue_name(queue)
+                .attributes(QueueAttributeName::FifoQueue, "true")
+                .attributes(QueueAttributeName::ReceiveMessageWaitTimeSeconds, "20")
+                .attributes(QueueAttributeName::VisibilityTimeout, "60")
+                .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+                .send()
+                .await
+                .map_err(|e| aws_error("CreateQueue", e))?;
+            (
+                out.queue_url().unwrap_or_default().to_string(),
+                Action::Created,
+            )
+        }
+        Err(err) => return Err(aws_error("GetQueueUrl", err)),
+    };
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| aws_error("GetQueueAttributes", e))?;
+    let arn = attributes
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .cloned()
+        .unwrap_or_default();
+    Ok((step(resource, action), url, arn))
+}
+
+/// The queue policy that lets `topic_arn` send to `queue_arn`.
+pub fn queue_policy(queue_arn: &str, topic_arn: &str) -> serde_json::Value {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "gitsync-topic-delivers",
+            "Effect": "Allow",
+            "Principal": {"Service": "sns.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}}
+        }]
+    })
+}
+
+async fn ensure_policy(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    queue_arn: &str,
+    topic_arn: &str,
+) -> Result<Step, BackendError> {
+    let wanted = queue_policy(queue_arn, topic_arn);
+    let current = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::Policy)
+        .send()
+        .await
+        .map_err(|e| aws_error("GetQueueAttributes", e))?;
+    let existing = current
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::Policy))
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok());
+    let resource = "queue policy allowing the topic to deliver".to_string();
+    if existing.as_ref() == Some(&wanted) {
+        return Ok(step(resource, Action::Unchanged));
+    }
+    sqs.set_queue_attributes()
+        .queue_url(url)
+        .attributes(QueueAttributeName::Policy, wanted.to_string())
+        .send()
+        .await
+        .map_err(|e| aws_error("SetQueueAttributes", e))?;
+    let action = if existing.is_some() {
+        Action::Updated
+    } else {
+        Action::Created
+    };
+    Ok(step(resource, action))
+}
+
+/// This queue's subscription ARN on the topic, if any (`ListSubscriptionsByTopic`, all
+/// pages).
+async fn find_subscription(
+    sns: &aws_sdk_sns::Client,
+    topic_arn: &str,
+    queue_arn: &str,
+) -> Result<Option<String>, BackendError> {
+    let mut token: Option<String> = None;
+    loop {
+        let page = sns
+            .list_subscriptions_by_topic()
+            .topic_arn(topic_arn)
+            .set_next_token(token.clone())
+            .send()
+            .await
+            .map_err(|e| aws_error("ListSubscriptionsByTopic", e))?;
+        let found = page
+            .subscriptions()
+            .iter()
+            .find(|s| s.protocol() == Some("sqs") && s.endpoint() == Some(queue_arn));
+        if let Some(found) = found {
+            return Ok(found.subscription_arn().map(str::to_string));
+        }
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            return Ok(None);
+        }
+    }
+}
+
+async fn ensure_subscription(
+    sns: &aws_sdk_sns::Client,
+    topic_arn: &str,
+    queue_arn: &str,
+) -> Result<Step, BackendError> {
+    let resource = "subscription of the queue to the topic (raw message delivery)".to_string();
+    if let Some(arn) = find_subscription(sns, topic_arn, queue_arn).await? {
+        let attributes = sns
+            .get_subscription_attributes()
+            .subscription_arn(&arn)
+            .send()
+            .await
+            .map_err(|e| aws_error("GetSubscriptionAttributes", e))?;
+        let raw = attributes
+            .attributes()
+            .and_then(|a| a.get("RawMessageDelivery"))
+            .is_some_and(|v| v == "true");
+        if raw {
+            return Ok(step(resource, Action::Unchanged));
+        }
+        sns.set_subscription_attributes()
+            .subscription_arn(&arn)
+            .attribute_name("RawMessageDelivery")
+            .attribute_value("true")
+            .send()
+            .await
+            .map_err(|e| aws_error("SetSubscriptionAttributes", e))?;
+        return Ok(step(resource, Action::Updated));
+    }
+    sns.subscribe()
+        .topic_arn(topic_arn)
+        .protocol("sqs")
+        .endpoint(queue_arn)
+        .attributes("RawMessageDelivery", "true")
+        .return_subscription_arn(true)
+        .send()
+        .await
+        .map_err(|e| aws_error("Subscribe", e))?;
+    Ok(step(resource, Action::Created))
+}
+
+/// Creates what is missing for `names` (see the module documentation).
+///
+/// Errors: the first AWS call that fails, as [`BackendError::Aws`]; a configured topic
+/// ARN that these credentials and region would not create, as [`BackendError::Config`].
+pub async fn setup(sdk: &aws_config::SdkConfig, names: &Names) -> Result<Report, BackendError> {
+    let mut steps = vec![ensure_table(sdk, &names.table).await?];
+    let (topic_step, topic_arn) = ensure_topic(sdk, names.topic_arn.as_deref()).await?;
+    steps.push(topic_step);
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let (queue_step, url, queue_arn) = ensure_queue(&sqs, &names.queue).await?;
+    steps.push(queue_step);
+    steps.push(ensure_policy(&sqs, &url, &queue_arn, &topic_arn).await?);
+    let sns = aws_sdk_sns::Client::new(sdk);
+    steps.push(ensure_subscription(&sns, &topic_arn, &queue_arn).await?);
+    Ok(Report {
+        steps,
+        names: Names {
+            topic_arn: Some(topic_arn),
+            ..names.clone()
+        },
+    })
+}
+
+/// Removes this host's subscription and queue.
+///
+/// Errors: the first AWS call that fails, as [`BackendError::Aws`].
+pub async fn teardown(
+    sdk: &aws_config::SdkConfig,
+    names: &Names,
+) -> Result<Vec<Step>, BackendError> {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let sns = aws_sdk_sns::Client::new(sdk);
+    let mut steps = Vec::new();
+    let url = match sqs.get_queue_url().queue_name(&names.queue).send().await {
+        Ok(out) => Some(out.queue_url().unwrap_or_default().to_string()),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_queue_does_not_exist()) =>
+        {
+            None
+        }
+        Err(err) => return Err(aws_error("GetQueueUrl", err)),
+    };
+    let subscription = "subscription of the queue to the topic".to_string();
+    match (&url, names.topic_arn.as_deref()) {
+        (Some(url), Some(topic_arn)) => {
+            let attributes = sqs
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(QueueAttributeName::QueueArn)
+                .send()
+                .await
+                .map_err(|e| aws_error("GetQueueAttributes", e))?;
+            let queue_arn = attributes
+                .attributes()
+                .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+                .cloned()
+                .unwrap_or_default();
+            match find_subscription(&sns, topic_arn, &queue_arn).await? {
+                Some(arn) => {
+                    sns.unsubscribe()
+                        .subscription_arn(arn)
+                        .send()
+                        .await
+                        .map_err(|e| aws_error("Unsubscribe", e))?;
+                    steps.push(step(subscription, Action::Deleted));
+                }
+                None => steps.push(step(subscription, Action::Absent)),
+            }
+        }
+        _ => steps.push(step(subscription, Action::Absent)),
+    }
+    let resource = format!("SQS FIFO queue {}", names.queue);
+    match url {
+        Some(url) => {
+            sqs.delete_queue()
+                .queue_url(url)
+                .send()
+                .await
+                .map_err(|e| aws_error("DeleteQueue", e))?;
+            steps.push(step(resource, Action::Deleted));
+        }
+        None => steps.push(step(resource, Action::Absent)),
+    }
+    Ok(steps)
+}

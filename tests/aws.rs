@@ -1,0 +1,266 @@
+//! The `aws` backend against moto's server on loopback (started here, stopped at the end):
+//! `gitsync aws setup` twice, the two-machine push -> pull, the conditional write that
+//! refuses an older state, a malformed message, and an outage at start-up.
+
+mod common;
+
+use std::time::Duration;
+
+use common::moto::{Moto, TOPIC};
+use common::{Env, find, wait_for};
+use gitsync::backend::StateStore;
+use gitsync::backend::aws::dynamo::DynamoStore;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn setup_host(env: &Env, moto: &Moto, host: &str, root: &std::path::Path) -> std::path::PathBuf {
+    let home = env.home(host);
+    std::fs::create_dir_all(root).expect("mkdir root");
+    env.config(&home, &moto.host_config(host, root));
+    let out = env.gitsync(&home, &["aws", "setup"]);
+    assert!(
+        out.status.success(),
+        "aws setup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    home
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn aws_setup_twice_changes_nothing_the_second_time() {
+    let env = Env::new();
+    let moto = Moto::start();
+    let home = env.home("a");
+    std::fs::create_dir_all(env.path("root")).expect("mkdir root");
+    env.config(&home, &moto.host_config("a", &env.path("root")));
+    let first = env.gitsync(&home, &["aws", "setup"]);
+    let text = stdout(&first);
+    assert!(first.status.success(), "{text}");
+    for line in [
+        "DynamoDB table git: created",
+        &format!("SNS FIFO topic {TOPIC}: created"),
+        "SQS FIFO queue host-a.fifo: created",
+        "queue policy allowing the topic to deliver: created",
+        "subscription of the queue to the topic (raw message delivery): created",
+        "sqs: {queue: host-a.fifo}",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    let second = env.gitsync(&home, &["aws", "setup"]);
+    let text = stdout(&second);
+    assert!(second.status.success(), "{text}");
+    assert!(
+        !text.contains(": created") && !text.contains(": updated"),
+        "{text}"
+    );
+    assert_eq!(text.matches("exists, unchanged").count(), 5, "{text}");
+    assert!(text.contains("nothing to do"), "{text}");
+
+    let down = env.gitsync(&home, &["aws", "teardown"]);
+    let text = stdout(&down);
+    assert!(down.status.success(), "{text}");
+    assert_eq!(text.matches(": deleted").count(), 2, "{text}");
+    let again = env.gitsync(&home, &["aws", "teardown"]);
+    assert_eq!(
+        stdout(&again).matches(": not there").count(),
+        2,
+        "{}",
+        stdout(&again)
+    );
+}
+
+#[test]
+fn a_push_on_a_brings_b_to_the_new_commit_over_aws() {
+    let env = Env::new();
+    let moto = Moto::start();
+    let (bare, a_clone) = env.remote_and_clone("proj", "root-a/proj");
+    let b_clone = env.clone_of(&bare, "root-b/proj");
+    let home_a = setup_host(&env, &moto, "a", &env.path("root-a"));
+    let home_b = setup_host(&env, &moto, "b", &env.path("root-b"));
+    let a = env.spawn(&home_a, &[]);
+    let b = env.spawn(&home_b, &[]);
+    a.wait_log("ready", WAIT);
+    b.wait_log("ready", WAIT);
+    wait_for("hook installed", WAIT, || {
+        a_clone.join(".git/hooks/pre-push").exists().then_some(())
+    });
+    let sha = env.commit(&a_clone, "new.txt", "over aws\n", "from a");
+    let push = env.git_as(&home_a, &a_clone, &["push", "-q", "origin", "main"]);
+    assert!(push.status.success(), "{push:?}");
+    wait_for("B at the pushed commit", WAIT, || {
+        (env.head(&b_clone) == sha).then_some(())
+    });
+    for home in [&home_a, &home_b] {
+        wait_for("status shows both hosts", WAIT, || {
+            let states = env.status(home, &[]);
+            let on_a = find(&states, Some("host-a"), "proj")?;
+            let on_b = find(&states, Some("host-b"), "proj")?;
+            (on_a["head"] == sha.as_str() && on_b["head"] == sha.as_str()).then_some(())
+        });
+    }
+    assert!(!b.log_text().contains("ERROR"), "{}", b.log_text());
+}
+
+#[tokio::test]
+async fn an_older_state_written_after_a_newer_one_is_refused() {
+    let env = Env::new();
+    let moto = Moto::start();
+    setup_host(&env, &moto, "a", &env.path("root"));
+    let store = DynamoStore::new(&moto.sdk(), "git");
+    let mut newer = gitsync::model::RepoState::error("host-a", "proj", "newer".to_string());
+    newer.head = Some("2".repeat(40));
+    let mut older = newer.clone();
+    older.head = Some("1".repeat(40));
+    older.updated_at = newer.updated_at - chrono::Duration::seconds(60);
+    assert!(store.put_if_newer(&newer).await.expect("newer"));
+    assert!(
+        !store
+            .put_if_newer(&older)
+            .await
+            .expect("older is refused, not an error")
+    );
+    assert!(
+        !store
+            .put_if_newer(&newer)
+            .await
+            .expect("same seq is refused too")
+    );
+    let states = store.list(Some("host-a")).await.expect("list");
+    assert_eq!(states.len(), 1, "{states:?}");
+    assert_eq!(states[0].head, newer.head);
+    // A still newer one goes through.
+    let mut newest = newer.clone();
+    newest.head = Some("3".repeat(40));
+    newest.updated_at = newer.updated_at + chrono::Duration::seconds(1);
+    assert!(store.put_if_newer(&newest).await.expect("newest"));
+    let all = store.list(None).await.expect("scan");
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].head, newest.head);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_message_is_logged_and_deleted_and_the_next_event_works() {
+    let env = Env::new();
+    let moto = Moto::start();
+    let (bare, b_clone) = env.remote_and_clone("proj", "root-b/proj");
+    let home_b = setup_host(&env, &moto, "b", &env.path("root-b"));
+    let b = env.spawn(&home_b, &[]);
+    b.wait_log("ready", WAIT);
+    let sdk = moto.sdk();
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let url = sqs
+        .get_queue_url()
+        .queue_name("host-b.fifo")
+        .send()
+        .await
+        .expect("queue url")
+        .queue_url()
+        .expect("url")
+        .to_string();
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body("{this is not an event")
+        .message_group_id("garbage")
+        .message_deduplication_id("garbage-1")
+        .send()
+        .await
+        .expect("send garbage");
+    let old = env.head(&b_clone);
+    let sha = env.push_new_commit(&bare, "c.txt", "c\n");
+    let event = gitsync::model::PushEvent::new(
+        "host-a",
+        "proj",
+        &bare.display().to_string(),
+        "refs/heads/main",
+        &old,
+        &sha,
+    );
+    let bus = gitsync::backend::aws::queue::SnsSqsBus::new(&sdk, TOPIC, "host-a.fifo", "host-a");
+    gitsync::backend::EventBus::publish(&bus, &event)
+        .await
+        .expect("publish");
+    b.wait_log("malformed message deleted", WAIT);
+    tokio::task::block_in_place(|| {
+        wait_for("B pulled after the garbage", WAIT, || {
+            (env.head(&b_clone) == sha).then_some(())
+        });
+    });
+    // Nothing is left in the queue: the garbage was deleted, the event acknowledged.
+    let start = std::time::Instant::now();
+    loop {
+        let attributes = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+            .send()
+            .await
+            .expect("attributes");
+        let count = |name: aws_sdk_sqs::types::QueueAttributeName| {
+            attributes
+                .attributes()
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(u64::MAX)
+        };
+        let left = count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            + count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible);
+        if left == 0 {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "messages left in the queue: {left}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!b.log_text().contains("ERROR"), "{}", b.log_text());
+}
+
+#[test]
+fn aws_unreachable_at_start_up_the_daemon_syncs_with_git_and_publishes_once_back() {
+    let env = Env::new();
+    let (bare, clone) = env.remote_and_clone("proj", "root/proj");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let home = env.home("a");
+    // Nothing listens on the port yet: AWS is "down".
+    let config = format!(
+        "hostname: host-a\nroot: {}\nbackend: aws\naws:\n  region: us-east-1\n  endpoint_url: http://127.0.0.1:{port}\n  dynamodb: {{table: git}}\n  sqs: {{queue: host-a.fifo}}\n  sns: {{topic: {{arn: \"{TOPIC}\"}}}}\npull:\n  interval: 1h\n",
+        env.path("root").display()
+    );
+    env.config(&home, &config);
+    let sha = env.push_new_commit(&bare, "x.txt", "x\n");
+    let daemon = env.spawn(&home, &[]);
+    daemon.wait_log("ready", WAIT);
+    assert_eq!(env.head(&clone), sha, "git sync goes on while AWS is down");
+    // More local changes, more failed writes: still one warning for the outage.
+    env.write(&clone, "a.txt", "edit 1\n");
+    daemon.wait_log("still failing", WAIT);
+    let text = daemon.log_text();
+    assert_eq!(
+        text.matches("failing; retrying with backoff").count(),
+        1,
+        "{text}"
+    );
+
+    // AWS answers again: the latest state is published without any new change.
+    let moto = Moto::start_on(port);
+    let setup = env.gitsync(&home, &["aws", "setup"]);
+    assert!(setup.status.success(), "{}", stdout(&setup));
+    let state = wait_for("the latest state published once AWS is back", WAIT, || {
+        let out = env.gitsync(&home, &["status", "--json"]);
+        let states: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).ok()?;
+        find(&states, Some("host-a"), "proj").cloned()
+    });
+    assert_eq!(state["head"], sha.as_str());
+    assert_eq!(state["unstaged"], 1);
+    daemon.wait_log("reachable again", WAIT);
+    drop(moto);
+}
