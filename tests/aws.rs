@@ -264,3 +264,140 @@ fn aws_unreachable_at_start_up_the_daemon_syncs_with_git_and_publishes_once_back
     daemon.wait_log("reachable again", WAIT);
     drop(moto);
 }
+
+#[test]
+fn the_endpoint_goes_away_for_30_s_and_the_state_arrives_when_it_is_back() {
+    let env = Env::new();
+    let moto = Moto::start();
+    let port: u16 = moto
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let (bare, clone) = env.remote_and_clone("proj", "root/proj");
+    let home = setup_host(&env, &moto, "a", &env.path("root"));
+    // A short interval: git syncing on its own timer is what must go on.
+    let config = moto
+        .host_config("a", &env.path("root"))
+        .replace("interval: 1h", "interval: 2s");
+    env.config(&home, &config);
+    let mut daemon = env.spawn(&home, &[]);
+    daemon.wait_log("ready", WAIT);
+
+    drop(moto);
+    let outage = std::time::Instant::now();
+    let sha = env.push_new_commit(&bare, "during.txt", "while AWS is away\n");
+    wait_for("git keeps syncing during the outage", WAIT, || {
+        (env.head(&clone) == sha).then_some(())
+    });
+    daemon.wait_log("failing; retrying with backoff", WAIT);
+    let left = Duration::from_secs(30).saturating_sub(outage.elapsed());
+    std::thread::sleep(left);
+    assert!(
+        daemon.child.try_wait().expect("wait").is_none(),
+        "the daemon must stay up:\n{}",
+        daemon.log_text()
+    );
+
+    // Back on the same port (moto keeps nothing: the resources are made again).
+    let moto = Moto::start_on(port);
+    let setup = env.gitsync(&home, &["aws", "setup"]);
+    assert!(setup.status.success(), "{}", stdout(&setup));
+    wait_for(
+        "the state reaches DynamoDB",
+        Duration::from_secs(90),
+        || {
+            let states = env.status(&home, &[]);
+            let s = find(&states, Some("host-a"), "proj")?;
+            (s["head"] == sha.as_str()).then_some(())
+        },
+    );
+    let text = daemon.log_text();
+    let lines = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("WARN") && l.contains("state store"))
+            .count(),
+        1,
+        "the store outage is logged once:\n{text}"
+    );
+    assert_eq!(lines("cannot receive events"), 1, "{text}");
+    daemon.wait_log("service=\"state store\"", WAIT);
+    assert!(lines("reachable again") >= 1, "{text}");
+    assert_eq!(daemon.stop(), Some(0));
+    drop(moto);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_while_handling_an_event_handles_it_after_restart() {
+    let env = Env::new();
+    let moto = Moto::start();
+    let (bare, b_clone) = env.remote_and_clone("proj", "root-b/proj");
+    // Every fetch of B takes 3 s: time to kill the daemon in the middle of one.
+    let slow = env.path("slow-upload-pack");
+    std::fs::write(&slow, "#!/bin/sh\nsleep 3\nexec git-upload-pack \"$@\"\n").expect("write");
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    env.git(
+        &b_clone,
+        &[
+            "config",
+            "remote.origin.uploadpack",
+            slow.to_str().expect("utf8"),
+        ],
+    );
+    let home_b = setup_host(&env, &moto, "b", &env.path("root-b"));
+    let sdk = moto.sdk();
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let url = sqs
+        .get_queue_url()
+        .queue_name("host-b.fifo")
+        .send()
+        .await
+        .expect("queue url")
+        .queue_url()
+        .expect("url")
+        .to_string();
+    // A short visibility timeout, so that the test need not wait a minute.
+    sqs.set_queue_attributes()
+        .queue_url(&url)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "5",
+        )
+        .send()
+        .await
+        .expect("visibility");
+    let mut b = env.spawn(&home_b, &[]);
+    tokio::task::block_in_place(|| b.wait_log("ready", WAIT));
+
+    let old = env.head(&b_clone);
+    let sha = env.push_new_commit(&bare, "k.txt", "k\n");
+    let event = gitsync::model::PushEvent::new(
+        "host-a",
+        "proj",
+        &bare.display().to_string(),
+        "refs/heads/main",
+        &old,
+        &sha,
+    );
+    let bus = gitsync::backend::aws::queue::SnsSqsBus::new(&sdk, TOPIC, "host-a.fifo", "host-a");
+    gitsync::backend::EventBus::publish(&bus, &event)
+        .await
+        .expect("publish");
+    tokio::task::block_in_place(|| b.wait_log("fetch=Remote(\"origin\")", WAIT));
+    b.child.kill().expect("SIGKILL");
+    b.child.wait().expect("reaped");
+    assert_eq!(env.head(&b_clone), old, "killed before the pull");
+    assert!(!b.log_text().contains("push event handled"));
+
+    let b2 = env.spawn(&home_b, &[]);
+    tokio::task::block_in_place(|| {
+        b2.wait_log("ready", WAIT);
+        b2.wait_log(&format!("new={sha}"), WAIT);
+        b2.wait_log("push event handled", WAIT);
+    });
+    assert_eq!(env.head(&b_clone), sha);
+    assert!(!b2.log_text().contains("ERROR"), "{}", b2.log_text());
+}
