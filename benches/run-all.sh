@@ -8,3 +8,5 @@ cargo bench --locked --bench state_read
 python3 benches/storm.py
 bash benches/idle.sh "${IDLE_SECONDS:-600}"
 python3 benches/push_pull.py
+BACKEND=aws python3 benches/push_pull.py
+python3 benches/aws_idle.py "${IDLE_SECONDS:-600}"
