@@ -2,17 +2,21 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: deps test lint bench run fmt
+.PHONY: deps test lint bench run fmt deb
 
 # The AWS-compatible test server, pinned, in a virtualenv beside the project.
 MOTO_VERSION := 5.2.5
 VENV := .venv
 
-# Everything the tests need on a fresh Debian machine: git, python3 with venv, and moto's
-# server (the AWS-compatible test server) in $(VENV). Safe to run again.
+# Everything the tests need on a fresh Debian machine: git, systemd (systemd-analyze
+# verify), man-db, dpkg-deb, python3 with venv, and moto's server (the AWS-compatible test
+# server) in $(VENV). Safe to run again.
 deps:
 	@command -v git >/dev/null || { apt-get update -qq && apt-get install -y -qq git; }
 	@git --version
+	@command -v systemd-analyze >/dev/null || { apt-get update -qq && apt-get install -y -qq systemd; }
+	@command -v man >/dev/null || { apt-get update -qq && apt-get install -y -qq man-db; }
+	@command -v dpkg-deb >/dev/null || { apt-get update -qq && apt-get install -y -qq dpkg; }
 	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
 	@if ! $(VENV)/bin/python -c "import sys, moto; sys.exit(moto.__version__ != '$(MOTO_VERSION)')" 2>/dev/null; then \
 		rm -rf $(VENV); \
@@ -40,3 +44,7 @@ bench:
 ROOT ?= $(HOME)/src
 run:
 	$(CARGO) run --release --locked -- run --root $(ROOT)
+
+# The Debian package, into target/debian (see packaging/build-deb.sh).
+deb:
+	bash packaging/build-deb.sh

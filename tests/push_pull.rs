@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Env, find, host_config, wait_for};
+use common::{Env, find, host_config, wait_for, wait_for_logged};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -181,10 +181,13 @@ fn a_push_while_the_daemon_is_down_succeeds_quietly_and_reaches_b_later() {
     std::thread::sleep(Duration::from_millis(500));
     assert_ne!(head_of(&env, &b_clone), sha, "nothing can have told B yet");
 
-    let _a = env.spawn(&home_a, &[]);
-    wait_for("B catches up once A's daemon is back", WAIT, || {
-        (head_of(&env, &b_clone) == sha).then_some(())
-    });
+    let a = env.spawn(&home_a, &[]);
+    wait_for_logged(
+        "B catches up once A's daemon is back",
+        WAIT,
+        &[&a, &b],
+        || (head_of(&env, &b_clone) == sha).then_some(()),
+    );
     let spool = home_a.join(".gitsync/spool");
     let left = std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0);
     assert_eq!(left, 0, "the spooled push is removed once handled");

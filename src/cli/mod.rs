@@ -4,11 +4,14 @@
 //! unreachable), 2 invalid configuration or usage.
 
 mod aws;
+mod doctor;
+mod generate;
 mod hook;
 mod hooks;
 mod init;
 mod run;
 mod status;
+mod stop;
 mod sync;
 
 use std::path::PathBuf;
@@ -35,8 +38,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon in the foreground: sync at start-up, then on changes and on a timer.
     Run(run::Args),
-    /// Show every host's repositories.
+    /// Show every host's repositories, and whether the daemon runs here.
     Status(status::Args),
+    /// Stop the daemon running for this user (graceful, like SIGTERM).
+    Stop,
     /// Do one full update (fetch, fast-forward, state) and exit: 0 when all succeeded.
     Sync(sync::Args),
     /// Write a commented configuration file.
@@ -45,6 +50,11 @@ pub enum Command {
     Hooks(hooks::Args),
     /// Create or remove this host's AWS resources (DynamoDB table, SNS topic, SQS queue).
     Aws(aws::Args),
+    /// Check the set-up: config, git, repositories, hooks, backend, inotify, daemon, unit.
+    Doctor(doctor::Args),
+    /// Write the man page or shell completions (for packaging).
+    #[command(hide = true)]
+    Generate(generate::Args),
     /// What an installed git hook calls (never fails, prints nothing unless GITSYNC_LOG).
     Hook(hook::Args),
 }
@@ -86,11 +96,14 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(args) => run::run(&cli, args),
         Command::Status(args) => status::run(&cli, args),
+        Command::Stop => stop::run(),
         Command::Sync(args) => sync::run(&cli, args),
         Command::Init(args) => init::run(&cli, args),
         Command::Hooks(args) => hooks::run(&cli, args),
         Command::Hook(args) => Ok(hook::run(args)),
         Command::Aws(args) => aws::run(&cli, args),
+        Command::Doctor(args) => doctor::run(&cli, args),
+        Command::Generate(args) => generate::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,9 +1,11 @@
-//! `gitsync run`: the daemon in the foreground.
+//! `gitsync run`: the daemon, in the foreground (for systemd or a terminal) or detached
+//! with `--daemon`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::{Cli, CliError};
+use crate::daemon::pidfile;
 
 /// Arguments of `gitsync run`.
 #[derive(Debug, clap::Args)]
@@ -12,15 +14,58 @@ pub struct Args {
     /// with no config file, every repository under it is discovered).
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
+    /// Detach from the terminal and run in the background (`gitsync stop` stops it). Logs
+    /// go to ~/.gitsync/gitsync.log.YYYY-MM-DD.
+    #[arg(long)]
+    pub daemon: bool,
 }
 
-/// Runs the daemon until SIGTERM or SIGINT. Exit code 0 after a graceful stop.
+/// Detaches: forks, starts a new session, and points standard input and output at
+/// /dev/null and standard error at `<home>/daemon.stderr`. Called before any thread
+/// exists (no runtime, no log writer). The umask is kept, so files git writes into the
+/// repositories get the user's usual permissions.
+fn detach(home: &std::path::Path) -> Result<(), CliError> {
+    std::fs::create_dir_all(home)
+        .map_err(|e| CliError::Failed(format!("{}: {e}", home.display())))?;
+    let stderr_path = home.join("daemon.stderr");
+    let stderr = std::fs::File::create(&stderr_path)
+        .map_err(|e| CliError::Failed(format!("{}: {e}", stderr_path.display())))?;
+    let mask = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    nix::sys::stat::umask(mask);
+    daemonize::Daemonize::new()
+        .working_directory("/")
+        .umask(mask.bits())
+        .stderr(stderr)
+        .start()
+        .map_err(|e| CliError::Failed(format!("cannot run in the background: {e}")))
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. Exit code 0 after a graceful stop; 1 when
+/// another daemon runs for this user or the daemon cannot start; 2 for an invalid config.
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let config = super::load_config(cli, args.root.as_deref(), true)?;
+    if let Some(other) = pidfile::running(&config.home) {
+        return Err(CliError::Failed(
+            pidfile::PidfileError::Running { pid: other.pid }.to_string(),
+        ));
+    }
+    if args.daemon {
+        detach(&config.home)?;
+    }
+    let _pidfile = pidfile::acquire(&config.home).map_err(|e| CliError::Failed(e.to_string()))?;
     let _guard = crate::logging::init_daemon(&config.home);
     let runtime = super::runtime()?;
+    let file = cli.config.clone();
+    let root = args.root.clone();
+    let reload: crate::daemon::Reload = Box::new(move || {
+        let path = crate::config::default_path(file.as_deref());
+        let root = root
+            .as_deref()
+            .map(|r| std::path::absolute(r).unwrap_or_else(|_| r.to_path_buf()));
+        crate::config::load(&path, file.is_some(), root.as_deref(), true)
+    });
     runtime
-        .block_on(crate::daemon::run(config))
+        .block_on(crate::daemon::run(config, reload))
         .map_err(|e| CliError::Failed(e.to_string()))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -34,9 +34,25 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
             serde_json::to_string_pretty(&states).map_err(|e| CliError::Failed(e.to_string()))?;
         println!("{text}");
     } else {
+        println!("{}", daemon_line(&config.home, Utc::now()));
         print!("{}", table(&states, config.timezone, Utc::now()));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether the daemon runs here: pid, version and uptime.
+fn daemon_line(home: &std::path::Path, now: DateTime<Utc>) -> String {
+    match crate::daemon::pidfile::running(home) {
+        Some(info) => {
+            let up = (now - info.started_at).to_std().unwrap_or_default();
+            let up = humantime::format_duration(std::time::Duration::from_secs(up.as_secs()));
+            format!(
+                "daemon: running (pid {}, version {}, up {up})",
+                info.pid, info.version
+            )
+        }
+        None => "daemon: not running (start it with `gitsync run` or systemd)".to_string(),
+    }
 }
 
 /// Dirty markers in gita's style: `+` staged, `*` unstaged, `?` untracked, `!` conflicted,

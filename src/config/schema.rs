@@ -43,6 +43,16 @@ pub enum BackendKind {
     Aws,
 }
 
+impl BackendKind {
+    /// The name as written in the config file: `local` or `aws`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Local => "local",
+            BackendKind::Aws => "aws",
+        }
+    }
+}
+
 /// `local.*`.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

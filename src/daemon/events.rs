@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::registry::Registry;
 use super::syncer::{Fetch, Syncer};
 use crate::backend::{Delivery, EventBus};
 use crate::discover::Repo;
@@ -55,10 +56,12 @@ impl Seen {
     }
 }
 
-/// Each repository's remotes, read once and rebuilt when stale.
+/// Each repository's remotes, read once and rebuilt when stale or when the repository
+/// list changed.
 struct RemoteIndex {
     by_repo: HashMap<String, Vec<RemoteInfo>>,
     built: Instant,
+    of: Arc<Vec<Repo>>,
 }
 
 /// Handles the events of the other machines for this host's repositories.
@@ -66,19 +69,24 @@ pub struct Receiver {
     host: String,
     bus: Arc<dyn EventBus>,
     syncer: Arc<Syncer>,
-    repos: Vec<Repo>,
+    repos: Arc<Registry>,
     seen: Mutex<Seen>,
     index: tokio::sync::Mutex<Option<RemoteIndex>>,
 }
 
 impl Receiver {
     /// A receiver for `repos` of `host`, reading `bus` and syncing with `syncer`.
-    pub fn new(host: String, bus: Arc<dyn EventBus>, syncer: Arc<Syncer>, repos: &[Repo]) -> Self {
+    pub fn new(
+        host: String,
+        bus: Arc<dyn EventBus>,
+        syncer: Arc<Syncer>,
+        repos: Arc<Registry>,
+    ) -> Self {
         Receiver {
             host,
             bus,
             syncer,
-            repos: repos.to_vec(),
+            repos,
             seen: Mutex::new(Seen::default()),
             index: tokio::sync::Mutex::new(None),
         }
@@ -200,13 +208,17 @@ impl Receiver {
     /// matches the event's, or `None` for the default remote).
     async fn targets(&self, event: &PushEvent) -> Vec<(Repo, Option<String>)> {
         let wanted = normalize_url(&event.remote_url);
-        let by_name = self.repos.iter().find(|r| r.name == event.repo);
+        let current = self.repos.current();
+        let by_name = current.iter().find(|r| r.name == event.repo);
         let mut guard = self.index.lock().await;
         let stale = guard
             .as_ref()
             .is_none_or(|index| index.built.elapsed() > INDEX_MAX_AGE);
-        if guard.is_none() || (stale && by_name.is_none()) {
-            let repos = self.repos.clone();
+        let outdated = guard
+            .as_ref()
+            .is_none_or(|index| !Arc::ptr_eq(&index.of, &current));
+        if outdated || (stale && by_name.is_none()) {
+            let repos = current.clone();
             let built = tokio::task::spawn_blocking(move || {
                 repos
                     .iter()
@@ -218,6 +230,7 @@ impl Receiver {
             *guard = Some(RemoteIndex {
                 by_repo: built,
                 built: Instant::now(),
+                of: current.clone(),
             });
         }
         let by_repo = guard.as_ref().map(|i| &i.by_repo);
@@ -230,7 +243,7 @@ impl Receiver {
         if let Some(repo) = by_name {
             return vec![(repo.clone(), remote_of(repo))];
         }
-        self.repos
+        current
             .iter()
             .filter_map(|repo| remote_of(repo).map(|remote| (repo.clone(), Some(remote))))
             .collect()

@@ -2,13 +2,16 @@
 //!
 //! At start-up it does a full update (fetch, fast-forward, state of every repository);
 //! then every `pull.interval` (with ±10% jitter) another full update, and between them a
-//! state refresh (no fetch) for each repository the watcher marks. SIGTERM or SIGINT stop
+//! state refresh (no fetch) for each repository the watcher marks. SIGHUP re-reads the
+//! configuration (a broken one is reported and the old one kept). SIGTERM or SIGINT stop
 //! it gracefully: nothing new starts, the git commands in flight finish (up to 30 s), and
 //! state files are only ever replaced whole. A second signal stops it at once.
 
 pub mod events;
 pub mod handoff;
+pub mod pidfile;
 pub mod pushes;
+pub mod registry;
 pub mod syncer;
 pub mod watcher;
 
@@ -25,6 +28,7 @@ use crate::discover::{self, Repo};
 use crate::git::hooks;
 use events::Receiver;
 use pushes::Publisher;
+use registry::Registry;
 use syncer::Syncer;
 use watcher::{Dirty, RepoWatcher};
 
@@ -90,13 +94,39 @@ pub async fn setup(config: &Config) -> Result<Setup, DaemonError> {
     })
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
+/// Re-reads the configuration on SIGHUP: the same file and `--root` as at start-up.
+pub type Reload = Box<dyn Fn() -> Result<Config, crate::config::ConfigError> + Send + Sync>;
+
+/// Tells systemd (when it started the daemon with `Type=notify`) how the daemon is doing;
+/// a no-op without `NOTIFY_SOCKET`. Format: sd_notify(3).
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(err) = sd_notify::notify(false, state) {
+        tracing::debug!(%err, "cannot notify systemd");
+    }
+}
+
+/// Pings systemd's watchdog at half its `WatchdogSec` for as long as the task runs.
+async fn watchdog() {
+    let mut usec = 0u64;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let every = Duration::from_micros(usec / 2);
+    loop {
+        notify(&[sd_notify::NotifyState::Watchdog]);
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT; SIGHUP re-reads the configuration with
+/// `reload`.
 ///
 /// Errors: [`DaemonError`] when it cannot start; once running, failures are logged and
 /// the daemon carries on.
-pub async fn run(config: Config) -> Result<(), DaemonError> {
+pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
     let Setup {
         repos,
         syncer,
@@ -113,6 +143,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }
     }
     tracing::info!(host = %config.hostname, root = %config.root.display(), repos = repos.len(), backend = backend.store.name(), "starting");
+    let registry = Arc::new(Registry::new(repos.clone()));
 
     // The hook's hand-off, before anything else, so that no push is missed from now on.
     let socket = handoff::socket_path(&config.home);
@@ -128,9 +159,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         config.hostname.clone(),
         backend.bus.clone(),
         syncer.clone(),
-        &repos,
+        registry.clone(),
     ));
     let mut background: JoinSet<()> = JoinSet::new();
+    background.spawn(watchdog());
     if let Some(listener) = listener {
         let (notices, mut incoming) = tokio::sync::mpsc::channel(256);
         background.spawn(handoff::serve(listener, notices));
@@ -171,6 +203,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         took_ms = started.elapsed().as_millis() as u64,
         "ready"
     );
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("{} repositories in sync", repos.len())),
+    ]);
 
     // Pushes made while the daemon was down, then events the other machines sent meanwhile
     // (the bus kept them); the start-up update already fetched, so most are no-ops.
@@ -184,17 +220,13 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         config.hostname.clone(),
         backend.bus.clone(),
         syncer.clone(),
-        &repos,
+        registry.clone(),
     ));
     background.spawn(receiver.run());
     background.spawn(retry_unsent(syncer.clone(), publisher.clone()));
 
-    let by_name: HashMap<String, Repo> =
-        repos.iter().map(|r| (r.name.clone(), r.clone())).collect();
-    let git_dirs: HashMap<String, std::path::PathBuf> = repos
-        .iter()
-        .map(|r| (r.name.clone(), watcher::git_dir_of(&r.path)))
-        .collect();
+    let mut config = config;
+    let mut lookup = Lookup::of(&registry.current());
     let mut tasks: JoinSet<()> = JoinSet::new();
     let full_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut next_full = tokio::time::Instant::now() + jittered(config.pull.interval);
@@ -204,12 +236,45 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             .map(tokio::time::Instant::from_std)
             .unwrap_or(next_full)
             .min(next_full);
+        let mut reload_now = false;
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = hup.recv() => reload_now = true,
             _ = dirty.wake.notified() => {}
             _ = tokio::time::sleep_until(wake_at) => {}
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+        if reload_now {
+            notify(&[sd_notify::NotifyState::Reloading]);
+            match reload() {
+                Err(err) => {
+                    tracing::error!("configuration not reloaded; the old one stays in force: {err}")
+                }
+                Ok(fresh) => {
+                    let applied = apply(&config, &fresh, &registry, watcher.as_ref(), &dirty);
+                    if let Some(added) = applied {
+                        for repo in added {
+                            let syncer = syncer.clone();
+                            tasks.spawn(async move {
+                                syncer.sync(&repo, true).await;
+                            });
+                        }
+                        if fresh.pull.interval != config.pull.interval {
+                            next_full = tokio::time::Instant::now() + jittered(fresh.pull.interval);
+                        }
+                        lookup = Lookup::of(&registry.current());
+                        config = Config {
+                            hostname: config.hostname.clone(),
+                            backend: config.backend,
+                            local: config.local.clone(),
+                            aws: config.aws.clone(),
+                            ..fresh
+                        };
+                    }
+                }
+            }
+            notify(&[sd_notify::NotifyState::Ready]);
         }
         if tokio::time::Instant::now() >= next_full {
             next_full = tokio::time::Instant::now() + jittered(config.pull.interval);
@@ -217,7 +282,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             if !full_running.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 let running = full_running.clone();
                 let syncer = syncer.clone();
-                let repos = repos.clone();
+                let repos = registry.current();
                 let store = backend.store.clone();
                 let host = config.hostname.clone();
                 tasks.spawn(async move {
@@ -230,13 +295,14 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             }
         }
         let (due, next) = dirty.take_due(Instant::now(), |name| {
-            git_dirs
+            lookup
+                .git_dirs
                 .get(name)
                 .is_some_and(|dir| dir.join("index.lock").exists())
         });
         next_due = next;
         for name in due {
-            if let Some(repo) = by_name.get(&name).cloned() {
+            if let Some(repo) = lookup.by_name.get(&name).cloned() {
                 let syncer = syncer.clone();
                 tasks.spawn(async move {
                     syncer.sync(&repo, false).await;
@@ -246,6 +312,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
 
     tracing::info!("stopping: waiting for work in flight");
+    notify(&[sd_notify::NotifyState::Stopping]);
     let drained = async { while tasks.join_next().await.is_some() {} };
     tokio::select! {
         _ = drained => tracing::info!("stopped"),
@@ -259,6 +326,84 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
     drop(watcher);
     Ok(())
+}
+
+/// Repositories by name, and their git folders, for the main loop.
+struct Lookup {
+    by_name: HashMap<String, Repo>,
+    git_dirs: HashMap<String, std::path::PathBuf>,
+}
+
+impl Lookup {
+    fn of(repos: &[Repo]) -> Self {
+        Lookup {
+            by_name: repos.iter().map(|r| (r.name.clone(), r.clone())).collect(),
+            git_dirs: repos
+                .iter()
+                .map(|r| (r.name.clone(), watcher::git_dir_of(&r.path)))
+                .collect(),
+        }
+    }
+}
+
+/// Applies a reloaded configuration: the repository list (watched or dropped now, new ones
+/// get the hook when `hooks.install`) and `pull.interval`. Settings that need a restart
+/// (hostname, backend) are named in the log. Returns the repositories added, or `None`
+/// when the new list cannot be resolved (the old one stays).
+fn apply(
+    old: &Config,
+    fresh: &Config,
+    registry: &Registry,
+    watcher: Option<&RepoWatcher>,
+    dirty: &Dirty,
+) -> Option<Vec<Repo>> {
+    let repos = match discover::resolve(&fresh.root, fresh.repositories.as_deref()) {
+        Ok(repos) => repos,
+        Err(err) => {
+            tracing::error!(%err, "configuration not reloaded; the old one stays in force");
+            return None;
+        }
+    };
+    for (what, changed) in [
+        ("hostname", old.hostname != fresh.hostname),
+        ("backend", old.backend != fresh.backend),
+        ("local.path", old.hub_path() != fresh.hub_path()),
+        (
+            "aws",
+            format!("{:?}", old.aws) != format!("{:?}", fresh.aws),
+        ),
+    ] {
+        if changed {
+            tracing::warn!(
+                setting = what,
+                "changed in the configuration; takes effect at the next restart"
+            );
+        }
+    }
+    let (added, removed) = registry.replace(repos);
+    for repo in &removed {
+        if let Some(watcher) = watcher {
+            watcher.remove(repo);
+        }
+        dirty.forget(&repo.name);
+        tracing::info!(repo = %repo.name, "repository dropped from the configuration");
+    }
+    for repo in &added {
+        if let Some(watcher) = watcher {
+            watcher.add(repo);
+        }
+        tracing::info!(repo = %repo.name, "repository added from the configuration");
+    }
+    if fresh.hooks_install && !added.is_empty() {
+        install_hooks(&added);
+    }
+    tracing::info!(
+        repos = registry.current().len(),
+        added = added.len(),
+        removed = removed.len(),
+        "configuration reloaded"
+    );
+    Some(added)
 }
 
 /// Retries, with capped and jittered backoff (1 s doubling to 60 s), the states and

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::handoff::{Notice, RefUpdate};
+use super::registry::Registry;
 use super::syncer::Syncer;
 use crate::backend::EventBus;
 use crate::backend::outage::Outage;
@@ -29,7 +30,7 @@ pub struct Publisher {
     host: String,
     bus: Arc<dyn EventBus>,
     syncer: Arc<Syncer>,
-    repos: Vec<(Repo, Option<PathBuf>)>,
+    repos: Arc<Registry>,
     /// Confirmed pushes the bus could not take yet, oldest first.
     pending: std::sync::Mutex<Vec<PushEvent>>,
     outage: Outage,
@@ -56,11 +57,12 @@ fn alive(pid: u32) -> bool {
 impl Publisher {
     /// A publisher for `repos` of `host`, announcing on `bus` and refreshing the pushing
     /// repository's state with `syncer` once its push is confirmed.
-    pub fn new(host: String, bus: Arc<dyn EventBus>, syncer: Arc<Syncer>, repos: &[Repo]) -> Self {
-        let repos = repos
-            .iter()
-            .map(|r| (r.clone(), canonical(&r.path)))
-            .collect();
+    pub fn new(
+        host: String,
+        bus: Arc<dyn EventBus>,
+        syncer: Arc<Syncer>,
+        repos: Arc<Registry>,
+    ) -> Self {
         Publisher {
             host,
             bus,
@@ -104,18 +106,18 @@ impl Publisher {
     /// the repository sharing its common git dir.
     fn locate(&self, cwd: &Path) -> Option<Repo> {
         let cwd = canonical(cwd)?;
-        if let Some((repo, _)) = self
-            .repos
+        let repos = self.repos.current();
+        if let Some(repo) = repos
             .iter()
-            .find(|(_, path)| path.as_deref() == Some(cwd.as_path()))
+            .find(|r| canonical(&r.path).as_deref() == Some(cwd.as_path()))
         {
             return Some(repo.clone());
         }
         let common = common_dir(&cwd)?;
-        self.repos
+        repos
             .iter()
-            .find(|(repo, _)| common_dir(&repo.path).as_deref() == Some(common.as_path()))
-            .map(|(repo, _)| repo.clone())
+            .find(|r| common_dir(&r.path).as_deref() == Some(common.as_path()))
+            .cloned()
     }
 
     /// Confirms the pushes in `notice` and publishes one event per ref that landed.

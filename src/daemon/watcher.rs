@@ -306,6 +306,26 @@ impl RepoWatcher {
         watch_tree(&self.watcher, &watched, &repo.path, &self.health);
     }
 
+    /// Stops watching a repository (its events are ignored from now on).
+    pub fn remove(&self, repo: &Repo) {
+        let removed = self
+            .index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&repo.path);
+        let Some(watched) = removed else {
+            return;
+        };
+        let mut dirs = worktree_dirs(&watched.worktree);
+        dirs.push(watched.git_dir.clone());
+        dirs.push(watched.git_dir.join("refs"));
+        let mut w = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
+        for dir in dirs {
+            // Folders that were never watched (ignored, or gone) fail here; that is fine.
+            let _ = w.unwatch(&dir);
+        }
+    }
+
     /// Whether every folder of every repository got its watch (false once the inotify
     /// limit was hit or a watch failed).
     pub fn is_complete(&self) -> bool {
@@ -359,7 +379,7 @@ fn report(repo: &str, path: &Path, err: &notify::Error, health: &Health) {
     }
 }
 
-fn worktree_dirs(root: &Path) -> Vec<PathBuf> {
+pub(crate) fn worktree_dirs(root: &Path) -> Vec<PathBuf> {
     ignore::WalkBuilder::new(root)
         .hidden(false)
         .parents(false)

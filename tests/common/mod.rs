@@ -319,6 +319,29 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// As [`wait_for`], but a timeout panics with the logs of `daemons`, to show why.
+pub fn wait_for_logged<T>(
+    what: &str,
+    timeout: Duration,
+    daemons: &[&Daemon],
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            let logs: Vec<String> = daemons
+                .iter()
+                .map(|d| format!("--- {}:\n{}", d.log.display(), d.log_text()))
+                .collect();
+            panic!("timed out waiting for {what}\n{}", logs.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Every file under `dir` except `.git`, with its bytes.
 pub fn tree_bytes(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();

@@ -414,3 +414,82 @@ pub async fn teardown(
     }
     Ok(steps)
 }
+
+/// Checks, without changing anything, that each resource of `names` exists: the table,
+/// the topic, this host's queue and its subscription. Returns (resource, problem) pairs;
+/// `None` means it exists.
+pub async fn check(sdk: &aws_config::SdkConfig, names: &Names) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+    let table = dynamo
+        .describe_table()
+        .table_name(&names.table)
+        .send()
+        .await;
+    out.push((
+        format!("DynamoDB table {}", names.table),
+        table
+            .err()
+            .map(|e| aws_error("DescribeTable", e).to_string()),
+    ));
+    let sns = aws_sdk_sns::Client::new(sdk);
+    let topic_arn = names.topic_arn.clone().unwrap_or_default();
+    let topic = sns
+        .get_topic_attributes()
+        .topic_arn(&topic_arn)
+        .send()
+        .await;
+    out.push((
+        format!("SNS FIFO topic {topic_arn}"),
+        topic
+            .err()
+            .map(|e| aws_error("GetTopicAttributes", e).to_string()),
+    ));
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let queue = async {
+        let url = sqs
+            .get_queue_url()
+            .queue_name(&names.queue)
+            .send()
+            .await
+            .map_err(|e| aws_error("GetQueueUrl", e))?;
+        let attributes = sqs
+            .get_queue_attributes()
+            .queue_url(url.queue_url().unwrap_or_default())
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| aws_error("GetQueueAttributes", e))?;
+        Ok::<String, BackendError>(
+            attributes
+                .attributes()
+                .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+                .cloned()
+                .unwrap_or_default(),
+        )
+    }
+    .await;
+    let subscription = "subscription of the queue to the topic".to_string();
+    match queue {
+        Ok(queue_arn) => {
+            out.push((format!("SQS FIFO queue {}", names.queue), None));
+            let found = find_subscription(&sns, &topic_arn, &queue_arn).await;
+            out.push((
+                subscription,
+                match found {
+                    Ok(Some(_)) => None,
+                    Ok(None) => Some("missing".to_string()),
+                    Err(err) => Some(err.to_string()),
+                },
+            ));
+        }
+        Err(err) => {
+            out.push((
+                format!("SQS FIFO queue {}", names.queue),
+                Some(err.to_string()),
+            ));
+            out.push((subscription, Some("no queue".to_string())));
+        }
+    }
+    out
+}

@@ -1,0 +1,60 @@
+//! `gitsync generate man|completions DIR`: the man page (clap_mangen) and the bash, zsh
+//! and fish completions (clap_complete), made from the command-line definition itself so
+//! they cannot drift from it. Used by `packaging/build-deb.sh`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::CommandFactory;
+
+use super::{Cli, CliError};
+
+/// Arguments of `gitsync generate`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// What to write.
+    #[command(subcommand)]
+    pub what: What,
+}
+
+/// The generated files.
+#[derive(Debug, clap::Subcommand)]
+pub enum What {
+    /// Write `gitsync.1` (and one page per subcommand, `gitsync-<name>.1`) into DIR.
+    Man {
+        /// The folder to write into (created if missing).
+        dir: PathBuf,
+    },
+    /// Write `gitsync.bash`, `_gitsync` (zsh) and `gitsync.fish` into DIR.
+    Completions {
+        /// The folder to write into (created if missing).
+        dir: PathBuf,
+    },
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
+    move |e| CliError::Failed(format!("{}: {e}", path.display()))
+}
+
+/// Writes the files. Exit code 0, or 1 when a file cannot be written.
+pub fn run(args: &Args) -> Result<ExitCode, CliError> {
+    let command = Cli::command();
+    match &args.what {
+        What::Man { dir } => {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+            clap_mangen::generate_to(command, dir).map_err(io(dir))?;
+        }
+        What::Completions { dir } => {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+            for shell in [
+                clap_complete::Shell::Bash,
+                clap_complete::Shell::Zsh,
+                clap_complete::Shell::Fish,
+            ] {
+                let mut command = Cli::command();
+                clap_complete::generate_to(shell, &mut command, "gitsync", dir).map_err(io(dir))?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,161 @@
+//! One daemon per user: an exclusive lock on `~/.gitsync/gitsync.pid`.
+//!
+//! The running daemon holds an `flock(2)` on the pidfile, which holds its process id, and
+//! writes `~/.gitsync/daemon.json` beside it (pid, version, start time) for `status`,
+//! `stop` and `doctor`. The lock, not the file's existence, says whether a daemon runs: a
+//! file left by a crash is simply taken over.
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+/// What a running daemon says about itself in `daemon.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    /// Its process id.
+    pub pid: u32,
+    /// gitsync's version.
+    pub version: String,
+    /// When it started, UTC.
+    pub started_at: DateTime<Utc>,
+}
+
+/// Why the pidfile could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum PidfileError {
+    /// Another daemon holds the lock.
+    #[error("gitsync is already running for this user (pid {pid}; `gitsync stop` stops it)")]
+    Running {
+        /// The other daemon's process id (0 when unreadable).
+        pid: u32,
+    },
+    /// The file cannot be created, locked or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The pidfile.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The pidfile in `home`: `gitsync.pid`.
+pub fn pidfile_path(home: &Path) -> PathBuf {
+    home.join("gitsync.pid")
+}
+
+fn info_path(home: &Path) -> PathBuf {
+    home.join("daemon.json")
+}
+
+/// The held lock; dropping it removes the files and releases the lock.
+pub struct Pidfile {
+    _lock: Flock<File>,
+    home: PathBuf,
+}
+
+fn read_pid(file: &mut File) -> u32 {
+    let mut text = String::new();
+    let _ = file.rewind();
+    let _ = file.read_to_string(&mut text);
+    text.trim().parse().unwrap_or(0)
+}
+
+/// Takes the lock for this process and writes the pid and `daemon.json`.
+///
+/// Errors: [`PidfileError::Running`] when another daemon holds it; [`PidfileError::Io`].
+pub fn acquire(home: &Path) -> Result<Pidfile, PidfileError> {
+    let path = pidfile_path(home);
+    let io = |source| PidfileError::Io {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(home).map_err(io)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((mut file, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
+            return Err(PidfileError::Running {
+                pid: read_pid(&mut file),
+            });
+        }
+        Err((_, errno)) => return Err(io(std::io::Error::from(errno))),
+    };
+    lock.set_len(0).map_err(io)?;
+    lock.rewind().map_err(io)?;
+    writeln!(lock, "{}", std::process::id()).map_err(io)?;
+    let info = DaemonInfo {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: Utc::now(),
+    };
+    let json = serde_json::to_vec(&info).map_err(|e| io(std::io::Error::other(e)))?;
+    crate::backend::local::write_atomic(&info_path(home), &json)
+        .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    Ok(Pidfile {
+        _lock: lock,
+        home: home.to_path_buf(),
+    })
+}
+
+impl Drop for Pidfile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(info_path(&self.home));
+        let _ = std::fs::remove_file(pidfile_path(&self.home));
+    }
+}
+
+/// The daemon running for `home`, if one holds the lock.
+pub fn running(home: &Path) -> Option<DaemonInfo> {
+    let mut file = File::open(pidfile_path(home)).ok()?;
+    let pid = read_pid(&mut file);
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        // Nobody holds it: no daemon (a crash left the file behind).
+        Ok(_) => None,
+        Err(_) => {
+            let info = std::fs::read(info_path(home))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<DaemonInfo>(&b).ok())
+                .filter(|i| i.pid == pid);
+            Some(info.unwrap_or(DaemonInfo {
+                pid,
+                version: "unknown".to_string(),
+                started_at: Utc::now(),
+            }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_holder_at_a_time_and_a_stale_file_is_taken_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(pidfile_path(dir.path()), "99999\n").expect("stale");
+        assert_eq!(running(dir.path()), None);
+        let held = acquire(dir.path()).expect("acquire");
+        let info = running(dir.path()).expect("running");
+        assert_eq!(info.pid, std::process::id());
+        // flock is per open file description: a second open in this process conflicts too.
+        assert!(matches!(
+            acquire(dir.path()),
+            Err(PidfileError::Running { .. })
+        ));
+        drop(held);
+        assert_eq!(running(dir.path()), None);
+        assert!(!pidfile_path(dir.path()).exists());
+    }
+}

@@ -1,0 +1,395 @@
+//! gitsync as a service: the systemd units, `run --daemon` with its pidfile and `stop`,
+//! SIGHUP reload, `doctor`, and the Debian package.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{BIN, Env, find, wait_for};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Whether `pid` runs (a zombie waiting for a reaper that never comes, as in some
+/// containers, does not count).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            Some(state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
+}
+
+fn require(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is required: apt-get install -y {package} (or `make deps`)"
+    );
+}
+
+#[test]
+fn both_units_pass_systemd_analyze_verify() {
+    require("systemd-analyze", "systemd");
+    require("man", "man-db");
+    let env = Env::new();
+    let dir = env.path("units");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    // The Documentation= man page must exist: the one the package ships, generated here.
+    let man = env.path("man");
+    let out = Command::new(BIN)
+        .args(["generate", "man"])
+        .arg(man.join("man1"))
+        .output()
+        .expect("generate man");
+    assert!(out.status.success(), "{}", text(&out));
+    let runtime = env.path("xdg-runtime");
+    std::fs::create_dir_all(&runtime).expect("mkdir");
+    std::fs::set_permissions(
+        &runtime,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .expect("chmod");
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    for (source, target, user) in [
+        ("gitsync@.service", "gitsync@alice.service", false),
+        ("gitsync.service", "gitsync.service", true),
+    ] {
+        let unit = std::fs::read_to_string(units.join(source)).expect("unit");
+        assert!(unit.contains("ExecStart=/usr/bin/gitsync run"), "{unit}");
+        // Verified against this build's binary (the package puts it at /usr/bin/gitsync).
+        std::fs::write(dir.join(target), unit.replace("/usr/bin/gitsync", BIN)).expect("write");
+        let mut verify = Command::new("systemd-analyze");
+        if user {
+            verify.arg("--user");
+        }
+        let out = verify
+            .arg("verify")
+            .arg(dir.join(target))
+            .env("MANPATH", &man)
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .output()
+            .expect("systemd-analyze");
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{source}: {}",
+            text(&out)
+        );
+        for needed in [
+            "Type=notify",
+            "Restart=on-failure",
+            "ExecReload=/bin/kill -HUP $MAINPID",
+            "NoNewPrivileges=yes",
+            "RestrictSUIDSGID=yes",
+        ] {
+            assert!(unit.contains(needed), "{source} lacks {needed}");
+        }
+    }
+    let system = std::fs::read_to_string(units.join("gitsync@.service")).expect("unit");
+    for needed in [
+        "User=%i",
+        "ProtectSystem=full",
+        "PrivateTmp=yes",
+        "ProtectKernelTunables=yes",
+    ] {
+        assert!(system.contains(needed), "gitsync@.service lacks {needed}");
+    }
+}
+
+#[test]
+fn run_daemon_takes_the_pidfile_refuses_a_second_and_stops() {
+    let env = Env::new();
+    env.remote_and_clone("proj", "root/proj");
+    let home = env.home("a");
+    env.config(
+        &home,
+        &format!(
+            "root: {}\npull:\n  interval: 1h\n",
+            env.path("root").display()
+        ),
+    );
+    let out = env.gitsync(&home, &["run", "--daemon"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let pidfile = home.join(".gitsync/gitsync.pid");
+    let pid = wait_for("the pidfile", WAIT, || {
+        let pid = std::fs::read_to_string(&pidfile)
+            .ok()?
+            .trim()
+            .parse::<u32>()
+            .ok()?;
+        alive(pid).then_some(pid)
+    });
+    wait_for("the daemon ready", WAIT, || {
+        let log = std::fs::read_dir(home.join(".gitsync"))
+            .ok()?
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with("gitsync.log"))?;
+        std::fs::read_to_string(log.path())
+            .ok()?
+            .contains("ready")
+            .then_some(())
+    });
+
+    for args in [&["run", "--daemon"][..], &["run"][..]] {
+        let second = env.gitsync(&home, args);
+        assert_eq!(second.status.code(), Some(1), "{}", text(&second));
+        assert!(
+            text(&second).contains(&format!("already running for this user (pid {pid}")),
+            "{}",
+            text(&second)
+        );
+    }
+    let status = env.gitsync(&home, &["status"]);
+    assert!(
+        text(&status).contains(&format!("daemon: running (pid {pid}, version")),
+        "{}",
+        text(&status)
+    );
+
+    let start = Instant::now();
+    let stop = env.gitsync(&home, &["stop"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        start.elapsed()
+    );
+    assert!(!pidfile.exists(), "pidfile removed");
+    assert!(!alive(pid), "the daemon process is gone");
+    let again = env.gitsync(&home, &["stop"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again).contains("not running"));
+    let status = env.gitsync(&home, &["status"]);
+    assert!(
+        text(&status).contains("daemon: not running"),
+        "{}",
+        text(&status)
+    );
+}
+
+#[test]
+fn sighup_adds_a_repository_and_a_broken_config_keeps_the_old_one() {
+    let env = Env::new();
+    env.remote_and_clone("one", "root/one");
+    let (_, two) = env.remote_and_clone("two", "root/two");
+    let home = env.home("a");
+    let root = env.path("root");
+    let config = env.config(
+        &home,
+        &format!(
+            "root: {}\nrepositories: [one]\npull:\n  interval: 1h\n",
+            root.display()
+        ),
+    );
+    let mut daemon = env.spawn(&home, &[]);
+    daemon.wait_log("ready", WAIT);
+    assert!(find(&env.status(&home, &[]), None, "two").is_none());
+    let hup = |pid: u32| {
+        let ok = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok);
+    };
+
+    std::fs::write(
+        &config,
+        format!(
+            "root: {}\nrepositories: [one, two]\npull:\n  interval: 1h\n",
+            root.display()
+        ),
+    )
+    .expect("write");
+    hup(daemon.child.id());
+    daemon.wait_log("configuration reloaded", WAIT);
+    wait_for("two synced without a restart", WAIT, || {
+        find(&env.status(&home, &[]), None, "two").map(|_| ())
+    });
+    // And watched: a local edit shows up without waiting for the 1 h interval.
+    env.write(&two, "a.txt", "edited after the reload\n");
+    wait_for("the edit in two seen by the watcher", WAIT, || {
+        let states = env.status(&home, &[]);
+        (find(&states, None, "two")?["unstaged"] == 1).then_some(())
+    });
+    assert!(
+        two.join(".git/hooks/pre-push").exists(),
+        "hook installed in the new repository"
+    );
+
+    std::fs::write(&config, "root: [unclosed\nrepositories: 3\n").expect("write broken");
+    hup(daemon.child.id());
+    daemon.wait_log("configuration not reloaded", WAIT);
+    let log = daemon.log_text();
+    let named = format!("{}:", config.display());
+    let at = log.find(&named).expect("the error names the file");
+    let line_number: String = log[at + named.len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    assert!(!line_number.is_empty(), "and the line: {log}");
+    assert!(
+        daemon.child.try_wait().expect("wait").is_none(),
+        "still running"
+    );
+    env.write(&two, "new-file.txt", "still watched\n");
+    // `status` would refuse the broken file too: read the hub's record directly.
+    wait_for("the old configuration still in force", WAIT, || {
+        let hosts = std::fs::read_dir(home.join(".gitsync/hub/state")).ok()?;
+        hosts.flatten().find_map(|host| {
+            let record = std::fs::read(host.path().join("two.json")).ok()?;
+            let state: serde_json::Value = serde_json::from_slice(&record).ok()?;
+            (state["untracked"] == 1).then_some(())
+        })
+    });
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn doctor_passes_a_healthy_set_up_and_names_each_problem() {
+    let env = Env::new();
+    env.remote_and_clone("proj", "root/proj");
+    let (_, other) = env.remote_and_clone("other", "root/other");
+    let home = env.home("a");
+    let root = env.path("root");
+    env.config(
+        &home,
+        &format!(
+            "root: {}\nrepositories: [proj, other]\npull:\n  interval: 1h\n",
+            root.display()
+        ),
+    );
+    let installed = env.gitsync(&home, &["hooks", "install"]);
+    assert!(installed.status.success(), "{}", text(&installed));
+    let daemon = env.spawn(&home, &[]);
+    daemon.wait_log("ready", WAIT);
+    let healthy = env.gitsync(&home, &["doctor"]);
+    let report = text(&healthy);
+    assert!(healthy.status.success(), "{report}");
+    for line in [
+        "ok   config:",
+        "ok   git:",
+        "ok   repository proj:",
+        "ok   backend local: reachable",
+        "ok   daemon: running",
+    ] {
+        assert!(report.contains(line), "missing {line:?} in:\n{report}");
+    }
+    drop(daemon);
+
+    // A missing hook: named, a warning.
+    std::fs::remove_file(other.join(".git/hooks/pre-push")).expect("remove hook");
+    let out = env.gitsync(&home, &["doctor"]);
+    assert!(
+        text(&out).contains("warn repository other: pre-push hook missing"),
+        "{}",
+        text(&out)
+    );
+    // A missing repository: a failure, exit 1.
+    std::fs::remove_dir_all(&other).expect("remove repo");
+    let out = env.gitsync(&home, &["doctor"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("fail repository other:") && text(&out).contains("does not exist"),
+        "{}",
+        text(&out)
+    );
+    // An unreachable backend: a failure naming it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    env.config(
+        &home,
+        &format!(
+            "root: {}\nrepositories: [proj]\nbackend: aws\naws:\n  region: us-east-1\n  endpoint_url: http://127.0.0.1:{port}\n  dynamodb: {{table: git}}\n  sqs: {{queue: a.fifo}}\n  sns: {{topic: {{arn: \"arn:aws:sns:us-east-1:123456789012:git.fifo\"}}}}\n",
+            root.display()
+        ),
+    );
+    let out = env.gitsync(&home, &["doctor"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("fail backend aws: unreachable"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn the_deb_has_everything_and_its_binary_runs() {
+    require("dpkg-deb", "dpkg");
+    let env = Env::new();
+    let out_dir = env.path("deb");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/build-deb.sh");
+    let built = Command::new("bash")
+        .arg(&script)
+        .arg(&out_dir)
+        .env("GITSYNC_BIN", BIN)
+        .output()
+        .expect("build-deb.sh");
+    assert!(built.status.success(), "{}", text(&built));
+    let deb = std::fs::read_dir(&out_dir)
+        .expect("out dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .expect("a .deb");
+    let listing = Command::new("dpkg-deb")
+        .arg("-c")
+        .arg(&deb)
+        .output()
+        .expect("dpkg-deb -c");
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    for path in [
+        "./usr/bin/gitsync",
+        "./lib/systemd/system/gitsync@.service",
+        "./usr/lib/systemd/user/gitsync.service",
+        "./usr/share/gitsync/hooks/pre-push",
+        "./usr/share/man/man1/gitsync.1.gz",
+        "./usr/share/man/man1/gitsync-run.1.gz",
+        "./usr/share/bash-completion/completions/gitsync",
+        "./usr/share/zsh/vendor-completions/_gitsync",
+        "./usr/share/fish/vendor_completions.d/gitsync.fish",
+    ] {
+        assert!(
+            listing.lines().any(|l| l.ends_with(&format!(" {path}"))),
+            "{path} missing from:\n{listing}"
+        );
+    }
+    let scratch = env.path("extracted");
+    let extracted = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&scratch)
+        .status()
+        .expect("dpkg-deb -x");
+    assert!(extracted.success());
+    let version = Command::new(scratch.join("usr/bin/gitsync"))
+        .arg("--version")
+        .output()
+        .expect("run the packaged binary");
+    assert!(version.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("gitsync {}", env!("CARGO_PKG_VERSION"))
+    );
+    // The completions know the subcommands (generated from the CLI definition).
+    let bash =
+        std::fs::read_to_string(scratch.join("usr/share/bash-completion/completions/gitsync"))
+            .expect("bash completion");
+    assert!(bash.contains("doctor") && bash.contains("hooks"));
+}
