@@ -5,7 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Env, find, wait_for};
+use common::{Env, find, wait_for, wait_for_logged};
+
+const WAIT: Duration = Duration::from_secs(10);
 
 #[test]
 fn two_daemons_sharing_a_hub_see_each_other() {
@@ -123,24 +125,24 @@ fn local_edits_and_commits_reach_the_store_without_waiting_for_the_interval() {
     };
 
     env.write(&clone, "b.txt", "edited\n");
-    wait_for("the edit to be seen", Duration::from_secs(5), || {
+    wait_for_logged("the edit to be seen", WAIT, &[&daemon], || {
         (state("unstaged")? == 1).then_some(())
     });
     // A new folder appearing after start-up is watched too.
     env.write(&clone, "newdir/inner.txt", "x\n");
-    wait_for("the new folder to be seen", Duration::from_secs(5), || {
+    wait_for_logged("the new folder to be seen", WAIT, &[&daemon], || {
         (state("untracked")? == 1).then_some(())
     });
     env.write(&clone, "newdir/second.txt", "y\n");
     env.git(&clone, &["add", "."]);
     env.git(&clone, &["commit", "-qm", "local"]);
     let head = env.head(&clone);
-    wait_for("the commit to be seen", Duration::from_secs(5), || {
+    wait_for_logged("the commit to be seen", WAIT, &[&daemon], || {
         (state("head")? == head.as_str() && state("state")? == "ahead").then_some(())
     });
     // Ignored files change nothing.
     env.commit(&clone, ".gitignore", "*.log\n", "ignore logs");
-    wait_for("the ignore commit", Duration::from_secs(5), || {
+    wait_for_logged("the ignore commit", WAIT, &[&daemon], || {
         (state("ahead")? == 2).then_some(())
     });
     std::thread::sleep(Duration::from_millis(600));
