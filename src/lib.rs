@@ -2,7 +2,8 @@
 //!
 //! The binary is a thin shell over this library: [`cli`] parses and dispatches, [`daemon`]
 //! runs the long-lived components, [`git`] reads and changes repositories, [`backend`]
-//! stores states and carries events, [`config`] loads the configuration file.
+//! stores states and carries events, [`config`] loads the configuration file, [`partition`]
+//! syncs repositories across a network partition.
 
 pub mod backend;
 pub mod cli;
@@ -12,3 +13,4 @@ pub mod discover;
 pub mod git;
 pub mod logging;
 pub mod model;
+pub mod partition;

@@ -9,6 +9,7 @@ mod generate;
 mod hook;
 mod hooks;
 mod init;
+mod partition;
 mod run;
 mod status;
 mod stop;
@@ -50,6 +51,8 @@ pub enum Command {
     Hooks(hooks::Args),
     /// Create or remove this host's AWS resources (DynamoDB table, SNS topic, SQS queue).
     Aws(aws::Args),
+    /// Partition sync through S3 or a directory: produce, consume, keygen.
+    Partition(partition::Args),
     /// Check the set-up: config, git, repositories, hooks, backend, inotify, daemon, unit.
     Doctor(doctor::Args),
     /// Write the man page or shell completions (for packaging).
@@ -103,6 +106,7 @@ pub fn main() -> ExitCode {
         Command::Hook(args) => Ok(hook::run(args)),
         Command::Aws(args) => aws::run(&cli, args),
         Command::Doctor(args) => doctor::run(&cli, args),
+        Command::Partition(args) => partition::run(&cli, args),
         Command::Generate(args) => generate::run(args),
     };
     match result {

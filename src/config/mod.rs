@@ -13,7 +13,10 @@ mod schema;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use schema::{AwsConfig, BackendKind, HooksConfig, LocalConfig, RawConfig};
+pub use schema::{
+    AwsConfig, BackendKind, GitlabConfig, HooksConfig, LocalConfig, PairEnd, PartitionConfig,
+    PartitionRole, RawConfig, SyncPair,
+};
 
 /// The example configuration written by `gitsync init`, also shipped in `packaging/`.
 pub const EXAMPLE: &str = include_str!("example.yml");
@@ -77,6 +80,8 @@ pub struct Config {
     pub aws: Option<AwsConfig>,
     /// Automatic pull settings.
     pub pull: PullSettings,
+    /// Partition sync settings (`partition.*`), checked when used.
+    pub partition: Option<PartitionConfig>,
     /// Whether `gitsync run` installs the pre-push hook at start-up (`hooks.install`,
     /// default true).
     pub hooks_install: bool,
@@ -369,6 +374,7 @@ fn validate(
             fetch_timeout,
         },
         hooks_install: raw.hooks.and_then(|h| h.install).unwrap_or(true),
+        partition: raw.partition,
         home,
     })
 }

@@ -31,6 +31,89 @@ pub struct RawConfig {
     pub hooks: Option<HooksConfig>,
     /// GitArgus's `python.bin`: accepted and ignored, with a warning.
     pub python: Option<PythonConfig>,
+    /// Partition sync (producer or consumer).
+    pub partition: Option<PartitionConfig>,
+}
+
+/// `partition.role`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartitionRole {
+    /// Exports the sources into the store.
+    Producer,
+    /// Imports from the store into the destinations.
+    Consumer,
+}
+
+/// `partition.*`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionConfig {
+    /// What `gitsync run` does with this section; the `partition` commands take either.
+    pub role: Option<PartitionRole>,
+    /// `s3://bucket/prefix` or `file:///path`.
+    pub store: Option<String>,
+    /// Producer: age x25519 recipients (`age1...`) who can read the objects.
+    pub recipients: Option<Vec<String>>,
+    /// Producer: the ed25519 signing key file.
+    pub signing_key: Option<String>,
+    /// Consumer: the age identity file.
+    pub identity: Option<String>,
+    /// Consumer: the producer's public key (`gitsync-ed25519:...`, the contents of
+    /// `signing.pub`).
+    pub producer_public_key: Option<String>,
+    /// GitLab for pairs named by `project_name` and `group`; the token is read from
+    /// `GITLAB_TOKEN`.
+    pub gitlab: Option<GitlabConfig>,
+    /// The sync pairs (seed 000's list, or `url:` pairs).
+    pub pairs: Option<Vec<SyncPair>>,
+    /// A file holding seed 000's YAML list of pairs, unchanged.
+    pub pairs_file: Option<String>,
+    /// Sleep between rounds under `gitsync run` (default 5m).
+    pub interval: Option<HumanDuration>,
+    /// S3 endpoint override (an AWS-compatible server).
+    pub endpoint_url: Option<String>,
+    /// S3 region.
+    pub region: Option<String>,
+}
+
+/// `partition.gitlab`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitlabConfig {
+    /// Such as `https://gitlab.example.com`.
+    pub base_url: String,
+}
+
+/// One sync pair: a source branch to a destination branch.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncPair {
+    /// Where the commits come from.
+    pub source: PairEnd,
+    /// Where they go.
+    pub destination: PairEnd,
+    /// Also carry the tags (default false).
+    #[serde(default)]
+    pub tags: bool,
+    /// Let the consumer rewrite the destination branch (`--force-with-lease` against the
+    /// last applied commit) instead of fast-forwarding only (default false).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// One end of a pair: a git URL (`file://` included), or a GitLab project and group.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairEnd {
+    /// Any git remote URL.
+    pub url: Option<String>,
+    /// GitLab project (seed 000).
+    pub project_name: Option<String>,
+    /// GitLab group (seed 000).
+    pub group: Option<String>,
+    /// The branch.
+    pub branch: String,
 }
 
 /// Which backend stores state and carries events.

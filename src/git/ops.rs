@@ -46,7 +46,21 @@ pub enum GitError {
 ///
 /// Errors: [`GitError`] when git cannot start, exits non-zero or exceeds `timeout`.
 pub async fn run(dir: &Path, args: &[&str], timeout: Duration) -> Result<String, GitError> {
+    run_with(dir, args, timeout, &[]).await
+}
+
+/// As [`run`], with extra environment variables (such as `GIT_CONFIG_COUNT` entries that
+/// carry an HTTP header, so a token never appears in a URL or an argument).
+///
+/// Errors: as [`run`].
+pub async fn run_with(
+    dir: &Path,
+    args: &[&str],
+    timeout: Duration,
+    env: &[(String, String)],
+) -> Result<String, GitError> {
     let mut command = tokio::process::Command::new("git");
+    command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     command
         .arg("-C")
         .arg(dir)
