@@ -141,11 +141,6 @@ impl Settings {
             })?;
             pairs.extend(listed);
         }
-        if pairs.is_empty() {
-            return Err(PartitionError::Config(
-                "no pairs (`partition.pairs` or `partition.pairs_file`)".to_string(),
-            ));
-        }
         Ok(Settings {
             store,
             s3: store::S3Options {

@@ -326,6 +326,11 @@ pub async fn run_once(
     store: &dyn BlobStore,
     options: Options,
 ) -> Result<Vec<PairOutcome>, PartitionError> {
+    if settings.pairs.is_empty() {
+        return Err(PartitionError::Config(
+            "no pairs (`partition.pairs` or `partition.pairs_file`)".to_string(),
+        ));
+    }
     let state_file = state_path(settings);
     let state: ProducerState = super::read_state(&state_file)?;
     if options.dry_run {

@@ -110,19 +110,12 @@ pub async fn open(url: &str, s3: &S3Options) -> Result<Box<dyn BlobStore>, Store
             ..Default::default()
         };
         let sdk = crate::backend::aws::sdk_config(&aws).await;
-        let conf = aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(s3.endpoint_url.is_some())
-            .build();
-        let prefix = prefix.trim_matches('/');
-        return Ok(Box::new(S3Store {
-            client: aws_sdk_s3::Client::from_conf(conf),
-            bucket: bucket.to_string(),
-            prefix: if prefix.is_empty() {
-                String::new()
-            } else {
-                format!("{prefix}/")
-            },
-        }));
+        return Ok(Box::new(S3Store::new(
+            &sdk,
+            bucket,
+            prefix,
+            s3.endpoint_url.is_some(),
+        )));
     }
     Err(StoreError::Url(url.to_string()))
 }
@@ -335,6 +328,24 @@ fn s3_err<E: std::error::Error>(operation: &'static str) -> impl Fn(E) -> StoreE
 }
 
 impl S3Store {
+    /// A store in `bucket` under `prefix`, with the SDK configuration `sdk`;
+    /// `path_style` for AWS-compatible servers reached by IP address. No network call.
+    pub fn new(sdk: &aws_config::SdkConfig, bucket: &str, prefix: &str, path_style: bool) -> Self {
+        let conf = aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(path_style)
+            .build();
+        let prefix = prefix.trim_matches('/');
+        S3Store {
+            client: aws_sdk_s3::Client::from_conf(conf),
+            bucket: bucket.to_string(),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+        }
+    }
+
     fn key(&self, key: &str) -> Result<String, StoreError> {
         Ok(format!("{}{}", self.prefix, checked(key)?))
     }
