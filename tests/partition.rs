@@ -412,3 +412,37 @@ async fn listing_more_than_1000_objects_is_complete_on_both_stores() {
         assert_eq!(listed[1004], "b/01004");
     }
 }
+
+#[test]
+fn the_roles_run_as_daemon_components() {
+    let scene = Scene::new(false);
+    let root = scene.env.path("empty-root");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    for home in [&scene.producer, &scene.consumer] {
+        let config = home.join(".gitsync/config.yml");
+        let text = std::fs::read_to_string(&config).expect("config");
+        let text = text.replacen("partition:\n", "partition:\n  interval: 1s\n", 1);
+        std::fs::write(&config, format!("root: {}\n{text}", root.display())).expect("write");
+    }
+    let producer = scene.env.spawn(&scene.producer, &[]);
+    let consumer = scene.env.spawn(&scene.consumer, &[]);
+    let tip = scene.source_tip();
+    common::wait_for_logged(
+        "the destination at the source's tip",
+        std::time::Duration::from_secs(30),
+        &[&producer, &consumer],
+        || (scene.dest_main().as_deref() == Some(tip.as_str())).then_some(()),
+    );
+    // A new commit travels too, with no command run by hand.
+    scene.env.commit(&scene.work, "d.txt", "four\n", "fourth");
+    scene
+        .env
+        .git(&scene.work, &["push", "-q", "origin", "master"]);
+    let tip = scene.source_tip();
+    common::wait_for_logged(
+        "the increment applied",
+        std::time::Duration::from_secs(30),
+        &[&producer, &consumer],
+        || (scene.dest_main().as_deref() == Some(tip.as_str())).then_some(()),
+    );
+}

@@ -224,6 +224,14 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
     ));
     background.spawn(receiver.run());
     background.spawn(retry_unsent(syncer.clone(), publisher.clone()));
+    if let Some(role) = config.partition.as_ref().and_then(|p| p.role) {
+        match crate::partition::Settings::from_config(&config) {
+            Ok(settings) => {
+                background.spawn(crate::partition::run_loop(settings, role));
+            }
+            Err(err) => tracing::error!(%err, "partition sync not started"),
+        }
+    }
 
     let mut config = config;
     let mut lookup = Lookup::of(&registry.current());

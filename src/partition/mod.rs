@@ -262,3 +262,35 @@ pub struct PairOutcome {
     /// The error, when the pair failed (the others went on).
     pub error: Option<String>,
 }
+
+/// Runs `role` every `settings.interval` until the task is dropped: the daemon component
+/// for a `partition:` section with a `role`. Failures are logged; the loop goes on.
+pub async fn run_loop(settings: Settings, role: crate::config::PartitionRole) {
+    let store = match store::open(&settings.store, &settings.s3).await {
+        Ok(store) => store,
+        Err(err) => {
+            tracing::error!(%err, "partition sync not started");
+            return;
+        }
+    };
+    tracing::info!(store = %store.describe(), ?role, "partition sync started");
+    loop {
+        let result = match role {
+            crate::config::PartitionRole::Producer => {
+                producer::run_once(&settings, store.as_ref(), producer::Options::default()).await
+            }
+            crate::config::PartitionRole::Consumer => {
+                consumer::run_once(&settings, store.as_ref(), false).await
+            }
+        };
+        match result {
+            Ok(outcomes) => {
+                for outcome in outcomes.iter().filter(|o| o.error.is_some()) {
+                    tracing::warn!(pair = %outcome.id, error = outcome.error.as_deref().unwrap_or(""), "partition pair failed");
+                }
+            }
+            Err(err) => tracing::warn!(%err, "partition round failed"),
+        }
+        tokio::time::sleep(settings.interval).await;
+    }
+}
