@@ -446,3 +446,59 @@ fn the_roles_run_as_daemon_components() {
         || (scene.dest_main().as_deref() == Some(tip.as_str())).then_some(()),
     );
 }
+
+#[test]
+fn tags_force_pairs_and_compaction() {
+    let scene = Scene::new(false);
+    for home in [&scene.producer, &scene.consumer] {
+        let config = home.join(".gitsync/config.yml");
+        let text = std::fs::read_to_string(&config).expect("config");
+        let text = text.replacen(
+            "branch: main}\n",
+            "branch: main}\n      tags: true\n      force: true\n",
+            1,
+        );
+        std::fs::write(&config, text).expect("write");
+    }
+    scene
+        .env
+        .git(&scene.work, &["tag", "-a", "v1", "-m", "release one"]);
+    scene.env.git(&scene.work, &["push", "-q", "origin", "v1"]);
+    ok(&scene.produce(&[]));
+    ok(&scene.consume(&[]));
+    let tag = scene.env.git(&scene.dest, &["rev-parse", "v1^{commit}"]);
+    assert_eq!(tag.trim(), scene.source_tip(), "the tag travelled");
+
+    // The source rewrites its branch: a force pair follows it.
+    scene
+        .env
+        .git(&scene.work, &["reset", "-q", "--hard", "HEAD~1"]);
+    scene
+        .env
+        .commit(&scene.work, "r.txt", "rewritten\n", "rewritten");
+    scene
+        .env
+        .git(&scene.work, &["push", "-q", "-f", "origin", "master"]);
+    let text = ok(&scene.produce(&[]));
+    assert!(text.contains("exported"), "{text}");
+    ok(&scene.consume(&[]));
+    assert_eq!(
+        scene.dest_main().as_deref(),
+        Some(scene.source_tip().as_str())
+    );
+
+    // Compaction: one full bundle left, and a fresh consumer still gets everything.
+    let text = ok(&scene.produce(&["--compact"]));
+    assert!(text.contains("exported a full bundle"), "{text}");
+    let left = std::fs::read_dir(scene.store_dir.join("b"))
+        .expect("b")
+        .count();
+    assert_eq!(left, 1, "only the full bundle is kept");
+    std::fs::remove_dir_all(scene.consumer.join(".gitsync/partition")).expect("fresh consumer");
+    let text = ok(&scene.consume(&[]));
+    assert!(text.contains("(1 bundle(s) fetched)"), "{text}");
+    assert_eq!(
+        scene.dest_main().as_deref(),
+        Some(scene.source_tip().as_str())
+    );
+}
