@@ -502,3 +502,42 @@ fn tags_force_pairs_and_compaction() {
         Some(scene.source_tip().as_str())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_object_goes_up_in_parts_and_comes_back_whole() {
+    use std::io::Write;
+    let moto = Moto::start();
+    let conf = aws_sdk_s3::config::Builder::from(&moto.sdk())
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+        .create_bucket()
+        .bucket("large")
+        .send()
+        .await
+        .expect("bucket");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = dir.path().join("big");
+    let mut file = std::fs::File::create(&big).expect("create");
+    // 70 MiB, above the 64 MiB multipart threshold: five 16 MiB parts.
+    let block: Vec<u8> = (0..1024 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+    for i in 0..70u8 {
+        let mut chunk = block.clone();
+        chunk[0] = i;
+        file.write_all(&chunk).expect("write");
+    }
+    drop(file);
+    let store = S3Store::new(&moto.sdk(), "large", "p", true);
+    store
+        .put_file("b/large", &big)
+        .await
+        .expect("multipart upload");
+    let back = dir.path().join("back");
+    store.get_file("b/large", &back).await.expect("download");
+    let same = std::fs::read(&big).expect("read") == std::fs::read(&back).expect("read");
+    assert!(same, "the object came back different");
+    assert!(matches!(
+        store.get_file("b/missing", &back).await,
+        Err(gitsync::partition::store::StoreError::NotFound(_))
+    ));
+}
