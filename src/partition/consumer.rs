@@ -37,22 +37,6 @@ fn state_path(settings: &Settings) -> PathBuf {
     settings.dir.join("consumer.json")
 }
 
-fn sha256_file(path: &Path) -> std::io::Result<String> {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
-
 async fn has_commit(cache: &Path, oid: &str, settings: &Settings) -> bool {
     ops::run(
         cache,
@@ -84,7 +68,7 @@ async fn import(
             .get_file(&bundle.key, &sealed)
             .await
             .map_err(|e| e.to_string())?;
-        let sha = sha256_file(&sealed).map_err(|e| e.to_string())?;
+        let (sha, _) = super::sha256_file(&sealed).map_err(|e| e.to_string())?;
         if sha != bundle.sha256 {
             return Err(format!(
                 "bundle {} is corrupt: sha256 {sha}, the manifest says {}",

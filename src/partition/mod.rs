@@ -251,6 +251,26 @@ pub fn write_state<T: serde::Serialize>(
     })
 }
 
+/// The hex SHA-256 and the size in bytes of the file at `path`, read in 64 KiB blocks.
+///
+/// Errors: the file cannot be read.
+pub fn sha256_file(path: &std::path::Path) -> std::io::Result<(String, u64)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
 /// How one pair fared in a round.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PairOutcome {

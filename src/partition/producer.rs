@@ -2,7 +2,6 @@
 //! and publishes a new signed manifest.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
@@ -49,22 +48,6 @@ fn mirror_path(settings: &Settings, url: &str) -> PathBuf {
         .dir
         .join("mirrors")
         .join(format!("{}.git", hex::encode(&digest[..16])))
-}
-
-fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((hex::encode(hasher.finalize()), size))
 }
 
 /// Brings the bare mirror of `url` up to date (`git clone --mirror` the first time, then
@@ -207,7 +190,7 @@ async fn export(
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
-            let (sha256, size) = sha256_file(&sealed).map_err(|e| e.to_string())?;
+            let (sha256, size) = super::sha256_file(&sealed).map_err(|e| e.to_string())?;
             let key = format!("{BUNDLE_PREFIX}{sha256}");
             store
                 .put_file(&key, &sealed)
