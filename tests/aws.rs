@@ -26,6 +26,17 @@ fn setup_host(env: &Env, moto: &Moto, host: &str, root: &std::path::Path) -> std
     home
 }
 
+async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
+    sqs.get_queue_url()
+        .queue_name(name)
+        .send()
+        .await
+        .expect("queue url")
+        .queue_url()
+        .expect("url")
+        .to_string()
+}
+
 fn stdout(out: &std::process::Output) -> String {
     format!(
         "{}{}",
@@ -156,15 +167,7 @@ async fn a_malformed_message_is_logged_and_deleted_and_the_next_event_works() {
     b.wait_log("ready", WAIT);
     let sdk = moto.sdk();
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let url = sqs
-        .get_queue_url()
-        .queue_name("host-b.fifo")
-        .send()
-        .await
-        .expect("queue url")
-        .queue_url()
-        .expect("url")
-        .to_string();
+    let url = queue_url(&sqs, "host-b.fifo").await;
     sqs.send_message()
         .queue_url(&url)
         .message_body("{this is not an event")
@@ -350,15 +353,7 @@ async fn a_daemon_killed_while_handling_an_event_handles_it_after_restart() {
     let home_b = setup_host(&env, &moto, "b", &env.path("root-b"));
     let sdk = moto.sdk();
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let url = sqs
-        .get_queue_url()
-        .queue_name("host-b.fifo")
-        .send()
-        .await
-        .expect("queue url")
-        .queue_url()
-        .expect("url")
-        .to_string();
+    let url = queue_url(&sqs, "host-b.fifo").await;
     // A short visibility timeout, so that the test need not wait a minute.
     sqs.set_queue_attributes()
         .queue_url(&url)

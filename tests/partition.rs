@@ -30,6 +30,18 @@ fn out_text(out: &std::process::Output) -> String {
     )
 }
 
+async fn create_bucket(moto: &Moto, name: &str) {
+    let conf = aws_sdk_s3::config::Builder::from(&moto.sdk())
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+        .create_bucket()
+        .bucket(name)
+        .send()
+        .await
+        .expect("bucket");
+}
+
 fn keygen(env: &Env, dir: &Path) -> (String, String) {
     let out = env.gitsync(
         &env.home("keys"),
@@ -72,14 +84,9 @@ impl Scene {
         let store_dir = env.path("store");
         let (store, extra, moto) = if s3 {
             let moto = Moto::start();
-            let conf = aws_sdk_s3::config::Builder::from(&moto.sdk())
-                .force_path_style(true)
-                .build();
-            let client = aws_sdk_s3::Client::from_conf(conf);
-            let runtime = tokio::runtime::Runtime::new().expect("runtime");
-            runtime
-                .block_on(client.create_bucket().bucket("parts").send())
-                .expect("create bucket");
+            tokio::runtime::Runtime::new()
+                .expect("runtime")
+                .block_on(create_bucket(&moto, "parts"));
             let extra = format!("  endpoint_url: {}\n  region: us-east-1\n", moto.url);
             ("s3://parts/sync".to_string(), extra, Some(moto))
         } else {
@@ -367,15 +374,7 @@ fn dry_runs_change_nothing_anywhere() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_more_than_1000_objects_is_complete_on_both_stores() {
     let moto = Moto::start();
-    let conf = aws_sdk_s3::config::Builder::from(&moto.sdk())
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
-        .create_bucket()
-        .bucket("many")
-        .send()
-        .await
-        .expect("bucket");
+    create_bucket(&moto, "many").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let one = dir.path().join("one");
     std::fs::write(&one, b"x").expect("write");
@@ -507,15 +506,7 @@ fn tags_force_pairs_and_compaction() {
 async fn a_large_object_goes_up_in_parts_and_comes_back_whole() {
     use std::io::Write;
     let moto = Moto::start();
-    let conf = aws_sdk_s3::config::Builder::from(&moto.sdk())
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
-        .create_bucket()
-        .bucket("large")
-        .send()
-        .await
-        .expect("bucket");
+    create_bucket(&moto, "large").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let big = dir.path().join("big");
     let mut file = std::fs::File::create(&big).expect("create");

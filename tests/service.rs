@@ -19,16 +19,8 @@ fn text(out: &std::process::Output) -> String {
     )
 }
 
-/// Whether `pid` runs (a zombie waiting for a reaper that never comes, as in some
-/// containers, does not count).
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let state = stat.rsplit_once(") ")?.1.chars().next()?;
-            Some(state != 'Z' && state != 'X')
-        })
-        .unwrap_or(false)
+    gitsync::daemon::pidfile::process_alive(pid)
 }
 
 fn require(tool: &str, package: &str) {

@@ -9,18 +9,6 @@ use crate::daemon::pidfile;
 /// How long `stop` waits: the daemon's own grace for work in flight, plus a margin.
 const WAIT: Duration = Duration::from_secs(40);
 
-/// Whether `pid` still runs: it exists and is not a zombie (a daemonized process whose
-/// reaper never comes, as in some containers, stays a zombie after it exited).
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let state = stat.rsplit_once(") ")?.1.chars().next()?;
-            Some(state != 'Z' && state != 'X')
-        })
-        .unwrap_or(false)
-}
-
 /// Sends SIGTERM to the daemon and waits until it has exited. Exit code 0 when it stopped,
 /// 1 when none was running or it did not stop in time.
 pub fn run() -> Result<ExitCode, CliError> {
@@ -41,7 +29,7 @@ pub fn run() -> Result<ExitCode, CliError> {
     let start = Instant::now();
     while start.elapsed() < WAIT {
         // The lock goes first, then the process finishes exiting.
-        if pidfile::running(&home).is_none() && !alive(pid) {
+        if pidfile::running(&home).is_none() && !pidfile::process_alive(info.pid) {
             println!("gitsync stopped (pid {pid})");
             return Ok(ExitCode::SUCCESS);
         }

@@ -116,6 +116,19 @@ impl Drop for Pidfile {
     }
 }
 
+/// Whether process `pid` runs: `/proc/<pid>/stat` exists and does not say zombie (a
+/// daemonized process whose reaper never comes, as in some containers, stays a zombie
+/// after it exited). Linux only; `false` elsewhere.
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            Some(state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
+}
+
 /// The daemon running for `home`, if one holds the lock.
 pub fn running(home: &Path) -> Option<DaemonInfo> {
     let mut file = File::open(pidfile_path(home)).ok()?;

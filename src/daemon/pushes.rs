@@ -50,10 +50,6 @@ fn common_dir(path: &Path) -> Option<PathBuf> {
     canonical(repo.common_dir())
 }
 
-fn alive(pid: u32) -> bool {
-    Path::new("/proc").join(pid.to_string()).exists()
-}
-
 impl Publisher {
     /// A publisher for `repos` of `host`, announcing on `bus` and refreshing the pushing
     /// repository's state with `syncer` once its push is confirmed.
@@ -183,6 +179,13 @@ impl Publisher {
         let mut landed = Vec::new();
         let started = Instant::now();
         loop {
+            // Whether the push is over is asked first, so that the look at the refs below
+            // is the last one when it is.
+            let push_over = finished
+                || match notice.push_pid {
+                    Some(pid) => !super::pidfile::process_alive(pid),
+                    None => started.elapsed() > Duration::from_secs(30),
+                };
             pending.retain(|(update, tracking)| {
                 let reached = tracking
                     .as_deref()
@@ -195,11 +198,6 @@ impl Publisher {
             if pending.is_empty() {
                 return landed;
             }
-            let push_over = finished
-                || match notice.push_pid {
-                    Some(pid) => !alive(pid),
-                    None => started.elapsed() > Duration::from_secs(30),
-                };
             if push_over {
                 break;
             }
@@ -213,19 +211,6 @@ impl Publisher {
                 100
             };
             tokio::time::sleep(Duration::from_millis(pause)).await;
-        }
-        // One last look: the push may have updated the tracking refs as it exited.
-        pending.retain(|(update, tracking)| {
-            let reached = tracking
-                .as_deref()
-                .is_some_and(|t| remotes::ref_target(&opened, t) == expected(update));
-            if reached {
-                landed.push(update.clone());
-            }
-            !reached
-        });
-        if pending.is_empty() {
-            return landed;
         }
         let names: Vec<&str> = pending.iter().map(|(u, _)| u.remote_ref.as_str()).collect();
         match ops::ls_remote(&repo.path, &notice.remote, &names, LS_REMOTE_TIMEOUT).await {
