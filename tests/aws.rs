@@ -37,6 +37,27 @@ async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
         .to_string()
 }
 
+/// Publishes, as host A would, that `proj`'s main moved from `old` to `new` on `bare`.
+async fn publish_as_host_a(
+    sdk: &aws_config::SdkConfig,
+    bare: &std::path::Path,
+    old: &str,
+    new: &str,
+) {
+    let event = gitsync::model::PushEvent::new(
+        "host-a",
+        "proj",
+        &bare.display().to_string(),
+        "refs/heads/main",
+        old,
+        new,
+    );
+    let bus = gitsync::backend::aws::queue::SnsSqsBus::new(sdk, TOPIC, "host-a.fifo", "host-a");
+    gitsync::backend::EventBus::publish(&bus, &event)
+        .await
+        .expect("publish");
+}
+
 fn stdout(out: &std::process::Output) -> String {
     format!(
         "{}{}",
@@ -178,18 +199,7 @@ async fn a_malformed_message_is_logged_and_deleted_and_the_next_event_works() {
         .expect("send garbage");
     let old = env.head(&b_clone);
     let sha = env.push_new_commit(&bare, "c.txt", "c\n");
-    let event = gitsync::model::PushEvent::new(
-        "host-a",
-        "proj",
-        &bare.display().to_string(),
-        "refs/heads/main",
-        &old,
-        &sha,
-    );
-    let bus = gitsync::backend::aws::queue::SnsSqsBus::new(&sdk, TOPIC, "host-a.fifo", "host-a");
-    gitsync::backend::EventBus::publish(&bus, &event)
-        .await
-        .expect("publish");
+    publish_as_host_a(&sdk, &bare, &old, &sha).await;
     b.wait_log("malformed message deleted", WAIT);
     tokio::task::block_in_place(|| {
         wait_for("B pulled after the garbage", WAIT, || {
@@ -369,18 +379,7 @@ async fn a_daemon_killed_while_handling_an_event_handles_it_after_restart() {
 
     let old = env.head(&b_clone);
     let sha = env.push_new_commit(&bare, "k.txt", "k\n");
-    let event = gitsync::model::PushEvent::new(
-        "host-a",
-        "proj",
-        &bare.display().to_string(),
-        "refs/heads/main",
-        &old,
-        &sha,
-    );
-    let bus = gitsync::backend::aws::queue::SnsSqsBus::new(&sdk, TOPIC, "host-a.fifo", "host-a");
-    gitsync::backend::EventBus::publish(&bus, &event)
-        .await
-        .expect("publish");
+    publish_as_host_a(&sdk, &bare, &old, &sha).await;
     tokio::task::block_in_place(|| b.wait_log("fetch=Remote(\"origin\")", WAIT));
     b.child.kill().expect("SIGKILL");
     b.child.wait().expect("reaped");

@@ -157,6 +157,22 @@ async fn ensure_topic(
     ))
 }
 
+/// The ARN of the queue at `url` (`GetQueueAttributes`).
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, BackendError> {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| aws_error("GetQueueAttributes", e))?;
+    Ok(attributes
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .cloned()
+        .unwrap_or_default())
+}
+
 /// Makes sure this host's queue exists; returns its URL and ARN.
 async fn ensure_queue(
     sqs: &aws_sdk_sqs::Client,
@@ -190,18 +206,7 @@ async fn ensure_queue(
         }
         Err(err) => return Err(aws_error("GetQueueUrl", err)),
     };
-    let attributes = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .map_err(|e| aws_error("GetQueueAttributes", e))?;
-    let arn = attributes
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-        .cloned()
-        .unwrap_or_default();
+    let arn = queue_arn(sqs, &url).await?;
     Ok((step(resource, action), url, arn))
 }
 
@@ -374,18 +379,7 @@ pub async fn teardown(
     let subscription = "subscription of the queue to the topic".to_string();
     match (&url, names.topic_arn.as_deref()) {
         (Some(url), Some(topic_arn)) => {
-            let attributes = sqs
-                .get_queue_attributes()
-                .queue_url(url)
-                .attribute_names(QueueAttributeName::QueueArn)
-                .send()
-                .await
-                .map_err(|e| aws_error("GetQueueAttributes", e))?;
-            let queue_arn = attributes
-                .attributes()
-                .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-                .cloned()
-                .unwrap_or_default();
+            let queue_arn = queue_arn(&sqs, url).await?;
             match find_subscription(&sns, topic_arn, &queue_arn).await? {
                 Some(arn) => {
                     sns.unsubscribe()
@@ -453,20 +447,7 @@ pub async fn check(sdk: &aws_config::SdkConfig, names: &Names) -> Vec<(String, O
             .send()
             .await
             .map_err(|e| aws_error("GetQueueUrl", e))?;
-        let attributes = sqs
-            .get_queue_attributes()
-            .queue_url(url.queue_url().unwrap_or_default())
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .map_err(|e| aws_error("GetQueueAttributes", e))?;
-        Ok::<String, BackendError>(
-            attributes
-                .attributes()
-                .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-                .cloned()
-                .unwrap_or_default(),
-        )
+        queue_arn(&sqs, url.queue_url().unwrap_or_default()).await
     }
     .await;
     let subscription = "subscription of the queue to the topic".to_string();
