@@ -92,6 +92,14 @@ fn state_equals_porcelain_v2_on_crafted_states() {
         "ignored-only",
         "stash",
         "unborn",
+        // The stat pass's edge cases (racy-git, mode and type changes, folders).
+        "racy-same-size",
+        "chmod-exec",
+        "file-to-symlink",
+        "symlinked-folder",
+        "file-to-folder",
+        "touched-only",
+        "nested-edit",
     ];
     for name in names {
         let at = format!("root/{name}");
@@ -182,6 +190,50 @@ fn state_equals_porcelain_v2_on_crafted_states() {
                 env.git(&c, &["stash", "-q"]);
                 env.write(&c, "b.txt", "stashed too\n");
                 env.git(&c, &["stash", "-q"]);
+            }
+            "racy-same-size" => {
+                // Same size, written in the same second as the index: only content tells.
+                env.write(&c, "a.txt", "two\n");
+                env.git(&c, &["add", "a.txt"]);
+                env.write(&c, "a.txt", "six\n");
+            }
+            "chmod-exec" => {
+                use std::os::unix::fs::PermissionsExt;
+                let file = c.join("a.txt");
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
+                    .expect("chmod");
+            }
+            "file-to-symlink" => {
+                std::fs::remove_file(c.join("b.txt")).expect("rm");
+                std::os::unix::fs::symlink("a.txt", c.join("b.txt")).expect("symlink");
+            }
+            "symlinked-folder" => {
+                env.commit(&c, "sub/x.txt", "x\n", "sub");
+                std::fs::rename(c.join("sub"), c.join("real")).expect("mv");
+                std::os::unix::fs::symlink("real", c.join("sub")).expect("symlink");
+            }
+            "file-to-folder" => {
+                std::fs::remove_file(c.join("b.txt")).expect("rm");
+                env.write(&c, "b.txt/inside.txt", "now a folder\n");
+            }
+            "touched-only" => {
+                let file = std::fs::File::options()
+                    .append(true)
+                    .open(c.join("a.txt"))
+                    .expect("open");
+                file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+                    .expect("set mtime");
+            }
+            "nested-edit" => {
+                env.write(&c, "x/y/z.txt", "z\n");
+                env.write(&c, "x/w.txt", "w\n");
+                env.write(&c, "x/y2/q.txt", "q\n");
+                env.write(&c, "x/y/deep/d.txt", "d\n");
+                env.git(&c, &["add", "x"]);
+                env.git(&c, &["commit", "-qm", "nested"]);
+                env.write(&c, "x/y/deep/d.txt", "changed\n");
+                env.write(&c, "x/y2/q.txt", "changed\n");
+                std::fs::remove_file(c.join("x/w.txt")).expect("rm");
             }
             other => panic!("unknown {other}"),
         }

@@ -11,3 +11,4 @@ pub mod ops;
 pub mod pull;
 pub mod remotes;
 pub mod state;
+mod worktree;

@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use chrono::{DateTime, Utc};
 use gix::bstr::{BString, ByteSlice};
@@ -42,7 +43,7 @@ pub fn read(host: &str, repo: &str, path: &Path) -> Snapshot {
     }
 }
 
-fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
+pub(super) fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
     move |e| format!("{what}: {e}")
 }
 
@@ -229,7 +230,18 @@ fn worktree_counts(
     if repo.workdir().is_none() {
         return Ok(Counts::default());
     }
-    let index = repo.index_or_empty().map_err(err("cannot read index"))?;
+    // Like git, which verifies the index's checksum only in `git fsck`, read it without
+    // hashing the whole file (gix's default hashes it on every read).
+    let index = gix::index::File::at_or_default(
+        repo.index_path(),
+        repo.object_hash(),
+        true,
+        gix::index::decode::Options {
+            thread_limit: Some(1),
+            ..Default::default()
+        },
+    )
+    .map_err(err("cannot read index"))?;
     let conflicted: HashSet<BString> = index
         .entries()
         .iter()
@@ -257,31 +269,33 @@ fn worktree_counts(
         .map_err(err("cannot compare HEAD with the index"))?;
     }
 
-    // Unstaged and untracked: the index against the worktree, in this thread (callers
-    // read several repositories at once).
-    let mut collector = Collector::default();
-    let options = gix::status::index_worktree::Options {
-        sorting: None,
-        dirwalk_options: untracked_walk(repo)?,
-        rewrites: None,
-        thread_limit: Some(1),
+    // Unstaged: the index against the worktree; untracked: the directory walk. Both run in
+    // this thread, one after the other: callers read several repositories at once, and
+    // gix's combined call would start two threads for every repository read.
+    let unstaged = super::worktree::unstaged(repo, &index)?;
+    let untracked = match untracked_walk(repo)? {
+        Some(options) => {
+            let mut counter = UntrackedCounter {
+                index: &index,
+                untracked: 0,
+            };
+            repo.dirwalk(
+                &index,
+                Vec::<BString>::new(),
+                &AtomicBool::new(false),
+                options,
+                &mut counter,
+            )
+            .map_err(err("cannot walk the worktree"))?;
+            counter.untracked
+        }
+        None => 0,
     };
-    repo.index_worktree_status(
-        &index,
-        Vec::<BString>::new(),
-        &mut collector,
-        gix::status::plumbing::index_as_worktree::traits::FastEq,
-        NoSubmodules,
-        &mut gix::progress::Discard,
-        &std::sync::atomic::AtomicBool::new(false),
-        options,
-    )
-    .map_err(err("cannot compute status"))?;
 
     Ok(Counts {
         staged: staged.difference(&conflicted).count() as u32,
-        unstaged: collector.unstaged.difference(&conflicted).count() as u32,
-        untracked: collector.untracked,
+        unstaged: unstaged.difference(&conflicted).count() as u32,
+        untracked,
         conflicted: conflicted.len() as u32,
     })
 }
@@ -306,56 +320,25 @@ fn untracked_walk(repo: &gix::Repository) -> Result<Option<gix::dirwalk::Options
     Ok(Some(options))
 }
 
-/// Collects index-to-worktree changes.
-#[derive(Default)]
-struct Collector {
-    unstaged: HashSet<BString>,
+/// Counts what the directory walk reports as untracked (a collapsed folder counts once).
+struct UntrackedCounter<'a> {
+    index: &'a gix::index::State,
     untracked: u32,
 }
 
-impl<'index> gix::status::plumbing::index_as_worktree_with_renames::VisitEntry<'index>
-    for Collector
-{
-    type ContentChange = ();
-    type SubmoduleStatus = ();
-
-    fn visit_entry(
+impl gix::dir::walk::Delegate for UntrackedCounter<'_> {
+    fn emit(
         &mut self,
-        entry: gix::status::plumbing::index_as_worktree_with_renames::Entry<'index, (), ()>,
-    ) {
-        use gix::status::plumbing::index_as_worktree::EntryStatus;
-        use gix::status::plumbing::index_as_worktree_with_renames::Entry;
-        match entry {
-            Entry::Modification {
-                rela_path, status, ..
-            } => match status {
-                EntryStatus::Change(_) | EntryStatus::IntentToAdd => {
-                    self.unstaged.insert(rela_path.to_owned());
-                }
-                EntryStatus::Conflict { .. } | EntryStatus::NeedsUpdate(_) => {}
-            },
-            Entry::DirectoryContents { entry, .. } => {
-                if entry.status == gix::dir::entry::Status::Untracked {
-                    self.untracked += 1;
-                }
-            }
-            Entry::Rewrite { .. } => {}
+        entry: gix::dir::EntryRef<'_>,
+        _collapsed_directory_status: Option<gix::dir::entry::Status>,
+    ) -> gix::dir::walk::Action {
+        // git (2.47) does not list a wholly untracked folder that has the path of a tracked
+        // file (a file replaced by a folder) unless asked for every file; neither do we.
+        let replaces_tracked_file = entry.disk_kind == Some(gix::dir::entry::Kind::Directory)
+            && self.index.entry_by_path(entry.rela_path.as_ref()).is_some();
+        if entry.status == gix::dir::entry::Status::Untracked && !replaces_tracked_file {
+            self.untracked += 1;
         }
-    }
-}
-
-/// Submodules are not looked into.
-#[derive(Clone, Copy)]
-struct NoSubmodules;
-
-impl gix::status::plumbing::index_as_worktree::traits::SubmoduleStatus for NoSubmodules {
-    type Output = ();
-
-    fn status(
-        &mut self,
-        _entry: &gix::index::Entry,
-        _rela_path: &gix::bstr::BStr,
-    ) -> gix::Result<Option<()>> {
-        Ok(None)
+        std::ops::ControlFlow::Continue(())
     }
 }

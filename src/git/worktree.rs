@@ -1,0 +1,317 @@
+//! Which tracked files differ from the index: the unstaged half of `git status`.
+//!
+//! A first pass proves most files unchanged from their stat data alone, with the same rules
+//! as git and gix (`Documentation/technical/racy-git.txt`): one `fstatat` per file, relative
+//! to an open descriptor of its folder, so the kernel resolves one path component instead of
+//! the whole absolute path. Every entry that pass cannot prove unchanged (stat data differs,
+//! racily clean, missing, type changed, intent-to-add, gitlink) goes to gix's own comparison,
+//! which reads content where it must; the answer is therefore gix's answer, only cheaper.
+
+use std::collections::HashSet;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::AtomicBool;
+
+use gix::bstr::{BStr, BString, ByteSlice};
+use gix::index::entry::{Flags, Mode, Stat, stat::Time};
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{FileStat, SFlag, fstatat};
+
+use super::state::err;
+
+/// Index entries that gix skips without looking at the worktree (`Flags::UPTODATE` and the
+/// skip-worktree, assume-unchanged and fsmonitor-valid bits of `index-format.txt`).
+const SKIPPED: Flags = Flags::UPTODATE
+    .union(Flags::SKIP_WORKTREE)
+    .union(Flags::ASSUME_VALID)
+    .union(Flags::FSMONITOR_VALID);
+
+/// Returns the paths (repository-relative, `/`-separated) of unconflicted index entries
+/// whose worktree file differs from the index: modified, deleted, type or mode changed, or
+/// intent-to-add. Conflicted entries are left out; submodules are not looked into.
+///
+/// Errors: a message when the worktree root cannot be opened or gix's comparison fails.
+pub(crate) fn unstaged(
+    repo: &gix::Repository,
+    index: &gix::index::State,
+) -> Result<HashSet<BString>, String> {
+    let Some(workdir) = repo.workdir() else {
+        return Ok(HashSet::new());
+    };
+    let fs = repo
+        .filesystem_options()
+        .map_err(err("cannot read core.* file system settings"))?;
+    let stat_options = repo
+        .stat_options()
+        .map_err(err("cannot read core.checkStat settings"))?;
+    let root = openat(
+        nix::fcntl::AT_FDCWD,
+        workdir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("cannot open worktree {}: {e}", workdir.display()))?;
+
+    let timestamp = index.timestamp();
+    let mut dirs = DirStack::new(root);
+    let mut unsure = Vec::new();
+    for entry in index.entries() {
+        if entry.stage_raw() != 0 || entry.flags.intersects(SKIPPED) {
+            continue;
+        }
+        let path = entry.path(index);
+        if entry.flags.contains(Flags::INTENT_TO_ADD) || entry.mode == Mode::COMMIT {
+            unsure.push(entry);
+            continue;
+        }
+        let (dir, name) = match path.rfind_byte(b'/') {
+            Some(slash) => (&path[..slash], &path[slash + 1..]),
+            None => (&path[..0], path),
+        };
+        let clean = dirs
+            .open(dir)
+            .and_then(|fd| fstatat(fd, name.as_bytes(), AtFlags::AT_SYMLINK_NOFOLLOW).ok())
+            .is_some_and(|st| proven_unchanged(entry, &st, fs, stat_options, index));
+        if !clean {
+            unsure.push(entry);
+        }
+    }
+    if unsure.is_empty() {
+        return Ok(HashSet::new());
+    }
+
+    // The doubtful entries, in index order, with the index's own timestamp so that gix's
+    // racy-git check sees what it would have seen.
+    let mut doubtful = gix::index::State::new(repo.object_hash());
+    for entry in unsure {
+        doubtful.dangerously_push_entry(
+            entry.stat,
+            entry.id,
+            entry.flags,
+            entry.mode,
+            entry.path(index),
+        );
+    }
+    doubtful.set_timestamp(timestamp);
+    compare_with_gix(repo, index, &doubtful)
+}
+
+/// Whether the stat data `st` proves the file unchanged since `entry` was written to `index`, exactly
+/// as gix's `index_as_worktree` decides before it falls back to reading content.
+fn proven_unchanged(
+    entry: &gix::index::Entry,
+    st: &FileStat,
+    fs: gix::fs::Capabilities,
+    options: gix::index::entry::stat::Options,
+    index: &gix::index::State,
+) -> bool {
+    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    let (is_file, is_dir, is_symlink) = (
+        kind == SFlag::S_IFREG,
+        kind == SFlag::S_IFDIR,
+        kind == SFlag::S_IFLNK,
+    );
+    if is_dir {
+        return false;
+    }
+    let is_executable = is_file && st.st_mode & 0o100 != 0;
+    if entry
+        .mode
+        .change_to_match_fs_with_values(
+            is_file,
+            is_dir,
+            is_symlink,
+            is_executable,
+            fs.symlink,
+            fs.executable_bit,
+        )
+        .is_some()
+    {
+        return false;
+    }
+    let now = Stat {
+        mtime: time(st.st_mtime, st.st_mtime_nsec),
+        ctime: time(st.st_ctime, st.st_ctime_nsec),
+        // Truncation to 32 bits is what git and gix store.
+        dev: st.st_dev as u32,
+        ino: st.st_ino as u32,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        size: st.st_size as u32,
+    };
+    now.matches(&entry.stat, options)
+        && (!entry.id.is_empty_blob() || entry.stat.size == 0)
+        && !now.is_racy(index.timestamp(), options)
+}
+
+/// A stat time as the index stores it: seconds truncated to 32 bits, and zero for a time
+/// before 1970 (gix's `Stat::from_fs`).
+fn time(secs: i64, nsecs: i64) -> Time {
+    match (u64::try_from(secs), u32::try_from(nsecs)) {
+        (Ok(secs), Ok(nsecs)) if nsecs < 1_000_000_000 => Time {
+            secs: secs as u32,
+            nsecs,
+        },
+        _ => Time::default(),
+    }
+}
+
+/// Open descriptors for the folders of the entry being looked at, from the worktree root
+/// down. Index entries are sorted by path, so each folder is opened once. Every folder is
+/// opened with `O_NOFOLLOW`: a symlink on the way fails the open, and gix then decides (it
+/// reports such a file as deleted, as git does).
+struct DirStack {
+    root: OwnedFd,
+    /// `(component, descriptor)` for each folder below the root, outermost first.
+    open: Vec<(Vec<u8>, OwnedFd)>,
+}
+
+impl DirStack {
+    fn new(root: OwnedFd) -> Self {
+        Self {
+            root,
+            open: Vec::new(),
+        }
+    }
+
+    /// The descriptor of `dir` (`/`-separated, relative to the root; empty for the root),
+    /// or `None` when a folder on the way cannot be opened.
+    fn open(&mut self, dir: &BStr) -> Option<BorrowedFd<'_>> {
+        let components: Vec<&[u8]> = if dir.is_empty() {
+            Vec::new()
+        } else {
+            dir.split_str("/").collect()
+        };
+        let shared = self
+            .open
+            .iter()
+            .zip(&components)
+            .take_while(|((have, _), want)| have.as_slice() == **want)
+            .count();
+        self.open.truncate(shared);
+        for component in &components[shared..] {
+            let parent = self
+                .open
+                .last()
+                .map_or(self.root.as_fd(), |(_, fd)| fd.as_fd());
+            let fd = openat(
+                parent,
+                *component,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .ok()?;
+            self.open.push((component.to_vec(), fd));
+        }
+        Some(
+            self.open
+                .last()
+                .map_or(self.root.as_fd(), |(_, fd)| fd.as_fd()),
+        )
+    }
+}
+
+/// gix's comparison of the entries of `doubtful` with the worktree (lstat, then content
+/// through the configured filters when stat data cannot decide), in the calling thread.
+/// `index` is the whole index, where `.gitattributes` files are looked up.
+fn compare_with_gix(
+    repo: &gix::Repository,
+    index: &gix::index::State,
+    doubtful: &gix::index::State,
+) -> Result<HashSet<BString>, String> {
+    use gix::status::plumbing::index_as_worktree;
+    let workdir = repo.workdir().ok_or_else(|| "no worktree".to_string())?;
+    let attributes = repo
+        .attributes_only(
+            index,
+            gix::worktree::stack::state::attributes::Source::WorktreeThenIdMapping,
+        )
+        .map_err(err("cannot read .gitattributes"))?
+        .detach();
+    let (filter, stack) = gix::filter::Pipeline::new(repo, attributes)
+        .map_err(err("cannot configure filters"))?
+        .into_parts();
+    let (pathspec, _) = repo
+        .pathspec(
+            false,
+            Vec::<BString>::new(),
+            true,
+            doubtful,
+            gix::worktree::stack::state::attributes::Source::WorktreeThenIdMapping,
+        )
+        .map_err(err("cannot configure the pathspec"))?
+        .into_parts();
+    let objects = repo
+        .objects
+        .clone()
+        .into_arc()
+        .map_err(err("cannot share the object database"))?;
+    let options = index_as_worktree::Options {
+        fs: repo
+            .filesystem_options()
+            .map_err(err("cannot read core.* file system settings"))?,
+        thread_limit: Some(1),
+        stat: repo
+            .stat_options()
+            .map_err(err("cannot read core.checkStat settings"))?,
+        fscache: false,
+    };
+    let mut collector = Collector::default();
+    index_as_worktree(
+        doubtful,
+        workdir,
+        &mut collector,
+        index_as_worktree::traits::FastEq,
+        NoSubmodules,
+        objects,
+        &mut gix::progress::Discard,
+        index_as_worktree::Context {
+            pathspec,
+            stack,
+            filter,
+            should_interrupt: &AtomicBool::new(false),
+        },
+        options,
+    )
+    .map_err(err("cannot compute status"))?;
+    Ok(collector.unstaged)
+}
+
+/// Collects the paths of tracked files that differ from the index.
+#[derive(Default)]
+struct Collector {
+    unstaged: HashSet<BString>,
+}
+
+impl<'index> gix::status::plumbing::index_as_worktree::VisitEntry<'index> for Collector {
+    type ContentChange = ();
+    type SubmoduleStatus = ();
+
+    fn visit_entry(
+        &mut self,
+        _entries: &'index [gix::index::Entry],
+        _entry: &'index gix::index::Entry,
+        _entry_index: usize,
+        rela_path: &'index BStr,
+        status: gix::status::plumbing::index_as_worktree::EntryStatus<(), ()>,
+    ) {
+        use gix::status::plumbing::index_as_worktree::EntryStatus;
+        match status {
+            EntryStatus::Change(_) | EntryStatus::IntentToAdd => {
+                self.unstaged.insert(rela_path.to_owned());
+            }
+            EntryStatus::Conflict { .. } | EntryStatus::NeedsUpdate(_) => {}
+        }
+    }
+}
+
+/// Submodules are not looked into.
+#[derive(Clone, Copy)]
+struct NoSubmodules;
+
+impl gix::status::plumbing::index_as_worktree::traits::SubmoduleStatus for NoSubmodules {
+    type Output = ();
+
+    fn status(&mut self, _entry: &gix::index::Entry, _rela_path: &BStr) -> gix::Result<Option<()>> {
+        Ok(None)
+    }
+}
