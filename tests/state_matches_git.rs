@@ -100,6 +100,9 @@ fn state_equals_porcelain_v2_on_crafted_states() {
         "file-to-folder",
         "touched-only",
         "nested-edit",
+        // The untracked walk's quick path and its hand-over to gix.
+        "empty-folder",
+        "untracked-in-tracked-folder",
     ];
     for name in names {
         let at = format!("root/{name}");
@@ -234,6 +237,12 @@ fn state_equals_porcelain_v2_on_crafted_states() {
                 env.write(&c, "x/y/deep/d.txt", "changed\n");
                 env.write(&c, "x/y2/q.txt", "changed\n");
                 std::fs::remove_file(c.join("x/w.txt")).expect("rm");
+            }
+            "empty-folder" => std::fs::create_dir_all(c.join("empty/inner")).expect("mkdir"),
+            "untracked-in-tracked-folder" => {
+                env.commit(&c, "x/y/z.txt", "z\n", "nested");
+                env.write(&c, "x/y/new.txt", "new\n");
+                env.write(&c, "x/other/new.txt", "new\n");
             }
             other => panic!("unknown {other}"),
         }

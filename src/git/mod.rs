@@ -11,4 +11,5 @@ pub mod ops;
 pub mod pull;
 pub mod remotes;
 pub mod state;
+mod untracked;
 mod worktree;

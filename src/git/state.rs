@@ -7,7 +7,6 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 
 use chrono::{DateTime, Utc};
 use gix::bstr::{BString, ByteSlice};
@@ -273,24 +272,7 @@ fn worktree_counts(
     // this thread, one after the other: callers read several repositories at once, and
     // gix's combined call would start two threads for every repository read.
     let unstaged = super::worktree::unstaged(repo, &index)?;
-    let untracked = match untracked_walk(repo)? {
-        Some(options) => {
-            let mut counter = UntrackedCounter {
-                index: &index,
-                untracked: 0,
-            };
-            repo.dirwalk(
-                &index,
-                Vec::<BString>::new(),
-                &AtomicBool::new(false),
-                options,
-                &mut counter,
-            )
-            .map_err(err("cannot walk the worktree"))?;
-            counter.untracked
-        }
-        None => 0,
-    };
+    let untracked = super::untracked::count(repo, &index)?;
 
     Ok(Counts {
         staged: staged.difference(&conflicted).count() as u32,
@@ -298,47 +280,4 @@ fn worktree_counts(
         untracked,
         conflicted: conflicted.len() as u32,
     })
-}
-
-/// The directory walk `git status` does for untracked files, per `status.showUntrackedFiles`
-/// (`no`: none; `all`: every file; otherwise a wholly untracked folder counts once).
-fn untracked_walk(repo: &gix::Repository) -> Result<Option<gix::dirwalk::Options>, String> {
-    use gix::dir::walk::EmissionMode;
-    let mode = repo
-        .config_snapshot()
-        .string("status.showUntrackedFiles")
-        .map(|v| v.to_str_lossy().to_ascii_lowercase());
-    let emission = match mode.as_deref() {
-        Some("no" | "false" | "0" | "off") => return Ok(None),
-        Some("all") => EmissionMode::Matching,
-        _ => EmissionMode::CollapseDirectory,
-    };
-    let options = repo
-        .dirwalk_options()
-        .map_err(err("cannot configure the directory walk"))?
-        .emit_untracked(emission);
-    Ok(Some(options))
-}
-
-/// Counts what the directory walk reports as untracked (a collapsed folder counts once).
-struct UntrackedCounter<'a> {
-    index: &'a gix::index::State,
-    untracked: u32,
-}
-
-impl gix::dir::walk::Delegate for UntrackedCounter<'_> {
-    fn emit(
-        &mut self,
-        entry: gix::dir::EntryRef<'_>,
-        _collapsed_directory_status: Option<gix::dir::entry::Status>,
-    ) -> gix::dir::walk::Action {
-        // git (2.47) does not list a wholly untracked folder that has the path of a tracked
-        // file (a file replaced by a folder) unless asked for every file; neither do we.
-        let replaces_tracked_file = entry.disk_kind == Some(gix::dir::entry::Kind::Directory)
-            && self.index.entry_by_path(entry.rela_path.as_ref()).is_some();
-        if entry.status == gix::dir::entry::Status::Untracked && !replaces_tracked_file {
-            self.untracked += 1;
-        }
-        std::ops::ControlFlow::Continue(())
-    }
 }

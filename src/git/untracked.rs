@@ -1,0 +1,162 @@
+//! How many untracked files `git status` would list (`status.showUntrackedFiles`; by default
+//! a wholly untracked folder counts once).
+//!
+//! A quick walk first: when every name in every folder is a tracked file, a gitlink or a
+//! folder holding tracked files, nothing can be untracked, whatever the ignore rules say, and
+//! the answer is 0. Anything else (an unknown name, a file replaced by a folder, a type the
+//! directory entry does not give) hands the question to gix's directory walk, which applies
+//! `.gitignore`, `info/exclude` and `core.excludesFile` as git does.
+
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use gix::bstr::{BString, ByteSlice};
+use gix::index::entry::Mode;
+use nix::dir::{Dir, Type};
+use nix::fcntl::OFlag;
+
+use super::state::err;
+
+/// Returns the number of untracked entries `git status --porcelain` would list for the
+/// worktree of `repo`, given its `index`.
+///
+/// Errors: a message when the configuration or gix's directory walk fails.
+pub(crate) fn count(repo: &gix::Repository, index: &gix::index::State) -> Result<u32, String> {
+    let Some(workdir) = repo.workdir() else {
+        return Ok(0);
+    };
+    let Some(options) = walk_options(repo)? else {
+        return Ok(0);
+    };
+    let fs = repo
+        .filesystem_options()
+        .map_err(err("cannot read core.* file system settings"))?;
+    if !fs.ignore_case
+        && !fs.precompose_unicode
+        && !index.is_sparse()
+        && all_tracked(workdir, index)
+    {
+        return Ok(0);
+    }
+    let mut counter = UntrackedCounter {
+        index,
+        untracked: 0,
+    };
+    repo.dirwalk(
+        index,
+        Vec::<BString>::new(),
+        &AtomicBool::new(false),
+        options,
+        &mut counter,
+    )
+    .map_err(err("cannot walk the worktree"))?;
+    Ok(counter.untracked)
+}
+
+/// Whether every entry under `workdir` (but the top-level `.git`) is tracked by `index`: a
+/// file or symlink with an index entry, a gitlink, or a folder some index entry lies in.
+/// Reads each folder once (`getdents`, with the type the directory entry carries) and stats
+/// nothing; any doubt, or any error, answers `false`.
+fn all_tracked(workdir: &Path, index: &gix::index::State) -> bool {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let Ok(root) = Dir::open(workdir, flags, nix::sys::stat::Mode::empty()) else {
+        return false;
+    };
+    // Folders still to read, with their path relative to the worktree ending in `/`.
+    let mut pending: Vec<(Dir, Vec<u8>)> = vec![(root, Vec::new())];
+    let mut path = Vec::new();
+    while let Some((mut dir, prefix)) = pending.pop() {
+        let mut folders = Vec::new();
+        for entry in dir.iter() {
+            let Ok(entry) = entry else { return false };
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." || (prefix.is_empty() && name == b".git") {
+                continue;
+            }
+            path.clear();
+            path.extend_from_slice(&prefix);
+            path.extend_from_slice(name);
+            match entry.file_type() {
+                Some(Type::File | Type::Symlink) => {
+                    if index.entry_by_path(path.as_bstr()).is_none() {
+                        return false;
+                    }
+                }
+                Some(Type::Directory) => {
+                    path.push(b'/');
+                    if index
+                        .prefixed_entries_range(path.as_bstr())
+                        .is_some_and(|range| !range.is_empty())
+                    {
+                        folders.push((entry.file_name().to_owned(), path.clone()));
+                        continue;
+                    }
+                    path.pop();
+                    let gitlink = index
+                        .entry_by_path(path.as_bstr())
+                        .is_some_and(|e| e.mode == Mode::COMMIT);
+                    if !gitlink {
+                        return false;
+                    }
+                }
+                _ => return false,
+            }
+        }
+        for (name, prefix) in folders {
+            let Ok(sub) = Dir::openat(
+                dir.as_fd(),
+                name.as_c_str(),
+                flags,
+                nix::sys::stat::Mode::empty(),
+            ) else {
+                return false;
+            };
+            pending.push((sub, prefix));
+        }
+    }
+    true
+}
+
+/// The directory walk `git status` does for untracked files, per `status.showUntrackedFiles`
+/// (`no`: none; `all`: every file; otherwise a wholly untracked folder counts once).
+fn walk_options(repo: &gix::Repository) -> Result<Option<gix::dirwalk::Options>, String> {
+    use gix::dir::walk::EmissionMode;
+    let mode = repo
+        .config_snapshot()
+        .string("status.showUntrackedFiles")
+        .map(|v| v.to_str_lossy().to_ascii_lowercase());
+    let emission = match mode.as_deref() {
+        Some("no" | "false" | "0" | "off") => return Ok(None),
+        Some("all") => EmissionMode::Matching,
+        _ => EmissionMode::CollapseDirectory,
+    };
+    let options = repo
+        .dirwalk_options()
+        .map_err(err("cannot configure the directory walk"))?
+        .emit_untracked(emission);
+    Ok(Some(options))
+}
+
+/// Counts what the directory walk reports as untracked (a collapsed folder counts once).
+struct UntrackedCounter<'a> {
+    index: &'a gix::index::State,
+    untracked: u32,
+}
+
+impl gix::dir::walk::Delegate for UntrackedCounter<'_> {
+    fn emit(
+        &mut self,
+        entry: gix::dir::EntryRef<'_>,
+        _collapsed_directory_status: Option<gix::dir::entry::Status>,
+    ) -> gix::dir::walk::Action {
+        // git (2.47) does not list a wholly untracked folder that has the path of a tracked
+        // file (a file replaced by a folder) unless asked for every file; neither do we.
+        let replaces_tracked_file = entry.disk_kind == Some(gix::dir::entry::Kind::Directory)
+            && self.index.entry_by_path(entry.rela_path.as_ref()).is_some();
+        if entry.status == gix::dir::entry::Status::Untracked && !replaces_tracked_file {
+            self.untracked += 1;
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+}
