@@ -160,3 +160,66 @@ impl gix::dir::walk::Delegate for UntrackedCounter<'_> {
         std::ops::ControlFlow::Continue(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index_of(paths: &[(&str, Mode)]) -> gix::index::State {
+        let mut index = gix::index::State::new(gix::hash::Kind::Sha1);
+        for (path, mode) in paths {
+            index.dangerously_push_entry(
+                Default::default(),
+                gix::hash::ObjectId::empty_blob(gix::hash::Kind::Sha1),
+                gix::index::entry::Flags::empty(),
+                *mode,
+                path.as_bytes().as_bstr(),
+            );
+        }
+        index.sort_entries();
+        index
+    }
+
+    #[test]
+    fn only_a_worktree_of_tracked_names_is_proved_free_of_untracked_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = dir.path();
+        for f in ["a.txt", "x/y/z.txt"] {
+            std::fs::create_dir_all(w.join(f).parent().expect("parent")).expect("mkdir");
+            std::fs::write(w.join(f), "x").expect("write");
+        }
+        std::fs::create_dir_all(w.join(".git/objects")).expect("mkdir .git");
+        std::fs::create_dir_all(w.join("sub")).expect("mkdir gitlink");
+        let index = index_of(&[
+            ("a.txt", Mode::FILE),
+            ("x/y/z.txt", Mode::FILE),
+            ("sub", Mode::COMMIT),
+        ]);
+        assert!(all_tracked(w, &index), "every name is tracked");
+
+        std::fs::write(w.join("x/y/new.txt"), "n").expect("write");
+        assert!(!all_tracked(w, &index), "an untracked file deep down");
+        std::fs::remove_file(w.join("x/y/new.txt")).expect("rm");
+
+        std::fs::create_dir(w.join("x/empty")).expect("mkdir");
+        assert!(
+            !all_tracked(w, &index),
+            "a folder no entry lies in goes to gix"
+        );
+        std::fs::remove_dir(w.join("x/empty")).expect("rmdir");
+
+        std::fs::create_dir_all(w.join("x/y/.git")).expect("mkdir nested .git");
+        assert!(
+            !all_tracked(w, &index),
+            "only the top-level .git is skipped"
+        );
+        std::fs::remove_dir(w.join("x/y/.git")).expect("rmdir");
+
+        std::fs::remove_file(w.join("a.txt")).expect("rm");
+        std::fs::create_dir(w.join("a.txt")).expect("file to folder");
+        assert!(
+            !all_tracked(w, &index),
+            "a file replaced by a folder goes to gix"
+        );
+    }
+}

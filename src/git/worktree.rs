@@ -34,8 +34,27 @@ pub(crate) fn unstaged(
     repo: &gix::Repository,
     index: &gix::index::State,
 ) -> Result<HashSet<BString>, String> {
-    let Some(workdir) = repo.workdir() else {
+    let doubtful = doubtful(repo, index)?;
+    if doubtful.entries().is_empty() {
         return Ok(HashSet::new());
+    }
+    compare_with_gix(repo, index, &doubtful)
+}
+
+/// The stat pass: returns the unconflicted entries of `index` whose stat data does not prove
+/// their file unchanged, as an index of their own (same order, same timestamp, so that
+/// gix's racy-git check sees what it would have seen). Empty without a worktree.
+///
+/// Errors: a message when the configuration cannot be read or the worktree root cannot be
+/// opened.
+fn doubtful(
+    repo: &gix::Repository,
+    index: &gix::index::State,
+) -> Result<gix::index::State, String> {
+    let mut doubtful = gix::index::State::new(repo.object_hash());
+    doubtful.set_timestamp(index.timestamp());
+    let Some(workdir) = repo.workdir() else {
+        return Ok(doubtful);
     };
     let fs = repo
         .filesystem_options()
@@ -51,48 +70,26 @@ pub(crate) fn unstaged(
     )
     .map_err(|e| format!("cannot open worktree {}: {e}", workdir.display()))?;
 
-    let timestamp = index.timestamp();
     let mut dirs = DirStack::new(root);
-    let mut unsure = Vec::new();
     for entry in index.entries() {
         if entry.stage_raw() != 0 || entry.flags.intersects(SKIPPED) {
             continue;
         }
         let path = entry.path(index);
-        if entry.flags.contains(Flags::INTENT_TO_ADD) || entry.mode == Mode::COMMIT {
-            unsure.push(entry);
-            continue;
-        }
-        let (dir, name) = match path.rfind_byte(b'/') {
-            Some(slash) => (&path[..slash], &path[slash + 1..]),
-            None => (&path[..0], path),
+        let clean = !entry.flags.contains(Flags::INTENT_TO_ADD) && entry.mode != Mode::COMMIT && {
+            let (dir, name) = match path.rfind_byte(b'/') {
+                Some(slash) => (&path[..slash], &path[slash + 1..]),
+                None => (&path[..0], path),
+            };
+            dirs.open(dir)
+                .and_then(|fd| fstatat(fd, name.as_bytes(), AtFlags::AT_SYMLINK_NOFOLLOW).ok())
+                .is_some_and(|st| proven_unchanged(entry, &st, fs, stat_options, index))
         };
-        let clean = dirs
-            .open(dir)
-            .and_then(|fd| fstatat(fd, name.as_bytes(), AtFlags::AT_SYMLINK_NOFOLLOW).ok())
-            .is_some_and(|st| proven_unchanged(entry, &st, fs, stat_options, index));
         if !clean {
-            unsure.push(entry);
+            doubtful.dangerously_push_entry(entry.stat, entry.id, entry.flags, entry.mode, path);
         }
     }
-    if unsure.is_empty() {
-        return Ok(HashSet::new());
-    }
-
-    // The doubtful entries, in index order, with the index's own timestamp so that gix's
-    // racy-git check sees what it would have seen.
-    let mut doubtful = gix::index::State::new(repo.object_hash());
-    for entry in unsure {
-        doubtful.dangerously_push_entry(
-            entry.stat,
-            entry.id,
-            entry.flags,
-            entry.mode,
-            entry.path(index),
-        );
-    }
-    doubtful.set_timestamp(timestamp);
-    compare_with_gix(repo, index, &doubtful)
+    Ok(doubtful)
 }
 
 /// Whether the stat data `st` proves the file unchanged since `entry` was written to `index`, exactly
@@ -313,5 +310,103 @@ impl gix::status::plumbing::index_as_worktree::traits::SubmoduleStatus for NoSub
 
     fn status(&mut self, _entry: &gix::index::Entry, _rela_path: &BStr) -> gix::Result<Option<()>> {
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &std::path::Path, args: &[&str]) {
+        let out = std::process::Command::new("git")
+            .current_dir(dir)
+            .args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .expect("git is installed (apt-get install git)");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    }
+
+    fn doubtful_paths(dir: &std::path::Path) -> Vec<String> {
+        let repo = gix::open(dir).expect("open");
+        let index = repo.open_index().expect("index");
+        let doubtful = doubtful(&repo, &index).expect("stat pass");
+        doubtful
+            .entries()
+            .iter()
+            .map(|e| e.path(&doubtful).to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_stat_pass_proves_untouched_files_and_doubts_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = dir.path();
+        git(w, &["init", "-q"]);
+        let files = ["a.txt", "d/b.txt", "d/e/c.txt", "d/e/f/g.txt", "z.txt"];
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        for f in files {
+            let path = w.join(f);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&path, f).expect("write");
+            std::fs::File::options()
+                .append(true)
+                .open(&path)
+                .and_then(|file| file.set_modified(old))
+                .expect("age the file");
+        }
+        // The index is written after every file's mtime: nothing is racily clean.
+        git(w, &["add", "."]);
+        assert_eq!(doubtful_paths(w), Vec::<String>::new(), "all proved");
+
+        std::fs::write(w.join("d/e/c.txt"), "changed").expect("edit");
+        std::fs::remove_file(w.join("d/b.txt")).expect("rm");
+        // Same size and mtime as before, but a new inode: the stat data tells.
+        std::fs::write(w.join("z.txt.new"), "z.txt").expect("write");
+        std::fs::File::options()
+            .append(true)
+            .open(w.join("z.txt.new"))
+            .and_then(|file| file.set_modified(old))
+            .expect("age");
+        std::fs::rename(w.join("z.txt.new"), w.join("z.txt")).expect("replace");
+        assert_eq!(doubtful_paths(w), ["d/b.txt", "d/e/c.txt", "z.txt"]);
+    }
+
+    #[test]
+    fn stat_times_are_truncated_like_the_index_and_pre_1970_is_zero() {
+        assert_eq!(time(5, 7), Time { secs: 5, nsecs: 7 });
+        assert_eq!(
+            time((1 << 32) + 9, 1),
+            Time { secs: 9, nsecs: 1 },
+            "32-bit seconds"
+        );
+        assert_eq!(time(-1, 0), Time::default());
+        assert_eq!(time(1, -1), Time::default());
+    }
+
+    #[test]
+    fn folders_open_once_per_path_and_a_symlinked_folder_does_not_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("a/b")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("c")).expect("mkdir");
+        std::os::unix::fs::symlink("a", dir.path().join("link")).expect("symlink");
+        let root = openat(
+            nix::fcntl::AT_FDCWD,
+            dir.path(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .expect("open root");
+        let mut dirs = DirStack::new(root);
+        assert!(dirs.open(b"a/b".as_bstr()).is_some());
+        assert_eq!(dirs.open.len(), 2);
+        assert!(dirs.open(b"a".as_bstr()).is_some());
+        assert_eq!(dirs.open.len(), 1, "a/b closed, a kept");
+        assert!(dirs.open(b"c".as_bstr()).is_some());
+        assert_eq!(dirs.open[0].0, b"c");
+        assert!(dirs.open(b"".as_bstr()).is_some(), "the root");
+        assert!(dirs.open(b"link/b".as_bstr()).is_none(), "O_NOFOLLOW");
+        assert!(dirs.open(b"missing".as_bstr()).is_none());
     }
 }
