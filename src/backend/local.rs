@@ -29,6 +29,8 @@ pub struct LocalHub {
     host: String,
     wake: Arc<tokio::sync::Notify>,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    /// How many times the event logs were read (each `receive` reads once per wake-up).
+    reads: std::sync::atomic::AtomicU64,
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> BackendError + '_ {
@@ -81,6 +83,7 @@ impl LocalHub {
             host: host.to_string(),
             wake: Arc::new(tokio::sync::Notify::new()),
             watcher: Mutex::new(None),
+            reads: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -115,7 +118,9 @@ impl LocalHub {
         }
         let wake = self.wake.clone();
         let made = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok() {
+            // Only writes wake the reader: notify also reports opens and reads (IN_OPEN),
+            // and the reader's own listing of the folder would wake it again, forever.
+            if res.is_ok_and(|event| !matches!(event.kind, notify::EventKind::Access(_))) {
                 wake.notify_one();
             }
         });
@@ -137,6 +142,8 @@ impl LocalHub {
 
     /// Reads every other host's log past this host's offset.
     fn read_new(&self) -> Result<Vec<Delivery>, BackendError> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = self.root.join("events");
         let mut out = Vec::new();
         let entries = std::fs::read_dir(&dir).map_err(io_err(&dir))?;
@@ -379,6 +386,27 @@ mod tests {
                 .await
                 .expect("again")
                 .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_idle_receive_sleeps_instead_of_waking_on_its_own_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = LocalHub::open(dir.path(), "a").expect("open a");
+        let b = LocalHub::open(dir.path(), "b").expect("open b");
+        a.publish(&event("a", "1")).await.expect("publish");
+        for d in b.receive(Duration::from_millis(100)).await.expect("first") {
+            b.ack(&d).await.expect("ack");
+        }
+        let before = b.reads.load(std::sync::atomic::Ordering::Relaxed);
+        let got = b.receive(Duration::from_millis(1500)).await.expect("idle");
+        assert!(got.is_empty());
+        let reads = b.reads.load(std::sync::atomic::Ordering::Relaxed) - before;
+        // One read, then one per 1 s cap: opening the folder and the logs (IN_OPEN) must
+        // not wake the reader again.
+        assert!(
+            reads <= 4,
+            "{reads} reads of the event logs in 1.5 s of quiet"
         );
     }
 
