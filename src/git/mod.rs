@@ -1,6 +1,7 @@
 //! Everything gitsync does to or reads from a git repository.
 //!
-//! `state` reads in-process with gix and never writes; `ops` changes repositories and talks
+//! `state` reads in-process with gix and never writes (with `worktree`, the stat pass for
+//! unstaged files, and `untracked`, the untracked count); `ops` changes repositories and talks
 //! to remotes through the `git` binary, so the user's credential helpers, ssh config, hooks
 //! and locks apply exactly as with their own git; `pull` decides whether a fast-forward is
 //! safe (invariant 1 of DESIGN.md); `remotes` reads remotes and refs; `hooks` installs the
