@@ -92,8 +92,9 @@ fn doubtful(
     Ok(doubtful)
 }
 
-/// Whether the stat data `st` proves the file unchanged since `entry` was written to `index`, exactly
-/// as gix's `index_as_worktree` decides before it falls back to reading content.
+/// Whether the stat data `st` proves the file unchanged since `entry` was written to
+/// `index`, exactly as gix's `index_as_worktree` decides before it falls back to reading
+/// content.
 fn proven_unchanged(
     entry: &gix::index::Entry,
     st: &FileStat,
