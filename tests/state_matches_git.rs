@@ -103,6 +103,9 @@ fn state_equals_porcelain_v2_on_crafted_states() {
         // The untracked walk's quick path and its hand-over to gix.
         "empty-folder",
         "untracked-in-tracked-folder",
+        // Index and config variants the stat pass must honour.
+        "split-index",
+        "filemode-off",
     ];
     for name in names {
         let at = format!("root/{name}");
@@ -243,6 +246,19 @@ fn state_equals_porcelain_v2_on_crafted_states() {
                 env.commit(&c, "x/y/z.txt", "z\n", "nested");
                 env.write(&c, "x/y/new.txt", "new\n");
                 env.write(&c, "x/other/new.txt", "new\n");
+            }
+            "split-index" => {
+                env.git(&c, &["update-index", "--split-index"]);
+                env.write(&c, "a.txt", "edited after the split\n");
+                env.write(&c, "c.txt", "new\n");
+                env.git(&c, &["add", "c.txt"]);
+            }
+            "filemode-off" => {
+                use std::os::unix::fs::PermissionsExt;
+                env.git(&c, &["config", "core.fileMode", "false"]);
+                let file = c.join("a.txt");
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
+                    .expect("chmod");
             }
             other => panic!("unknown {other}"),
         }
