@@ -352,11 +352,17 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn events_cross_hosts_once_and_skip_garbage() {
+    /// A hub in a temporary folder, opened for hosts `a` and `b`.
+    fn two_hosts() -> (tempfile::TempDir, LocalHub, LocalHub) {
         let dir = tempfile::tempdir().expect("tempdir");
         let a = LocalHub::open(dir.path(), "a").expect("open a");
         let b = LocalHub::open(dir.path(), "b").expect("open b");
+        (dir, a, b)
+    }
+
+    #[tokio::test]
+    async fn events_cross_hosts_once_and_skip_garbage() {
+        let (dir, a, b) = two_hosts();
         a.publish(&event("a", "1")).await.expect("publish");
         std::fs::OpenOptions::new()
             .append(true)
@@ -391,9 +397,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_receive_sleeps_instead_of_waking_on_its_own_reads() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let a = LocalHub::open(dir.path(), "a").expect("open a");
-        let b = LocalHub::open(dir.path(), "b").expect("open b");
+        let (_dir, a, b) = two_hosts();
         a.publish(&event("a", "1")).await.expect("publish");
         for d in b.receive(Duration::from_millis(100)).await.expect("first") {
             b.ack(&d).await.expect("ack");
@@ -412,9 +416,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unacknowledged_event_before_a_malformed_line_is_delivered_again() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let a = LocalHub::open(dir.path(), "a").expect("open a");
-        let b = LocalHub::open(dir.path(), "b").expect("open b");
+        let (dir, a, b) = two_hosts();
         a.publish(&event("a", "1")).await.expect("publish");
         std::fs::OpenOptions::new()
             .append(true)
