@@ -11,17 +11,16 @@ whole host item on every update.
 
     python3 benches/aws_idle.py [SECONDS]   (GITSYNC_BIN overrides the binary)
 """
-import base64, collections, json, os, pathlib, shutil, socket, subprocess, sys, tempfile, time
+import base64, collections, json, os, pathlib, shutil, subprocess, sys, tempfile, time
 import urllib.request
+import moto_server
 
 here = pathlib.Path(__file__).resolve().parent
 target = os.environ.get("CARGO_TARGET_DIR", str(here.parent / "target"))
 binary = os.environ.get("GITSYNC_BIN", f"{target}/release/gitsync")
 seconds = int(sys.argv[1]) if len(sys.argv) > 1 else 600
-moto_bin = here.parent / ".venv" / "bin" / "moto_server"
-for needed, fix in ((binary, "cargo build --release"), (str(moto_bin), "make deps")):
-    if not os.access(needed, os.X_OK):
-        sys.exit(f"{needed} missing: run `{fix}` first")
+if not os.access(binary, os.X_OK):
+    sys.exit(f"{binary} missing: run `cargo build --release` first")
 
 work = pathlib.Path(tempfile.mkdtemp(prefix="gitsync-awsidle-"))
 home = work / "home"
@@ -43,20 +42,9 @@ for i in range(20):
     subprocess.run(["git", "clone", "-q", str(bare), str(work / "root" / f"r{i}")], env=env,
                    check=True)
 
-with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
 recording = work / "recording.jsonl"
-moto = subprocess.Popen([str(moto_bin), "-H", "127.0.0.1", "-p", str(port)],
-                        env=dict(env, MOTO_RECORDER_FILEPATH=str(recording)),
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+moto, port = moto_server.start(dict(env, MOTO_RECORDER_FILEPATH=str(recording)))
 url = f"http://127.0.0.1:{port}"
-for _ in range(300):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-        break
-    except OSError:
-        time.sleep(0.1)
 (home / ".gitsync" / "config.yml").write_text(
     f"hostname: idle\nroot: {work / 'root'}\nbackend: aws\naws:\n  region: us-east-1\n"
     f"  endpoint_url: {url}\n  dynamodb: {{table: git}}\n  sqs: {{queue: idle.fifo}}\n"

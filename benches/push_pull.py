@@ -16,7 +16,8 @@
         .venv, see `make deps`); goal: median at most 1 s, p95 at most 2 s. The hook
         overhead does not depend on the backend and is measured with the local one only.
 """
-import os, pathlib, shutil, socket, statistics, subprocess, sys, tempfile, time
+import os, pathlib, shutil, statistics, subprocess, sys, tempfile, time
+import moto_server
 
 here = pathlib.Path(__file__).resolve().parent
 target = os.environ.get("CARGO_TARGET_DIR", str(here.parent / "target"))
@@ -75,20 +76,7 @@ for clone in (clone_a, clone_b, plain):
 
 moto = None
 if backend == "aws":
-    moto_bin = here.parent / ".venv" / "bin" / "moto_server"
-    if not moto_bin.exists():
-        sys.exit(f"{moto_bin} missing: run `make deps`")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    moto = subprocess.Popen([str(moto_bin), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    moto, port = moto_server.start()
 for name, home in (("a", home_a), ("b", home_b)):
     if backend == "aws":
         (home / ".gitsync" / "config.yml").write_text(

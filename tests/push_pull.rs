@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{Env, find, host_config, wait_for, wait_for_logged};
@@ -20,18 +20,26 @@ fn head_of(env: &Env, repo: &Path) -> String {
     env.head(repo)
 }
 
-#[test]
-fn a_push_on_a_brings_b_to_the_new_commit() {
-    let env = Env::new();
+/// Hosts `a` and `b` sharing one hub, each with a clone of the bare remote `proj` under its
+/// own root. Returns (bare, a's clone, b's clone, a's HOME, b's HOME).
+fn proj_on_two_hosts(env: &Env) -> (PathBuf, PathBuf, PathBuf, PathBuf, PathBuf) {
     let hub = env.path("hub");
     let (bare, a_clone) = env.remote_and_clone("proj", "root-a/proj");
     let b_clone = env.clone_of(&bare, "root-b/proj");
+    let (home_a, home_b) = (env.home("a"), env.home("b"));
+    host_config(env, "a", &env.path("root-a"), &hub);
+    host_config(env, "b", &env.path("root-b"), &hub);
+    (bare, a_clone, b_clone, home_a, home_b)
+}
+
+#[test]
+fn a_push_on_a_brings_b_to_the_new_commit() {
+    let env = Env::new();
+    let (bare, a_clone, b_clone, home_a, home_b) = proj_on_two_hosts(&env);
+    let hub = env.path("hub");
     // Same remote, different paths: matched by URL.
     let (tool_bare, a_tool) = env.remote_and_clone("tool", "root-a/work/tool");
     let b_tool = env.clone_of(&tool_bare, "root-b/elsewhere/tool-copy");
-    let (home_a, home_b) = (env.home("a"), env.home("b"));
-    host_config(&env, "a", &env.path("root-a"), &hub);
-    host_config(&env, "b", &env.path("root-b"), &hub);
     let a = env.spawn(&home_a, &[]);
     let b = env.spawn(&home_b, &[]);
     a.wait_log("ready", WAIT);
@@ -151,12 +159,7 @@ fn a_push_on_a_brings_b_to_the_new_commit() {
 #[test]
 fn a_push_while_the_daemon_is_down_succeeds_quietly_and_reaches_b_later() {
     let env = Env::new();
-    let hub = env.path("hub");
-    let (bare, a_clone) = env.remote_and_clone("proj", "root-a/proj");
-    let b_clone = env.clone_of(&bare, "root-b/proj");
-    let (home_a, home_b) = (env.home("a"), env.home("b"));
-    host_config(&env, "a", &env.path("root-a"), &hub);
-    host_config(&env, "b", &env.path("root-b"), &hub);
+    let (bare, a_clone, b_clone, home_a, home_b) = proj_on_two_hosts(&env);
     let mut a = env.spawn(&home_a, &[]);
     a.wait_log("ready", WAIT);
     wait_for("hook installed", WAIT, || {
@@ -196,12 +199,7 @@ fn a_push_while_the_daemon_is_down_succeeds_quietly_and_reaches_b_later() {
 #[test]
 fn a_dirty_b_is_not_pulled_and_says_why() {
     let env = Env::new();
-    let hub = env.path("hub");
-    let (bare, a_clone) = env.remote_and_clone("proj", "root-a/proj");
-    let b_clone = env.clone_of(&bare, "root-b/proj");
-    let (home_a, home_b) = (env.home("a"), env.home("b"));
-    host_config(&env, "a", &env.path("root-a"), &hub);
-    host_config(&env, "b", &env.path("root-b"), &hub);
+    let (_, a_clone, b_clone, home_a, home_b) = proj_on_two_hosts(&env);
     env.write(&b_clone, "a.txt", "local edit, not committed\n");
     let before = head_of(&env, &b_clone);
     let a = env.spawn(&home_a, &[]);
