@@ -13,6 +13,7 @@ use std::sync::atomic::AtomicBool;
 
 use gix::bstr::{BStr, BString, ByteSlice};
 use gix::index::entry::{Flags, Mode, Stat, stat::Time};
+use gix::status::plumbing::index_as_worktree;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, SFlag, fstatat};
 
@@ -34,11 +35,29 @@ pub(crate) fn unstaged(
     repo: &gix::Repository,
     index: &gix::index::State,
 ) -> Result<HashSet<BString>, String> {
-    let doubtful = doubtful(repo, index)?;
+    let options = options(repo)?;
+    let doubtful = doubtful(repo, index, &options)?;
     if doubtful.entries().is_empty() {
         return Ok(HashSet::new());
     }
-    compare_with_gix(repo, index, &doubtful)
+    compare_with_gix(repo, index, &doubtful, options)
+}
+
+/// gix's status options for `repo` (`core.symlinks`, `core.fileMode`, `core.ignoreCase`,
+/// `core.checkStat`, `core.trustctime`), for one thread.
+///
+/// Errors: a message naming the configuration that cannot be read.
+fn options(repo: &gix::Repository) -> Result<index_as_worktree::Options, String> {
+    Ok(index_as_worktree::Options {
+        fs: repo
+            .filesystem_options()
+            .map_err(err("cannot read core.* file system settings"))?,
+        thread_limit: Some(1),
+        stat: repo
+            .stat_options()
+            .map_err(err("cannot read core.checkStat settings"))?,
+        fscache: false,
+    })
 }
 
 /// The stat pass: returns the unconflicted entries of `index` whose stat data does not prove
@@ -50,18 +69,13 @@ pub(crate) fn unstaged(
 fn doubtful(
     repo: &gix::Repository,
     index: &gix::index::State,
+    options: &index_as_worktree::Options,
 ) -> Result<gix::index::State, String> {
     let mut doubtful = gix::index::State::new(repo.object_hash());
     doubtful.set_timestamp(index.timestamp());
     let Some(workdir) = repo.workdir() else {
         return Ok(doubtful);
     };
-    let fs = repo
-        .filesystem_options()
-        .map_err(err("cannot read core.* file system settings"))?;
-    let stat_options = repo
-        .stat_options()
-        .map_err(err("cannot read core.checkStat settings"))?;
     let root = openat(
         nix::fcntl::AT_FDCWD,
         workdir,
@@ -83,7 +97,7 @@ fn doubtful(
             };
             dirs.open(dir)
                 .and_then(|fd| fstatat(fd, name.as_bytes(), AtFlags::AT_SYMLINK_NOFOLLOW).ok())
-                .is_some_and(|st| proven_unchanged(entry, &st, fs, stat_options, index))
+                .is_some_and(|st| proven_unchanged(entry, &st, options.fs, options.stat, index))
         };
         if !clean {
             doubtful.dangerously_push_entry(entry.stat, entry.id, entry.flags, entry.mode, path);
@@ -215,8 +229,8 @@ fn compare_with_gix(
     repo: &gix::Repository,
     index: &gix::index::State,
     doubtful: &gix::index::State,
+    options: index_as_worktree::Options,
 ) -> Result<HashSet<BString>, String> {
-    use gix::status::plumbing::index_as_worktree;
     let workdir = repo.workdir().ok_or_else(|| "no worktree".to_string())?;
     let attributes = repo
         .attributes_only(
@@ -243,16 +257,6 @@ fn compare_with_gix(
         .clone()
         .into_arc()
         .map_err(err("cannot share the object database"))?;
-    let options = index_as_worktree::Options {
-        fs: repo
-            .filesystem_options()
-            .map_err(err("cannot read core.* file system settings"))?,
-        thread_limit: Some(1),
-        stat: repo
-            .stat_options()
-            .map_err(err("cannot read core.checkStat settings"))?,
-        fscache: false,
-    };
     let mut collector = Collector::default();
     index_as_worktree(
         doubtful,
@@ -280,7 +284,7 @@ struct Collector {
     unstaged: HashSet<BString>,
 }
 
-impl<'index> gix::status::plumbing::index_as_worktree::VisitEntry<'index> for Collector {
+impl<'index> index_as_worktree::VisitEntry<'index> for Collector {
     type ContentChange = ();
     type SubmoduleStatus = ();
 
@@ -290,9 +294,9 @@ impl<'index> gix::status::plumbing::index_as_worktree::VisitEntry<'index> for Co
         _entry: &'index gix::index::Entry,
         _entry_index: usize,
         rela_path: &'index BStr,
-        status: gix::status::plumbing::index_as_worktree::EntryStatus<(), ()>,
+        status: index_as_worktree::EntryStatus<(), ()>,
     ) {
-        use gix::status::plumbing::index_as_worktree::EntryStatus;
+        use index_as_worktree::EntryStatus;
         match status {
             EntryStatus::Change(_) | EntryStatus::IntentToAdd => {
                 self.unstaged.insert(rela_path.to_owned());
@@ -306,7 +310,7 @@ impl<'index> gix::status::plumbing::index_as_worktree::VisitEntry<'index> for Co
 #[derive(Clone, Copy)]
 struct NoSubmodules;
 
-impl gix::status::plumbing::index_as_worktree::traits::SubmoduleStatus for NoSubmodules {
+impl index_as_worktree::traits::SubmoduleStatus for NoSubmodules {
     type Output = ();
 
     fn status(&mut self, _entry: &gix::index::Entry, _rela_path: &BStr) -> gix::Result<Option<()>> {
@@ -332,7 +336,8 @@ mod tests {
     fn doubtful_paths(dir: &std::path::Path) -> Vec<String> {
         let repo = gix::open(dir).expect("open");
         let index = repo.open_index().expect("index");
-        let doubtful = doubtful(&repo, &index).expect("stat pass");
+        let options = options(&repo).expect("options");
+        let doubtful = doubtful(&repo, &index, &options).expect("stat pass");
         doubtful
             .entries()
             .iter()
