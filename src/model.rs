@@ -120,6 +120,10 @@ pub struct RepoState {
     /// Why the repository could not be read, when `state` is `error`.
     #[serde(default)]
     pub error: Option<String>,
+    /// Initialized submodules with work of their own, one line each, such as
+    /// `lib: 1 modified, 2 untracked, at 1a2b3c4 (recorded 5d6e7f8)`; empty when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub submodules: Vec<String>,
 }
 
 impl RepoState {
@@ -145,6 +149,7 @@ impl RepoState {
             updated_at: Utc::now(),
             pull_blocked: None,
             error: Some(message),
+            submodules: Vec::new(),
         }
     }
 

@@ -5,6 +5,7 @@
 
 mod aws;
 mod doctor;
+mod fast_forward;
 mod generate;
 mod hook;
 mod hooks;
@@ -60,6 +61,9 @@ pub enum Command {
     Generate(generate::Args),
     /// What an installed git hook calls (never fails, prints nothing unless GITSYNC_LOG).
     Hook(hook::Args),
+    /// The fast-forward of one worktree, in a process of its own (run by the daemon).
+    #[command(hide = true, name = "fast-forward-helper")]
+    FastForwardHelper(fast_forward::Args),
 }
 
 /// A failed command and the exit code it maps to.
@@ -108,6 +112,7 @@ pub fn main() -> ExitCode {
         Command::Doctor(args) => doctor::run(&cli, args),
         Command::Partition(args) => partition::run(&cli, args),
         Command::Generate(args) => generate::run(args),
+        Command::FastForwardHelper(args) => Ok(fast_forward::run(args)),
     };
     match result {
         Ok(code) => code,

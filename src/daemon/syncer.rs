@@ -10,13 +10,19 @@ use std::sync::Arc;
 
 use tokio::sync::{Mutex, Semaphore};
 
-use super::watcher::Dirty;
+use super::watcher::{self, Dirty};
 use crate::backend::StateStore;
 use crate::backend::outage::Outage;
 use crate::config::PullSettings;
 use crate::discover::Repo;
+use crate::git::fastforward::{self, Outcome as Moved};
 use crate::git::{ops, pull, state};
 use crate::model::RepoState;
+
+/// How long a worktree must have had no edit before it is fast-forwarded: a user who keeps
+/// saving sees "not pulled: the worktree is being edited", and the pull happens once they
+/// stop.
+pub const EDIT_QUIET: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How one sync of one repository went.
 #[derive(Debug, Clone)]
@@ -53,6 +59,8 @@ pub struct Syncer {
     dirty: Arc<Dirty>,
     /// Per repository: the last state written to the store.
     last: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<RepoState>>>>>,
+    /// Per repository (common git folder): held while any of its worktrees syncs.
+    repositories: std::sync::Mutex<HashMap<std::path::PathBuf, Arc<Mutex<()>>>>,
     /// Bounds concurrent repository work (git children and gix reads).
     permits: Semaphore,
     /// Set by the daemon while every repository is fully watched.
@@ -78,6 +86,7 @@ impl Syncer {
             store,
             dirty,
             last: std::sync::Mutex::new(HashMap::new()),
+            repositories: std::sync::Mutex::new(HashMap::new()),
             permits: Semaphore::new(4),
             watching: std::sync::atomic::AtomicBool::new(false),
             unsent: std::sync::Mutex::new(HashMap::new()),
@@ -153,6 +162,12 @@ impl Syncer {
         self.watching.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    fn repository_lock(&self, worktree: &std::path::Path) -> Arc<Mutex<()>> {
+        let common = watcher::common_dir_of(worktree);
+        let mut map = self.repositories.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(common).or_default().clone()
+    }
+
     fn slot(&self, repo: &str) -> Arc<Mutex<Option<RepoState>>> {
         let mut map = self.last.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(repo.to_string()).or_default().clone()
@@ -167,6 +182,9 @@ impl Syncer {
 
     /// Syncs `repo` as [`Syncer::sync`] does, fetching what `fetch` says.
     pub async fn sync_with(&self, repo: &Repo, fetch: Fetch) -> Outcome {
+        // Two worktrees of one repository share its objects and refs: one at a time.
+        let shared = self.repository_lock(&repo.path);
+        let _shared = shared.lock().await;
         let slot = self.slot(&repo.name);
         let mut last = slot.lock().await;
         let _permit = self.permits.acquire().await;
@@ -204,6 +222,11 @@ impl Syncer {
                 }
             }
         }
+        if fastforward::interrupted(&watcher::git_dir_of(&repo.path)) {
+            touched = true;
+            let outcome = pull::recover(&repo.path, self.pull.fetch_timeout).await;
+            tracing::warn!(repo = %repo.name, ?outcome, "interrupted fast-forward recovered");
+        }
         let mut snapshot = self.read(repo).await;
         let mut blocked = None;
         let mut fast_forwarded = false;
@@ -212,10 +235,9 @@ impl Syncer {
             pull::Decision::Blocked(reason) => blocked = Some(reason),
             pull::Decision::FastForward(target) => {
                 touched = true;
-                match pull::fast_forward(&repo.path, &target, self.pull.fetch_timeout).await {
+                match self.fast_forward(repo, &snapshot, &target).await {
                     Ok(()) => {
                         fast_forwarded = true;
-                        tracing::info!(repo = %repo.name, to = %target, "fast-forwarded");
                         snapshot = self.read(repo).await;
                         if let pull::Decision::Blocked(reason) =
                             pull::decide(&snapshot, self.pull.fast_forward)
@@ -223,10 +245,7 @@ impl Syncer {
                             blocked = Some(reason);
                         }
                     }
-                    Err(reason) => {
-                        tracing::info!(repo = %repo.name, %reason, "fast-forward refused");
-                        blocked = Some(reason);
-                    }
+                    Err(reason) => blocked = Some(reason),
                 }
             }
         }
@@ -270,6 +289,60 @@ impl Syncer {
         }
     }
 
+    /// The fast-forward decided on, once the worktree has been quiet for [`EDIT_QUIET`]
+    /// and no other worktree of the repository has the branch checked out. Returns the
+    /// reason for `pull_blocked` when nothing moved.
+    async fn fast_forward(
+        &self,
+        repo: &Repo,
+        snapshot: &state::Snapshot,
+        target: &str,
+    ) -> Result<(), String> {
+        let (Some(branch), Some(from)) = (&snapshot.state.branch, &snapshot.state.head) else {
+            return Err("HEAD is detached".to_string());
+        };
+        if let Some(wait) = self.dirty.edit_quiet_in(&repo.name, EDIT_QUIET) {
+            self.dirty.mark_after(&repo.name, wait);
+            return Err(fastforward::BEING_EDITED.to_string());
+        }
+        if let Ok(folders) = fastforward::Folders::of(&repo.path)
+            && let Some(other) =
+                fastforward::checked_out_elsewhere(&folders, &format!("refs/heads/{branch}"))
+        {
+            return Err(format!(
+                "{branch} is also checked out in the worktree {}: pull there",
+                other.display()
+            ));
+        }
+        self.dirty.suppress_edits(&repo.name, true);
+        let outcome =
+            pull::fast_forward(&repo.path, branch, from, target, self.pull.fetch_timeout).await;
+        self.dirty.suppress_edits(&repo.name, false);
+        match outcome {
+            Moved::Moved { files, kept } => {
+                tracing::info!(repo = %repo.name, to = %target, files, "fast-forwarded");
+                if !kept.is_empty() {
+                    tracing::warn!(repo = %repo.name, ?kept, "saves made during the fast-forward were kept aside");
+                }
+                Ok(())
+            }
+            Moved::Blocked { reason, kept } => {
+                tracing::info!(repo = %repo.name, %reason, "fast-forward refused");
+                if reason == fastforward::BEING_EDITED {
+                    self.dirty.mark_after(&repo.name, EDIT_QUIET);
+                }
+                if kept.is_empty() {
+                    Err(reason)
+                } else {
+                    Err(format!(
+                        "{reason}; your saves were kept in {}",
+                        kept.join(", ")
+                    ))
+                }
+            }
+        }
+    }
+
     async fn read(&self, repo: &Repo) -> state::Snapshot {
         let (host, name, path) = (self.host.clone(), repo.name.clone(), repo.path.clone());
         match tokio::task::spawn_blocking(move || state::read(&host, &name, &path)).await {
@@ -282,6 +355,7 @@ impl Syncer {
                 ),
                 upstream_head: None,
                 index_locked: false,
+                index_lock_note: None,
                 remote: None,
             },
         }

@@ -28,6 +28,10 @@ pub const MAX_DELAY: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub struct Dirty {
     pending: Mutex<HashMap<String, (Instant, Instant)>>,
+    /// Per repository: the last worktree event that gitsync did not cause itself.
+    edits: Mutex<HashMap<String, Instant>>,
+    /// Repositories whose worktree gitsync is changing now (their events are its own).
+    suppressed: Mutex<std::collections::HashSet<String>>,
     /// Woken on every new mark.
     pub wake: tokio::sync::Notify,
 }
@@ -54,6 +58,53 @@ impl Dirty {
                 self.wake.notify_one();
             }
         }
+    }
+
+    /// Records an edit of `repo`'s worktree now, unless gitsync is changing it itself.
+    pub fn edited(&self, repo: &str) {
+        let suppressed = self
+            .suppressed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(repo);
+        if !suppressed {
+            self.edits
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(repo.to_string(), Instant::now());
+        }
+    }
+
+    /// While `on`, worktree events of `repo` are gitsync's own (a fast-forward) and do not
+    /// count as edits.
+    pub fn suppress_edits(&self, repo: &str, on: bool) {
+        let mut set = self.suppressed.lock().unwrap_or_else(|p| p.into_inner());
+        if on {
+            set.insert(repo.to_string());
+        } else {
+            set.remove(repo);
+        }
+    }
+
+    /// `None` when `repo`'s worktree has had no edit for `quiet`; otherwise how long until
+    /// it will have been quiet that long.
+    pub fn edit_quiet_in(&self, repo: &str, quiet: Duration) -> Option<Duration> {
+        let edits = self.edits.lock().unwrap_or_else(|p| p.into_inner());
+        let since = edits.get(repo)?.elapsed();
+        (since < quiet).then(|| quiet - since)
+    }
+
+    /// Marks `repo` again after `delay` (a retry once its worktree is quiet). Needs a tokio
+    /// runtime; without one it does nothing.
+    pub fn mark_after(self: &Arc<Self>, repo: &str, delay: Duration) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (me, repo) = (self.clone(), repo.to_string());
+        handle.spawn(async move {
+            tokio::time::sleep(delay + Duration::from_millis(50)).await;
+            me.mark(&repo);
+        });
     }
 
     /// Whether `repo` has watcher events not yet handled.
@@ -159,6 +210,24 @@ pub fn git_dir_of(worktree: &Path) -> PathBuf {
     dot_git
 }
 
+/// The common git folder of the worktree at `worktree` (what `commondir` in a linked
+/// worktree's git folder names, gitrepository-layout(5)), canonicalized when possible.
+pub fn common_dir_of(worktree: &Path) -> PathBuf {
+    let git_dir = git_dir_of(worktree);
+    let common = match std::fs::read_to_string(git_dir.join("commondir")) {
+        Ok(text) => {
+            let dir = PathBuf::from(text.trim());
+            if dir.is_absolute() {
+                dir
+            } else {
+                git_dir.join(dir)
+            }
+        }
+        Err(_) => git_dir,
+    };
+    std::fs::canonicalize(&common).unwrap_or(common)
+}
+
 fn matcher(worktree: &Path, git_dir: &Path) -> ignore::gitignore::Gitignore {
     let mut builder = ignore::gitignore::GitignoreBuilder::new(worktree);
     builder.add(worktree.join(".gitignore"));
@@ -246,6 +315,9 @@ impl RepoWatcher {
                     continue;
                 };
                 if let Some(new_dir) = relevance(&repo, path, created) {
+                    if !path.starts_with(&repo.git_dir) {
+                        dirty.edited(&repo.name);
+                    }
                     dirty.mark(&repo.name);
                     if new_dir {
                         let _ = new_dirs_tx.send((repo.clone(), path.clone()));

@@ -7,10 +7,13 @@
 //! safe (invariant 1 of DESIGN.md); `remotes` reads remotes and refs; `hooks` installs the
 //! pre-push hook.
 
+pub mod fastforward;
 pub mod hooks;
 pub mod ops;
+pub mod procs;
 pub mod pull;
 pub mod remotes;
 pub mod state;
+mod submodules;
 mod untracked;
 mod worktree;

@@ -148,38 +148,3 @@ pub async fn ls_remote(
         })
         .collect())
 }
-
-/// `git merge --ff-only <target>`: fast-forwards the checked-out branch to `target` (a
-/// commit id). git itself refuses when the result would not be a fast-forward or would
-/// overwrite local changes or untracked files; nothing is touched then.
-///
-/// Errors: as [`run`]; [`untracked_in_the_way`] reads the refusal.
-pub async fn fast_forward(dir: &Path, target: &str, timeout: Duration) -> Result<(), GitError> {
-    run(dir, &["merge", "--ff-only", "--quiet", target], timeout)
-        .await
-        .map(|_| ())
-}
-
-/// The untracked files that git named when it refused a merge because they would be
-/// overwritten, or an empty list when the refusal was for another reason.
-pub fn untracked_in_the_way(err: &GitError) -> Vec<String> {
-    let GitError::Failed { stderr, .. } = err else {
-        return Vec::new();
-    };
-    let mut files = Vec::new();
-    let mut inside = false;
-    for line in stderr.lines() {
-        if line.contains("untracked working tree files would be overwritten") {
-            inside = true;
-            continue;
-        }
-        if inside {
-            if line.starts_with(char::is_whitespace) && !line.trim().is_empty() {
-                files.push(line.trim().to_string());
-            } else {
-                inside = false;
-            }
-        }
-    }
-    files
-}

@@ -3,14 +3,15 @@
 //! A worktree is changed only by a fast-forward of the checked-out branch to its upstream,
 //! and only when HEAD is not detached, the branch has an upstream and is strictly behind
 //! it, nothing is staged, unstaged or conflicted, no merge, rebase, cherry-pick, revert or
-//! bisect is in progress, and no `index.lock` exists. Untracked files are never touched:
-//! git refuses the merge when one would be overwritten. In every other case the reason is
+//! bisect is in progress, no `index.lock` exists and no submodule has work of its own.
+//! Untracked and ignored files are never touched. The fast-forward itself is
+//! [`super::fastforward`], run in a process of its own. In every other case the reason is
 //! recorded in `pull_blocked`.
 
 use std::path::Path;
 use std::time::Duration;
 
-use super::ops;
+use super::fastforward::Outcome;
 use super::state::Snapshot;
 use crate::model::{Operation, Summary};
 
@@ -84,7 +85,14 @@ pub fn decide(snapshot: &Snapshot, enabled: bool) -> Decision {
     let reason = if !enabled {
         Some("automatic fast-forward is off (pull.fast_forward: false)".to_string())
     } else if snapshot.index_locked {
-        Some("index.lock exists: another git command is running".to_string())
+        Some(
+            snapshot
+                .index_lock_note
+                .clone()
+                .unwrap_or_else(|| "index.lock exists: another git command is running".to_string()),
+        )
+    } else if let Some(work) = s.submodules.first() {
+        Some(format!("submodule {work}"))
     } else if s.conflicted > 0 {
         Some(format!(
             "{} in the index",
@@ -110,23 +118,109 @@ pub fn decide(snapshot: &Snapshot, enabled: bool) -> Decision {
     }
 }
 
-/// Runs a [`Decision::FastForward`] with the git binary.
+/// Runs a [`Decision::FastForward`]: `gitsync fast-forward-helper` (see
+/// [`super::fastforward`]) in a process of its own, with its standard output in a file, so
+/// that a stopped or killed caller never interrupts it. `branch` is the short name decided
+/// on, `from` the commit it was at, `to` the upstream's commit. Waits up to `timeout`; a
+/// helper still running then is left to finish on its own.
 ///
-/// Returns `Ok(())` when the branch moved, or `Err(reason)` to record in `pull_blocked`
-/// (untracked files in the way, or git's own refusal).
-pub async fn fast_forward(dir: &Path, target: &str, timeout: Duration) -> Result<(), String> {
-    match ops::fast_forward(dir, target, timeout).await {
-        Ok(()) => Ok(()),
-        Err(err) => {
-            let files = ops::untracked_in_the_way(&err);
-            if files.is_empty() {
-                Err(format!("fast-forward refused: {err}"))
-            } else {
-                Err(format!(
-                    "untracked files would be overwritten: {}",
-                    files.join(", ")
-                ))
-            }
+/// Returns the helper's outcome; a helper that cannot start or answer gives
+/// [`Outcome::Blocked`] with the reason.
+pub async fn fast_forward(
+    dir: &Path,
+    branch: &str,
+    from: &str,
+    to: &str,
+    timeout: Duration,
+) -> Outcome {
+    let branch = format!("refs/heads/{branch}");
+    let args = [
+        "fast-forward-helper",
+        "--worktree",
+        &dir.to_string_lossy(),
+        "--branch",
+        &branch,
+        "--from",
+        from,
+        "--to",
+        to,
+    ]
+    .map(str::to_string);
+    run_helper(&args, timeout).await
+}
+
+/// Repairs an interrupted fast-forward of the worktree `dir` (see
+/// [`super::fastforward::recover`]), through the helper as [`fast_forward`] does.
+///
+/// Returns the helper's outcome (`Blocked` with "recovered" when it is done).
+pub async fn recover(dir: &Path, timeout: Duration) -> Outcome {
+    let args = [
+        "fast-forward-helper",
+        "--recover",
+        "--worktree",
+        &dir.to_string_lossy(),
+    ]
+    .map(str::to_string);
+    run_helper(&args, timeout).await
+}
+
+/// The gitsync binary to run the helper from: this very program, even when its file was
+/// replaced by an upgrade meanwhile (`/proc/self/exe` still opens it).
+fn helper_binary() -> std::path::PathBuf {
+    let proc_exe = std::path::PathBuf::from("/proc/self/exe");
+    if proc_exe.exists() {
+        return proc_exe;
+    }
+    std::env::current_exe().unwrap_or(proc_exe)
+}
+
+async fn run_helper(args: &[String], timeout: Duration) -> Outcome {
+    let blocked = |reason: String| Outcome::Blocked {
+        reason,
+        kept: Vec::new(),
+    };
+    let out = match tempfile::NamedTempFile::new() {
+        Ok(out) => out,
+        Err(err) => return blocked(format!("cannot start the fast-forward: {err}")),
+    };
+    let (stdout, stderr) = match (out.reopen(), out.reopen()) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(err), _) | (_, Err(err)) => {
+            return blocked(format!("cannot start the fast-forward: {err}"));
+        }
+    };
+    let mut command = tokio::process::Command::new(helper_binary());
+    command
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .kill_on_drop(false)
+        .process_group(0);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => return blocked(format!("cannot start the fast-forward: {err}")),
+    };
+    let pid = child.id().unwrap_or(0);
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => return blocked(format!("cannot wait for the fast-forward: {err}")),
+        Err(_) => {
+            return blocked(format!(
+                "the fast-forward is still running (pid {pid}); it finishes on its own"
+            ));
         }
     }
+    let text = std::fs::read_to_string(out.path()).unwrap_or_default();
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or("");
+    serde_json::from_str(line).unwrap_or_else(|_| {
+        blocked(format!(
+            "the fast-forward failed: {}",
+            crate::model::redact_text(text.trim())
+        ))
+    })
 }

@@ -3,7 +3,7 @@
 //!
 //! The counts match `git status --porcelain=v2 --branch` with the repository's own
 //! `status.showUntrackedFiles` (default: an untracked folder counts once). Submodules are
-//! not looked into.
+//! not counted, but each initialized one with work of its own is listed (`submodules`).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -22,6 +22,9 @@ pub struct Snapshot {
     pub upstream_head: Option<String>,
     /// Whether `$GIT_DIR/index.lock` exists (another git command is running).
     pub index_locked: bool,
+    /// When locked: who holds it, or that it is stale and what to do (see
+    /// [`super::procs::describe`]).
+    pub index_lock_note: Option<String>,
     /// The upstream's remote name (`origin`), when configured.
     pub remote: Option<String>,
 }
@@ -37,6 +40,7 @@ pub fn read(host: &str, repo: &str, path: &Path) -> Snapshot {
             state: RepoState::error(host, repo, message),
             upstream_head: None,
             index_locked: false,
+            index_lock_note: None,
             remote: None,
         },
     }
@@ -151,6 +155,18 @@ fn read_inner(host: &str, repo_name: &str, path: &Path) -> Result<Snapshot, Stri
         .map(|bytes| bytes.lines().filter(|l| !l.is_empty()).count() as u32)
         .unwrap_or(0);
     let index_locked = git_dir.join("index.lock").exists();
+    let worktree = repo.workdir().map(std::path::Path::to_path_buf);
+    let index_lock_note = match (&worktree, index_locked) {
+        (Some(worktree), true) => {
+            let lock = super::procs::index_lock(worktree, git_dir);
+            super::procs::describe(&lock, git_dir)
+        }
+        _ => None,
+    };
+    let submodules = match &worktree {
+        Some(worktree) => super::submodules::with_work(worktree, &counts.gitlinks),
+        None => Vec::new(),
+    };
 
     Ok(Snapshot {
         state: RepoState {
@@ -173,9 +189,11 @@ fn read_inner(host: &str, repo_name: &str, path: &Path) -> Result<Snapshot, Stri
             updated_at: Utc::now(),
             pull_blocked: None,
             error: None,
+            submodules,
         },
         upstream_head: upstream_head.map(|id| id.to_string()),
         index_locked,
+        index_lock_note,
         remote,
     })
 }
@@ -209,6 +227,8 @@ struct Counts {
     unstaged: u32,
     untracked: u32,
     conflicted: u32,
+    /// Submodules recorded in the index: (path, recorded commit id).
+    gitlinks: Vec<(String, String)>,
 }
 
 /// Whether the index's cache-tree extension (`index-format.txt`, "Cache tree") is valid
@@ -274,7 +294,14 @@ fn worktree_counts(
     let unstaged = super::worktree::unstaged(repo, &index)?;
     let untracked = super::untracked::count(repo, &index)?;
 
+    let gitlinks = index
+        .entries()
+        .iter()
+        .filter(|e| e.mode == gix::index::entry::Mode::COMMIT)
+        .map(|e| (e.path(&index).to_str_lossy().into_owned(), e.id.to_string()))
+        .collect();
     Ok(Counts {
+        gitlinks,
         staged: staged.difference(&conflicted).count() as u32,
         unstaged: unstaged.difference(&conflicted).count() as u32,
         untracked,

@@ -1,0 +1,76 @@
+//! Whether a repository's submodules have work of their own, which a fast-forward of the
+//! superproject must never remove or bury.
+//!
+//! Only initialized submodules (a `.git` inside the submodule's folder) are looked into,
+//! with `git status --porcelain=v2 --branch` run there (git-status(1), "Porcelain Format
+//! Version 2"): modified, staged or untracked files, and a checked-out commit other than the
+//! one the superproject records, each count as work.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// One line per initialized submodule with work of its own, such as
+/// `lib: 1 modified, 2 untracked, at 1a2b3c4 (recorded 5d6e7f8)`. `gitlinks` are the
+/// submodules the index records: (path relative to `worktree`, recorded commit id). A
+/// submodule whose status cannot be read counts as work ("cannot read its status").
+pub fn with_work(worktree: &Path, gitlinks: &[(String, String)]) -> Vec<String> {
+    gitlinks
+        .iter()
+        .filter(|(path, _)| worktree.join(path).join(".git").exists())
+        .filter_map(|(path, recorded)| {
+            describe(&worktree.join(path), recorded).map(|w| format!("{path}: {w}"))
+        })
+        .collect()
+}
+
+fn describe(dir: &Path, recorded: &str) -> Option<String> {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "status",
+            "--porcelain=v2",
+            "--branch",
+            "--untracked-files=normal",
+            "--ignore-submodules=none",
+        ])
+        .env("LC_ALL", "C")
+        .env("GIT_OPTIONAL_LOCKS", "0")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_INDEX_FILE")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output();
+    let Some(output) = output.ok().filter(|o| o.status.success()) else {
+        return Some("cannot read its status".to_string());
+    };
+    let text = String::from_utf8_lossy(&output.stdout);
+    let (mut changed, mut untracked, mut head) = (0u32, 0u32, None);
+    for line in text.lines() {
+        if let Some(oid) = line.strip_prefix("# branch.oid ") {
+            head = Some(oid.trim().to_string());
+        } else if line.starts_with("1 ") || line.starts_with("2 ") || line.starts_with("u ") {
+            changed += 1;
+        } else if line.starts_with("? ") {
+            untracked += 1;
+        }
+    }
+    let mut parts = Vec::new();
+    if changed > 0 {
+        parts.push(format!("{changed} modified"));
+    }
+    if untracked > 0 {
+        parts.push(format!("{untracked} untracked"));
+    }
+    match head.as_deref() {
+        Some(head) if head == recorded => {}
+        Some(head) => parts.push(format!(
+            "at {} (recorded {})",
+            head.get(..7).unwrap_or(head),
+            recorded.get(..7).unwrap_or(recorded)
+        )),
+        None => parts.push("cannot read its HEAD".to_string()),
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
