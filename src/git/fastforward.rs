@@ -829,6 +829,10 @@ impl Transaction {
             }
             if change.moves_in() {
                 let to = self.wt(&change.path);
+                // An empty folder in the way goes, as git removes it.
+                if to.symlink_metadata().is_ok_and(|m| m.is_dir()) && fs::remove_dir(&to).is_ok() {
+                    self.record(Step::Rmdir(change.path.clone()));
+                }
                 rename_noreplace(&self.new(&change.path), &to)
                     .map_err(|_| BEING_EDITED.to_string())?;
                 let sig = Sig::of(&to).ok_or_else(|| BEING_EDITED.to_string())?;

@@ -1,0 +1,778 @@
+//! The randomized attack on the fast-forward (issue 11): many kinds of worktree state times
+//! random pushes, through `gitsync sync` and through a running daemon, with every byte of
+//! the worktree (ignored and untracked files, submodules, linked worktrees), the index,
+//! HEAD and the local refs compared before and after.
+//!
+//! A case passes when either nothing of the repository changed at all, or the branch moved
+//! to exactly the pushed commit and every file of the user's (modified, untracked, ignored,
+//! inside a submodule) is still there byte for byte, or kept in `.git/gitsync/kept/`, and
+//! no branch checked out in another worktree moved. `GITSYNC_ATTACK_CASES` sets the number
+//! of cases (default 60; CI runs 300), `GITSYNC_ATTACK_SEED` the seed.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::Env;
+
+/// Every kind of worktree state drawn; the issue's list is among them.
+const KINDS: &[&str] = &[
+    "clean",
+    "untracked-in-the-way",
+    "ignored-log-in-the-way",
+    "ignored-exclude-in-the-way",
+    "ignored-folder-where-file-comes",
+    "only-ignored-folder-where-file-comes",
+    "untracked-elsewhere",
+    "ignored-elsewhere",
+    "unstaged-edit",
+    "staged-edit",
+    "deleted-file",
+    "chmod-x",
+    "file-became-symlink",
+    "submodule-modified",
+    "submodule-untracked",
+    "submodule-other-commit",
+    "submodule-clean",
+    "worktree-same-branch-clean",
+    "worktree-same-branch-dirty",
+    "worktree-other-branch",
+    "detached",
+    "no-upstream",
+    "stale-index-lock",
+    "merge-in-progress",
+    "stash-kept",
+    "local-commit-ahead",
+    "empty-folder-in-the-way",
+    "untracked-in-new-folder",
+];
+
+/// What a random push may do; each case draws one to three.
+const PUSHES: &[&str] = &[
+    "modify-a",
+    "add-notes-log",
+    "add-new-txt",
+    "add-build-file",
+    "add-cache-file",
+    "add-x-file",
+    "delete-b",
+    "file-to-folder",
+    "folder-to-file",
+    "chmod-a",
+    "add-symlink",
+    "many-files",
+    "submodule-to-file",
+    "bump-submodule",
+    "add-in-new-folder",
+];
+
+struct World {
+    env: Env,
+    plain: PathBuf,
+    with_sub: PathBuf,
+    sub_remote: PathBuf,
+}
+
+fn world() -> World {
+    let env = Env::new();
+    let sub_remote = env.path("remotes/lib.git");
+    std::fs::create_dir_all(&sub_remote).expect("mkdir");
+    env.git(&sub_remote, &["init", "--bare", "-q"]);
+    let seed = env.path("seeds/lib");
+    std::fs::create_dir_all(&seed).expect("mkdir");
+    env.git(&seed, &["init", "-q"]);
+    env.write(&seed, "lib.txt", "lib one\n");
+    env.git(&seed, &["add", "."]);
+    env.git(&seed, &["commit", "-qm", "lib"]);
+    env.write(&seed, "lib.txt", "lib two\n");
+    env.git(&seed, &["commit", "-qam", "lib two"]);
+    env.git(
+        &seed,
+        &["push", "-q", sub_remote.to_str().expect("utf8"), "main"],
+    );
+
+    let make = |name: &str, sub: bool| {
+        let bare = env.path(&format!("remotes/{name}.git"));
+        std::fs::create_dir_all(&bare).expect("mkdir");
+        env.git(&bare, &["init", "--bare", "-q"]);
+        let seed = env.path(&format!("seeds/{name}"));
+        std::fs::create_dir_all(&seed).expect("mkdir");
+        env.git(&seed, &["init", "-q"]);
+        env.write(&seed, "a.txt", "alpha\n");
+        env.write(&seed, "b.txt", "bravo\n");
+        env.write(&seed, "d.txt", "delta\n");
+        env.write(&seed, "dir/c.txt", "charlie\n");
+        env.write(&seed, "dir/deep/e.txt", "echo\n");
+        env.write(&seed, ".gitignore", "*.log\nbuild/\ncache/\n");
+        if sub {
+            env.git(
+                &seed,
+                &[
+                    "-c",
+                    "protocol.file.allow=always",
+                    "submodule",
+                    "add",
+                    "-q",
+                    sub_remote.to_str().expect("utf8"),
+                    "sub",
+                ],
+            );
+            // Record the first commit, so "the other commit" exists.
+            env.git(&seed.join("sub"), &["checkout", "-q", "HEAD~1"]);
+        }
+        env.git(&seed, &["add", "-A"]);
+        env.git(&seed, &["commit", "-qm", "base"]);
+        env.git(&seed, &["push", "-q", bare.to_str().expect("utf8"), "main"]);
+        bare
+    };
+    let plain = make("plain", false);
+    let with_sub = make("withsub", true);
+    World {
+        env,
+        plain,
+        with_sub,
+        sub_remote,
+    }
+}
+
+/// One case's repository: its own bare remote and a clone under `root`.
+struct Case {
+    kind: &'static str,
+    pushes: Vec<&'static str>,
+    bare: PathBuf,
+    clone: PathBuf,
+    linked: Option<PathBuf>,
+    sub: bool,
+}
+
+fn set_up_case(w: &World, root: &Path, n: usize, rng: &mut fastrand::Rng) -> Case {
+    let env = &w.env;
+    let kind = KINDS[rng.usize(..KINDS.len())];
+    let sub = kind.starts_with("submodule") || rng.u8(..4) == 0;
+    let source = if sub { &w.with_sub } else { &w.plain };
+    let bare = env.path(&format!("cases/{n}.git"));
+    env.git(
+        env.dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            source.to_str().expect("utf8"),
+            bare.to_str().expect("utf8"),
+        ],
+    );
+    let clone = root.join(format!("c{n:04}"));
+    env.git(
+        env.dir.path(),
+        &[
+            "clone",
+            "-q",
+            bare.to_str().expect("utf8"),
+            clone.to_str().expect("utf8"),
+        ],
+    );
+    if sub {
+        env.git(
+            &clone,
+            &[
+                "-c",
+                "protocol.file.allow=always",
+                "submodule",
+                "update",
+                "--init",
+                "-q",
+            ],
+        );
+    }
+    let mut pushes: Vec<&'static str> = (0..1 + rng.usize(..3))
+        .map(|_| PUSHES[rng.usize(..PUSHES.len())])
+        .filter(|p| sub || !p.contains("submodule"))
+        .collect();
+    pushes.sort();
+    pushes.dedup();
+    if pushes.is_empty() {
+        pushes.push("modify-a");
+    }
+    // Make the in-the-way kinds meet a push that they are in the way of.
+    let meets = match kind {
+        "untracked-in-the-way" => Some("add-new-txt"),
+        "ignored-log-in-the-way" => Some("add-notes-log"),
+        "ignored-exclude-in-the-way" => Some("add-x-file"),
+        "ignored-folder-where-file-comes" => Some("add-build-file"),
+        "only-ignored-folder-where-file-comes" => Some("add-cache-file"),
+        "empty-folder-in-the-way" => Some("add-x-file"),
+        "untracked-in-new-folder" => Some("add-in-new-folder"),
+        "submodule-modified" | "submodule-untracked" | "submodule-other-commit" => {
+            Some(if rng.bool() {
+                "submodule-to-file"
+            } else {
+                "bump-submodule"
+            })
+        }
+        _ => None,
+    };
+    if let Some(p) = meets
+        && rng.u8(..4) != 0
+        && !pushes.contains(&p)
+    {
+        pushes.push(p);
+    }
+    if pushes.contains(&"submodule-to-file") {
+        pushes.retain(|p| *p != "bump-submodule");
+    }
+    let mut case = Case {
+        kind,
+        pushes,
+        bare,
+        clone,
+        linked: None,
+        sub,
+    };
+    apply_kind(w, &mut case, n);
+    case
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, bytes).expect("write");
+}
+
+fn apply_kind(w: &World, case: &mut Case, n: usize) {
+    let env = &w.env;
+    let c = case.clone.clone();
+    match case.kind {
+        "clean" | "submodule-clean" => {}
+        "untracked-in-the-way" => write(&c.join("new.txt"), b"my own new.txt\n"),
+        "ignored-log-in-the-way" => write(&c.join("notes.log"), b"my notes\n"),
+        "ignored-exclude-in-the-way" => {
+            write(&c.join(".git/info/exclude"), b"x\n");
+            write(&c.join("x"), b"excluded but mine\n");
+        }
+        "ignored-folder-where-file-comes" => {
+            write(&c.join("build/out.o"), b"\x7fELF object\n");
+            write(&c.join("build/deep/more.o"), b"more\n");
+        }
+        "only-ignored-folder-where-file-comes" => write(&c.join("cache/blob"), b"cached\n"),
+        "untracked-elsewhere" => write(&c.join("scratch/todo.md"), b"- [ ] mine\n"),
+        "ignored-elsewhere" => write(&c.join("dir/debug.log"), b"debug\n"),
+        "unstaged-edit" => write(&c.join("a.txt"), b"alpha, edited by me\n"),
+        "staged-edit" => {
+            write(&c.join("dir/c.txt"), b"charlie staged\n");
+            env.git(&c, &["add", "dir/c.txt"]);
+        }
+        "deleted-file" => std::fs::remove_file(c.join("d.txt")).expect("rm"),
+        "chmod-x" => {
+            std::fs::set_permissions(c.join("b.txt"), std::fs::Permissions::from_mode(0o755))
+                .expect("chmod")
+        }
+        "file-became-symlink" => {
+            std::fs::remove_file(c.join("b.txt")).expect("rm");
+            std::os::unix::fs::symlink("a.txt", c.join("b.txt")).expect("symlink");
+        }
+        "submodule-modified" => write(&c.join("sub/lib.txt"), b"lib edited in the submodule\n"),
+        "submodule-untracked" => write(&c.join("sub/mine.txt"), b"untracked in the submodule\n"),
+        "submodule-other-commit" => {
+            env.git(&c.join("sub"), &["checkout", "-q", "main"]);
+        }
+        "worktree-same-branch-clean" | "worktree-same-branch-dirty" => {
+            let linked = c.with_file_name(format!("wt{n:04}"));
+            env.git(
+                &c,
+                &[
+                    "worktree",
+                    "add",
+                    "-q",
+                    "--force",
+                    linked.to_str().expect("utf8"),
+                    "main",
+                ],
+            );
+            if case.kind.ends_with("dirty") {
+                write(&linked.join("a.txt"), b"edited in the linked worktree\n");
+            }
+            case.linked = Some(linked);
+        }
+        "worktree-other-branch" => {
+            let linked = c.with_file_name(format!("wt{n:04}"));
+            env.git(
+                &c,
+                &[
+                    "worktree",
+                    "add",
+                    "-q",
+                    "-b",
+                    "topic",
+                    linked.to_str().expect("utf8"),
+                ],
+            );
+            case.linked = Some(linked);
+        }
+        "detached" => {
+            env.git(&c, &["checkout", "-q", "--detach"]);
+        }
+        "no-upstream" => {
+            env.git(&c, &["branch", "-q", "--unset-upstream"]);
+        }
+        "stale-index-lock" => {
+            let lock = c.join(".git/index.lock");
+            write(&lock, b"");
+            let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+            std::fs::File::options()
+                .write(true)
+                .open(&lock)
+                .and_then(|f| f.set_modified(old))
+                .expect("age");
+        }
+        "merge-in-progress" => {
+            let head = env.head(&c);
+            write(&c.join(".git/MERGE_HEAD"), format!("{head}\n").as_bytes());
+        }
+        "stash-kept" => {
+            write(&c.join("a.txt"), b"stashed edit\n");
+            env.git(&c, &["stash", "-q"]);
+        }
+        "local-commit-ahead" => {
+            env.commit(&c, "mine.txt", "my commit\n", "mine");
+        }
+        "empty-folder-in-the-way" => std::fs::create_dir_all(c.join("x")).expect("mkdir"),
+        "untracked-in-new-folder" => write(&c.join("newdir/mine.txt"), b"mine\n"),
+        other => panic!("unknown kind {other}"),
+    }
+}
+
+/// Makes the case's pushes in a scratch clone and returns the pushed commit.
+fn push(w: &World, case: &Case, n: usize) -> String {
+    let env = &w.env;
+    let s = env.path(&format!("scratch/{n}"));
+    env.git(
+        env.dir.path(),
+        &[
+            "clone",
+            "-q",
+            case.bare.to_str().expect("utf8"),
+            s.to_str().expect("utf8"),
+        ],
+    );
+    for p in &case.pushes {
+        match *p {
+            "modify-a" => write(&s.join("a.txt"), b"alpha, pushed\n"),
+            "add-notes-log" => {
+                write(&s.join("notes.log"), b"pushed log\n");
+                env.git(&s, &["add", "-f", "notes.log"]);
+            }
+            "add-new-txt" => write(&s.join("new.txt"), b"pushed new.txt\n"),
+            "add-build-file" => {
+                write(&s.join("build"), b"pushed build script\n");
+                env.git(&s, &["add", "-f", "build"]);
+            }
+            "add-cache-file" => {
+                write(&s.join("cache"), b"pushed cache file\n");
+                env.git(&s, &["add", "-f", "cache"]);
+            }
+            "add-x-file" => write(&s.join("x"), b"pushed x\n"),
+            "delete-b" => {
+                env.git(&s, &["rm", "-q", "b.txt"]);
+            }
+            "file-to-folder" => {
+                env.git(&s, &["rm", "-q", "d.txt"]);
+                write(&s.join("d.txt/inner.txt"), b"now a folder\n");
+            }
+            "folder-to-file" => {
+                env.git(&s, &["rm", "-rq", "dir/deep"]);
+                write(&s.join("dir/deep"), b"now a file\n");
+            }
+            "chmod-a" => {
+                std::fs::set_permissions(s.join("a.txt"), std::fs::Permissions::from_mode(0o755))
+                    .expect("chmod");
+            }
+            "add-symlink" => {
+                let _ = std::fs::remove_file(s.join("link"));
+                std::os::unix::fs::symlink("dir/c.txt", s.join("link")).expect("symlink");
+            }
+            "many-files" => {
+                for i in 0..30 {
+                    write(
+                        &s.join(format!("many/f{i:02}.txt")),
+                        format!("file {i}\n").as_bytes(),
+                    );
+                }
+            }
+            "submodule-to-file" => {
+                env.git(&s, &["rm", "-q", "sub"]);
+                let _ = std::fs::remove_dir_all(s.join("sub"));
+                write(&s.join("sub"), b"the submodule is a file now\n");
+            }
+            "bump-submodule" => {
+                let main = env.git(&w.sub_remote, &["rev-parse", "main"]);
+                env.git(
+                    &s,
+                    &[
+                        "update-index",
+                        "--cacheinfo",
+                        &format!("160000,{},sub", main.trim()),
+                    ],
+                );
+            }
+            "add-in-new-folder" => write(&s.join("newdir/mine.txt"), b"pushed into newdir\n"),
+            other => panic!("unknown push {other}"),
+        }
+    }
+    env.git(&s, &["add", "-A"]);
+    env.git(&s, &["commit", "-qm", "push", "--allow-empty"]);
+    env.git(&s, &["push", "-q", "origin", "main"]);
+    env.head(&s)
+}
+
+/// A file's kind, mode and bytes (a symlink's target).
+type Entry = (u32, Vec<u8>);
+
+/// Every file under `dir` (including `.git/info`, submodule folders and their `.git`
+/// files), except the repository's own git folder's objects and gitsync's folders.
+fn files(dir: &Path) -> BTreeMap<PathBuf, Entry> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let rel = path.strip_prefix(dir).expect("prefix").to_path_buf();
+            if rel.starts_with(".git") && path.is_dir() {
+                continue;
+            }
+            let meta = path.symlink_metadata().expect("lstat");
+            if meta.is_dir() {
+                out.insert(rel, (meta.mode() & 0o170000, Vec::new()));
+                stack.push(path);
+            } else if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).expect("readlink");
+                out.insert(
+                    rel,
+                    (meta.mode(), target.into_os_string().into_encoded_bytes()),
+                );
+            } else {
+                out.insert(rel, (meta.mode(), std::fs::read(&path).expect("read")));
+            }
+        }
+    }
+    out
+}
+
+struct Snapshot {
+    files: BTreeMap<PathBuf, Entry>,
+    index: Vec<u8>,
+    head: String,
+    refs: String,
+    user_work: BTreeSet<PathBuf>,
+    linked: Option<(BTreeMap<PathBuf, Entry>, String, Vec<u8>)>,
+}
+
+fn snapshot(env: &Env, case: &Case) -> Snapshot {
+    let c = &case.clone;
+    let refs = env.git(
+        c,
+        &[
+            "for-each-ref",
+            "--format=%(refname) %(objectname)",
+            "refs/heads",
+            "refs/tags",
+            "refs/stash",
+        ],
+    );
+    let status = env.git(
+        c,
+        &[
+            "status",
+            "--porcelain=v1",
+            "-z",
+            "--ignored=matching",
+            "--untracked-files=all",
+        ],
+    );
+    let mut user_work: BTreeSet<PathBuf> = status
+        .split('\0')
+        .filter(|l| l.len() > 3)
+        .map(|l| PathBuf::from(&l[3..]))
+        .collect();
+    if case.sub {
+        for (p, _) in files(&c.join("sub")) {
+            user_work.insert(Path::new("sub").join(p));
+        }
+    }
+    let linked = case
+        .linked
+        .as_ref()
+        .map(|l| (files(l), env.git(l, &["rev-parse", "HEAD"]), Vec::new()));
+    let files = files(c);
+    // An ignored folder is listed once: everything in it is the user's too.
+    let folders: Vec<PathBuf> = user_work.iter().cloned().collect();
+    for folder in folders {
+        user_work.extend(files.keys().filter(|p| p.starts_with(&folder)).cloned());
+    }
+    Snapshot {
+        files,
+        index: std::fs::read(c.join(".git/index")).unwrap_or_default(),
+        head: env.head(c),
+        refs,
+        user_work,
+        linked,
+    }
+}
+
+/// Every file kept aside by a fast-forward, by its worktree-relative path.
+fn kept(clone: &Path) -> BTreeMap<PathBuf, Entry> {
+    let dir = clone.join(".git/gitsync/kept");
+    let mut out = BTreeMap::new();
+    if let Ok(stamps) = std::fs::read_dir(&dir) {
+        for stamp in stamps.flatten() {
+            out.extend(files(&stamp.path()));
+        }
+    }
+    out
+}
+
+/// The verdict of one case, or a panic message describing the loss.
+fn verdict(
+    env: &Env,
+    case: &Case,
+    before: &Snapshot,
+    pushed: &str,
+) -> Result<&'static str, String> {
+    let after = snapshot(env, case);
+    let c = &case.clone;
+    for leftover in [".git/index.lock", ".git/gitsync/ff"] {
+        let there = c.join(leftover).exists();
+        let was = leftover.ends_with("lock") && case.kind == "stale-index-lock";
+        if there && !was {
+            return Err(format!("{leftover} left behind"));
+        }
+    }
+    if let (Some((_, head_before, _)), Some((files_after, head_after, _))) =
+        (&before.linked, &after.linked)
+    {
+        if head_before != head_after {
+            return Err("the linked worktree's HEAD moved under it".to_string());
+        }
+        if before.linked.as_ref().map(|l| &l.0) != Some(files_after) {
+            return Err("the linked worktree's files changed".to_string());
+        }
+    }
+    if after.head == before.head {
+        if after.files != before.files {
+            let changed: Vec<_> = before
+                .files
+                .iter()
+                .filter(|(p, e)| after.files.get(*p) != Some(e))
+                .map(|(p, _)| p.display().to_string())
+                .chain(
+                    after
+                        .files
+                        .keys()
+                        .filter(|p| !before.files.contains_key(*p))
+                        .map(|p| format!("+{}", p.display())),
+                )
+                .collect();
+            return Err(format!("nothing moved, yet files changed: {changed:?}"));
+        }
+        if after.index != before.index {
+            return Err("nothing moved, yet the index changed".to_string());
+        }
+        if after.refs != before.refs {
+            return Err(format!(
+                "nothing moved, yet refs changed:\n{}\n{}",
+                before.refs, after.refs
+            ));
+        }
+        return Ok("not moved");
+    }
+    if after.head != pushed {
+        return Err(format!("HEAD moved to {} instead of {pushed}", after.head));
+    }
+    let kept = kept(c);
+    for path in &before.user_work {
+        let was = before.files.get(path);
+        let now = after.files.get(path);
+        if was.is_some() && was != now && kept.get(path) != was {
+            return Err(format!("lost the user's {}", path.display()));
+        }
+    }
+    // Tracked files are exactly the pushed commit's: git sees nothing but the user's work.
+    let status = env.git(
+        c,
+        &[
+            "status",
+            "--porcelain=v1",
+            "-z",
+            "--untracked-files=all",
+            "--ignored=matching",
+        ],
+    );
+    for line in status.split('\0').filter(|l| l.len() > 3) {
+        let path = PathBuf::from(&line[3..]);
+        if !before
+            .user_work
+            .iter()
+            .any(|u| u == &path || path.starts_with(u) || u.starts_with(&path))
+        {
+            return Err(format!(
+                "after the fast-forward git shows {line:?}, which was not the user's"
+            ));
+        }
+    }
+    Ok("moved")
+}
+
+fn cases() -> usize {
+    std::env::var("GITSYNC_ATTACK_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60)
+}
+
+fn seed() -> u64 {
+    std::env::var("GITSYNC_ATTACK_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..))
+}
+
+fn report(path: &str, table: &BTreeMap<(String, String), usize>) {
+    let mut text = format!("{path}: kind x verdict\n");
+    for ((kind, verdict), n) in table {
+        text.push_str(&format!("  {kind:<38} {n:>3}  {verdict}\n"));
+    }
+    eprintln!("{text}");
+}
+
+#[test]
+fn randomized_states_and_pushes_through_sync_lose_nothing() {
+    let w = world();
+    let seed = seed();
+    eprintln!("GITSYNC_ATTACK_SEED={seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let home = w.env.home("sync");
+    let root = w.env.path("root");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let total = cases() * 2 / 3;
+    let mut table = BTreeMap::new();
+    let mut failures = Vec::new();
+    for n in 0..total {
+        let case = set_up_case(&w, &root, n, &mut rng);
+        let pushed = push(&w, &case, n);
+        let before = snapshot(&w.env, &case);
+        let out = w.env.gitsync(
+            &home,
+            &["sync", "--root", case.clone.to_str().expect("utf8")],
+        );
+        let result = verdict(&w.env, &case, &before, &pushed);
+        let name = result.clone().unwrap_or("LOST");
+        *table
+            .entry((case.kind.to_string(), name.to_string()))
+            .or_default() += 1;
+        if let Err(why) = result {
+            failures.push(format!(
+                "case {n} kind {} pushes {:?}: {why}\nsync said: {}",
+                case.kind,
+                case.pushes,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        // Keep the disk small: a case's folders go once judged.
+        let _ = std::fs::remove_dir_all(&case.clone);
+        if let Some(l) = &case.linked {
+            let _ = std::fs::remove_dir_all(l);
+        }
+    }
+    report("sync", &table);
+    assert!(failures.is_empty(), "seed {seed}:\n{}", failures.join("\n"));
+    let moved: usize = table
+        .iter()
+        .filter(|((_, v), _)| v == "moved")
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        moved > 0,
+        "no case fast-forwarded: the attack proves nothing"
+    );
+}
+
+#[test]
+fn randomized_states_and_pushes_through_the_daemon_lose_nothing() {
+    let w = world();
+    let seed = seed();
+    eprintln!("GITSYNC_ATTACK_SEED={seed}");
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed);
+    let total = (cases() / 3).max(5);
+    let batch = 25;
+    let mut table = BTreeMap::new();
+    let mut failures = Vec::new();
+    let mut n = 0;
+    while n < total {
+        let root = w.env.path(&format!("droot{n}"));
+        std::fs::create_dir_all(&root).expect("mkdir");
+        let home = w.env.home(&format!("d{n}"));
+        w.env.config(
+            &home,
+            &format!(
+                "hostname: attacked\nroot: {}\npull:\n  interval: 1s\nhooks:\n  install: false\n",
+                root.display()
+            ),
+        );
+        let mut group = Vec::new();
+        while group.len() < batch && n < total {
+            let case = set_up_case(&w, &root, n, &mut rng);
+            group.push((n, case));
+            n += 1;
+        }
+        let befores: Vec<Snapshot> = group.iter().map(|(_, c)| snapshot(&w.env, c)).collect();
+        let mut daemon = w.env.spawn(&home, &[]);
+        daemon.wait_log("ready", Duration::from_secs(60));
+        let pushed: Vec<String> = group.iter().map(|(i, c)| push(&w, c, *i)).collect();
+        // Each repository settles: at the pushed commit, or its pull refused with a reason.
+        common::wait_for_logged(
+            "every repository to settle",
+            Duration::from_secs(60),
+            &[&daemon],
+            || {
+                let states = w.env.status(&home, &[]);
+                group
+                    .iter()
+                    .zip(&pushed)
+                    .all(|((_, c), p)| {
+                        let name = c
+                            .clone
+                            .file_name()
+                            .expect("name")
+                            .to_string_lossy()
+                            .into_owned();
+                        w.env.head(&c.clone) == *p
+                            || common::find(&states, None, &name).is_some_and(|s| {
+                                !s["pull_blocked"].is_null()
+                                    || s["state"] != "behind" && s["state"] != "up_to_date"
+                            })
+                    })
+                    .then_some(())
+            },
+        );
+        assert_eq!(daemon.stop(), Some(0), "{}", daemon.log_text());
+        for (((i, case), before), p) in group.iter().zip(&befores).zip(&pushed) {
+            let result = verdict(&w.env, case, before, p);
+            let name = result.clone().unwrap_or("LOST");
+            *table
+                .entry((case.kind.to_string(), name.to_string()))
+                .or_default() += 1;
+            if let Err(why) = result {
+                failures.push(format!(
+                    "case {i} kind {} pushes {:?}: {why}",
+                    case.kind, case.pushes
+                ));
+            }
+        }
+    }
+    report("daemon", &table);
+    assert!(failures.is_empty(), "seed {seed}:\n{}", failures.join("\n"));
+}
