@@ -626,6 +626,15 @@ fn verdict(
     Ok("moved")
 }
 
+/// The verdict with the reason the pull was refused (its first words), for the table.
+fn label(result: &Result<&'static str, String>, state: Option<&serde_json::Value>) -> String {
+    let verdict = result.clone().unwrap_or("LOST");
+    match state.and_then(|s| s["pull_blocked"].as_str()) {
+        Some(why) => format!("{verdict}: {}", why.chars().take(48).collect::<String>()),
+        None => verdict.to_string(),
+    }
+}
+
 fn cases() -> usize {
     std::env::var("GITSYNC_ATTACK_CASES")
         .ok()
@@ -669,10 +678,9 @@ fn randomized_states_and_pushes_through_sync_lose_nothing() {
             &["sync", "--root", case.clone.to_str().expect("utf8")],
         );
         let result = verdict(&w.env, &case, &before, &pushed);
-        let name = result.clone().unwrap_or("LOST");
-        *table
-            .entry((case.kind.to_string(), name.to_string()))
-            .or_default() += 1;
+        let states = w.env.status(&home, &[]);
+        let name = label(&result, common::find(&states, None, "."));
+        *table.entry((case.kind.to_string(), name)).or_default() += 1;
         if let Err(why) = result {
             failures.push(format!(
                 "case {n} kind {} pushes {:?}: {why}\nsync said: {}",
@@ -758,13 +766,18 @@ fn randomized_states_and_pushes_through_the_daemon_lose_nothing() {
                     .then_some(())
             },
         );
+        let states = w.env.status(&home, &[]);
         assert_eq!(daemon.stop(), Some(0), "{}", daemon.log_text());
         for (((i, case), before), p) in group.iter().zip(&befores).zip(&pushed) {
             let result = verdict(&w.env, case, before, p);
-            let name = result.clone().unwrap_or("LOST");
-            *table
-                .entry((case.kind.to_string(), name.to_string()))
-                .or_default() += 1;
+            let repo = case
+                .clone
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            let name = label(&result, common::find(&states, None, &repo));
+            *table.entry((case.kind.to_string(), name)).or_default() += 1;
             if let Err(why) = result {
                 failures.push(format!(
                     "case {i} kind {} pushes {:?}: {why}",
