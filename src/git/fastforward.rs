@@ -248,7 +248,16 @@ pub fn recover(folders: &Folders) -> Result<(), String> {
         kept_dir: None,
     };
     let staged_index = folders.staging().join("index");
-    if journal.ref_moved {
+    // The branch itself says whether the compare-and-swap happened (the "ref" line may
+    // not have been written after it).
+    let at = git(
+        folders,
+        &["rev-parse", "--verify", "-q", &journal.branch],
+        None,
+    )
+    .map(|out| String::from_utf8_lossy(&out).trim().to_string())
+    .unwrap_or_default();
+    if journal.ref_moved || (!journal.to.is_empty() && at == journal.to) {
         // The branch is at the new commit and so is every file: only the index is left.
         refresh_index(&folders.worktree, &staged_index);
         if staged_index.exists() {
@@ -350,7 +359,9 @@ impl Sig {
     }
 }
 
-/// One step done to the worktree, as journaled.
+/// One step done to the worktree, journaled *before* it is done (so a kill between the
+/// two leaves a line for a step that may not have happened, never the reverse; undoing a
+/// step that did not happen does nothing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
     /// The file at the path was moved to `old/<path>`; its signature there.
@@ -399,6 +410,8 @@ impl Step {
 struct Journal {
     pid: i32,
     lock_ino: u64,
+    branch: String,
+    to: String,
     steps: Vec<Step>,
     ref_moved: bool,
 }
@@ -408,6 +421,8 @@ impl Journal {
         let mut journal = Journal {
             pid: 0,
             lock_ino: 0,
+            branch: String::new(),
+            to: String::new(),
             steps: Vec::new(),
             ref_moved: false,
         };
@@ -416,6 +431,10 @@ impl Journal {
                 journal.pid = pid.trim().parse().unwrap_or(0);
             } else if let Some(ino) = line.strip_prefix("lock ") {
                 journal.lock_ino = ino.trim().parse().unwrap_or(0);
+            } else if let Some(branch) = line.strip_prefix("branch ") {
+                journal.branch = branch.trim().to_string();
+            } else if let Some(to) = line.strip_prefix("to ") {
+                journal.to = to.trim().to_string();
             } else if line == "ref" {
                 journal.ref_moved = true;
             } else if let Some(step) = Step::decode(line) {
@@ -774,15 +793,9 @@ impl Transaction {
             if let Some(parent) = to.parent() {
                 fs::create_dir_all(parent).map_err(|e| format!("cannot stage: {e}"))?;
             }
+            self.record(Step::Out(change.path.clone(), sig));
             rename_noreplace(&from, &to).map_err(|_| BEING_EDITED.to_string())?;
-            let after = Sig::of(&to);
-            match after {
-                Some(after) => self.record(Step::Out(change.path.clone(), after)),
-                None => return Err(BEING_EDITED.to_string()),
-            }
-            if after.map(|a| (a.ino, a.size, a.mtime, a.kind))
-                != Some((sig.ino, sig.size, sig.mtime, sig.kind))
-            {
+            if Sig::of(&to) != Some(sig) {
                 return Err(BEING_EDITED.to_string());
             }
         }
@@ -802,8 +815,10 @@ impl Transaction {
         emptied.sort_by(|a, b| b.cmp(a));
         emptied.dedup();
         for dir in emptied {
-            if fs::remove_dir(self.wt(&dir)).is_ok() {
+            let full = self.wt(&dir);
+            if fs::read_dir(&full).is_ok_and(|mut d| d.next().is_none()) {
                 self.record(Step::Rmdir(dir));
+                let _ = fs::remove_dir(full);
             }
         }
         let mut ins: Vec<&Change> = changes
@@ -822,21 +837,24 @@ impl Transaction {
                     Ok(m) if m.is_dir() => {}
                     Ok(_) => return Err(BEING_EDITED.to_string()),
                     Err(_) => {
-                        fs::create_dir(&full).map_err(|_| BEING_EDITED.to_string())?;
                         self.record(Step::Mkdir(dir));
+                        fs::create_dir(&full).map_err(|_| BEING_EDITED.to_string())?;
                     }
                 }
             }
             if change.moves_in() {
                 let to = self.wt(&change.path);
                 // An empty folder in the way goes, as git removes it.
-                if to.symlink_metadata().is_ok_and(|m| m.is_dir()) && fs::remove_dir(&to).is_ok() {
+                if to.symlink_metadata().is_ok_and(|m| m.is_dir())
+                    && fs::read_dir(&to).is_ok_and(|mut d| d.next().is_none())
+                {
                     self.record(Step::Rmdir(change.path.clone()));
+                    let _ = fs::remove_dir(&to);
                 }
-                rename_noreplace(&self.new(&change.path), &to)
-                    .map_err(|_| BEING_EDITED.to_string())?;
-                let sig = Sig::of(&to).ok_or_else(|| BEING_EDITED.to_string())?;
+                let staged = self.new(&change.path);
+                let sig = Sig::of(&staged).ok_or_else(|| "a staged file is missing".to_string())?;
                 self.record(Step::In(change.path.clone(), sig));
+                rename_noreplace(&staged, &to).map_err(|_| BEING_EDITED.to_string())?;
             }
         }
 
@@ -912,18 +930,21 @@ impl Transaction {
         for step in steps.into_iter().rev() {
             match step {
                 Step::In(rel, sig) => {
+                    // Ours (renamed in, or still staged) goes; anything else at the path is
+                    // the user's and stays where it is.
                     let full = self.wt(&rel);
                     if Sig::of(&full) == Some(sig) {
                         let _ = fs::remove_file(&full);
-                    } else if full.symlink_metadata().is_ok() {
-                        self.keep(&full, &rel);
                     }
                 }
                 Step::Mkdir(rel) => {
                     let _ = fs::remove_dir(self.wt(&rel));
                 }
                 Step::Rmdir(rel) => {
-                    let _ = fs::create_dir(self.wt(&rel));
+                    let full = self.wt(&rel);
+                    if full.symlink_metadata().is_err() {
+                        let _ = fs::create_dir(full);
+                    }
                 }
                 Step::Out(rel, _) => {
                     let (old, full) = (self.old(&rel), self.wt(&rel));

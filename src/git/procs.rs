@@ -65,12 +65,15 @@ pub fn git_running_in(worktree: &Path, git_dir: &Path) -> Vec<GitProcess> {
             continue;
         }
         let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
-        let mut command = cmdline
+        let args: Vec<String> = cmdline
             .split(|b| *b == 0)
             .filter(|part| !part.is_empty())
             .map(|part| String::from_utf8_lossy(part).into_owned())
-            .collect::<Vec<_>>()
-            .join(" ");
+            .collect();
+        if comm == "git" && reads_only(&args) {
+            continue;
+        }
+        let mut command = args.join(" ");
         if command.is_empty() {
             command = comm.to_string();
         }
@@ -81,6 +84,64 @@ pub fn git_running_in(worktree: &Path, git_dir: &Path) -> Vec<GitProcess> {
     }
     found.sort_by_key(|p| p.pid);
     found
+}
+
+/// Subcommands that never write the index, HEAD or a branch: editors and prompts run
+/// them all the time (`git status` every few seconds), and they must not hold a pull back.
+/// `status` may refresh the index, but only when it gets the lock, never waiting for it.
+const READ_ONLY: &[&str] = &[
+    "status",
+    "rev-parse",
+    "log",
+    "diff",
+    "show",
+    "cat-file",
+    "ls-files",
+    "ls-tree",
+    "for-each-ref",
+    "rev-list",
+    "describe",
+    "blame",
+    "config",
+    "check-ignore",
+    "check-attr",
+    "merge-base",
+    "name-rev",
+    "shortlog",
+    "grep",
+    "show-ref",
+    "symbolic-ref",
+    "var",
+    "version",
+    "help",
+    "diff-files",
+    "diff-index",
+    "diff-tree",
+    "hash-object",
+    "count-objects",
+    "worktree",
+    "remote",
+    "ls-remote",
+    "fsmonitor--daemon",
+    "credential",
+    "check-ref-format",
+];
+
+/// Whether `args` (argv of a `git` process) runs a subcommand in [`READ_ONLY`]: the first
+/// argument that is not an option of git itself (`-C DIR`, `-c KEY=VALUE`, `--no-pager`...).
+fn reads_only(args: &[String]) -> bool {
+    let mut rest = args.iter().skip(1);
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "-C" | "-c" | "--git-dir" | "--work-tree" | "--namespace" | "--exec-path"
+            | "--config-env" => {
+                rest.next();
+            }
+            a if a.starts_with('-') => {}
+            sub => return READ_ONLY.contains(&sub),
+        }
+    }
+    false
 }
 
 /// What an existing lock file means.
@@ -143,10 +204,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn read_only_subcommands_are_told_apart_after_git_options() {
+        let args = |s: &str| s.split(' ').map(str::to_string).collect::<Vec<_>>();
+        assert!(reads_only(&args(
+            "git -C /x -c a=b --no-pager status --porcelain"
+        )));
+        assert!(reads_only(&args("git rev-parse HEAD")));
+        assert!(!reads_only(&args("git -c core.editor=vi commit")));
+        assert!(!reads_only(&args("git rebase -i HEAD~3")));
+        assert!(!reads_only(&args("git")));
+    }
+
+    #[test]
     fn a_git_running_in_a_folder_is_seen_and_an_old_lock_alone_is_stale() {
         let dir = tempfile::tempdir().expect("tempdir");
         let git_dir = dir.path().join(".git");
-        std::fs::create_dir(&git_dir).expect("mkdir");
+        let init = std::process::Command::new("git")
+            .args(["init", "-q"])
+            .current_dir(dir.path())
+            .status()
+            .expect("git init");
+        assert!(init.success());
         assert_eq!(index_lock(dir.path(), &git_dir), Lock::Free);
         let lock = git_dir.join("index.lock");
         std::fs::write(&lock, b"").expect("lock");
@@ -162,9 +240,19 @@ mod tests {
         let text = describe(&state, &git_dir).expect("text");
         assert!(text.contains("stale") && text.contains("2h"), "{text}");
 
-        // A git process with its cwd inside: `git hash-object --stdin` waits on its input.
+        std::fs::remove_file(&lock).expect("unlock");
+        // A git process with its cwd inside: `git commit -F -` waits on its input. (Read-only
+        // commands such as `git hash-object --stdin` are not counted.)
         let mut child = std::process::Command::new("git")
-            .args(["hash-object", "--stdin"])
+            .args([
+                "-c",
+                "user.name=t",
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-F",
+                "-",
+            ])
             .current_dir(dir.path())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
@@ -174,7 +262,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
             git_running_in(dir.path(), &git_dir)
                 .iter()
-                .any(|p| p.pid == child.id() as i32 && p.command.contains("hash-object"))
+                .any(|p| p.pid == child.id() as i32 && p.command.contains("commit"))
         });
         drop(child.stdin.take());
         let _ = child.wait();
