@@ -185,6 +185,8 @@ fn saves_during_a_3000_file_fast_forward_through_sync_are_never_lost() {
     );
     assert!(writer.lost.is_empty(), "saves lost: {:?}", writer.lost);
     // The writer stopped and put everything back: the pull happens.
+    let left = env.git(&clone, &["status", "--porcelain"]);
+    assert!(left.is_empty(), "the writer left changes behind:\n{left}");
     env.sync_root(&home);
     assert_eq!(assert_whole(&env, &clone, &old, &new), new);
     assert_eq!(
@@ -488,7 +490,19 @@ fn sigkill_of_the_fast_forward_itself_is_rolled_back_by_the_next_sync() {
             assert_eq!(daemon.stop(), Some(0), "{}", daemon.log_text());
         },
         |env, clone, old, new| {
-            // Whatever the kill left, the next sync repairs it first, then pulls.
+            // Whatever the kill left, the repair puts it wholly at one commit...
+            let out = env.gitsync(
+                &env.home("a"),
+                &[
+                    "fast-forward-helper",
+                    "--recover",
+                    "--worktree",
+                    clone.to_str().expect("utf8"),
+                ],
+            );
+            assert!(String::from_utf8_lossy(&out.stdout).contains("recovered"));
+            assert_whole(env, clone, old, new);
+            // ...and the next sync pulls.
             env.sync_root(&env.home("a"));
             assert_eq!(assert_whole(env, clone, old, new), new);
         },

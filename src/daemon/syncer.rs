@@ -328,7 +328,13 @@ impl Syncer {
             }
             Moved::Blocked { reason, kept } => {
                 tracing::info!(repo = %repo.name, %reason, "fast-forward refused");
-                if reason == fastforward::BEING_EDITED {
+                // Passing reasons (a save, a git command of the user's, a lock) are tried
+                // again soon; the others wait for a change.
+                if reason == fastforward::BEING_EDITED
+                    || reason.starts_with("not now")
+                    || reason.starts_with("index.lock exists")
+                    || reason.starts_with("a fast-forward is running")
+                {
                     self.dirty.mark_after(&repo.name, EDIT_QUIET);
                 }
                 if kept.is_empty() {

@@ -749,7 +749,7 @@ impl Transaction {
         }
         git(
             &f,
-            &["read-tree", "-m", &request.from, &request.to],
+            &["read-tree", "-m", "-i", &request.from, &request.to],
             Some(&new_index),
         )
         .map_err(|e| format!("the index cannot take the fast-forward: {e}"))?;

@@ -70,7 +70,8 @@ pub fn git_running_in(worktree: &Path, git_dir: &Path) -> Vec<GitProcess> {
             .filter(|part| !part.is_empty())
             .map(|part| String::from_utf8_lossy(part).into_owned())
             .collect();
-        if comm == "git" && reads_only(&args) {
+        // A transport helper (`git-remote-https`) serves a fetch or push: not in the way.
+        if comm == "git" && reads_only(&args) || comm.starts_with("git-remote-") {
             continue;
         }
         let mut command = args.join(" ");
@@ -86,10 +87,25 @@ pub fn git_running_in(worktree: &Path, git_dir: &Path) -> Vec<GitProcess> {
     found
 }
 
-/// Subcommands that never write the index, HEAD or a branch: editors and prompts run
-/// them all the time (`git status` every few seconds), and they must not hold a pull back.
-/// `status` may refresh the index, but only when it gets the lock, never waiting for it.
+/// Subcommands that never write the index, HEAD, a branch or the worktree: editors and
+/// prompts run the readers all the time (`git status` every few seconds), and a fetch or an
+/// automatic `gc` leaves its helpers running in the repository; none of them may hold a
+/// pull back. `status` may refresh the index, but only when it gets the lock, never waiting
+/// for it.
 const READ_ONLY: &[&str] = &[
+    "maintenance",
+    "gc",
+    "repack",
+    "prune",
+    "pack-refs",
+    "commit-graph",
+    "multi-pack-index",
+    "index-pack",
+    "unpack-objects",
+    "pack-objects",
+    "upload-pack",
+    "fetch-pack",
+    "fetch",
     "status",
     "rev-parse",
     "log",
