@@ -189,6 +189,38 @@ pub struct PushEvent {
     pub at: DateTime<Utc>,
 }
 
+impl PushEvent {
+    /// Checks what a receiver relies on: `old` and `new` are object ids (40 or 64 hex
+    /// digits), `ref` is a valid full ref name (git-check-ref-format(1), under `refs/`), and
+    /// `repo` is a relative path without `..`. A well-formed record from a confused or hostile
+    /// sender (`--upload-pack=...` as a ref) is refused here, before anything runs.
+    ///
+    /// Errors: a message naming the field that is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        for (field, oid) in [("old", &self.old), ("new", &self.new)] {
+            let hex = oid.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+            if !hex || !(oid.len() == 40 || oid.len() == 64) {
+                return Err(format!("{field} is not an object id: {oid:?}"));
+            }
+        }
+        let name = self.ref_name.as_str();
+        if !name.starts_with("refs/")
+            || gix::refs::FullName::try_from(name).is_err()
+            || name.starts_with('-')
+        {
+            return Err(format!("ref is not a valid ref name: {name:?}"));
+        }
+        let repo = std::path::Path::new(&self.repo);
+        if self.repo.is_empty()
+            || repo.is_absolute()
+            || repo.components().any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(format!("repo is not a path under the root: {:?}", self.repo));
+        }
+        Ok(())
+    }
+}
+
 /// The all-zero object id git uses for "no commit" (a created or deleted ref).
 pub const ZERO_OID: &str = "0000000000000000000000000000000000000000";
 
@@ -268,13 +300,49 @@ pub fn normalize_url(url: &str) -> String {
     trim(url)
 }
 
+/// Query parameters whose value is a secret (GitLab's `private_token`, OAuth's
+/// `access_token`, and the like), compared case-insensitively.
+const SECRET_PARAMS: &[&str] = &[
+    "private_token", "access_token", "token", "password", "passwd", "secret", "api_key",
+    "apikey", "key", "auth", "signature", "sig", "x-amz-signature", "x-amz-credential",
+    "x-amz-security-token",
+];
+
+/// Replaces the value of each secret query parameter ([`SECRET_PARAMS`]) with `***`.
+fn redact_query(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let (query, fragment) = match query.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (query, None),
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if SECRET_PARAMS.contains(&name.to_ascii_lowercase().as_str()) => {
+                format!("{name}=***")
+            }
+            _ => pair.to_string(),
+        })
+        .collect();
+    let mut out = format!("{base}?{}", params.join("&"));
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
 /// Removes a password or token from a URL: `https://user:secret@host/x` becomes
-/// `https://user:***@host/x`, and a bare token (`https://token@host`) becomes
-/// `https://***@host`. scp-like (`git@host:x`) and local paths are returned unchanged.
+/// `https://user:***@host/x`, a bare token (`https://token@host`) becomes
+/// `https://***@host`, and secret query parameters (`?private_token=...`) become
+/// `?private_token=***`. scp-like (`git@host:x`) and local paths are returned unchanged.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_string();
     };
+    let url = &redact_query(url);
     let rest = &url[scheme_end + 3..];
     let authority_end = rest.find('/').unwrap_or(rest.len());
     let authority = &rest[..authority_end];
@@ -329,6 +397,19 @@ mod tests {
         assert_eq!(redact_url("git@example.com:a.git"), "git@example.com:a.git");
         assert_eq!(redact_url("/srv/a.git"), "/srv/a.git");
         assert_eq!(
+            redact_url("https://h/a.git?private_token=glpat-123&ref=main"),
+            "https://h/a.git?private_token=***&ref=main"
+        );
+        assert_eq!(
+            redact_url("https://u:pw@h/x?Access_Token=abc#frag"),
+            "https://u:***@h/x?Access_Token=***#frag"
+        );
+        assert_eq!(redact_url("https://h/x?token=t"), "https://h/x?token=***");
+        assert_eq!(
+            redact_text("fatal: 'https://h/r?token=s3cr3t' not found"),
+            "fatal: 'https://h/r?token=***' not found"
+        );
+        assert_eq!(
             redact_text("fatal: unable to access 'https://u:pw@h/x/': 403"),
             "fatal: unable to access 'https://u:***@h/x/': 403"
         );
@@ -348,6 +429,24 @@ mod tests {
         assert_eq!(normalize_url("file:///srv/b.git/"), "/srv/b");
         assert_eq!(normalize_url("/srv/b.git"), "/srv/b");
         assert_ne!(normalize_url("/srv/b"), normalize_url("/srv/c"));
+    }
+
+    #[test]
+    fn nonsense_events_are_refused() {
+        let good = PushEvent::new("h", "r", "/srv/y", "refs/heads/main", ZERO_OID, &"a".repeat(40));
+        assert_eq!(good.validate(), Ok(()));
+        let mut bad = good.clone();
+        bad.new = "not-hex-at-all-0000000000000000000000000".to_string();
+        assert!(bad.validate().unwrap_err().starts_with("new"));
+        let mut bad = good.clone();
+        bad.ref_name = "--upload-pack=touch /tmp/x".to_string();
+        assert!(bad.validate().unwrap_err().starts_with("ref"));
+        let mut bad = good.clone();
+        bad.ref_name = "refs/heads/a..b".to_string();
+        assert!(bad.validate().is_err());
+        let mut bad = good.clone();
+        bad.repo = "../../etc".to_string();
+        assert!(bad.validate().unwrap_err().starts_with("repo"));
     }
 
     #[test]

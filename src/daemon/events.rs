@@ -162,6 +162,10 @@ impl Receiver {
         if event.host == self.host {
             return 0;
         }
+        if let Err(why) = event.validate() {
+            tracing::warn!(id = %event.id, host = %event.host, %why, "push event refused");
+            return 0;
+        }
         if self.seen_before(&event.id) {
             tracing::debug!(id = %event.id, repo = %event.repo, "event already handled");
             return 0;
