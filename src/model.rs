@@ -198,7 +198,9 @@ impl PushEvent {
     /// Errors: a message naming the field that is wrong.
     pub fn validate(&self) -> Result<(), String> {
         for (field, oid) in [("old", &self.old), ("new", &self.new)] {
-            let hex = oid.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+            let hex = oid
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
             if !hex || !(oid.len() == 40 || oid.len() == 64) {
                 return Err(format!("{field} is not an object id: {oid:?}"));
             }
@@ -213,9 +215,14 @@ impl PushEvent {
         let repo = std::path::Path::new(&self.repo);
         if self.repo.is_empty()
             || repo.is_absolute()
-            || repo.components().any(|c| matches!(c, std::path::Component::ParentDir))
+            || repo
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
         {
-            return Err(format!("repo is not a path under the root: {:?}", self.repo));
+            return Err(format!(
+                "repo is not a path under the root: {:?}",
+                self.repo
+            ));
         }
         Ok(())
     }
@@ -303,8 +310,20 @@ pub fn normalize_url(url: &str) -> String {
 /// Query parameters whose value is a secret (GitLab's `private_token`, OAuth's
 /// `access_token`, and the like), compared case-insensitively.
 const SECRET_PARAMS: &[&str] = &[
-    "private_token", "access_token", "token", "password", "passwd", "secret", "api_key",
-    "apikey", "key", "auth", "signature", "sig", "x-amz-signature", "x-amz-credential",
+    "private_token",
+    "access_token",
+    "token",
+    "password",
+    "passwd",
+    "secret",
+    "api_key",
+    "apikey",
+    "key",
+    "auth",
+    "signature",
+    "sig",
+    "x-amz-signature",
+    "x-amz-credential",
     "x-amz-security-token",
 ];
 
@@ -433,7 +452,14 @@ mod tests {
 
     #[test]
     fn nonsense_events_are_refused() {
-        let good = PushEvent::new("h", "r", "/srv/y", "refs/heads/main", ZERO_OID, &"a".repeat(40));
+        let good = PushEvent::new(
+            "h",
+            "r",
+            "/srv/y",
+            "refs/heads/main",
+            ZERO_OID,
+            &"a".repeat(40),
+        );
         assert_eq!(good.validate(), Ok(()));
         let mut bad = good.clone();
         bad.new = "not-hex-at-all-0000000000000000000000000".to_string();

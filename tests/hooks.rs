@@ -156,3 +156,67 @@ fn a_repository_with_a_git_file_and_no_hook_gets_one_and_loses_it_cleanly() {
     let (ok, text) = hooks(&env, &home, &root, &["install", "nope"]);
     assert!(!ok && text.contains("nope"), "{text}");
 }
+
+/// A listener at the daemon's socket that never accepts, with its backlog already full: a
+/// blocking `connect` would wait forever.
+fn wedged_listener(socket: &Path) -> (std::os::fd::OwnedFd, std::os::unix::net::UnixStream) {
+    use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen};
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(socket.parent().expect("parent")).expect("mkdir");
+    let fd = nix::sys::socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .expect("socket");
+    bind(fd.as_raw_fd(), &UnixAddr::new(socket).expect("addr")).expect("bind");
+    listen(&fd, Backlog::new(0).expect("backlog")).expect("listen");
+    // One connection that is never accepted fills the backlog.
+    let first = std::os::unix::net::UnixStream::connect(socket).expect("first connect");
+    (fd, first)
+}
+
+#[test]
+fn a_wedged_listener_never_holds_a_push_and_another_home_still_reaches_the_installer() {
+    let env = Env::new();
+    let (_bare, clone) = env.remote_and_clone("w", "root/w");
+    let home = env.home("a");
+    let root = env.path("root");
+    let (ok, text) = hooks(&env, &home, &root, &["install"]);
+    assert!(ok, "{text}");
+    let socket = home.join(".gitsync/gitsync.sock");
+    let (_listener, _first) = wedged_listener(&socket);
+
+    // The push runs with another HOME (sudo, a container): the hook still hands over to
+    // the daemon that installed it, here its spool, since the socket is wedged.
+    let other = env.home("other");
+    let mut times = Vec::new();
+    for i in 0..3 {
+        env.commit(&clone, "a.txt", &format!("wedged {i}\n"), "wedged");
+        let start = std::time::Instant::now();
+        let out = env.git_as(&other, &clone, &["push", "-q", "origin", "main"]);
+        times.push(start.elapsed());
+        assert!(
+            out.status.success(),
+            "push failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let slowest = times.iter().max().expect("times");
+    assert!(
+        *slowest < std::time::Duration::from_secs(1),
+        "a push waited {slowest:?} for a wedged gitsync"
+    );
+    let spooled = std::fs::read_dir(home.join(".gitsync/spool"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(
+        spooled, 3,
+        "pushes not handed to the installing user's gitsync"
+    );
+    assert!(
+        !other.join(".gitsync").exists(),
+        "the hook used the pushing HOME instead of the installer's"
+    );
+}

@@ -63,7 +63,11 @@ pub fn run(args: &Args) -> ExitCode {
             .and_then(|p| p.parse().ok()),
         updates,
     };
-    let home = crate::config::gitsync_home();
+    // The installing daemon's folder, baked into the hook; else this HOME's.
+    let home = std::env::var_os("GITSYNC_HOME")
+        .filter(|h| !h.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(crate::config::gitsync_home);
     match handoff::send(&handoff::socket_path(&home), &notice, SEND_TIMEOUT) {
         Ok(()) => say(format_args!("handed to the daemon")),
         Err(err) => match handoff::spool(&home, &notice) {

@@ -93,12 +93,32 @@ pub fn spool_dir(home: &Path) -> PathBuf {
 ///
 /// Errors: no daemon listens (the socket is missing or refuses), or the write fails.
 pub fn send(socket: &Path, notice: &Notice, timeout: Duration) -> std::io::Result<()> {
-    let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+    let mut stream = connect_now(socket)?;
     stream.set_write_timeout(Some(timeout))?;
     let mut line = serde_json::to_vec(notice)?;
     line.push(b'\n');
     stream.write_all(&line)?;
     stream.shutdown(std::net::Shutdown::Write)
+}
+
+/// Connects to `socket` without ever waiting: a listener that never accepts (its backlog
+/// full) gives `EAGAIN` at once instead of a `connect` that blocks forever, unix(7).
+///
+/// Errors: the socket is missing, refuses, or is full.
+fn connect_now(socket: &Path) -> std::io::Result<std::os::unix::net::UnixStream> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect};
+    use std::os::fd::AsRawFd;
+    let fd = nix::sys::socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let addr = UnixAddr::new(socket)?;
+    connect(fd.as_raw_fd(), &addr)?;
+    let stream = std::os::unix::net::UnixStream::from(fd);
+    stream.set_nonblocking(false)?;
+    Ok(stream)
 }
 
 /// Writes `notice` into the spool under `home` (only when `home` exists: gitsync is set

@@ -91,11 +91,19 @@ pub fn hooks_dir(repo: &Path) -> Result<PathBuf, HookError> {
     })
 }
 
-/// The script with `binary` as the gitsync to call.
-pub fn script_for(binary: &Path) -> String {
+/// The script with `binary` as the gitsync to call, handing pushes to the daemon whose
+/// folder is `home` (`~/.gitsync` of the user who installed it).
+pub fn script_for(binary: &Path, home: &Path) -> String {
     // Single-quoted in the script: an embedded quote closes and reopens the string.
-    let quoted = binary.to_string_lossy().replace('\'', r"'\''");
-    SCRIPT.replace("@GITSYNC_BIN@", &quoted)
+    let quote = |p: &Path| p.to_string_lossy().replace('\'', r"'\''");
+    SCRIPT
+        .replace("@GITSYNC_BIN@", &quote(binary))
+        .replace("@GITSYNC_HOME@", &quote(home))
+}
+
+/// The gitsync folder hooks installed from this process hand pushes to: `~/.gitsync`.
+fn default_home() -> PathBuf {
+    crate::config::gitsync_home()
 }
 
 fn is_ours(path: &Path) -> bool {
@@ -122,7 +130,8 @@ pub fn state_in(dir: &Path, binary: &Path) -> HookState {
     if !is_ours(&hook) {
         return HookState::Foreign;
     }
-    let current = std::fs::read_to_string(&hook).is_ok_and(|text| text == script_for(binary));
+    let current = std::fs::read_to_string(&hook)
+        .is_ok_and(|text| text == script_for(binary, &default_home()));
     if current {
         HookState::Installed {
             chained: exists(&dir.join(CHAINED)),
@@ -157,7 +166,7 @@ pub fn install_in(dir: &Path, binary: &Path) -> Result<HookState, HookError> {
         .prefix(".pre-push.gitsync-")
         .tempfile_in(dir)
         .map_err(io_err(dir))?;
-    tmp.write_all(script_for(binary).as_bytes())
+    tmp.write_all(script_for(binary, &default_home()).as_bytes())
         .map_err(io_err(&hook))?;
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o755))
