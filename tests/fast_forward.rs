@@ -176,3 +176,40 @@ fn running_daemon_fast_forwards_within_one_interval() {
     );
     assert_eq!(daemon.stop(), Some(0));
 }
+
+#[test]
+fn a_remote_whose_ssh_key_wants_a_passphrase_fails_at_once_with_what_to_do() {
+    let env = Env::new();
+    let (_bare, clone) = env.remote_and_clone("k", "root/k");
+    env.git(
+        &clone,
+        &["remote", "set-url", "origin", "ssh://gitsync.invalid/k.git"],
+    );
+    // A stand-in for ssh asking for a key's passphrase: it waits on the terminal, as ssh
+    // does, and fails as ssh does when there is none.
+    let ssh = env.path("fake-ssh");
+    std::fs::write(
+        &ssh,
+        "#!/bin/sh\nif (: </dev/tty) 2>/dev/null; then printf 'Enter passphrase for key: ' >/dev/tty; read -r x </dev/tty; fi\necho \"read_passphrase: can't open /dev/tty: No such device or address\" >&2\necho 'git@gitsync.invalid: Permission denied (publickey).' >&2\nexit 255\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let home = env.home("a");
+    let start = std::time::Instant::now();
+    let out = env
+        .gitsync_command(
+            &home,
+            &["sync", "--root", env.path("root").to_str().expect("utf8")],
+        )
+        .env("GIT_SSH_COMMAND", &ssh)
+        .output()
+        .expect("run");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "the fetch waited for an answer"
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ssh-agent"), "{stderr}");
+}

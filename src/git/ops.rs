@@ -69,11 +69,26 @@ pub async fn run_with(
         .env("GIT_MERGE_AUTOEDIT", "no")
         .env("GCM_INTERACTIVE", "never")
         .env("LC_ALL", "C")
+        // ssh never asks: no askpass program, and (below) no controlling terminal, so a
+        // key with a passphrase or an unknown host key fails at once instead of waiting for
+        // an answer. ssh-agent (SSH_AUTH_SOCK) and credential helpers still work.
+        .env("SSH_ASKPASS_REQUIRE", "never")
+        .env_remove("SSH_ASKPASS")
+        .env_remove("DISPLAY")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .process_group(0);
+        .kill_on_drop(true);
+    // SAFETY: setsid(2) is async-signal-safe and touches no memory of this process; a
+    // session of its own has no controlling terminal (and a Ctrl-C at the daemon's
+    // terminal does not reach the child).
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+    }
     let name = args.first().copied().unwrap_or_default().to_string();
     let child = command.spawn().map_err(|source| GitError::Spawn {
         dir: dir.to_path_buf(),
@@ -98,11 +113,43 @@ pub async fn run_with(
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
+        let stderr = crate::model::redact_text(String::from_utf8_lossy(&output.stderr).trim());
+        let stderr = match missing_credential(&stderr) {
+            Some(hint) => format!("{hint} ({stderr})"),
+            None => stderr,
+        };
         Err(GitError::Failed {
             dir: dir.to_path_buf(),
             command: name,
-            stderr: crate::model::redact_text(String::from_utf8_lossy(&output.stderr).trim()),
+            stderr,
         })
+    }
+}
+
+/// What is missing when git or ssh wanted to ask the user something, as a sentence with
+/// what to do; `None` when the failure is of another kind.
+pub fn missing_credential(stderr: &str) -> Option<&'static str> {
+    let s = stderr.to_ascii_lowercase();
+    if s.contains("host key verification failed") {
+        Some(
+            "the remote's ssh host key is not known yet: connect once by hand (`ssh HOST`) to accept it",
+        )
+    } else if s.contains("permission denied (publickey")
+        || s.contains("read_passphrase")
+        || s.contains("enter passphrase")
+    {
+        Some(
+            "ssh needs a key it cannot use without you: add it to ssh-agent (`ssh-add`), or use a key without a passphrase",
+        )
+    } else if s.contains("terminal prompts disabled")
+        || s.contains("could not read username")
+        || s.contains("could not read password")
+    {
+        Some(
+            "no stored credentials for this remote: set up a credential helper (`git config --global credential.helper store`, or your platform's), then fetch once by hand",
+        )
+    } else {
+        None
     }
 }
 
