@@ -112,7 +112,29 @@ pub fn resolve(root: &Path, configured: Option<&[String]>) -> Result<Vec<Repo>, 
     }
     repos.sort();
     repos.dedup();
-    Ok(repos)
+    Ok(dedup_by_folder(repos))
+}
+
+/// Keeps one name for each folder: `a`, `./a` and a symlink to `a` are one repository,
+/// synced once under its first name (the others are named in the log).
+fn dedup_by_folder(repos: Vec<Repo>) -> Vec<Repo> {
+    let mut seen: std::collections::HashMap<PathBuf, String> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for repo in repos {
+        let key = std::fs::canonicalize(&repo.path).unwrap_or_else(|_| repo.path.clone());
+        match seen.get(&key) {
+            Some(first) => tracing::warn!(
+                repo = %repo.name,
+                same_as = %first,
+                "configured twice (the same folder); synced once, as the first name"
+            ),
+            None => {
+                seen.insert(key, repo.name.clone());
+                out.push(repo);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -131,5 +153,13 @@ mod tests {
             resolve(dir.path(), Some(&["b/*".to_string(), "x".to_string()])).expect("resolve");
         let names: Vec<_> = globbed.into_iter().map(|r| r.name).collect();
         assert_eq!(names, ["b/c", "x"]);
+        // The same folder under two names is one repository.
+        std::os::unix::fs::symlink(dir.path().join("a"), dir.path().join("alias")).expect("ln");
+        let twice = resolve(
+            dir.path(),
+            Some(&["a".to_string(), "./a".to_string(), "alias".to_string()]),
+        )
+        .expect("resolve");
+        assert_eq!(twice.len(), 1, "{twice:?}");
     }
 }

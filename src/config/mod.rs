@@ -331,6 +331,20 @@ fn validate(
         );
     }
 
+    for entry in raw.repositories.iter().flatten() {
+        let path = Path::new(entry);
+        if path.is_absolute()
+            || path
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            push(
+                "repositories",
+                format!("{entry:?} is outside the root: entries are paths or globs under `root`"),
+            );
+        }
+    }
+
     let pull = raw.pull.unwrap_or_default();
     let interval = pull
         .interval
@@ -434,6 +448,36 @@ mod tests {
                 ("bogus", Some(2)),
                 ("pull.interval", Some(4)),
                 ("pull.fast_forward", Some(5))
+            ]
+        );
+    }
+
+    #[test]
+    fn entries_outside_the_root_are_refused_with_file_line_and_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("config.yml");
+        let text = format!(
+            "root: {}\nrepositories:\n  - ok\n  - ../../outside\n  - /etc\n",
+            dir.path().display()
+        );
+        std::fs::write(&file, text).expect("write");
+        let err = load(&file, true, None, true).expect_err("refused");
+        let found: Vec<_> = err
+            .problems
+            .iter()
+            .map(|p| {
+                (
+                    p.key.as_str(),
+                    p.line,
+                    p.message.contains("outside the root"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                ("repositories", Some(2), true),
+                ("repositories", Some(2), true)
             ]
         );
     }
