@@ -395,3 +395,55 @@ async fn a_daemon_killed_while_handling_an_event_handles_it_after_restart() {
     assert_eq!(env.head(&b_clone), sha);
     assert!(!b2.log_text().contains("ERROR"), "{}", b2.log_text());
 }
+
+#[test]
+fn a_gitargus_table_keyed_by_hostname_alone_is_refused_with_the_fix() {
+    let env = Env::new();
+    let moto = Moto::start();
+    let root = env.path("root");
+    let (_bare, _clone) = env.remote_and_clone("proj", "root/proj");
+    let home = env.home("a");
+    env.config(&home, &moto.host_config("a", &root));
+    // GitArgus's own table: partition key `hostname`, no sort key.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        };
+        aws_sdk_dynamodb::Client::new(&moto.sdk())
+            .create_table()
+            .table_name("git")
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("hostname")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .expect("key"),
+            )
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("hostname")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .expect("attribute"),
+            )
+            .send()
+            .await
+            .expect("create the GitArgus table");
+    });
+    for args in [
+        vec!["aws", "setup"],
+        vec!["sync", "--root", root.to_str().expect("utf8")],
+        vec!["doctor"],
+    ] {
+        let out = env.gitsync(&home, &args);
+        let text = stdout(&out);
+        assert!(!out.status.success(), "{args:?} accepted the table: {text}");
+        assert!(
+            text.contains("key schema hostname (HASH)")
+                && text.contains("set aws.dynamodb.table to another name"),
+            "{args:?}: {text}"
+        );
+    }
+}

@@ -74,6 +74,11 @@ pub struct Setup {
 pub async fn setup(config: &Config) -> Result<Setup, DaemonError> {
     let repos = discover::resolve(&config.root, config.repositories.as_deref())?;
     let backend = backend::open(config).await.map_err(DaemonError::Backend)?;
+    // A store gitsync cannot use (a GitArgus table keyed by hostname alone) is refused now;
+    // an unreachable one is not: git syncs meanwhile and states wait to be stored.
+    if let Err(err @ BackendError::Config(_)) = backend.store.health().await {
+        return Err(DaemonError::Backend(err));
+    }
     let dirty = Arc::new(Dirty::new());
     let syncer = Arc::new(Syncer::new(
         config.hostname.clone(),

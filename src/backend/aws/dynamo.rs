@@ -113,13 +113,17 @@ impl StateStore for DynamoStore {
     }
 
     async fn health(&self) -> Result<(), BackendError> {
-        self.client
+        let described = self
+            .client
             .describe_table()
             .table_name(&self.table)
             .send()
             .await
-            .map(|_| ())
-            .map_err(|e| aws_error("DescribeTable", e))
+            .map_err(|e| aws_error("DescribeTable", e))?;
+        match super::setup::key_schema_problem(&self.table, described.table()) {
+            Some(problem) => Err(BackendError::Config(problem)),
+            None => Ok(()),
+        }
     }
 
     async fn put(&self, state: &RepoState) -> Result<(), BackendError> {

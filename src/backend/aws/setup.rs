@@ -60,11 +60,51 @@ fn build_err(err: impl std::error::Error) -> BackendError {
     BackendError::Config(err.to_string())
 }
 
+/// Why gitsync cannot use a table with this key schema, with the fix; `None` when the keys
+/// are gitsync's: partition key `hostname`, sort key `repo` (DynamoDB `DescribeTable`'s
+/// `KeySchema`). A GitArgus table (partition key `hostname` alone) holds one record per
+/// host, so each repository's write would overwrite the previous one.
+pub fn key_schema_problem(
+    table: &str,
+    description: Option<&aws_sdk_dynamodb::types::TableDescription>,
+) -> Option<String> {
+    let keys: Vec<(String, KeyType)> = description
+        .map(|d| d.key_schema())
+        .unwrap_or_default()
+        .iter()
+        .map(|k| (k.attribute_name().to_string(), k.key_type().clone()))
+        .collect();
+    let wanted = [
+        ("hostname".to_string(), KeyType::Hash),
+        ("repo".to_string(), KeyType::Range),
+    ];
+    if keys.len() == 2 && wanted.iter().all(|w| keys.contains(w)) {
+        return None;
+    }
+    let shown: Vec<String> = keys
+        .iter()
+        .map(|(name, kind)| format!("{name} ({})", kind.as_str()))
+        .collect();
+    Some(format!(
+        "DynamoDB table {table} has the key schema {}; gitsync needs partition key hostname and sort key repo (each repository a record of its own): set aws.dynamodb.table to another name and run `gitsync aws setup` to create it",
+        if shown.is_empty() {
+            "(none)".to_string()
+        } else {
+            shown.join(" + ")
+        }
+    ))
+}
+
 async fn ensure_table(sdk: &aws_config::SdkConfig, table: &str) -> Result<Step, BackendError> {
     let client = aws_sdk_dynamodb::Client::new(sdk);
     let resource = format!("DynamoDB table {table}");
     match client.describe_table().table_name(table).send().await {
-        Ok(_) => return Ok(step(resource, Action::Unchanged)),
+        Ok(out) => {
+            return match key_schema_problem(table, out.table()) {
+                Some(problem) => Err(BackendError::Config(problem)),
+                None => Ok(step(resource, Action::Unchanged)),
+            };
+        }
         Err(err)
             if err
                 .as_service_error()
@@ -422,9 +462,10 @@ pub async fn check(sdk: &aws_config::SdkConfig, names: &Names) -> Vec<(String, O
         .await;
     out.push((
         format!("DynamoDB table {}", names.table),
-        table
-            .err()
-            .map(|e| aws_error("DescribeTable", e).to_string()),
+        match table {
+            Ok(described) => key_schema_problem(&names.table, described.table()),
+            Err(e) => Some(aws_error("DescribeTable", e).to_string()),
+        },
     ));
     let sns = aws_sdk_sns::Client::new(sdk);
     let topic_arn = names.topic_arn.clone().unwrap_or_default();
