@@ -266,3 +266,64 @@ fn the_same_event_twice_is_one_fetch_and_pull_and_garbage_is_skipped() {
     assert!(text.contains("malformed event skipped"), "{text}");
     assert!(!text.contains("ERROR"), "{text}");
 }
+
+#[test]
+fn a_flood_of_events_for_one_repository_delays_no_other() {
+    let env = Env::new();
+    let (bare, _a_clone, _b_clone, home_a, home_b) = proj_on_two_hosts(&env);
+    let hub = env.path("hub");
+    let (_other_bare, a_other) = env.remote_and_clone("other", "root-a/other");
+    let b_other = env.clone_of(&_other_bare, "root-b/other");
+    let a = env.spawn(&home_a, &[]);
+    let b = env.spawn(&home_b, &[]);
+    a.wait_log("ready", WAIT);
+    b.wait_log("ready", WAIT);
+    wait_for("hooks installed at start-up", WAIT, || {
+        hook_installed(&a_other).then_some(())
+    });
+    // 10,000 well-formed events for proj, as if host a had sent them, all different.
+    let mut flood = String::new();
+    for i in 0..10_000u32 {
+        let new = format!("{:040x}", 0xabc000 + i);
+        let event = gitsync::model::PushEvent::new(
+            "host-a",
+            "proj",
+            &bare.display().to_string(),
+            "refs/heads/main",
+            gitsync::model::ZERO_OID,
+            &new,
+        );
+        flood.push_str(&serde_json::to_string(&event).expect("json"));
+        flood.push('\n');
+    }
+    {
+        use std::io::Write;
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(hub.join("events/host-a.jsonl"))
+            .expect("open the log");
+        log.write_all(flood.as_bytes()).expect("flood");
+    }
+    // A real push of the other repository, right behind the flood.
+    let sha = env.commit(&a_other, "o.txt", "other\n", "other change");
+    let push = env.git_as(&home_a, &a_other, &["push", "-q", "origin", "main"]);
+    assert!(push.status.success(), "push: {push:?}");
+    let pushed_at = std::time::Instant::now();
+    wait_for_logged("B's other at the pushed commit", WAIT, &[&a, &b], || {
+        (head_of(&env, &b_other) == sha).then_some(())
+    });
+    let took = pushed_at.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "the push of another repository waited {took:?} behind the flood:\n{}",
+        b.log_text()
+    );
+    // The flood cost a handful of fetches, not ten thousand.
+    let fetches = b
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("push event handled") && l.contains("repo=proj"))
+        .count();
+    assert!(fetches <= 20, "{fetches} syncs for one flooded repository");
+}

@@ -326,6 +326,21 @@ impl EventBus for LocalHub {
         }
     }
 
+    async fn ack_all(&self, deliveries: &[Delivery]) -> Result<(), BackendError> {
+        // Offsets only grow: the last delivery of each writer's log covers the ones before
+        // it, so a batch costs one write per log, not one per event.
+        let mut last: std::collections::HashMap<&str, &Delivery> = std::collections::HashMap::new();
+        for delivery in deliveries {
+            if let Some((writer, _)) = delivery.token.rsplit_once(':') {
+                last.insert(writer, delivery);
+            }
+        }
+        for delivery in last.into_values() {
+            self.ack(delivery).await?;
+        }
+        Ok(())
+    }
+
     async fn ack(&self, delivery: &Delivery) -> Result<(), BackendError> {
         let Some((writer, offset)) = delivery.token.rsplit_once(':') else {
             return Ok(());

@@ -90,6 +90,17 @@ pub trait EventBus: Send + Sync {
     async fn receive(&self, wait: Duration) -> Result<Vec<Delivery>, BackendError>;
     /// Marks a delivery handled, so it is not received again.
     async fn ack(&self, delivery: &Delivery) -> Result<(), BackendError>;
+    /// Marks every delivery of a handled batch, in order; the default acknowledges them one
+    /// by one. Returns the first error (the others are still tried).
+    async fn ack_all(&self, deliveries: &[Delivery]) -> Result<(), BackendError> {
+        let mut first = None;
+        for delivery in deliveries {
+            if let Err(err) = self.ack(delivery).await {
+                first.get_or_insert(err);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
     /// Keeps a delivery from being handed out again for `by` more (while a long fetch runs).
     /// The local backend hands nothing out twice while it runs, so the default does nothing.
     async fn extend(&self, _delivery: &Delivery, _by: Duration) -> Result<(), BackendError> {

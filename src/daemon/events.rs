@@ -119,19 +119,38 @@ impl Receiver {
         }
     }
 
-    /// Handles a batch concurrently (one repository's work is serialized by the syncer),
-    /// then acknowledges each delivery in order.
+    /// Handles a batch: the events for one repository coalesce (one fetch of each remote
+    /// they name serves them all, however many there are), different repositories are
+    /// synced concurrently, then each delivery is acknowledged in order. A flood of events
+    /// for one repository therefore costs one fetch per batch and delays no other.
     pub async fn handle_all(self: &Arc<Self>, deliveries: Vec<Delivery>) {
-        let mut set = tokio::task::JoinSet::new();
+        // Per repository: the remotes to fetch and the events the fetch serves.
+        let mut work: HashMap<String, (Repo, Vec<Option<String>>, Vec<PushEvent>)> = HashMap::new();
         let mut spawned = HashSet::new();
         for delivery in &deliveries {
+            let event = &delivery.event;
             // The same event twice in one batch: handled once, acknowledged twice.
-            if !spawned.insert(delivery.event.id.clone()) {
+            if !spawned.insert(event.id.clone()) || !self.wanted(event) {
                 continue;
             }
+            let targets = self.targets(event).await;
+            if targets.is_empty() {
+                tracing::debug!(repo = %event.repo, host = %event.host, "push event for a repository not here; ignored");
+            }
+            for (repo, remote) in targets {
+                let entry = work
+                    .entry(repo.name.clone())
+                    .or_insert_with(|| (repo, Vec::new(), Vec::new()));
+                if !entry.1.contains(&remote) {
+                    entry.1.push(remote);
+                }
+                entry.2.push(event.clone());
+            }
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for (_, (repo, remotes, events)) in work {
             let me = self.clone();
-            let event = delivery.event.clone();
-            set.spawn(async move { me.handle(&event).await });
+            set.spawn(async move { me.sync_for(&repo, &remotes, &events).await });
         }
         // Keep the messages invisible to other receivers while long fetches run.
         let keep_alive = {
@@ -150,49 +169,53 @@ impl Receiver {
         };
         while set.join_next().await.is_some() {}
         keep_alive.abort();
-        for delivery in &deliveries {
-            if let Err(err) = self.bus.ack(delivery).await {
-                tracing::warn!(%err, id = %delivery.event.id, "cannot acknowledge event");
-            }
+        if let Err(err) = self.bus.ack_all(&deliveries).await {
+            tracing::warn!(%err, events = deliveries.len(), "cannot acknowledge events");
         }
     }
 
-    /// Handles one event: returns how many repositories were synced for it.
-    pub async fn handle(&self, event: &PushEvent) -> usize {
+    /// Whether an event is worth a sync: not this host's own, not handled before, and
+    /// well-formed ([`PushEvent::validate`]; a refused one is logged).
+    fn wanted(&self, event: &PushEvent) -> bool {
         if event.host == self.host {
-            return 0;
+            return false;
         }
         if let Err(why) = event.validate() {
             tracing::warn!(id = %event.id, host = %event.host, %why, "push event refused");
-            return 0;
+            return false;
         }
         if self.seen_before(&event.id) {
             tracing::debug!(id = %event.id, repo = %event.repo, "event already handled");
-            return 0;
+            return false;
         }
-        let targets = self.targets(event).await;
-        if targets.is_empty() {
-            tracing::debug!(repo = %event.repo, host = %event.host, "push event for a repository not here; ignored");
-        }
+        true
+    }
+
+    /// One sync of `repo` per remote in `remotes` (`None`: the default remote), serving
+    /// `events`; they are remembered as handled when every sync succeeded.
+    async fn sync_for(&self, repo: &Repo, remotes: &[Option<String>], events: &[PushEvent]) {
         let mut ok = true;
-        for (repo, remote) in &targets {
+        for remote in remotes {
             let fetch = remote.clone().map_or(Fetch::Default, Fetch::Remote);
             let outcome = self.syncer.sync_with(repo, fetch).await;
             ok &= outcome.ok;
+            let last = events.last();
             tracing::info!(
                 repo = %repo.name,
-                from = %event.host,
-                ref_name = %event.ref_name,
-                new = %event.new,
+                from = %last.map(|e| e.host.as_str()).unwrap_or(""),
+                ref_name = %last.map(|e| e.ref_name.as_str()).unwrap_or(""),
+                new = %last.map(|e| e.new.as_str()).unwrap_or(""),
+                events = events.len(),
                 fast_forwarded = outcome.fast_forwarded,
                 state = outcome.state.state.as_str(),
                 "push event handled"
             );
         }
         if ok {
-            self.remember(&event.id);
+            for event in events {
+                self.remember(&event.id);
+            }
         }
-        targets.len()
     }
 
     fn seen_before(&self, id: &str) -> bool {
