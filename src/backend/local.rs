@@ -31,7 +31,15 @@ pub struct LocalHub {
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
     /// How many times the event logs were read (each `receive` reads once per wake-up).
     reads: std::sync::atomic::AtomicU64,
+    /// Per writer: how far this reader has handled its log, also when the offset file
+    /// cannot be written (so nothing is handed out twice in a loop).
+    offsets: Mutex<std::collections::HashMap<String, u64>>,
+    /// Problems already logged (each is said once).
+    warned: Mutex<std::collections::HashSet<String>>,
 }
+
+/// The most one `receive` reads of one event log, in bytes (the rest comes next time).
+const MAX_READ: u64 = 16 << 20;
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> BackendError + '_ {
     move |source| BackendError::Io {
@@ -84,6 +92,8 @@ impl LocalHub {
             wake: Arc::new(tokio::sync::Notify::new()),
             watcher: Mutex::new(None),
             reads: std::sync::atomic::AtomicU64::new(0),
+            offsets: Mutex::new(std::collections::HashMap::new()),
+            warned: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -102,10 +112,56 @@ impl LocalHub {
     }
 
     fn read_offset(&self, writer: &str) -> u64 {
-        std::fs::read_to_string(self.offset_path(writer))
+        let stored = std::fs::read_to_string(self.offset_path(writer))
             .ok()
             .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
+            .unwrap_or(0);
+        let held = self
+            .offsets
+            .lock()
+            .map(|m| m.get(writer).copied().unwrap_or(0))
+            .unwrap_or(0);
+        stored.max(held)
+    }
+
+    /// Logs `message` about `key` the first time only; returns whether it was logged.
+    fn warn_once(&self, key: String, message: impl FnOnce() -> String) {
+        let first = self
+            .warned
+            .lock()
+            .map(|mut w| w.insert(key))
+            .unwrap_or(false);
+        if first {
+            tracing::warn!("{}", message());
+        }
+    }
+
+    /// Opens an event log for reading only when it is a regular file: never a FIFO (whose
+    /// `open` would block), a device (`/dev/zero` reads forever) or a folder, and never
+    /// through a symlink. Anything else is logged once and skipped.
+    fn open_log(&self, path: &Path) -> Option<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_flags())
+            .open(path);
+        let skip = |why: String| {
+            self.warn_once(format!("{}:{why}", path.display()), || {
+                format!("event log {} skipped: {why}", path.display())
+            });
+            None
+        };
+        match opened {
+            Ok(file) => match file.metadata() {
+                Ok(meta) if meta.is_file() => Some(file),
+                Ok(_) => skip("not a regular file".to_string()),
+                Err(err) => skip(err.to_string()),
+            },
+            Err(err) if err.raw_os_error() == Some(nix::libc::ELOOP) => {
+                skip("a symlink (event logs must be regular files)".to_string())
+            }
+            Err(err) => skip(err.to_string()),
+        }
     }
 
     /// Starts watching `events/` once, so that `receive` wakes on appends.
@@ -156,11 +212,32 @@ impl LocalHub {
                 continue;
             }
             let path = entry.path();
-            let start = self.read_offset(writer);
-            let mut file = std::fs::File::open(&path).map_err(io_err(&path))?;
+            let Some(mut file) = self.open_log(&path) else {
+                continue;
+            };
+            let mut start = self.read_offset(writer);
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            if start > len {
+                // The log was truncated or replaced: read it again from the start (events
+                // are idempotent) rather than wait for it to grow past the old offset.
+                self.warn_once(format!("{}:truncated:{start}", path.display()), || {
+                    format!(
+                        "event log {} is shorter ({len} bytes) than what was read of it ({start}): it was truncated or replaced; reading it from the start",
+                        path.display()
+                    )
+                });
+                if let Ok(mut held) = self.offsets.lock() {
+                    held.insert(writer.to_string(), 0);
+                }
+                let _ = write_atomic(&self.offset_path(writer), b"0");
+                start = 0;
+            }
             file.seek(SeekFrom::Start(start)).map_err(io_err(&path))?;
             let mut buf = Vec::new();
-            file.read_to_end(&mut buf).map_err(io_err(&path))?;
+            (&mut file)
+                .take(MAX_READ)
+                .read_to_end(&mut buf)
+                .map_err(io_err(&path))?;
             let mut pos = start;
             // Only complete lines; a line still being appended is read next time.
             while let Some(nl) = buf[(pos - start) as usize..]
@@ -188,16 +265,44 @@ impl LocalHub {
                     }
                 }
             }
+            if pos == start && buf.len() as u64 >= MAX_READ {
+                // One line longer than a whole read: garbage; step over it.
+                self.warn_once(format!("{}:long:{start}", path.display()), || {
+                    format!(
+                        "event log {} has a line longer than {MAX_READ} bytes at {start}; skipped",
+                        path.display()
+                    )
+                });
+                let _ = self.store_offset(writer, start + MAX_READ);
+            }
         }
         Ok(out)
     }
 
     fn store_offset(&self, writer: &str, offset: u64) -> Result<(), BackendError> {
-        if offset <= self.read_offset(writer) {
+        let stored = std::fs::read_to_string(self.offset_path(writer))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if let Ok(mut held) = self.offsets.lock() {
+            let entry = held.entry(writer.to_string()).or_insert(0);
+            *entry = (*entry).max(offset);
+        }
+        if offset <= stored {
             return Ok(());
         }
-        write_atomic(&self.offset_path(writer), offset.to_string().as_bytes())
+        let path = self.offset_path(writer);
+        write_atomic(&path, offset.to_string().as_bytes()).inspect_err(|err| {
+            self.warn_once(format!("offset:{}", path.display()), || {
+                format!("cannot record how far the events of {writer} were handled ({err}); going on, they may be handled again after a restart")
+            });
+        })
     }
+}
+
+/// `O_NOFOLLOW | O_NONBLOCK`: no symlink, and no wait on a FIFO with no writer.
+fn libc_flags() -> i32 {
+    nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK
 }
 
 async fn blocking<T: Send + 'static>(
@@ -373,6 +478,46 @@ mod tests {
         let a = LocalHub::open(dir.path(), "a").expect("open a");
         let b = LocalHub::open(dir.path(), "b").expect("open b");
         (dir, a, b)
+    }
+
+    #[tokio::test]
+    async fn fifos_folders_devices_truncation_and_unwritable_offsets_stop_nothing() {
+        let (dir, a, b) = two_hosts();
+        let events = dir.path().join("events");
+        nix::unistd::mkfifo(&events.join("fifo.jsonl"), nix::sys::stat::Mode::S_IRWXU)
+            .expect("mkfifo");
+        std::fs::create_dir(events.join("folder.jsonl")).expect("mkdir");
+        std::os::unix::fs::symlink("/dev/zero", events.join("zero.jsonl")).expect("symlink");
+        a.publish(&event("a", "1")).await.expect("publish");
+        let got = tokio::time::timeout(Duration::from_secs(5), b.receive(Duration::from_secs(1)))
+            .await
+            .expect("receive returned")
+            .expect("receive");
+        assert_eq!(got.len(), 1, "{got:?}");
+
+        // An offset that cannot be written: acknowledged all the same, not handed out again.
+        let offset = b.offset_path("a");
+        std::fs::create_dir_all(&offset).expect("a folder where the offset goes");
+        assert!(b.ack(&got[0]).await.is_err());
+        let again = b
+            .receive(Duration::from_millis(200))
+            .await
+            .expect("receive");
+        assert!(again.is_empty(), "handed out again: {again:?}");
+        std::fs::remove_dir(&offset).expect("rmdir");
+
+        // A log truncated below the offset is read again from the start.
+        b.ack(&got[0]).await.expect("ack");
+        let log = events.join("a.jsonl");
+        std::fs::write(&log, "").expect("truncate");
+        let none = b.receive(Duration::from_millis(200)).await.expect("receive");
+        assert!(none.is_empty());
+        a.publish(&event("a", "2")).await.expect("publish");
+        let got = b.receive(Duration::from_secs(2)).await.expect("receive");
+        assert_eq!(
+            got.iter().map(|d| d.event.new.as_str()).collect::<Vec<_>>(),
+            ["2"]
+        );
     }
 
     #[tokio::test]
