@@ -42,14 +42,14 @@ fn a_user_hook_in_core_hooks_path_is_chained_keeps_its_veto_and_comes_back_exact
     let (ok, text) = hooks(&env, &home, &root, &["status"]);
     assert!(ok, "{text}");
     assert!(text.contains("a pre-push hook of yours"), "{text}");
-    let (ok, text) = hooks(&env, &home, &root, &["install"]);
+    let (ok, text) = hooks(&env, &home, &root, &["install", "--force"]);
     assert!(ok, "{text}");
     assert!(
         text.contains("my-hooks/pre-push"),
         "core.hooksPath honoured: {text}"
     );
     assert!(!clone.join(".git/hooks/pre-push").exists());
-    let (ok, text) = hooks(&env, &home, &root, &["install"]);
+    let (ok, text) = hooks(&env, &home, &root, &["install", "--force"]);
     assert!(
         ok && text.contains("already installed"),
         "idempotent: {text}"
@@ -99,7 +99,7 @@ fn a_user_hook_in_core_hooks_path_is_chained_keeps_its_veto_and_comes_back_exact
     let out = env.git(&linked, &["rev-parse", "--git-path", "hooks"]);
     assert!(out.trim().ends_with("my-hooks"), "{out}");
 
-    let (ok, text) = hooks(&env, &home, &root, &["uninstall"]);
+    let (ok, text) = hooks(&env, &home, &root, &["uninstall", "--force"]);
     assert!(ok, "{text}");
     assert_eq!(
         std::fs::read_to_string(&user_hook).expect("restored"),
@@ -112,7 +112,7 @@ fn a_user_hook_in_core_hooks_path_is_chained_keeps_its_veto_and_comes_back_exact
         & 0o777;
     assert_eq!(mode, 0o750);
     assert!(!custom.join("pre-push.gitsync-chained").exists());
-    let (_, text) = hooks(&env, &home, &root, &["uninstall"]);
+    let (_, text) = hooks(&env, &home, &root, &["uninstall", "--force"]);
     assert!(text.contains("your own hook left alone"), "{text}");
 }
 

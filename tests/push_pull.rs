@@ -327,3 +327,64 @@ fn a_flood_of_events_for_one_repository_delays_no_other() {
         .count();
     assert!(fetches <= 20, "{fetches} syncs for one flooded repository");
 }
+
+#[test]
+fn hooks_folders_in_the_worktree_or_shared_are_left_alone_and_pushes_still_arrive() {
+    let env = Env::new();
+    let (_bare, a_clone, b_clone, home_a, home_b) = proj_on_two_hosts(&env);
+    // proj keeps its hooks in a tracked folder (husky, lefthook, .githooks).
+    env.write(&a_clone, ".githooks/post-commit", "#!/bin/sh\nexit 0\n");
+    env.git(&a_clone, &["add", ".githooks"]);
+    env.git(&a_clone, &["commit", "-qm", "tracked hooks"]);
+    env.git_as(&home_a, &a_clone, &["push", "-q", "origin", "main"]);
+    env.git(&a_clone, &["config", "core.hooksPath", ".githooks"]);
+    env.git(&b_clone, &["pull", "-q", "--ff-only"]);
+    // tool's hooks folder is the machine-wide one of host a's user.
+    let (tool_bare, a_tool) = env.remote_and_clone("tool", "root-a/tool");
+    let b_tool = env.clone_of(&tool_bare, "root-b/tool");
+    let shared = env.path("shared-hooks");
+    std::fs::create_dir_all(&shared).expect("mkdir");
+    let gitconfig = home_a.join(".gitconfig");
+    let mut text = std::fs::read_to_string(&gitconfig).expect("read");
+    text.push_str(&format!("[core]\n\thooksPath = {}\n", shared.display()));
+    std::fs::write(&gitconfig, text).expect("write");
+
+    let a = env.spawn(&home_a, &[]);
+    let b = env.spawn(&home_b, &[]);
+    a.wait_log("ready", WAIT);
+    b.wait_log("ready", WAIT);
+    assert!(
+        !a_clone.join(".githooks/pre-push").exists(),
+        "wrote into a tracked hooks folder"
+    );
+    assert!(
+        !shared.join("pre-push").exists(),
+        "wrote into the machine-wide hooks folder"
+    );
+    let status = env.git(&a_clone, &["status", "--porcelain"]);
+    assert!(status.is_empty(), "proj made dirty: {status}");
+    let out = env.gitsync(&home_a, &["hooks", "status"]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        said.contains("proj: missing; core.hooksPath is inside the worktree")
+            && said.contains("tool: missing; core.hooksPath is shared")
+            && said.contains("through the watcher"),
+        "{said}"
+    );
+
+    // Pushes in both reach host b through the watcher alone.
+    for (a_repo, b_repo) in [(&a_clone, &b_clone), (&a_tool, &b_tool)] {
+        let sha = env.commit(a_repo, "w.txt", "seen by the watcher\n", "hookless");
+        let push = env.git_as(&home_a, a_repo, &["push", "-q", "origin", "main"]);
+        assert!(push.status.success(), "push: {push:?}");
+        wait_for_logged(
+            "b at the commit pushed without a hook",
+            WAIT,
+            &[&a, &b],
+            || (head_of(&env, b_repo) == sha).then_some(()),
+        );
+    }
+    assert!(
+        a.log_text().contains("seen_by=\"watcher\"") || a.log_text().contains("seen_by=watcher")
+    );
+}

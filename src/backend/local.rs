@@ -510,7 +510,10 @@ mod tests {
         b.ack(&got[0]).await.expect("ack");
         let log = events.join("a.jsonl");
         std::fs::write(&log, "").expect("truncate");
-        let none = b.receive(Duration::from_millis(200)).await.expect("receive");
+        let none = b
+            .receive(Duration::from_millis(200))
+            .await
+            .expect("receive");
         assert!(none.is_empty());
         a.publish(&event("a", "2")).await.expect("publish");
         let got = b.receive(Duration::from_secs(2)).await.expect("receive");

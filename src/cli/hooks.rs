@@ -24,14 +24,23 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum Action {
     /// Install the hook; a pre-push hook already there is chained, never overwritten.
+    /// A hooks folder shared by every repository (a global `core.hooksPath`) or inside the
+    /// worktree is left alone unless `--force`: pushes there are seen by the watcher.
     Install {
         /// Repositories (names under the root, or paths); default: all.
         repos: Vec<String>,
+        /// Write into a shared or in-worktree hooks folder all the same.
+        #[arg(long)]
+        force: bool,
     },
-    /// Remove the hook and put a chained hook back exactly as it was.
+    /// Remove the hook and put a chained hook back exactly as it was (a shared hooks
+    /// folder only with `--force`: other repositories use it too).
     Uninstall {
         /// Repositories (names under the root, or paths); default: all.
         repos: Vec<String>,
+        /// Remove it from a shared or in-worktree hooks folder all the same.
+        #[arg(long)]
+        force: bool,
     },
     /// Show each repository's hook state.
     Status {
@@ -78,30 +87,51 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let config = super::load_config(cli, args.root.as_deref(), true)?;
     let all = discover::resolve(&config.root, config.repositories.as_deref())
         .map_err(|e| CliError::Failed(e.to_string()))?;
-    let (Action::Install { repos } | Action::Uninstall { repos } | Action::Status { repos }) =
-        &args.action;
+    let (Action::Install { repos, .. }
+    | Action::Uninstall { repos, .. }
+    | Action::Status { repos }) = &args.action;
+    let force = matches!(
+        args.action,
+        Action::Install { force: true, .. } | Action::Uninstall { force: true, .. }
+    );
     let repos = select(&all, repos)?;
     let binary = std::env::current_exe()
         .map_err(|e| CliError::Failed(format!("cannot tell where gitsync is: {e}")))?;
     let mut failed = false;
     for repo in &repos {
-        let dir = match hooks::hooks_dir(&repo.path) {
-            Ok(dir) => dir,
+        let place = match hooks::placement(&repo.path) {
+            Ok(place) => place,
             Err(err) => {
                 println!("{}: {err}", repo.name);
                 failed = true;
                 continue;
             }
         };
-        let line = match &args.action {
-            Action::Status { .. } => Ok(hooks::state_in(&dir, &binary).describe().to_string()),
-            Action::Install { .. } => hooks::install_in(&dir, &binary).map(|before| match before {
-                HookState::Installed { .. } => "already installed".to_string(),
-                HookState::Foreign => format!("installed; your hook is kept as {}", hooks::CHAINED),
-                HookState::Outdated => "updated".to_string(),
-                HookState::Missing => "installed".to_string(),
-            }),
-            Action::Uninstall { .. } => {
+        let dir = place.dir().to_path_buf();
+        let left_alone = place.reason().filter(|_| !force);
+        let line = match (&args.action, left_alone) {
+            (Action::Status { .. }, Some(why)) => Ok(format!(
+                "{}; {why}, so pushes reach the other machines through the watcher",
+                hooks::state_in(&dir, &binary).describe()
+            )),
+            (Action::Status { .. }, None) => Ok(format!(
+                "{}; pushes reach the other machines through the hook (and the watcher)",
+                hooks::state_in(&dir, &binary).describe()
+            )),
+            (_, Some(why)) => Ok(format!(
+                "left alone: {why} (pushes are seen by the watcher; --force to write there)"
+            )),
+            (Action::Install { .. }, None) => {
+                hooks::install_in(&dir, &binary).map(|before| match before {
+                    HookState::Installed { .. } => "already installed".to_string(),
+                    HookState::Foreign => {
+                        format!("installed; your hook is kept as {}", hooks::CHAINED)
+                    }
+                    HookState::Outdated => "updated".to_string(),
+                    HookState::Missing => "installed".to_string(),
+                })
+            }
+            (Action::Uninstall { .. }, None) => {
                 hooks::uninstall_in(&dir, &binary).map(|before| match before {
                     HookState::Installed { chained: true } => {
                         "removed; your hook is back".to_string()

@@ -9,6 +9,7 @@
 
 pub mod events;
 pub mod handoff;
+pub mod landed;
 pub mod pidfile;
 pub mod pushes;
 pub mod registry;
@@ -195,6 +196,14 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
                 .ok()
         });
 
+    // Where each remote-tracking reflog ends now: pushes are what is appended later.
+    let reflogs = Arc::new(landed::Reflogs::new());
+    for repo in &repos {
+        reflogs
+            .publish_new(repo, &publisher, &config.hostname)
+            .await;
+    }
+
     // The start-up update reads every repository: what changed while the daemon was down
     // raised no watcher event.
     syncer.set_watching(false);
@@ -316,9 +325,13 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
         next_due = next;
         for name in due {
             if let Some(repo) = lookup.by_name.get(&name).cloned() {
-                let syncer = syncer.clone();
+                let (syncer, publisher, reflogs) =
+                    (syncer.clone(), publisher.clone(), reflogs.clone());
+                let host = config.hostname.clone();
                 tasks.spawn(async move {
                     syncer.sync(&repo, false).await;
+                    // A push made where no hook ran is still seen.
+                    reflogs.publish_new(&repo, &publisher, &host).await;
                 });
             }
         }
@@ -451,7 +464,13 @@ pub fn install_hooks(repos: &[Repo]) {
         }
     };
     for repo in repos.iter().filter(|r| r.path.exists()) {
-        let result = hooks::hooks_dir(&repo.path).and_then(|dir| hooks::install_in(&dir, &binary));
+        let result = hooks::placement(&repo.path).and_then(|place| match place.reason() {
+            None => hooks::install_in(place.dir(), &binary),
+            Some(why) => {
+                tracing::info!(repo = %repo.name, dir = %place.dir().display(), why, "hook not installed; pushes are seen by the watcher");
+                Ok(hooks::HookState::Installed { chained: false })
+            }
+        });
         match result {
             Ok(hooks::HookState::Installed { .. }) => {}
             Ok(before) => {

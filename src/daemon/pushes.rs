@@ -33,6 +33,9 @@ pub struct Publisher {
     repos: Arc<Registry>,
     /// Confirmed pushes the bus could not take yet, oldest first.
     pending: std::sync::Mutex<Vec<PushEvent>>,
+    /// Ids of the events published last, so one push seen by the hook and by the watcher
+    /// goes out once.
+    recent: std::sync::Mutex<std::collections::VecDeque<String>>,
     outage: Outage,
 }
 
@@ -65,6 +68,7 @@ impl Publisher {
             syncer,
             repos,
             pending: std::sync::Mutex::new(Vec::new()),
+            recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
             outage: Outage::new("event bus"),
         }
     }
@@ -136,25 +140,46 @@ impl Publisher {
                 &update.remote_sha,
                 &update.local_sha,
             );
-            match self.bus.publish(&event).await {
-                Ok(()) => {
-                    self.outage.ok();
-                    tracing::info!(repo = %repo.name, ref_name = %event.ref_name, new = %event.new, "push published");
-                    published.push(event);
-                }
-                Err(err) => {
-                    self.outage.failed("publish push", &err);
-                    let mut pending = self.pending();
-                    if pending.len() >= MAX_PENDING {
-                        pending.remove(0);
-                    }
-                    pending.push(event);
-                }
+            if self.publish(event.clone(), "hook").await {
+                published.push(event);
             }
         }
         // The push moved the remote-tracking refs: ahead/behind changed.
         self.syncer.sync(&repo, false).await;
         published
+    }
+
+    /// Publishes `event` (a push that landed, seen by `how`: the hook or the watcher), or
+    /// keeps it for [`Publisher::flush_pending`] when the bus is unreachable. An event
+    /// published a moment ago (the same push seen both ways) is not published again.
+    /// Returns whether it went out now.
+    pub async fn publish(&self, event: PushEvent, how: &'static str) -> bool {
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if recent.contains(&event.id) {
+                return false;
+            }
+            if recent.len() >= 256 {
+                recent.pop_front();
+            }
+            recent.push_back(event.id.clone());
+        }
+        match self.bus.publish(&event).await {
+            Ok(()) => {
+                self.outage.ok();
+                tracing::info!(repo = %event.repo, ref_name = %event.ref_name, new = %event.new, seen_by = how, "push published");
+                true
+            }
+            Err(err) => {
+                self.outage.failed("publish push", &err);
+                let mut pending = self.pending();
+                if pending.len() >= MAX_PENDING {
+                    pending.remove(0);
+                }
+                pending.push(event);
+                false
+            }
+        }
     }
 
     /// Waits until each update's remote-tracking ref reaches the pushed commit, or the push

@@ -91,6 +91,77 @@ pub fn hooks_dir(repo: &Path) -> Result<PathBuf, HookError> {
     })
 }
 
+/// Where a repository's hooks folder is, and whether gitsync may write into it unasked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// The repository's own folder (`hooks/` in its git dir, or a `core.hooksPath` of its
+    /// own outside the worktree): gitsync installs there.
+    Own(PathBuf),
+    /// `core.hooksPath` comes from the global or system config: the folder serves every
+    /// repository on the machine.
+    Shared(PathBuf),
+    /// `core.hooksPath` points into the worktree (husky, `.githooks`, lefthook): writing
+    /// there would change the user's files (and the next `git commit -a` would take them).
+    InWorktree(PathBuf),
+}
+
+impl Placement {
+    /// The folder, whatever the kind.
+    pub fn dir(&self) -> &Path {
+        match self {
+            Placement::Own(d) | Placement::Shared(d) | Placement::InWorktree(d) => d,
+        }
+    }
+
+    /// Why gitsync leaves the folder alone, or `None` when it may install.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            Placement::Own(_) => None,
+            Placement::Shared(_) => Some("core.hooksPath is shared by every repository"),
+            Placement::InWorktree(_) => Some("core.hooksPath is inside the worktree"),
+        }
+    }
+}
+
+/// Where the hooks folder of `repo` is and whether it is the repository's own
+/// ([`Placement`]); the scope of `core.hooksPath` is read with `git config --show-scope`.
+///
+/// Errors: as [`hooks_dir`].
+pub fn placement(repo: &Path) -> Result<Placement, HookError> {
+    let dir = hooks_dir(repo)?;
+    let scope = std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["config", "--show-scope", "--get", "core.hooksPath"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split('\t')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        });
+    let Some(scope) = scope else {
+        return Ok(Placement::Own(dir));
+    };
+    if !matches!(scope.as_str(), "local" | "worktree") {
+        return Ok(Placement::Shared(dir));
+    }
+    let top = gix::open(repo)
+        .ok()
+        .and_then(|r| r.workdir().map(Path::to_path_buf))
+        .and_then(|w| std::fs::canonicalize(w).ok());
+    let resolved = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+    match top {
+        Some(top) if resolved.starts_with(&top) => Ok(Placement::InWorktree(dir)),
+        _ => Ok(Placement::Own(dir)),
+    }
+}
+
 /// The script with `binary` as the gitsync to call, handing pushes to the daemon whose
 /// folder is `home` (`~/.gitsync` of the user who installed it).
 pub fn script_for(binary: &Path, home: &Path) -> String {
