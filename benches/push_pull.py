@@ -132,11 +132,36 @@ try:
         latencies.append((time.monotonic() - pushed) * 1000)
         time.sleep(0.2)
 
-    # Hook overhead: the same push with and without the hook, interleaved.
-    with_hook, without_hook = [], []
+    # The hookless path alone: the hook removed, the push seen by the watcher in the
+    # remote-tracking ref's reflog ("update by push").
+    hook = clone_a / ".git" / "hooks" / "pre-push"
+    hook_text = hook.read_text()
+    hookless = []
     if backend != "aws":
-        hook = clone_a / ".git" / "hooks" / "pre-push"
-        hook_text = hook.read_text()
+        hook.unlink()
+        for i in range(pushes):
+            (clone_a / "a.txt").write_text(f"hookless {i}\n")
+            git("commit", "-qam", f"hookless {i}", cwd=clone_a, home=home_a)
+            sha = out("rev-parse", "HEAD", cwd=clone_a, home=home_a)
+            git("push", "-q", "origin", "main", cwd=clone_a, home=home_a)
+            pushed = time.monotonic()
+            while True:
+                try:
+                    if b_ref.read_text().strip() == sha:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() - pushed > 30:
+                    sys.exit(f"hookless push {i}: B never reached {sha}")
+                time.sleep(0.001)
+            hookless.append((time.monotonic() - pushed) * 1000)
+            time.sleep(0.2)
+        hook.write_text(hook_text)
+        hook.chmod(0o755)
+
+    # Hook overhead: the same push with and without the hook, interleaved.
+    with_hook, without_hook, wedged = [], [], []
+    if backend != "aws":
 
         def timed_push(repo, i, tag):
             (repo / f"h-{tag}.txt").write_text(f"{tag} {i}\n")
@@ -159,6 +184,28 @@ finally:
     if moto is not None:
         moto.terminate()
         moto.wait(timeout=30)
+        moto = None
+
+# The hook against a wedged listener: something holds the daemon's socket, never accepts,
+# and its backlog is full (a blocking connect would wait forever).
+if backend != "aws":
+    import socket as sk
+    path = str(home_a / ".gitsync" / "gitsync.sock")
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    listener = sk.socket(sk.AF_UNIX, sk.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(0)
+    filler = sk.socket(sk.AF_UNIX, sk.SOCK_STREAM)
+    filler.connect(path)
+    plain_wedged = []
+    for i in range(pushes):
+        plain_wedged.append(timed_push(plain, 1000 + i, "plain"))
+        wedged.append(timed_push(clone_a, 1000 + i, "wedged"))
+    filler.close()
+    listener.close()
 
 
 def p95(xs):
@@ -175,6 +222,18 @@ print(f"  ratio vs GitArgus floor  {med / 10000:.3f}x   vs git-sync period {med 
 goal_med, goal_p95 = (1000, 2000) if backend == "aws" else (300, 1000)
 print(f"  goal: median <= {goal_med} ms: {'met' if med <= goal_med else 'MISSED'};"
       f" p95 <= {goal_p95} ms: {'met' if tail <= goal_p95 else 'MISSED'}")
+if hookless:
+    hm = statistics.median(hookless)
+    print(f"push -> pull without the hook (the watcher reads the reflog), {pushes} pushes:")
+    print(f"  hookless                 median {hm:7.1f} ms   p95 {p95(hookless):7.1f} ms")
+    print(f"  with the hook            median {med:7.1f} ms")
+    print(f"  ratio hookless / hook    {hm / med:.2f}x")
+if wedged:
+    wm = statistics.median(wedged) - statistics.median(plain_wedged)
+    print(f"hook against a wedged listener (backlog full, never accepts), {pushes} pushes:")
+    print(f"  git push with hook       median {statistics.median(wedged):7.1f} ms   max {max(wedged):7.1f} ms")
+    print(f"  added                    {wm:7.1f} ms; goal: no push waits 1 s: "
+          f"{'met' if max(wedged) < 1000 else 'MISSED'}")
 if with_hook:
     added = statistics.median(with_hook) - statistics.median(without_hook)
     print(f"hook overhead over {pushes} pushes each:")

@@ -64,6 +64,10 @@ struct RemoteIndex {
     of: Arc<Vec<Repo>>,
 }
 
+/// One repository's share of a batch: the repository, the remotes to fetch (`None`: the
+/// default one) and the events that fetch serves.
+type Work = (Repo, Vec<Option<String>>, Vec<PushEvent>);
+
 /// Handles the events of the other machines for this host's repositories.
 pub struct Receiver {
     host: String,
@@ -125,7 +129,7 @@ impl Receiver {
     /// for one repository therefore costs one fetch per batch and delays no other.
     pub async fn handle_all(self: &Arc<Self>, deliveries: Vec<Delivery>) {
         // Per repository: the remotes to fetch and the events the fetch serves.
-        let mut work: HashMap<String, (Repo, Vec<Option<String>>, Vec<PushEvent>)> = HashMap::new();
+        let mut work: HashMap<String, Work> = HashMap::new();
         let mut spawned = HashSet::new();
         for delivery in &deliveries {
             let event = &delivery.event;

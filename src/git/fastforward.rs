@@ -581,7 +581,7 @@ impl Transaction {
         self.folders.staging().join("old").join(rel)
     }
 
-    fn new(&self, rel: &Path) -> PathBuf {
+    fn staged(&self, rel: &Path) -> PathBuf {
         self.folders.staging().join("new").join(rel)
     }
 
@@ -851,7 +851,7 @@ impl Transaction {
                     self.record(Step::Rmdir(change.path.clone()));
                     let _ = fs::remove_dir(&to);
                 }
-                let staged = self.new(&change.path);
+                let staged = self.staged(&change.path);
                 let sig = Sig::of(&staged).ok_or_else(|| "a staged file is missing".to_string())?;
                 self.record(Step::In(change.path.clone(), sig));
                 rename_noreplace(&staged, &to).map_err(|_| BEING_EDITED.to_string())?;
