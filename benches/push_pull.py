@@ -113,35 +113,13 @@ try:
     wait("hook installed", lambda: (clone_a / ".git/hooks/pre-push").exists())
 
     b_ref = clone_b / ".git" / "refs" / "heads" / "main"
-    latencies = []
-    for i in range(pushes):
-        (clone_a / "a.txt").write_text(f"change {i}\n")
-        git("commit", "-qam", f"change {i}", cwd=clone_a, home=home_a)
-        sha = out("rev-parse", "HEAD", cwd=clone_a, home=home_a)
-        git("push", "-q", "origin", "main", cwd=clone_a, home=home_a)
-        pushed = time.monotonic()
-        while True:
-            try:
-                if b_ref.read_text().strip() == sha:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() - pushed > 30:
-                sys.exit(f"push {i}: B never reached {sha}")
-            time.sleep(0.001)
-        latencies.append((time.monotonic() - pushed) * 1000)
-        time.sleep(0.2)
 
-    # The hookless path alone: the hook removed, the push seen by the watcher in the
-    # remote-tracking ref's reflog ("update by push").
-    hook = clone_a / ".git" / "hooks" / "pre-push"
-    hook_text = hook.read_text()
-    hookless = []
-    if backend != "aws":
-        hook.unlink()
+    def latencies_of(tag):
+        """`pushes` pushes on A; milliseconds from `git push` returning to B at the commit."""
+        found = []
         for i in range(pushes):
-            (clone_a / "a.txt").write_text(f"hookless {i}\n")
-            git("commit", "-qam", f"hookless {i}", cwd=clone_a, home=home_a)
+            (clone_a / "a.txt").write_text(f"{tag} {i}\n")
+            git("commit", "-qam", f"{tag} {i}", cwd=clone_a, home=home_a)
             sha = out("rev-parse", "HEAD", cwd=clone_a, home=home_a)
             git("push", "-q", "origin", "main", cwd=clone_a, home=home_a)
             pushed = time.monotonic()
@@ -152,10 +130,22 @@ try:
                 except OSError:
                     pass
                 if time.monotonic() - pushed > 30:
-                    sys.exit(f"hookless push {i}: B never reached {sha}")
+                    sys.exit(f"{tag} push {i}: B never reached {sha}")
                 time.sleep(0.001)
-            hookless.append((time.monotonic() - pushed) * 1000)
+            found.append((time.monotonic() - pushed) * 1000)
             time.sleep(0.2)
+        return found
+
+    latencies = latencies_of("change")
+
+    # The hookless path alone: the hook removed, the push seen by the watcher in the
+    # remote-tracking ref's reflog ("update by push").
+    hook = clone_a / ".git" / "hooks" / "pre-push"
+    hook_text = hook.read_text()
+    hookless = []
+    if backend != "aws":
+        hook.unlink()
+        hookless = latencies_of("hookless")
         hook.write_text(hook_text)
         hook.chmod(0o755)
 

@@ -277,37 +277,19 @@ fn apply_kind(w: &World, case: &mut Case, n: usize) {
         "submodule-other-commit" => {
             env.git(&c.join("sub"), &["checkout", "-q", "main"]);
         }
-        "worktree-same-branch-clean" | "worktree-same-branch-dirty" => {
+        "worktree-same-branch-clean" | "worktree-same-branch-dirty" | "worktree-other-branch" => {
+            // `--force` checks out main a second time; `-b topic` another branch.
             let linked = c.with_file_name(format!("wt{n:04}"));
-            env.git(
-                &c,
-                &[
-                    "worktree",
-                    "add",
-                    "-q",
-                    "--force",
-                    linked.to_str().expect("utf8"),
-                    "main",
-                ],
-            );
+            let at = linked.to_str().expect("utf8");
+            let args: &[&str] = if case.kind == "worktree-other-branch" {
+                &["worktree", "add", "-q", "-b", "topic", at]
+            } else {
+                &["worktree", "add", "-q", "--force", at, "main"]
+            };
+            env.git(&c, args);
             if case.kind.ends_with("dirty") {
                 write(&linked.join("a.txt"), b"edited in the linked worktree\n");
             }
-            case.linked = Some(linked);
-        }
-        "worktree-other-branch" => {
-            let linked = c.with_file_name(format!("wt{n:04}"));
-            env.git(
-                &c,
-                &[
-                    "worktree",
-                    "add",
-                    "-q",
-                    "-b",
-                    "topic",
-                    linked.to_str().expect("utf8"),
-                ],
-            );
             case.linked = Some(linked);
         }
         "detached" => {
