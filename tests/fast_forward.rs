@@ -12,12 +12,26 @@ fn clean_clone_behind_is_fast_forwarded_by_sync() {
     let env = Env::new();
     let (bare, clone) = env.remote_and_clone("r", "root/r");
     let new = env.push_new_commit(&bare, "a.txt", "two\n");
+    let hook = clone.join(".git/hooks/post-merge");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\ntouch \"$(git rev-parse --git-dir)/post-merge-ran\"\n",
+    )
+    .expect("write hook");
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
     let home = env.home("a");
     env.sync_root(&home);
     assert_eq!(env.head(&clone), new);
     assert_eq!(
         std::fs::read_to_string(clone.join("a.txt")).expect("read"),
         "two\n"
+    );
+    // As after `git merge`: ORIG_HEAD is the old commit and the post-merge hook ran.
+    assert_ne!(env.git(&clone, &["rev-parse", "ORIG_HEAD"]).trim(), new);
+    assert!(
+        clone.join(".git/post-merge-ran").exists(),
+        "post-merge hook not run"
     );
     let states = env.status(&home, &[]);
     let s = find(&states, None, "r").expect("state of r");

@@ -18,7 +18,8 @@
 //!    overwritten. The window per file is one rename, and a lost save is impossible: what
 //!    was moved out is either the committed content or kept in `gitsync/kept/`.
 //! 4. The branch moves by compare-and-swap (`git update-ref REF TO FROM`), then the new
-//!    index is renamed over the lock, as git's lockfile protocol does.
+//!    index is renamed over the lock, as git's lockfile protocol does; `ORIG_HEAD` is set
+//!    and the `post-merge` hook runs, as after `git merge`.
 //!
 //! Every step is journaled in `gitsync/ff/journal` inside the git folder; an interrupted
 //! fast-forward (the process killed) is rolled back, or finished when the branch had
@@ -899,6 +900,14 @@ impl Transaction {
             lock.held = false;
         }
         let _ = git(&f, &["update-ref", "ORIG_HEAD", &request.from], None);
+        // As after `git merge` (githooks(5), post-merge; "0": not a squash merge).
+        if let Err(err) = git(
+            &f,
+            &["hook", "run", "--ignore-missing", "post-merge", "--", "0"],
+            None,
+        ) {
+            tracing::warn!(%err, "the post-merge hook failed");
+        }
         self.done.clear();
         Ok(changes.len())
     }
