@@ -3,14 +3,15 @@
 # files renamed in one by one, each replaced file verified, journaled) against the
 # baseline it replaced, `git merge --ff-only`. RUNS rounds (default 7), interleaved, on the
 # same clone reset between runs; medians and the ratio.
-#   bash benches/fast_forward.sh      (GITSYNC_BIN overrides the binary; FILES the count)
+#   bash benches/fast_forward.sh      (GITSYNC_BIN overrides the binary; FILES the count;
+#   BENCH_DIR the folder to work in, e.g. /dev/shm to leave the disk out of it)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${GITSYNC_BIN:-${CARGO_TARGET_DIR:-$here/../target}/release/gitsync}
 [ -x "$bin" ] || { echo "$bin missing: run cargo build --release first" >&2; exit 1; }
 files=${FILES:-3000}
 runs=${RUNS:-7}
-work=$(mktemp -d)
+work=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/gitsync-ff.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 export HOME=$work/home GIT_CONFIG_NOSYSTEM=1 LC_ALL=C
 mkdir -p "$HOME"

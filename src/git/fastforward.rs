@@ -786,12 +786,15 @@ impl Transaction {
             .map_err(|e| format!("cannot write the journal: {e}"))?;
         self.journal = Some(journal);
 
+        let mut made = std::collections::HashSet::new();
         for (change, sig) in outs.iter().zip(before) {
             let Some(sig) = sig else {
                 return Err(BEING_EDITED.to_string());
             };
             let (from, to) = (self.wt(&change.path), self.old(&change.path));
-            if let Some(parent) = to.parent() {
+            if let Some(parent) = to.parent()
+                && made.insert(parent.to_path_buf())
+            {
                 fs::create_dir_all(parent).map_err(|e| format!("cannot stage: {e}"))?;
             }
             self.record(Step::Out(change.path.clone(), sig));
