@@ -56,7 +56,7 @@ fn daemon_line(home: &std::path::Path, now: DateTime<Utc>) -> String {
 }
 
 /// Dirty markers in gita's style: `+` staged, `*` unstaged, `?` untracked, `!` conflicted,
-/// `$` stashed.
+/// `$` stashed; and `S`, a submodule with work of its own.
 fn markers(s: &RepoState) -> String {
     let mut out = String::new();
     for (n, mark) in [
@@ -70,7 +70,23 @@ fn markers(s: &RepoState) -> String {
             out.push(mark);
         }
     }
+    if !s.submodules.is_empty() {
+        out.push('S');
+    }
     out
+}
+
+/// The NOTE column: the error, else why the pull was refused, else the submodules with
+/// work of their own.
+fn note(s: &RepoState) -> String {
+    if let Some(text) = s.error.clone().or_else(|| s.pull_blocked.clone()) {
+        return text;
+    }
+    match s.submodules.as_slice() {
+        [] => String::new(),
+        [one] => format!("submodule {one}"),
+        [one, rest @ ..] => format!("submodule {one} (+{} more)", rest.len()),
+    }
 }
 
 fn age(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
@@ -114,10 +130,7 @@ pub fn table(states: &[RepoState], tz: chrono_tz::Tz, now: DateTime<Utc>) -> Str
                 updated.format("%Y-%m-%d %H:%M %Z"),
                 age(s.updated_at, now)
             ),
-            s.error
-                .clone()
-                .or_else(|| s.pull_blocked.clone())
-                .unwrap_or_default(),
+            note(s),
         ]);
     }
     let widths: Vec<usize> = (0..header.len())
@@ -140,4 +153,25 @@ pub fn table(states: &[RepoState], tz: chrono_tz::Tz, now: DateTime<Utc>) -> Str
         out.push_str("(no repositories reported yet: is `gitsync run` running?)\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_submodule_with_work_is_marked_and_named() {
+        let mut s = RepoState::error("h", "r", String::new());
+        s.error = None;
+        assert_eq!((markers(&s), note(&s)), (String::new(), String::new()));
+        s.submodules = vec![
+            "lib: 1 modified".to_string(),
+            "doc: 2 untracked".to_string(),
+        ];
+        s.stashes = 1;
+        assert_eq!(markers(&s), "$S");
+        assert_eq!(note(&s), "submodule lib: 1 modified (+1 more)");
+        s.pull_blocked = Some("submodule lib: 1 modified".to_string());
+        assert_eq!(note(&s), "submodule lib: 1 modified");
+    }
 }
