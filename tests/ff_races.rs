@@ -248,7 +248,6 @@ fn only_the_branch_decided_on_moves_while_the_user_switches_branches() {
     let env = Env::new();
     let (bare, clone) = env.remote_and_clone("r", "root/r");
     let home = env.home("a");
-    let old = env.head(&clone);
     let mut pushed = Vec::new();
     let running = Arc::new(AtomicBool::new(true));
     let switcher = {
@@ -311,7 +310,6 @@ fn only_the_branch_decided_on_moves_while_the_user_switches_branches() {
             "main moved to {sha}, which was never pushed"
         );
     }
-    let _ = old;
     let status = env.git(&clone, &["status", "--porcelain"]);
     assert!(status.is_empty(), "worktree left dirty:\n{status}");
 }

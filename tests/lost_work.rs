@@ -450,7 +450,8 @@ struct Snapshot {
     head: String,
     refs: String,
     user_work: BTreeSet<PathBuf>,
-    linked: Option<(BTreeMap<PathBuf, Entry>, String, Vec<u8>)>,
+    /// The linked worktree's files and HEAD.
+    linked: Option<(BTreeMap<PathBuf, Entry>, String)>,
 }
 
 fn snapshot(env: &Env, case: &Case) -> Snapshot {
@@ -488,7 +489,7 @@ fn snapshot(env: &Env, case: &Case) -> Snapshot {
     let linked = case
         .linked
         .as_ref()
-        .map(|l| (files(l), env.git(l, &["rev-parse", "HEAD"]), Vec::new()));
+        .map(|l| (files(l), env.git(l, &["rev-parse", "HEAD"])));
     let files = files(c);
     // An ignored folder is listed once: everything in it is the user's too.
     let folders: Vec<PathBuf> = user_work.iter().cloned().collect();
@@ -533,7 +534,7 @@ fn verdict(
             return Err(format!("{leftover} left behind"));
         }
     }
-    if let (Some((_, head_before, _)), Some((files_after, head_after, _))) =
+    if let (Some((_, head_before)), Some((files_after, head_after))) =
         (&before.linked, &after.linked)
     {
         if head_before != head_after {

@@ -290,8 +290,8 @@ impl Syncer {
     }
 
     /// The fast-forward decided on, once the worktree has been quiet for [`EDIT_QUIET`]
-    /// and no other worktree of the repository has the branch checked out. Returns the
-    /// reason for `pull_blocked` when nothing moved.
+    /// (the helper checks the rest under the repository's lock). Returns the reason for
+    /// `pull_blocked` when nothing moved.
     async fn fast_forward(
         &self,
         repo: &Repo,
@@ -304,15 +304,6 @@ impl Syncer {
         if let Some(wait) = self.dirty.edit_quiet_in(&repo.name, EDIT_QUIET) {
             self.dirty.mark_after(&repo.name, wait);
             return Err(fastforward::BEING_EDITED.to_string());
-        }
-        if let Ok(folders) = fastforward::Folders::of(&repo.path)
-            && let Some(other) =
-                fastforward::checked_out_elsewhere(&folders, &format!("refs/heads/{branch}"))
-        {
-            return Err(format!(
-                "{branch} is also checked out in the worktree {}: pull there",
-                other.display()
-            ));
         }
         self.dirty.suppress_edits(&repo.name, true);
         let outcome =
@@ -328,13 +319,8 @@ impl Syncer {
             }
             Moved::Blocked { reason, kept } => {
                 tracing::info!(repo = %repo.name, %reason, "fast-forward refused");
-                // Passing reasons (a save, a git command of the user's, a lock) are tried
-                // again soon; the others wait for a change.
-                if reason == fastforward::BEING_EDITED
-                    || reason.starts_with("not now")
-                    || reason.starts_with("index.lock exists")
-                    || reason.starts_with("a fast-forward is running")
-                {
+                // Passing reasons are tried again soon; the others wait for a change.
+                if fastforward::is_passing(&reason) {
                     self.dirty.mark_after(&repo.name, EDIT_QUIET);
                 }
                 if kept.is_empty() {

@@ -86,6 +86,16 @@ impl Outcome {
 /// The reason given when the worktree changed while a fast-forward was being prepared.
 pub const BEING_EDITED: &str = "not pulled: the worktree is being edited";
 
+/// Whether `reason` (an [`Outcome::Blocked`] reason) passes by itself: a save, a git
+/// command of the user's, a lock held by a running git, another fast-forward. Such a pull
+/// is worth trying again soon; any other waits for a change.
+pub fn is_passing(reason: &str) -> bool {
+    reason == BEING_EDITED
+        || reason.starts_with("not now")
+        || reason.starts_with("index.lock exists")
+        || reason.starts_with("a fast-forward is running")
+}
+
 const GITLINK: u32 = 0o160000;
 
 /// The folders of one worktree.
@@ -133,7 +143,7 @@ pub fn interrupted(git_dir: &Path) -> bool {
 
 /// The other worktree of the same repository that has `branch` (a full ref name) checked
 /// out, if any; `folders` is this worktree's.
-pub fn checked_out_elsewhere(folders: &Folders, branch: &str) -> Option<PathBuf> {
+fn checked_out_elsewhere(folders: &Folders, branch: &str) -> Option<PathBuf> {
     let wanted = format!("ref: {branch}");
     let names_branch = |git_dir: &Path| {
         fs::read_to_string(git_dir.join("HEAD")).is_ok_and(|head| head.trim() == wanted)
@@ -260,7 +270,7 @@ pub fn recover(folders: &Folders) -> Result<(), String> {
     .unwrap_or_default();
     if journal.ref_moved || (!journal.to.is_empty() && at == journal.to) {
         // The branch is at the new commit and so is every file: only the index is left.
-        refresh_index(&folders.worktree, &staged_index);
+        refresh_index(folders, &staged_index);
         if staged_index.exists() {
             fs::rename(&staged_index, folders.git_dir.join("index"))
                 .map_err(|e| format!("cannot put the new index in place: {e}"))?;
@@ -531,22 +541,12 @@ fn git_input(
     }
 }
 
-fn refresh_index(worktree: &Path, index: &Path) {
-    if !index.exists() {
-        return;
+/// Fills in the stat data of the changed entries of `index`; an exit status of 1 only means
+/// "some entry needed an update", which `-q` carries on past.
+fn refresh_index(folders: &Folders, index: &Path) {
+    if index.exists() {
+        let _ = git(folders, &["update-index", "-q", "--refresh"], Some(index));
     }
-    // Fills in the stat data of the changed entries; exit status 1 only means "some entry
-    // needed an update", which -q carries on past.
-    let _ = Command::new("git")
-        .arg("-C")
-        .arg(worktree)
-        .args(["update-index", "-q", "--refresh"])
-        .env("GIT_INDEX_FILE", index)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }
 
 /// `rename(2)` that fails with `EEXIST` instead of replacing: `RENAME_NOREPLACE`, or
@@ -879,7 +879,7 @@ impl Transaction {
         }
 
         // 9. The branch, by compare-and-swap, then the index over the lock.
-        refresh_index(&f.worktree, &new_index);
+        refresh_index(&f, &new_index);
         let message = format!("gitsync: fast-forward to {}", short(&request.to));
         git(
             &f,
