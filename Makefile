@@ -17,6 +17,7 @@ deps:
 	@command -v systemd-analyze >/dev/null || { apt-get update -qq && apt-get install -y -qq systemd; }
 	@command -v man >/dev/null || { apt-get update -qq && apt-get install -y -qq man-db; }
 	@command -v dpkg-deb >/dev/null || { apt-get update -qq && apt-get install -y -qq dpkg; }
+	@command -v git-lfs >/dev/null || { apt-get update -qq && apt-get install -y -qq git-lfs; }
 	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
 	@if ! $(VENV)/bin/python -c "import sys, moto; sys.exit(moto.__version__ != '$(MOTO_VERSION)')" 2>/dev/null; then \
 		rm -rf $(VENV); \

@@ -13,4 +13,6 @@ pub mod discover;
 pub mod git;
 pub mod logging;
 pub mod model;
+pub mod mirror;
 pub mod partition;
+pub mod store;

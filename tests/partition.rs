@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use common::Env;
 use common::moto::Moto;
-use gitsync::partition::store::{BlobStore, S3Store};
+use gitsync::store::{BlobStore, S3Store};
 
 /// A producer and a consumer sharing a store, with their own HOMEs and keys.
 struct Scene {
@@ -380,7 +380,7 @@ async fn listing_more_than_1000_objects_is_complete_on_both_stores() {
     std::fs::write(&one, b"x").expect("write");
     let store_dir = dir.path().join("store");
     let s3: Box<dyn BlobStore> = Box::new(S3Store::new(&moto.sdk(), "many", "p", true));
-    let directory = gitsync::partition::store::open(
+    let directory = gitsync::store::open(
         &format!("file://{}", store_dir.display()),
         &Default::default(),
     )
@@ -529,6 +529,6 @@ async fn a_large_object_goes_up_in_parts_and_comes_back_whole() {
     assert!(same, "the object came back different");
     assert!(matches!(
         store.get_file("b/missing", &back).await,
-        Err(gitsync::partition::store::StoreError::NotFound(_))
+        Err(gitsync::store::StoreError::NotFound(_))
     ));
 }

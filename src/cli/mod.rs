@@ -10,6 +10,8 @@ mod generate;
 mod hook;
 mod hooks;
 mod init;
+mod lfs_agent;
+mod mirror;
 mod partition;
 mod run;
 mod status;
@@ -52,6 +54,11 @@ pub enum Command {
     Hooks(hooks::Args),
     /// Create or remove this host's AWS resources (DynamoDB table, SNS topic, SQS queue).
     Aws(aws::Args),
+    /// Mirror repositories into S3 or a folder that a plain `git clone` reads over HTTP.
+    Mirror(mirror::Args),
+    /// Git LFS transfer agent for clones of a mirror (set up by `git config`, see README).
+    #[command(name = "lfs-agent")]
+    LfsAgent(lfs_agent::Args),
     /// Partition sync through S3 or a directory: produce, consume, keygen.
     Partition(partition::Args),
     /// Check the set-up: config, git, repositories, hooks, backend, inotify, daemon, unit.
@@ -75,12 +82,15 @@ pub enum CliError {
     /// Exit code 1.
     #[error("{0}")]
     Failed(String),
+    /// Exit code 2: the command line asks for something that cannot be done.
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl CliError {
     fn code(&self) -> u8 {
         match self {
-            CliError::Config(_) => 2,
+            CliError::Config(_) | CliError::Usage(_) => 2,
             CliError::Failed(_) => 1,
         }
     }
@@ -111,6 +121,8 @@ pub fn main() -> ExitCode {
         Command::Aws(args) => aws::run(&cli, args),
         Command::Doctor(args) => doctor::run(&cli, args),
         Command::Partition(args) => partition::run(&cli, args),
+        Command::Mirror(args) => mirror::run(&cli, args),
+        Command::LfsAgent(args) => Ok(lfs_agent::run(args)),
         Command::Generate(args) => generate::run(args),
         Command::FastForwardHelper(args) => Ok(fast_forward::run(args)),
     };

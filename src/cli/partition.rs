@@ -96,7 +96,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     };
     let runtime = super::runtime()?;
     runtime.block_on(async {
-        let store = partition::store::open(&settings.store, &settings.s3)
+        let store = crate::store::open(&settings.store, &settings.s3)
             .await
             .map_err(|e| CliError::Failed(e.to_string()))?;
         let interval = round.interval.unwrap_or(settings.interval);

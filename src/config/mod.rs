@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use schema::{
-    AwsConfig, BackendKind, GitlabConfig, HooksConfig, LocalConfig, PairEnd, PartitionConfig,
+    AwsConfig, BackendKind, GitlabConfig, HooksConfig, LocalConfig, MirrorConfig, PairEnd,
+    PartitionConfig,
     PartitionRole, RawConfig, SyncPair,
 };
 
@@ -82,6 +83,8 @@ pub struct Config {
     pub pull: PullSettings,
     /// Partition sync settings (`partition.*`), checked when used.
     pub partition: Option<PartitionConfig>,
+    /// The S3 / folder mirrors (`mirrors`), validated.
+    pub mirrors: Vec<MirrorConfig>,
     /// Whether `gitsync run` installs the pre-push hook at start-up (`hooks.install`,
     /// default true).
     pub hooks_install: bool,
@@ -249,9 +252,18 @@ fn validate(
     let mut problems = Vec::new();
     let line_of = |key: &str| {
         text.and_then(|t| {
+            // `mirrors[1].name` is the key `mirrors`, item 1, key `name`.
             let segments: Vec<locate::Segment> = key
                 .split('.')
-                .map(|s| locate::Segment::Key(s.to_string()))
+                .flat_map(|part| match part.split_once('[') {
+                    Some((name, index)) => vec![
+                        locate::Segment::Key(name.to_string()),
+                        locate::Segment::Index(
+                            index.trim_end_matches(']').parse().unwrap_or_default(),
+                        ),
+                    ],
+                    None => vec![locate::Segment::Key(part.to_string())],
+                })
                 .collect();
             locate::key_line(t, &segments)
         })
@@ -361,6 +373,53 @@ fn validate(
         push("pull.fetch_timeout", "must be at least 1s".to_string());
     }
 
+    let mirrors = raw.mirrors.clone().unwrap_or_default();
+    let mut names = std::collections::BTreeSet::new();
+    for (i, mirror) in mirrors.iter().enumerate() {
+        let key = |field: &str| format!("mirrors[{i}].{field}");
+        if mirror.name.is_empty()
+            || !mirror
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            push(
+                &key("name"),
+                format!(
+                    "{:?}: use letters, digits, `.`, `_` and `-` only",
+                    mirror.name
+                ),
+            );
+        } else if !names.insert(mirror.name.clone()) {
+            push(
+                &key("name"),
+                format!("{:?} is used by two mirrors", mirror.name),
+            );
+        }
+        if mirror.source.trim().is_empty() {
+            push(&key("source"), "empty: give a URL git can fetch".to_string());
+        }
+        if !(mirror.target.starts_with("s3://") || mirror.target.starts_with("file:///")) {
+            push(
+                &key("target"),
+                format!(
+                    "{:?}: use s3://bucket/prefix or file:///path",
+                    crate::model::redact_url(&mirror.target)
+                ),
+            );
+        }
+        if mirror.max_packs.is_some_and(|n| n < 2) {
+            push(&key("max_packs"), "must be at least 2".to_string());
+        }
+        if mirror
+            .interval
+            .as_ref()
+            .is_some_and(|d| d.0 < Duration::from_secs(1))
+        {
+            push(&key("interval"), "must be at least 1s".to_string());
+        }
+    }
+
     let home = gitsync_home();
     let local = raw.local.unwrap_or_default();
 
@@ -389,6 +448,7 @@ fn validate(
         },
         hooks_install: raw.hooks.and_then(|h| h.install).unwrap_or(true),
         partition: raw.partition,
+        mirrors,
         home,
     })
 }

@@ -33,6 +33,37 @@ pub struct RawConfig {
     pub python: Option<PythonConfig>,
     /// Partition sync (producer or consumer).
     pub partition: Option<PartitionConfig>,
+    /// S3 or folder mirrors that plain `git clone` reads over dumb HTTP.
+    pub mirrors: Option<Vec<MirrorConfig>>,
+}
+
+/// One entry of `mirrors`: a source git fetches from, and a target in S3 or a folder laid
+/// out as git's dumb HTTP protocol reads it (see `gitsync::mirror`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// Unique name (letters, digits, `.`, `_`, `-`), used in commands and messages.
+    pub name: String,
+    /// Any URL git fetches from (https with the user's credential helpers, ssh, `file://`).
+    pub source: String,
+    /// `s3://bucket/prefix` or `file:///path`.
+    pub target: String,
+    /// Also copy the Git LFS objects the mirrored commits point at (default false).
+    #[serde(default)]
+    pub lfs: bool,
+    /// Time between two runs under `gitsync run` (default 10m).
+    pub interval: Option<HumanDuration>,
+    /// Also run right after this host's daemon confirms a push to the source.
+    #[serde(default)]
+    pub on_push: bool,
+    /// S3 endpoint of an AWS-compatible server (path-style addressing).
+    pub endpoint_url: Option<String>,
+    /// S3 region; the SDK's chain when absent.
+    pub region: Option<String>,
+    /// Packs the target may hold before a run writes one full pack instead (default 16).
+    pub max_packs: Option<usize>,
+    /// How long packs left out by a consolidation stay, for clients mid-fetch (default 10m).
+    pub grace: Option<HumanDuration>,
 }
 
 /// `partition.role`.

@@ -237,6 +237,10 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
         registry.clone(),
     ));
     background.spawn(receiver.run());
+    if !config.mirrors.is_empty() {
+        let triggers = crate::mirror::spawn_all(crate::mirror::Mirror::all(&config), &mut background);
+        publisher.set_mirror_triggers(triggers);
+    }
     background.spawn(retry_unsent(syncer.clone(), publisher.clone()));
     if let Some(role) = config.partition.as_ref().and_then(|p| p.role) {
         match crate::partition::Settings::from_config(&config) {

@@ -37,6 +37,8 @@ pub struct Publisher {
     /// goes out once.
     recent: std::sync::Mutex<std::collections::VecDeque<String>>,
     outage: Outage,
+    /// Mirrors to run when a push to their source lands (`mirrors[].on_push`).
+    mirrors: std::sync::OnceLock<crate::mirror::PushTriggers>,
 }
 
 /// The most confirmed pushes kept while the bus is unreachable; older ones are dropped
@@ -70,11 +72,18 @@ impl Publisher {
             pending: std::sync::Mutex::new(Vec::new()),
             recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
             outage: Outage::new("event bus"),
+            mirrors: std::sync::OnceLock::new(),
         }
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, Vec<PushEvent>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the mirrors to wake when a push to their source lands (once; later calls are
+    /// ignored).
+    pub fn set_mirror_triggers(&self, triggers: crate::mirror::PushTriggers) {
+        let _ = self.mirrors.set(triggers);
     }
 
     /// Whether confirmed pushes wait for the bus.
@@ -163,6 +172,10 @@ impl Publisher {
                 recent.pop_front();
             }
             recent.push_back(event.id.clone());
+        }
+        // The push landed at the remote whatever the bus does: mirrors of it run now.
+        if let Some(triggers) = self.mirrors.get() {
+            triggers.pushed(&event.remote_url);
         }
         match self.bus.publish(&event).await {
             Ok(()) => {

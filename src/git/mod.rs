@@ -7,6 +7,7 @@
 //! safe (invariant 1 of DESIGN.md); `remotes` reads remotes and refs; `hooks` installs the
 //! pre-push hook.
 
+pub mod bare_cache;
 pub mod fastforward;
 pub mod hooks;
 pub mod ops;

@@ -59,6 +59,30 @@ pub async fn run_with(
     timeout: Duration,
     env: &[(String, String)],
 ) -> Result<String, GitError> {
+    run_inner(dir, args, timeout, env, None).await
+}
+
+/// As [`run_with`], writing `input` to git's standard input (such as the `--revs` list of
+/// `git pack-objects`).
+///
+/// Errors: as [`run`].
+pub async fn run_input(
+    dir: &Path,
+    args: &[&str],
+    input: &[u8],
+    timeout: Duration,
+    env: &[(String, String)],
+) -> Result<String, GitError> {
+    run_inner(dir, args, timeout, env, Some(input.to_vec())).await
+}
+
+async fn run_inner(
+    dir: &Path,
+    args: &[&str],
+    timeout: Duration,
+    env: &[(String, String)],
+    input: Option<Vec<u8>>,
+) -> Result<String, GitError> {
     let mut command = tokio::process::Command::new("git");
     command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     command
@@ -75,7 +99,11 @@ pub async fn run_with(
         .env("SSH_ASKPASS_REQUIRE", "never")
         .env_remove("SSH_ASKPASS")
         .env_remove("DISPLAY")
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -90,10 +118,17 @@ pub async fn run_with(
         });
     }
     let name = args.first().copied().unwrap_or_default().to_string();
-    let child = command.spawn().map_err(|source| GitError::Spawn {
+    let mut child = command.spawn().map_err(|source| GitError::Spawn {
         dir: dir.to_path_buf(),
         source,
     })?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        // Written while git runs; a git that exits early closes the pipe, which is its
+        // own error to report.
+        tokio::spawn(async move {
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut stdin, &input).await;
+        });
+    }
     let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(Ok(output)) => output,
         Ok(Err(source)) => {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::manifest::{self, PairRecord};
 use super::producer::MANIFEST_KEY;
-use super::store::BlobStore;
+use crate::store::BlobStore;
 use super::{PairOutcome, PartitionError, Settings, crypto};
 use crate::git::ops;
 use crate::model::is_zero_oid;

@@ -14,7 +14,7 @@ pub mod consumer;
 pub mod crypto;
 pub mod manifest;
 pub mod producer;
-pub mod store;
+
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,7 +33,7 @@ pub enum PartitionError {
     Config(String),
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] store::StoreError),
+    Store(#[from] crate::store::StoreError),
     /// A key or the manifest was refused.
     #[error(transparent)]
     Manifest(#[from] manifest::ManifestError),
@@ -75,7 +75,7 @@ pub struct Settings {
     /// The store URL.
     pub store: String,
     /// S3 endpoint and region.
-    pub s3: store::S3Options,
+    pub s3: crate::store::S3Options,
     /// The pairs.
     pub pairs: Vec<Pair>,
     /// State, mirrors and caches: `~/.gitsync/partition`.
@@ -143,7 +143,7 @@ impl Settings {
         }
         Ok(Settings {
             store,
-            s3: store::S3Options {
+            s3: crate::store::S3Options {
                 endpoint_url: section.endpoint_url.clone(),
                 region: section.region.clone(),
             },
@@ -286,7 +286,7 @@ pub struct PairOutcome {
 /// Runs `role` every `settings.interval` until the task is dropped: the daemon component
 /// for a `partition:` section with a `role`. Failures are logged; the loop goes on.
 pub async fn run_loop(settings: Settings, role: crate::config::PartitionRole) {
-    let store = match store::open(&settings.store, &settings.s3).await {
+    let store = match crate::store::open(&settings.store, &settings.s3).await {
         Ok(store) => store,
         Err(err) => {
             tracing::error!(%err, "partition sync not started");

@@ -6,10 +6,9 @@ use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 
 use super::manifest::{self, BundleRecord, FORMAT, Manifest, PairRecord};
-use super::store::{BlobStore, StoreError};
+use crate::store::{BlobStore, StoreError};
 use super::{Pair, PairOutcome, PartitionError, Settings, crypto};
 use crate::git::ops;
 
@@ -42,42 +41,17 @@ fn state_path(settings: &Settings) -> PathBuf {
     settings.dir.join("producer.json")
 }
 
-fn mirror_path(settings: &Settings, url: &str) -> PathBuf {
-    let digest = sha2::Sha256::digest(url.as_bytes());
-    settings
-        .dir
-        .join("mirrors")
-        .join(format!("{}.git", hex::encode(&digest[..16])))
-}
-
-/// Brings the bare mirror of `url` up to date (`git clone --mirror` the first time, then
-/// `git fetch --prune`); returns its path.
+/// Brings the bare cache of `url` up to date (see [`crate::git::bare_cache`]); returns
+/// its path.
 async fn refresh_mirror(settings: &Settings, url: &str) -> Result<PathBuf, String> {
-    let mirror = mirror_path(settings, url);
-    let env = settings.git_env();
-    if mirror.join("HEAD").exists() {
-        ops::run_with(
-            &mirror,
-            &["fetch", "--prune", "--quiet", "origin"],
-            settings.git_timeout,
-            &env,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    } else {
-        let parent = mirror.parent().unwrap_or(Path::new("/")).to_path_buf();
-        std::fs::create_dir_all(&parent).map_err(|e| e.to_string())?;
-        let target = mirror.display().to_string();
-        ops::run_with(
-            &parent,
-            &["clone", "--mirror", "--quiet", "--", url, &target],
-            settings.git_timeout,
-            &env,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    }
-    Ok(mirror)
+    crate::git::bare_cache::refresh(
+        &settings.dir.join("mirrors"),
+        url,
+        settings.git_timeout,
+        &settings.git_env(),
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 async fn rev(dir: &Path, name: &str, settings: &Settings) -> Option<String> {

@@ -12,6 +12,9 @@ pub const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:git.fifo";
 pub struct Moto {
     child: Child,
     pub url: String,
+    /// The server's request log (werkzeug prints one line per request), when started with
+    /// [`Moto::start_logged`].
+    pub log: Option<PathBuf>,
 }
 
 /// The moto_server binary: `$GITSYNC_MOTO_SERVER`, or `.venv/bin/moto_server` in the
@@ -33,8 +36,40 @@ impl Moto {
         Moto::start_on(port)
     }
 
+    /// Starts the server with its request log in `log`, so a test can count requests.
+    pub fn start_logged(log: &std::path::Path) -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Moto::start_with(port, Some(log))
+    }
+
+    /// The requests logged so far, as `METHOD path` (for example `GET /bucket/p/info/refs`).
+    pub fn requests(&self) -> Vec<String> {
+        let log = self.log.as_ref().expect("started with start_logged");
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let start = l.find('"')?;
+                let rest = &l[start + 1..];
+                let rest = rest.trim_start_matches(|c: char| c == '\u{1b}' || c == '[' || c.is_ascii_digit() || c == 'm' || c == ';');
+                let mut parts = rest.split(' ');
+                let method = parts.next()?;
+                let path = parts.next()?;
+                matches!(method, "GET" | "PUT" | "POST" | "HEAD" | "DELETE")
+                    .then(|| format!("{method} {path}"))
+            })
+            .collect()
+    }
+
     /// Starts the server on `port` of 127.0.0.1.
     pub fn start_on(port: u16) -> Moto {
+        Moto::start_with(port, None)
+    }
+
+    fn start_with(port: u16, log: Option<&std::path::Path>) -> Moto {
         let bin = binary();
         assert!(
             bin.exists(),
@@ -45,12 +80,16 @@ impl Moto {
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env("MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR", "false")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(match log {
+                Some(path) => Stdio::from(std::fs::File::create(path).expect("moto log")),
+                None => Stdio::null(),
+            })
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}; run `make deps`", bin.display()));
         let moto = Moto {
             child,
             url: format!("http://127.0.0.1:{port}"),
+            log: log.map(std::path::Path::to_path_buf),
         };
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {

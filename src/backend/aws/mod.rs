@@ -115,12 +115,41 @@ pub async fn sdk_config(aws: &AwsConfig) -> SdkConfig {
     loader.load().await
 }
 
-/// Turns an SDK error into a [`BackendError::Aws`] naming the operation, with the whole
-/// cause chain (the SDK's `DisplayErrorContext`).
-pub fn aws_error<E: std::error::Error>(operation: &'static str, err: E) -> BackendError {
+/// Turns an SDK error into a [`BackendError::Aws`] naming the operation, with the error
+/// in one line (see [`one_line`]).
+pub fn aws_error<E>(operation: &'static str, err: E) -> BackendError
+where
+    E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
     BackendError::Aws {
         operation,
-        message: aws_sdk_dynamodb::error::DisplayErrorContext(&err).to_string(),
+        message: one_line(&err),
+    }
+}
+
+/// An SDK error in one line a person reads: the service's error code and message
+/// (`NoSuchBucket: The specified bucket does not exist`) when the service answered, else
+/// the cause chain (`dispatch failure: ... Connection refused`), never the `Debug` dump of
+/// a response.
+pub fn one_line<E>(err: &E) -> String
+where
+    E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    match (err.code(), err.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_string(),
+        _ => {
+            let mut parts: Vec<String> = vec![err.to_string()];
+            let mut source = err.source();
+            while let Some(cause) = source {
+                let text = cause.to_string();
+                if !parts.iter().any(|p| p.contains(&text)) {
+                    parts.push(text);
+                }
+                source = cause.source();
+            }
+            parts.join(": ")
+        }
     }
 }
 

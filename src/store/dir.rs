@@ -1,0 +1,198 @@
+//! The directory store: keys are files under a root folder, written by rename.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use sha2::Digest;
+
+use super::{BlobStore, StoreError, checked, io_err};
+
+/// The directory store.
+pub struct DirStore {
+    root: PathBuf,
+}
+
+impl DirStore {
+    /// A store rooted at the folder `root` (created on the first write). No I/O.
+    pub fn new(root: PathBuf) -> Self {
+        DirStore { root }
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        Ok(self.root.join(checked(key)?))
+    }
+}
+
+fn version_of(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Url(format!("store task failed: {e}"))))
+}
+
+#[async_trait]
+impl BlobStore for DirStore {
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {
+        let dst = self.path(key)?;
+        let src = path.to_path_buf();
+        blocking(move || {
+            let dir = dst.parent().unwrap_or(Path::new("/")).to_path_buf();
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            let tmp = tempfile::Builder::new()
+                .prefix(".incoming-")
+                .tempfile_in(&dir)
+                .map_err(io_err(&dir))?;
+            std::fs::copy(&src, tmp.path()).map_err(io_err(&src))?;
+            tmp.as_file().sync_all().map_err(io_err(&dst))?;
+            tmp.persist(&dst).map_err(|e| StoreError::Io {
+                path: dst.display().to_string(),
+                source: e.error,
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {
+        let src = self.path(key)?;
+        let dst = path.to_path_buf();
+        let key = key.to_string();
+        blocking(move || match std::fs::copy(&src, &dst) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !src.exists() => {
+                Err(StoreError::NotFound(key))
+            }
+            Err(e) => Err(io_err(&src)(e)),
+        })
+        .await
+    }
+
+    async fn get_bytes(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, StoreError> {
+        let path = self.path(key)?;
+        blocking(move || match std::fs::read(&path) {
+            Ok(bytes) => {
+                let version = version_of(&bytes);
+                Ok(Some((bytes, version)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        })
+        .await
+    }
+
+    async fn put_bytes_if(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<&str>,
+    ) -> Result<String, StoreError> {
+        let path = self.path(key)?;
+        let bytes = bytes.to_vec();
+        let expected = expected.map(str::to_string);
+        let key = key.to_string();
+        blocking(move || {
+            let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            let lock = dir.join(format!(".{}.lock", key.replace('/', "_")));
+            // A lock older than a minute was left by a crash.
+            if let Ok(meta) = std::fs::metadata(&lock)
+                && meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .is_some_and(|age| age.as_secs() > 60)
+            {
+                let _ = std::fs::remove_file(&lock);
+            }
+            let _held = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&lock)
+                .map_err(|_| StoreError::Conflict(key.clone()))?;
+            let result = (|| {
+                let current = match std::fs::read(&path) {
+                    Ok(b) => Some(version_of(&b)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(io_err(&path)(e)),
+                };
+                if current != expected {
+                    return Err(StoreError::Conflict(key.clone()));
+                }
+                crate::backend::local::write_atomic(&path, &bytes).map_err(|e| StoreError::Io {
+                    path: path.display().to_string(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+                Ok(version_of(&bytes))
+            })();
+            let _ = std::fs::remove_file(&lock);
+            result
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        blocking(move || {
+            let mut out = Vec::new();
+            let mut stack = vec![root.clone()];
+            while let Some(dir) = stack.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_err(&dir)(e)),
+                };
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    if entry.file_name().to_string_lossy().starts_with('.') {
+                        continue;
+                    }
+                    if path.is_dir() {
+                        stack.push(path);
+                    } else if let Ok(rel) = path.strip_prefix(&root) {
+                        let key = rel.to_string_lossy().replace('\\', "/");
+                        if key.starts_with(&prefix) {
+                            out.push(key);
+                        }
+                    }
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        let bytes = bytes.to_vec();
+        blocking(move || {
+            let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            crate::backend::local::write_atomic(&path, &bytes).map_err(|e| StoreError::Io {
+                path: path.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+}
+

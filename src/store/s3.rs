@@ -1,0 +1,289 @@
+//! The S3 store, through the AWS SDK: multipart uploads from disk, conditional writes.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+
+use super::{BlobStore, StoreError, checked, io_err};
+
+/// The S3 store.
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+}
+
+/// Objects above this size are uploaded in parts.
+const MULTIPART_ABOVE: u64 = 64 << 20;
+/// The size of each part.
+const PART_SIZE: u64 = 16 << 20;
+
+fn s3_err<E>(operation: &'static str) -> impl Fn(E) -> StoreError
+where
+    E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata,
+{
+    move |e| StoreError::S3 {
+        operation,
+        message: crate::backend::aws::one_line(&e),
+    }
+}
+
+impl S3Store {
+    /// A store in `bucket` under `prefix`, with the SDK configuration `sdk`;
+    /// `path_style` for AWS-compatible servers reached by IP address. No network call.
+    pub fn new(sdk: &aws_config::SdkConfig, bucket: &str, prefix: &str, path_style: bool) -> Self {
+        let conf = aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(path_style)
+            .build();
+        let prefix = prefix.trim_matches('/');
+        S3Store {
+            client: aws_sdk_s3::Client::from_conf(conf),
+            bucket: bucket.to_string(),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+        }
+    }
+
+    fn key(&self, key: &str) -> Result<String, StoreError> {
+        Ok(format!("{}{}", self.prefix, checked(key)?))
+    }
+
+    async fn put_multipart(&self, key: &str, path: &Path, size: u64) -> Result<(), StoreError> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(s3_err("CreateMultipartUpload"))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let mut parts = Vec::new();
+        let mut offset = 0;
+        let mut number = 1;
+        let result: Result<(), StoreError> = async {
+            while offset < size {
+                let length = PART_SIZE.min(size - offset);
+                let body = aws_sdk_s3::primitives::ByteStream::read_from()
+                    .path(path)
+                    .offset(offset)
+                    .length(aws_sdk_s3::primitives::Length::Exact(length))
+                    .build()
+                    .await
+                    .map_err(|e| StoreError::Io {
+                        path: path.display().to_string(),
+                        source: std::io::Error::other(e.to_string()),
+                    })?;
+                let part = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(s3_err("UploadPart"))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(part.e_tag().map(str::to_string))
+                        .build(),
+                );
+                offset += length;
+                number += 1;
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(s3_err("CompleteMultipartUpload"))?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl BlobStore for S3Store {
+    fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+
+    async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {
+        let full = self.key(key)?;
+        let size = std::fs::metadata(path).map_err(io_err(path))?.len();
+        if size > MULTIPART_ABOVE {
+            return self.put_multipart(&full, path, size).await;
+        }
+        let body = aws_sdk_s3::primitives::ByteStream::from_path(path)
+            .await
+            .map_err(|e| StoreError::Io {
+                path: path.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .body(body)
+            .send()
+            .await
+            .map_err(s3_err("PutObject"))?;
+        Ok(())
+    }
+
+    async fn get_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {
+        let full = self.key(key)?;
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                return Err(StoreError::NotFound(key.to_string()));
+            }
+            Err(e) => return Err(s3_err("GetObject")(e)),
+        };
+        let mut reader = out.body.into_async_read();
+        let mut file = tokio::fs::File::create(path).await.map_err(io_err(path))?;
+        tokio::io::copy(&mut reader, &mut file)
+            .await
+            .map_err(io_err(path))?;
+        tokio::io::AsyncWriteExt::flush(&mut file)
+            .await
+            .map_err(io_err(path))?;
+        Ok(())
+    }
+
+    async fn get_bytes(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, StoreError> {
+        let full = self.key(key)?;
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let etag = out.e_tag().unwrap_or_default().to_string();
+                let bytes = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| StoreError::S3 {
+                        operation: "GetObject",
+                        message: e.to_string(),
+                    })?
+                    .into_bytes()
+                    .to_vec();
+                Ok(Some((bytes, etag)))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(s3_err("GetObject")(e)),
+        }
+    }
+
+    async fn put_bytes_if(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<&str>,
+    ) -> Result<String, StoreError> {
+        let full = self.key(key)?;
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .body(bytes.to_vec().into());
+        request = match expected {
+            Some(etag) => request.if_match(etag),
+            None => request.if_none_match("*"),
+        };
+        match request.send().await {
+            Ok(out) => Ok(out.e_tag().unwrap_or_default().to_string()),
+            Err(e)
+                if e.raw_response()
+                    .is_some_and(|r| matches!(r.status().as_u16(), 412 | 409)) =>
+            {
+                Err(StoreError::Conflict(key.to_string()))
+            }
+            Err(e) => Err(s3_err("PutObject")(e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let full = format!("{}{prefix}", self.prefix);
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(full)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(s3_err("ListObjectsV2"))?;
+            for object in page.contents() {
+                if let Some(key) = object.key().and_then(|k| k.strip_prefix(&self.prefix)) {
+                    out.push(key.to_string());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.key(key)?)
+            .body(bytes.to_vec().into())
+            .send()
+            .await
+            .map_err(s3_err("PutObject"))?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.key(key)?)
+            .send()
+            .await
+            .map_err(s3_err("DeleteObject"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,627 @@
+//! `gitsync mirror` against moto's S3 and against a directory store served by
+//! `python3 -m http.server`: a stock `git clone` over dumb HTTP must see exactly the
+//! source's branches and tags, after every kind of change, crash and race.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::moto::Moto;
+use common::servers::{self, Server};
+use common::Env;
+
+/// Where a scene mirrors to.
+enum Target {
+    S3 { moto: Moto },
+    Dir { dir: PathBuf, server: Server },
+}
+
+struct Scene {
+    env: Env,
+    home: PathBuf,
+    /// The source: a bare repository, and a worktree that pushes to it.
+    bare: PathBuf,
+    work: PathBuf,
+    target: Target,
+    prefix: String,
+}
+
+async fn public_bucket(moto: &Moto, bucket: &str) {
+    let conf = aws_sdk_s3::config::Builder::from(&moto.sdk())
+        .force_path_style(true)
+        .build();
+    let client = aws_sdk_s3::Client::from_conf(conf);
+    client
+        .create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("bucket");
+    let policy = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":"*","Action":["s3:GetObject","s3:ListBucket"],"Resource":["arn:aws:s3:::{bucket}","arn:aws:s3:::{bucket}/*"]}}]}}"#
+    );
+    client
+        .put_bucket_policy()
+        .bucket(bucket)
+        .policy(policy)
+        .send()
+        .await
+        .expect("bucket policy");
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+impl Scene {
+    fn new(s3: bool) -> Scene {
+        let env = Env::new();
+        let home = env.home("mirror");
+        let bare = env.path("remotes/src.git");
+        std::fs::create_dir_all(&bare).expect("mkdir");
+        env.git(&bare, &["init", "--bare", "-q", "-b", "main"]);
+        let work = env.path("work");
+        std::fs::create_dir_all(&work).expect("mkdir");
+        env.git(&work, &["init", "-q", "-b", "main"]);
+        env.git(&work, &["remote", "add", "origin", bare.to_str().expect("utf8")]);
+        let target = if s3 {
+            let moto = Moto::start_logged(&env.path("moto.log"));
+            tokio::runtime::Runtime::new()
+                .expect("runtime")
+                .block_on(public_bucket(&moto, "pub"));
+            Target::S3 { moto }
+        } else {
+            let dir = env.path("www");
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            let server = servers::static_files(&dir);
+            Target::Dir { dir, server }
+        };
+        Scene {
+            env,
+            home,
+            bare,
+            work,
+            target,
+            prefix: "team/api".to_string(),
+        }
+    }
+
+    fn target_url(&self) -> String {
+        match &self.target {
+            Target::S3 { .. } => format!("s3://pub/{}", self.prefix),
+            Target::Dir { dir, .. } => format!("file://{}/{}", dir.display(), self.prefix),
+        }
+    }
+
+    fn clone_url(&self) -> String {
+        match &self.target {
+            Target::S3 { moto } => format!("{}/pub/{}", moto.url, self.prefix),
+            Target::Dir { server, .. } => format!("{}/{}", server.url(), self.prefix),
+        }
+    }
+
+    fn endpoint(&self) -> Option<String> {
+        match &self.target {
+            Target::S3 { moto } => Some(moto.url.clone()),
+            Target::Dir { .. } => None,
+        }
+    }
+
+    fn source_url(&self) -> String {
+        format!("file://{}", self.bare.display())
+    }
+
+    /// Writes a config with one mirror `api` and the given extra keys.
+    fn configure(&self, extra: &str) {
+        let mut yaml = format!(
+            "root: {}\nrepositories: []\nmirrors:\n  - name: api\n    source: {}\n    target: {}\n",
+            self.env.dir.path().display(),
+            self.source_url(),
+            self.target_url()
+        );
+        if let Some(endpoint) = self.endpoint() {
+            yaml.push_str(&format!("    endpoint_url: {endpoint}\n    region: us-east-1\n"));
+        }
+        yaml.push_str(extra);
+        self.env.config(&self.home, &yaml);
+    }
+
+    /// `gitsync mirror run api --once`, asserting success; returns its output.
+    fn run(&self) -> String {
+        let out = self.env.gitsync(&self.home, &["mirror", "run", "api", "--once"]);
+        let t = text(&out);
+        assert!(out.status.success(), "mirror run failed: {t}");
+        t
+    }
+
+    fn commit(&self, file: &str, content: &str) -> String {
+        self.env.commit(&self.work, file, content, &format!("edit {file}"))
+    }
+
+    fn push(&self, refspecs: &[&str]) {
+        let mut args = vec!["push", "-q", "--force", "origin"];
+        args.extend_from_slice(refspecs);
+        self.env.git(&self.work, &args);
+    }
+
+    /// The source's heads and tags as `info/refs` would list them (peeled lines included).
+    fn source_refs(&self) -> BTreeMap<String, String> {
+        let out = self
+            .env
+            .git_try(&self.bare, &["show-ref", "-d", "--heads", "--tags"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(oid, name)| (name.to_string(), oid.to_string()))
+            .collect()
+    }
+
+    /// What a dumb client sees at the clone URL (`git ls-remote`), HEAD left out.
+    fn mirror_refs(&self) -> BTreeMap<String, String> {
+        let out = self.env.git(self.env.dir.path(), &["ls-remote", &self.clone_url()]);
+        out.lines()
+            .filter_map(|l| l.split_once('\t'))
+            .filter(|(_, name)| name.starts_with("refs/"))
+            .map(|(oid, name)| (name.to_string(), oid.to_string()))
+            .collect()
+    }
+
+    /// A fresh stock clone of the mirror: every source branch and tag at the same id, fsck
+    /// clean. Returns the clone's path.
+    fn assert_clone_matches(&self, at: &str) -> PathBuf {
+        let clone = self.env.path(at);
+        let _ = std::fs::remove_dir_all(&clone);
+        self.env.git(
+            self.env.dir.path(),
+            &["clone", "-q", "--mirror", &self.clone_url(), clone.to_str().expect("utf8")],
+        );
+        self.env.git(&clone, &["fsck", "--full", "--strict"]);
+        let out = self.env.git_try(&clone, &["show-ref", "-d", "--heads", "--tags"]);
+        let cloned: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(oid, name)| (name.to_string(), oid.to_string()))
+            .collect();
+        assert_eq!(cloned, self.source_refs(), "the clone differs from the source");
+        assert_eq!(self.mirror_refs(), self.source_refs(), "info/refs differs");
+        clone
+    }
+
+    /// The pack names the target lists.
+    fn packs(&self) -> Vec<String> {
+        let text = match &self.target {
+            Target::Dir { dir, .. } => {
+                std::fs::read_to_string(dir.join(&self.prefix).join("objects/info/packs"))
+                    .unwrap_or_default()
+            }
+            Target::S3 { .. } => self.get(&format!("{}/objects/info/packs", self.clone_url())),
+        };
+        text.lines()
+            .filter_map(|l| l.strip_prefix("P "))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The body of a GET of `url`.
+    fn get(&self, url: &str) -> String {
+        let url = url.to_string();
+        tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(async move {
+                reqwest::get(&url)
+                    .await
+                    .expect("get")
+                    .text()
+                    .await
+                    .expect("text")
+            })
+    }
+}
+
+/// First mirror, one commit later, nothing new, then a deleted branch, a force-push and a
+/// new annotated tag.
+fn follows_the_source(s3: bool) {
+    let scene = Scene::new(s3);
+    scene.configure("");
+    scene.commit("a.txt", "one\n");
+    scene.env.git(&scene.work, &["branch", "dev"]);
+    scene.commit("b.bin", "\u{0}\u{1}binary\n");
+    scene.env.git(&scene.work, &["tag", "-a", "v1", "-m", "release one"]);
+    scene.env.git(&scene.work, &["tag", "light"]);
+    scene.env.git(&scene.work, &["tag", "-a", "nested", "-m", "a tag of a tag", "v1"]);
+    scene.push(&["main", "dev", "--tags"]);
+    let out = scene.run();
+    assert!(out.contains("api: published"), "{out}");
+    assert!(out.contains("git clone"), "the clone URL is printed: {out}");
+    let first = scene.assert_clone_matches("clone1");
+    assert_eq!(scene.packs().len(), 1);
+    let refs_text = scene.get(&format!("{}/info/refs", scene.clone_url()));
+    assert!(refs_text.ends_with('\n') && refs_text.contains("refs/tags/v1^{}"));
+    assert_eq!(
+        scene.get(&format!("{}/HEAD", scene.clone_url())),
+        "ref: refs/heads/main\n"
+    );
+
+    // One commit later: exactly one new pack, and an earlier clone fetches it.
+    let tip = scene.commit("a.txt", "two\n");
+    scene.push(&["main"]);
+    let out = scene.run();
+    assert!(out.contains("1 updated"), "{out}");
+    assert_eq!(scene.packs().len(), 2);
+    scene.env.git(&first, &["fetch", "-q", "origin"]);
+    assert_eq!(
+        scene.env.git(&first, &["rev-parse", "refs/heads/main"]).trim(),
+        tip
+    );
+    scene.env.git(&first, &["fsck", "--full"]);
+
+    // Nothing new: at most 2 requests, no upload.
+    if let Target::S3 { moto } = &scene.target {
+        let before = moto.requests().len();
+        let out = scene.run();
+        assert!(out.contains("up to date"), "{out}");
+        let made: Vec<String> = moto.requests()[before..].to_vec();
+        assert!(made.len() <= 2, "a run with nothing new made {made:?}");
+        assert!(made.iter().all(|r| r.starts_with("GET ")), "{made:?}");
+    } else {
+        let out = scene.run();
+        assert!(out.contains("up to date"), "{out}");
+    }
+
+    // A deleted branch, a force-pushed branch, a new annotated tag.
+    scene.env.git(&scene.work, &["push", "-q", "origin", ":dev"]);
+    scene.env.git(&scene.work, &["reset", "-q", "--hard", "HEAD~1"]);
+    scene.commit("c.txt", "rewritten\n");
+    scene.env.git(&scene.work, &["tag", "-a", "v2", "-m", "release two"]);
+    scene.push(&["main", "v2"]);
+    let out = scene.run();
+    assert!(out.contains("deleted") && out.contains("new"), "{out}");
+    let refs = scene.mirror_refs();
+    assert!(!refs.contains_key("refs/heads/dev"));
+    assert!(refs.contains_key("refs/tags/v2^{}"));
+    scene.assert_clone_matches("clone2");
+    scene.env.git(&first, &["fetch", "-q", "--prune", "origin"]);
+    scene.env.git(&first, &["fsck", "--full"]);
+}
+
+#[test]
+fn s3_mirror_follows_the_source_and_idles_in_two_requests() {
+    follows_the_source(true);
+}
+
+#[test]
+fn folder_mirror_served_by_a_static_web_server_follows_the_source() {
+    follows_the_source(false);
+}
+
+#[test]
+fn consolidation_leaves_one_pack_and_old_clones_still_fetch() {
+    let scene = Scene::new(false);
+    scene.configure("    max_packs: 3\n    grace: 1h\n");
+    scene.commit("a.txt", "0\n");
+    scene.push(&["main"]);
+    scene.run();
+    let early = scene.assert_clone_matches("early");
+    for i in 1..=2 {
+        scene.commit("a.txt", &format!("{i}\n"));
+        scene.push(&["main"]);
+        scene.run();
+    }
+    assert_eq!(scene.packs().len(), 3);
+    scene.commit("a.txt", "3\n");
+    scene.push(&["main"]);
+    let out = scene.run();
+    assert!(out.contains("replacing 3 packs"), "{out}");
+    assert_eq!(scene.packs().len(), 1, "one full pack listed");
+    let Target::Dir { dir, .. } = &scene.target else {
+        unreachable!()
+    };
+    let pack_dir = dir.join(&scene.prefix).join("objects/pack");
+    let on_disk = std::fs::read_dir(&pack_dir).expect("packs").count();
+    assert_eq!(on_disk, 8, "the replaced packs stay for the grace period");
+    scene.env.git(&early, &["fetch", "-q", "origin"]);
+    scene.env.git(&early, &["fsck", "--full"]);
+    scene.assert_clone_matches("late");
+
+    // After the grace period (here: set to zero), the next run deletes them.
+    scene.configure("    max_packs: 3\n    grace: 0s\n");
+    scene.commit("a.txt", "4\n");
+    scene.push(&["main"]);
+    let out = scene.run();
+    assert!(out.contains("3 old packs deleted"), "{out}");
+    let on_disk = std::fs::read_dir(&pack_dir).expect("packs").count();
+    assert_eq!(on_disk, 4, "two listed packs, their indexes");
+    scene.assert_clone_matches("after");
+}
+
+#[test]
+fn a_run_killed_before_info_refs_leaves_the_old_mirror_and_the_next_run_completes() {
+    let scene = Scene::new(false);
+    scene.configure("");
+    scene.commit("a.txt", "one\n");
+    scene.push(&["main"]);
+    scene.run();
+    let old = scene.mirror_refs();
+
+    // Hold info/refs' lock (as another writer would): the run uploads its pack, lists it,
+    // then keeps losing the conditional write of info/refs. Kill it there.
+    scene.commit("a.txt", "two\n");
+    scene.push(&["main"]);
+    let Target::Dir { dir, .. } = &scene.target else {
+        unreachable!()
+    };
+    let lock = dir.join(&scene.prefix).join("info/.info_refs.lock");
+    std::fs::write(&lock, "").expect("lock");
+    let mut child = scene
+        .env
+        .gitsync_command(&scene.home, &["mirror", "run", "api", "--once"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    common::wait_for("the new pack to be listed", Duration::from_secs(30), || {
+        (scene.packs().len() == 2).then_some(())
+    });
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = child.wait();
+    assert_eq!(scene.mirror_refs(), old, "no ref was published");
+    let clone = scene.env.path("old");
+    scene.env.git(
+        scene.env.dir.path(),
+        &["clone", "-q", &scene.clone_url(), clone.to_str().expect("utf8")],
+    );
+    scene.env.git(&clone, &["fsck", "--full"]);
+    std::fs::remove_file(&lock).expect("unlock");
+    scene.run();
+    scene.assert_clone_matches("new");
+}
+
+#[test]
+fn a_failed_run_publishes_nothing_and_the_other_mirrors_go_on() {
+    let scene = Scene::new(true);
+    scene.commit("a.txt", "one\n");
+    scene.push(&["main"]);
+    let Target::S3 { moto } = &scene.target else {
+        unreachable!()
+    };
+    // A corrupt source: a bare repository whose only object is damaged.
+    let corrupt = scene.env.path("remotes/corrupt.git");
+    scene.env.git(
+        scene.env.dir.path(),
+        &["clone", "-q", "--bare", scene.bare.to_str().expect("utf8"), corrupt.to_str().expect("utf8")],
+    );
+    scene.env.git(&corrupt, &["repack", "-adq"]);
+    for entry in std::fs::read_dir(corrupt.join("objects/pack")).expect("packs") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "pack") {
+            let mut bytes = std::fs::read(&path).expect("read");
+            let middle = bytes.len() / 2;
+            for b in &mut bytes[middle..middle + 16] {
+                *b ^= 0xff;
+            }
+            let mut perms = std::fs::metadata(&path).expect("meta").permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perms.set_readonly(false);
+            std::fs::set_permissions(&path, perms).expect("chmod");
+            std::fs::write(&path, bytes).expect("write");
+        }
+    }
+    let yaml = format!(
+        "repositories: []\nmirrors:\n  - name: good\n    source: {}\n    target: s3://pub/good\n    endpoint_url: {url}\n  - name: unreachable\n    source: http://user:s3cr3t@127.0.0.1:9/x.git\n    target: s3://pub/bad1\n    endpoint_url: {url}\n  - name: nobucket\n    source: {}\n    target: s3://no-such-bucket/x\n    endpoint_url: {url}\n  - name: corrupt\n    source: file://{}\n    target: s3://pub/bad2\n    endpoint_url: {url}\n",
+        scene.source_url(),
+        scene.source_url(),
+        corrupt.display(),
+        url = moto.url
+    );
+    scene.env.config(&scene.home, &yaml);
+    // Every log line goes to stderr at debug level, so the check below sees the logs too.
+    let out = scene
+        .env
+        .gitsync_command(&scene.home, &["mirror", "run", "--once"])
+        .env("GITSYNC_LOG", "debug")
+        .output()
+        .expect("run");
+    let t = text(&out);
+    println!("{t}");
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("good: published"), "{t}");
+    for name in ["unreachable", "nobucket", "corrupt"] {
+        assert!(t.contains(&format!("{name}: failed")), "{name}: {t}");
+    }
+    assert!(!t.contains("s3cr3t"), "a credential leaked: {t}");
+    for prefix in ["bad1", "bad2"] {
+        let url = format!("{}/pub/{prefix}/info/refs", moto.url);
+        let status = tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(async { reqwest::get(&url).await.expect("get").status() });
+        assert_eq!(status.as_u16(), 404, "{prefix} published something");
+    }
+}
+
+#[test]
+fn two_mirrors_racing_on_one_prefix_leave_one_complete_ref_list() {
+    let scene = Scene::new(true);
+    // Two different sources, one prefix.
+    scene.commit("a.txt", "one\n");
+    scene.push(&["main"]);
+    let other = scene.env.path("remotes/other.git");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    scene.env.git(&other, &["init", "--bare", "-q", "-b", "main"]);
+    let other_work = scene.env.path("other-work");
+    std::fs::create_dir_all(&other_work).expect("mkdir");
+    scene.env.git(&other_work, &["init", "-q", "-b", "main"]);
+    for i in 0..5 {
+        scene.env.commit(&other_work, "o.txt", &format!("{i}\n"), "other");
+    }
+    scene.env.git(&other_work, &["branch", "feature"]);
+    scene.env.git(
+        &other_work,
+        &["push", "-q", other.to_str().expect("utf8"), "main", "feature"],
+    );
+    let endpoint = scene.endpoint().expect("s3");
+    for round in 0..4 {
+        scene.commit("a.txt", &format!("round {round}\n"));
+        scene.push(&["main"]);
+        let spawn = |source: String, home: &str| {
+            let home = scene.env.home(home);
+            scene
+                .env
+                .gitsync_command(
+                    &home,
+                    &[
+                        "mirror",
+                        "--source",
+                        &source,
+                        "--target",
+                        &scene.target_url(),
+                        "--endpoint-url",
+                        &endpoint,
+                    ],
+                )
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        };
+        let a = spawn(scene.source_url(), "racer-a");
+        let b = spawn(format!("file://{}", other.display()), "racer-b");
+        let (a, b) = (a.wait_with_output().expect("a"), b.wait_with_output().expect("b"));
+        let published = scene.mirror_refs();
+        let from_a = scene.source_refs();
+        let out = scene.env.git(&other, &["show-ref", "-d", "--heads", "--tags"]);
+        let from_b: BTreeMap<String, String> = out
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(oid, name)| (name.to_string(), oid.to_string()))
+            .collect();
+        assert!(
+            published == from_a || published == from_b,
+            "round {round}: info/refs is neither source's: {published:?}\n{}\n{}",
+            text(&a),
+            text(&b)
+        );
+        let clone = scene.env.path(&format!("race{round}"));
+        scene.env.git(
+            scene.env.dir.path(),
+            &["clone", "-q", "--mirror", &scene.clone_url(), clone.to_str().expect("utf8")],
+        );
+        scene.env.git(&clone, &["fsck", "--full"]);
+    }
+}
+
+/// A random history of pushes (commits, new and deleted branches, force-pushes,
+/// lightweight and annotated tags, tag deletions) with a mirror run after a random number
+/// of them, under a random `max_packs`: after every run a fresh stock clone must equal the
+/// source exactly, and an older clone must fetch cleanly. Cases: `GITSYNC_MIRROR_CASES`
+/// (default 4; CI sets more).
+#[test]
+fn randomized_histories_always_mirror_exactly() {
+    let cases: u64 = std::env::var("GITSYNC_MIRROR_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let seed: u64 = std::env::var("GITSYNC_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20261123);
+    for case in 0..cases {
+        let mut rng = fastrand::Rng::with_seed(seed + case);
+        let scene = Scene::new(false);
+        let max_packs = rng.usize(2..6);
+        scene.configure(&format!("    max_packs: {max_packs}\n    grace: 0s\n"));
+        scene.commit("base.txt", "base\n");
+        scene.push(&["main"]);
+        let mut branches = vec!["main".to_string()];
+        let mut tags: Vec<String> = Vec::new();
+        let mut old_clone: Option<PathBuf> = None;
+        for step in 0..rng.usize(6..14) {
+            let what = rng.u8(0..8);
+            let branch = branches[rng.usize(0..branches.len())].clone();
+            scene.env.git(&scene.work, &["checkout", "-q", &branch]);
+            match what {
+                0..=2 => {
+                    let file = format!("f{}.txt", rng.u8(0..5));
+                    let body: String = (0..rng.usize(1..200))
+                        .map(|_| rng.alphanumeric())
+                        .collect();
+                    scene.commit(&file, &body);
+                    scene.push(&[&branch]);
+                }
+                3 => {
+                    let name = format!("b{step}");
+                    scene.env.git(&scene.work, &["checkout", "-q", "-b", &name]);
+                    scene.commit("new.txt", &format!("{case} {step}\n"));
+                    scene.push(&[&name]);
+                    branches.push(name);
+                }
+                4 if branches.len() > 1 && branch != "main" => {
+                    scene.env.git(&scene.work, &["checkout", "-q", "main"]);
+                    scene.env.git(&scene.work, &["push", "-q", "origin", &format!(":{branch}")]);
+                    scene.env.git(&scene.work, &["branch", "-qD", &branch]);
+                    branches.retain(|b| *b != branch);
+                }
+                5 => {
+                    let parent = scene.env.git_try(&scene.work, &["rev-parse", "-q", "--verify", "HEAD~1"]);
+                    if parent.status.success() {
+                        scene.env.git(&scene.work, &["reset", "-q", "--hard", "HEAD~1"]);
+                    }
+                    scene.commit("forced.txt", &format!("rewrite {step}\n"));
+                    scene.push(&[&format!("+{branch}")]);
+                }
+                6 => {
+                    let name = format!("t{step}");
+                    if rng.bool() {
+                        scene.env.git(&scene.work, &["tag", "-a", &name, "-m", &name]);
+                    } else {
+                        scene.env.git(&scene.work, &["tag", &name]);
+                    }
+                    scene.push(&[&format!("refs/tags/{name}")]);
+                    tags.push(name);
+                }
+                _ if !tags.is_empty() => {
+                    let name = tags.remove(rng.usize(0..tags.len()));
+                    scene.env.git(&scene.work, &["push", "-q", "origin", &format!(":refs/tags/{name}")]);
+                }
+                _ => {}
+            }
+            if rng.u8(0..3) > 0 {
+                scene.run();
+                let clone = scene.assert_clone_matches(&format!("c{case}-{step}"));
+                if let Some(old) = &old_clone {
+                    scene.env.git(old, &["fetch", "-q", "--prune", "origin"]);
+                    scene.env.git(old, &["fsck", "--full"]);
+                }
+                if old_clone.is_none() {
+                    old_clone = Some(clone);
+                }
+                assert!(scene.packs().len() <= max_packs, "case {case}: too many packs");
+            }
+        }
+        scene.run();
+        scene.assert_clone_matches(&format!("c{case}-final"));
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_and_say_what_to_do() {
+    let env = Env::new();
+    let home = env.home("u");
+    let out = env.gitsync(&home, &["mirror", "--source", "file:///x"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--target"));
+    let out = env.gitsync(&home, &["mirror", "--source", "file:///x", "--target", "ftp://y"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("s3://bucket/prefix"));
+    let out = env.gitsync(&home, &["mirror", "run", "--once"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no `mirrors`"), "{}", text(&out));
+}
