@@ -12,7 +12,7 @@ pub mod daemon;
 pub mod discover;
 pub mod git;
 pub mod logging;
-pub mod model;
 pub mod mirror;
+pub mod model;
 pub mod partition;
 pub mod store;

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::Env;
 use common::moto::Moto;
 use common::servers::{self, Server};
-use common::Env;
 
 /// Where a scene mirrors to.
 enum Target {
@@ -69,7 +69,10 @@ impl Scene {
         let work = env.path("work");
         std::fs::create_dir_all(&work).expect("mkdir");
         env.git(&work, &["init", "-q", "-b", "main"]);
-        env.git(&work, &["remote", "add", "origin", bare.to_str().expect("utf8")]);
+        env.git(
+            &work,
+            &["remote", "add", "origin", bare.to_str().expect("utf8")],
+        );
         let target = if s3 {
             let moto = Moto::start_logged(&env.path("moto.log"));
             tokio::runtime::Runtime::new()
@@ -126,7 +129,9 @@ impl Scene {
             self.target_url()
         );
         if let Some(endpoint) = self.endpoint() {
-            yaml.push_str(&format!("    endpoint_url: {endpoint}\n    region: us-east-1\n"));
+            yaml.push_str(&format!(
+                "    endpoint_url: {endpoint}\n    region: us-east-1\n"
+            ));
         }
         yaml.push_str(extra);
         self.env.config(&self.home, &yaml);
@@ -134,14 +139,17 @@ impl Scene {
 
     /// `gitsync mirror run api --once`, asserting success; returns its output.
     fn run(&self) -> String {
-        let out = self.env.gitsync(&self.home, &["mirror", "run", "api", "--once"]);
+        let out = self
+            .env
+            .gitsync(&self.home, &["mirror", "run", "api", "--once"]);
         let t = text(&out);
         assert!(out.status.success(), "mirror run failed: {t}");
         t
     }
 
     fn commit(&self, file: &str, content: &str) -> String {
-        self.env.commit(&self.work, file, content, &format!("edit {file}"))
+        self.env
+            .commit(&self.work, file, content, &format!("edit {file}"))
     }
 
     fn push(&self, refspecs: &[&str]) {
@@ -164,8 +172,11 @@ impl Scene {
 
     /// What a dumb client sees at the clone URL (`git ls-remote`), HEAD left out.
     fn mirror_refs(&self) -> BTreeMap<String, String> {
-        let out = self.env.git(self.env.dir.path(), &["ls-remote", &self.clone_url()]);
-        out.lines()
+        let out = self
+            .env
+            .git_try(self.env.dir.path(), &["ls-remote", &self.clone_url()]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
             .filter_map(|l| l.split_once('\t'))
             .filter(|(_, name)| name.starts_with("refs/"))
             .map(|(oid, name)| (name.to_string(), oid.to_string()))
@@ -179,16 +190,28 @@ impl Scene {
         let _ = std::fs::remove_dir_all(&clone);
         self.env.git(
             self.env.dir.path(),
-            &["clone", "-q", "--mirror", &self.clone_url(), clone.to_str().expect("utf8")],
+            &[
+                "clone",
+                "-q",
+                "--mirror",
+                &self.clone_url(),
+                clone.to_str().expect("utf8"),
+            ],
         );
         self.env.git(&clone, &["fsck", "--full", "--strict"]);
-        let out = self.env.git_try(&clone, &["show-ref", "-d", "--heads", "--tags"]);
+        let out = self
+            .env
+            .git_try(&clone, &["show-ref", "-d", "--heads", "--tags"]);
         let cloned: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| l.split_once(' '))
             .map(|(oid, name)| (name.to_string(), oid.to_string()))
             .collect();
-        assert_eq!(cloned, self.source_refs(), "the clone differs from the source");
+        assert_eq!(
+            cloned,
+            self.source_refs(),
+            "the clone differs from the source"
+        );
         assert_eq!(self.mirror_refs(), self.source_refs(), "info/refs differs");
         clone
     }
@@ -232,9 +255,14 @@ fn follows_the_source(s3: bool) {
     scene.commit("a.txt", "one\n");
     scene.env.git(&scene.work, &["branch", "dev"]);
     scene.commit("b.bin", "\u{0}\u{1}binary\n");
-    scene.env.git(&scene.work, &["tag", "-a", "v1", "-m", "release one"]);
+    scene
+        .env
+        .git(&scene.work, &["tag", "-a", "v1", "-m", "release one"]);
     scene.env.git(&scene.work, &["tag", "light"]);
-    scene.env.git(&scene.work, &["tag", "-a", "nested", "-m", "a tag of a tag", "v1"]);
+    scene.env.git(
+        &scene.work,
+        &["tag", "-a", "nested", "-m", "a tag of a tag", "v1"],
+    );
     scene.push(&["main", "dev", "--tags"]);
     let out = scene.run();
     assert!(out.contains("api: published"), "{out}");
@@ -256,7 +284,10 @@ fn follows_the_source(s3: bool) {
     assert_eq!(scene.packs().len(), 2);
     scene.env.git(&first, &["fetch", "-q", "origin"]);
     assert_eq!(
-        scene.env.git(&first, &["rev-parse", "refs/heads/main"]).trim(),
+        scene
+            .env
+            .git(&first, &["rev-parse", "refs/heads/main"])
+            .trim(),
         tip
     );
     scene.env.git(&first, &["fsck", "--full"]);
@@ -275,10 +306,16 @@ fn follows_the_source(s3: bool) {
     }
 
     // A deleted branch, a force-pushed branch, a new annotated tag.
-    scene.env.git(&scene.work, &["push", "-q", "origin", ":dev"]);
-    scene.env.git(&scene.work, &["reset", "-q", "--hard", "HEAD~1"]);
+    scene
+        .env
+        .git(&scene.work, &["push", "-q", "origin", ":dev"]);
+    scene
+        .env
+        .git(&scene.work, &["reset", "-q", "--hard", "HEAD~1"]);
     scene.commit("c.txt", "rewritten\n");
-    scene.env.git(&scene.work, &["tag", "-a", "v2", "-m", "release two"]);
+    scene
+        .env
+        .git(&scene.work, &["tag", "-a", "v2", "-m", "release two"]);
     scene.push(&["main", "v2"]);
     let out = scene.run();
     assert!(out.contains("deleted") && out.contains("new"), "{out}");
@@ -377,7 +414,12 @@ fn a_run_killed_before_info_refs_leaves_the_old_mirror_and_the_next_run_complete
     let clone = scene.env.path("old");
     scene.env.git(
         scene.env.dir.path(),
-        &["clone", "-q", &scene.clone_url(), clone.to_str().expect("utf8")],
+        &[
+            "clone",
+            "-q",
+            &scene.clone_url(),
+            clone.to_str().expect("utf8"),
+        ],
     );
     scene.env.git(&clone, &["fsck", "--full"]);
     std::fs::remove_file(&lock).expect("unlock");
@@ -397,7 +439,13 @@ fn a_failed_run_publishes_nothing_and_the_other_mirrors_go_on() {
     let corrupt = scene.env.path("remotes/corrupt.git");
     scene.env.git(
         scene.env.dir.path(),
-        &["clone", "-q", "--bare", scene.bare.to_str().expect("utf8"), corrupt.to_str().expect("utf8")],
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            scene.bare.to_str().expect("utf8"),
+            corrupt.to_str().expect("utf8"),
+        ],
     );
     scene.env.git(&corrupt, &["repack", "-adq"]);
     for entry in std::fs::read_dir(corrupt.join("objects/pack")).expect("packs") {
@@ -455,17 +503,27 @@ fn two_mirrors_racing_on_one_prefix_leave_one_complete_ref_list() {
     scene.push(&["main"]);
     let other = scene.env.path("remotes/other.git");
     std::fs::create_dir_all(&other).expect("mkdir");
-    scene.env.git(&other, &["init", "--bare", "-q", "-b", "main"]);
+    scene
+        .env
+        .git(&other, &["init", "--bare", "-q", "-b", "main"]);
     let other_work = scene.env.path("other-work");
     std::fs::create_dir_all(&other_work).expect("mkdir");
     scene.env.git(&other_work, &["init", "-q", "-b", "main"]);
     for i in 0..5 {
-        scene.env.commit(&other_work, "o.txt", &format!("{i}\n"), "other");
+        scene
+            .env
+            .commit(&other_work, "o.txt", &format!("{i}\n"), "other");
     }
     scene.env.git(&other_work, &["branch", "feature"]);
     scene.env.git(
         &other_work,
-        &["push", "-q", other.to_str().expect("utf8"), "main", "feature"],
+        &[
+            "push",
+            "-q",
+            other.to_str().expect("utf8"),
+            "main",
+            "feature",
+        ],
     );
     let endpoint = scene.endpoint().expect("s3");
     for round in 0..4 {
@@ -494,10 +552,15 @@ fn two_mirrors_racing_on_one_prefix_leave_one_complete_ref_list() {
         };
         let a = spawn(scene.source_url(), "racer-a");
         let b = spawn(format!("file://{}", other.display()), "racer-b");
-        let (a, b) = (a.wait_with_output().expect("a"), b.wait_with_output().expect("b"));
+        let (a, b) = (
+            a.wait_with_output().expect("a"),
+            b.wait_with_output().expect("b"),
+        );
         let published = scene.mirror_refs();
         let from_a = scene.source_refs();
-        let out = scene.env.git(&other, &["show-ref", "-d", "--heads", "--tags"]);
+        let out = scene
+            .env
+            .git(&other, &["show-ref", "-d", "--heads", "--tags"]);
         let from_b: BTreeMap<String, String> = out
             .lines()
             .filter_map(|l| l.split_once(' '))
@@ -512,7 +575,13 @@ fn two_mirrors_racing_on_one_prefix_leave_one_complete_ref_list() {
         let clone = scene.env.path(&format!("race{round}"));
         scene.env.git(
             scene.env.dir.path(),
-            &["clone", "-q", "--mirror", &scene.clone_url(), clone.to_str().expect("utf8")],
+            &[
+                "clone",
+                "-q",
+                "--mirror",
+                &scene.clone_url(),
+                clone.to_str().expect("utf8"),
+            ],
         );
         scene.env.git(&clone, &["fsck", "--full"]);
     }
@@ -550,9 +619,7 @@ fn randomized_histories_always_mirror_exactly() {
             match what {
                 0..=2 => {
                     let file = format!("f{}.txt", rng.u8(0..5));
-                    let body: String = (0..rng.usize(1..200))
-                        .map(|_| rng.alphanumeric())
-                        .collect();
+                    let body: String = (0..rng.usize(1..200)).map(|_| rng.alphanumeric()).collect();
                     scene.commit(&file, &body);
                     scene.push(&[&branch]);
                 }
@@ -565,14 +632,21 @@ fn randomized_histories_always_mirror_exactly() {
                 }
                 4 if branches.len() > 1 && branch != "main" => {
                     scene.env.git(&scene.work, &["checkout", "-q", "main"]);
-                    scene.env.git(&scene.work, &["push", "-q", "origin", &format!(":{branch}")]);
+                    scene.env.git(
+                        &scene.work,
+                        &["push", "-q", "origin", &format!(":{branch}")],
+                    );
                     scene.env.git(&scene.work, &["branch", "-qD", &branch]);
                     branches.retain(|b| *b != branch);
                 }
                 5 => {
-                    let parent = scene.env.git_try(&scene.work, &["rev-parse", "-q", "--verify", "HEAD~1"]);
+                    let parent = scene
+                        .env
+                        .git_try(&scene.work, &["rev-parse", "-q", "--verify", "HEAD~1"]);
                     if parent.status.success() {
-                        scene.env.git(&scene.work, &["reset", "-q", "--hard", "HEAD~1"]);
+                        scene
+                            .env
+                            .git(&scene.work, &["reset", "-q", "--hard", "HEAD~1"]);
                     }
                     scene.commit("forced.txt", &format!("rewrite {step}\n"));
                     scene.push(&[&format!("+{branch}")]);
@@ -580,7 +654,9 @@ fn randomized_histories_always_mirror_exactly() {
                 6 => {
                     let name = format!("t{step}");
                     if rng.bool() {
-                        scene.env.git(&scene.work, &["tag", "-a", &name, "-m", &name]);
+                        scene
+                            .env
+                            .git(&scene.work, &["tag", "-a", &name, "-m", &name]);
                     } else {
                         scene.env.git(&scene.work, &["tag", &name]);
                     }
@@ -589,7 +665,10 @@ fn randomized_histories_always_mirror_exactly() {
                 }
                 _ if !tags.is_empty() => {
                     let name = tags.remove(rng.usize(0..tags.len()));
-                    scene.env.git(&scene.work, &["push", "-q", "origin", &format!(":refs/tags/{name}")]);
+                    scene.env.git(
+                        &scene.work,
+                        &["push", "-q", "origin", &format!(":refs/tags/{name}")],
+                    );
                 }
                 _ => {}
             }
@@ -603,7 +682,10 @@ fn randomized_histories_always_mirror_exactly() {
                 if old_clone.is_none() {
                     old_clone = Some(clone);
                 }
-                assert!(scene.packs().len() <= max_packs, "case {case}: too many packs");
+                assert!(
+                    scene.packs().len() <= max_packs,
+                    "case {case}: too many packs"
+                );
             }
         }
         scene.run();
@@ -618,10 +700,200 @@ fn usage_errors_exit_2_and_say_what_to_do() {
     let out = env.gitsync(&home, &["mirror", "--source", "file:///x"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--target"));
-    let out = env.gitsync(&home, &["mirror", "--source", "file:///x", "--target", "ftp://y"]);
+    let out = env.gitsync(
+        &home,
+        &["mirror", "--source", "file:///x", "--target", "ftp://y"],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("s3://bucket/prefix"));
     let out = env.gitsync(&home, &["mirror", "run", "--once"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("no `mirrors`"), "{}", text(&out));
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// An LFS pointer file (git-lfs docs/spec.md) for `content`.
+fn pointer(content: &[u8]) -> String {
+    format!(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize {}\n",
+        sha256_hex(content),
+        content.len()
+    )
+}
+
+#[test]
+fn lfs_objects_are_verified_stored_and_read_back_by_the_agent() {
+    let ok = std::process::Command::new("git-lfs")
+        .arg("version")
+        .output();
+    assert!(
+        ok.is_ok_and(|o| o.status.success()),
+        "git-lfs is required: apt-get install -y git-lfs (make deps)"
+    );
+    let scene = Scene::new(true);
+    let Target::S3 { moto } = &scene.target else {
+        unreachable!()
+    };
+    // The source: served over smart HTTP with an LFS batch API holding the objects.
+    let lfs_dir = scene.env.path("lfs-objects");
+    std::fs::create_dir_all(&lfs_dir).expect("mkdir");
+    let served = scene.env.path("remotes");
+    let server = servers::git_http(
+        &served,
+        Some(&lfs_dir),
+        None,
+        &scene.env.path("git-http.log"),
+    );
+    let mut rng = fastrand::Rng::with_seed(7);
+    let contents: Vec<Vec<u8>> = (0..3)
+        .map(|i| (0..(1000 + i * 70_000)).map(|_| rng.u8(..)).collect())
+        .collect();
+    scene.env.write(
+        &scene.work,
+        ".gitattributes",
+        "*.bin filter=lfs diff=lfs merge=lfs -text\n",
+    );
+    for (i, content) in contents.iter().enumerate() {
+        std::fs::write(lfs_dir.join(sha256_hex(content)), content).expect("object");
+        scene
+            .env
+            .write(&scene.work, &format!("data/{i}.bin"), &pointer(content));
+    }
+    scene.env.git(&scene.work, &["add", "."]);
+    scene.env.git(&scene.work, &["commit", "-qm", "lfs files"]);
+    scene.push(&["main"]);
+    let source = format!("{}/src.git", server.url());
+    let yaml = format!(
+        "repositories: []\nmirrors:\n  - name: api\n    source: {source}\n    target: s3://pub/lfs\n    endpoint_url: {}\n    lfs: true\n",
+        moto.url
+    );
+    scene.env.config(&scene.home, &yaml);
+    let out = scene.run();
+    assert!(out.contains("3 LFS objects"), "{out}");
+    let clone_url = format!("{}/pub/lfs", moto.url);
+    for content in &contents {
+        let oid = sha256_hex(content);
+        let url = format!("{clone_url}/lfs/objects/{}/{}/{oid}", &oid[..2], &oid[2..4]);
+        let stored = tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(async {
+                reqwest::get(&url)
+                    .await
+                    .expect("get")
+                    .bytes()
+                    .await
+                    .expect("body")
+            });
+        assert_eq!(stored.as_ref(), content.as_slice(), "object {oid}");
+    }
+
+    // A clone from the bucket, with the agent, has the real contents.
+    let clone = scene.env.path("lfs-clone");
+    let agent = [
+        "-c",
+        "filter.lfs.process=git-lfs filter-process",
+        "-c",
+        "filter.lfs.smudge=git-lfs smudge -- %f",
+        "-c",
+        "filter.lfs.clean=git-lfs clean -- %f",
+        "-c",
+        "filter.lfs.required=true",
+        "-c",
+        "lfs.standalonetransferagent=gitsync",
+        "-c",
+        &format!("lfs.customtransfer.gitsync.path={}", common::BIN),
+        "-c",
+        "lfs.customtransfer.gitsync.args=lfs-agent",
+    ];
+    let mut args: Vec<&str> = agent.to_vec();
+    let clone_str = clone.to_str().expect("utf8").to_string();
+    args.extend(["clone", "-q", &clone_url, &clone_str]);
+    scene.env.git(scene.env.dir.path(), &args);
+    for (i, content) in contents.iter().enumerate() {
+        let got = std::fs::read(clone.join(format!("data/{i}.bin"))).expect("file");
+        assert_eq!(&got, content, "data/{i}.bin has its real content");
+    }
+
+    // A tampered object fails the run, and nothing is published.
+    let before = scene.get(&format!("{clone_url}/info/refs"));
+    let bad = b"the real content".to_vec();
+    std::fs::write(lfs_dir.join(sha256_hex(&bad)), b"something else!!").expect("tamper");
+    scene.env.write(&scene.work, "data/bad.bin", &pointer(&bad));
+    scene.env.git(&scene.work, &["add", "."]);
+    scene.env.git(&scene.work, &["commit", "-qm", "tampered"]);
+    scene.push(&["main"]);
+    let out = scene.env.gitsync(&scene.home, &["mirror", "run", "--once"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("does not match"), "{t}");
+    assert_eq!(
+        scene.get(&format!("{clone_url}/info/refs")),
+        before,
+        "nothing published"
+    );
+    // A missing object fails the same way.
+    std::fs::remove_file(lfs_dir.join(sha256_hex(&bad))).expect("rm");
+    let out = scene.env.gitsync(&scene.home, &["mirror", "run", "--once"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("does not exist"), "{}", text(&out));
+    assert_eq!(scene.get(&format!("{clone_url}/info/refs")), before);
+}
+
+#[test]
+fn under_the_daemon_a_push_reaches_the_mirror_within_seconds() {
+    let scene = Scene::new(false);
+    scene.commit("a.txt", "one\n");
+    scene.push(&["main"]);
+    // The user's clone of the source, under the daemon's root.
+    let root = scene.env.path("root");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let clone = scene.env.clone_of(&scene.bare, "root/api");
+    let Target::Dir { dir, .. } = &scene.target else {
+        unreachable!()
+    };
+    let yaml = format!(
+        "hostname: laptop\nroot: {}\nlocal:\n  path: {}\npull:\n  interval: 1h\nmirrors:\n  - name: api\n    source: {}\n    target: file://{}/{}\n    interval: 1h\n    on_push: true\n",
+        root.display(),
+        scene.env.path("hub").display(),
+        scene.source_url(),
+        dir.display(),
+        scene.prefix
+    );
+    scene.env.config(&scene.home, &yaml);
+    let daemon = scene.env.spawn(&scene.home, &[]);
+    common::wait_for_logged(
+        "the first mirror run",
+        Duration::from_secs(30),
+        &[&daemon],
+        || (scene.mirror_refs() == scene.source_refs()).then_some(()),
+    );
+    // A push from the user's clone (through the pre-push hook the daemon installed).
+    scene
+        .env
+        .commit(&clone, "a.txt", "pushed\n", "from the laptop");
+    let pushed = scene.env.head(&clone);
+    let out = scene
+        .env
+        .git_as(&scene.home, &clone, &["push", "-q", "origin", "main"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started = std::time::Instant::now();
+    common::wait_for_logged(
+        "the push in the mirror",
+        Duration::from_secs(15),
+        &[&daemon],
+        || (scene.mirror_refs().get("refs/heads/main") == Some(&pushed)).then_some(()),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the interval is 1h: only on_push can explain it"
+    );
+    scene.assert_clone_matches("after-push");
 }

@@ -15,8 +15,7 @@ use std::time::Duration;
 
 pub use schema::{
     AwsConfig, BackendKind, GitlabConfig, HooksConfig, LocalConfig, MirrorConfig, PairEnd,
-    PartitionConfig,
-    PartitionRole, RawConfig, SyncPair,
+    PartitionConfig, PartitionRole, RawConfig, SyncPair,
 };
 
 /// The example configuration written by `gitsync init`, also shipped in `packaging/`.
@@ -397,7 +396,10 @@ fn validate(
             );
         }
         if mirror.source.trim().is_empty() {
-            push(&key("source"), "empty: give a URL git can fetch".to_string());
+            push(
+                &key("source"),
+                "empty: give a URL git can fetch".to_string(),
+            );
         }
         if !(mirror.target.starts_with("s3://") || mirror.target.starts_with("file:///")) {
             push(

@@ -238,7 +238,8 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
     ));
     background.spawn(receiver.run());
     if !config.mirrors.is_empty() {
-        let triggers = crate::mirror::spawn_all(crate::mirror::Mirror::all(&config), &mut background);
+        let triggers =
+            crate::mirror::spawn_all(crate::mirror::Mirror::all(&config), &mut background);
         publisher.set_mirror_triggers(triggers);
     }
     background.spawn(retry_unsent(syncer.clone(), publisher.clone()));

@@ -35,7 +35,13 @@ pub async fn refresh(
 ) -> Result<PathBuf, GitError> {
     let cache = path_of(root, url);
     if cache.join("HEAD").exists() {
-        ops::run_with(&cache, &["fetch", "--prune", "--quiet", "origin"], timeout, env).await?;
+        ops::run_with(
+            &cache,
+            &["fetch", "--prune", "--quiet", "origin"],
+            timeout,
+            env,
+        )
+        .await?;
         return Ok(cache);
     }
     std::fs::create_dir_all(root).map_err(|source| GitError::Spawn {
@@ -47,7 +53,10 @@ pub async fn refresh(
     }
     let partial = root.join(format!(
         ".partial-{}",
-        cache.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        cache
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
     ));
     let _ = std::fs::remove_dir_all(&partial);
     let target = partial.display().to_string();

@@ -107,9 +107,15 @@ pub async fn pointers(
     if small.is_empty() {
         return Ok(BTreeSet::new());
     }
-    let contents = ops::run_input(cache, &["cat-file", "--batch"], small.as_bytes(), timeout, &[])
-        .await
-        .map_err(git)?;
+    let contents = ops::run_input(
+        cache,
+        &["cat-file", "--batch"],
+        small.as_bytes(),
+        timeout,
+        &[],
+    )
+    .await
+    .map_err(git)?;
     // Each entry is `<oid> blob <size>\n<content>\n`; pointer files are text, so the
     // lossy string keeps them intact.
     Ok(contents
@@ -414,7 +420,10 @@ mod tests {
         );
         assert_eq!(auth, Some(("u".into(), "secret".into())));
         let (url, _) = batch_endpoint("http://127.0.0.1:9/x.git/").unwrap();
-        assert_eq!(url.as_str(), "http://127.0.0.1:9/x.git/info/lfs/objects/batch");
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/x.git/info/lfs/objects/batch"
+        );
         assert!(batch_endpoint("git@example.com:x.git").is_err());
     }
 }

@@ -70,7 +70,10 @@ impl Mirror {
 
     /// The interval of periodic runs.
     pub fn interval(&self) -> Duration {
-        self.spec.interval.as_ref().map_or(DEFAULT_INTERVAL, |d| d.0)
+        self.spec
+            .interval
+            .as_ref()
+            .map_or(DEFAULT_INTERVAL, |d| d.0)
     }
 
     /// The URL a stock `git clone` reads the target from: path-style under the endpoint
@@ -96,7 +99,9 @@ impl Mirror {
     }
 
     fn state_path(&self) -> PathBuf {
-        self.dir.join("state").join(format!("{}.json", self.spec.name))
+        self.dir
+            .join("state")
+            .join(format!("{}.json", self.spec.name))
     }
 
     /// One run: refresh the source's cache, then publish what the target lacks.
@@ -135,13 +140,16 @@ impl Mirror {
         .map_err(|e| {
             MirrorError::Source(match e {
                 crate::git::ops::GitError::Failed { stderr, .. } => {
-                    format!("cannot fetch from {}: {stderr}", crate::model::redact_url(&self.spec.source))
+                    format!(
+                        "cannot fetch from {}: {stderr}",
+                        crate::model::redact_url(&self.spec.source)
+                    )
                 }
                 other => other.to_string(),
             })
         })?;
-        let mut state: publish::LocalState = crate::partition::read_state(&self.state_path())
-            .unwrap_or_default();
+        let mut state: publish::LocalState =
+            crate::partition::read_state(&self.state_path()).unwrap_or_default();
         let opts = publish::Options {
             max_packs: self.spec.max_packs.unwrap_or(DEFAULT_MAX_PACKS),
             grace: self.spec.grace.as_ref().map_or(DEFAULT_GRACE, |d| d.0),
@@ -212,14 +220,18 @@ pub fn spawn_all(mirrors: Vec<Mirror>, tasks: &mut tokio::task::JoinSet<()>) -> 
 /// Logs one outcome: one line for people, fields for journald.
 pub fn log_outcome(outcome: &Outcome) {
     match &outcome.result {
-        Ok(report) if report.up_to_date() => tracing::debug!(mirror = %outcome.name, "mirror up to date"),
+        Ok(report) if report.up_to_date() => {
+            tracing::debug!(mirror = %outcome.name, "mirror up to date")
+        }
         Ok(report) => tracing::info!(
             mirror = %outcome.name,
             took_ms = outcome.took.as_millis() as u64,
             "{}",
             summary(&outcome.name, report)
         ),
-        Err(err) => tracing::error!(mirror = %outcome.name, "mirror {}: {err}; nothing published, the previous mirror stays", outcome.name),
+        Err(err) => {
+            tracing::error!(mirror = %outcome.name, "mirror {}: {err}; nothing published, the previous mirror stays", outcome.name)
+        }
     }
 }
 
@@ -241,7 +253,11 @@ pub fn human_size(bytes: u64) -> String {
 /// A one-line summary of a report, such as
 /// `api: 2 refs updated (1 new), 1 pack of 12 objects (4.1 KiB)`.
 pub fn summary(name: &str, report: &Report) -> String {
-    let verb = if report.dry_run { "would publish" } else { "published" };
+    let verb = if report.dry_run {
+        "would publish"
+    } else {
+        "published"
+    };
     if report.up_to_date() {
         let mut line = format!("{name}: up to date ({} refs)", report.refs);
         if report.deleted_packs > 0 {
@@ -265,14 +281,22 @@ pub fn summary(name: &str, report: &Report) -> String {
     if gone > 0 {
         parts.push(format!("{gone} deleted"));
     }
-    let mut line = format!("{name}: {verb} {} of {} refs", parts.join(", "), report.refs);
+    let mut line = format!(
+        "{name}: {verb} {} of {} refs",
+        parts.join(", "),
+        report.refs
+    );
     if parts.is_empty() {
         line = format!("{name}: {verb} HEAD");
     }
     match &report.pack {
         Some(pack) => line.push_str(&format!(
             "; {} pack of {} objects ({})",
-            if report.consolidated > 0 { "1 full" } else { "1" },
+            if report.consolidated > 0 {
+                "1 full"
+            } else {
+                "1"
+            },
             pack.objects,
             human_size(pack.bytes)
         )),

@@ -38,7 +38,9 @@ pub enum MirrorError {
     #[error("LFS: {0}")]
     Lfs(String),
     /// Other writers kept changing `info/refs`; nothing of this run is referenced.
-    #[error("info/refs kept changing under this run ({0} attempts): another mirror writes the same prefix")]
+    #[error(
+        "info/refs kept changing under this run ({0} attempts): another mirror writes the same prefix"
+    )]
     Raced(usize),
 }
 
@@ -551,12 +553,20 @@ pub async fn run(
             target.upload_pack(info, pack, idx).await?;
         }
         if opts.lfs {
-            report.lfs =
-                super::lfs::copy_new(cache, store, &opts.source, &tips, &exclude, opts.git_timeout)
-                    .await?;
+            report.lfs = super::lfs::copy_new(
+                cache,
+                store,
+                &opts.source,
+                &tips,
+                &exclude,
+                opts.git_timeout,
+            )
+            .await?;
         }
         if let Some((info, _, _)) = &written {
-            target.edit_packs(Some(&info.name), &BTreeSet::new()).await?;
+            target
+                .edit_packs(Some(&info.name), &BTreeSet::new())
+                .await?;
         }
         let version = current.as_ref().map(|(_, v)| v.as_str());
         match store
@@ -648,7 +658,10 @@ mod tests {
         .into();
         let changed = diff(&published, &wanted);
         let names: Vec<&str> = changed.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["refs/heads/gone", "refs/heads/main", "refs/heads/new"]);
+        assert_eq!(
+            names,
+            ["refs/heads/gone", "refs/heads/main", "refs/heads/new"]
+        );
         assert_eq!(changed[0].new, None);
         assert_eq!(changed[2].old, None);
     }

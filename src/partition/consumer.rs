@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use super::manifest::{self, PairRecord};
 use super::producer::MANIFEST_KEY;
-use crate::store::BlobStore;
 use super::{PairOutcome, PartitionError, Settings, crypto};
 use crate::git::ops;
 use crate::model::is_zero_oid;
+use crate::store::BlobStore;
 
 /// What one pair is at on the destination, as applied last.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,7 +15,6 @@ pub mod crypto;
 pub mod manifest;
 pub mod producer;
 
-
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -8,9 +8,9 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use super::manifest::{self, BundleRecord, FORMAT, Manifest, PairRecord};
-use crate::store::{BlobStore, StoreError};
 use super::{Pair, PairOutcome, PartitionError, Settings, crypto};
 use crate::git::ops;
+use crate::store::{BlobStore, StoreError};
 
 /// The manifest's object key.
 pub const MANIFEST_KEY: &str = "manifest";

@@ -143,4 +143,3 @@ pub(crate) fn checked(key: &str) -> Result<&str, StoreError> {
         Err(StoreError::Url(format!("bad key {key:?}")))
     }
 }
-

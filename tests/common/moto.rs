@@ -54,7 +54,9 @@ impl Moto {
             .filter_map(|l| {
                 let start = l.find('"')?;
                 let rest = &l[start + 1..];
-                let rest = rest.trim_start_matches(|c: char| c == '\u{1b}' || c == '[' || c.is_ascii_digit() || c == 'm' || c == ';');
+                let rest = rest.trim_start_matches(|c: char| {
+                    c == '\u{1b}' || c == '[' || c.is_ascii_digit() || c == 'm' || c == ';'
+                });
                 let mut parts = rest.split(' ');
                 let method = parts.next()?;
                 let path = parts.next()?;

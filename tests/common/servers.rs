@@ -81,7 +81,13 @@ pub fn static_files(dir: &Path) -> Server {
         .expect("a free port")
         .port();
     let child = Command::new(python())
-        .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
