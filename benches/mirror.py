@@ -141,6 +141,9 @@ def requests_so_far():
                if re.search(r'"\S*(GET|PUT|POST|HEAD|DELETE) ', line))
 
 
+# A run that takes longer than this is stopped and reported.
+LIMIT = int(os.environ.get("LIMIT", "900"))
+
 SEED_RUN = """
 import sys, boto3, httpx
 from mirror_git_to_s3 import mirror_repos
@@ -163,10 +166,17 @@ def run_tool(tool, prefix):
                "--endpoint-url", endpoint]
     before = requests_so_far()
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Output to a file, never a pipe nobody reads: the seed's progress bars would fill it
+    # and block the seed.
+    log = open(work / f"{tool}-{prefix}.log", "w+b")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
     peak = 0
     status = pathlib.Path(f"/proc/{proc.pid}/status")
     while proc.poll() is None:
+        if time.monotonic() - start > LIMIT:
+            proc.kill()
+            proc.wait()
+            sys.exit(f"{tool} did not finish within {LIMIT} s (stopped)")
         try:
             for line in status.read_text().splitlines():
                 if line.startswith("VmHWM:"):
@@ -174,10 +184,10 @@ def run_tool(tool, prefix):
         except OSError:
             pass
         time.sleep(0.01)
-    out, err = proc.communicate()
     elapsed = time.monotonic() - start
     if proc.returncode != 0:
-        sys.exit(f"{tool} failed:\n{out.decode()}{err.decode()}")
+        log.seek(0)
+        sys.exit(f"{tool} failed:\n{log.read().decode(errors='replace')[-3000:]}")
     time.sleep(0.3)  # the request log is written after each response
     return elapsed, requests_so_far() - before, peak / 1024
 

@@ -16,3 +16,4 @@ pub mod mirror;
 pub mod model;
 pub mod partition;
 pub mod store;
+pub mod webhook;

@@ -17,6 +17,7 @@ mod run;
 mod status;
 mod stop;
 mod sync;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,8 @@ pub enum Command {
     Aws(aws::Args),
     /// Mirror repositories into S3 or a folder that a plain `git clone` reads over HTTP.
     Mirror(mirror::Args),
+    /// Webhook-triggered one-way mirrors: status, test, run.
+    Webhooks(webhooks::Args),
     /// Git LFS transfer agent for clones of a mirror (set up by `git config`, see README).
     #[command(name = "lfs-agent")]
     LfsAgent(lfs_agent::Args),
@@ -123,6 +126,7 @@ pub fn main() -> ExitCode {
         Command::Partition(args) => partition::run(&cli, args),
         Command::Mirror(args) => mirror::run(&cli, args),
         Command::LfsAgent(args) => Ok(lfs_agent::run(args)),
+        Command::Webhooks(args) => webhooks::run(&cli, args),
         Command::Generate(args) => generate::run(args),
         Command::FastForwardHelper(args) => Ok(fast_forward::run(args)),
     };

@@ -9,13 +9,15 @@
 
 mod locate;
 mod schema;
+pub mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use schema::{
     AwsConfig, BackendKind, GitlabConfig, HooksConfig, LocalConfig, MirrorConfig, PairEnd,
-    PartitionConfig, PartitionRole, RawConfig, SyncPair,
+    PartitionConfig, PartitionRole, RawConfig, SyncPair, TlsConfig, WebhookMirrorConfig,
+    WebhooksConfig,
 };
 
 /// The example configuration written by `gitsync init`, also shipped in `packaging/`.
@@ -84,6 +86,8 @@ pub struct Config {
     pub partition: Option<PartitionConfig>,
     /// The S3 / folder mirrors (`mirrors`), validated.
     pub mirrors: Vec<MirrorConfig>,
+    /// Webhook-triggered mirrors (`webhooks`), validated.
+    pub webhooks: Option<WebhooksConfig>,
     /// Whether `gitsync run` installs the pre-push hook at start-up (`hooks.install`,
     /// default true).
     pub hooks_install: bool,
@@ -422,6 +426,10 @@ fn validate(
         }
     }
 
+    if let Some(webhooks) = &raw.webhooks {
+        webhooks::validate(webhooks, &mut push);
+    }
+
     let home = gitsync_home();
     let local = raw.local.unwrap_or_default();
 
@@ -451,6 +459,7 @@ fn validate(
         hooks_install: raw.hooks.and_then(|h| h.install).unwrap_or(true),
         partition: raw.partition,
         mirrors,
+        webhooks: raw.webhooks,
         home,
     })
 }

@@ -35,6 +35,95 @@ pub struct RawConfig {
     pub partition: Option<PartitionConfig>,
     /// S3 or folder mirrors that plain `git clone` reads over dumb HTTP.
     pub mirrors: Option<Vec<MirrorConfig>>,
+    /// Webhook-triggered one-way mirrors from one git remote to another.
+    pub webhooks: Option<WebhooksConfig>,
+}
+
+/// `webhooks`: the intake (an HTTP server under `gitsync run`), its queue, and the mirrors
+/// it triggers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// `host:port` to listen on (default `127.0.0.1:8787`).
+    pub listen: Option<String>,
+    /// Serve HTTPS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsConfig>,
+    /// Proxies whose `X-Forwarded-For` is trusted (CIDR blocks such as `127.0.0.1/32`).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// `local` (files under `~/.gitsync/webhooks`, default) or `sqs`.
+    pub queue: Option<String>,
+    /// The SQS FIFO queue for `queue: sqs`.
+    pub sqs_queue: Option<String>,
+    /// S3/SQS endpoint of an AWS-compatible server, for `queue: sqs`.
+    pub endpoint_url: Option<String>,
+    /// AWS region for `queue: sqs`.
+    pub region: Option<String>,
+    /// Whether this host listens for webhooks (default true).
+    pub intake: Option<bool>,
+    /// Whether this host runs the jobs (default true; with `queue: sqs`, any number of
+    /// hosts may).
+    pub worker: Option<bool>,
+    /// Largest request body accepted, in bytes (default 1 MiB).
+    pub max_body: Option<usize>,
+    /// The mirrors.
+    #[serde(default)]
+    pub mirrors: Vec<WebhookMirrorConfig>,
+}
+
+/// `webhooks.tls`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
+}
+
+/// One entry of `webhooks.mirrors`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookMirrorConfig {
+    /// Unique name: the webhook URL is `/hooks/<name>`.
+    pub name: String,
+    /// `github`, `gitlab`, `gitea`, `forgejo`, `bitbucket`, `bitbucket-server`, `backlog`
+    /// or `generic`.
+    pub provider: String,
+    /// Environment variable holding the webhook secret.
+    pub secret_env: Option<String>,
+    /// File holding the webhook secret.
+    pub secret_file: Option<String>,
+    /// A secret path segment: the webhook URL is then `/hooks/<name>/<token>` (required for
+    /// `backlog`, which signs nothing).
+    pub path_token_env: Option<String>,
+    /// Header carrying the HMAC-SHA256 for `generic` (default `X-Signature-256`).
+    pub signature_header: Option<String>,
+    /// GitLab: verify the `webhook-signature` scheme instead of `X-Gitlab-Token`.
+    #[serde(default)]
+    pub gitlab_signing: bool,
+    /// Where to fetch from (any URL git fetches).
+    pub source: String,
+    /// Environment variable with a token for the source (sent as an HTTP header).
+    pub source_token_env: Option<String>,
+    /// Where to push to.
+    pub target: String,
+    /// Environment variable with a token (or `user:password`) for the target.
+    pub target_token_env: Option<String>,
+    /// File with an ssh private key for the target (used through `GIT_SSH_COMMAND`).
+    pub target_ssh_key: Option<String>,
+    /// Branch patterns to mirror (default all: `["*"]`); `*` does not cross `/`, `**` does.
+    pub branches: Option<Vec<String>>,
+    /// Mirror tags too (default true).
+    pub tags: Option<bool>,
+    /// Overwrite refs that moved at the target on their own (through a lease).
+    #[serde(default)]
+    pub force: bool,
+    /// Source addresses allowed to call (CIDR blocks); required for `backlog`.
+    #[serde(default)]
+    pub allow_from: Vec<String>,
+    /// Reconciliation run interval (default 1h).
+    pub interval: Option<HumanDuration>,
 }
 
 /// One entry of `mirrors`: a source git fetches from, and a target in S3 or a folder laid

@@ -48,6 +48,9 @@ pub enum DaemonError {
     /// Another daemon runs for this user.
     #[error(transparent)]
     Running(handoff::ListenError),
+    /// The webhook intake or its queue cannot start (address taken, secret missing, ...).
+    #[error("webhook mirrors: {0}")]
+    Webhooks(String),
 }
 
 /// How long a graceful stop waits for work in flight.
@@ -169,6 +172,16 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
     ));
     let mut background: JoinSet<()> = JoinSet::new();
     background.spawn(watchdog());
+    // The webhook intake before the start-up update, so that a forge's webhook is answered
+    // (and queued) however long that update takes.
+    if let Some(hooks) = crate::webhook::Webhooks::from_config(&config, true)
+        .await
+        .map_err(DaemonError::Webhooks)?
+    {
+        crate::webhook::start(hooks, &mut background)
+            .await
+            .map_err(DaemonError::Webhooks)?;
+    }
     if let Some(listener) = listener {
         let (notices, mut incoming) = tokio::sync::mpsc::channel(256);
         background.spawn(handoff::serve(listener, notices));

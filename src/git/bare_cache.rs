@@ -1,6 +1,8 @@
-//! Bare caches of remote repositories: one `git clone --mirror` per source URL, brought up
-//! to date with `git fetch --prune`. The partition producer and the S3 mirror both read
-//! their sources through such a cache, so a run only transfers what is new at the source.
+//! Bare caches of remote repositories: one bare repository per source URL holding the
+//! source's branches and tags (`+refs/heads/*:refs/heads/*`, `+refs/tags/*:refs/tags/*`;
+//! never `refs/pull/*` or other hidden refs), brought up to date with `git fetch --prune`.
+//! The partition producer, the S3 mirror and the webhook mirror all read their sources
+//! through such a cache, so a run only transfers what is new at the source.
 //!
 //! A cache lives at `<root>/<first 16 bytes of sha256(url), hex>.git`; the URL itself (which
 //! may carry credentials) is only in the cache's own `config`, never in a path or a log.
@@ -18,12 +20,14 @@ pub fn path_of(root: &Path, url: &str) -> PathBuf {
     root.join(format!("{}.git", hex::encode(&digest[..16])))
 }
 
-/// Brings the bare cache of `url` under `root` up to date: `git clone --mirror` the first
-/// time, `git fetch --prune origin` afterwards (the mirror refspec `+refs/*:refs/*`, so
-/// force-pushes and deletions at the source show). `env` is passed to git (such as an
+/// Brings the bare cache of `url` under `root` up to date with `git fetch --prune origin`
+/// (forced refspecs, so force-pushes and deletions at the source show); the first time,
+/// the cache is created (`git init --bare`, the refspecs, and `HEAD` as the source's
+/// default branch from `git ls-remote --symref`). `env` is passed to git (such as an
 /// `http.extraHeader` through `GIT_CONFIG_*`). Returns the cache's path.
 ///
-/// A cache whose first clone was interrupted (no `HEAD`) is removed and cloned again.
+/// A cache whose first fetch was interrupted is created again from scratch. Caches made by
+/// `git clone --mirror` (earlier versions) keep working.
 ///
 /// Errors: [`GitError`] when git fails (unreachable source, missing credentials, a corrupt
 /// pack: git's own checks) or exceeds `timeout`; the message has credentials redacted.
@@ -60,13 +64,45 @@ pub async fn refresh(
     ));
     let _ = std::fs::remove_dir_all(&partial);
     let target = partial.display().to_string();
+    ops::run_with(root, &["init", "--bare", "--quiet", &target], timeout, env).await?;
+    for args in [
+        vec!["config", "remote.origin.url", url],
+        vec![
+            "config",
+            "remote.origin.fetch",
+            "+refs/heads/*:refs/heads/*",
+        ],
+        vec![
+            "config",
+            "--add",
+            "remote.origin.fetch",
+            "+refs/tags/*:refs/tags/*",
+        ],
+    ] {
+        ops::run_with(&partial, &args, timeout, env).await?;
+    }
     ops::run_with(
-        root,
-        &["clone", "--mirror", "--quiet", "--", url, &target],
+        &partial,
+        &["fetch", "--prune", "--quiet", "origin"],
         timeout,
         env,
     )
     .await?;
+    if let Ok(out) = ops::run_with(
+        &partial,
+        &["ls-remote", "--symref", "origin", "HEAD"],
+        timeout,
+        env,
+    )
+    .await
+        && let Some(head) = out.lines().find_map(|l| {
+            l.strip_prefix("ref: ")
+                .and_then(|rest| rest.split_once('\t'))
+                .map(|(r, _)| r.to_string())
+        })
+    {
+        let _ = ops::run_with(&partial, &["symbolic-ref", "HEAD", &head], timeout, env).await;
+    }
     std::fs::rename(&partial, &cache).map_err(|source| GitError::Spawn {
         dir: cache.clone(),
         source,

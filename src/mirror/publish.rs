@@ -542,7 +542,6 @@ pub async fn run(
         } else {
             0
         };
-        report.head_changed = true;
         if opts.dry_run {
             return Ok(report);
         }

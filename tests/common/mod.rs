@@ -219,11 +219,17 @@ impl Env {
 
     /// Starts `gitsync run` in the background, logging into `<home>/daemon.log`.
     pub fn spawn(&self, home: &Path, args: &[&str]) -> Daemon {
+        self.spawn_env(home, args, &[])
+    }
+
+    /// As [`Env::spawn`], with extra environment variables (secrets named in the config).
+    pub fn spawn_env(&self, home: &Path, args: &[&str], vars: &[(&str, &str)]) -> Daemon {
         let log = std::fs::File::create(home.join("daemon.log")).expect("log file");
         let mut full = vec!["run"];
         full.extend_from_slice(args);
-        let child = self
-            .gitsync_command(home, &full)
+        let mut command = self.gitsync_command(home, &full);
+        command.envs(vars.iter().copied());
+        let child = command
             .env("GITSYNC_LOG", "gitsync=debug,info")
             .stdout(Stdio::null())
             .stderr(log)

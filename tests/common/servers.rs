@@ -53,6 +53,18 @@ fn wait_port(portfile: &Path) -> u16 {
 /// Serves every repository under `root` over smart HTTP; `lfs`: a folder of LFS objects
 /// named by oid for the batch API; `auth`: `user:password` required on every request.
 pub fn git_http(root: &Path, lfs: Option<&Path>, auth: Option<&str>, log: &Path) -> Server {
+    git_http_on(root, lfs, auth, log, 0)
+}
+
+/// As [`git_http`], on a given port (0: any free one), so a test can restart the server
+/// where its clients expect it.
+pub fn git_http_on(
+    root: &Path,
+    lfs: Option<&Path>,
+    auth: Option<&str>,
+    log: &Path,
+    port: u16,
+) -> Server {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/git_http_server.py");
     let portfile = log.with_extension("port");
     let _ = std::fs::remove_file(&portfile);
@@ -64,10 +76,19 @@ pub fn git_http(root: &Path, lfs: Option<&Path>, auth: Option<&str>, log: &Path)
     if let Some(auth) = auth {
         cmd.arg("--auth").arg(auth);
     }
+    if port != 0 {
+        cmd.arg("--port").arg(port.to_string());
+    }
     let child = cmd
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("server log"))
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .expect("server log"),
+        )
         .spawn()
         .expect("start git_http_server.py");
     let port = wait_port(&portfile);

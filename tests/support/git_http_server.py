@@ -2,7 +2,7 @@
 """Smart HTTP git server (git's own `git http-backend`, run as CGI) with a Git LFS batch
 API, on loopback, for the tests and benchmarks.
 
-Usage: git_http_server.py ROOT PORTFILE [--lfs DIR] [--auth USER:PASSWORD]
+Usage: git_http_server.py ROOT PORTFILE [--lfs DIR] [--auth USER:PASSWORD] [--port N]
 
 - Every repository under ROOT is served at http://127.0.0.1:PORT/<path> (fetch and push).
 - With --lfs, `POST <repo>.git/info/lfs/objects/batch` answers downloads from DIR/<oid>
@@ -23,6 +23,7 @@ args = sys.argv[1:]
 ROOT, PORTFILE = os.path.abspath(args[0]), args[1]
 LFS = args[args.index("--lfs") + 1] if "--lfs" in args else None
 AUTH = args[args.index("--auth") + 1] if "--auth" in args else None
+PORT = int(args[args.index("--port") + 1]) if "--port" in args else 0
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -136,7 +137,8 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+ThreadingHTTPServer.allow_reuse_address = True
+server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
 with open(PORTFILE + ".tmp", "w") as f:
     f.write(str(server.server_address[1]))
 os.rename(PORTFILE + ".tmp", PORTFILE)

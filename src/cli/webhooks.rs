@@ -1,0 +1,288 @@
+//! `gitsync webhooks status|test|run`: the webhook-triggered mirrors (seed 004).
+
+use std::process::ExitCode;
+
+use super::{Cli, CliError};
+use crate::webhook::{self, Webhooks, push::MirrorState, verify};
+
+/// Arguments of `gitsync webhooks`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+/// The webhook actions.
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// Each mirror's last run, result, refs pushed, diverged refs, last error, queue depth.
+    Status {
+        /// Print a JSON array of records instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send the running intake a correctly signed ping for mirror NAME (checks the set-up
+    /// end to end: address, TLS, secret).
+    Test {
+        /// The mirror.
+        name: String,
+    },
+    /// Run mirrors now, in the foreground, without a webhook (all, or those named).
+    Run {
+        /// Mirror names [default: all].
+        names: Vec<String>,
+    },
+}
+
+/// One row of `webhooks status`.
+#[derive(Debug, serde::Serialize)]
+struct Row {
+    mirror: String,
+    provider: String,
+    #[serde(flatten)]
+    state: MirrorState,
+    queued: Option<usize>,
+}
+
+fn load(
+    cli: &Cli,
+    runtime: &tokio::runtime::Runtime,
+    secrets: bool,
+) -> Result<std::sync::Arc<Webhooks>, CliError> {
+    let config = super::load_config(cli, None, false)?;
+    runtime
+        .block_on(Webhooks::from_config(&config, secrets))
+        .map_err(CliError::Failed)?
+        .ok_or_else(|| {
+            CliError::Usage(
+                "the configuration has no `webhooks` section (see the README's Webhook mirrors)"
+                    .to_string(),
+            )
+        })
+}
+
+/// Runs the action. Exit codes: 0 done, 1 failed (a run failed, the ping was refused), 2
+/// usage or configuration.
+pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
+    let _guard = crate::logging::init_cli();
+    let runtime = super::runtime()?;
+    let secrets = !matches!(args.action, Action::Status { .. });
+    let hooks = load(cli, &runtime, secrets)?;
+    match &args.action {
+        Action::Status { json } => {
+            let rows: Vec<Row> = hooks
+                .mirrors
+                .values()
+                .map(|m| Row {
+                    mirror: m.spec.name.clone(),
+                    provider: m.spec.provider.clone(),
+                    state: hooks.state(&m.spec.name),
+                    queued: hooks.queue.depth(&m.spec.name),
+                })
+                .collect();
+            if *json {
+                let text = serde_json::to_string_pretty(&rows)
+                    .map_err(|e| CliError::Failed(e.to_string()))?;
+                println!("{text}");
+            } else {
+                print!("{}", table(&rows));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Test { name } => test(&hooks, name, &runtime),
+        Action::Run { names } => {
+            if let Some(unknown) = names.iter().find(|n| !hooks.mirrors.contains_key(*n)) {
+                return Err(CliError::Usage(format!(
+                    "no webhook mirror named {unknown:?}"
+                )));
+            }
+            let mut ok = true;
+            for (name, mirror) in &hooks.mirrors {
+                if !names.is_empty() && !names.contains(name) {
+                    continue;
+                }
+                let done = runtime.block_on(webhook::worker::run_mirror(&hooks, mirror));
+                let state = hooks.state(name);
+                println!("{}", row_line(name, &state));
+                ok &= done;
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
+
+fn row_line(name: &str, s: &MirrorState) -> String {
+    let mut line = format!(
+        "{name}: {} ({} refs pushed)",
+        s.result.as_deref().unwrap_or("never run"),
+        s.refs_pushed
+    );
+    if !s.diverged.is_empty() {
+        line.push_str(&format!(
+            "; diverged at the target (left alone): {}",
+            s.diverged.join(", ")
+        ));
+    }
+    if let Some(e) = &s.error {
+        line.push_str(&format!("; {e}"));
+    }
+    line
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut out = format!(
+        "{:<16} {:<10} {:<22} {:<9} {:>6} {:>6}  NOTE\n",
+        "MIRROR", "PROVIDER", "LAST RUN", "RESULT", "PUSHED", "QUEUED"
+    );
+    for r in rows {
+        let last = r
+            .state
+            .last_run
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_else(|| "never".to_string());
+        let mut note = String::new();
+        if !r.state.diverged.is_empty() {
+            note = format!("diverged: {}", r.state.diverged.join(", "));
+        }
+        if let Some(e) = &r.state.error {
+            if !note.is_empty() {
+                note.push_str("; ");
+            }
+            note.push_str(e);
+        }
+        out.push_str(&format!(
+            "{:<16} {:<10} {:<22} {:<9} {:>6} {:>6}  {note}\n",
+            r.mirror,
+            r.provider,
+            last,
+            r.state.result.as_deref().unwrap_or("-"),
+            r.state.refs_pushed,
+            r.queued.map_or("-".to_string(), |q| q.to_string()),
+        ));
+    }
+    out
+}
+
+/// Builds the headers and body a forge would send for a ping (or, for providers without a
+/// ping, an event the intake ignores).
+fn ping_for(mirror: &webhook::Mirror) -> (Vec<(&'static str, String)>, Vec<u8>) {
+    let body = br#"{"zen":"gitsync webhooks test","hook_id":0}"#.to_vec();
+    let secret = mirror.secret.clone().unwrap_or_default();
+    let sig = verify::sign_hex(&secret, &body);
+    let mut headers = vec![("content-type", "application/json".to_string())];
+    match &mirror.provider {
+        verify::Provider::Github => {
+            headers.push(("x-github-event", "ping".into()));
+            headers.push(("x-hub-signature-256", format!("sha256={sig}")));
+        }
+        verify::Provider::Gitlab { .. } => {
+            headers.push(("x-gitlab-event", "Test Ping".into()));
+            headers.push((
+                "x-gitlab-token",
+                String::from_utf8_lossy(&secret).into_owned(),
+            ));
+        }
+        verify::Provider::Gitea | verify::Provider::Forgejo => {
+            headers.push(("x-gitea-event", "ping".into()));
+            headers.push(("x-forgejo-event", "ping".into()));
+            headers.push(("x-gitea-signature", sig.clone()));
+            headers.push(("x-forgejo-signature", sig));
+        }
+        verify::Provider::Bitbucket | verify::Provider::BitbucketServer => {
+            headers.push(("x-event-key", "diagnostics:ping".into()));
+            headers.push(("x-hub-signature", format!("sha256={sig}")));
+        }
+        verify::Provider::Backlog | verify::Provider::Generic { .. } => {}
+    }
+    (headers, body)
+}
+
+fn test(
+    hooks: &Webhooks,
+    name: &str,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<ExitCode, CliError> {
+    let mirror = hooks.mirrors.get(name).ok_or_else(|| {
+        CliError::Usage(format!(
+            "no webhook mirror named {name:?}; the configuration has: {}",
+            hooks.mirrors.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    if matches!(
+        mirror.provider,
+        verify::Provider::Backlog | verify::Provider::Generic { .. }
+    ) {
+        return Err(CliError::Usage(format!(
+            "{} has no ping event; push to the source to test {name}",
+            mirror.spec.provider
+        )));
+    }
+    let listen = hooks
+        .config
+        .listen
+        .clone()
+        .unwrap_or_else(|| webhook::DEFAULT_LISTEN.to_string());
+    let listen = listen.replace("0.0.0.0", "127.0.0.1");
+    let scheme = if hooks.config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let token = mirror
+        .path_token
+        .as_ref()
+        .map(|t| format!("/{}", String::from_utf8_lossy(t)))
+        .unwrap_or_default();
+    let url = format!("{scheme}://{listen}/hooks/{name}{token}");
+    let shown = format!(
+        "{scheme}://{listen}/hooks/{name}{}",
+        if token.is_empty() { "" } else { "/***" }
+    );
+    let (headers, body) = ping_for(mirror);
+    let result = runtime.block_on(async move {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            // The intake's certificate may be self-signed for an internal host.
+            .danger_accept_invalid_certs(true)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut request = client.post(&url).body(body);
+        for (k, v) in headers {
+            request = request.header(k, v);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| crate::mirror::lfs::without_url(&e))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        Ok::<_, String>((status, text))
+    });
+    match result {
+        Ok((status, text)) if status.is_success() => {
+            println!(
+                "{name}: the intake at {shown} answered {status}: {}",
+                text.trim()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok((status, text)) => {
+            println!(
+                "{name}: the intake at {shown} refused the ping: {status}: {}",
+                text.trim()
+            );
+            Ok(ExitCode::from(1))
+        }
+        Err(err) => {
+            println!(
+                "{name}: cannot reach the intake at {shown}: {err} (is `gitsync run` running with this configuration?)"
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Checks of the `webhooks` section, each problem reported with its key.
+
+use super::schema::WebhooksConfig;
+
+/// The providers gitsync verifies, as written in the config.
+pub const PROVIDERS: [&str; 8] = [
+    "github",
+    "gitlab",
+    "gitea",
+    "forgejo",
+    "bitbucket",
+    "bitbucket-server",
+    "backlog",
+    "generic",
+];
+
+/// Reports every problem of `webhooks` through `push(key, message)`.
+pub(super) fn validate(webhooks: &WebhooksConfig, push: &mut dyn FnMut(&str, String)) {
+    if let Some(listen) = &webhooks.listen
+        && listen.parse::<std::net::SocketAddr>().is_err()
+    {
+        push(
+            "webhooks.listen",
+            format!("{listen:?} is not an address and port such as 127.0.0.1:8787"),
+        );
+    }
+    for (i, cidr) in webhooks.trusted_proxies.iter().enumerate() {
+        if parse_net(cidr).is_none() {
+            push(
+                &format!("webhooks.trusted_proxies[{i}]"),
+                format!("{cidr:?} is not an address or CIDR block such as 10.0.0.0/8"),
+            );
+        }
+    }
+    match webhooks.queue.as_deref() {
+        None | Some("local") => {}
+        Some("sqs") => match webhooks.sqs_queue.as_deref() {
+            Some(q) if q.ends_with(".fifo") => {}
+            Some(q) => push(
+                "webhooks.sqs_queue",
+                format!("{q:?} is not a FIFO queue name (it must end in .fifo)"),
+            ),
+            None => push(
+                "webhooks.sqs_queue",
+                "missing: `queue: sqs` needs the FIFO queue's name".to_string(),
+            ),
+        },
+        Some(other) => push("webhooks.queue", format!("{other:?}: use `local` or `sqs`")),
+    }
+    if webhooks.max_body.is_some_and(|n| n < 1024) {
+        push(
+            "webhooks.max_body",
+            "must be at least 1024 bytes".to_string(),
+        );
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, m) in webhooks.mirrors.iter().enumerate() {
+        let key = |field: &str| format!("webhooks.mirrors[{i}].{field}");
+        if m.name.is_empty()
+            || !m
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            push(
+                &key("name"),
+                format!("{:?}: use letters, digits, `.`, `_` and `-` only", m.name),
+            );
+        } else if !names.insert(m.name.clone()) {
+            push(&key("name"), format!("{:?} is used by two mirrors", m.name));
+        }
+        if !PROVIDERS.contains(&m.provider.as_str()) {
+            push(
+                &key("provider"),
+                format!("{:?}: use one of {}", m.provider, PROVIDERS.join(", ")),
+            );
+        }
+        if m.provider == "backlog" {
+            if m.path_token_env.is_none() {
+                push(
+                    &key("path_token_env"),
+                    "required for backlog, which signs nothing: a secret path token".to_string(),
+                );
+            }
+            if m.allow_from.is_empty() {
+                push(
+                    &key("allow_from"),
+                    "required for backlog: the forge's published source addresses".to_string(),
+                );
+            }
+        } else if m.secret_env.is_none() && m.secret_file.is_none() {
+            push(
+                &key("secret_env"),
+                "missing: name the environment variable (or `secret_file`) holding the webhook secret"
+                    .to_string(),
+            );
+        }
+        for (j, cidr) in m.allow_from.iter().enumerate() {
+            if parse_net(cidr).is_none() {
+                push(
+                    &key(&format!("allow_from[{j}]")),
+                    format!("{cidr:?} is not an address or CIDR block"),
+                );
+            }
+        }
+        if m.source.trim().is_empty() {
+            push(&key("source"), "empty".to_string());
+        }
+        if m.target.trim().is_empty() {
+            push(&key("target"), "empty".to_string());
+        }
+        for (field, url) in [("source", &m.source), ("target", &m.target)] {
+            if crate::model::redact_url(url) != *url {
+                push(
+                    &key(field),
+                    "carries a credential: name an environment variable in `source_token_env` / `target_token_env` instead"
+                        .to_string(),
+                );
+            }
+        }
+    }
+}
+
+/// An address (`10.1.2.3`) or CIDR block (`10.0.0.0/8`).
+pub fn parse_net(text: &str) -> Option<ipnet::IpNet> {
+    text.parse::<ipnet::IpNet>().ok().or_else(|| {
+        text.parse::<std::net::IpAddr>()
+            .ok()
+            .map(ipnet::IpNet::from)
+    })
+}

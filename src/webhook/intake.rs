@@ -1,0 +1,284 @@
+//! The webhook intake: `POST /hooks/<mirror>[/<path token>]` on `webhooks.listen` (axum,
+//! optionally HTTPS with rustls). Each request gets its answer in milliseconds, whatever the
+//! git work takes, and never a 2xx for work that will not be done:
+//!
+//! | answer | when |
+//! | --- | --- |
+//! | 202 | a push: the job is durably queued |
+//! | 200 | a ping, an event that is not a push, or a delivery id seen before |
+//! | 400 | the body is not what the forge sends |
+//! | 401 | a missing or wrong signature, token or path token |
+//! | 403 | the source address is not allowed |
+//! | 404 | no such mirror |
+//! | 405 / 415 | not a POST / not JSON or a form |
+//! | 408 | the body did not arrive within 10 s |
+//! | 413 | the body is over `webhooks.max_body` (default 1 MiB) |
+//! | 503 | the job could not be stored; the forge should retry |
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+
+use super::queue::Job;
+use super::verify::{self, Event, Refusal};
+use super::{DEFAULT_LISTEN, DEFAULT_MAX_BODY, Webhooks};
+
+/// How long a client may take to send its body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The address a request came from: the peer, or, when the peer is a trusted proxy, the
+/// last address in `X-Forwarded-For` that is not one.
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    if !trusted.iter().any(|n| n.contains(&peer)) {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|a| !trusted.iter().any(|n| n.contains(a)))
+        .unwrap_or(peer)
+}
+
+fn answer(status: StatusCode, mirror: &str, text: &str) -> Response {
+    if status.is_success() {
+        tracing::info!(mirror, status = status.as_u16(), "webhook: {text}");
+    } else {
+        tracing::warn!(mirror, status = status.as_u16(), "webhook refused: {text}");
+    }
+    (status, format!("{text}\n")).into_response()
+}
+
+async fn with_token(
+    State(hooks): State<Arc<Webhooks>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((name, token)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(hooks, peer, name, Some(token), headers, body).await
+}
+
+async fn without_token(
+    State(hooks): State<Arc<Webhooks>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(hooks, peer, name, None, headers, body).await
+}
+
+async fn handle(
+    hooks: Arc<Webhooks>,
+    peer: SocketAddr,
+    name: String,
+    token: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(mirror) = hooks.mirrors.get(&name) else {
+        return answer(StatusCode::NOT_FOUND, "", "no such mirror");
+    };
+    match (&mirror.path_token, &token) {
+        (Some(want), Some(got)) if verify::same_secret(want, got.as_bytes()) => {}
+        (Some(_), _) => {
+            return answer(
+                StatusCode::UNAUTHORIZED,
+                &name,
+                "wrong or missing path token",
+            );
+        }
+        (None, Some(_)) => return answer(StatusCode::NOT_FOUND, &name, "no such mirror"),
+        (None, None) => {}
+    }
+    let client = client_address(peer.ip(), &headers, &hooks.trusted_proxies);
+    if !mirror.allow_from.is_empty() && !mirror.allow_from.iter().any(|n| n.contains(&client)) {
+        return answer(
+            StatusCode::FORBIDDEN,
+            &name,
+            &format!("source address {client} is not allowed"),
+        );
+    }
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let generic = matches!(mirror.provider, verify::Provider::Generic { .. });
+    if !generic
+        && !content_type.starts_with("application/json")
+        && !content_type.starts_with("application/x-www-form-urlencoded")
+    {
+        return answer(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &name,
+            "send application/json or application/x-www-form-urlencoded",
+        );
+    }
+    let limit = hooks.config.max_body.unwrap_or(DEFAULT_MAX_BODY);
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &name,
+            "body over the size limit",
+        );
+    }
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Err(_) => return answer(StatusCode::REQUEST_TIMEOUT, &name, "the body took too long"),
+        Ok(Err(_)) => {
+            return answer(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &name,
+                "body over the size limit",
+            );
+        }
+        Ok(Ok(bytes)) => bytes,
+    };
+    let delivery =
+        match verify::verify(&mirror.provider, &headers, &bytes, mirror.secret.as_deref()) {
+            Ok(d) => d,
+            Err(Refusal::Unauthorized(why)) => {
+                return answer(StatusCode::UNAUTHORIZED, &name, &why);
+            }
+            Err(Refusal::Malformed(why)) => return answer(StatusCode::BAD_REQUEST, &name, &why),
+        };
+    match &delivery.event {
+        Event::Push => {}
+        Event::Ping => return answer(StatusCode::OK, &name, "pong"),
+        Event::Other(kind) => {
+            return answer(
+                StatusCode::OK,
+                &name,
+                &format!("ignored: {kind} is not a push"),
+            );
+        }
+    }
+    let dedup = match &delivery.id {
+        Some(id) => {
+            match hooks.deliveries.first_time(&name, id) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return answer(StatusCode::OK, &name, "duplicate delivery; already queued");
+                }
+                Err(err) => {
+                    return answer(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &name,
+                        &format!("cannot record the delivery: {err}"),
+                    );
+                }
+            }
+            // SQS allows at most 128 characters of [A-Za-z0-9 punctuation].
+            id.chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(128)
+                .collect::<String>()
+        }
+        None => format!("{}-{}", name, fastrand::u64(..)),
+    };
+    let job = Job {
+        mirror: name.clone(),
+        delivery: delivery.id.clone(),
+        at: chrono::Utc::now(),
+    };
+    match hooks.queue.put(&job, &dedup).await {
+        Ok(()) => answer(StatusCode::ACCEPTED, &name, "queued"),
+        Err(err) => answer(StatusCode::SERVICE_UNAVAILABLE, &name, &err),
+    }
+}
+
+/// The router: `POST /hooks/{name}` and `POST /hooks/{name}/{token}`.
+pub fn router(hooks: Arc<Webhooks>) -> axum::Router {
+    axum::Router::new()
+        .route("/hooks/{name}", post(without_token))
+        .route("/hooks/{name}/{token}", post(with_token))
+        .with_state(hooks)
+}
+
+/// Binds `webhooks.listen` (with TLS when configured) and returns the server to spawn.
+///
+/// Errors: the address is taken or invalid, or the TLS files cannot be read.
+pub async fn bind(
+    hooks: Arc<Webhooks>,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static, String> {
+    let listen = hooks
+        .config
+        .listen
+        .clone()
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|_| format!("webhooks.listen {listen:?} is not an address and port"))?;
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| format!("webhooks: cannot listen on {addr}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("webhooks: {e}"))?;
+    let tls = match &hooks.config.tls {
+        Some(tls) => Some(
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(
+                crate::config::expand_tilde(&tls.cert),
+                crate::config::expand_tilde(&tls.key),
+            )
+            .await
+            .map_err(|e| format!("webhooks.tls: {e}"))?,
+        ),
+        None => None,
+    };
+    let app = router(hooks).into_make_service_with_connect_info::<SocketAddr>();
+    tracing::info!(%addr, tls = tls.is_some(), "webhook intake listening");
+    Ok(async move {
+        let result = match tls {
+            Some(config) => match axum_server::from_tcp_rustls(listener, config) {
+                Ok(server) => server.serve(app).await,
+                Err(e) => Err(e),
+            },
+            None => match axum_server::from_tcp(listener) {
+                Ok(server) => server.serve(app).await,
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(err) = result {
+            tracing::error!(%err, "webhook intake stopped");
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
+        let trusted = vec!["127.0.0.1/32".parse().expect("net")];
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            "6.6.6.6, 10.0.0.9".parse().expect("value"),
+        );
+        let proxy: IpAddr = "127.0.0.1".parse().expect("ip");
+        let other: IpAddr = "192.0.2.1".parse().expect("ip");
+        assert_eq!(
+            client_address(proxy, &h, &trusted),
+            "10.0.0.9".parse::<IpAddr>().expect("ip")
+        );
+        assert_eq!(client_address(other, &h, &trusted), other);
+        assert_eq!(client_address(proxy, &HeaderMap::new(), &trusted), proxy);
+    }
+}

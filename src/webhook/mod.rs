@@ -1,0 +1,234 @@
+//! Webhook-triggered one-way mirrors (seed 004's job, done safely): a forge says "pushed",
+//! gitsync brings the target in line with the source.
+//!
+//! [`verify`] checks each forge's signature, [`intake`] is the HTTP server (axum) that
+//! answers `202` once a job is durably queued, [`queue`] holds the jobs (local files or an
+//! SQS FIFO queue), [`push`] runs a mirror with a compare-and-swap per ref, and
+//! [`worker`] runs the jobs with retries and a reconciliation interval. The source and
+//! target always come from the config, by mirror name, never from the request.
+
+pub mod intake;
+pub mod push;
+pub mod queue;
+pub mod verify;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, WebhookMirrorConfig, WebhooksConfig};
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+/// Default largest body, in bytes.
+pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+/// Default reconciliation interval.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// One mirror, resolved: secrets read, patterns compiled.
+#[derive(Clone)]
+pub struct Mirror {
+    /// The entry as configured.
+    pub spec: WebhookMirrorConfig,
+    /// How its webhooks are verified.
+    pub provider: verify::Provider,
+    /// The webhook secret (HMAC key or GitLab token).
+    pub secret: Option<Vec<u8>>,
+    /// The secret path segment, when configured.
+    pub path_token: Option<Vec<u8>>,
+    /// Source addresses allowed (empty: any).
+    pub allow_from: Vec<ipnet::IpNet>,
+    /// Which refs it carries.
+    pub filter: push::Filter,
+    /// Source and target with their credentials.
+    pub remotes: push::Remotes,
+}
+
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secrets.
+        f.debug_struct("Mirror")
+            .field("name", &self.spec.name)
+            .field("provider", &self.provider)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_secret(
+    env: Option<&str>,
+    file: Option<&str>,
+    what: &str,
+) -> Result<Option<Vec<u8>>, String> {
+    if let Some(var) = env {
+        return match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(Some(v.trim().as_bytes().to_vec())),
+            _ => Err(format!("{what}: the environment variable {var} is not set")),
+        };
+    }
+    if let Some(path) = file {
+        let path = crate::config::expand_tilde(path);
+        return std::fs::read_to_string(&path)
+            .map(|s| Some(s.trim().as_bytes().to_vec()))
+            .map_err(|e| format!("{what}: {}: {e}", path.display()));
+    }
+    Ok(None)
+}
+
+impl Mirror {
+    /// Resolves `spec`: reads its secrets from the environment or files; with
+    /// `secrets: false` (for `webhooks status`) a missing one is left empty.
+    ///
+    /// Errors: a message naming the mirror and what is missing.
+    pub fn resolve(spec: &WebhookMirrorConfig, secrets: bool) -> Result<Mirror, String> {
+        let lenient = |r: Result<Option<Vec<u8>>, String>| {
+            if secrets {
+                r
+            } else {
+                Ok(r.unwrap_or_default())
+            }
+        };
+        let name = &spec.name;
+        let provider = verify::Provider::parse(
+            &spec.provider,
+            spec.gitlab_signing,
+            spec.signature_header.as_deref(),
+        )
+        .map_err(|e| format!("mirror {name}: {e}"))?;
+        let secret = lenient(read_secret(
+            spec.secret_env.as_deref(),
+            spec.secret_file.as_deref(),
+            &format!("mirror {name}: webhook secret"),
+        ))?;
+        if secrets && provider.needs_secret() && secret.is_none() {
+            return Err(format!("mirror {name}: no webhook secret configured"));
+        }
+        let path_token = lenient(read_secret(
+            spec.path_token_env.as_deref(),
+            None,
+            &format!("mirror {name}: path token"),
+        ))?;
+        let allow_from = spec
+            .allow_from
+            .iter()
+            .filter_map(|c| crate::config::webhooks::parse_net(c))
+            .collect();
+        let filter = push::Filter::new(
+            spec.branches.as_deref().unwrap_or(&["*".to_string()]),
+            spec.tags.unwrap_or(true),
+        )
+        .map_err(|e| format!("mirror {name}: {e}"))?;
+        let token = |env: Option<&str>, what: &str| {
+            lenient(read_secret(env, None, &format!("mirror {name}: {what}")))
+                .map(|o| o.map(|b| String::from_utf8_lossy(&b).into_owned()))
+        };
+        let source_token = token(spec.source_token_env.as_deref(), "source token")?;
+        let target_token = token(spec.target_token_env.as_deref(), "target token")?;
+        let ssh_key = spec
+            .target_ssh_key
+            .as_deref()
+            .map(crate::config::expand_tilde);
+        Ok(Mirror {
+            spec: spec.clone(),
+            provider,
+            secret,
+            path_token,
+            allow_from,
+            filter,
+            remotes: push::Remotes {
+                source: spec.source.clone(),
+                source_env: push::credential_env(source_token.as_deref(), None),
+                target: spec.target.clone(),
+                target_env: push::credential_env(target_token.as_deref(), ssh_key.as_deref()),
+            },
+        })
+    }
+
+    /// The reconciliation interval.
+    pub fn interval(&self) -> Duration {
+        self.spec
+            .interval
+            .as_ref()
+            .map_or(DEFAULT_INTERVAL, |d| d.0)
+    }
+}
+
+/// Everything the intake and the workers share.
+pub struct Webhooks {
+    /// The section as configured.
+    pub config: WebhooksConfig,
+    /// The mirrors by name.
+    pub mirrors: BTreeMap<String, Mirror>,
+    /// `~/.gitsync/webhooks`.
+    pub dir: PathBuf,
+    /// Where jobs go.
+    pub queue: worker::Queue,
+    /// Delivery ids seen before.
+    pub deliveries: queue::Deliveries,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Limit of one git command.
+    pub git_timeout: Duration,
+}
+
+impl Webhooks {
+    /// Resolves the `webhooks` section of `config` (`secrets`: read now, so a missing one
+    /// is an error at start-up, not at the first webhook). `None` when there is no section.
+    ///
+    /// Errors: a message naming the mirror and what is missing.
+    pub async fn from_config(
+        config: &Config,
+        secrets: bool,
+    ) -> Result<Option<Arc<Webhooks>>, String> {
+        let Some(section) = &config.webhooks else {
+            return Ok(None);
+        };
+        let mut mirrors = BTreeMap::new();
+        for spec in &section.mirrors {
+            mirrors.insert(spec.name.clone(), Mirror::resolve(spec, secrets)?);
+        }
+        let dir = config.home.join("webhooks");
+        let queue = worker::Queue::open(section, &dir).await?;
+        Ok(Some(Arc::new(Webhooks {
+            config: section.clone(),
+            mirrors,
+            deliveries: queue::Deliveries::open(&dir),
+            dir,
+            queue,
+            trusted_proxies: section
+                .trusted_proxies
+                .iter()
+                .filter_map(|c| crate::config::webhooks::parse_net(c))
+                .collect(),
+            git_timeout: config.pull.fetch_timeout.max(Duration::from_secs(600)),
+        })))
+    }
+
+    /// The cache folder of the sources.
+    pub fn cache_root(&self) -> PathBuf {
+        self.dir.join("cache")
+    }
+
+    /// Reads the saved state of `name` (default when none).
+    pub fn state(&self, name: &str) -> push::MirrorState {
+        crate::partition::read_state(&push::state_path(&self.dir, name)).unwrap_or_default()
+    }
+}
+
+/// Starts the intake and the workers this host runs, as tasks of `tasks`.
+///
+/// Errors: the listen address cannot be bound, or TLS files cannot be read.
+pub async fn start(
+    hooks: Arc<Webhooks>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> Result<(), String> {
+    if hooks.config.worker.unwrap_or(true) {
+        worker::spawn(hooks.clone(), tasks);
+    }
+    if hooks.config.intake.unwrap_or(true) {
+        let server = intake::bind(hooks.clone()).await?;
+        tasks.spawn(server);
+    }
+    Ok(())
+}

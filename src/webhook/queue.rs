@@ -1,0 +1,205 @@
+//! The durable, coalescing job queue between the webhook intake and the workers.
+//!
+//! `local`: one file per mirror under `~/.gitsync/webhooks/queue`: `<name>.pending` (a run
+//! is wanted) and `<name>.running` (a run is in flight). A job is written and synced to
+//! disk before the intake answers `202`; a burst of webhooks for one mirror rewrites the one
+//! pending file, so there is at most one run in flight plus one queued. A daemon killed
+//! after a `202` (or mid-run) finds the file at its next start and runs the job.
+//!
+//! `sqs`: the verified job goes on an SQS FIFO queue with `MessageGroupId` = the mirror
+//! name (one run in flight per mirror, in order) and `MessageDeduplicationId` = the delivery
+//! id, and any host with `webhooks.worker: true` takes jobs from it.
+//!
+//! Delivery ids seen before are dropped either way: the last 10,000 are kept in
+//! `deliveries.log` (one `<mirror> <id>` line each, appended and synced before the `202`).
+
+use std::collections::{HashSet, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// How many delivery ids are remembered.
+const REMEMBERED: usize = 10_000;
+
+/// One queued job, as stored.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Job {
+    /// The mirror to run.
+    pub mirror: String,
+    /// The delivery that asked for it, when the forge sent an id.
+    pub delivery: Option<String>,
+    /// When it was accepted (RFC 3339, UTC).
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Delivery ids seen before, persisted.
+pub struct Deliveries {
+    path: PathBuf,
+    inner: Mutex<(HashSet<String>, VecDeque<String>)>,
+}
+
+impl Deliveries {
+    /// Loads the ids remembered in `dir/deliveries.log` (a missing file is empty).
+    pub fn open(dir: &Path) -> Deliveries {
+        let path = dir.join("deliveries.log");
+        let mut order = VecDeque::new();
+        let mut set = HashSet::new();
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            for line in text.lines().rev().take(REMEMBERED) {
+                if set.insert(line.to_string()) {
+                    order.push_front(line.to_string());
+                }
+            }
+        }
+        Deliveries {
+            path,
+            inner: Mutex::new((set, order)),
+        }
+    }
+
+    /// Records `id` for `mirror`; returns false when it was seen before.
+    ///
+    /// Errors: the log cannot be written (the caller answers 503: nothing accepted).
+    pub fn first_time(&self, mirror: &str, id: &str) -> std::io::Result<bool> {
+        let key = format!("{mirror} {}", id.replace(['\n', '\r'], ""));
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (set, order) = &mut *guard;
+        if set.contains(&key) {
+            return Ok(false);
+        }
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        writeln!(file, "{key}")?;
+        file.sync_data()?;
+        set.insert(key.clone());
+        order.push_back(key);
+        if order.len() > REMEMBERED {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+            // Keep the file bounded too: rewrite it with what is remembered.
+            if order.len() % 1000 == 0 {
+                let text: String = order.iter().map(|k| format!("{k}\n")).collect();
+                let _ = crate::backend::local::write_atomic(&self.path, text.as_bytes());
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// The local queue's folder.
+#[derive(Debug, Clone)]
+pub struct LocalQueue {
+    dir: PathBuf,
+}
+
+impl LocalQueue {
+    /// The queue under `dir` (`~/.gitsync/webhooks/queue`). No I/O.
+    pub fn new(dir: PathBuf) -> Self {
+        LocalQueue { dir }
+    }
+
+    fn pending(&self, mirror: &str) -> PathBuf {
+        self.dir.join(format!("{mirror}.pending"))
+    }
+
+    fn running(&self, mirror: &str) -> PathBuf {
+        self.dir.join(format!("{mirror}.running"))
+    }
+
+    /// Queues `job`, durably (written, synced, renamed into place, folder synced).
+    ///
+    /// Errors: the file cannot be written.
+    pub fn put(&self, job: &Job) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let bytes = serde_json::to_vec(job).map_err(std::io::Error::other)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        tmp.write_all(&bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(self.pending(&job.mirror))
+            .map_err(|e| e.error)?;
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
+
+    /// Takes the pending job of `mirror` for a run: the pending file becomes the running
+    /// one. A running file left by a killed daemon is taken again. `None` when nothing is
+    /// queued.
+    pub fn take(&self, mirror: &str) -> Option<Job> {
+        let running = self.running(mirror);
+        if !running.exists() {
+            std::fs::rename(self.pending(mirror), &running).ok()?;
+        }
+        let text = std::fs::read(&running).ok()?;
+        serde_json::from_slice(&text).ok().or_else(|| {
+            Some(Job {
+                mirror: mirror.to_string(),
+                delivery: None,
+                at: chrono::Utc::now(),
+            })
+        })
+    }
+
+    /// Ends the run of `mirror`: `ok` removes the job; a failure keeps it queued for a
+    /// retry (unless a newer one is already pending, which covers it).
+    pub fn done(&self, mirror: &str, ok: bool) {
+        let running = self.running(mirror);
+        if ok || self.pending(mirror).exists() {
+            let _ = std::fs::remove_file(running);
+        } else {
+            let _ = std::fs::rename(running, self.pending(mirror));
+        }
+    }
+
+    /// Jobs waiting (pending or running), for `status`.
+    pub fn depth(&self, mirror: &str) -> usize {
+        usize::from(self.pending(mirror).exists()) + usize::from(self.running(mirror).exists())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_one_pending_job_and_a_failure_stays_queued() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let q = LocalQueue::new(dir.path().join("queue"));
+        for i in 0..5 {
+            q.put(&Job {
+                mirror: "api".into(),
+                delivery: Some(format!("d{i}")),
+                at: chrono::Utc::now(),
+            })
+            .expect("put");
+        }
+        assert_eq!(q.depth("api"), 1);
+        let job = q.take("api").expect("job");
+        assert_eq!(job.delivery.as_deref(), Some("d4"));
+        assert!(
+            q.take("api").is_some(),
+            "a running job is taken again after a crash"
+        );
+        q.done("api", false);
+        assert_eq!(q.depth("api"), 1, "kept for a retry");
+        q.take("api");
+        q.done("api", true);
+        assert_eq!(q.depth("api"), 0);
+        assert!(q.take("api").is_none());
+    }
+
+    #[test]
+    fn delivery_ids_are_remembered_across_restarts() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = Deliveries::open(dir.path());
+        assert!(d.first_time("api", "x").expect("write"));
+        assert!(!d.first_time("api", "x").expect("write"));
+        assert!(d.first_time("other", "x").expect("write"));
+        let again = Deliveries::open(dir.path());
+        assert!(!again.first_time("api", "x").expect("write"));
+    }
+}
