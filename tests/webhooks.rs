@@ -902,3 +902,133 @@ fn mutated_requests_never_get_a_202_and_never_stop_the_server() {
         200 | 202
     ));
 }
+
+#[test]
+fn with_an_sqs_queue_the_intake_and_the_worker_run_on_different_hosts() {
+    let moto = common::moto::Moto::start();
+    let mut scene = Scene::new(&["api"]);
+    let mirror = scene.mirror("api", "github", "      interval: 1h\n");
+    let sqs = format!(
+        "  queue: sqs\n  sqs_queue: hooks.fifo\n  endpoint_url: {}\n  region: us-east-1\n",
+        moto.url
+    );
+    // Host A: the intake only.
+    scene.configure(&mirror, &format!("{sqs}  worker: false\n"));
+    let out = scene.env.gitsync(&scene.home, &["aws", "setup"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("hooks.fifo") && text.contains("created"),
+        "{text}"
+    );
+    scene.start();
+    // Host B: the worker only, another HOME.
+    let worker_home = scene.env.home("worker");
+    let yaml = format!(
+        "hostname: worker\nroot: {}\nrepositories: []\nlocal:\n  path: {}\nwebhooks:\n{sqs}  intake: false\n  mirrors:\n{mirror}",
+        scene.env.dir.path().display(),
+        scene.env.path("hub-b").display(),
+    );
+    scene.env.config(&worker_home, &yaml);
+    let vars: Vec<(&str, &str)> = scene
+        .vars
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let worker = scene.env.spawn_env(&worker_home, &[], &vars);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        scene.target_refs("api").is_empty(),
+        "nothing runs before a webhook"
+    );
+    let sha = scene.env.head(&scene.work);
+    let (headers, body) = push_hook("github", &sha, "over-sqs");
+    let (status, text) = post(&scene.url("/hooks/api"), &headers, body);
+    assert_eq!(status, 202, "{text}");
+    let daemons: Vec<&Daemon> = scene
+        .daemon
+        .iter()
+        .chain(std::iter::once(&worker))
+        .collect();
+    common::wait_for_logged(
+        "the worker host's run",
+        Duration::from_secs(30),
+        &daemons,
+        || (scene.target_refs("api") == scene.source_refs()).then_some(()),
+    );
+    // The intake host ran nothing itself.
+    assert!(!scene.home.join(".gitsync/webhooks/state/api.json").exists());
+    assert!(
+        worker_home
+            .join(".gitsync/webhooks/state/api.json")
+            .exists()
+    );
+}
+
+#[test]
+fn the_intake_serves_https_and_webhooks_test_checks_it_end_to_end() {
+    let mut scene = Scene::new(&["api"]);
+    let cert = scene.env.path("cert.pem");
+    let key = scene.env.path("key.pem");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is required: apt-get install -y openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = scene.mirror("api", "github", "");
+    scene.configure(
+        &m,
+        &format!(
+            "  tls: {{cert: {}, key: {}}}\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    scene.start();
+    let out = scene
+        .env
+        .gitsync_command(&scene.home, &["webhooks", "test", "api"])
+        .env("HOOK_SECRET", SECRET)
+        .env("TARGET_TOKEN", TARGET_AUTH)
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("https://") && text.contains("pong"), "{text}");
+    // A wrong secret is refused, and said so.
+    let out = scene
+        .env
+        .gitsync_command(&scene.home, &["webhooks", "test", "api"])
+        .env("HOOK_SECRET", "not-it")
+        .env("TARGET_TOKEN", TARGET_AUTH)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("401"));
+}

@@ -38,6 +38,29 @@ fn describe(action: setup::Action) -> &'static str {
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let _guard = crate::logging::init_cli();
     let config = super::load_config(cli, None, false)?;
+    let webhook_queue = config
+        .webhooks
+        .as_ref()
+        .filter(|w| w.queue.as_deref() == Some("sqs"))
+        .cloned();
+    if let (None, Some(webhooks), Action::Setup) = (&config.aws, &webhook_queue, &args.action) {
+        // A host that runs webhook mirrors on SQS only.
+        let runtime = super::runtime()?;
+        return runtime.block_on(async {
+            let sdk = aws::sdk_config(&crate::config::AwsConfig {
+                region: webhooks.region.clone(),
+                endpoint_url: webhooks.endpoint_url.clone(),
+                ..Default::default()
+            })
+            .await;
+            let queue = webhooks.sqs_queue.clone().unwrap_or_default();
+            let step = setup::ensure_webhook_queue(&sdk, &queue)
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            println!("{}: {}", step.resource, describe(step.action));
+            Ok(ExitCode::SUCCESS)
+        });
+    }
     let Some(aws_config) = config.aws.as_ref() else {
         return Err(CliError::Failed(format!(
             "{}: no `aws` section; add one (see the README's AWS set-up) first",
@@ -56,14 +79,19 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                 let report = setup::setup(&sdk, &names)
                     .await
                     .map_err(|e| CliError::Failed(e.to_string()))?;
-                for step in &report.steps {
+                let mut steps = report.steps.clone();
+                if let Some(webhooks) = &webhook_queue {
+                    let queue = webhooks.sqs_queue.clone().unwrap_or_default();
+                    steps.push(
+                        setup::ensure_webhook_queue(&sdk, &queue)
+                            .await
+                            .map_err(|e| CliError::Failed(e.to_string()))?,
+                    );
+                }
+                for step in &steps {
                     println!("{}: {}", step.resource, describe(step.action));
                 }
-                if report
-                    .steps
-                    .iter()
-                    .all(|s| s.action == setup::Action::Unchanged)
-                {
+                if steps.iter().all(|s| s.action == setup::Action::Unchanged) {
                     println!("nothing to do: everything already exists as needed");
                 }
                 println!("\nconfig lines for this host ({}):", config.hostname);

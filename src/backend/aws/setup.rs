@@ -395,6 +395,19 @@ pub async fn setup(sdk: &aws_config::SdkConfig, names: &Names) -> Result<Report,
     })
 }
 
+/// Makes sure the webhook mirrors' SQS FIFO queue (`webhooks.sqs_queue`) exists.
+///
+/// Errors: the AWS call that fails, as [`BackendError::Aws`].
+pub async fn ensure_webhook_queue(
+    sdk: &aws_config::SdkConfig,
+    queue: &str,
+) -> Result<Step, BackendError> {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let (mut step, _, _) = ensure_queue(&sqs, queue).await?;
+    step.resource = format!("SQS FIFO queue {queue} (webhook jobs)");
+    Ok(step)
+}
+
 /// Removes this host's subscription and queue.
 ///
 /// Errors: the first AWS call that fails, as [`BackendError::Aws`].
