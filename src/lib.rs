@@ -9,6 +9,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod deploy;
 pub mod discover;
 pub mod git;
 pub mod logging;

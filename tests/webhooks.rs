@@ -636,6 +636,12 @@ fn a_ref_moved_at_the_target_is_refused_as_diverged_unless_force() {
     );
     let table = scene.env.gitsync(&scene.home, &["webhooks", "status"]);
     assert!(String::from_utf8_lossy(&table.stdout).contains("diverged: refs/heads/main"));
+    let status = scene.env.gitsync(&scene.home, &["status"]);
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        text.contains("webhook mirrors:") && text.contains("diverged: refs/heads/main"),
+        "{text}"
+    );
 
     // With force: overwritten through the lease.
     scene.stop();

@@ -4,6 +4,7 @@
 //! unreachable), 2 invalid configuration or usage.
 
 mod aws;
+mod deploy;
 mod doctor;
 mod fast_forward;
 mod generate;
@@ -57,6 +58,8 @@ pub enum Command {
     Aws(aws::Args),
     /// Mirror repositories into S3 or a folder that a plain `git clone` reads over HTTP.
     Mirror(mirror::Args),
+    /// Ship a repository's tree to servers over rsync+ssh: ship, verify, rollback, status.
+    Deploy(deploy::Args),
     /// Webhook-triggered one-way mirrors: status, test, run.
     Webhooks(webhooks::Args),
     /// Git LFS transfer agent for clones of a mirror (set up by `git config`, see README).
@@ -127,6 +130,7 @@ pub fn main() -> ExitCode {
         Command::Mirror(args) => mirror::run(&cli, args),
         Command::LfsAgent(args) => Ok(lfs_agent::run(args)),
         Command::Webhooks(args) => webhooks::run(&cli, args),
+        Command::Deploy(args) => deploy::run(&cli, args),
         Command::Generate(args) => generate::run(args),
         Command::FastForwardHelper(args) => Ok(fast_forward::run(args)),
     };

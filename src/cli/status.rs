@@ -36,6 +36,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     } else {
         println!("{}", daemon_line(&config.home, Utc::now()));
         print!("{}", table(&states, config.timezone, Utc::now()));
+        print!("{}", super::webhooks::status_section(&config));
     }
     Ok(ExitCode::SUCCESS)
 }

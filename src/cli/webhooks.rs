@@ -134,6 +134,28 @@ fn row_line(name: &str, s: &MirrorState) -> String {
     line
 }
 
+/// The webhook mirrors' table for `gitsync status` (empty when none is configured).
+pub(super) fn status_section(config: &crate::config::Config) -> String {
+    let Some(section) = &config.webhooks else {
+        return String::new();
+    };
+    let dir = config.home.join("webhooks");
+    let queue = crate::webhook::queue::LocalQueue::new(dir.join("queue"));
+    let local = section.queue.as_deref() != Some("sqs");
+    let rows: Vec<Row> = section
+        .mirrors
+        .iter()
+        .map(|m| Row {
+            mirror: m.name.clone(),
+            provider: m.provider.clone(),
+            state: crate::partition::read_state(&crate::webhook::push::state_path(&dir, &m.name))
+                .unwrap_or_default(),
+            queued: local.then(|| queue.depth(&m.name)),
+        })
+        .collect();
+    format!("\nwebhook mirrors:\n{}", table(&rows))
+}
+
 fn table(rows: &[Row]) -> String {
     let mut out = format!(
         "{:<16} {:<10} {:<22} {:<9} {:>6} {:>6}  NOTE\n",

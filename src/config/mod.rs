@@ -7,6 +7,7 @@
 //! file, the line and the key path. This module reads files; it never writes them (that is
 //! `gitsync init`'s job).
 
+pub mod deploy;
 mod locate;
 mod schema;
 pub mod webhooks;
@@ -15,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use schema::{
-    AwsConfig, BackendKind, GitlabConfig, HooksConfig, LocalConfig, MirrorConfig, PairEnd,
-    PartitionConfig, PartitionRole, RawConfig, SyncPair, TlsConfig, WebhookMirrorConfig,
-    WebhooksConfig,
+    AwsConfig, BackendKind, DeployConfig, DeployScan, DeploySsh, DeployTarget, GitlabConfig,
+    HooksConfig, LocalConfig, MirrorConfig, PairEnd, PartitionConfig, PartitionRole, RawConfig,
+    SyncPair, TlsConfig, WebhookMirrorConfig, WebhooksConfig,
 };
 
 /// The example configuration written by `gitsync init`, also shipped in `packaging/`.
@@ -88,6 +89,8 @@ pub struct Config {
     pub mirrors: Vec<MirrorConfig>,
     /// Webhook-triggered mirrors (`webhooks`), validated.
     pub webhooks: Option<WebhooksConfig>,
+    /// Tree deploys (`deploy`), validated.
+    pub deploy: Vec<DeployConfig>,
     /// Whether `gitsync run` installs the pre-push hook at start-up (`hooks.install`,
     /// default true).
     pub hooks_install: bool,
@@ -429,6 +432,9 @@ fn validate(
     if let Some(webhooks) = &raw.webhooks {
         webhooks::validate(webhooks, &mut push);
     }
+    if let Some(deploys) = &raw.deploy {
+        deploy::validate(deploys, &mut push);
+    }
 
     let home = gitsync_home();
     let local = raw.local.unwrap_or_default();
@@ -460,6 +466,7 @@ fn validate(
         partition: raw.partition,
         mirrors,
         webhooks: raw.webhooks,
+        deploy: raw.deploy.unwrap_or_default(),
         home,
     })
 }

@@ -37,6 +37,76 @@ pub struct RawConfig {
     pub mirrors: Option<Vec<MirrorConfig>>,
     /// Webhook-triggered one-way mirrors from one git remote to another.
     pub webhooks: Option<WebhooksConfig>,
+    /// Trees shipped to servers over rsync+ssh as atomic releases.
+    pub deploy: Option<Vec<DeployConfig>>,
+}
+
+/// One entry of `deploy`: a branch of a repository shipped to servers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployConfig {
+    /// Unique name, used in commands.
+    pub name: String,
+    /// A configured repository (relative to `root`) or a path.
+    pub repo: String,
+    /// The branch shipped (default: the repository's current branch).
+    pub branch: Option<String>,
+    /// Ship when the branch moves (the daemon fast-forwarded it, or it moved otherwise).
+    #[serde(default)]
+    pub on_update: bool,
+    /// Ship the repository's `.git` too (default false).
+    #[serde(default)]
+    pub include_git: bool,
+    /// rsync exclude patterns.
+    #[serde(default)]
+    pub excludes: Vec<String>,
+    /// Releases kept on each target (default 5; the current and the previous are always
+    /// kept).
+    pub keep: Option<usize>,
+    /// The servers.
+    pub targets: Vec<DeployTarget>,
+    /// ssh settings for every target.
+    pub ssh: Option<DeploySsh>,
+    /// The secret scan before shipping.
+    pub scan: Option<DeployScan>,
+}
+
+/// One server of a deploy.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployTarget {
+    /// Its name in commands and `status`.
+    pub name: String,
+    /// `user@host` (or a host alias of the user's ssh config).
+    pub host: String,
+    /// ssh port (default: the ssh config's).
+    pub port: Option<u16>,
+    /// The deploy folder: `releases/` and `current` live in it.
+    pub path: String,
+}
+
+/// `deploy[].ssh`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploySsh {
+    /// Private key file (`-i`, with `IdentitiesOnly=yes`).
+    pub identity: Option<String>,
+    /// known_hosts file (`UserKnownHostsFile`).
+    pub known_hosts: Option<String>,
+    /// `yes` (default) or `accept-new`.
+    pub strict_host_key_checking: Option<String>,
+    /// Seconds to wait for a connection (default 10).
+    pub connect_timeout: Option<u64>,
+}
+
+/// `deploy[].scan`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployScan {
+    /// `gitleaks`, `kingfisher`, `detect-secrets`, `auto` (default) or `off`.
+    pub tool: Option<String>,
+    /// The scanner's rules file (gitleaks / kingfisher TOML); gitsync's default otherwise.
+    pub config: Option<String>,
 }
 
 /// `webhooks`: the intake (an HTTP server under `gitsync run`), its queue, and the mirrors

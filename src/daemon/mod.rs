@@ -250,6 +250,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
         registry.clone(),
     ));
     background.spawn(receiver.run());
+    crate::deploy::spawn_all(crate::deploy::Deploy::all(&config), &mut background);
     if !config.mirrors.is_empty() {
         let triggers =
             crate::mirror::spawn_all(crate::mirror::Mirror::all(&config), &mut background);

@@ -2,16 +2,19 @@
 //!
 //! `local`: one file per mirror under `~/.gitsync/webhooks/queue`: `<name>.pending` (a run
 //! is wanted) and `<name>.running` (a run is in flight). A job is written and synced to
-//! disk before the intake answers `202`; a burst of webhooks for one mirror rewrites the one
-//! pending file, so there is at most one run in flight plus one queued. A daemon killed
-//! after a `202` (or mid-run) finds the file at its next start and runs the job.
+//! disk before the intake answers `202`. A webhook that finds a pending file already there
+//! is covered by it (that run starts later, so it fetches whatever the webhook announced)
+//! and writes nothing: a burst for one mirror costs one synced write, and there is at most
+//! one run in flight plus one queued. A daemon killed after a `202` (or mid-run) finds the
+//! file at its next start and runs the job.
 //!
 //! `sqs`: the verified job goes on an SQS FIFO queue with `MessageGroupId` = the mirror
 //! name (one run in flight per mirror, in order) and `MessageDeduplicationId` = the delivery
 //! id, and any host with `webhooks.worker: true` takes jobs from it.
 //!
 //! Delivery ids seen before are dropped either way: the last 10,000 are kept in
-//! `deliveries.log` (one `<mirror> <id>` line each, appended and synced before the `202`).
+//! `deliveries.log` (one `<mirror> <id>` line each, appended before the `202`; not synced
+//! one by one, since a record lost in a crash costs at most one extra run).
 
 use std::collections::{HashSet, VecDeque};
 use std::io::Write;
@@ -75,7 +78,6 @@ impl Deliveries {
             .append(true)
             .open(&self.path)?;
         writeln!(file, "{key}")?;
-        file.sync_data()?;
         set.insert(key.clone());
         order.push_back(key);
         if order.len() > REMEMBERED {
@@ -112,10 +114,14 @@ impl LocalQueue {
         self.dir.join(format!("{mirror}.running"))
     }
 
-    /// Queues `job`, durably (written, synced, renamed into place, folder synced).
+    /// Queues `job`, durably (written, synced, renamed into place, folder synced), unless
+    /// a pending job already covers it.
     ///
     /// Errors: the file cannot be written.
     pub fn put(&self, job: &Job) -> std::io::Result<()> {
+        if self.pending(&job.mirror).exists() {
+            return Ok(());
+        }
         std::fs::create_dir_all(&self.dir)?;
         let bytes = serde_json::to_vec(job).map_err(std::io::Error::other)?;
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
@@ -179,7 +185,11 @@ mod tests {
         }
         assert_eq!(q.depth("api"), 1);
         let job = q.take("api").expect("job");
-        assert_eq!(job.delivery.as_deref(), Some("d4"));
+        assert_eq!(
+            job.delivery.as_deref(),
+            Some("d0"),
+            "the first one covers the others"
+        );
         assert!(
             q.take("api").is_some(),
             "a running job is taken again after a crash"

@@ -5,6 +5,7 @@
 
 pub mod moto;
 pub mod servers;
+pub mod sshd;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

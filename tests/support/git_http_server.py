@@ -45,6 +45,16 @@ class Handler(BaseHTTPRequestHandler):
         return False
 
     def body(self):
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            # git sends large pushes chunked (over http.postBuffer).
+            data = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return data
+                data += self.rfile.read(size)
+                self.rfile.readline()
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else b""
 
@@ -116,6 +126,8 @@ class Handler(BaseHTTPRequestHandler):
             env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
         if self.headers.get("Git-Protocol"):
             env["GIT_PROTOCOL"] = self.headers["Git-Protocol"]
+        # One line per git request body, for benchmarks that count bytes pushed.
+        sys.stderr.write("BODY %s %s %d\n" % (self.command, path, len(data)))
         done = subprocess.run(["git", "-c", "safe.directory=*", "-c", "http.receivepack=true",
                                "http-backend"], input=data, env=env, capture_output=True)
         head, _, body = done.stdout.partition(b"\r\n\r\n")

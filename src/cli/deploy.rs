@@ -1,0 +1,200 @@
+//! `gitsync deploy`: ship a repository's tree to servers over rsync+ssh (seed 003).
+
+use std::process::ExitCode;
+
+use super::{Cli, CliError};
+use crate::deploy::{self, Deploy, ShipOptions, ship::Check};
+
+/// Arguments of `gitsync deploy`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    /// verify, rollback or status; without one, ship.
+    #[command(subcommand)]
+    pub action: Option<Action>,
+    /// The deploy to ship [default: all].
+    pub name: Option<String>,
+    /// Only these targets (may repeat).
+    #[arg(long = "target", value_name = "T")]
+    pub targets: Vec<String>,
+    /// Ship this revision instead of the branch's tip.
+    #[arg(long, value_name = "REV")]
+    pub rev: Option<String>,
+    /// Print what would change per target (added, changed, deleted files); change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Take over a non-empty target folder that has no `releases/`.
+    #[arg(long)]
+    pub init: bool,
+}
+
+/// The deploy actions.
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// Check each target against the branch's tip: in sync, behind, or tampered (exit 0
+    /// when every target is in sync, 1 otherwise).
+    Verify {
+        /// The deploy [default: all].
+        name: Option<String>,
+        /// Only these targets.
+        #[arg(long = "target", value_name = "T")]
+        targets: Vec<String>,
+    },
+    /// Flip `current` back to the previous release.
+    Rollback {
+        /// The deploy.
+        name: String,
+        /// Only these targets.
+        #[arg(long = "target", value_name = "T")]
+        targets: Vec<String>,
+    },
+    /// Which target is on which commit, and the last scan.
+    Status,
+}
+
+fn chosen(all: Vec<Deploy>, name: Option<&str>) -> Result<Vec<Deploy>, CliError> {
+    if all.is_empty() {
+        return Err(CliError::Usage(
+            "the configuration has no `deploy` section (see the README's Tree deploy)".to_string(),
+        ));
+    }
+    match name {
+        None => Ok(all),
+        Some(n) => {
+            let known: Vec<String> = all.iter().map(|d| d.spec.name.clone()).collect();
+            let picked: Vec<Deploy> = all.into_iter().filter(|d| d.spec.name == n).collect();
+            if picked.is_empty() {
+                return Err(CliError::Usage(format!(
+                    "no deploy named {n:?}; the configuration has: {}",
+                    known.join(", ")
+                )));
+            }
+            Ok(picked)
+        }
+    }
+}
+
+/// Runs the action. Exit codes: 0 done (every target in sync for `verify`), 1 a target
+/// failed or the scan blocked, 2 usage or configuration.
+pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
+    let _guard = crate::logging::init_cli();
+    let config = super::load_config(cli, None, false)?;
+    let all = Deploy::all(&config);
+    let runtime = super::runtime()?;
+    let mut ok = true;
+    match &args.action {
+        None => {
+            for d in chosen(all, args.name.as_deref())? {
+                d.targets(&args.targets).map_err(CliError::Usage)?;
+                let opts = ShipOptions {
+                    targets: args.targets.clone(),
+                    rev: args.rev.clone(),
+                    dry_run: args.dry_run,
+                    init: args.init,
+                };
+                match runtime.block_on(d.ship(&opts)) {
+                    Err(e) => {
+                        ok = false;
+                        println!("{}: {e}", d.spec.name);
+                    }
+                    Ok(report) => {
+                        println!(
+                            "{} @ {}: {}",
+                            d.spec.name,
+                            deploy::short(&report.rev),
+                            report.verdict.describe()
+                        );
+                        ok &= report.ok();
+                        for (target, result) in &report.targets {
+                            match result {
+                                Ok(text) => println!("  {target}: {text}"),
+                                Err(e) => println!("  {target}: failed: {e}"),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Some(Action::Verify { name, targets }) => {
+            for d in chosen(all, name.as_deref())? {
+                let results = runtime
+                    .block_on(d.verify(targets))
+                    .map_err(CliError::Failed)?;
+                for (target, result) in results {
+                    let line = match result {
+                        Ok(Check::InSync) => "in sync".to_string(),
+                        Ok(Check::Behind { has }) => {
+                            ok = false;
+                            format!(
+                                "behind: has {}",
+                                has.as_deref()
+                                    .map(deploy::short)
+                                    .unwrap_or_else(|| "no release".to_string())
+                            )
+                        }
+                        Ok(Check::Tampered { rev, files }) => {
+                            ok = false;
+                            format!("tampered ({}): {}", deploy::short(&rev), files.join(", "))
+                        }
+                        Err(e) => {
+                            ok = false;
+                            format!("cannot check: {e}")
+                        }
+                    };
+                    println!("{} {target}: {line}", d.spec.name);
+                }
+            }
+        }
+        Some(Action::Rollback { name, targets }) => {
+            for d in chosen(all, Some(name))? {
+                let results = runtime
+                    .block_on(d.rollback(targets))
+                    .map_err(CliError::Usage)?;
+                for (target, result) in results {
+                    match result {
+                        Ok((from, to)) => println!(
+                            "{} {target}: rolled back {} -> {}",
+                            d.spec.name,
+                            deploy::short(&from),
+                            deploy::short(&to)
+                        ),
+                        Err(e) => {
+                            ok = false;
+                            println!("{} {target}: {e}", d.spec.name);
+                        }
+                    }
+                }
+            }
+        }
+        Some(Action::Status) => {
+            for d in chosen(all, None)? {
+                let state = d.state();
+                println!(
+                    "{}: scan: {}",
+                    d.spec.name,
+                    state.scan.as_deref().unwrap_or("not run yet")
+                );
+                for t in &d.spec.targets {
+                    let s = state.targets.get(&t.name).cloned().unwrap_or_default();
+                    println!(
+                        "  {:<12} {:<10} {:<12} {}{}",
+                        t.name,
+                        s.rev
+                            .as_deref()
+                            .map(deploy::short)
+                            .unwrap_or_else(|| "-".to_string()),
+                        s.result.as_deref().unwrap_or("never"),
+                        s.at.map(|a| a.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                            .unwrap_or_default(),
+                        s.error.map(|e| format!("  {e}")).unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

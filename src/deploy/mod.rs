@@ -1,0 +1,550 @@
+//! Shipping a repository's tree to servers over rsync+ssh (seed 003's job, done safely):
+//! exactly the commit's tree ([`export`]), behind a secret scan that fails closed
+//! ([`scan`]), as atomic releases with a symlink flip ([`ship`]) over the system ssh
+//! ([`ssh`]), to many targets in parallel, verified and rolled back on demand.
+
+pub mod export;
+pub mod scan;
+pub mod ship;
+pub mod ssh;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, DeployConfig, DeployTarget};
+use crate::git::ops;
+
+/// Default releases kept per target.
+pub const DEFAULT_KEEP: usize = 5;
+/// Targets shipped at once.
+const PARALLEL: usize = 4;
+
+/// One deploy, resolved.
+#[derive(Debug, Clone)]
+pub struct Deploy {
+    /// The entry as configured.
+    pub spec: DeployConfig,
+    /// The repository's worktree (or bare folder).
+    pub repo: PathBuf,
+    /// `~/.gitsync/deploy/<name>`.
+    pub dir: PathBuf,
+    /// Limit of one git command.
+    pub git_timeout: Duration,
+}
+
+/// What one target has, as last shipped or checked (`~/.gitsync/deploy/<name>/state.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TargetState {
+    /// The commit `current` points at, as far as gitsync knows.
+    pub rev: Option<String>,
+    /// When the last ship or check ended.
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+    /// `shipped`, `unchanged`, `failed`, `blocked`.
+    pub result: Option<String>,
+    /// The last error.
+    pub error: Option<String>,
+    /// Bytes rsync sent in the last ship.
+    #[serde(default)]
+    pub bytes_sent: u64,
+}
+
+/// The state of a deploy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeployState {
+    /// Per target name.
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetState>,
+    /// The commit of the last attempt.
+    pub rev: Option<String>,
+    /// The last scan's verdict, for people.
+    pub scan: Option<String>,
+}
+
+/// Options of one ship.
+#[derive(Debug, Clone, Default)]
+pub struct ShipOptions {
+    /// Only these targets (empty: all).
+    pub targets: Vec<String>,
+    /// Ship this revision instead of the branch's tip.
+    pub rev: Option<String>,
+    /// Print what would change; change nothing.
+    pub dry_run: bool,
+    /// Take over a non-empty folder that has no `releases/`.
+    pub init: bool,
+}
+
+/// The result of one ship.
+#[derive(Debug, Clone)]
+pub struct ShipReport {
+    /// The commit shipped.
+    pub rev: String,
+    /// The scan's verdict.
+    pub verdict: scan::Verdict,
+    /// Per target: what happened.
+    pub targets: Vec<(String, Result<String, String>)>,
+}
+
+impl ShipReport {
+    /// Whether every target succeeded.
+    pub fn ok(&self) -> bool {
+        self.verdict.passes() && self.targets.iter().all(|(_, r)| r.is_ok())
+    }
+}
+
+impl Deploy {
+    /// The deploys of `config`.
+    pub fn all(config: &Config) -> Vec<Deploy> {
+        config
+            .deploy
+            .iter()
+            .map(|d| Deploy::new(d, config))
+            .collect()
+    }
+
+    /// One deploy: `repo` is a configured repository (relative to `root`) or a path.
+    pub fn new(spec: &DeployConfig, config: &Config) -> Deploy {
+        let candidate = crate::config::expand_tilde(&spec.repo);
+        let repo = if candidate.is_absolute() {
+            candidate
+        } else {
+            config.root.join(&spec.repo)
+        };
+        Deploy {
+            spec: spec.clone(),
+            repo,
+            dir: config.home.join("deploy").join(&spec.name),
+            git_timeout: config.pull.fetch_timeout.max(Duration::from_secs(300)),
+        }
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    /// The saved state.
+    pub fn state(&self) -> DeployState {
+        crate::partition::read_state(&self.state_path()).unwrap_or_default()
+    }
+
+    fn save(&self, state: &DeployState) {
+        if let Err(err) = crate::partition::write_state(&self.state_path(), state) {
+            tracing::warn!(deploy = %self.spec.name, %err, "cannot save the deploy's state");
+        }
+    }
+
+    async fn git(&self, args: &[&str]) -> Result<String, String> {
+        ops::run(&self.repo, args, self.git_timeout)
+            .await
+            .map(|s| s.trim().to_string())
+            .map_err(|e| match e {
+                ops::GitError::Failed { stderr, .. } => stderr,
+                other => other.to_string(),
+            })
+    }
+
+    /// The repository's git folder (absolute).
+    async fn git_dir(&self) -> Result<PathBuf, String> {
+        self.git(&["rev-parse", "--absolute-git-dir"])
+            .await
+            .map(PathBuf::from)
+    }
+
+    /// The branch shipped: the configured one, or the repository's current branch.
+    pub async fn branch(&self) -> Result<String, String> {
+        match &self.spec.branch {
+            Some(b) => Ok(b.clone()),
+            None => self.git(&["symbolic-ref", "--short", "HEAD"]).await,
+        }
+    }
+
+    /// The commit `rev` (or the branch's tip) names.
+    ///
+    /// Errors: an unknown revision.
+    pub async fn resolve(&self, rev: Option<&str>) -> Result<String, String> {
+        let name = match rev {
+            Some(r) => r.to_string(),
+            None => format!("refs/heads/{}", self.branch().await?),
+        };
+        self.git(&[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{name}^{{commit}}"),
+        ])
+        .await
+        .map_err(|_| format!("{name} is not a commit of {}", self.repo.display()))
+    }
+
+    /// The configured targets, or those `names` picks.
+    ///
+    /// Errors: a name no target has.
+    pub fn targets(&self, names: &[String]) -> Result<Vec<DeployTarget>, String> {
+        if let Some(unknown) = names
+            .iter()
+            .find(|n| !self.spec.targets.iter().any(|t| &t.name == *n))
+        {
+            return Err(format!(
+                "deploy {} has no target {unknown:?}; it has: {}",
+                self.spec.name,
+                self.spec
+                    .targets
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Ok(self
+            .spec
+            .targets
+            .iter()
+            .filter(|t| names.is_empty() || names.contains(&t.name))
+            .cloned()
+            .collect())
+    }
+
+    fn ssh_for(&self, target: &DeployTarget) -> ssh::Ssh {
+        // Short socket path: `ControlPath` is limited to 108 bytes.
+        let control = std::env::temp_dir().join(format!("gitsync-ssh-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&control);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o700));
+        }
+        ssh::Ssh::new(target, self.spec.ssh.as_ref(), &control)
+    }
+
+    /// Exports, scans, and ships to each target (in parallel, bounded). A blocked scan
+    /// ships nothing; one target failing does not stop the others.
+    ///
+    /// Errors: the revision is unknown or the export fails (nothing shipped).
+    pub async fn ship(&self, opts: &ShipOptions) -> Result<ShipReport, String> {
+        let targets = self.targets(&opts.targets)?;
+        let rev = self.resolve(opts.rev.as_deref()).await?;
+        let git_dir = self.git_dir().await?;
+        let export = export::Export {
+            dir: self.dir.clone(),
+        };
+        export.update(&git_dir, &rev, self.git_timeout).await?;
+        let tree = export.tree();
+        let tool = self
+            .spec
+            .scan
+            .as_ref()
+            .and_then(|s| s.tool.clone())
+            .unwrap_or_else(|| "auto".to_string());
+        let config = self
+            .spec
+            .scan
+            .as_ref()
+            .and_then(|s| s.config.as_deref())
+            .map(crate::config::expand_tilde);
+        let scratch = self.dir.join("scan");
+        let scan_tree = tree.clone();
+        let verdict = tokio::task::spawn_blocking(move || {
+            scan::scan(&tool, config.as_deref(), &scan_tree, &scratch)
+        })
+        .await
+        .unwrap_or_else(|e| scan::Verdict::Failed(format!("the scan stopped: {e}")));
+        let mut state = self.state();
+        state.rev = Some(rev.clone());
+        state.scan = Some(verdict.describe());
+        if !verdict.passes() {
+            tracing::error!(deploy = %self.spec.name, rev = %short(&rev), "{}", verdict.describe());
+            for t in &targets {
+                let entry = state.targets.entry(t.name.clone()).or_default();
+                entry.result = Some("blocked".to_string());
+                entry.error = Some(verdict.describe());
+                entry.at = Some(chrono::Utc::now());
+            }
+            if !opts.dry_run {
+                self.save(&state);
+            }
+            return Ok(ShipReport {
+                rev,
+                verdict,
+                targets: Vec::new(),
+            });
+        }
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
+        let mut tasks = tokio::task::JoinSet::new();
+        let extra = self.spec.include_git.then(|| git_dir.clone());
+        for target in targets {
+            let me = self.clone();
+            let tree = tree.clone();
+            let rev = rev.clone();
+            let extra = extra.clone();
+            let semaphore = semaphore.clone();
+            let dry_run = opts.dry_run;
+            let init = opts.init;
+            tasks.spawn(async move {
+                let _permit = semaphore.acquire().await;
+                let ssh = me.ssh_for(&target);
+                let result = if dry_run {
+                    me.dry_run(&ssh, &target, &tree, &rev).await
+                } else {
+                    let cache = me.dir.join("hashes.json");
+                    let tree2 = tree.clone();
+                    let manifest_of =
+                        move |files: &[String]| export::manifest(&tree2, files, &cache);
+                    ship::ship(
+                        &ssh,
+                        &target.path,
+                        &tree,
+                        &rev,
+                        &me.spec.excludes,
+                        extra.as_deref(),
+                        me.spec.keep.unwrap_or(DEFAULT_KEEP),
+                        init,
+                        &manifest_of,
+                    )
+                    .await
+                    .map(|s| match s {
+                        ship::Shipped::AlreadyThere => {
+                            (format!("already on {}", short(&rev)), 0, "unchanged")
+                        }
+                        ship::Shipped::Flipped {
+                            previous,
+                            bytes_sent,
+                            files,
+                        } => (
+                            format!(
+                                "{} -> {}: {files} files, {} sent",
+                                previous
+                                    .as_deref()
+                                    .map(short)
+                                    .unwrap_or_else(|| "new".to_string()),
+                                short(&rev),
+                                crate::mirror::human_size(bytes_sent)
+                            ),
+                            bytes_sent,
+                            "shipped",
+                        ),
+                    })
+                };
+                ssh.close().await;
+                (target.name, result)
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let Ok((name, result)) = joined else {
+                continue;
+            };
+            if !opts.dry_run {
+                let entry = state.targets.entry(name.clone()).or_default();
+                entry.at = Some(chrono::Utc::now());
+                match &result {
+                    Ok((_, bytes, kind)) => {
+                        entry.rev = Some(rev.clone());
+                        entry.result = Some((*kind).to_string());
+                        entry.error = None;
+                        entry.bytes_sent = *bytes;
+                    }
+                    Err(e) => {
+                        entry.result = Some("failed".to_string());
+                        entry.error = Some(e.clone());
+                    }
+                }
+            }
+            results.push((name, result.map(|(text, _, _)| text)));
+        }
+        results.sort_by(|a, b| a.0.cmp(&b.0));
+        if !opts.dry_run {
+            self.save(&state);
+        }
+        for (name, r) in &results {
+            match r {
+                Ok(text) => {
+                    tracing::info!(deploy = %self.spec.name, target = %name, "deploy {}: {name}: {text}", self.spec.name)
+                }
+                Err(e) => {
+                    tracing::error!(deploy = %self.spec.name, target = %name, "deploy {}: {name}: {e}", self.spec.name)
+                }
+            }
+        }
+        Ok(ShipReport {
+            rev,
+            verdict,
+            targets: results,
+        })
+    }
+
+    /// What a ship would change on `target`: rsync `--dry-run` against the live release.
+    async fn dry_run(
+        &self,
+        ssh: &ssh::Ssh,
+        target: &DeployTarget,
+        tree: &Path,
+        rev: &str,
+    ) -> Result<(String, u64, &'static str), String> {
+        let current = ship::prepare_readonly(ssh, &target.path).await?;
+        let Some(current) = current else {
+            return Ok((
+                format!("new layout: every file of {} would be shipped", short(rev)),
+                0,
+                "dry-run",
+            ));
+        };
+        if current == rev {
+            return Ok((format!("already on {}", short(rev)), 0, "dry-run"));
+        }
+        let mut command = tokio::process::Command::new("rsync");
+        command
+            .args(["-a", "--delete", "--dry-run", "-i"])
+            .arg("-e")
+            .arg(ssh.rsync_shell()?)
+            .arg("--exclude=/.git")
+            .arg("--exclude=/.sync_rev")
+            .arg("--exclude=/.sync_manifest");
+        for e in &self.spec.excludes {
+            command.arg(format!("--exclude={e}"));
+        }
+        let out = command
+            .arg(format!("{}/", tree.display()))
+            .arg(format!(
+                "{}:{}/releases/{current}/",
+                ssh.host,
+                target.path.trim_end_matches('/')
+            ))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| format!("cannot run rsync: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "rsync --dry-run exit {}",
+                out.status.code().unwrap_or(-1)
+            ));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (mut added, mut changed, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
+        for line in text.lines() {
+            let Some((flags, path)) = ship::itemized(line) else {
+                continue;
+            };
+            if flags.starts_with("*deleting") {
+                deleted.push(path.to_string());
+            } else if flags.as_bytes()[1] == b'f' {
+                if flags.contains('+') {
+                    added.push(path.to_string());
+                } else {
+                    changed.push(path.to_string());
+                }
+            }
+        }
+        let list = |v: &Vec<String>| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        Ok((
+            format!(
+                "{} -> {}: {} added ({}), {} changed ({}), {} deleted ({})",
+                short(&current),
+                short(rev),
+                added.len(),
+                list(&added),
+                changed.len(),
+                list(&changed),
+                deleted.len(),
+                list(&deleted)
+            ),
+            0,
+            "dry-run",
+        ))
+    }
+
+    /// Checks every target (or those named) against the branch's tip.
+    ///
+    /// Errors: the branch cannot be read.
+    pub async fn verify(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<(String, Result<ship::Check, String>)>, String> {
+        let want = self.resolve(None).await?;
+        let mut out = Vec::new();
+        for target in self.targets(names)? {
+            let ssh = self.ssh_for(&target);
+            let result = ship::verify(&ssh, &target.path, &want).await;
+            ssh.close().await;
+            out.push((target.name.clone(), result));
+        }
+        Ok(out)
+    }
+
+    /// Flips `current` back to the previous release on each target (or those named).
+    ///
+    /// Errors: an unknown target name.
+    pub async fn rollback(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<(String, Result<(String, String), String>)>, String> {
+        let mut state = self.state();
+        let mut out = Vec::new();
+        for target in self.targets(names)? {
+            let ssh = self.ssh_for(&target);
+            let result = ship::rollback(&ssh, &target.path).await;
+            ssh.close().await;
+            if let Ok((_, to)) = &result {
+                let entry = state.targets.entry(target.name.clone()).or_default();
+                entry.rev = Some(to.clone());
+                entry.result = Some("rolled back".to_string());
+                entry.at = Some(chrono::Utc::now());
+            }
+            out.push((target.name.clone(), result));
+        }
+        self.save(&state);
+        Ok(out)
+    }
+}
+
+/// A commit's short form for people.
+pub fn short(rev: &str) -> String {
+    rev.chars().take(10).collect()
+}
+
+/// Starts, under the daemon, one task per deploy with `on_update`: it ships when the
+/// branch's tip differs from what the targets were last shipped (checked every 2 s; a
+/// failed ship is retried after 30 s).
+pub fn spawn_all(deploys: Vec<Deploy>, tasks: &mut tokio::task::JoinSet<()>) {
+    for deploy in deploys.into_iter().filter(|d| d.spec.on_update) {
+        tasks.spawn(async move {
+            let mut last_try: Option<(String, std::time::Instant)> = None;
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let Ok(tip) = deploy.resolve(None).await else {
+                    continue;
+                };
+                let state = deploy.state();
+                let shipped = deploy
+                    .spec
+                    .targets
+                    .iter()
+                    .all(|t| state.targets.get(&t.name).and_then(|s| s.rev.as_deref()) == Some(tip.as_str()));
+                if shipped {
+                    continue;
+                }
+                if let Some((rev, at)) = &last_try
+                    && *rev == tip
+                    && at.elapsed() < Duration::from_secs(30)
+                {
+                    continue;
+                }
+                last_try = Some((tip.clone(), std::time::Instant::now()));
+                match deploy.ship(&ShipOptions::default()).await {
+                    Ok(report) if report.ok() => {}
+                    Ok(report) => tracing::warn!(deploy = %deploy.spec.name, "{}", report.verdict.describe()),
+                    Err(err) => tracing::error!(deploy = %deploy.spec.name, "deploy {}: {err}", deploy.spec.name),
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,345 @@
+//! One target: atomic releases over rsync+ssh, verify, rollback.
+//!
+//! Layout on the target (Capistrano's and git-sync's): `path/releases/<commit>/` holds each
+//! release, with `.sync_rev` (the commit) and `.sync_manifest` (sha256 per file) inside;
+//! `path/current` is a symlink to the live one, flipped with a temporary symlink and a
+//! rename (never unlink-then-link), so a reader of `current/` sees the old tree or the new
+//! one, never a mix; `path/.gitsync-previous` names the release before it, for rollback.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::ssh::{Ssh, quote};
+
+/// What a ship did on one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shipped {
+    /// The release was written and `current` flipped to it.
+    Flipped {
+        /// The release `current` pointed at before (if any).
+        previous: Option<String>,
+        /// Bytes rsync sent.
+        bytes_sent: u64,
+        /// Files in the release.
+        files: usize,
+    },
+    /// `current` already was this commit: nothing was sent.
+    AlreadyThere,
+}
+
+/// Limits of the remote steps.
+const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Limit of one rsync.
+const RSYNC_TIMEOUT: Duration = Duration::from_secs(3600);
+
+fn remote_err(step: &str) -> impl Fn((Option<i32>, String)) -> String + '_ {
+    move |(code, msg)| match code {
+        Some(255) => format!("{step}: cannot connect: {msg}"),
+        Some(c) => format!("{step}: exit {c}: {msg}"),
+        None => format!("{step}: {msg}"),
+    }
+}
+
+/// Reads where `current` points (`None` for a new layout), creating `path/releases`.
+/// A non-empty folder without `releases/` is refused unless `init`.
+///
+/// Errors: the target is unreachable, or the folder is not a release layout.
+pub async fn prepare(ssh: &Ssh, path: &str, init: bool) -> Result<Option<String>, String> {
+    let p = quote(path)?;
+    let script = format!(
+        "set -e; P={p}; \
+         if [ -e \"$P\" ] && [ ! -d \"$P\" ]; then echo \"$P is not a folder\" >&2; exit 3; fi; \
+         if [ -d \"$P\" ] && [ ! -d \"$P/releases\" ] && [ -n \"$(ls -A \"$P\")\" ] && [ {init} != 1 ]; then \
+           echo \"$P is not empty and has no releases/: not a gitsync release layout (pass --init to take it over)\" >&2; exit 4; fi; \
+         mkdir -p \"$P/releases\"; \
+         if [ -L \"$P/current\" ]; then readlink \"$P/current\"; fi",
+        init = u8::from(init)
+    );
+    let out = ssh
+        .run(&script, None, STEP_TIMEOUT)
+        .await
+        .map_err(remote_err("prepare"))?;
+    Ok(out
+        .trim()
+        .strip_prefix("releases/")
+        .map(|r| r.trim_end_matches('/').to_string())
+        .filter(|r| !r.is_empty()))
+}
+
+/// Where `current` points, changing nothing (for `--dry-run`).
+///
+/// Errors: the target is unreachable.
+pub async fn prepare_readonly(ssh: &Ssh, path: &str) -> Result<Option<String>, String> {
+    let p = quote(path)?;
+    let script = format!("P={p}; if [ -L \"$P/current\" ]; then readlink \"$P/current\"; fi");
+    let out = ssh
+        .run(&script, None, STEP_TIMEOUT)
+        .await
+        .map_err(remote_err("read"))?;
+    Ok(out
+        .trim()
+        .strip_prefix("releases/")
+        .map(|r| r.trim_end_matches('/').to_string())
+        .filter(|r| !r.is_empty()))
+}
+
+/// One line of rsync's `--itemize-changes` (`%i %n`): the 11-character `YXcstpoguax`
+/// field (Y the update type, X the file type; `*deleting` for deletions) and the name.
+pub fn itemized(line: &str) -> Option<(&str, &str)> {
+    if line.len() < 13 || !line.is_char_boundary(11) || !line.is_char_boundary(12) {
+        return None;
+    }
+    let (flags, rest) = line.split_at(11);
+    rest.strip_prefix(' ').map(|path| (flags, path))
+}
+
+/// The shipped file list from rsync's itemized output (`-ii`: every file, sent or not).
+fn itemized_files(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter_map(itemized)
+        .filter(|(flags, _)| flags.as_bytes()[1] == b'f' && !flags.starts_with('*'))
+        .map(|(_, path)| path.to_string())
+        .collect()
+}
+
+fn bytes_sent(stdout: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Total bytes sent: "))
+        .map(|n| n.replace([',', '.'], ""))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// One ship to one target: rsync the export into `releases/<rev>/` (`--delete`,
+/// `--link-dest` against the current release), write `.sync_rev` and `.sync_manifest`,
+/// then flip `current` and prune releases beyond `keep` (never the current one, never the
+/// previous one). `manifest_of` turns the shipped file list into the manifest text.
+///
+/// Errors: a message for this target; `current` is untouched by any failure.
+#[allow(clippy::too_many_arguments)]
+pub async fn ship(
+    ssh: &Ssh,
+    path: &str,
+    export: &Path,
+    rev: &str,
+    excludes: &[String],
+    extra: Option<&Path>,
+    keep: usize,
+    init: bool,
+    manifest_of: &(dyn Fn(&[String]) -> Result<String, String> + Sync),
+) -> Result<Shipped, String> {
+    let previous = prepare(ssh, path, init).await?;
+    if previous.as_deref() == Some(rev) {
+        return Ok(Shipped::AlreadyThere);
+    }
+    let release = format!("{}/releases/{rev}/", path.trim_end_matches('/'));
+    let mut command = tokio::process::Command::new("rsync");
+    command
+        .args(["-a", "--delete", "--mkpath", "--stats", "-ii"])
+        .arg("-e")
+        .arg(ssh.rsync_shell()?)
+        .arg("--exclude=/.git")
+        .arg("--exclude=/.sync_rev")
+        .arg("--exclude=/.sync_manifest");
+    for e in excludes {
+        command.arg(format!("--exclude={e}"));
+    }
+    if let Some(prev) = &previous {
+        command.arg(format!("--link-dest=../{prev}"));
+    }
+    command
+        .arg(format!("{}/", export.display()))
+        .arg(format!("{}:{release}", ssh.host))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(RSYNC_TIMEOUT, command.output())
+        .await
+        .map_err(|_| "rsync took longer than an hour and was stopped".to_string())?
+        .map_err(|e| format!("cannot run rsync: {e} (apt-get install -y rsync)"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+        return Err(format!(
+            "rsync exit {}: {last}; the current release is untouched",
+            output.status.code().unwrap_or(-1)
+        ));
+    }
+    let files = itemized_files(&stdout);
+    let mut sent = bytes_sent(&stdout);
+    if let Some(git_dir) = extra {
+        // include_git: the repository's git folder as `.git` of the release.
+        let mut command = tokio::process::Command::new("rsync");
+        command
+            .args(["-a", "--delete", "--mkpath", "--stats"])
+            .arg("-e")
+            .arg(ssh.rsync_shell()?)
+            .arg(format!("{}/", git_dir.display()))
+            .arg(format!("{}:{release}.git/", ssh.host))
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let out = command
+            .output()
+            .await
+            .map_err(|e| format!("cannot run rsync: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "rsync of .git: exit {}",
+                out.status.code().unwrap_or(-1)
+            ));
+        }
+        sent += bytes_sent(&String::from_utf8_lossy(&out.stdout));
+    }
+    let manifest = manifest_of(&files)?;
+    let r = quote(rev)?;
+    let p = quote(path.trim_end_matches('/'))?;
+    let prev = quote(previous.as_deref().unwrap_or(""))?;
+    let script = format!(
+        "set -e; cd {p}; R={r}; PREV={prev}; \
+         cat > \"releases/$R/.sync_manifest.tmp\"; mv \"releases/$R/.sync_manifest.tmp\" \"releases/$R/.sync_manifest\"; \
+         printf '%s\\n' \"$R\" > \"releases/$R/.sync_rev.tmp\"; mv \"releases/$R/.sync_rev.tmp\" \"releases/$R/.sync_rev\"; \
+         touch \"releases/$R\"; \
+         ln -sfn \"releases/$R\" current.tmp.$$; mv -T current.tmp.$$ current; \
+         if [ -n \"$PREV\" ]; then printf '%s\\n' \"$PREV\" > .gitsync-previous.tmp; mv .gitsync-previous.tmp .gitsync-previous; fi; \
+         n=0; for d in $(ls -1t releases); do \
+           case \"$d\" in *[!0-9a-f]*) continue;; esac; \
+           n=$((n+1)); \
+           if [ \"$n\" -gt {keep} ] && [ \"$d\" != \"$R\" ] && [ \"$d\" != \"$PREV\" ]; then rm -rf \"releases/$d\"; fi; \
+         done"
+    );
+    ssh.run(&script, Some(manifest.as_bytes()), STEP_TIMEOUT)
+        .await
+        .map_err(remote_err("flip"))?;
+    Ok(Shipped::Flipped {
+        previous,
+        bytes_sent: sent,
+        files: files.len(),
+    })
+}
+
+/// What `verify` found on one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// `current` is the wanted commit and every file matches the manifest.
+    InSync,
+    /// `current` is another commit (or none).
+    Behind {
+        /// What the target has.
+        has: Option<String>,
+    },
+    /// Files differ from the manifest written at ship time.
+    Tampered {
+        /// The commit it has.
+        rev: String,
+        /// Changed, missing or added files.
+        files: Vec<String>,
+    },
+}
+
+/// Reads `current`, its `.sync_rev`, its manifest and the files' sha256 over ssh, and
+/// compares them with `want` and the manifest.
+///
+/// Errors: the target is unreachable or has no release.
+pub async fn verify(ssh: &Ssh, path: &str, want: &str) -> Result<Check, String> {
+    let p = quote(path.trim_end_matches('/'))?;
+    let script = format!(
+        "set -e; cd {p}; if [ ! -L current ]; then echo NONE; exit 0; fi; \
+         readlink current; cat current/.sync_rev 2>/dev/null || echo; echo '--manifest--'; \
+         cat current/.sync_manifest 2>/dev/null || true; echo '--files--'; \
+         cd current && find . -type f ! -path ./.sync_manifest ! -path ./.sync_rev ! -path './.git/*' -print0 | xargs -0 -r sha256sum"
+    );
+    let out = ssh
+        .run(&script, None, STEP_TIMEOUT)
+        .await
+        .map_err(remote_err("verify"))?;
+    if out.trim() == "NONE" {
+        return Ok(Check::Behind { has: None });
+    }
+    let (head, rest) = out.split_once("--manifest--\n").unwrap_or((&out, ""));
+    let (manifest, files) = rest.split_once("--files--\n").unwrap_or((rest, ""));
+    let mut lines = head.lines();
+    let link = lines.next().unwrap_or_default();
+    let rev = lines.next().unwrap_or_default().trim().to_string();
+    let linked = link
+        .trim()
+        .trim_start_matches("releases/")
+        .trim_end_matches('/');
+    if rev != want || linked != want {
+        return Ok(Check::Behind {
+            has: Some(if rev.is_empty() {
+                linked.to_string()
+            } else {
+                rev
+            }),
+        });
+    }
+    let expected = super::export::parse_manifest(manifest);
+    let actual = super::export::parse_manifest(files);
+    let mut differ: Vec<String> = expected
+        .iter()
+        .filter(|(f, sha)| actual.get(*f) != Some(sha))
+        .map(|(f, _)| f.clone())
+        .chain(
+            actual
+                .keys()
+                .filter(|f| !expected.contains_key(*f))
+                .cloned(),
+        )
+        .collect();
+    differ.sort();
+    differ.dedup();
+    Ok(if differ.is_empty() && !expected.is_empty() {
+        Check::InSync
+    } else if expected.is_empty() {
+        Check::Tampered {
+            rev,
+            files: vec![".sync_manifest (missing)".to_string()],
+        }
+    } else {
+        Check::Tampered { rev, files: differ }
+    })
+}
+
+/// Flips `current` back to the release named in `.gitsync-previous` (which then names the
+/// one rolled back from). Returns (from, to).
+///
+/// Errors: no previous release, or the target is unreachable.
+pub async fn rollback(ssh: &Ssh, path: &str) -> Result<(String, String), String> {
+    let p = quote(path.trim_end_matches('/'))?;
+    let script = format!(
+        "set -e; cd {p}; [ -f .gitsync-previous ] || {{ echo 'no previous release recorded' >&2; exit 5; }}; \
+         TO=$(cat .gitsync-previous); [ -d \"releases/$TO\" ] || {{ echo \"the previous release $TO is gone\" >&2; exit 5; }}; \
+         FROM=$(readlink current | sed 's|^releases/||'); \
+         ln -sfn \"releases/$TO\" current.tmp.$$; mv -T current.tmp.$$ current; \
+         printf '%s\\n' \"$FROM\" > .gitsync-previous.tmp; mv .gitsync-previous.tmp .gitsync-previous; \
+         echo \"$FROM $TO\""
+    );
+    let out = ssh
+        .run(&script, None, STEP_TIMEOUT)
+        .await
+        .map_err(remote_err("rollback"))?;
+    let mut parts = out.split_whitespace();
+    Ok((
+        parts.next().unwrap_or_default().to_string(),
+        parts.next().unwrap_or_default().to_string(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rsync_output_gives_files_and_bytes() {
+        let out = ">f+++++++++ a.txt\nhf          sub/b.txt\ncd+++++++++ sub/\n*deleting   old.txt\n.f          same file.txt\n\nTotal bytes sent: 1,234\n";
+        assert_eq!(
+            itemized_files(out),
+            vec!["a.txt", "sub/b.txt", "same file.txt"]
+        );
+        assert_eq!(bytes_sent(out), 1234);
+    }
+}

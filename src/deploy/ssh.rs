@@ -1,0 +1,201 @@
+//! The system `ssh` and `rsync`, the way users run them: their keys, config and
+//! known_hosts; `BatchMode=yes` (never a prompt), a connection timeout, host keys checked
+//! (`StrictHostKeyChecking=yes` unless the config says `accept-new`), one multiplexed
+//! connection per target per ship (`ControlMaster=auto`), and every remote argument quoted
+//! for the remote shell (`shlex`).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::config::{DeploySsh, DeployTarget};
+
+/// How to reach one target.
+#[derive(Debug, Clone)]
+pub struct Ssh {
+    /// `user@host` or an alias.
+    pub host: String,
+    port: Option<u16>,
+    identity: Option<PathBuf>,
+    known_hosts: Option<PathBuf>,
+    strict: String,
+    connect_timeout: u64,
+    control: PathBuf,
+}
+
+/// Quotes `text` for a POSIX shell.
+///
+/// Errors: text that cannot be quoted (a NUL byte).
+pub fn quote(text: &str) -> Result<String, String> {
+    shlex::try_quote(text)
+        .map(|q| q.into_owned())
+        .map_err(|_| format!("{text:?} cannot be passed to a remote shell"))
+}
+
+impl Ssh {
+    /// The connection to `target` with `settings`; `control`: a private folder for the
+    /// multiplexing socket (short path: sockets are limited to 108 bytes).
+    pub fn new(target: &DeployTarget, settings: Option<&DeploySsh>, control: &Path) -> Ssh {
+        let settings = settings.cloned().unwrap_or_default();
+        Ssh {
+            host: target.host.clone(),
+            port: target.port,
+            identity: settings
+                .identity
+                .as_deref()
+                .map(crate::config::expand_tilde),
+            known_hosts: settings
+                .known_hosts
+                .as_deref()
+                .map(crate::config::expand_tilde),
+            strict: settings
+                .strict_host_key_checking
+                .unwrap_or_else(|| "yes".to_string()),
+            connect_timeout: settings.connect_timeout.unwrap_or(10),
+            control: control.to_path_buf(),
+        }
+    }
+
+    /// The `ssh` options, without the destination.
+    pub fn options(&self) -> Vec<String> {
+        let mut args = vec![
+            "-o".to_string(),
+            "BatchMode=yes".to_string(),
+            "-o".to_string(),
+            format!("ConnectTimeout={}", self.connect_timeout),
+            "-o".to_string(),
+            format!("StrictHostKeyChecking={}", self.strict),
+            "-o".to_string(),
+            "ServerAliveInterval=15".to_string(),
+            "-o".to_string(),
+            "ControlMaster=auto".to_string(),
+            "-o".to_string(),
+            format!("ControlPath={}/%C", self.control.display()),
+            "-o".to_string(),
+            "ControlPersist=60".to_string(),
+        ];
+        if let Some(file) = &self.known_hosts {
+            args.push("-o".to_string());
+            args.push(format!("UserKnownHostsFile={}", file.display()));
+        }
+        if let Some(key) = &self.identity {
+            args.extend([
+                "-i".to_string(),
+                key.display().to_string(),
+                "-o".to_string(),
+                "IdentitiesOnly=yes".to_string(),
+            ]);
+        }
+        if let Some(port) = self.port {
+            args.extend(["-p".to_string(), port.to_string()]);
+        }
+        args
+    }
+
+    /// The `ssh ...` command line rsync runs (`-e`), every part quoted.
+    ///
+    /// Errors: an option that cannot be quoted.
+    pub fn rsync_shell(&self) -> Result<String, String> {
+        let mut parts = vec!["ssh".to_string()];
+        for o in self.options() {
+            parts.push(quote(&o)?);
+        }
+        Ok(parts.join(" "))
+    }
+
+    /// Runs `script` (POSIX sh, its values already quoted) on the target, with `input` on
+    /// its standard input. Returns standard output.
+    ///
+    /// Errors: the exit code and the last line of standard error.
+    pub async fn run(
+        &self,
+        script: &str,
+        input: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<String, (Option<i32>, String)> {
+        let mut command = tokio::process::Command::new("ssh");
+        command
+            .args(self.options())
+            .arg("--")
+            .arg(&self.host)
+            .arg(script)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .map_err(|e| (None, format!("cannot run ssh: {e}")))?;
+        if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
+            let bytes = bytes.to_vec();
+            tokio::spawn(async move {
+                let _ = stdin.write_all(&bytes).await;
+            });
+        }
+        let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => return Err((None, format!("ssh: {e}"))),
+            Err(_) => {
+                return Err((
+                    None,
+                    format!("ssh to {} took longer than {timeout:?}", self.host),
+                ));
+            }
+        };
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let last = stderr
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or("no message")
+                .to_string();
+            Err((output.status.code(), last))
+        }
+    }
+
+    /// Closes the multiplexed connection (`ssh -O exit`), if one is open.
+    pub async fn close(&self) {
+        let _ = tokio::process::Command::new("ssh")
+            .args(self.options())
+            .args(["-O", "exit", "--"])
+            .arg(&self.host)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_values_are_quoted() {
+        assert_eq!(quote("a b").expect("quote"), "'a b'");
+        assert_eq!(quote("$HOME").expect("quote"), "'$HOME'");
+        assert_eq!(quote("plain").expect("quote"), "plain");
+        let t = DeployTarget {
+            name: "vm".into(),
+            host: "deploy@vm".into(),
+            port: Some(2222),
+            path: "/srv/site".into(),
+        };
+        let ssh = Ssh::new(&t, None, Path::new("/tmp/c"));
+        let shell = ssh.rsync_shell().expect("shell");
+        assert!(
+            shell.contains("StrictHostKeyChecking=yes") && shell.contains("-p 2222"),
+            "{shell}"
+        );
+        assert!(shell.contains("BatchMode=yes"));
+    }
+}

@@ -1,0 +1,482 @@
+//! `gitsync deploy` against a real sshd and rsync on loopback (Debian's openssh-server, per
+//! ../shared/facts/sshd-rsync-recipe.sh), with gitleaks and detect-secrets installed by
+//! `make deps` into .venv/bin.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::Env;
+use common::sshd::Sshd;
+
+/// A key the gitleaks rules do not allow-list, and a GitHub token (../shared/facts).
+const AWS_KEY: &str = "AKIAQ3EGRWXYZ4NPLK7T";
+const GH_TOKEN: &str = "ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8";
+
+struct Scene {
+    env: Env,
+    home: PathBuf,
+    /// The user's clone that is shipped, under the root.
+    repo: PathBuf,
+    /// Its remote, where "another host" pushes.
+    bare: PathBuf,
+    sshd: Sshd,
+}
+
+fn venv_path() -> String {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin");
+    assert!(
+        venv.join("gitleaks").exists() && venv.join("detect-secrets").exists(),
+        "gitleaks and detect-secrets are required in .venv/bin: run `make deps`"
+    );
+    format!(
+        "{}:{}",
+        venv.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+impl Scene {
+    fn new() -> Scene {
+        let env = Env::new();
+        let home = env.home("deployer");
+        let (bare, repo) = env.remote_and_clone("site", "root/site");
+        env.write(&repo, "index.html", "<h1>one</h1>\n");
+        env.write(&repo, "css/site.css", "body {}\n");
+        env.write(&repo, "debug.log", "tracked but excluded\n");
+        env.git(&repo, &["add", "."]);
+        env.git(&repo, &["commit", "-qm", "site"]);
+        env.git(&repo, &["push", "-q", "origin", "main"]);
+        let sshd = Sshd::start(&env.path("sshd"));
+        Scene {
+            env,
+            home,
+            repo,
+            bare,
+            sshd,
+        }
+    }
+
+    fn target_dir(&self, name: &str) -> PathBuf {
+        self.env.path(&format!("targets/{name}"))
+    }
+
+    /// Writes the config with deploy `web` to `targets` (name, port), and `extra` keys.
+    fn configure(&self, targets: &[(&str, u16)], extra: &str) {
+        let targets: String = targets
+            .iter()
+            .map(|(name, port)| {
+                format!(
+                    "      - {{name: {name}, host: root@127.0.0.1, port: {port}, path: {}}}\n",
+                    self.target_dir(name).display()
+                )
+            })
+            .collect();
+        let yaml = format!(
+            "hostname: deployer\nroot: {root}\nlocal:\n  path: {hub}\npull:\n  interval: 1s\ndeploy:\n  - name: web\n    repo: site\n    branch: main\n    excludes: [\"*.log\"]\n    keep: 3\n    targets:\n{targets}    ssh: {{identity: {key}, known_hosts: {kh}, strict_host_key_checking: accept-new, connect_timeout: 5}}\n{extra}",
+            root = self.env.path("root").display(),
+            hub = self.env.path("hub").display(),
+            key = self.sshd.key().display(),
+            kh = self.sshd.known_hosts().display(),
+        );
+        self.env.config(&self.home, &yaml);
+    }
+
+    fn gitsync(&self, args: &[&str]) -> (i32, String) {
+        self.gitsync_path(args, &venv_path())
+    }
+
+    fn gitsync_path(&self, args: &[&str], path: &str) -> (i32, String) {
+        let out = self
+            .env
+            .gitsync_command(&self.home, args)
+            .env("PATH", path)
+            .output()
+            .expect("run gitsync");
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    fn ship(&self) -> String {
+        let (code, text) = self.gitsync(&["deploy", "web"]);
+        assert_eq!(code, 0, "{text}");
+        text
+    }
+
+    fn commit(&self, file: &str, content: &str) -> String {
+        self.env
+            .commit(&self.repo, file, content, &format!("edit {file}"))
+    }
+
+    fn current(&self, target: &str) -> Option<String> {
+        std::fs::read_link(self.target_dir(target).join("current"))
+            .ok()
+            .map(|p| {
+                p.display()
+                    .to_string()
+                    .trim_start_matches("releases/")
+                    .to_string()
+            })
+    }
+}
+
+/// What `git archive` of `rev` holds, minus `*.log`.
+fn archive(env: &Env, repo: &Path, rev: &str) -> BTreeMap<PathBuf, Vec<u8>> {
+    let dir = env.path(&format!("archive-{rev}"));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let tar = env.path(&format!("archive-{rev}.tar"));
+    env.git(repo, &["archive", "-o", tar.to_str().expect("utf8"), rev]);
+    let ok = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&dir)
+        .status()
+        .expect("tar");
+    assert!(ok.success());
+    common::tree_bytes(&dir)
+        .into_iter()
+        .filter(|(p, _)| !p.to_string_lossy().ends_with(".log"))
+        .collect()
+}
+
+fn shipped(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    common::tree_bytes(dir)
+        .into_iter()
+        .filter(|(p, _)| !matches!(p.to_str(), Some(".sync_rev" | ".sync_manifest")))
+        .collect()
+}
+
+#[test]
+fn ships_exactly_the_commit_as_atomic_releases_with_hard_links() {
+    let scene = Scene::new();
+    scene.configure(&[("vm01", scene.sshd.port)], "    scan: {tool: gitleaks}\n");
+    // An uncommitted edit and an untracked file: never shipped.
+    scene
+        .env
+        .write(&scene.repo, "index.html", "<h1>NOT COMMITTED</h1>\n");
+    scene.env.write(&scene.repo, "scratch.txt", "untracked\n");
+    let out = scene.ship();
+    assert!(out.contains("gitleaks: no secrets found"), "{out}");
+    let rev = scene
+        .env
+        .git(&scene.repo, &["rev-parse", "HEAD"])
+        .trim()
+        .to_string();
+    assert_eq!(scene.current("vm01").as_deref(), Some(rev.as_str()));
+    let release = scene.target_dir("vm01").join("releases").join(&rev);
+    assert_eq!(
+        shipped(&release),
+        archive(&scene.env, &scene.repo, &rev),
+        "the release is the commit"
+    );
+    assert!(!release.join(".git").exists() && !release.join("debug.log").exists());
+    assert_eq!(
+        std::fs::read_to_string(release.join(".sync_rev")).expect("rev"),
+        format!("{rev}\n")
+    );
+
+    // The next commit deletes a file: gone; unchanged files are hard links.
+    scene
+        .env
+        .git(&scene.repo, &["checkout", "--", "index.html"]);
+    scene.env.git(&scene.repo, &["rm", "-q", "css/site.css"]);
+    let next = scene.commit("about.html", "about\n");
+    let out = scene.ship();
+    assert!(out.contains("->"), "{out}");
+    let next_release = scene.target_dir("vm01").join("releases").join(&next);
+    assert_eq!(scene.current("vm01").as_deref(), Some(next.as_str()));
+    assert!(!next_release.join("css/site.css").exists());
+    assert_eq!(
+        shipped(&next_release),
+        archive(&scene.env, &scene.repo, &next)
+    );
+    let ino = |p: PathBuf| std::fs::metadata(p).expect("meta").ino();
+    assert_eq!(
+        ino(release.join("a.txt")),
+        ino(next_release.join("a.txt")),
+        "unchanged files are hard links"
+    );
+
+    // verify: in sync; a file edited by hand is tampered; rollback restores the previous.
+    let (code, text) = scene.gitsync(&["deploy", "verify", "web"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("in sync"), "{text}");
+    std::fs::write(next_release.join("about.html"), "defaced\n").expect("tamper");
+    let (code, text) = scene.gitsync(&["deploy", "verify", "web"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("tampered") && text.contains("about.html"),
+        "{text}"
+    );
+    let (code, text) = scene.gitsync(&["deploy", "rollback", "web"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(scene.current("vm01").as_deref(), Some(rev.as_str()));
+    let (code, text) = scene.gitsync(&["deploy", "verify", "web"]);
+    assert_eq!(
+        code, 1,
+        "after a rollback the target is behind the branch: {text}"
+    );
+    assert!(text.contains("behind"), "{text}");
+
+    // --dry-run names what would change and changes nothing.
+    let third = scene.commit("index.html", "<h1>three</h1>\n");
+    let (code, text) = scene.gitsync(&["deploy", "web", "--dry-run"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("index.html"), "{text}");
+    assert_eq!(scene.current("vm01").as_deref(), Some(rev.as_str()));
+    assert!(
+        !scene
+            .target_dir("vm01")
+            .join("releases")
+            .join(&third)
+            .exists()
+    );
+}
+
+#[test]
+fn a_reader_never_sees_a_mixed_tree_across_50_ships() {
+    let scene = Scene::new();
+    scene.configure(&[("vm01", scene.sshd.port)], "    scan: {tool: off}\n");
+    scene.commit("pair/a.txt", "0\n");
+    scene.commit("pair/b.txt", "0\n");
+    scene.ship();
+    let current = scene.target_dir("vm01").join("current");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        let current = current.clone();
+        std::thread::spawn(move || {
+            let (mut reads, mut mixed) = (0u64, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Resolve the link once, as a reader that opens one release does.
+                let Ok(release) = std::fs::canonicalize(&current) else {
+                    continue;
+                };
+                let a = std::fs::read_to_string(release.join("pair/a.txt"));
+                let b = std::fs::read_to_string(release.join("pair/b.txt"));
+                if let (Ok(a), Ok(b)) = (a, b) {
+                    reads += 1;
+                    if a != b {
+                        mixed.push((a, b));
+                    }
+                }
+            }
+            (reads, mixed)
+        })
+    };
+    for i in 1..=50 {
+        scene
+            .env
+            .write(&scene.repo, "pair/a.txt", &format!("{i}\n"));
+        scene
+            .env
+            .write(&scene.repo, "pair/b.txt", &format!("{i}\n"));
+        scene
+            .env
+            .git(&scene.repo, &["commit", "-qam", &format!("pair {i}")]);
+        scene.ship();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, mixed) = reader.join().expect("reader");
+    assert!(reads > 100, "the reader read {reads} times");
+    assert!(mixed.is_empty(), "mixed trees seen: {mixed:?}");
+    let releases = std::fs::read_dir(scene.target_dir("vm01").join("releases"))
+        .expect("releases")
+        .count();
+    assert!(releases <= 3, "keep: 3 leaves {releases} releases");
+}
+
+#[test]
+fn secrets_block_the_ship_and_a_repository_cannot_switch_the_rules_off() {
+    let scene = Scene::new();
+    scene.configure(&[("vm01", scene.sshd.port)], "    scan: {tool: gitleaks}\n");
+    scene.ship();
+    let before = scene.current("vm01");
+    scene.commit("config/aws.env", &format!("AWS_ACCESS_KEY_ID={AWS_KEY}\n"));
+    scene.commit("deploy/token.txt", &format!("token = {GH_TOKEN}\n"));
+    let (code, text) = scene.gitsync(&["deploy", "web"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("config/aws.env") && text.contains("aws-access-token"),
+        "{text}"
+    );
+    assert!(
+        text.contains("deploy/token.txt") && text.contains("github-pat"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(AWS_KEY) && !text.contains(GH_TOKEN),
+        "the secret itself is shown: {text}"
+    );
+    assert_eq!(scene.current("vm01"), before, "nothing was shipped");
+    // The repository's own .gitleaks.toml that switches every rule off changes nothing.
+    scene.commit(
+        ".gitleaks.toml",
+        "title = \"no rules\"\n[allowlist]\npaths = ['''.*''']\n",
+    );
+    scene.commit("more.txt", "# gitleaks:allow\n");
+    let (code, text) = scene.gitsync(&["deploy", "web"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("aws-access-token"), "{text}");
+    assert_eq!(scene.current("vm01"), before);
+    let (_, status) = scene.gitsync(&["deploy", "status"]);
+    assert!(
+        status.contains("blocked") && status.contains("gitleaks found"),
+        "{status}"
+    );
+
+    // detect-secrets, the other real scanner installed here, blocks too.
+    scene.configure(
+        &[("vm01", scene.sshd.port)],
+        "    scan: {tool: detect-secrets}\n",
+    );
+    let (code, text) = scene.gitsync(&["deploy", "web"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("detect-secrets found") && text.contains("config/aws.env"),
+        "{text}"
+    );
+    assert_eq!(scene.current("vm01"), before);
+}
+
+#[test]
+fn a_scanner_that_is_missing_fails_or_lies_blocks_the_ship() {
+    let scene = Scene::new();
+    scene.configure(&[("vm01", scene.sshd.port)], "    scan: {tool: gitleaks}\n");
+    // Missing: a PATH without it.
+    let (code, text) = scene.gitsync_path(&["deploy", "web"], "/usr/bin:/bin");
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("no secret scanner found"), "{text}");
+    assert_eq!(scene.current("vm01"), None);
+    // Stand-ins (exit-code handling only): an unexpected exit code, and a clean exit with
+    // an unreadable report.
+    let fake = scene.env.path("fake-bin");
+    std::fs::create_dir_all(&fake).expect("mkdir");
+    let script = fake.join("gitleaks");
+    let path = format!("{}:/usr/bin:/bin", fake.display());
+    std::fs::write(&script, "#!/bin/sh\nexit 7\n").expect("write");
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .expect("chmod");
+    let (code, text) = scene.gitsync_path(&["deploy", "web"], &path);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("exited with code 7"), "{text}");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nwhile [ $# -gt 0 ]; do if [ \"$1\" = --report-path ]; then echo 'not json' > \"$2\"; fi; shift; done\nexit 0\n",
+    )
+    .expect("write");
+    let (code, text) = scene.gitsync_path(&["deploy", "web"], &path);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("unreadable"), "{text}");
+    assert_eq!(scene.current("vm01"), None, "nothing was shipped");
+    // Only `off` ships unscanned, and says so.
+    scene.configure(&[("vm01", scene.sshd.port)], "    scan: {tool: off}\n");
+    let (code, text) = scene.gitsync_path(&["deploy", "web"], "/usr/bin:/bin");
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("shipped unscanned"), "{text}");
+}
+
+#[test]
+fn one_target_down_does_not_stop_the_other_and_status_shows_both() {
+    let scene = Scene::new();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    scene.configure(
+        &[("vm01", scene.sshd.port), ("vm02", dead)],
+        "    scan: {tool: off}\n",
+    );
+    let (code, text) = scene.gitsync(&["deploy", "web"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("vm02: failed") && text.contains("cannot connect"),
+        "{text}"
+    );
+    let rev = scene
+        .env
+        .git(&scene.repo, &["rev-parse", "HEAD"])
+        .trim()
+        .to_string();
+    assert_eq!(scene.current("vm01").as_deref(), Some(rev.as_str()));
+    let (_, status) = scene.gitsync(&["deploy", "status"]);
+    assert!(
+        status.contains("vm01") && status.contains("shipped"),
+        "{status}"
+    );
+    assert!(
+        status.contains("vm02") && status.contains("failed"),
+        "{status}"
+    );
+    // A folder that is not a release layout is refused, and left as it was.
+    std::fs::create_dir_all(scene.target_dir("vm03")).expect("mkdir");
+    std::fs::write(scene.target_dir("vm03").join("precious.txt"), "keep me\n").expect("write");
+    scene.configure(&[("vm03", scene.sshd.port)], "    scan: {tool: off}\n");
+    let (code, text) = scene.gitsync(&["deploy", "web"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("not a gitsync release layout"), "{text}");
+    assert!(!scene.target_dir("vm03").join("releases").exists());
+    let (code, text) = scene.gitsync(&["deploy", "web", "--init"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(scene.target_dir("vm03").join("precious.txt").exists());
+    // Unknown names are usage errors.
+    assert_eq!(scene.gitsync(&["deploy", "nosuch"]).0, 2);
+    assert_eq!(scene.gitsync(&["deploy", "web", "--target", "nosuch"]).0, 2);
+}
+
+#[test]
+fn on_update_ships_a_push_from_another_host_without_any_command() {
+    let scene = Scene::new();
+    scene.configure(
+        &[("vm01", scene.sshd.port)],
+        "    on_update: true\n    scan: {tool: gitleaks}\n",
+    );
+    let path = venv_path();
+    let mut daemon = {
+        let mut cmd = scene.env.gitsync_command(&scene.home, &["run"]);
+        cmd.env("PATH", &path)
+            .env("GITSYNC_LOG", "gitsync=debug,info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(scene.home.join("daemon.log")).expect("log"));
+        common::Daemon {
+            child: cmd.spawn().expect("spawn"),
+            log: scene.home.join("daemon.log"),
+        }
+    };
+    let first = scene
+        .env
+        .git(&scene.repo, &["rev-parse", "HEAD"])
+        .trim()
+        .to_string();
+    common::wait_for_logged(
+        "the first ship",
+        Duration::from_secs(60),
+        &[&daemon],
+        || (scene.current("vm01").as_deref() == Some(first.as_str())).then_some(()),
+    );
+    // Another host pushes to the remote; the daemon fetches, fast-forwards, ships.
+    let pushed = scene
+        .env
+        .push_new_commit(&scene.bare, "news.html", "news\n");
+    common::wait_for_logged(
+        "the pushed commit on the target",
+        Duration::from_secs(60),
+        &[&daemon],
+        || (scene.current("vm01").as_deref() == Some(pushed.as_str())).then_some(()),
+    );
+    assert!(scene.target_dir("vm01").join("current/news.html").exists());
+    daemon.stop();
+}
