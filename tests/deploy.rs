@@ -129,7 +129,8 @@ impl Scene {
     }
 }
 
-/// What `git archive` of `rev` holds, minus `*.log`.
+/// What `git archive` of `rev` holds, minus `*.log` (as rsync excludes it: any path with a
+/// component, file or folder, ending in `.log`).
 fn archive(env: &Env, repo: &Path, rev: &str) -> BTreeMap<PathBuf, Vec<u8>> {
     let dir = env.path(&format!("archive-{rev}"));
     std::fs::create_dir_all(&dir).expect("mkdir");
@@ -145,7 +146,10 @@ fn archive(env: &Env, repo: &Path, rev: &str) -> BTreeMap<PathBuf, Vec<u8>> {
     assert!(ok.success());
     common::tree_bytes(&dir)
         .into_iter()
-        .filter(|(p, _)| !p.to_string_lossy().ends_with(".log"))
+        .filter(|(p, _)| {
+            !p.components()
+                .any(|c| c.as_os_str().to_string_lossy().ends_with(".log"))
+        })
         .collect()
 }
 
@@ -479,4 +483,111 @@ fn on_update_ships_a_push_from_another_host_without_any_command() {
     );
     assert!(scene.target_dir("vm01").join("current/news.html").exists());
     daemon.stop();
+}
+
+/// Random histories (files added, changed, deleted, renamed, turned into folders and back,
+/// symlinks, excluded files, binary content) shipped step by step, with rollbacks thrown
+/// in: after every ship the release equals `git archive` of the commit minus the excludes,
+/// `current` names it, and `verify` says in sync. Cases: `GITSYNC_DEPLOY_CASES` (default 3).
+#[test]
+fn randomized_histories_always_ship_exactly_the_commit() {
+    let cases: u64 = std::env::var("GITSYNC_DEPLOY_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let scene = Scene::new();
+    scene.configure(&[("vm01", scene.sshd.port)], "    scan: {tool: off}\n");
+    let mut rng = fastrand::Rng::with_seed(20261123);
+    for case in 0..cases {
+        for step in 0..rng.usize(4..8) {
+            for _ in 0..rng.usize(1..5) {
+                let name = format!(
+                    "d{}/f{}.{}",
+                    rng.u8(0..3),
+                    rng.u8(0..6),
+                    if rng.u8(0..5) == 0 { "log" } else { "txt" }
+                );
+                let path = scene.repo.join(&name);
+                match rng.u8(0..6) {
+                    0 if path.symlink_metadata().is_ok() => {
+                        if path.is_dir() && !path.is_symlink() {
+                            std::fs::remove_dir_all(&path).expect("rm");
+                        } else {
+                            std::fs::remove_file(&path).expect("rm");
+                        }
+                    }
+                    1 if path.is_file() => {
+                        let to = format!("moved/{case}-{step}-{}.txt", rng.u8(..));
+                        std::fs::create_dir_all(scene.repo.join("moved")).expect("mkdir");
+                        std::fs::rename(&path, scene.repo.join(&to)).expect("rename");
+                    }
+                    2 => {
+                        let _ = std::fs::remove_file(&path);
+                        let _ = std::fs::remove_dir_all(&path);
+                        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+                        let _ = std::os::unix::fs::symlink("../a.txt", &path);
+                    }
+                    3 => {
+                        // A file where a folder was, or the other way round.
+                        let _ = std::fs::remove_file(&path);
+                        let _ = std::fs::remove_dir_all(&path);
+                        std::fs::create_dir_all(&path).expect("mkdir");
+                        std::fs::write(path.join("inner.txt"), format!("{case} {step}\n"))
+                            .expect("write");
+                    }
+                    _ => {
+                        if path.is_dir() {
+                            let _ = std::fs::remove_dir_all(&path);
+                        }
+                        let _ = std::fs::remove_file(&path);
+                        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+                        let body: Vec<u8> = (0..rng.usize(0..3000)).map(|_| rng.u8(..)).collect();
+                        std::fs::write(&path, body).expect("write");
+                    }
+                }
+            }
+            scene.env.git(&scene.repo, &["add", "-A"]);
+            let status = scene.env.git(&scene.repo, &["status", "--porcelain"]);
+            if !status.trim().is_empty() || step == 0 {
+                scene.env.git(
+                    &scene.repo,
+                    &[
+                        "commit",
+                        "-qm",
+                        &format!("case {case} step {step}"),
+                        "--allow-empty",
+                    ],
+                );
+            }
+            let rev = scene
+                .env
+                .git(&scene.repo, &["rev-parse", "HEAD"])
+                .trim()
+                .to_string();
+            let (code, text) = scene.gitsync(&["deploy", "web"]);
+            assert_eq!(code, 0, "case {case} step {step}: {text}");
+            assert_eq!(
+                scene.current("vm01").as_deref(),
+                Some(rev.as_str()),
+                "{text}"
+            );
+            let release = scene.target_dir("vm01").join("releases").join(&rev);
+            let (got, want) = (shipped(&release), archive(&scene.env, &scene.repo, &rev));
+            let differ: Vec<&PathBuf> = got
+                .keys()
+                .chain(want.keys())
+                .filter(|k| got.get(*k) != want.get(*k))
+                .collect();
+            assert!(
+                differ.is_empty(),
+                "case {case} step {step}: the release differs from the commit in {differ:?}"
+            );
+            let (code, text) = scene.gitsync(&["deploy", "verify", "web"]);
+            assert_eq!(code, 0, "case {case} step {step}: {text}");
+            if rng.u8(0..4) == 0 {
+                let (code, text) = scene.gitsync(&["deploy", "rollback", "web"]);
+                assert_eq!(code, 0, "{text}");
+            }
+        }
+    }
 }
