@@ -64,7 +64,7 @@ fn select(all: &[Repo], wanted: &[String]) -> Result<Vec<Repo>, CliError> {
             continue;
         }
         let path = std::fs::canonicalize(Path::new(name))
-            .map_err(|e| CliError::Failed(format!("{name}: not a configured repository ({e})")))?;
+            .map_err(|e| CliError::Usage(format!("{name}: not a configured repository ({e})")))?;
         let found = all
             .iter()
             .find(|r| std::fs::canonicalize(&r.path).is_ok_and(|p| p == path));
@@ -74,7 +74,7 @@ fn select(all: &[Repo], wanted: &[String]) -> Result<Vec<Repo>, CliError> {
                 name: name.clone(),
                 path,
             }),
-            None => return Err(CliError::Failed(format!("{name}: not a git repository"))),
+            None => return Err(CliError::Usage(format!("{name}: not a git repository"))),
         }
     }
     Ok(out)

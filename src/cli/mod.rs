@@ -113,9 +113,32 @@ pub(crate) fn load_config(
     config::load(&file, cli.config.is_some(), root.as_deref(), need_root)
 }
 
+/// A closed pipe (`gitsync status | head -1`) ends a listing command quietly, as it ends
+/// `ls` or `git log`, instead of a panic on the failed write. Only for commands that print
+/// listings: the daemon and the hook keep SIGPIPE ignored (a closed socket must never kill
+/// them).
+fn quiet_on_closed_pipe() {
+    // SAFETY: sets SIGPIPE's disposition to the default before any other thread exists;
+    // no handler code runs.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
+}
+
 /// Parses the command line, runs the command, and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        &cli.command,
+        Command::Status(_) | Command::Doctor(_) | Command::Generate(_)
+    ) || matches!(&cli.command, Command::Webhooks(a) if matches!(a.action, webhooks::Action::Status { .. }))
+        || matches!(&cli.command, Command::Deploy(a) if matches!(a.action, Some(deploy::Action::Status)))
+    {
+        quiet_on_closed_pipe();
+    }
     let result = match &cli.command {
         Command::Run(args) => run::run(&cli, args),
         Command::Status(args) => status::run(&cli, args),
