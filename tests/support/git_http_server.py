@@ -47,13 +47,13 @@ class Handler(BaseHTTPRequestHandler):
     def body(self):
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             # git sends large pushes chunked (over http.postBuffer).
-            data = b""
+            parts = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
                     self.rfile.readline()
-                    return data
-                data += self.rfile.read(size)
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
                 self.rfile.readline()
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else b""
