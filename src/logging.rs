@@ -32,7 +32,11 @@ pub fn init_cli() -> Guard {
     Guard(None)
 }
 
-/// Logs to standard error and to `dir/gitsync.log.YYYY-MM-DD`, at `info` unless
+/// How many daily log files are kept.
+pub const LOG_DAYS: usize = 14;
+
+/// Logs to standard error and to `dir/gitsync.log.YYYY-MM-DD` (the last [`LOG_DAYS`]
+/// days), at `info` unless
 /// `GITSYNC_LOG` says otherwise: for the daemon. When `dir` cannot be created the file log
 /// is skipped with a warning.
 pub fn init_daemon(dir: &Path) -> Guard {
@@ -41,9 +45,19 @@ pub fn init_daemon(dir: &Path) -> Guard {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
-    let (file_layer, guard, file_error) = match std::fs::create_dir_all(dir) {
-        Ok(()) => {
-            let appender = tracing_appender::rolling::daily(dir, "gitsync.log");
+    // Daily files; those older than 14 days are removed as new ones are made.
+    let appender = std::fs::create_dir_all(dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            tracing_appender::rolling::RollingFileAppender::builder()
+                .rotation(tracing_appender::rolling::Rotation::DAILY)
+                .filename_prefix("gitsync.log")
+                .max_log_files(LOG_DAYS)
+                .build(dir)
+                .map_err(|e| e.to_string())
+        });
+    let (file_layer, guard, file_error) = match appender {
+        Ok(appender) => {
             let (writer, guard) = tracing_appender::non_blocking(appender);
             let layer = tracing_subscriber::fmt::layer()
                 .with_writer(writer)

@@ -60,3 +60,29 @@ fn hooks_status_of_an_unknown_repository_is_a_usage_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn no_configuration_and_a_bad_root_say_what_to_do() {
+    let env = Env::new();
+    let home = env.home("fresh");
+    let out = env.gitsync(&home, &["sync"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no configuration")
+            && stderr.contains("gitsync init")
+            && stderr.contains("--root"),
+        "{stderr}"
+    );
+    let out = env.gitsync(&home, &["sync", "--root", "/nonexistent-gitsync-root"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--root: /nonexistent-gitsync-root is not an existing folder"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("config.yml"),
+        "a command-line problem names no file: {stderr}"
+    );
+}

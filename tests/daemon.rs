@@ -46,6 +46,13 @@ fn two_daemons_sharing_a_hub_see_each_other() {
         }
         let only_b = env.status(home, &["--host", "host-b"]);
         assert!(only_b.iter().all(|s| s["host"] == "host-b") && only_b.len() == 2);
+        let out = env.gitsync(home, &["status", "--host", "nosuch"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("host-a") && stderr.contains("host-b"),
+            "{stderr}"
+        );
     }
     for (_, daemon) in &mut daemons {
         assert_eq!(daemon.stop(), Some(0));

@@ -153,9 +153,27 @@ impl Scene {
         refs_of(&self.env, &self.bare)
     }
 
+    /// A clone of target `name` (as someone pushing to the target directly has).
+    fn clone_target(&self, name: &str) -> PathBuf {
+        let work = self.env.path(&format!("{name}-target-work"));
+        self.env.git(
+            self.env.dir.path(),
+            &[
+                "clone",
+                "-q",
+                self.served
+                    .join(format!("{name}.git"))
+                    .to_str()
+                    .expect("utf8"),
+                work.to_str().expect("utf8"),
+            ],
+        );
+        work
+    }
+
     fn wait_in_sync(&self, name: &str, what: &str) {
         let daemons: Vec<&Daemon> = self.daemon.iter().collect();
-        common::wait_for_logged(what, Duration::from_secs(30), &daemons, || {
+        common::wait_for_logged(what, Duration::from_secs(60), &daemons, || {
             (self.target_refs(name) == self.source_refs()).then_some(())
         });
     }
@@ -516,16 +534,7 @@ fn refs_the_payload_leaves_out_arrive_and_deletions_are_only_our_own() {
     scene.start();
     scene.wait_in_sync("api", "the start-up run");
     // A branch that exists only at the target.
-    let target_work = scene.env.path("target-work");
-    scene.env.git(
-        scene.env.dir.path(),
-        &[
-            "clone",
-            "-q",
-            scene.served.join("api.git").to_str().expect("utf8"),
-            target_work.to_str().expect("utf8"),
-        ],
-    );
+    let target_work = scene.clone_target("api");
     scene
         .env
         .git(&target_work, &["checkout", "-q", "-b", "theirs"]);
@@ -585,16 +594,7 @@ fn a_ref_moved_at_the_target_is_refused_as_diverged_unless_force() {
     scene.start();
     scene.wait_in_sync("api", "the start-up run");
     // Someone pushes to the target's main directly.
-    let target_work = scene.env.path("target-work");
-    scene.env.git(
-        scene.env.dir.path(),
-        &[
-            "clone",
-            "-q",
-            scene.served.join("api.git").to_str().expect("utf8"),
-            target_work.to_str().expect("utf8"),
-        ],
-    );
+    let target_work = scene.clone_target("api");
     scene.env.commit(
         &target_work,
         "direct.txt",
@@ -658,14 +658,11 @@ fn a_job_accepted_before_a_kill_runs_after_the_restart() {
     scene.configure(&m, "");
     scene.start();
     scene.wait_in_sync("api", "the start-up run");
-    // The target goes away: the run fails and the job stays queued.
-    let port = scene.server.port;
-    let served = scene.served.clone();
-    let log = scene.env.path("http.log");
-    drop(std::mem::replace(
-        &mut scene.server,
-        servers::static_files(&scene.env.path("remotes")),
-    ));
+    // The target goes away (its server answers 404): the run fails and the job stays
+    // queued.
+    let target = scene.served.join("api.git");
+    let away = scene.served.join("api.git.away");
+    std::fs::rename(&target, &away).expect("rename");
     let sha = scene.commit_and_push("k.txt");
     let (headers, body) = push_hook("github", &sha, "before-kill");
     assert_eq!(post(&scene.url("/hooks/api"), &headers, body).0, 202);
@@ -674,7 +671,7 @@ fn a_job_accepted_before_a_kill_runs_after_the_restart() {
     scene.kill();
     let queued = std::fs::read_dir(&queue).map(|d| d.count()).unwrap_or(0);
     assert!(queued >= 1, "the job is on disk after the kill");
-    scene.server = servers::git_http_on(&served, None, Some(TARGET_AUTH), &log, port);
+    std::fs::rename(&away, &target).expect("rename back");
     scene.start();
     scene.wait_in_sync("api", "the job after the restart");
     common::wait_for("the queue to empty", Duration::from_secs(10), || {
@@ -966,13 +963,16 @@ fn with_an_sqs_queue_the_intake_and_the_worker_run_on_different_hosts() {
         &daemons,
         || (scene.target_refs("api") == scene.source_refs()).then_some(()),
     );
-    // The intake host ran nothing itself.
-    assert!(!scene.home.join(".gitsync/webhooks/state/api.json").exists());
-    assert!(
-        worker_home
-            .join(".gitsync/webhooks/state/api.json")
-            .exists()
+    // The worker host saves its state once the run ends, a moment after the push landed;
+    // the intake host ran nothing itself.
+    let state = worker_home.join(".gitsync/webhooks/state/api.json");
+    common::wait_for_logged(
+        "the worker's state",
+        Duration::from_secs(10),
+        &daemons,
+        || state.exists().then_some(()),
     );
+    assert!(!scene.home.join(".gitsync/webhooks/state/api.json").exists());
 }
 
 #[test]

@@ -58,14 +58,18 @@ pub fn encode_name(name: &str) -> String {
     out
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename.
+/// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename. The file
+/// gets the user's umask applied to 0666, as any file the user writes (so a hub on a shared
+/// filesystem, or a mirror folder a web server reads, works as the umask says).
 ///
 /// Errors: any I/O error, with the path.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BackendError> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
+        .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)
         .map_err(io_err(dir))?;
     tmp.write_all(bytes).map_err(io_err(path))?;
@@ -457,6 +461,25 @@ impl EventBus for LocalHub {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn written_files_follow_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let umask = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+            .expect("Umask in /proc/self/status");
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("state.json");
+        write_atomic(&path, b"{}").expect("write");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o666 & !umask);
+    }
+
     use super::*;
 
     fn event(host: &str, new: &str) -> PushEvent {

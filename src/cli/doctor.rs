@@ -239,11 +239,32 @@ fn is_enabled(args: &[&str]) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "enabled")
 }
 
+/// This user's name: `$USER`, else the password database's entry for the real uid.
+fn user_name() -> Option<String> {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+}
+
 fn check_unit(report: &mut Report) {
-    let user = std::env::var("USER").unwrap_or_default();
-    let system_unit = format!("gitsync@{user}.service");
+    let user = user_name();
+    let system_unit = format!("gitsync@{}.service", user.as_deref().unwrap_or("USER"));
     if Command::new("systemctl").arg("--version").output().is_err() {
         report.line(Level::Warn, "systemd unit", "systemctl not found", None);
+    } else if !std::path::Path::new("/run/systemd/system").exists() {
+        // systemd's own test (sd_booted(3)): installed, but not the init system here.
+        report.line(
+            Level::Warn,
+            "systemd unit",
+            "systemd is not running on this machine (a container?)",
+            Some("start the daemon with `gitsync run --daemon`, or from your init system"),
+        );
     } else if is_enabled(&["is-enabled", &system_unit]) {
         report.line(
             Level::Ok,
@@ -263,9 +284,12 @@ fn check_unit(report: &mut Report) {
             Level::Warn,
             "systemd unit",
             "not enabled",
-            Some(&format!(
-                "sudo systemctl enable --now {system_unit}, or systemctl --user enable --now gitsync"
-            )),
+            Some(&match user {
+                Some(_) => format!(
+                    "sudo systemctl enable --now {system_unit}, or systemctl --user enable --now gitsync"
+                ),
+                None => "systemctl --user enable --now gitsync".to_string(),
+            }),
         );
     }
 }

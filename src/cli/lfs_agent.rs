@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use crate::mirror::lfs::{LfsObject, download_verified, object_key};
+use crate::mirror::lfs::{Checked, LfsObject, download_verified, object_key};
 
 /// Arguments of `gitsync lfs-agent` (none: git-lfs drives it over stdin and stdout).
 #[derive(Debug, clap::Args)]
@@ -77,32 +77,22 @@ async fn fetch(base: &Base, object: &LfsObject, tmp: &Path) -> Result<PathBuf, S
 }
 
 fn verify_copy(src: &Path, dst: &Path, object: &LfsObject) -> Result<(), String> {
-    use sha2::Digest;
     let mut input = std::fs::File::open(src).map_err(|e| format!("object {}: {e}", object.oid))?;
     let mut output = std::fs::File::create(dst).map_err(|e| format!("{}: {e}", dst.display()))?;
-    let mut hasher = sha2::Sha256::new();
+    let mut check = Checked::new(object);
     let mut buf = vec![0u8; 64 << 10];
-    let mut size = 0u64;
     loop {
         let n = std::io::Read::read(&mut input, &mut buf)
             .map_err(|e| format!("object {}: {e}", object.oid))?;
         if n == 0 {
             break;
         }
-        size += n as u64;
-        hasher.update(&buf[..n]);
+        check.update(&buf[..n])?;
         output
             .write_all(&buf[..n])
             .map_err(|e| format!("{}: {e}", dst.display()))?;
     }
-    let got = hex::encode(hasher.finalize());
-    if size != object.size || got != object.oid {
-        return Err(format!(
-            "object {}: the content does not match (got {size} bytes with sha256 {got})",
-            object.oid
-        ));
-    }
-    Ok(())
+    check.finish()
 }
 
 fn reply(out: &mut impl Write, value: Value) -> bool {

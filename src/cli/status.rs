@@ -23,12 +23,37 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let _guard = crate::logging::init_cli();
     let config = super::load_config(cli, None, false)?;
     let runtime = super::runtime()?;
-    let states = runtime
+    let (states, hosts) = runtime
         .block_on(async {
             let backend = crate::backend::open(&config).await?;
-            backend.store.list(args.host.as_deref()).await
+            let states = backend.store.list(args.host.as_deref()).await?;
+            // An unknown --host is named with the hosts that are known.
+            let hosts: Vec<String> = if args.host.is_some() && states.is_empty() {
+                let mut all: Vec<String> = backend
+                    .store
+                    .list(None)
+                    .await?
+                    .into_iter()
+                    .map(|s| s.host)
+                    .collect();
+                all.sort();
+                all.dedup();
+                all
+            } else {
+                Vec::new()
+            };
+            Ok::<_, crate::backend::BackendError>((states, hosts))
         })
         .map_err(|e| CliError::Failed(format!("cannot read states: {e}")))?;
+    if let Some(host) = &args.host
+        && states.is_empty()
+    {
+        return Err(CliError::Usage(if hosts.is_empty() {
+            format!("no host {host:?}: the store has no host yet (is `gitsync run` running?)")
+        } else {
+            format!("no host {host:?}; the store knows: {}", hosts.join(", "))
+        }));
+    }
     if args.json {
         let text =
             serde_json::to_string_pretty(&states).map_err(|e| CliError::Failed(e.to_string()))?;

@@ -42,14 +42,20 @@ pub struct Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.file.display())?;
+        // A problem of the command line (`--root`) or of no file at all names no file.
+        let mut sep = "";
+        if !self.file.as_os_str().is_empty() {
+            write!(f, "{}", self.file.display())?;
+            sep = ": ";
+        }
         if let Some(line) = self.line {
             write!(f, ":{line}")?;
         }
         if !self.key.is_empty() {
-            write!(f, ": {}", self.key)?;
+            write!(f, "{sep}{}", self.key)?;
+            sep = ": ";
         }
-        write!(f, ": {}", self.message)
+        write!(f, "{sep}{}", self.message)
     }
 }
 
@@ -287,10 +293,23 @@ fn validate(
         tracing::warn!(file = %file.display(), "python.bin is a GitArgus setting that gitsync does not use; it is ignored");
     }
 
+    let mut cli_problems = Vec::new();
     let root = match (root_override, raw.root.as_deref()) {
         (Some(root), _) => Some(root.to_path_buf()),
         (None, Some(root)) => Some(expand_tilde(root)),
         (None, None) if !need_root => None,
+        (None, None) if text.is_none() => {
+            cli_problems.push(Problem {
+                file: PathBuf::new(),
+                line: None,
+                key: String::new(),
+                message: format!(
+                    "no configuration ({} does not exist): run `gitsync init`, or pass --root DIR",
+                    file.display()
+                ),
+            });
+            None
+        }
         (None, None) => {
             push(
                 "root",
@@ -299,13 +318,18 @@ fn validate(
             None
         }
     };
-    if let Some(root) = &root
-        && !root.is_dir()
-    {
-        push(
+    match (&root, root_override) {
+        (Some(root), Some(_)) if !root.is_dir() => cli_problems.push(Problem {
+            file: PathBuf::new(),
+            line: None,
+            key: "--root".to_string(),
+            message: format!("{} is not an existing folder", root.display()),
+        }),
+        (Some(root), None) if !root.is_dir() => push(
             "root",
             format!("{} is not an existing folder", root.display()),
-        );
+        ),
+        _ => {}
     }
 
     let timezone = match raw.timezone.as_deref() {
@@ -439,9 +463,12 @@ fn validate(
     let home = gitsync_home();
     let local = raw.local.unwrap_or_default();
 
-    if !problems.is_empty() {
+    if !problems.is_empty() || !cli_problems.is_empty() {
         problems.sort_by_key(|p| p.line);
-        return Err(ConfigError { problems });
+        cli_problems.extend(problems);
+        return Err(ConfigError {
+            problems: cli_problems,
+        });
     }
     let hostname = raw.hostname.unwrap_or_else(system_hostname);
     Ok(Config {

@@ -394,18 +394,9 @@ impl Deploy {
         if current == rev {
             return Ok((format!("already on {}", short(rev)), 0, "dry-run"));
         }
-        let mut command = tokio::process::Command::new("rsync");
-        command
-            .args(["-a", "--delete", "--dry-run", "-i"])
-            .arg("-e")
-            .arg(ssh.rsync_shell()?)
-            .arg("--exclude=/.git")
-            .arg("--exclude=/.sync_rev")
-            .arg("--exclude=/.sync_manifest");
-        for e in &self.spec.excludes {
-            command.arg(format!("--exclude={e}"));
-        }
+        let mut command = ship::rsync_command(ssh, &self.spec.excludes)?;
         let out = command
+            .args(["--dry-run", "-i"])
             .arg(format!("{}/", tree.display()))
             .arg(format!(
                 "{}:{}/releases/{current}/",

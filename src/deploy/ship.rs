@@ -59,11 +59,7 @@ pub async fn prepare(ssh: &Ssh, path: &str, init: bool) -> Result<Option<String>
         .run(&script, None, STEP_TIMEOUT)
         .await
         .map_err(remote_err("prepare"))?;
-    Ok(out
-        .trim()
-        .strip_prefix("releases/")
-        .map(|r| r.trim_end_matches('/').to_string())
-        .filter(|r| !r.is_empty()))
+    Ok(release_of(&out))
 }
 
 /// Where `current` points, changing nothing (for `--dry-run`).
@@ -76,11 +72,38 @@ pub async fn prepare_readonly(ssh: &Ssh, path: &str) -> Result<Option<String>, S
         .run(&script, None, STEP_TIMEOUT)
         .await
         .map_err(remote_err("read"))?;
-    Ok(out
+    Ok(release_of(&out))
+}
+
+/// The release a `readlink current` output names (`releases/<rev>`), if any.
+fn release_of(readlink: &str) -> Option<String> {
+    readlink
         .trim()
         .strip_prefix("releases/")
         .map(|r| r.trim_end_matches('/').to_string())
-        .filter(|r| !r.is_empty()))
+        .filter(|r| !r.is_empty())
+}
+
+/// `rsync -a --delete -e <ssh>` with gitsync's own files and `excludes` left out: the base
+/// of every transfer to a target (callers add their flags, source and destination).
+///
+/// Errors: an ssh option that cannot be quoted.
+pub fn rsync_command(ssh: &Ssh, excludes: &[String]) -> Result<tokio::process::Command, String> {
+    let mut command = tokio::process::Command::new("rsync");
+    command
+        .args(["-a", "--delete"])
+        .arg("-e")
+        .arg(ssh.rsync_shell()?)
+        .arg("--exclude=/.git")
+        .arg("--exclude=/.sync_rev")
+        .arg("--exclude=/.sync_manifest");
+    for e in excludes {
+        command.arg(format!("--exclude={e}"));
+    }
+    command
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    Ok(command)
 }
 
 /// One line of rsync's `--itemize-changes` (`%i %n`): the 11-character `YXcstpoguax`
@@ -135,27 +158,16 @@ pub async fn ship(
         return Ok(Shipped::AlreadyThere);
     }
     let release = format!("{}/releases/{rev}/", path.trim_end_matches('/'));
-    let mut command = tokio::process::Command::new("rsync");
-    command
-        .args(["-a", "--delete", "--mkpath", "--stats", "-ii"])
-        .arg("-e")
-        .arg(ssh.rsync_shell()?)
-        .arg("--exclude=/.git")
-        .arg("--exclude=/.sync_rev")
-        .arg("--exclude=/.sync_manifest");
-    for e in excludes {
-        command.arg(format!("--exclude={e}"));
-    }
+    let mut command = rsync_command(ssh, excludes)?;
+    command.args(["--mkpath", "--stats", "-ii"]);
     if let Some(prev) = &previous {
         command.arg(format!("--link-dest=../{prev}"));
     }
     command
         .arg(format!("{}/", export.display()))
         .arg(format!("{}:{release}", ssh.host))
-        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(std::process::Stdio::piped());
     let output = tokio::time::timeout(RSYNC_TIMEOUT, command.output())
         .await
         .map_err(|_| "rsync took longer than an hour and was stopped".to_string())?

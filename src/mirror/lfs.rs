@@ -214,6 +214,54 @@ struct BatchError {
     message: String,
 }
 
+/// Checks content against an LFS object while it streams: never more bytes than the
+/// pointer names, and the sha256 and size at the end.
+pub struct Checked<'a> {
+    object: &'a LfsObject,
+    hasher: sha2::Sha256,
+    size: u64,
+}
+
+impl<'a> Checked<'a> {
+    /// A check of `object`'s content.
+    pub fn new(object: &'a LfsObject) -> Self {
+        Checked {
+            object,
+            hasher: sha2::Sha256::new(),
+            size: 0,
+        }
+    }
+
+    /// Takes the next `chunk`.
+    ///
+    /// Errors: more bytes than the pointer names.
+    pub fn update(&mut self, chunk: &[u8]) -> Result<(), String> {
+        self.size += chunk.len() as u64;
+        if self.size > self.object.size {
+            return Err(format!(
+                "object {}: more than the {} bytes its pointer names",
+                self.object.oid, self.object.size
+            ));
+        }
+        self.hasher.update(chunk);
+        Ok(())
+    }
+
+    /// Ends the check.
+    ///
+    /// Errors: the size or the sha256 differ from the object's.
+    pub fn finish(self) -> Result<(), String> {
+        let got = hex::encode(self.hasher.finalize());
+        if self.size != self.object.size || got != self.object.oid {
+            return Err(format!(
+                "object {}: the content does not match (got {} bytes with sha256 {got})",
+                self.object.oid, self.size
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Downloads `href` into `file`, hashing as it streams; checks size and sha256 against
 /// `object`.
 ///
@@ -239,21 +287,13 @@ pub async fn download_verified(
     let mut out = tokio::fs::File::create(file)
         .await
         .map_err(|e| format!("{}: {e}", file.display()))?;
-    let mut hasher = sha2::Sha256::new();
-    let mut size = 0u64;
+    let mut check = Checked::new(object);
     while let Some(chunk) = response
         .chunk()
         .await
         .map_err(|e| format!("object {}: {}", object.oid, without_url(&e)))?
     {
-        size += chunk.len() as u64;
-        if size > object.size {
-            return Err(format!(
-                "object {}: more than the {} bytes its pointer names",
-                object.oid, object.size
-            ));
-        }
-        hasher.update(&chunk);
+        check.update(&chunk)?;
         out.write_all(&chunk)
             .await
             .map_err(|e| format!("{}: {e}", file.display()))?;
@@ -261,14 +301,7 @@ pub async fn download_verified(
     out.flush()
         .await
         .map_err(|e| format!("{}: {e}", file.display()))?;
-    let got = hex::encode(hasher.finalize());
-    if size != object.size || got != object.oid {
-        return Err(format!(
-            "object {}: the content does not match (got {size} bytes with sha256 {got})",
-            object.oid
-        ));
-    }
-    Ok(())
+    check.finish()
 }
 
 /// A reqwest error's text without the URL it carries (which may hold a signed query).

@@ -47,8 +47,10 @@ impl BlobStore for DirStore {
         blocking(move || {
             let dir = dst.parent().unwrap_or(Path::new("/")).to_path_buf();
             std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            // The umask applied to 0666: a web server serving the folder can read it.
             let tmp = tempfile::Builder::new()
                 .prefix(".incoming-")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
                 .tempfile_in(&dir)
                 .map_err(io_err(&dir))?;
             std::fs::copy(&src, tmp.path()).map_err(io_err(&src))?;
