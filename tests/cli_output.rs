@@ -86,3 +86,58 @@ fn no_configuration_and_a_bad_root_say_what_to_do() {
         "a command-line problem names no file: {stderr}"
     );
 }
+
+#[test]
+fn sync_says_what_it_did_unless_quiet() {
+    let env = Env::new();
+    let home = env.home("says");
+    let root = env.path("root");
+    let (bare, _) = env.remote_and_clone("moving", "root/moving");
+    env.remote_and_clone("still", "root/still");
+    let root_arg = root.to_str().expect("utf8").to_string();
+    let out = env.gitsync(&home, &["sync", "--root", &root_arg]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "2 repositories: 2 up to date", "{stdout}");
+    let pushed = env.push_new_commit(&bare, "n.txt", "new\n");
+    let out = env.gitsync(&home, &["sync", "--root", &root_arg]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        stdout.contains(&format!("moving: fast-forwarded main to {}", &pushed[..7])),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("2 repositories: 1 up to date, 1 fast-forwarded"),
+        "{stdout}"
+    );
+    env.push_new_commit(&bare, "m.txt", "more\n");
+    let out = env.gitsync(&home, &["sync", "--quiet", "--root", &root_arg]);
+    assert!(out.status.success());
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn completions_go_to_standard_output() {
+    let env = Env::new();
+    let home = env.home("comp");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = env.gitsync(&home, &["completions", shell]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("gitsync") && text.contains("deploy"),
+            "{shell}: {text}"
+        );
+    }
+    assert_eq!(
+        env.gitsync(&home, &["completions", "nosuch"]).status.code(),
+        Some(2)
+    );
+}

@@ -69,6 +69,12 @@ pub enum Command {
     Partition(partition::Args),
     /// Check the set-up: config, git, repositories, hooks, backend, inotify, daemon, unit.
     Doctor(doctor::Args),
+    /// Print the completion script for SHELL to standard output
+    /// (`gitsync completions bash > ~/.local/share/bash-completion/completions/gitsync`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Write the man page or shell completions (for packaging).
     #[command(hide = true)]
     Generate(generate::Args),
@@ -133,7 +139,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(
         &cli.command,
-        Command::Status(_) | Command::Doctor(_) | Command::Generate(_)
+        Command::Status(_)
+            | Command::Doctor(_)
+            | Command::Generate(_)
+            | Command::Completions { .. }
     ) || matches!(&cli.command, Command::Webhooks(a) if matches!(a.action, webhooks::Action::Status { .. }))
         || matches!(&cli.command, Command::Deploy(a) if matches!(a.action, Some(deploy::Action::Status)))
     {
@@ -155,6 +164,11 @@ pub fn main() -> ExitCode {
         Command::Webhooks(args) => webhooks::run(&cli, args),
         Command::Deploy(args) => deploy::run(&cli, args),
         Command::Generate(args) => generate::run(args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "gitsync", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::FastForwardHelper(args) => Ok(fast_forward::run(args)),
     };
     match result {
