@@ -384,6 +384,36 @@ impl StateStore for LocalHub {
         let bytes = body.to_string().into_bytes();
         blocking(move || write_atomic(&path, &bytes)).await
     }
+
+    async fn forget(&self, host: &str, repo: Option<&str>) -> Result<usize, BackendError> {
+        let gone = |path: &Path| match std::fs::remove_file(path) {
+            Ok(()) => Ok(1),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(io_err(path)(e)),
+        };
+        match repo {
+            Some(repo) => gone(&self.state_path(host, repo)),
+            None => {
+                let dir = self.root.join("state").join(encode_name(host));
+                let mut count = 0;
+                if let Ok(entries) = std::fs::read_dir(&dir) {
+                    for entry in entries.flatten() {
+                        if entry.path().extension().is_some_and(|e| e == "json") {
+                            count += gone(&entry.path())?;
+                        }
+                    }
+                }
+                let _ = std::fs::remove_dir(&dir);
+                gone(
+                    &self
+                        .root
+                        .join("hosts")
+                        .join(format!("{}.json", encode_name(host))),
+                )?;
+                Ok(count)
+            }
+        }
+    }
 }
 
 #[async_trait]

@@ -67,6 +67,12 @@ pub trait StateStore: Send + Sync {
     async fn list(&self, host: Option<&str>) -> Result<Vec<RepoState>, BackendError>;
     /// Records that `host` is alive (start-up and heartbeat): `version` is gitsync's.
     async fn heartbeat(&self, host: &str, version: &str) -> Result<(), BackendError>;
+    /// Removes the record of (`host`, `repo`), or with `repo` `None` every record of `host`
+    /// and its heartbeat. Returns how many repository records were removed (0: none was
+    /// there).
+    ///
+    /// Errors: the store cannot be written, as a [`BackendError`].
+    async fn forget(&self, host: &str, repo: Option<&str>) -> Result<usize, BackendError>;
 }
 
 /// One received event and what to acknowledge once it is handled.

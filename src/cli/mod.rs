@@ -7,6 +7,7 @@ mod aws;
 mod deploy;
 mod doctor;
 mod fast_forward;
+mod forget;
 mod generate;
 mod hook;
 mod hooks;
@@ -50,6 +51,9 @@ pub enum Command {
     Stop,
     /// Do one full update (fetch, fast-forward, state) and exit: 0 when all succeeded.
     Sync(sync::Args),
+    /// Remove rows from the shared store: repositories (of this host, or `--host H`), or
+    /// every row of a host.
+    Forget(forget::Args),
     /// Write a commented configuration file.
     Init(init::Args),
     /// Install, remove or show the pre-push hook that tells the daemon about pushes.
@@ -154,6 +158,7 @@ pub fn main() -> ExitCode {
         Command::Stop => stop::run(),
         Command::Sync(args) => sync::run(&cli, args),
         Command::Init(args) => init::run(&cli, args),
+        Command::Forget(args) => forget::run(&cli, args),
         Command::Hooks(args) => hooks::run(&cli, args),
         Command::Hook(args) => Ok(hook::run(args)),
         Command::Aws(args) => aws::run(&cli, args),

@@ -161,6 +161,47 @@ impl StateStore for DynamoStore {
         Ok(out)
     }
 
+    async fn forget(&self, host: &str, repo: Option<&str>) -> Result<usize, BackendError> {
+        let repos: Vec<String> = match repo {
+            Some(repo) => vec![repo.to_string()],
+            None => {
+                let items: Vec<Item> = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("#h = :h")
+                    .expression_attribute_names("#h", "hostname")
+                    .expression_attribute_values(":h", AttributeValue::S(host.to_string()))
+                    .projection_expression("#r")
+                    .expression_attribute_names("#r", "repo")
+                    .into_paginator()
+                    .items()
+                    .send()
+                    .collect::<Result<Vec<_>, _>>()
+                    .await
+                    .map_err(|e| aws_error("Query", e))?;
+                items.iter().filter_map(|i| string(i, "repo")).collect()
+            }
+        };
+        let mut count = 0;
+        for repo in repos {
+            let deleted = self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .key("hostname", AttributeValue::S(host.to_string()))
+                .key("repo", AttributeValue::S(repo.clone()))
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+                .send()
+                .await
+                .map_err(|e| aws_error("DeleteItem", e))?;
+            if deleted.attributes().is_some() && repo != HOST_ITEM {
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
     async fn heartbeat(&self, host: &str, version: &str) -> Result<(), BackendError> {
         self.client
             .put_item()

@@ -1,0 +1,67 @@
+//! `gitsync forget`: remove rows from the shared store (a repository deleted or moved, a
+//! machine retired), on the local and the AWS backend.
+
+use std::process::ExitCode;
+
+use super::{Cli, CliError};
+
+/// Arguments of `gitsync forget`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Repository names (as `gitsync status` shows them) to forget; none with `--host`:
+    /// every row of that host.
+    pub repos: Vec<String>,
+    /// The host whose rows to forget [default: this machine's hostname].
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+}
+
+/// Removes the rows. Exit code 0 when done (a row that was not there is said so), 1 when
+/// the store cannot be written, 2 for usage.
+pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
+    let _guard = crate::logging::init_cli();
+    if args.repos.is_empty() && args.host.is_none() {
+        return Err(CliError::Usage(
+            "name the repositories to forget (`gitsync forget work/api`), or a host (`gitsync forget --host old-laptop`)"
+                .to_string(),
+        ));
+    }
+    let config = super::load_config(cli, None, false)?;
+    let host = args.host.clone().unwrap_or_else(|| config.hostname.clone());
+    let runtime = super::runtime()?;
+    runtime.block_on(async {
+        let backend = crate::backend::open(&config)
+            .await
+            .map_err(|e| CliError::Failed(format!("cannot open the store: {e}")))?;
+        if args.repos.is_empty() {
+            let n = backend
+                .store
+                .forget(&host, None)
+                .await
+                .map_err(|e| CliError::Failed(format!("cannot forget host {host}: {e}")))?;
+            println!(
+                "{host}: {n} row{} forgotten, and its heartbeat",
+                if n == 1 { "" } else { "s" }
+            );
+        } else {
+            for repo in &args.repos {
+                let n = backend
+                    .store
+                    .forget(&host, Some(repo))
+                    .await
+                    .map_err(|e| CliError::Failed(format!("cannot forget {repo}: {e}")))?;
+                if n == 0 {
+                    println!("{repo} ({host}): not in the store");
+                } else {
+                    println!("{repo} ({host}): forgotten");
+                }
+            }
+        }
+        if host == config.hostname && crate::daemon::pidfile::running(&config.home).is_some() {
+            println!(
+                "note: the daemon runs here; a repository it still syncs comes back at its next update"
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
