@@ -260,10 +260,12 @@ fn a_reader_never_sees_a_mixed_tree_across_50_ships() {
         let stop = stop.clone();
         let current = current.clone();
         std::thread::spawn(move || {
-            let (mut reads, mut mixed) = (0u64, Vec::new());
+            let (mut reads, mut mixed, mut missing) = (0u64, Vec::new(), 0u64);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                // Resolve the link once, as a reader that opens one release does.
+                // Resolve the link once, as a reader that opens one release does. A flip
+                // by unlink-then-link would leave moments with no `current` at all.
                 let Ok(release) = std::fs::canonicalize(&current) else {
+                    missing += 1;
                     continue;
                 };
                 let a = std::fs::read_to_string(release.join("pair/a.txt"));
@@ -275,7 +277,7 @@ fn a_reader_never_sees_a_mixed_tree_across_50_ships() {
                     }
                 }
             }
-            (reads, mixed)
+            (reads, mixed, missing)
         })
     };
     for i in 1..=50 {
@@ -291,8 +293,12 @@ fn a_reader_never_sees_a_mixed_tree_across_50_ships() {
         scene.ship();
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (reads, mixed) = reader.join().expect("reader");
+    let (reads, mixed, missing) = reader.join().expect("reader");
     assert!(reads > 100, "the reader read {reads} times");
+    assert_eq!(
+        missing, 0,
+        "`current` was missing {missing} times during the flips"
+    );
     assert!(mixed.is_empty(), "mixed trees seen: {mixed:?}");
     let releases = std::fs::read_dir(scene.target_dir("vm01").join("releases"))
         .expect("releases")

@@ -45,51 +45,45 @@ struct Row {
     queued: Option<usize>,
 }
 
+fn no_section() -> CliError {
+    CliError::Usage(
+        "the configuration has no `webhooks` section (see the README's Webhook mirrors)"
+            .to_string(),
+    )
+}
+
 fn load(
     cli: &Cli,
     runtime: &tokio::runtime::Runtime,
-    secrets: bool,
 ) -> Result<std::sync::Arc<Webhooks>, CliError> {
     let config = super::load_config(cli, None, false)?;
     runtime
-        .block_on(Webhooks::from_config(&config, secrets))
+        .block_on(Webhooks::from_config(&config))
         .map_err(CliError::Failed)?
-        .ok_or_else(|| {
-            CliError::Usage(
-                "the configuration has no `webhooks` section (see the README's Webhook mirrors)"
-                    .to_string(),
-            )
-        })
+        .ok_or_else(no_section)
 }
 
 /// Runs the action. Exit codes: 0 done, 1 failed (a run failed, the ping was refused), 2
 /// usage or configuration.
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let _guard = crate::logging::init_cli();
-    let runtime = super::runtime()?;
-    let secrets = !matches!(args.action, Action::Status { .. });
-    let hooks = load(cli, &runtime, secrets)?;
-    match &args.action {
-        Action::Status { json } => {
-            let rows: Vec<Row> = hooks
-                .mirrors
-                .values()
-                .map(|m| Row {
-                    mirror: m.spec.name.clone(),
-                    provider: m.spec.provider.clone(),
-                    state: hooks.state(&m.spec.name),
-                    queued: hooks.queue.depth(&m.spec.name),
-                })
-                .collect();
-            if *json {
-                let text = serde_json::to_string_pretty(&rows)
-                    .map_err(|e| CliError::Failed(e.to_string()))?;
-                println!("{text}");
-            } else {
-                print!("{}", table(&rows));
-            }
-            Ok(ExitCode::SUCCESS)
+    if let Action::Status { json } = &args.action {
+        // Saved states only: no secret is needed, and no queue is contacted.
+        let config = super::load_config(cli, None, false)?;
+        let rows = rows(&config).ok_or_else(no_section)?;
+        if *json {
+            let text =
+                serde_json::to_string_pretty(&rows).map_err(|e| CliError::Failed(e.to_string()))?;
+            println!("{text}");
+        } else {
+            print!("{}", table(&rows));
         }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = super::runtime()?;
+    let hooks = load(cli, &runtime)?;
+    match &args.action {
+        Action::Status { .. } => Ok(ExitCode::SUCCESS),
         Action::Test { name } => test(&hooks, name, &runtime),
         Action::Run { names } => {
             if let Some(unknown) = names.iter().find(|n| !hooks.mirrors.contains_key(*n)) {
@@ -136,9 +130,16 @@ fn row_line(name: &str, s: &MirrorState) -> String {
 
 /// The webhook mirrors' table for `gitsync status` (empty when none is configured).
 pub(super) fn status_section(config: &crate::config::Config) -> String {
-    let Some(section) = &config.webhooks else {
-        return String::new();
-    };
+    match rows(config) {
+        Some(rows) => format!("\nwebhook mirrors:\n{}", table(&rows)),
+        None => String::new(),
+    }
+}
+
+/// Each configured mirror with its saved state and (local queue) jobs waiting; `None`
+/// without a `webhooks` section.
+fn rows(config: &crate::config::Config) -> Option<Vec<Row>> {
+    let section = config.webhooks.as_ref()?;
     let dir = config.home.join("webhooks");
     let queue = crate::webhook::queue::LocalQueue::new(dir.join("queue"));
     let local = section.queue.as_deref() != Some("sqs");
@@ -153,7 +154,7 @@ pub(super) fn status_section(config: &crate::config::Config) -> String {
             queued: local.then(|| queue.depth(&m.name)),
         })
         .collect();
-    format!("\nwebhook mirrors:\n{}", table(&rows))
+    Some(rows)
 }
 
 fn table(rows: &[Row]) -> String {

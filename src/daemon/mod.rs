@@ -174,7 +174,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
     background.spawn(watchdog());
     // The webhook intake before the start-up update, so that a forge's webhook is answered
     // (and queued) however long that update takes.
-    if let Some(hooks) = crate::webhook::Webhooks::from_config(&config, true)
+    if let Some(hooks) = crate::webhook::Webhooks::from_config(&config)
         .await
         .map_err(DaemonError::Webhooks)?
     {

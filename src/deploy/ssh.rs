@@ -8,8 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-
 use crate::config::{DeploySsh, DeployTarget};
 
 /// How to reach one target.
@@ -120,34 +118,20 @@ impl Ssh {
             .args(self.options())
             .arg("--")
             .arg(&self.host)
-            .arg(script)
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command
-            .spawn()
-            .map_err(|e| (None, format!("cannot run ssh: {e}")))?;
-        if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
-            let bytes = bytes.to_vec();
-            tokio::spawn(async move {
-                let _ = stdin.write_all(&bytes).await;
-            });
-        }
-        let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-            Ok(Ok(o)) => o,
-            Ok(Err(e)) => return Err((None, format!("ssh: {e}"))),
-            Err(_) => {
-                return Err((
-                    None,
-                    format!("ssh to {} took longer than {timeout:?}", self.host),
-                ));
-            }
-        };
+            .arg(script);
+        let output =
+            match crate::git::ops::output_within(&mut command, input.map(<[u8]>::to_vec), timeout)
+                .await
+            {
+                Ok(Ok(o)) => o,
+                Ok(Err(e)) => return Err((None, format!("cannot run ssh: {e}"))),
+                Err(_) => {
+                    return Err((
+                        None,
+                        format!("ssh to {} took longer than {timeout:?}", self.host),
+                    ));
+                }
+            };
         if output.status.success() {
             Ok(String::from_utf8_lossy(&output.stdout).into_owned())
         } else {

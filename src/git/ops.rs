@@ -98,15 +98,7 @@ async fn run_inner(
         // an answer. ssh-agent (SSH_AUTH_SOCK) and credential helpers still work.
         .env("SSH_ASKPASS_REQUIRE", "never")
         .env_remove("SSH_ASKPASS")
-        .env_remove("DISPLAY")
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .env_remove("DISPLAY");
     // SAFETY: setsid(2) is async-signal-safe and touches no memory of this process; a
     // session of its own has no controlling terminal (and a Ctrl-C at the daemon's
     // terminal does not reach the child).
@@ -118,18 +110,7 @@ async fn run_inner(
         });
     }
     let name = args.first().copied().unwrap_or_default().to_string();
-    let mut child = command.spawn().map_err(|source| GitError::Spawn {
-        dir: dir.to_path_buf(),
-        source,
-    })?;
-    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
-        // Written while git runs; a git that exits early closes the pipe, which is its
-        // own error to report.
-        tokio::spawn(async move {
-            let _ = tokio::io::AsyncWriteExt::write_all(&mut stdin, &input).await;
-        });
-    }
-    let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+    let output = match output_within(&mut command, input, timeout).await {
         Ok(Ok(output)) => output,
         Ok(Err(source)) => {
             return Err(GitError::Spawn {
@@ -159,6 +140,37 @@ async fn run_inner(
             stderr,
         })
     }
+}
+
+/// Runs `command` with its output piped, writing `input` (if any) to its standard input
+/// while it runs, and waits at most `timeout`; a child still running then is killed.
+/// Returns `Err` when the time ran out, else the spawn's or the wait's result.
+pub(crate) async fn output_within(
+    command: &mut tokio::process::Command,
+    input: Option<Vec<u8>>,
+    timeout: Duration,
+) -> Result<std::io::Result<std::process::Output>, tokio::time::error::Elapsed> {
+    command
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => return Ok(Err(e)),
+    };
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        // Written while the child runs; one that exits early closes the pipe, which is
+        // its own error to report.
+        tokio::spawn(async move {
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut stdin, &input).await;
+        });
+    }
+    tokio::time::timeout(timeout, child.wait_with_output()).await
 }
 
 /// What is missing when git or ssh wanted to ask the user something, as a sentence with

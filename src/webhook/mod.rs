@@ -77,18 +77,10 @@ fn read_secret(
 }
 
 impl Mirror {
-    /// Resolves `spec`: reads its secrets from the environment or files; with
-    /// `secrets: false` (for `webhooks status`) a missing one is left empty.
+    /// Resolves `spec`: reads its secrets from the environment or files.
     ///
     /// Errors: a message naming the mirror and what is missing.
-    pub fn resolve(spec: &WebhookMirrorConfig, secrets: bool) -> Result<Mirror, String> {
-        let lenient = |r: Result<Option<Vec<u8>>, String>| {
-            if secrets {
-                r
-            } else {
-                Ok(r.unwrap_or_default())
-            }
-        };
+    pub fn resolve(spec: &WebhookMirrorConfig) -> Result<Mirror, String> {
         let name = &spec.name;
         let provider = verify::Provider::parse(
             &spec.provider,
@@ -96,19 +88,19 @@ impl Mirror {
             spec.signature_header.as_deref(),
         )
         .map_err(|e| format!("mirror {name}: {e}"))?;
-        let secret = lenient(read_secret(
+        let secret = read_secret(
             spec.secret_env.as_deref(),
             spec.secret_file.as_deref(),
             &format!("mirror {name}: webhook secret"),
-        ))?;
-        if secrets && provider.needs_secret() && secret.is_none() {
+        )?;
+        if provider.needs_secret() && secret.is_none() {
             return Err(format!("mirror {name}: no webhook secret configured"));
         }
-        let path_token = lenient(read_secret(
+        let path_token = read_secret(
             spec.path_token_env.as_deref(),
             None,
             &format!("mirror {name}: path token"),
-        ))?;
+        )?;
         let allow_from = spec
             .allow_from
             .iter()
@@ -120,7 +112,7 @@ impl Mirror {
         )
         .map_err(|e| format!("mirror {name}: {e}"))?;
         let token = |env: Option<&str>, what: &str| {
-            lenient(read_secret(env, None, &format!("mirror {name}: {what}")))
+            read_secret(env, None, &format!("mirror {name}: {what}"))
                 .map(|o| o.map(|b| String::from_utf8_lossy(&b).into_owned()))
         };
         let source_token = token(spec.source_token_env.as_deref(), "source token")?;
@@ -173,20 +165,17 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    /// Resolves the `webhooks` section of `config` (`secrets`: read now, so a missing one
-    /// is an error at start-up, not at the first webhook). `None` when there is no section.
+    /// Resolves the `webhooks` section of `config` (secrets read now, so a missing one is
+    /// an error at start-up, not at the first webhook). `None` when there is no section.
     ///
     /// Errors: a message naming the mirror and what is missing.
-    pub async fn from_config(
-        config: &Config,
-        secrets: bool,
-    ) -> Result<Option<Arc<Webhooks>>, String> {
+    pub async fn from_config(config: &Config) -> Result<Option<Arc<Webhooks>>, String> {
         let Some(section) = &config.webhooks else {
             return Ok(None);
         };
         let mut mirrors = BTreeMap::new();
         for spec in &section.mirrors {
-            mirrors.insert(spec.name.clone(), Mirror::resolve(spec, secrets)?);
+            mirrors.insert(spec.name.clone(), Mirror::resolve(spec)?);
         }
         let dir = config.home.join("webhooks");
         let queue = worker::Queue::open(section, &dir).await?;

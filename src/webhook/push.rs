@@ -306,10 +306,9 @@ async fn push(
         });
     }
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = match ops::run_with(cache, &argv, timeout, &remotes.target_env).await {
-        Ok(out) => out,
-        // Some refs rejected: git exits 1 but still prints the porcelain lines on stdout;
-        // run_with keeps only stderr, so ask which refs landed with ls-remote below.
+    match ops::run_with(cache, &argv, timeout, &remotes.target_env).await {
+        Ok(_) => {}
+        // Some refs rejected: git exits 1 (what landed is asked with ls-remote below).
         Err(GitError::Failed { stderr, .. }) => {
             if !stderr.contains("[rejected]")
                 && !stderr.contains("stale info")
@@ -324,11 +323,9 @@ async fn push(
                     &remotes.target_env,
                 ));
             }
-            String::new()
         }
         Err(e) => return Err(RunError::Target(e.to_string())),
-    };
-    let _ = out;
+    }
     // What the target has now decides, ref by ref, what landed.
     let after = remote_refs(cache, &remotes.target, &remotes.target_env, timeout)
         .await
