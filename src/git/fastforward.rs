@@ -769,9 +769,9 @@ impl Transaction {
         drop(index);
         drop(repo);
 
-        // 7. The journal, then the worktree.
-        let mut journal =
-            fs::File::create(f.journal()).map_err(|e| format!("cannot write the journal: {e}"))?;
+        // 7. The journal, then the worktree. The header is written aside and renamed into
+        // place, so a journal that exists always names its process and lock: a kill
+        // between creating it and writing it cannot leave one that `recover` cannot read.
         let header = format!(
             "gitsync fast-forward\npid {}\nlock {}\nbranch {}\nfrom {}\nto {}\n",
             std::process::id(),
@@ -780,9 +780,14 @@ impl Transaction {
             request.from,
             request.to
         );
-        journal
-            .write_all(header.as_bytes())
-            .and_then(|()| journal.sync_all())
+        let aside = staging.join("journal.new");
+        let journal = fs::File::create(&aside)
+            .and_then(|mut file| {
+                file.write_all(header.as_bytes())?;
+                file.sync_all()?;
+                fs::rename(&aside, f.journal())?;
+                Ok(file)
+            })
             .map_err(|e| format!("cannot write the journal: {e}"))?;
         self.journal = Some(journal);
 
