@@ -70,6 +70,56 @@ pub fn walk(root: &Path) -> Vec<Repo> {
     found
 }
 
+/// How deep under the root a new repository can appear for `configured` (the config's
+/// `repositories`; `None` discovers everything): `Some(None)` at any depth, `Some(Some(n))`
+/// at most `n` folders down, `None` nowhere (an explicit list without globs).
+pub fn depth_to_watch(configured: Option<&[String]>) -> Option<Option<usize>> {
+    let Some(entries) = configured else {
+        return Some(None);
+    };
+    let mut deepest: Option<Option<usize>> = None;
+    for entry in entries {
+        let entry = entry.trim_end_matches('/');
+        if !entry.contains(['*', '?', '[', '{']) {
+            continue;
+        }
+        let depth = if entry.contains("**") {
+            None
+        } else {
+            Some(entry.split('/').filter(|c| !c.is_empty()).count())
+        };
+        deepest = Some(match (deepest, depth) {
+            (None, d) => d,
+            (Some(None), _) | (_, None) => None,
+            (Some(Some(a)), Some(b)) => Some(a.max(b)),
+        });
+    }
+    deepest
+}
+
+/// The folders under `root` (the root included) that are not repositories and not inside
+/// one, at most `depth` levels down (`None`: any depth): where a new clone would appear.
+/// Returns at most `limit` folders, and whether there were more.
+pub fn folders(root: &Path, depth: Option<usize>, limit: usize) -> (Vec<PathBuf>, bool) {
+    let mut out = Vec::new();
+    let mut walker = ignore::WalkBuilder::new(root);
+    walker
+        .standard_filters(false)
+        .follow_links(false)
+        .max_depth(depth)
+        .filter_entry(|entry| {
+            let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
+            is_dir && entry.file_name() != ".git" && !is_repo(entry.path())
+        });
+    for entry in walker.build().flatten() {
+        if out.len() == limit {
+            return (out, true);
+        }
+        out.push(entry.into_path());
+    }
+    (out, false)
+}
+
 /// Resolves the configured `repositories` (or discovery when `None`) under `root`.
 ///
 /// Errors: [`PatternError`] for an invalid glob.
@@ -161,5 +211,23 @@ mod tests {
         )
         .expect("resolve");
         assert_eq!(twice.len(), 1, "{twice:?}");
+        // Where new clones can appear: not inside a repository.
+        let (mut dirs, more) = folders(dir.path(), None, 100);
+        dirs.sort();
+        let names: Vec<_> = dirs.iter().map(|d| relative_name(dir.path(), d)).collect();
+        assert_eq!(names, [".", "b", "d", "d/e"]);
+        assert!(!more);
+        assert_eq!(folders(dir.path(), Some(1), 100).0.len(), 3);
+        assert!(folders(dir.path(), None, 2).1);
+    }
+
+    #[test]
+    fn the_depth_to_watch_follows_the_patterns() {
+        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(depth_to_watch(None), Some(None));
+        assert_eq!(depth_to_watch(Some(&list(&["a", "b/c"]))), None);
+        assert_eq!(depth_to_watch(Some(&list(&["a", "work/*"]))), Some(Some(2)));
+        assert_eq!(depth_to_watch(Some(&list(&["*", "x/y/*"]))), Some(Some(3)));
+        assert_eq!(depth_to_watch(Some(&list(&["x/**"]))), Some(None));
     }
 }

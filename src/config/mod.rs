@@ -113,6 +113,13 @@ pub struct PullSettings {
     pub interval: Duration,
     /// Longest time one `git fetch` may take before it is killed.
     pub fetch_timeout: Duration,
+    /// Whether local branches that are not checked out are fast-forwarded too (by a
+    /// compare-and-swap ref update; the worktree is never touched).
+    pub other_branches: bool,
+    /// Time between two rescans of the root for repositories cloned or removed.
+    pub rescan: Duration,
+    /// Time between two heartbeats of this host.
+    pub heartbeat: Duration,
 }
 
 /// Where gitsync keeps its own files: `$HOME/.gitsync`.
@@ -402,6 +409,20 @@ fn validate(
     if fetch_timeout < Duration::from_secs(1) {
         push("pull.fetch_timeout", "must be at least 1s".to_string());
     }
+    let rescan = pull
+        .rescan
+        .map(|d| d.0)
+        .unwrap_or(Duration::from_secs(60));
+    if rescan < Duration::from_secs(1) {
+        push("pull.rescan", "must be at least 1s".to_string());
+    }
+    let heartbeat = pull
+        .heartbeat
+        .map(|d| d.0)
+        .unwrap_or(Duration::from_secs(60));
+    if heartbeat < Duration::from_secs(1) {
+        push("pull.heartbeat", "must be at least 1s".to_string());
+    }
 
     let mirrors = raw.mirrors.clone().unwrap_or_default();
     let mut names = std::collections::BTreeSet::new();
@@ -488,6 +509,9 @@ fn validate(
             fast_forward: pull.fast_forward.unwrap_or(true),
             interval,
             fetch_timeout,
+            other_branches: pull.other_branches.unwrap_or(true),
+            rescan,
+            heartbeat,
         },
         hooks_install: raw.hooks.and_then(|h| h.install).unwrap_or(true),
         partition: raw.partition,

@@ -392,6 +392,14 @@ pub struct RawPull {
     pub interval: Option<HumanDuration>,
     /// Longest time one `git fetch` may take, such as `2m` (default 2m).
     pub fetch_timeout: Option<HumanDuration>,
+    /// Fast-forward local branches that are not checked out (default true).
+    pub other_branches: Option<bool>,
+    /// Time between two rescans of the root for clones added or removed (default 1m;
+    /// the root's folders are watched too, so this is the fallback).
+    pub rescan: Option<HumanDuration>,
+    /// Time between two heartbeats of this host in the store (default 1m); a host silent
+    /// for more than 3 of its intervals is shown `offline`.
+    pub heartbeat: Option<HumanDuration>,
 }
 
 /// `hooks.*`.

@@ -13,6 +13,7 @@ pub mod landed;
 pub mod pidfile;
 pub mod pushes;
 pub mod registry;
+pub mod rescan;
 pub mod syncer;
 pub mod watcher;
 
@@ -266,6 +267,24 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
         }
     }
 
+    // Clones added or removed under the root are found by watching its folders, and by
+    // the periodic rescan.
+    let root_changed = Arc::new(tokio::sync::Notify::new());
+    let root_watcher = match rescan::RootWatcher::start(root_changed.clone()) {
+        Ok(w) => {
+            let w = Arc::new(w);
+            let (follow, root, list) = (w.clone(), config.root.clone(), config.repositories.clone());
+            let _ = tokio::task::spawn_blocking(move || follow.follow(&root, list.as_deref())).await;
+            Some(w)
+        }
+        Err(err) => {
+            tracing::warn!(%err, "cannot watch the root; new clones are found by the periodic rescan");
+            None
+        }
+    };
+    let mut next_rescan = tokio::time::Instant::now() + config.pull.rescan;
+    let mut next_heartbeat = tokio::time::Instant::now() + config.pull.heartbeat;
+
     let mut config = config;
     let mut lookup = Lookup::of(&registry.current());
     let mut tasks: JoinSet<()> = JoinSet::new();
@@ -276,12 +295,17 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
         let wake_at = next_due
             .map(tokio::time::Instant::from_std)
             .unwrap_or(next_full)
-            .min(next_full);
+            .min(next_full)
+            .min(next_rescan)
+            .min(next_heartbeat);
         let mut reload_now = false;
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => reload_now = true,
+            _ = root_changed.notified() => {
+                next_rescan = next_rescan.min(tokio::time::Instant::now() + rescan::SETTLE);
+            }
             _ = dirty.wake.notified() => {}
             _ = tokio::time::sleep_until(wake_at) => {}
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -293,13 +317,20 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
                     tracing::error!("configuration not reloaded; the old one stays in force: {err}")
                 }
                 Ok(fresh) => {
-                    let applied = apply(&config, &fresh, &registry, watcher.as_ref(), &dirty);
-                    if let Some(added) = applied {
-                        for repo in added {
-                            let syncer = syncer.clone();
-                            tasks.spawn(async move {
-                                syncer.sync(&repo, true).await;
-                            });
+                    warn_restart_settings(&config, &fresh);
+                    let lists = Lists {
+                        registry: &registry,
+                        watcher: watcher.as_ref(),
+                        dirty: &dirty,
+                        syncer: &syncer,
+                        publisher: &publisher,
+                        reflogs: &reflogs,
+                        host: &config.hostname,
+                    };
+                    if lists.resolve_and_apply(&fresh, "configuration", &mut tasks) {
+                        if let Some(w) = root_watcher.clone() {
+                            let (root, list) = (fresh.root.clone(), fresh.repositories.clone());
+                            tokio::task::spawn_blocking(move || w.follow(&root, list.as_deref()));
                         }
                         if fresh.pull.interval != config.pull.interval {
                             next_full = tokio::time::Instant::now() + jittered(fresh.pull.interval);
@@ -317,6 +348,33 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
             }
             notify(&[sd_notify::NotifyState::Ready]);
         }
+        if tokio::time::Instant::now() >= next_rescan {
+            next_rescan = tokio::time::Instant::now() + config.pull.rescan;
+            let lists = Lists {
+                registry: &registry,
+                watcher: watcher.as_ref(),
+                dirty: &dirty,
+                syncer: &syncer,
+                publisher: &publisher,
+                reflogs: &reflogs,
+                host: &config.hostname,
+            };
+            lists.resolve_and_apply(&config, "root", &mut tasks);
+            lookup = Lookup::of(&registry.current());
+            if let Some(w) = root_watcher.clone() {
+                let (root, list) = (config.root.clone(), config.repositories.clone());
+                let _ = tokio::task::spawn_blocking(move || w.follow(&root, list.as_deref())).await;
+            }
+        }
+        if tokio::time::Instant::now() >= next_heartbeat {
+            next_heartbeat = tokio::time::Instant::now() + config.pull.heartbeat;
+            let (store, host) = (backend.store.clone(), config.hostname.clone());
+            tasks.spawn(async move {
+                if let Err(err) = store.heartbeat(&host, version).await {
+                    tracing::debug!(%err, "cannot record heartbeat");
+                }
+            });
+        }
         if tokio::time::Instant::now() >= next_full {
             next_full = tokio::time::Instant::now() + jittered(config.pull.interval);
             syncer.set_watching(watcher.as_ref().is_some_and(RepoWatcher::is_complete));
@@ -324,10 +382,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
                 let running = full_running.clone();
                 let syncer = syncer.clone();
                 let repos = registry.current();
-                let store = backend.store.clone();
-                let host = config.hostname.clone();
                 tasks.spawn(async move {
-                    let _ = store.heartbeat(&host, version).await;
                     let outcomes = syncer.sync_all(&repos, true).await;
                     let failed = outcomes.iter().filter(|o| !o.ok).count();
                     tracing::info!(repos = repos.len(), failed, "periodic update done");
@@ -391,24 +446,9 @@ impl Lookup {
     }
 }
 
-/// Applies a reloaded configuration: the repository list (watched or dropped now, new ones
-/// get the hook when `hooks.install`) and `pull.interval`. Settings that need a restart
-/// (hostname, backend) are named in the log. Returns the repositories added, or `None`
-/// when the new list cannot be resolved (the old one stays).
-fn apply(
-    old: &Config,
-    fresh: &Config,
-    registry: &Registry,
-    watcher: Option<&RepoWatcher>,
-    dirty: &Dirty,
-) -> Option<Vec<Repo>> {
-    let repos = match discover::resolve(&fresh.root, fresh.repositories.as_deref()) {
-        Ok(repos) => repos,
-        Err(err) => {
-            tracing::error!(%err, "configuration not reloaded; the old one stays in force");
-            return None;
-        }
-    };
+/// Names in the log the settings of a reloaded configuration that need a restart
+/// (hostname, backend).
+fn warn_restart_settings(old: &Config, fresh: &Config) {
     for (what, changed) in [
         ("hostname", old.hostname != fresh.hostname),
         ("backend", old.backend != fresh.backend),
@@ -425,30 +465,68 @@ fn apply(
             );
         }
     }
-    let (added, removed) = registry.replace(repos);
-    for repo in &removed {
-        if let Some(watcher) = watcher {
-            watcher.remove(repo);
+}
+
+/// What changes when the repository list changes (a reload, or a clone added or removed
+/// under the root).
+struct Lists<'a> {
+    registry: &'a Registry,
+    watcher: Option<&'a RepoWatcher>,
+    dirty: &'a Arc<Dirty>,
+    syncer: &'a Arc<Syncer>,
+    publisher: &'a Arc<Publisher>,
+    reflogs: &'a Arc<landed::Reflogs>,
+    host: &'a str,
+}
+
+impl Lists<'_> {
+    /// Resolves `config`'s repository list and applies it: repositories added are watched,
+    /// get the hook (`hooks.install`) and are synced; those removed stop being watched and
+    /// their rows leave the store. `why` (`configuration` or `root`) goes to the log.
+    /// Returns false when the list cannot be resolved (the old one stays).
+    fn resolve_and_apply(&self, config: &Config, why: &str, tasks: &mut JoinSet<()>) -> bool {
+        let repos = match discover::resolve(&config.root, config.repositories.as_deref()) {
+            Ok(repos) => repos,
+            Err(err) => {
+                tracing::error!(%err, "repository list not changed; the old one stays in force");
+                return false;
+            }
+        };
+        let (added, removed) = self.registry.replace(repos);
+        for repo in removed {
+            if let Some(watcher) = self.watcher {
+                watcher.remove(&repo);
+            }
+            self.dirty.forget(&repo.name);
+            tracing::info!(repo = %repo.name, from = why, "repository gone; its row leaves the store");
+            let syncer = self.syncer.clone();
+            tasks.spawn(async move {
+                if let Err(err) = syncer.drop_repo(&repo.name).await {
+                    tracing::warn!(repo = %repo.name, %err, "cannot remove the row of a repository that is gone; `gitsync forget` removes it");
+                }
+            });
         }
-        dirty.forget(&repo.name);
-        tracing::info!(repo = %repo.name, "repository dropped from the configuration");
-    }
-    for repo in &added {
-        if let Some(watcher) = watcher {
-            watcher.add(repo);
+        for repo in &added {
+            self.syncer.adopt(&repo.name);
+            if let Some(watcher) = self.watcher {
+                watcher.add(repo);
+            }
+            tracing::info!(repo = %repo.name, from = why, "repository added");
         }
-        tracing::info!(repo = %repo.name, "repository added from the configuration");
+        if config.hooks_install && !added.is_empty() {
+            install_hooks(&added);
+        }
+        for repo in added {
+            let (syncer, publisher, reflogs) =
+                (self.syncer.clone(), self.publisher.clone(), self.reflogs.clone());
+            let host = self.host.to_string();
+            tasks.spawn(async move {
+                syncer.sync(&repo, true).await;
+                reflogs.publish_new(&repo, &publisher, &host).await;
+            });
+        }
+        true
     }
-    if fresh.hooks_install && !added.is_empty() {
-        install_hooks(&added);
-    }
-    tracing::info!(
-        repos = registry.current().len(),
-        added = added.len(),
-        removed = removed.len(),
-        "configuration reloaded"
-    );
-    Some(added)
 }
 
 /// Retries, with capped and jittered backoff (1 s doubling to 60 s), the states and

@@ -69,6 +69,9 @@ pub struct Syncer {
     unsent: std::sync::Mutex<HashMap<String, RepoState>>,
     /// Logs a store outage once.
     outage: Outage,
+    /// Repositories dropped from the list (deleted, moved away, or no longer configured):
+    /// a sync still queued for one publishes nothing.
+    dropped: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Syncer {
@@ -91,7 +94,40 @@ impl Syncer {
             watching: std::sync::atomic::AtomicBool::new(false),
             unsent: std::sync::Mutex::new(HashMap::new()),
             outage: Outage::new("state store"),
+            dropped: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    fn is_dropped(&self, repo: &str) -> bool {
+        self.dropped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(repo)
+    }
+
+    /// Forgets `repo` (dropped from the list): waits for a sync of it in flight, then
+    /// removes its row from the store; syncs queued for it afterwards publish nothing until
+    /// [`Syncer::adopt`]. Returns how many rows were removed.
+    ///
+    /// Errors: the store cannot be written, as a [`crate::backend::BackendError`].
+    pub async fn drop_repo(&self, repo: &str) -> Result<usize, crate::backend::BackendError> {
+        self.dropped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(repo.to_string());
+        let slot = self.slot(repo);
+        let mut last = slot.lock().await;
+        *last = None;
+        self.unsent().remove(repo);
+        self.store.forget(&self.host, Some(repo)).await
+    }
+
+    /// Takes `repo` back after [`Syncer::drop_repo`] (it appeared again).
+    pub fn adopt(&self, repo: &str) {
+        self.dropped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(repo);
     }
 
     /// Takes `states` (this host's records in the store, read at start-up) as what was
@@ -125,6 +161,10 @@ impl Syncer {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (name, state) in waiting {
+            if self.is_dropped(&name) {
+                self.unsent().remove(&name);
+                continue;
+            }
             let slot = self.slot(&name);
             let mut last = slot.lock().await;
             // A sync may have stored a newer state meanwhile.
@@ -262,7 +302,8 @@ impl Syncer {
             tracing::warn!(repo = %repo.name, error = current.error.as_deref().unwrap_or(""), "cannot read repository");
             ok = false;
         }
-        let changed = last.as_ref().is_none_or(|prev| !prev.same_as(&current));
+        let changed = last.as_ref().is_none_or(|prev| !prev.same_as(&current))
+            && !self.is_dropped(&repo.name);
         let mut published = false;
         if changed {
             match self.store.put(&current).await {

@@ -1,0 +1,103 @@
+//! A workspace that looks after itself (issue 12): clones found and dropped without a
+//! restart, host liveness, one hostname on two machines, bootstrap, and branches that are
+//! not checked out.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Env, wait_for_logged};
+
+fn repos_of(env: &Env, home: &Path, host: &str) -> Vec<String> {
+    let mut names: Vec<String> = env
+        .status(home, &[])
+        .iter()
+        .filter(|s| s["host"] == host)
+        .filter_map(|s| s["repo"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A daemon of `host-a` on `root` with the shared hub; the pull interval and the rescan are
+/// an hour, so only the root's watch can explain a repository found within seconds.
+fn daemon_on(env: &Env, root: &Path, extra: &str) -> (std::path::PathBuf, common::Daemon) {
+    let home = env.home("a");
+    env.config(
+        &home,
+        &format!(
+            "hostname: host-a\nroot: {}\nlocal:\n  path: {}\npull:\n  interval: 1h\n  rescan: 1h\n{extra}",
+            root.display(),
+            env.path("hub").display()
+        ),
+    );
+    let daemon = env.spawn(&home, &[]);
+    daemon.wait_log("ready", Duration::from_secs(30));
+    (home, daemon)
+}
+
+#[test]
+fn clones_appear_and_deleted_ones_leave_without_a_restart() {
+    let env = Env::new();
+    let root = env.path("root");
+    env.remote_and_clone("first", "root/first");
+    let (bare, _) = env.remote_and_clone("second", "elsewhere/second");
+    let (home, daemon) = daemon_on(&env, &root, "");
+    assert_eq!(repos_of(&env, &home, "host-a"), ["first"]);
+
+    let within = |what: &str, want: &[&str]| {
+        let start = Instant::now();
+        wait_for_logged(what, Duration::from_secs(5), &[&daemon], || {
+            (repos_of(&env, &home, "host-a") == want).then_some(())
+        });
+        start.elapsed()
+    };
+    let bare = bare.to_str().expect("utf8").to_string();
+    env.git(&root, &["clone", "-q", &bare, "newclone"]);
+    within("a clone to appear", &["first", "newclone"]);
+    // Deeper down, in folders that did not exist when the daemon started.
+    std::fs::create_dir_all(root.join("team/deep")).expect("mkdir");
+    env.git(&root.join("team/deep"), &["clone", "-q", &bare, "nested"]);
+    within(
+        "a nested clone to appear",
+        &["first", "newclone", "team/deep/nested"],
+    );
+    let row = env
+        .status(&home, &[])
+        .into_iter()
+        .find(|s| s["repo"] == "team/deep/nested")
+        .expect("row");
+    assert_eq!(row["state"], "up_to_date", "{row}");
+    assert_eq!(row["branch"], "main", "{row}");
+
+    std::fs::remove_dir_all(root.join("newclone")).expect("rm");
+    within("a deleted clone to leave", &["first", "team/deep/nested"]);
+    std::fs::rename(root.join("team/deep/nested"), root.join("moved")).expect("mv");
+    within("a moved clone to follow", &["first", "moved"]);
+    // The hook went into the new clone, as into the others.
+    assert!(
+        root.join("moved/.git/hooks/pre-push").exists(),
+        "no hook in a found clone"
+    );
+    let log = daemon.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn only_clones_matching_the_patterns_are_picked_up() {
+    let env = Env::new();
+    let root = env.path("root");
+    let (bare, _) = env.remote_and_clone("r", "elsewhere/r");
+    std::fs::create_dir_all(root.join("work")).expect("mkdir");
+    std::fs::create_dir_all(root.join("other")).expect("mkdir");
+    let (home, daemon) = daemon_on(&env, &root, "repositories: [\"work/*\"]\n");
+    let bare = bare.to_str().expect("utf8").to_string();
+    env.git(&root.join("other"), &["clone", "-q", &bare, "skipped"]);
+    env.git(&root.join("work"), &["clone", "-q", &bare, "taken"]);
+    wait_for_logged("work/taken", Duration::from_secs(5), &[&daemon], || {
+        (repos_of(&env, &home, "host-a") == ["work/taken"]).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(repos_of(&env, &home, "host-a"), ["work/taken"]);
+}
