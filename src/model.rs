@@ -167,6 +167,44 @@ impl RepoState {
     }
 }
 
+/// One host's liveness record, written by its daemon at start-up and every
+/// `pull.heartbeat`; one per host in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// The host's name in the store (the config's `hostname`).
+    pub host: String,
+    /// gitsync's version on that host.
+    pub version: String,
+    /// Which machine (and user) publishes under this name: 16 hex digits derived from
+    /// `/etc/machine-id` and an id generated in `~/.gitsync/machine-id`.
+    #[serde(default)]
+    pub machine_id: Option<String>,
+    /// That machine for people: `user@nodename`.
+    #[serde(default)]
+    pub machine: Option<String>,
+    /// When the daemon started, UTC.
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// The last heartbeat, UTC.
+    pub last_seen: DateTime<Utc>,
+    /// The host's heartbeat interval, in seconds (default 60).
+    #[serde(default)]
+    pub heartbeat_secs: Option<u64>,
+    /// When the host last read every repository (its last full update ended), UTC.
+    #[serde(default)]
+    pub checked_at: Option<DateTime<Utc>>,
+}
+
+impl HostRecord {
+    /// How long the host has been silent at `now` when that is more than 3 heartbeat
+    /// intervals (it is `offline`); `None` while it is alive.
+    pub fn offline_for(&self, now: DateTime<Utc>) -> Option<std::time::Duration> {
+        let silent = (now - self.last_seen).to_std().ok()?;
+        let window = std::time::Duration::from_secs(3 * self.heartbeat_secs.unwrap_or(60).max(1));
+        (silent > window).then_some(silent)
+    }
+}
+
 /// A push that landed on a remote, announced to the other machines.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushEvent {

@@ -101,3 +101,85 @@ fn only_clones_matching_the_patterns_are_picked_up() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(repos_of(&env, &home, "host-a"), ["work/taken"]);
 }
+
+#[test]
+fn a_killed_host_shows_offline_after_its_heartbeat_window() {
+    let env = Env::new();
+    let root = env.path("root");
+    env.remote_and_clone("r", "root/r");
+    let (home, mut daemon) = daemon_on(&env, &root, "  heartbeat: 1s\n");
+    let host_state = |env: &Env| {
+        env.status(&home, &[])
+            .iter()
+            .find(|s| s["repo"] == "r")
+            .map(|s| s["host_state"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(host_state(&env).as_deref(), Some("online"));
+    let table = env.gitsync(&home, &["status"]);
+    let text = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(text.contains("host host-a: online"), "{text}");
+    assert!(text.contains("CHECKED"), "{text}");
+    daemon.child.kill().expect("SIGKILL");
+    let _ = daemon.child.wait();
+    let start = Instant::now();
+    common::wait_for("offline", Duration::from_secs(10), || {
+        (host_state(&env).as_deref() == Some("offline")).then_some(())
+    });
+    assert!(
+        start.elapsed() < Duration::from_secs(6),
+        "offline only after {:?}",
+        start.elapsed()
+    );
+    let text = String::from_utf8_lossy(&env.gitsync(&home, &["status"]).stdout).to_string();
+    assert!(text.contains("host host-a: offline for"), "{text}");
+    assert!(text.contains("host-a (offline)"), "{text}");
+    // A restarted daemon is online again.
+    let daemon = env.spawn(&home, &[]);
+    daemon.wait_log("ready", Duration::from_secs(30));
+    assert_eq!(host_state(&env).as_deref(), Some("online"));
+}
+
+#[test]
+fn a_second_machine_with_the_same_hostname_is_refused() {
+    let env = Env::new();
+    let root = env.path("root");
+    env.remote_and_clone("r", "root/r");
+    let (_home, daemon) = daemon_on(&env, &root, "");
+    // Another HOME is another machine id; its config names the same host.
+    let other = env.home("copy");
+    let other_root = env.path("root-copy");
+    env.remote_and_clone("r", "root-copy/r");
+    env.write(&other_root.join("r"), "a.txt", "dirty on the copy\n");
+    env.config(
+        &other,
+        &format!(
+            "hostname: host-a\nroot: {}\nlocal:\n  path: {}\n",
+            other_root.display(),
+            env.path("hub").display()
+        ),
+    );
+    let mut copy = env.spawn(&other, &[]);
+    let status = common::wait_for("the copy to exit", Duration::from_secs(30), || {
+        copy.child.try_wait().ok().flatten()
+    });
+    let log = copy.log_text();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("in use by another machine"), "{log}");
+    let sync = env.gitsync(&other, &["sync"]);
+    let err = String::from_utf8_lossy(&sync.stderr).to_string();
+    assert!(
+        !sync.status.success() && err.contains("in use by another machine"),
+        "{err}"
+    );
+    let doctor = env.gitsync(&other, &["doctor"]);
+    let out = String::from_utf8_lossy(&doctor.stdout).to_string();
+    assert!(out.contains("fail hostname host-a"), "{out}");
+    // host-a's row still says what host-a has: clean.
+    let row = env
+        .status(&other, &[])
+        .into_iter()
+        .find(|s| s["repo"] == "r")
+        .expect("row");
+    assert_eq!(row["unstaged"], 0, "the copy overwrote the row: {row}");
+    drop(daemon);
+}

@@ -17,11 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
 use notify::Watcher;
 
 use super::{BackendError, Delivery, EventBus, StateStore};
-use crate::model::{PushEvent, RepoState};
+use crate::model::{HostRecord, PushEvent, RepoState};
 
 /// A hub folder opened for one host.
 pub struct LocalHub {
@@ -99,6 +98,12 @@ impl LocalHub {
             offsets: Mutex::new(std::collections::HashMap::new()),
             warned: Mutex::new(std::collections::HashSet::new()),
         })
+    }
+
+    fn host_path(&self, host: &str) -> PathBuf {
+        self.root
+            .join("hosts")
+            .join(format!("{}.json", encode_name(host)))
     }
 
     fn state_path(&self, host: &str, repo: &str) -> PathBuf {
@@ -375,14 +380,45 @@ impl StateStore for LocalHub {
         .await
     }
 
-    async fn heartbeat(&self, host: &str, version: &str) -> Result<(), BackendError> {
-        let path = self
-            .root
-            .join("hosts")
-            .join(format!("{}.json", encode_name(host)));
-        let body = serde_json::json!({"host": host, "version": version, "last_seen": Utc::now()});
-        let bytes = body.to_string().into_bytes();
+    async fn heartbeat(&self, record: &HostRecord) -> Result<(), BackendError> {
+        let path = self.host_path(&record.host);
+        let bytes = serde_json::to_vec(record).map_err(|e| BackendError::Malformed {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         blocking(move || write_atomic(&path, &bytes)).await
+    }
+
+    async fn hosts(&self, host: Option<&str>) -> Result<Vec<HostRecord>, BackendError> {
+        let files: Vec<PathBuf> = match host {
+            Some(host) => vec![self.host_path(host)],
+            None => std::fs::read_dir(self.root.join("hosts"))
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        blocking(move || {
+            let mut out = Vec::new();
+            for path in files {
+                let bytes = match std::fs::read(&path) {
+                    Ok(bytes) => bytes,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_err(&path)(e)),
+                };
+                match serde_json::from_slice::<HostRecord>(&bytes) {
+                    Ok(record) => out.push(record),
+                    Err(err) => tracing::warn!(path = %path.display(), %err, "malformed host record skipped"),
+                }
+            }
+            out.sort_by(|a, b| a.host.cmp(&b.host));
+            Ok(out)
+        })
+        .await
     }
 
     async fn forget(&self, host: &str, repo: Option<&str>) -> Result<usize, BackendError> {
@@ -404,12 +440,7 @@ impl StateStore for LocalHub {
                     }
                 }
                 let _ = std::fs::remove_dir(&dir);
-                gone(
-                    &self
-                        .root
-                        .join("hosts")
-                        .join(format!("{}.json", encode_name(host))),
-                )?;
+                gone(&self.host_path(host))?;
                 Ok(count)
             }
         }
@@ -511,6 +542,7 @@ mod tests {
     }
 
     use super::*;
+    use chrono::Utc;
 
     fn event(host: &str, new: &str) -> PushEvent {
         PushEvent {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::config::{BackendKind, Config};
-use crate::model::{PushEvent, RepoState};
+use crate::model::{HostRecord, PushEvent, RepoState};
 
 /// A backend failure. Every variant is recoverable: the daemon logs it and carries on.
 #[derive(Debug, thiserror::Error)]
@@ -65,8 +65,13 @@ pub trait StateStore: Send + Sync {
     /// Lists every record, or only those of `host`. Malformed records are skipped and
     /// logged, never fatal.
     async fn list(&self, host: Option<&str>) -> Result<Vec<RepoState>, BackendError>;
-    /// Records that `host` is alive (start-up and heartbeat): `version` is gitsync's.
-    async fn heartbeat(&self, host: &str, version: &str) -> Result<(), BackendError>;
+    /// Records that `record.host` is alive (start-up and heartbeat), replacing its record.
+    async fn heartbeat(&self, record: &HostRecord) -> Result<(), BackendError>;
+    /// The hosts' liveness records, or only `host`'s, sorted by host. Malformed records are
+    /// skipped and logged.
+    ///
+    /// Errors: the store cannot be read, as a [`BackendError`].
+    async fn hosts(&self, host: Option<&str>) -> Result<Vec<HostRecord>, BackendError>;
     /// Removes the record of (`host`, `repo`), or with `repo` `None` every record of `host`
     /// and its heartbeat. Returns how many repository records were removed (0: none was
     /// there).

@@ -164,6 +164,7 @@ async fn check_backend(report: &mut Report, config: &Config) {
             return;
         }
     }
+    check_hostname(report, config, backend.store.as_ref()).await;
     if let (BackendKind::Aws, Some(aws)) = (config.backend, config.aws.as_ref()) {
         let names = crate::backend::aws::Names::of(aws, &config.hostname);
         let sdk = crate::backend::aws::sdk_config(aws).await;
@@ -178,6 +179,41 @@ async fn check_backend(report: &mut Report, config: &Config) {
                 ),
             }
         }
+    }
+}
+
+/// Whether another live machine publishes under this hostname.
+async fn check_hostname(
+    report: &mut Report,
+    config: &Config,
+    store: &dyn crate::backend::StateStore,
+) {
+    let what = format!("hostname {}", config.hostname);
+    let me = crate::daemon::identity::me(&config.home);
+    match store.hosts(Some(&config.hostname)).await {
+        Err(err) => report.line(
+            Level::Warn,
+            &what,
+            &format!("cannot read the host record: {err}"),
+            None,
+        ),
+        Ok(records) => match records
+            .iter()
+            .find_map(|r| crate::daemon::identity::conflict(&me, r, chrono::Utc::now()))
+        {
+            Some(taken) => report.line(
+                Level::Fail,
+                &what,
+                &taken,
+                Some("set `hostname:` in this machine's config to a name no other machine uses"),
+            ),
+            None => report.line(
+                Level::Ok,
+                &what,
+                &format!("used by this machine only ({}, id {})", me.machine, me.id),
+                None,
+            ),
+        },
     }
 }
 
@@ -239,21 +275,8 @@ fn is_enabled(args: &[&str]) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "enabled")
 }
 
-/// This user's name: `$USER`, else the password database's entry for the real uid.
-fn user_name() -> Option<String> {
-    std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .or_else(|| {
-            nix::unistd::User::from_uid(nix::unistd::getuid())
-                .ok()
-                .flatten()
-                .map(|u| u.name)
-        })
-}
-
 fn check_unit(report: &mut Report) {
-    let user = user_name();
+    let user = crate::daemon::identity::user_name();
     let system_unit = format!("gitsync@{}.service", user.as_deref().unwrap_or("USER"));
     if Command::new("systemctl").arg("--version").output().is_err() {
         report.line(Level::Warn, "systemd unit", "systemctl not found", None);

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 
 use super::{Cli, CliError};
-use crate::model::RepoState;
+use crate::model::{HostRecord, RepoState};
 
 /// Arguments of `gitsync status`.
 #[derive(Debug, clap::Args)]
@@ -18,52 +18,179 @@ pub struct Args {
     pub host: Option<String>,
 }
 
+/// What `status` shows, read from the store.
+struct Seen {
+    states: Vec<RepoState>,
+    hosts: Vec<HostRecord>,
+    /// Every host the store knows (for an unknown `--host`).
+    known: Vec<String>,
+}
+
 /// Prints the states. Exit code 1 when the backend cannot be read.
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let _guard = crate::logging::init_cli();
     let config = super::load_config(cli, None, false)?;
     let runtime = super::runtime()?;
-    let (states, hosts) = runtime
+    let Seen {
+        states,
+        hosts,
+        known,
+    } = runtime
         .block_on(async {
             let backend = crate::backend::open(&config).await?;
-            let states = backend.store.list(args.host.as_deref()).await?;
-            // An unknown --host is named with the hosts that are known.
-            let hosts: Vec<String> = if args.host.is_some() && states.is_empty() {
-                let mut all: Vec<String> = backend
-                    .store
-                    .list(None)
-                    .await?
-                    .into_iter()
-                    .map(|s| s.host)
-                    .collect();
-                all.sort();
-                all.dedup();
-                all
-            } else {
-                Vec::new()
+            let all = backend.store.list(None).await?;
+            let hosts = match backend.store.hosts(None).await {
+                Ok(hosts) => hosts,
+                Err(err) => {
+                    tracing::debug!(%err, "cannot read host records");
+                    Vec::new()
+                }
             };
-            Ok::<_, crate::backend::BackendError>((states, hosts))
+            let mut known: Vec<String> = all
+                .iter()
+                .map(|s| s.host.clone())
+                .chain(hosts.iter().map(|h| h.host.clone()))
+                .collect();
+            known.sort();
+            known.dedup();
+            Ok::<_, crate::backend::BackendError>(Seen {
+                states: all,
+                hosts,
+                known,
+            })
         })
         .map_err(|e| CliError::Failed(format!("cannot read states: {e}")))?;
     if let Some(host) = &args.host
-        && states.is_empty()
+        && !known.contains(host)
     {
-        return Err(CliError::Usage(if hosts.is_empty() {
+        return Err(CliError::Usage(if known.is_empty() {
             format!("no host {host:?}: the store has no host yet (is `gitsync run` running?)")
         } else {
-            format!("no host {host:?}; the store knows: {}", hosts.join(", "))
+            format!("no host {host:?}; the store knows: {}", known.join(", "))
         }));
     }
+    let now = Utc::now();
+    let missing = missing_here(&states, &config.hostname, &config.root);
+    let shown = |host: &str| args.host.as_deref().is_none_or(|h| h == host);
+    let states: Vec<RepoState> = states.into_iter().filter(|s| shown(&s.host)).collect();
+    let hosts: Vec<HostRecord> = hosts.into_iter().filter(|h| shown(&h.host)).collect();
     if args.json {
+        let records: Vec<serde_json::Value> = states
+            .iter()
+            .map(|s| with_liveness(s, hosts.iter().find(|h| h.host == s.host), now))
+            .collect();
         let text =
-            serde_json::to_string_pretty(&states).map_err(|e| CliError::Failed(e.to_string()))?;
+            serde_json::to_string_pretty(&records).map_err(|e| CliError::Failed(e.to_string()))?;
         println!("{text}");
     } else {
-        println!("{}", daemon_line(&config.home, Utc::now()));
-        print!("{}", table(&states, config.timezone, Utc::now()));
+        println!("{}", daemon_line(&config.home, now));
+        print!("{}", hosts_lines(&hosts, config.timezone, now));
+        let missing = if shown(&config.hostname) {
+            missing
+        } else {
+            Vec::new()
+        };
+        print!(
+            "{}",
+            table(
+                &states,
+                &Liveness {
+                    hosts: &hosts,
+                    missing: &missing,
+                    here: &config.hostname
+                },
+                config.timezone,
+                now
+            )
+        );
         print!("{}", super::webhooks::status_section(&config));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A repository another host reports and this one (`here`) neither reports nor has under
+/// `root`: (repo, the hosts that have it).
+fn missing_here(
+    states: &[RepoState],
+    here: &str,
+    root: &std::path::Path,
+) -> Vec<(String, Vec<String>)> {
+    let mine: std::collections::HashSet<&str> = states
+        .iter()
+        .filter(|s| s.host == here)
+        .map(|s| s.repo.as_str())
+        .collect();
+    let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for s in states.iter().filter(|s| s.host != here) {
+        if mine.contains(s.repo.as_str()) || s.repo == "." || root.join(&s.repo).exists() {
+            continue;
+        }
+        out.entry(s.repo.clone()).or_default().push(s.host.clone());
+    }
+    out.into_iter().collect()
+}
+
+/// A state record for `--json`, with its host's liveness beside its own keys:
+/// `checked_at` (the later of the state's `updated_at` and the host's last full read) and
+/// `host_state` (`online`, `offline` or `unknown`), and `host_offline_secs` when offline.
+fn with_liveness(
+    s: &RepoState,
+    host: Option<&HostRecord>,
+    now: DateTime<Utc>,
+) -> serde_json::Value {
+    let mut value = serde_json::to_value(s).unwrap_or(serde_json::Value::Null);
+    if let serde_json::Value::Object(map) = &mut value {
+        map.insert(
+            "checked_at".to_string(),
+            serde_json::json!(
+                checked(s, host).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            ),
+        );
+        let (word, offline) = match host.map(|h| h.offline_for(now)) {
+            None => ("unknown", None),
+            Some(None) => ("online", None),
+            Some(Some(d)) => ("offline", Some(d.as_secs())),
+        };
+        map.insert("host_state".to_string(), serde_json::json!(word));
+        if let Some(secs) = offline {
+            map.insert("host_offline_secs".to_string(), serde_json::json!(secs));
+        }
+    }
+    value
+}
+
+/// When the repository was last read: its own `updated_at`, or its host's last full
+/// update when that is later.
+fn checked(s: &RepoState, host: Option<&HostRecord>) -> DateTime<Utc> {
+    host.and_then(|h| h.checked_at)
+        .map_or(s.updated_at, |c| c.max(s.updated_at))
+}
+
+/// One line per host: online (heartbeat age) or offline (for how long).
+fn hosts_lines(hosts: &[HostRecord], tz: chrono_tz::Tz, now: DateTime<Utc>) -> String {
+    let mut out = String::new();
+    for h in hosts {
+        let machine = h
+            .machine
+            .as_deref()
+            .map(|m| format!(", {m}"))
+            .unwrap_or_default();
+        match h.offline_for(now) {
+            None => out.push_str(&format!(
+                "host {}: online, heartbeat {} ago, gitsync {}{machine}\n",
+                h.host,
+                age(h.last_seen, now),
+                h.version
+            )),
+            Some(silent) => out.push_str(&format!(
+                "host {}: offline for {} (last heartbeat {}){machine}\n",
+                h.host,
+                humantime::format_duration(std::time::Duration::from_secs(silent.as_secs())),
+                h.last_seen.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z")
+            )),
+        }
+    }
+    out
 }
 
 /// Whether the daemon runs here: pid, version and uptime.
@@ -125,8 +252,25 @@ fn age(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
-/// Renders the states as an aligned table, times in `tz`.
-pub fn table(states: &[RepoState], tz: chrono_tz::Tz, now: DateTime<Utc>) -> String {
+/// What the table adds to the states: the hosts' records, and the repositories missing
+/// on this host (`here`).
+pub struct Liveness<'a> {
+    /// Every host's record.
+    pub hosts: &'a [HostRecord],
+    /// (repo, the hosts that have it), for repositories this host lacks.
+    pub missing: &'a [(String, Vec<String>)],
+    /// This host's name.
+    pub here: &'a str,
+}
+
+/// Renders the states as an aligned table, times in `tz`: UPDATED is when the state
+/// changed, CHECKED when the repository was last read; a host that is offline is marked.
+pub fn table(
+    states: &[RepoState],
+    live: &Liveness<'_>,
+    tz: chrono_tz::Tz,
+    now: DateTime<Utc>,
+) -> String {
     let header = [
         "HOST",
         "REPO",
@@ -135,13 +279,19 @@ pub fn table(states: &[RepoState], tz: chrono_tz::Tz, now: DateTime<Utc>) -> Str
         "AHEAD/BEHIND",
         "DIRTY",
         "UPDATED",
+        "CHECKED",
         "NOTE",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for s in states {
         let updated = s.updated_at.with_timezone(&tz);
+        let host = live.hosts.iter().find(|h| h.host == s.host);
+        let host_cell = match host.and_then(|h| h.offline_for(now)) {
+            Some(_) => format!("{} (offline)", s.host),
+            None => s.host.clone(),
+        };
         rows.push(vec![
-            s.host.clone(),
+            host_cell,
             s.repo.clone(),
             s.branch.clone().unwrap_or_else(|| "(detached)".to_string()),
             s.state.as_str().to_string(),
@@ -156,7 +306,21 @@ pub fn table(states: &[RepoState], tz: chrono_tz::Tz, now: DateTime<Utc>) -> Str
                 updated.format("%Y-%m-%d %H:%M %Z"),
                 age(s.updated_at, now)
             ),
+            format!("{} ago", age(checked(s, host), now)),
             note(s),
+        ]);
+    }
+    for (repo, on) in live.missing {
+        rows.push(vec![
+            live.here.to_string(),
+            repo.clone(),
+            "-".to_string(),
+            "missing here".to_string(),
+            "-".to_string(),
+            String::new(),
+            "-".to_string(),
+            "-".to_string(),
+            format!("on {}; `gitsync bootstrap` clones it", on.join(", ")),
         ]);
     }
     let widths: Vec<usize> = (0..header.len())
@@ -175,7 +339,7 @@ pub fn table(states: &[RepoState], tz: chrono_tz::Tz, now: DateTime<Utc>) -> Str
         out.push_str(line.trim_end());
         out.push('\n');
     }
-    if states.is_empty() {
+    if states.is_empty() && live.missing.is_empty() {
         out.push_str("(no repositories reported yet: is `gitsync run` running?)\n");
     }
     out

@@ -91,6 +91,15 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         let setup = crate::daemon::setup(&config)
             .await
             .map_err(|e| CliError::Failed(e.to_string()))?;
+        // Another live machine under this hostname: publishing would overwrite its rows.
+        let me = crate::daemon::identity::me(&config.home);
+        if let Ok(records) = setup.backend.store.hosts(Some(&config.hostname)).await
+            && let Some(taken) = records
+                .iter()
+                .find_map(|r| crate::daemon::identity::conflict(&me, r, chrono::Utc::now()))
+        {
+            return Err(CliError::Failed(taken));
+        }
         let outcomes = setup.syncer.sync_all(&setup.repos, true).await;
         if outcomes.is_empty() {
             eprintln!(

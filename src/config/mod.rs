@@ -409,10 +409,7 @@ fn validate(
     if fetch_timeout < Duration::from_secs(1) {
         push("pull.fetch_timeout", "must be at least 1s".to_string());
     }
-    let rescan = pull
-        .rescan
-        .map(|d| d.0)
-        .unwrap_or(Duration::from_secs(60));
+    let rescan = pull.rescan.map(|d| d.0).unwrap_or(Duration::from_secs(60));
     if rescan < Duration::from_secs(1) {
         push("pull.rescan", "must be at least 1s".to_string());
     }

@@ -9,6 +9,7 @@
 
 pub mod events;
 pub mod handoff;
+pub mod identity;
 pub mod landed;
 pub mod pidfile;
 pub mod pushes;
@@ -52,6 +53,9 @@ pub enum DaemonError {
     /// The webhook intake or its queue cannot start (address taken, secret missing, ...).
     #[error("webhook mirrors: {0}")]
     Webhooks(String),
+    /// Another live machine publishes under this hostname.
+    #[error("{0}")]
+    HostTaken(String),
 }
 
 /// How long a graceful stop waits for work in flight.
@@ -143,8 +147,23 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
         dirty,
         backend,
     } = setup(&config).await?;
-    let version = env!("CARGO_PKG_VERSION");
-    if let Err(err) = backend.store.heartbeat(&config.hostname, version).await {
+    let beats = Arc::new(Heartbeat {
+        me: identity::me(&config.home),
+        host: config.hostname.clone(),
+        started_at: chrono::Utc::now(),
+        every: config.pull.heartbeat,
+        checked: std::sync::Mutex::new(None),
+        store: backend.store.clone(),
+        syncer: syncer.clone(),
+    });
+    if let Ok(records) = backend.store.hosts(Some(&config.hostname)).await
+        && let Some(taken) = records
+            .iter()
+            .find_map(|r| identity::conflict(&beats.me, r, chrono::Utc::now()))
+    {
+        return Err(DaemonError::HostTaken(taken));
+    }
+    if let Err(err) = backend.store.heartbeat(&beats.record()).await {
         tracing::warn!(%err, "cannot record heartbeat; syncing with git meanwhile");
     } else {
         match backend.store.list(Some(&config.hostname)).await {
@@ -225,6 +244,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
     let outcomes = syncer.sync_all(&repos, true).await;
     syncer.set_watching(watcher.as_ref().is_some_and(RepoWatcher::is_complete));
     let failed = outcomes.iter().filter(|o| !o.ok).count();
+    beats.checked_now();
     tracing::info!(
         repos = repos.len(),
         failed,
@@ -273,8 +293,10 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
     let root_watcher = match rescan::RootWatcher::start(root_changed.clone()) {
         Ok(w) => {
             let w = Arc::new(w);
-            let (follow, root, list) = (w.clone(), config.root.clone(), config.repositories.clone());
-            let _ = tokio::task::spawn_blocking(move || follow.follow(&root, list.as_deref())).await;
+            let (follow, root, list) =
+                (w.clone(), config.root.clone(), config.repositories.clone());
+            let _ =
+                tokio::task::spawn_blocking(move || follow.follow(&root, list.as_deref())).await;
             Some(w)
         }
         Err(err) => {
@@ -368,12 +390,8 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
         }
         if tokio::time::Instant::now() >= next_heartbeat {
             next_heartbeat = tokio::time::Instant::now() + config.pull.heartbeat;
-            let (store, host) = (backend.store.clone(), config.hostname.clone());
-            tasks.spawn(async move {
-                if let Err(err) = store.heartbeat(&host, version).await {
-                    tracing::debug!(%err, "cannot record heartbeat");
-                }
-            });
+            let beats = beats.clone();
+            tasks.spawn(async move { beats.beat().await });
         }
         if tokio::time::Instant::now() >= next_full {
             next_full = tokio::time::Instant::now() + jittered(config.pull.interval);
@@ -382,8 +400,10 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
                 let running = full_running.clone();
                 let syncer = syncer.clone();
                 let repos = registry.current();
+                let beats = beats.clone();
                 tasks.spawn(async move {
                     let outcomes = syncer.sync_all(&repos, true).await;
+                    beats.checked_now();
                     let failed = outcomes.iter().filter(|o| !o.ok).count();
                     tracing::info!(repos = repos.len(), failed, "periodic update done");
                     running.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -426,6 +446,55 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
     }
     drop(watcher);
     Ok(())
+}
+
+/// This host's liveness record, written at start-up and every `pull.heartbeat`.
+struct Heartbeat {
+    me: identity::Me,
+    host: String,
+    started_at: chrono::DateTime<chrono::Utc>,
+    every: Duration,
+    /// When the last full update (every repository read) ended.
+    checked: std::sync::Mutex<Option<chrono::DateTime<chrono::Utc>>>,
+    store: Arc<dyn backend::StateStore>,
+    syncer: Arc<Syncer>,
+}
+
+impl Heartbeat {
+    fn record(&self) -> crate::model::HostRecord {
+        crate::model::HostRecord {
+            host: self.host.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            machine_id: Some(self.me.id.clone()),
+            machine: Some(self.me.machine.clone()),
+            started_at: Some(self.started_at),
+            last_seen: chrono::Utc::now(),
+            heartbeat_secs: Some(self.every.as_secs().max(1)),
+            checked_at: *self.checked.lock().unwrap_or_else(|p| p.into_inner()),
+        }
+    }
+
+    fn checked_now(&self) {
+        *self.checked.lock().unwrap_or_else(|p| p.into_inner()) = Some(chrono::Utc::now());
+    }
+
+    /// Writes the record, unless another live machine has taken the hostname meanwhile:
+    /// then nothing is published (states included) until it is gone.
+    async fn beat(&self) {
+        if let Ok(records) = self.store.hosts(Some(&self.host)).await {
+            let taken = records
+                .iter()
+                .find_map(|r| identity::conflict(&self.me, r, chrono::Utc::now()));
+            self.syncer.set_refused(taken.is_some());
+            if let Some(taken) = taken {
+                tracing::error!("not publishing: {taken}");
+                return;
+            }
+        }
+        if let Err(err) = self.store.heartbeat(&self.record()).await {
+            tracing::debug!(%err, "cannot record heartbeat");
+        }
+    }
 }
 
 /// Repositories by name, and their git folders, for the main loop.
@@ -517,8 +586,11 @@ impl Lists<'_> {
             install_hooks(&added);
         }
         for repo in added {
-            let (syncer, publisher, reflogs) =
-                (self.syncer.clone(), self.publisher.clone(), self.reflogs.clone());
+            let (syncer, publisher, reflogs) = (
+                self.syncer.clone(),
+                self.publisher.clone(),
+                self.reflogs.clone(),
+            );
             let host = self.host.to_string();
             tasks.spawn(async move {
                 syncer.sync(&repo, true).await;

@@ -36,7 +36,11 @@ impl RootWatcher {
     /// Errors: the notify watcher cannot be created (no inotify).
     pub fn start(changed: Arc<tokio::sync::Notify>) -> Result<Self, notify::Error> {
         let handler = move |res: notify::Result<notify::Event>| match res {
-            Ok(event) if matches!(event.kind, EventKind::Access(_) | EventKind::Modify(notify::event::ModifyKind::Data(_))) => {}
+            Ok(event)
+                if matches!(
+                    event.kind,
+                    EventKind::Access(_) | EventKind::Modify(notify::event::ModifyKind::Data(_))
+                ) => {}
             Ok(_) => changed.notify_one(),
             Err(err) => tracing::debug!(%err, "root watch error"),
         };

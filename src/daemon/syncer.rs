@@ -72,6 +72,8 @@ pub struct Syncer {
     /// Repositories dropped from the list (deleted, moved away, or no longer configured):
     /// a sync still queued for one publishes nothing.
     dropped: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Set while another live machine publishes under this hostname: nothing is stored.
+    refused: std::sync::atomic::AtomicBool,
 }
 
 impl Syncer {
@@ -95,7 +97,19 @@ impl Syncer {
             unsent: std::sync::Mutex::new(HashMap::new()),
             outage: Outage::new("state store"),
             dropped: std::sync::Mutex::new(std::collections::HashSet::new()),
+            refused: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Stops (`true`) or resumes publishing states: set while another live machine
+    /// publishes under this hostname.
+    pub fn set_refused(&self, refused: bool) {
+        self.refused
+            .store(refused, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn is_refused(&self) -> bool {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn is_dropped(&self, repo: &str) -> bool {
@@ -164,6 +178,9 @@ impl Syncer {
             if self.is_dropped(&name) {
                 self.unsent().remove(&name);
                 continue;
+            }
+            if self.is_refused() {
+                return false;
             }
             let slot = self.slot(&name);
             let mut last = slot.lock().await;
@@ -303,7 +320,8 @@ impl Syncer {
             ok = false;
         }
         let changed = last.as_ref().is_none_or(|prev| !prev.same_as(&current))
-            && !self.is_dropped(&repo.name);
+            && !self.is_dropped(&repo.name)
+            && !self.is_refused();
         let mut published = false;
         if changed {
             match self.store.put(&current).await {

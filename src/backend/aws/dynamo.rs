@@ -5,8 +5,8 @@
 //! (S), `seq` (N: the state's `updated_at` in microseconds since the Unix epoch), `state`
 //! (S: the [`RepoState`] as JSON) and `updated_at` (S, RFC 3339). A write is conditional on
 //! `attribute_not_exists(seq) OR seq < :seq`, so an older state never overwrites a newer
-//! one. Each host also has an item with sort key `#host`: `version`, `started_at` and
-//! `last_seen`.
+//! one. Each host also has an item with sort key `#host`: `version`, `started_at`,
+//! `last_seen` and `record` (the [`HostRecord`] as JSON).
 
 use std::collections::HashMap;
 
@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 
 use super::aws_error;
 use crate::backend::{BackendError, StateStore};
-use crate::model::RepoState;
+use crate::model::{HostRecord, RepoState};
 
 /// The sort key of a host's own item.
 pub const HOST_ITEM: &str = "#host";
@@ -202,18 +202,91 @@ impl StateStore for DynamoStore {
         Ok(count)
     }
 
-    async fn heartbeat(&self, host: &str, version: &str) -> Result<(), BackendError> {
+    async fn heartbeat(&self, record: &HostRecord) -> Result<(), BackendError> {
+        let json = serde_json::to_string(record).map_err(|e| BackendError::Malformed {
+            path: format!("{}/{HOST_ITEM}", record.host),
+            message: e.to_string(),
+        })?;
         self.client
             .put_item()
             .table_name(&self.table)
-            .item("hostname", AttributeValue::S(host.to_string()))
+            .item("hostname", AttributeValue::S(record.host.clone()))
             .item("repo", AttributeValue::S(HOST_ITEM.to_string()))
-            .item("version", AttributeValue::S(version.to_string()))
-            .item("started_at", AttributeValue::S(self.started.to_rfc3339()))
-            .item("last_seen", AttributeValue::S(Utc::now().to_rfc3339()))
+            .item("version", AttributeValue::S(record.version.clone()))
+            .item(
+                "started_at",
+                AttributeValue::S(record.started_at.unwrap_or(self.started).to_rfc3339()),
+            )
+            .item(
+                "last_seen",
+                AttributeValue::S(record.last_seen.to_rfc3339()),
+            )
+            .item("record", AttributeValue::S(json))
             .send()
             .await
             .map(|_| ())
             .map_err(|e| aws_error("PutItem", e))
     }
+
+    async fn hosts(&self, host: Option<&str>) -> Result<Vec<HostRecord>, BackendError> {
+        let items: Vec<Item> = match host {
+            Some(host) => self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("hostname", AttributeValue::S(host.to_string()))
+                .key("repo", AttributeValue::S(HOST_ITEM.to_string()))
+                .send()
+                .await
+                .map_err(|e| aws_error("GetItem", e))?
+                .item
+                .into_iter()
+                .collect(),
+            None => self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("#r = :r")
+                .expression_attribute_names("#r", "repo")
+                .expression_attribute_values(":r", AttributeValue::S(HOST_ITEM.to_string()))
+                .into_paginator()
+                .items()
+                .send()
+                .collect::<Result<Vec<_>, _>>()
+                .await
+                .map_err(|e| aws_error("Scan", e))?,
+        };
+        let mut out: Vec<HostRecord> = items.iter().filter_map(decode_host).collect();
+        out.sort_by(|a, b| a.host.cmp(&b.host));
+        Ok(out)
+    }
+}
+
+/// A host item: its `record` (JSON) when there is one, else what an older gitsync wrote
+/// (`version`, `last_seen`).
+fn decode_host(item: &Item) -> Option<HostRecord> {
+    let host = string(item, "hostname")?;
+    if let Some(record) = string(item, "record") {
+        match serde_json::from_str::<HostRecord>(&record) {
+            Ok(record) => return Some(record),
+            Err(err) => {
+                tracing::warn!(%host, %err, "malformed host record; reading its other attributes")
+            }
+        }
+    }
+    let last_seen = string(item, "last_seen")
+        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())?
+        .with_timezone(&Utc);
+    Some(HostRecord {
+        host,
+        version: string(item, "version").unwrap_or_default(),
+        machine_id: None,
+        machine: None,
+        started_at: string(item, "started_at")
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc)),
+        last_seen,
+        heartbeat_secs: None,
+        checked_at: None,
+    })
 }
