@@ -13,7 +13,8 @@ DETECT_SECRETS_VERSION := 1.5.0
 VENV := .venv
 
 # Everything the tests need on a fresh Debian machine: git, git-lfs, systemd
-# (systemd-analyze verify), man-db, dpkg-deb, openssh-server + rsync (a loopback sshd for
+# (systemd-analyze verify), man-db, dpkg-deb, lintian and binutils (the .deb is stripped
+# and checked), openssh-server + rsync (a loopback sshd for
 # the deploy tests; policy-rc.d keeps Debian from starting a system sshd), openssl, python3
 # with venv, moto's server (the AWS-compatible test server) and the secret scanners in
 # $(VENV). Safe to run again.
@@ -23,6 +24,8 @@ deps:
 	@command -v systemd-analyze >/dev/null || { apt-get update -qq && apt-get install -y -qq systemd; }
 	@command -v man >/dev/null || { apt-get update -qq && apt-get install -y -qq man-db; }
 	@command -v dpkg-deb >/dev/null || { apt-get update -qq && apt-get install -y -qq dpkg; }
+	@command -v lintian >/dev/null || { apt-get update -qq && apt-get install -y -qq lintian; }
+	@{ command -v strip >/dev/null && command -v readelf >/dev/null; } || { apt-get update -qq && apt-get install -y -qq binutils; }
 	@command -v git-lfs >/dev/null || { apt-get update -qq && apt-get install -y -qq git-lfs; }
 	@{ test -x /usr/sbin/sshd && command -v rsync >/dev/null && command -v ssh-keygen >/dev/null; } || { \
 		printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d; \

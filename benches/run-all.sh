@@ -14,3 +14,4 @@ python3 benches/mirror.py
 python3 benches/webhooks.py
 python3 benches/partition.py
 bash benches/fast_forward.sh
+python3 benches/workspace.py

@@ -37,9 +37,10 @@ pub const LOG_DAYS: usize = 14;
 
 /// Logs to standard error and to `dir/gitsync.log.YYYY-MM-DD` (the last [`LOG_DAYS`]
 /// days), at `info` unless
-/// `GITSYNC_LOG` says otherwise: for the daemon. When `dir` cannot be created the file log
-/// is skipped with a warning.
-pub fn init_daemon(dir: &Path) -> Guard {
+/// `GITSYNC_LOG` says otherwise: for the daemon. With `json`, standard error carries one
+/// JSON object per line (tracing-subscriber's format: `timestamp`, `level`, `fields`
+/// with `message`). When `dir` cannot be created the file log is skipped with a warning.
+pub fn init_daemon(dir: &Path, json: bool) -> Guard {
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -70,7 +71,16 @@ pub fn init_daemon(dir: &Path) -> Guard {
     let registry = tracing_subscriber::registry()
         .with(filter("info"))
         .with(file_layer);
-    let _ = if journal {
+    let _ = if json {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr)
+                    .with_target(false),
+            )
+            .try_init()
+    } else if journal {
         registry
             .with(stderr.without_time().with_ansi(false))
             .try_init()

@@ -124,6 +124,15 @@ pub struct RepoState {
     /// `lib: 1 modified, 2 untracked, at 1a2b3c4 (recorded 5d6e7f8)`; empty when none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub submodules: Vec<String>,
+    /// Local branches other than the checked-out one that are still behind their
+    /// upstream after the daemon's last fetch (checked out in another worktree, or with
+    /// commits of their own); 0 when none or not counted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub branches_behind: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl RepoState {
@@ -150,6 +159,7 @@ impl RepoState {
             pull_blocked: None,
             error: Some(message),
             submodules: Vec::new(),
+            branches_behind: 0,
         }
     }
 

@@ -447,3 +447,110 @@ fn a_gitargus_table_keyed_by_hostname_alone_is_refused_with_the_fix() {
         );
     }
 }
+
+/// `aws setup` without a topic ARN in the config, run twice, finds the topic the second
+/// time; a queue whose attributes drifted is brought back; `--write-config` writes the
+/// lines and keeps the file's comments; `status` reads states before the ARN is there;
+/// `teardown --forget` removes the host's rows.
+#[test]
+fn aws_setup_reconciles_finds_the_topic_and_writes_the_config() {
+    let env = Env::new();
+    let moto = Moto::start();
+    let home = env.home("a");
+    let root = env.path("root");
+    env.remote_and_clone("proj", "root/proj");
+    let without_arn = format!(
+        "# my laptop's gitsync\nhostname: host-a\nroot: {}\n# the shared AWS account\naws:\n  region: us-east-1\n  endpoint_url: {}\n  dynamodb: {{table: git}}\n  sqs: {{queue: host-a.fifo}}\n# pulls\npull:\n  interval: 1h\n",
+        root.display(),
+        moto.url
+    );
+    let file = env.config(&home, &without_arn);
+    let first = env.gitsync(&home, &["aws", "setup"]);
+    assert!(first.status.success(), "{}", stdout(&first));
+    assert!(
+        stdout(&first).contains("SNS FIFO topic arn:aws:sns:"),
+        "{}",
+        stdout(&first)
+    );
+    let second = env.gitsync(&home, &["aws", "setup"]);
+    let text = stdout(&second);
+    assert!(second.status.success(), "{text}");
+    assert!(
+        !text.contains(": created"),
+        "claims to create again:\n{text}"
+    );
+    assert!(text.contains("(found): exists, unchanged"), "{text}");
+
+    // The queue's attributes drift; setup brings them back and says so.
+    let sdk = moto.sdk();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let url = queue_url(&sqs, "host-a.fifo").await;
+        sqs.set_queue_attributes()
+            .queue_url(&url)
+            .attributes(
+                aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+                "30",
+            )
+            .attributes(
+                aws_sdk_sqs::types::QueueAttributeName::ReceiveMessageWaitTimeSeconds,
+                "0",
+            )
+            .send()
+            .await
+            .expect("set attributes");
+    });
+    let third = env.gitsync(&home, &["aws", "setup"]);
+    let text = stdout(&third);
+    assert!(
+        text.contains("VisibilityTimeout 30 -> 60")
+            && text.contains("ReceiveMessageWaitTimeSeconds 0 -> 20")
+            && text.contains(": updated"),
+        "{text}"
+    );
+    rt.block_on(async {
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let url = queue_url(&sqs, "host-a.fifo").await;
+        let got = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout)
+            .send()
+            .await
+            .expect("get attributes");
+        assert_eq!(
+            got.attributes()
+                .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout))
+                .map(String::as_str),
+            Some("60")
+        );
+    });
+
+    // status reads the table before the topic ARN is in the config.
+    assert!(env.status(&home, &[]).is_empty());
+
+    let write = env.gitsync(&home, &["aws", "setup", "--write-config"]);
+    assert!(write.status.success(), "{}", stdout(&write));
+    let written = std::fs::read_to_string(&file).expect("read config");
+    for kept in [
+        "# my laptop's gitsync",
+        "# pulls",
+        "interval: 1h",
+        "backend: aws",
+        "sns: {topic: {arn: \"arn:aws:sns:",
+    ] {
+        assert!(written.contains(kept), "{kept:?} missing:\n{written}");
+    }
+    assert!(file.with_extension("yml.bak").exists());
+    let sync = env.gitsync(&home, &["sync", "--quiet"]);
+    assert!(sync.status.success(), "{}", stdout(&sync));
+    let rows = env.status(&home, &[]);
+    assert!(rows.iter().any(|r| r["repo"] == "proj"), "{rows:?}");
+
+    let down = env.gitsync(&home, &["aws", "teardown", "--forget"]);
+    let text = stdout(&down);
+    assert!(down.status.success(), "{text}");
+    assert!(text.contains("host-a: 1 row forgotten"), "{text}");
+    assert!(env.status(&home, &[]).is_empty());
+}

@@ -107,7 +107,8 @@ fn sync_says_what_it_did_unless_quiet() {
     let out = env.gitsync(&home, &["sync", "--root", &root_arg]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        stdout.contains(&format!("moving: fast-forwarded main to {}", &pushed[..7])),
+        stdout.contains("moving: fast-forwarded main ")
+            && stdout.contains(&format!("..{} (1 commit)", &pushed[..7])),
         "{stdout}"
     );
     assert!(

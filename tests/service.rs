@@ -348,7 +348,7 @@ fn the_deb_has_everything_and_its_binary_runs() {
     let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
     for path in [
         "./usr/bin/gitsync",
-        "./lib/systemd/system/gitsync@.service",
+        "./usr/lib/systemd/system/gitsync@.service",
         "./usr/lib/systemd/user/gitsync.service",
         "./usr/share/gitsync/hooks/pre-push",
         "./usr/share/man/man1/gitsync.1.gz",
@@ -356,6 +356,8 @@ fn the_deb_has_everything_and_its_binary_runs() {
         "./usr/share/bash-completion/completions/gitsync",
         "./usr/share/zsh/vendor-completions/_gitsync",
         "./usr/share/fish/vendor_completions.d/gitsync.fish",
+        "./usr/share/doc/gitsync/copyright",
+        "./usr/share/doc/gitsync/changelog.gz",
     ] {
         assert!(
             listing.lines().any(|l| l.ends_with(&format!(" {path}"))),
@@ -384,4 +386,136 @@ fn the_deb_has_everything_and_its_binary_runs() {
         std::fs::read_to_string(scratch.join("usr/share/bash-completion/completions/gitsync"))
             .expect("bash completion");
     assert!(bash.contains("doctor") && bash.contains("hooks"));
+    // Stripped: no symbol table.
+    require("readelf", "binutils");
+    let sections = Command::new("readelf")
+        .arg("-S")
+        .arg(scratch.join("usr/bin/gitsync"))
+        .output()
+        .expect("readelf");
+    assert!(
+        !String::from_utf8_lossy(&sections.stdout).contains(".symtab"),
+        "the packaged binary is not stripped"
+    );
+    // The man page carries more than --help: configuration, files, environment, exit status.
+    let man = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gzip -dc {} | MANWIDTH=100 man -l - 2>/dev/null",
+            scratch.join("usr/share/man/man1/gitsync.1.gz").display()
+        ))
+        .output()
+        .expect("man");
+    let man = String::from_utf8_lossy(&man.stdout);
+    for section in ["CONFIGURATION", "FILES", "ENVIRONMENT", "EXIT STATUS"] {
+        assert!(
+            man.contains(section),
+            "no {section} section in gitsync(1):\n{man}"
+        );
+    }
+    for key in [
+        "pull.other_branches",
+        "pull.heartbeat",
+        "webhooks.listen",
+        "GITSYNC_CONFIG",
+        "~/.gitsync/config.yml",
+    ] {
+        assert!(man.contains(key), "gitsync(1) does not mention {key}");
+    }
+    // lintian, Debian's package checker: no error.
+    require("lintian", "lintian");
+    let lint = Command::new("lintian")
+        .args(["--no-tag-display-limit", "--allow-root"])
+        .arg(&deb)
+        .output()
+        .expect("lintian");
+    let report = text(&lint);
+    let errors: Vec<&str> = report.lines().filter(|l| l.starts_with("E:")).collect();
+    assert!(errors.is_empty(), "lintian errors:\n{}", errors.join("\n"));
+}
+
+/// Removes the test's own installation of the package, whatever happens.
+struct Installed;
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg").args(["-r", "gitsync"]).output();
+    }
+}
+
+#[test]
+fn the_deb_installs_and_removes_without_leaving_a_file() {
+    require("dpkg", "dpkg");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test installs a package: run the suite as root (as CI does)"
+    );
+    let before = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", "gitsync"])
+        .output()
+        .expect("dpkg-query");
+    assert!(
+        !String::from_utf8_lossy(&before.stdout).contains("ok installed"),
+        "a gitsync package is installed on this machine; this test installs and removes its own: `dpkg -r gitsync` first"
+    );
+    let env = Env::new();
+    let out_dir = env.path("deb");
+    let built = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/build-deb.sh"))
+        .arg(&out_dir)
+        .env("GITSYNC_BIN", BIN)
+        .output()
+        .expect("build-deb.sh");
+    assert!(built.status.success(), "{}", text(&built));
+    let deb = std::fs::read_dir(&out_dir)
+        .expect("out dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .expect("a .deb");
+    let files: Vec<String> = String::from_utf8_lossy(
+        &Command::new("dpkg-deb")
+            .arg("-c")
+            .arg(&deb)
+            .output()
+            .expect("dpkg-deb -c")
+            .stdout,
+    )
+    .lines()
+    .filter(|l| l.starts_with('-'))
+    .filter_map(|l| l.split_whitespace().last())
+    .map(|p| p.trim_start_matches('.').to_string())
+    .collect();
+    assert!(files.len() > 10, "{files:?}");
+    let installed = Installed;
+    let install = Command::new("dpkg")
+        .arg("-i")
+        .arg(&deb)
+        .output()
+        .expect("dpkg -i");
+    assert!(install.status.success(), "dpkg -i: {}", text(&install));
+    let version = Command::new("/usr/bin/gitsync")
+        .arg("--version")
+        .output()
+        .expect("installed binary");
+    assert!(version.status.success());
+    for f in &files {
+        assert!(Path::new(f).exists(), "{f} not installed");
+    }
+    let remove = Command::new("dpkg")
+        .args(["-r", "gitsync"])
+        .output()
+        .expect("dpkg -r");
+    assert!(remove.status.success(), "dpkg -r: {}", text(&remove));
+    assert!(
+        text(&remove).contains("gitsync hooks uninstall"),
+        "removal does not mention the hooks: {}",
+        text(&remove)
+    );
+    drop(installed);
+    let left: Vec<&String> = files.iter().filter(|f| Path::new(f).exists()).collect();
+    assert!(left.is_empty(), "left behind after dpkg -r: {left:?}");
+    for dir in ["/usr/share/gitsync", "/usr/share/doc/gitsync"] {
+        assert!(!Path::new(dir).exists(), "{dir} left behind");
+    }
 }

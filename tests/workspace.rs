@@ -183,3 +183,129 @@ fn a_second_machine_with_the_same_hostname_is_refused() {
     assert_eq!(row["unstaged"], 0, "the copy overwrote the row: {row}");
     drop(daemon);
 }
+
+/// Host b has four repositories: `alpha` over file://, `team/beta` on branch `dev`, `web`
+/// over smart HTTP on loopback and `private` over an HTTP server that wants a password
+/// this machine does not have. Host a starts with an empty root.
+#[test]
+fn bootstrap_clones_what_another_host_has_on_the_same_branches() {
+    let env = Env::new();
+    let hub = env.path("hub");
+    let served = env.path("remotes");
+    let open = common::servers::git_http(&served, None, None, &env.path("open.log"));
+    let locked =
+        common::servers::git_http(&served, None, Some("bob:s3cret"), &env.path("locked.log"));
+    let root_b = env.path("root-b");
+    let (alpha_bare, _) = env.remote_and_clone("alpha", "root-b/alpha");
+    let file_url = format!("file://{}", alpha_bare.display());
+    env.git(
+        &root_b.join("alpha"),
+        &["remote", "set-url", "origin", &file_url],
+    );
+    let (beta_bare, beta) = env.remote_and_clone("beta", "root-b/team/beta");
+    env.git(&beta, &["checkout", "-qb", "dev"]);
+    env.commit(&beta, "d.txt", "dev\n", "on dev");
+    env.git(&beta, &["push", "-qu", "origin", "dev"]);
+    let _ = beta_bare;
+    env.remote_and_clone("web", "elsewhere/web");
+    let web_url = format!("{}/web.git", open.url());
+    env.git(&root_b, &["clone", "-q", &web_url, "web"]);
+    env.remote_and_clone("private", "elsewhere/private");
+    let private_url = format!("http://bob:s3cret@127.0.0.1:{}/private.git", locked.port);
+    env.git(&root_b, &["clone", "-q", &private_url, "private"]);
+    let home_b = common::host_config(&env, "b", &root_b, &hub);
+    let _ = home_b;
+    let sync = env.gitsync(&env.home("b"), &["sync"]);
+    assert!(
+        sync.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sync.stderr)
+    );
+
+    let root_a = env.path("root-a");
+    std::fs::create_dir_all(&root_a).expect("mkdir");
+    common::host_config(&env, "a", &root_a, &hub);
+    let home_a = env.home("a");
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let status = String::from_utf8_lossy(&env.gitsync(&home_a, &["status"]).stdout).to_string();
+    for repo in ["alpha", "team/beta", "web", "private"] {
+        assert!(
+            status.lines().any(|l| l.starts_with("host-a ")
+                && l.contains(repo)
+                && l.contains("missing here")),
+            "{repo} not marked missing here:\n{status}"
+        );
+    }
+    let dry = env.gitsync(&home_a, &["bootstrap", "--dry-run"]);
+    assert!(dry.status.success(), "{}", text(&dry));
+    assert!(
+        text(&dry).contains("team/beta: would clone"),
+        "{}",
+        text(&dry)
+    );
+    assert_eq!(
+        std::fs::read_dir(&root_a).expect("ls").count(),
+        0,
+        "a dry run cloned"
+    );
+
+    let run = env.gitsync(&home_a, &["bootstrap", "--from", "host-b"]);
+    let out = text(&run);
+    assert_eq!(run.status.code(), Some(1), "private must fail: {out}");
+    assert!(out.contains("private: clone failed"), "{out}");
+    assert!(
+        out.contains("credential"),
+        "no hint about credentials: {out}"
+    );
+    assert!(!out.contains("s3cret"), "a password in the output: {out}");
+    assert!(
+        out.contains("4 repositories: 3 cloned, 0 already here, 1 failed"),
+        "{out}"
+    );
+    assert!(
+        !root_a.join("private").exists(),
+        "a failed clone left a folder"
+    );
+    for (repo, branch) in [("alpha", "main"), ("team/beta", "dev"), ("web", "main")] {
+        let here = root_a.join(repo);
+        assert_eq!(
+            env.git(&here, &["rev-parse", "--abbrev-ref", "HEAD"])
+                .trim(),
+            branch,
+            "{repo}"
+        );
+        assert_eq!(env.head(&here), env.head(&root_b.join(repo)), "{repo}");
+        assert_eq!(
+            env.git(&here, &["rev-parse", "--abbrev-ref", "@{u}"])
+                .trim(),
+            format!("origin/{branch}"),
+            "{repo}"
+        );
+        assert!(here.join(".git/hooks/pre-push").exists(), "{repo}: no hook");
+    }
+    // Run again: what is there is skipped.
+    let again = env.gitsync(&home_a, &["bootstrap"]);
+    assert!(
+        text(&again).contains("alpha: skipped (already here)"),
+        "{}",
+        text(&again)
+    );
+    assert!(
+        text(&again).contains("0 cloned, 3 already here, 1 failed"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(
+        env.gitsync(&home_a, &["bootstrap", "--from", "nosuch"])
+            .status
+            .code(),
+        Some(2)
+    );
+    drop((open, locked));
+}

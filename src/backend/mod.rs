@@ -144,3 +144,18 @@ pub async fn open(config: &Config) -> Result<Backend, BackendError> {
         BackendKind::Aws => aws::open(config).await,
     }
 }
+
+/// Opens only the state store that `config.backend` names (what `status`, `bootstrap`,
+/// `forget` and `doctor` read): with `aws`, the SNS topic need not be configured yet.
+/// Contacts nothing remote.
+///
+/// Errors: as [`open`].
+pub async fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, BackendError> {
+    match config.backend {
+        BackendKind::Local => Ok(Arc::new(local::LocalHub::open(
+            &config.hub_path(),
+            &config.hostname,
+        )?)),
+        BackendKind::Aws => aws::open_store(config).await,
+    }
+}

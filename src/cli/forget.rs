@@ -30,12 +30,11 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let host = args.host.clone().unwrap_or_else(|| config.hostname.clone());
     let runtime = super::runtime()?;
     runtime.block_on(async {
-        let backend = crate::backend::open(&config)
+        let store = crate::backend::open_store(&config)
             .await
             .map_err(|e| CliError::Failed(format!("cannot open the store: {e}")))?;
         if args.repos.is_empty() {
-            let n = backend
-                .store
+            let n = store
                 .forget(&host, None)
                 .await
                 .map_err(|e| CliError::Failed(format!("cannot forget host {host}: {e}")))?;
@@ -45,8 +44,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
             );
         } else {
             for repo in &args.repos {
-                let n = backend
-                    .store
+                let n = store
                     .forget(&host, Some(repo))
                     .await
                     .map_err(|e| CliError::Failed(format!("cannot forget {repo}: {e}")))?;

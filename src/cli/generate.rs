@@ -32,6 +32,9 @@ pub enum What {
     },
 }
 
+/// The CONFIGURATION, FILES, ENVIRONMENT and EXIT STATUS sections of gitsync(1), in roff.
+const MAN_EXTRA: &str = include_str!("man.roff");
+
 fn io(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
     move |e| CliError::Failed(format!("{}: {e}", path.display()))
 }
@@ -43,6 +46,12 @@ pub fn run(args: &Args) -> Result<ExitCode, CliError> {
         What::Man { dir } => {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
             clap_mangen::generate_to(command, dir).map_err(io(dir))?;
+            // The main page gets what --help cannot say: every configuration key, the
+            // files, the environment and the exit codes.
+            let main = dir.join("gitsync.1");
+            let mut page = std::fs::read_to_string(&main).map_err(io(&main))?;
+            page.push_str(MAN_EXTRA);
+            std::fs::write(&main, page).map_err(io(&main))?;
         }
         What::Completions { dir } => {
             std::fs::create_dir_all(dir).map_err(io(dir))?;

@@ -4,6 +4,7 @@
 //! unreachable), 2 invalid configuration or usage.
 
 mod aws;
+mod bootstrap;
 mod deploy;
 mod doctor;
 mod fast_forward;
@@ -15,6 +16,7 @@ mod init;
 mod lfs_agent;
 mod mirror;
 mod partition;
+mod progress;
 mod run;
 mod status;
 mod stop;
@@ -54,6 +56,9 @@ pub enum Command {
     /// Remove rows from the shared store: repositories (of this host, or `--host H`), or
     /// every row of a host.
     Forget(forget::Args),
+    /// Clone every repository another host reports and this one lacks, at the same paths
+    /// under the root and on the same branches (a new machine in one command).
+    Bootstrap(bootstrap::Args),
     /// Write a commented configuration file.
     Init(init::Args),
     /// Install, remove or show the pre-push hook that tells the daemon about pushes.
@@ -159,6 +164,7 @@ pub fn main() -> ExitCode {
         Command::Sync(args) => sync::run(&cli, args),
         Command::Init(args) => init::run(&cli, args),
         Command::Forget(args) => forget::run(&cli, args),
+        Command::Bootstrap(args) => bootstrap::run(&cli, args),
         Command::Hooks(args) => hooks::run(&cli, args),
         Command::Hook(args) => Ok(hook::run(args)),
         Command::Aws(args) => aws::run(&cli, args),

@@ -18,6 +18,19 @@ pub struct Args {
     /// go to ~/.gitsync/gitsync.log.YYYY-MM-DD.
     #[arg(long)]
     pub daemon: bool,
+    /// How standard error carries the log: `text` for people (the default), or `json`, one
+    /// object per line (for journald and log collectors). The log file stays text.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON format).
+    Json,
 }
 
 /// Detaches: forks, starts a new session, and points standard input and output at
@@ -53,7 +66,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         detach(&config.home)?;
     }
     let _pidfile = pidfile::acquire(&config.home).map_err(|e| CliError::Failed(e.to_string()))?;
-    let _guard = crate::logging::init_daemon(&config.home);
+    let _guard = crate::logging::init_daemon(&config.home, args.log_format == LogFormat::Json);
     let runtime = super::runtime()?;
     let file = cli.config.clone();
     let root = args.root.clone();

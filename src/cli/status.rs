@@ -37,9 +37,9 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         known,
     } = runtime
         .block_on(async {
-            let backend = crate::backend::open(&config).await?;
-            let all = backend.store.list(None).await?;
-            let hosts = match backend.store.hosts(None).await {
+            let store = crate::backend::open_store(&config).await?;
+            let all = store.list(None).await?;
+            let hosts = match store.hosts(None).await {
                 Ok(hosts) => hosts,
                 Err(err) => {
                     tracing::debug!(%err, "cannot read host records");
@@ -232,13 +232,24 @@ fn markers(s: &RepoState) -> String {
 /// The NOTE column: the error, else why the pull was refused, else the submodules with
 /// work of their own.
 fn note(s: &RepoState) -> String {
-    if let Some(text) = s.error.clone().or_else(|| s.pull_blocked.clone()) {
-        return text;
-    }
-    match s.submodules.as_slice() {
-        [] => String::new(),
-        [one] => format!("submodule {one}"),
-        [one, rest @ ..] => format!("submodule {one} (+{} more)", rest.len()),
+    let main = if let Some(text) = s.error.clone().or_else(|| s.pull_blocked.clone()) {
+        text
+    } else {
+        match s.submodules.as_slice() {
+            [] => String::new(),
+            [one] => format!("submodule {one}"),
+            [one, rest @ ..] => format!("submodule {one} (+{} more)", rest.len()),
+        }
+    };
+    let others = match s.branches_behind {
+        0 => String::new(),
+        1 => "1 other branch behind".to_string(),
+        n => format!("{n} other branches behind"),
+    };
+    match (main.is_empty(), others.is_empty()) {
+        (_, true) => main,
+        (true, false) => others,
+        (false, false) => format!("{main}; {others}"),
     }
 }
 

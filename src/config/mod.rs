@@ -8,6 +8,7 @@
 //! `gitsync init`'s job).
 
 pub mod deploy;
+pub mod edit;
 mod locate;
 mod schema;
 pub mod webhooks;

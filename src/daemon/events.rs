@@ -212,7 +212,21 @@ impl Receiver {
                 events = events.len(),
                 fast_forwarded = outcome.fast_forwarded,
                 state = outcome.state.state.as_str(),
-                "push event handled"
+                "{}: push event handled ({} from {}, {}): {}",
+                repo.name,
+                last.map(|e| e.ref_name.trim_start_matches("refs/heads/")).unwrap_or("?"),
+                last.map(|e| e.host.as_str()).unwrap_or("?"),
+                super::syncer::short(last.map(|e| e.new.as_str()).unwrap_or("")),
+                match &outcome.forwarded {
+                    Some(f) => format!(
+                        "pulled {}..{} ({} commit{})",
+                        super::syncer::short(&f.from),
+                        super::syncer::short(&f.to),
+                        f.commits,
+                        if f.commits == 1 { "" } else { "s" }
+                    ),
+                    None => outcome.state.state.as_str().replace('_', " "),
+                }
             );
         }
         if ok {

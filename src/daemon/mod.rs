@@ -14,6 +14,7 @@ pub mod landed;
 pub mod pidfile;
 pub mod pushes;
 pub mod registry;
+pub mod report;
 pub mod rescan;
 pub mod syncer;
 pub mod watcher;
@@ -245,11 +246,15 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
     syncer.set_watching(watcher.as_ref().is_some_and(RepoWatcher::is_complete));
     let failed = outcomes.iter().filter(|o| !o.ok).count();
     beats.checked_now();
+    if repos.is_empty() {
+        tracing::warn!(root = %config.root.display(), "no repositories under the root (check `root` and `repositories`); clones made there later are picked up");
+    }
     tracing::info!(
         repos = repos.len(),
         failed,
         took_ms = started.elapsed().as_millis() as u64,
-        "ready"
+        "ready: {}",
+        report::summary(&outcomes)
     );
     notify(&[
         sd_notify::NotifyState::Ready,
@@ -350,6 +355,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
                         host: &config.hostname,
                     };
                     if lists.resolve_and_apply(&fresh, "configuration", &mut tasks) {
+                        tracing::info!(repos = registry.current().len(), "configuration reloaded");
                         if let Some(w) = root_watcher.clone() {
                             let (root, list) = (fresh.root.clone(), fresh.repositories.clone());
                             tokio::task::spawn_blocking(move || w.follow(&root, list.as_deref()));

@@ -16,7 +16,7 @@ use crate::backend::outage::Outage;
 use crate::config::PullSettings;
 use crate::discover::Repo;
 use crate::git::fastforward::{self, Outcome as Moved};
-use crate::git::{ops, pull, state};
+use crate::git::{branches, ops, pull, state};
 use crate::model::RepoState;
 
 /// How long a worktree must have had no edit before it is fast-forwarded: a user who keeps
@@ -36,8 +36,21 @@ pub struct Outcome {
     pub published: bool,
     /// Whether the checked-out branch was fast-forwarded.
     pub fast_forwarded: bool,
+    /// The fast-forward of the checked-out branch, when there was one.
+    pub forwarded: Option<Forwarded>,
     /// The state as read after the sync.
     pub state: RepoState,
+}
+
+/// A fast-forward of the checked-out branch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarded {
+    /// The commit before (hex).
+    pub from: String,
+    /// The commit after (hex).
+    pub to: String,
+    /// Commits it moved by.
+    pub commits: u32,
 }
 
 /// What to fetch before a sync.
@@ -267,6 +280,7 @@ impl Syncer {
                             ok: true,
                             published: false,
                             fast_forwarded: false,
+                            forwarded: None,
                             state: state.clone(),
                         };
                     }
@@ -279,6 +293,11 @@ impl Syncer {
                 }
             }
         }
+        // Branches that are not checked out, after a fetch brought their upstreams.
+        let mut branches_behind = last.as_ref().map_or(0, |s| s.branches_behind);
+        if remote.is_some() && fetch_error.is_none() && repo.path.exists() {
+            branches_behind = self.other_branches(repo).await;
+        }
         if fastforward::interrupted(&watcher::git_dir_of(&repo.path)) {
             touched = true;
             let outcome = pull::recover(&repo.path, self.pull.fetch_timeout).await;
@@ -286,7 +305,7 @@ impl Syncer {
         }
         let mut snapshot = self.read(repo).await;
         let mut blocked = None;
-        let mut fast_forwarded = false;
+        let mut forwarded = None;
         match pull::decide(&snapshot, self.pull.fast_forward) {
             pull::Decision::Nothing => {}
             pull::Decision::Blocked(reason) => blocked = Some(reason),
@@ -294,7 +313,11 @@ impl Syncer {
                 touched = true;
                 match self.fast_forward(repo, &snapshot, &target).await {
                     Ok(()) => {
-                        fast_forwarded = true;
+                        forwarded = Some(Forwarded {
+                            from: snapshot.state.head.clone().unwrap_or_default(),
+                            to: target.clone(),
+                            commits: snapshot.state.behind,
+                        });
                         snapshot = self.read(repo).await;
                         if let pull::Decision::Blocked(reason) =
                             pull::decide(&snapshot, self.pull.fast_forward)
@@ -312,8 +335,14 @@ impl Syncer {
         }
         let mut current = snapshot.state;
         current.pull_blocked = blocked;
-        if current.error.is_none() {
-            current.error = fetch_error;
+        current.branches_behind = branches_behind;
+        // A failed fetch is an error state: the row must not say up to date when the
+        // remote could not be asked.
+        if let Some(err) = fetch_error {
+            if current.error.is_none() {
+                current.error = Some(format!("fetch failed: {err}"));
+            }
+            current.state = crate::model::Summary::Error;
         }
         if current.state == crate::model::Summary::Error {
             tracing::warn!(repo = %repo.name, error = current.error.as_deref().unwrap_or(""), "cannot read repository");
@@ -343,7 +372,8 @@ impl Syncer {
             repo: repo.name.clone(),
             ok,
             published,
-            fast_forwarded,
+            fast_forwarded: forwarded.is_some(),
+            forwarded,
             state: current,
         }
     }
@@ -370,7 +400,18 @@ impl Syncer {
         self.dirty.suppress_edits(&repo.name, false);
         match outcome {
             Moved::Moved { files, kept } => {
-                tracing::info!(repo = %repo.name, to = %target, files, "fast-forwarded");
+                let commits = snapshot.state.behind;
+                tracing::info!(
+                    repo = %repo.name,
+                    to = %target,
+                    files,
+                    "{}: fast-forwarded {branch} {}..{} ({commits} commit{}, {files} file{})",
+                    repo.name,
+                    short(from),
+                    short(target),
+                    if commits == 1 { "" } else { "s" },
+                    if files == 1 { "" } else { "s" },
+                );
                 if !kept.is_empty() {
                     tracing::warn!(repo = %repo.name, ?kept, "saves made during the fast-forward were kept aside");
                 }
@@ -392,6 +433,37 @@ impl Syncer {
                 }
             }
         }
+    }
+
+    /// Fast-forwards the branches that are not checked out (when `pull.fast_forward` and
+    /// `pull.other_branches`); returns how many stay behind.
+    async fn other_branches(&self, repo: &Repo) -> u32 {
+        let timeout = self.pull.fetch_timeout;
+        let plan = match branches::plan(&repo.path, timeout).await {
+            Ok(plan) => plan,
+            Err(err) => {
+                tracing::debug!(repo = %repo.name, %err, "cannot read the other branches");
+                return 0;
+            }
+        };
+        if !(self.pull.fast_forward && self.pull.other_branches) {
+            return plan.stuck + plan.movable.len() as u32;
+        }
+        let (moved, refused) = branches::apply(&repo.path, &plan, timeout).await;
+        for b in &moved {
+            tracing::info!(
+                repo = %repo.name,
+                branch = %b.branch,
+                commits = b.commits,
+                from = short(&b.old),
+                to = short(&b.new),
+                "fast-forwarded a branch that is not checked out"
+            );
+        }
+        for (b, why) in &refused {
+            tracing::info!(repo = %repo.name, branch = %b.branch, %why, "branch not fast-forwarded");
+        }
+        plan.stuck + refused.len() as u32
     }
 
     async fn read(&self, repo: &Repo) -> state::Snapshot {
@@ -434,9 +506,15 @@ impl Syncer {
                     ok: false,
                     published: false,
                     fast_forwarded: false,
+                    forwarded: None,
                     state: RepoState::error(&self.host, &repo.name, "sync task failed".to_string()),
                 })
             })
             .collect()
     }
+}
+
+/// The first 7 digits of a commit id, as git shows it.
+pub fn short(oid: &str) -> &str {
+    oid.get(..7).unwrap_or(oid)
 }

@@ -8,6 +8,7 @@
 //! pre-push hook.
 
 pub mod bare_cache;
+pub mod branches;
 pub mod fastforward;
 pub mod hooks;
 pub mod ops;

@@ -190,6 +190,7 @@ fn read_inner(host: &str, repo_name: &str, path: &Path) -> Result<Snapshot, Stri
             pull_blocked: None,
             error: None,
             submodules,
+            branches_behind: 0,
         },
         upstream_head: upstream_head.map(|id| id.to_string()),
         index_locked,

@@ -88,18 +88,21 @@ fn region_of_arn(arn: &str) -> Option<String> {
     (!region.is_empty() && !region.contains('{')).then(|| region.to_string())
 }
 
-/// The SDK configuration for `aws`: region from `aws.region`, else the standard chain,
-/// else the topic ARN's; `aws.endpoint_url` when set; timeouts and retries as described in
+/// The SDK configuration for `aws`: region from `aws.region`, else the topic ARN's, else
+/// the standard chain (environment, profile, instance metadata), else `us-east-1`; `aws.endpoint_url` when set; timeouts and retries as described in
 /// the module documentation. Makes no network call.
 pub async fn sdk_config(aws: &AwsConfig) -> SdkConfig {
-    let fallback = aws
+    // The topic ARN's region comes before the default chain, whose last resort (the
+    // instance metadata service) only warns and waits off EC2.
+    let from_arn = aws
         .sns
         .as_ref()
         .and_then(|s| region_of_arn(&s.topic.arn))
-        .unwrap_or_else(|| "us-east-1".to_string());
+        .map(Region::new);
     let region = RegionProviderChain::first_try(aws.region.clone().map(Region::new))
+        .or_else(from_arn)
         .or_default_provider()
-        .or_else(Region::new(fallback));
+        .or_else(Region::new("us-east-1"));
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(region)
         .timeout_config(
@@ -171,6 +174,25 @@ pub async fn open(config: &Config) -> Result<super::Backend, BackendError> {
         store: std::sync::Arc::new(store),
         bus: std::sync::Arc::new(bus),
     })
+}
+
+/// Opens only the DynamoDB state store of `config` (what `status`, `bootstrap` and
+/// `forget` need): the SNS topic need not be configured yet. Contacts nothing.
+///
+/// Errors: [`BackendError::Config`] without an `aws` section.
+pub async fn open_store(
+    config: &Config,
+) -> Result<std::sync::Arc<dyn crate::backend::StateStore>, BackendError> {
+    let aws = config
+        .aws
+        .as_ref()
+        .ok_or_else(|| BackendError::Config("backend aws needs an `aws` section".to_string()))?;
+    let names = Names::of(aws, &config.hostname);
+    let sdk = sdk_config(aws).await;
+    Ok(std::sync::Arc::new(dynamo::DynamoStore::new(
+        &sdk,
+        &names.table,
+    )))
 }
 
 #[cfg(test)]

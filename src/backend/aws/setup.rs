@@ -3,7 +3,8 @@
 //!
 //! Setup makes sure that the DynamoDB table exists (keys `hostname` S and `repo` S,
 //! on-demand billing), the SNS FIFO topic exists, this host's SQS FIFO queue exists (long
-//! polling 20 s, visibility 60 s, retention 14 days), the queue's policy lets the topic
+//! polling 20 s, visibility 60 s, retention 14 days, no delivery delay; an existing queue
+//! whose attributes differ is updated), the queue's policy lets the topic
 //! deliver (`sqs:SendMessage` for `sns.amazonaws.com` when `aws:SourceArn` is the topic),
 //! and the queue is subscribed to the topic with raw message delivery. Each step reports
 //! whether it created, changed or found the resource. Teardown removes this host's
@@ -175,6 +176,25 @@ async fn ensure_topic(
         .and_then(|a| a.rsplit(':').next())
         .unwrap_or(DEFAULT_TOPIC)
         .to_string();
+    // No ARN in the config yet (a second run before the printed lines were added): find
+    // the topic rather than claim to create it again (CreateTopic would return it).
+    if arn.is_none() {
+        let mut topics = client.list_topics().into_paginator().send();
+        while let Some(page) = topics.next().await {
+            let page = page.map_err(|e| aws_error("ListTopics", e))?;
+            if let Some(found) = page
+                .topics()
+                .iter()
+                .filter_map(|t| t.topic_arn())
+                .find(|a| a.rsplit(':').next() == Some(name.as_str()))
+            {
+                return Ok((
+                    step(format!("SNS FIFO topic {found} (found)"), Action::Unchanged),
+                    found.to_string(),
+                ));
+            }
+        }
+    }
     let created = client
         .create_topic()
         .name(&name)
@@ -213,29 +233,77 @@ async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, Backe
         .unwrap_or_default())
 }
 
+/// The queue attributes gitsync needs (SQS `SetQueueAttributes` names): no delivery
+/// delay, long polling 20 s, visibility 60 s, retention 14 days.
+const QUEUE_ATTRIBUTES: &[(QueueAttributeName, &str)] = &[
+    (QueueAttributeName::DelaySeconds, "0"),
+    (QueueAttributeName::ReceiveMessageWaitTimeSeconds, "20"),
+    (QueueAttributeName::VisibilityTimeout, "60"),
+    (QueueAttributeName::MessageRetentionPeriod, "1209600"),
+];
+
+/// Sets the attributes of the existing queue at `url` that differ from
+/// [`QUEUE_ATTRIBUTES`]; returns what changed, as `Name old -> new`.
+async fn reconcile_queue(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+) -> Result<Vec<String>, BackendError> {
+    let mut get = sqs.get_queue_attributes().queue_url(url);
+    for (name, _) in QUEUE_ATTRIBUTES {
+        get = get.attribute_names(name.clone());
+    }
+    let got = get
+        .send()
+        .await
+        .map_err(|e| aws_error("GetQueueAttributes", e))?;
+    let now = got.attributes().cloned().unwrap_or_default();
+    let mut set = sqs.set_queue_attributes().queue_url(url);
+    let mut changed = Vec::new();
+    for (name, wanted) in QUEUE_ATTRIBUTES {
+        let current = now.get(name).map(String::as_str).unwrap_or("unset");
+        if current != *wanted {
+            changed.push(format!("{} {current} -> {wanted}", name.as_str()));
+            set = set.attributes(name.clone(), *wanted);
+        }
+    }
+    if !changed.is_empty() {
+        set.send()
+            .await
+            .map_err(|e| aws_error("SetQueueAttributes", e))?;
+    }
+    Ok(changed)
+}
+
 /// Makes sure this host's queue exists; returns its URL and ARN.
 async fn ensure_queue(
     sqs: &aws_sdk_sqs::Client,
     queue: &str,
 ) -> Result<(Step, String, String), BackendError> {
-    let resource = format!("SQS FIFO queue {queue}");
+    let mut resource = format!("SQS FIFO queue {queue}");
     let (url, action) = match sqs.get_queue_url().queue_name(queue).send().await {
-        Ok(out) => (
-            out.queue_url().unwrap_or_default().to_string(),
-            Action::Unchanged,
-        ),
+        Ok(out) => {
+            let url = out.queue_url().unwrap_or_default().to_string();
+            let changed = reconcile_queue(sqs, &url).await?;
+            if changed.is_empty() {
+                (url, Action::Unchanged)
+            } else {
+                resource = format!("{resource} ({})", changed.join(", "));
+                (url, Action::Updated)
+            }
+        }
         Err(err)
             if err
                 .as_service_error()
                 .is_some_and(|e| e.is_queue_does_not_exist()) =>
         {
-            let out = sqs
+            let mut create = sqs
                 .create_queue()
                 .queue_name(queue)
-                .attributes(QueueAttributeName::FifoQueue, "true")
-                .attributes(QueueAttributeName::ReceiveMessageWaitTimeSeconds, "20")
-                .attributes(QueueAttributeName::VisibilityTimeout, "60")
-                .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+                .attributes(QueueAttributeName::FifoQueue, "true");
+            for (name, value) in QUEUE_ATTRIBUTES {
+                create = create.attributes(name.clone(), *value);
+            }
+            let out = create
                 .send()
                 .await
                 .map_err(|e| aws_error("CreateQueue", e))?;
