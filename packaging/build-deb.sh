@@ -35,6 +35,7 @@ install -Dm755 "$top/hooks/pre-push" "$root/usr/share/gitsync/hooks/pre-push"
 install -Dm644 "$top/src/config/example.yml" "$root/usr/share/doc/gitsync/examples/config.yml"
 install -Dm644 "$top/README.md" "$root/usr/share/doc/gitsync/README.md"
 install -Dm644 "$here/debian/copyright" "$root/usr/share/doc/gitsync/copyright"
+install -Dm644 "$here/debian/lintian-overrides" "$root/usr/share/lintian/overrides/gitsync"
 sed "s/@VERSION@/$version/" "$here/debian/changelog" | gzip -9n >"$stage/changelog.gz"
 install -Dm644 "$stage/changelog.gz" "$root/usr/share/doc/gitsync/changelog.gz"
 
