@@ -309,3 +309,45 @@ fn bootstrap_clones_what_another_host_has_on_the_same_branches() {
     );
     drop((open, locked));
 }
+
+#[test]
+fn a_one_off_sync_of_another_root_leaves_no_permanent_rows() {
+    let env = Env::new();
+    let root = env.path("root");
+    env.remote_and_clone("kept", "root/kept");
+    env.remote_and_clone("elsewhere", "scratch/elsewhere");
+    let home = env.home("a");
+    env.config(
+        &home,
+        &format!(
+            "hostname: host-a\nroot: {}\nlocal:\n  path: {}\npull:\n  interval: 1h\n  rescan: 1s\n",
+            root.display(),
+            env.path("hub").display()
+        ),
+    );
+    let daemon = env.spawn(&home, &[]);
+    daemon.wait_log("ready", Duration::from_secs(30));
+    let other = env.path("scratch");
+    let sync = env.gitsync(
+        &home,
+        &["sync", "--quiet", "--root", other.to_str().expect("utf8")],
+    );
+    assert!(
+        sync.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sync.stderr)
+    );
+    // The one-off sync published as host-a; the daemon owns host-a's rows.
+    wait_for_logged(
+        "the foreign row to go",
+        Duration::from_secs(10),
+        &[&daemon],
+        || (repos_of(&env, &home, "host-a") == ["kept"]).then_some(()),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        repos_of(&env, &home, "host-a"),
+        ["kept"],
+        "the daemon's own row stays"
+    );
+}

@@ -261,6 +261,15 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
         sd_notify::NotifyState::Status(&format!("{} repositories in sync", repos.len())),
     ]);
 
+    // Rows of this host that the daemon does not keep (a one-off `sync --root` of another
+    // folder, a repository removed while it was down) leave the store.
+    background.spawn(prune_rows(
+        backend.store.clone(),
+        syncer.clone(),
+        registry.clone(),
+        config.hostname.clone(),
+    ));
+
     // Pushes made while the daemon was down, then events the other machines sent meanwhile
     // (the bus kept them); the start-up update already fetched, so most are no-ops.
     for (path, notice) in handoff::spooled(&config.home) {
@@ -389,6 +398,12 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
             };
             lists.resolve_and_apply(&config, "root", &mut tasks);
             lookup = Lookup::of(&registry.current());
+            tasks.spawn(prune_rows(
+                backend.store.clone(),
+                syncer.clone(),
+                registry.clone(),
+                config.hostname.clone(),
+            ));
             if let Some(w) = root_watcher.clone() {
                 let (root, list) = (config.root.clone(), config.repositories.clone());
                 let _ = tokio::task::spawn_blocking(move || w.follow(&root, list.as_deref())).await;
@@ -517,6 +532,37 @@ impl Lookup {
                 .iter()
                 .map(|r| (r.name.clone(), watcher::git_dir_of(&r.path)))
                 .collect(),
+        }
+    }
+}
+
+/// Removes this host's rows for repositories that the daemon does not keep: the daemon
+/// owns its host's rows. Failures are logged at debug level (the next rescan tries again).
+async fn prune_rows(
+    store: Arc<dyn backend::StateStore>,
+    syncer: Arc<Syncer>,
+    registry: Arc<Registry>,
+    host: String,
+) {
+    let rows = match store.list(Some(&host)).await {
+        Ok(rows) => rows,
+        Err(err) => {
+            tracing::debug!(%err, "cannot list this host's rows");
+            return;
+        }
+    };
+    for row in rows {
+        // Read the list now: a clone found since the rows were listed is kept.
+        if registry.current().iter().any(|r| r.name == row.repo) {
+            continue;
+        }
+        tracing::info!(repo = %row.repo, "a row of this host for a repository the daemon does not keep (removed while it was down, or from a one-off `sync --root`): removed");
+        if let Err(err) = syncer.drop_repo(&row.repo).await {
+            tracing::debug!(repo = %row.repo, %err, "cannot remove the row");
+        }
+        // Found by a rescan meanwhile: it is published again at its next sync.
+        if registry.current().iter().any(|r| r.name == row.repo) {
+            syncer.adopt(&row.repo);
         }
     }
 }
