@@ -92,7 +92,11 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                     dry_run: args.dry_run,
                     init: args.init,
                 };
-                match runtime.block_on(d.ship(&opts)) {
+                let spinner =
+                    super::progress::Progress::spinner(&format!("shipping {}", d.spec.name));
+                let shipped = runtime.block_on(d.ship(&opts));
+                spinner.finish();
+                match shipped {
                     Err(e) => {
                         ok = false;
                         println!("{}: {e}", d.spec.name);

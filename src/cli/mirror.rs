@@ -140,7 +140,10 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
             let mut ok = true;
             // One at a time: each run streams its pack from disk, so memory stays flat.
             for mirror in &mirrors {
+                let spinner =
+                    super::progress::Progress::spinner(&format!("mirroring {}", mirror.spec.name));
                 let outcome = mirror.run_once(dry_run).await;
+                spinner.finish();
                 mirror::log_outcome(&outcome);
                 ok &= print(mirror, &outcome, first);
             }

@@ -60,10 +60,10 @@ fn print(outcomes: &[PairOutcome]) -> bool {
     let mut ok = true;
     for outcome in outcomes {
         match &outcome.error {
-            None => println!("pair {}: {}", outcome.id, outcome.action),
+            None => println!("{}: {}", outcome.name, outcome.action),
             Some(err) => {
                 ok = false;
-                println!("pair {}: failed: {err}", outcome.id);
+                println!("{}: failed: {err}", outcome.name);
             }
         }
     }
@@ -101,6 +101,11 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
             .map_err(|e| CliError::Failed(e.to_string()))?;
         let interval = round.interval.unwrap_or(settings.interval);
         loop {
+            let spinner = super::progress::Progress::spinner(if producing {
+                "exporting"
+            } else {
+                "importing"
+            });
             let result = if producing {
                 producer::run_once(
                     &settings,
@@ -114,6 +119,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
             } else {
                 partition::consumer::run_once(&settings, store.as_ref(), round.dry_run).await
             };
+            spinner.finish();
             let ok = match result {
                 Ok(outcomes) => print(&outcomes),
                 Err(err) => {

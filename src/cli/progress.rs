@@ -26,6 +26,18 @@ impl Progress {
         Progress { bar: Some(bar) }
     }
 
+    /// A spinner saying `what` (such as `mirroring api`) while long work of unknown size
+    /// runs; nothing when standard error is not a terminal. [`Progress::finish`] removes it.
+    pub fn spinner(what: &str) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Progress { bar: None };
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message(what.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        Progress { bar: Some(bar) }
+    }
+
     /// One more item done; `name` is shown beside the bar.
     pub fn step(&self, name: &str) {
         if let Some(bar) = &self.bar {

@@ -35,7 +35,12 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         {
             return Err(CliError::Failed(taken));
         }
-        let outcomes = setup.syncer.sync_all(&setup.repos, true).await;
+        let progress = super::progress::Progress::new(setup.repos.len() as u64, "syncing");
+        let outcomes = setup
+            .syncer
+            .sync_all_reporting(&setup.repos, true, &|o| progress.step(&o.repo))
+            .await;
+        progress.finish();
         if outcomes.is_empty() {
             eprintln!(
                 "gitsync: warning: no repositories under {} (check `root` and `repositories`)",

@@ -487,6 +487,17 @@ impl Syncer {
     /// Syncs every repository (at most four at a time) and returns each outcome, in the
     /// order given.
     pub async fn sync_all(self: &Arc<Self>, repos: &[Repo], fetch: bool) -> Vec<Outcome> {
+        self.sync_all_reporting(repos, fetch, &|_| {}).await
+    }
+
+    /// As [`Syncer::sync_all`], calling `done` with each outcome as it comes (for a
+    /// progress bar).
+    pub async fn sync_all_reporting(
+        self: &Arc<Self>,
+        repos: &[Repo],
+        fetch: bool,
+        done: &(dyn Fn(&Outcome) + Sync),
+    ) -> Vec<Outcome> {
         let mut set = tokio::task::JoinSet::new();
         for (i, repo) in repos.iter().cloned().enumerate() {
             let me = self.clone();
@@ -495,6 +506,7 @@ impl Syncer {
         let mut out: Vec<Option<Outcome>> = vec![None; repos.len()];
         while let Some(joined) = set.join_next().await {
             if let Ok((i, outcome)) = joined {
+                done(&outcome);
                 out[i] = Some(outcome);
             }
         }

@@ -203,6 +203,11 @@ pub async fn run_once(
         if current || record.tip.is_empty() || is_zero_oid(&record.tip) {
             outcomes.push(PairOutcome {
                 id: record.id.clone(),
+                name: format!(
+                    "{} -> {}",
+                    record.source_branch,
+                    super::end_name(&record.destination)
+                ),
                 action: "nothing new".to_string(),
                 error: None,
             });
@@ -212,9 +217,15 @@ pub async fn run_once(
             let need = record.bundles.len();
             outcomes.push(PairOutcome {
                 id: record.id.clone(),
+                name: format!(
+                    "{} -> {}",
+                    record.source_branch,
+                    super::end_name(&record.destination)
+                ),
                 action: format!(
                     "would fetch up to {need} bundle(s) and push {} to {}",
-                    record.tip, record.destination.branch
+                    crate::daemon::syncer::short(&record.tip),
+                    record.destination.branch
                 ),
                 error: None,
             });
@@ -249,11 +260,17 @@ pub async fn run_once(
                 super::write_state(&state_file, &state)?;
                 let action = format!(
                     "pushed {} to {} ({fetched} bundle(s) fetched)",
-                    record.tip, record.destination.branch
+                    crate::daemon::syncer::short(&record.tip),
+                    record.destination.branch
                 );
                 tracing::info!(pair = %record.id, %action, "partition pair");
                 outcomes.push(PairOutcome {
                     id: record.id.clone(),
+                    name: format!(
+                        "{} -> {}",
+                        record.source_branch,
+                        super::end_name(&record.destination)
+                    ),
                     action,
                     error: None,
                 });
@@ -262,6 +279,11 @@ pub async fn run_once(
                 tracing::warn!(pair = %record.id, %err, "partition pair failed; nothing pushed for it");
                 outcomes.push(PairOutcome {
                     id: record.id.clone(),
+                    name: format!(
+                        "{} -> {}",
+                        record.source_branch,
+                        super::end_name(&record.destination)
+                    ),
                     action: "failed".to_string(),
                     error: Some(err),
                 });

@@ -275,11 +275,37 @@ pub fn sha256_file(path: &std::path::Path) -> std::io::Result<(String, u64)> {
 pub struct PairOutcome {
     /// The pair's id.
     pub id: String,
+    /// The pair for people, such as `a.git master -> b.git main` (see [`pair_name`]).
+    pub name: String,
     /// What happened ("exported increment", "pushed ...", "nothing new", or the plan in a
     /// dry run).
     pub action: String,
     /// The error, when the pair failed (the others went on).
     pub error: Option<String>,
+}
+
+/// One end of a pair for people: the repository's last path component (or its GitLab
+/// group/project) and the branch, such as `a.git master`. Credentials never appear.
+pub fn end_name(end: &crate::config::PairEnd) -> String {
+    let repo = match (&end.url, &end.project_name) {
+        (Some(url), _) => crate::model::redact_url(url)
+            .trim_end_matches('/')
+            .rsplit(['/', ':'])
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        (None, Some(project)) => match &end.group {
+            Some(group) => format!("{group}/{project}"),
+            None => project.clone(),
+        },
+        (None, None) => "?".to_string(),
+    };
+    format!("{repo} {}", end.branch)
+}
+
+/// A pair for people: `a.git master -> b.git main`.
+pub fn pair_name(source: &crate::config::PairEnd, destination: &crate::config::PairEnd) -> String {
+    format!("{} -> {}", end_name(source), end_name(destination))
 }
 
 /// Runs `role` every `settings.interval` until the task is dropped: the daemon component

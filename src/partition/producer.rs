@@ -172,7 +172,7 @@ async fn export(
                 .map_err(|e| e.to_string())?;
             let _ = std::fs::remove_file(&plain);
             let _ = std::fs::remove_file(&sealed);
-            action = format!("{action} ({size} bytes)");
+            action = format!("{action} ({})", crate::store::human_size(size));
             bundles.push(BundleRecord {
                 key,
                 sha256,
@@ -249,11 +249,13 @@ async fn plan(settings: &Settings, state: &ProducerState) -> Vec<PairOutcome> {
         out.push(match result {
             Ok(action) => PairOutcome {
                 id: pair.id.clone(),
+                name: super::pair_name(&pair.spec.source, &pair.spec.destination),
                 action,
                 error: None,
             },
             Err(err) => PairOutcome {
                 id: pair.id.clone(),
+                name: super::pair_name(&pair.spec.source, &pair.spec.destination),
                 action: "failed".to_string(),
                 error: Some(err),
             },
@@ -334,6 +336,7 @@ pub async fn run_once(
                 records.push(record);
                 outcomes.push(PairOutcome {
                     id: pair.id.clone(),
+                    name: super::pair_name(&pair.spec.source, &pair.spec.destination),
                     action,
                     error: None,
                 });
@@ -345,6 +348,7 @@ pub async fn run_once(
                 }
                 outcomes.push(PairOutcome {
                     id: pair.id.clone(),
+                    name: super::pair_name(&pair.spec.source, &pair.spec.destination),
                     action: "failed".to_string(),
                     error: Some(crate::model::redact_text(&err)),
                 });

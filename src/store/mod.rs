@@ -143,3 +143,18 @@ pub(crate) fn checked(key: &str) -> Result<&str, StoreError> {
         Err(StoreError::Url(format!("bad key {key:?}")))
     }
 }
+
+/// Bytes as a person reads them: `912 B`, `4.2 KiB`, `1.3 MiB`, `2.0 GiB`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
