@@ -17,6 +17,7 @@ project = here.parent
 target_dir = os.environ.get("CARGO_TARGET_DIR", str(project / "target"))
 binary = os.environ.get("GITSYNC_BIN", f"{target_dir}/release/gitsync")
 runs = int(os.environ.get("RUNS", "10"))
+# BOOT_ARGS: extra arguments for `gitsync bootstrap`, such as `--jobs 16`.
 repos = int(os.environ.get("REPOS", "50"))
 rounds = int(os.environ.get("ROUNDS", "3"))
 if not os.access(binary, os.X_OK):
@@ -125,7 +126,7 @@ try:
         boot_root.mkdir()
         config(hc, f"host-c{r}", boot_root)
         start = time.monotonic()
-        out = run(binary, "bootstrap", "--from", "host-b", h=hc)
+        out = run(binary, "bootstrap", "--from", "host-b", *os.environ.get("BOOT_ARGS", "").split(), h=hc)
         boot_times.append(time.monotonic() - start)
         last = out.stdout.decode().strip().splitlines()[-1]
         assert f"{repos} cloned" in last, last

@@ -351,3 +351,57 @@ fn a_one_off_sync_of_another_root_leaves_no_permanent_rows() {
         "the daemon's own row stays"
     );
 }
+
+/// Through `gitsync sync`: a branch that is not checked out and is behind its upstream is
+/// moved, the worktree's bytes stay as they were; with `pull.other_branches: false` it is
+/// not, and `status` counts it.
+#[test]
+fn sync_moves_branches_that_are_not_checked_out_unless_told_not_to() {
+    for enabled in [true, false] {
+        let env = Env::new();
+        let (bare, clone) = env.remote_and_clone("r", "root/r");
+        let bare = bare.to_str().expect("utf8").to_string();
+        let seed = env.path("seeds/r");
+        env.git(&seed, &["push", "-q", &bare, "main:release"]);
+        env.git(&clone, &["fetch", "-q"]);
+        env.git(&clone, &["branch", "--track", "release", "origin/release"]);
+        env.commit(&seed, "rel.txt", "release notes\n", "for release");
+        env.git(&seed, &["push", "-q", &bare, "main:release"]);
+        env.git(&clone, &["checkout", "-q", "-b", "topic"]);
+        env.write(&clone, "wip.txt", "work in progress\n");
+        let before = common::tree_bytes(&clone);
+        let home = env.home("a");
+        env.config(
+            &home,
+            &format!(
+                "hostname: host-a\nroot: {}\npull:\n  other_branches: {enabled}\n",
+                env.path("root").display()
+            ),
+        );
+        let sync = env.gitsync(&home, &["sync"]);
+        assert!(
+            sync.status.success(),
+            "{}",
+            String::from_utf8_lossy(&sync.stderr)
+        );
+        let release = env.git(&clone, &["rev-parse", "release"]);
+        let upstream = env.git(&clone, &["rev-parse", "origin/release"]);
+        assert_eq!(release == upstream, enabled, "enabled: {enabled}");
+        assert_eq!(
+            common::tree_bytes(&clone),
+            before,
+            "a worktree byte changed"
+        );
+        let row = env
+            .status(&home, &[])
+            .into_iter()
+            .find(|s| s["repo"] == "r")
+            .expect("row");
+        assert_eq!(row["branch"], "topic");
+        assert_eq!(
+            row["branches_behind"].as_u64().unwrap_or(0),
+            if enabled { 0 } else { 1 },
+            "{row}"
+        );
+    }
+}

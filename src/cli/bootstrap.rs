@@ -172,15 +172,30 @@ async fn clone_one(wanted: &Wanted, root: &Path) -> Result<Duration, String> {
             .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     }
     let target_text = target.display().to_string();
+    // A `file://` remote on this machine is cloned as git clones a path: objects are hard
+    // links, not a pack made and indexed again. The remote stays the recorded URL.
+    let local = wanted
+        .url
+        .strip_prefix("file://")
+        .filter(|p| p.starts_with('/') && Path::new(p).is_dir());
     let mut args = vec!["clone", "--quiet"];
     if let Some(b) = &wanted.remote_branch {
         args.extend(["--branch", b.as_str()]);
     }
-    args.extend(["--", wanted.url.as_str(), target_text.as_str()]);
+    args.extend(["--", local.unwrap_or(&wanted.url), target_text.as_str()]);
     let timeout = Duration::from_secs(3600);
     crate::git::ops::run(root, &args, timeout)
         .await
         .map_err(|e| one_line(&e.to_string()))?;
+    if local.is_some() {
+        crate::git::ops::run(
+            &target,
+            &["remote", "set-url", "origin", &wanted.url],
+            timeout,
+        )
+        .await
+        .map_err(|e| one_line(&e.to_string()))?;
+    }
     if let (Some(local), Some(remote)) = (&wanted.branch, &wanted.remote_branch)
         && local != remote
     {

@@ -17,7 +17,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use crate::discover;
 
 /// How long after a change under the root the list is resolved again.
-pub const SETTLE: Duration = Duration::from_millis(250);
+pub const SETTLE: Duration = Duration::from_millis(100);
 
 /// At most this many folders are watched; beyond it the periodic rescan covers the rest.
 const MAX_FOLDERS: usize = 20_000;
