@@ -311,7 +311,11 @@ fn only_the_branch_decided_on_moves_while_the_user_switches_branches() {
         );
     }
     let status = env.git(&clone, &["status", "--porcelain"]);
-    assert!(status.is_empty(), "worktree left dirty:\n{status}");
+    assert!(
+        status.is_empty(),
+        "worktree left dirty:\n{status}\nHEAD: {}\nmain's reflog:\n{log}",
+        env.git(&clone, &["rev-parse", "--abbrev-ref", "HEAD"])
+    );
 }
 
 /// Starts a daemon on `home`, waits until a fast-forward of `clone` is in the middle of

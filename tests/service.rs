@@ -321,25 +321,29 @@ fn doctor_passes_a_healthy_set_up_and_names_each_problem() {
     );
 }
 
-#[test]
-fn the_deb_has_everything_and_its_binary_runs() {
-    require("dpkg-deb", "dpkg");
-    let env = Env::new();
+/// Builds the package of the test binary with packaging/build-deb.sh; returns the .deb.
+fn build_deb(env: &Env) -> std::path::PathBuf {
     let out_dir = env.path("deb");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/build-deb.sh");
     let built = Command::new("bash")
-        .arg(&script)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/build-deb.sh"))
         .arg(&out_dir)
         .env("GITSYNC_BIN", BIN)
         .output()
         .expect("build-deb.sh");
     assert!(built.status.success(), "{}", text(&built));
-    let deb = std::fs::read_dir(&out_dir)
+    std::fs::read_dir(&out_dir)
         .expect("out dir")
         .flatten()
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .expect("a .deb");
+        .expect("a .deb")
+}
+
+#[test]
+fn the_deb_has_everything_and_its_binary_runs() {
+    require("dpkg-deb", "dpkg");
+    let env = Env::new();
+    let deb = build_deb(&env);
     let listing = Command::new("dpkg-deb")
         .arg("-c")
         .arg(&deb)
@@ -459,20 +463,7 @@ fn the_deb_installs_and_removes_without_leaving_a_file() {
         "a gitsync package is installed on this machine; this test installs and removes its own: `dpkg -r gitsync` first"
     );
     let env = Env::new();
-    let out_dir = env.path("deb");
-    let built = Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/build-deb.sh"))
-        .arg(&out_dir)
-        .env("GITSYNC_BIN", BIN)
-        .output()
-        .expect("build-deb.sh");
-    assert!(built.status.success(), "{}", text(&built));
-    let deb = std::fs::read_dir(&out_dir)
-        .expect("out dir")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .expect("a .deb");
+    let deb = build_deb(&env);
     let files: Vec<String> = String::from_utf8_lossy(
         &Command::new("dpkg-deb")
             .arg("-c")

@@ -321,6 +321,16 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
     let mut next_rescan = tokio::time::Instant::now() + config.pull.rescan;
     let mut next_heartbeat = tokio::time::Instant::now() + config.pull.heartbeat;
 
+    let host = config.hostname.clone();
+    let lists = Lists {
+        registry: &registry,
+        watcher: watcher.as_ref(),
+        dirty: &dirty,
+        syncer: &syncer,
+        publisher: &publisher,
+        reflogs: &reflogs,
+        host: &host,
+    };
     let mut config = config;
     let mut lookup = Lookup::of(&registry.current());
     let mut tasks: JoinSet<()> = JoinSet::new();
@@ -354,15 +364,6 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
                 }
                 Ok(fresh) => {
                     warn_restart_settings(&config, &fresh);
-                    let lists = Lists {
-                        registry: &registry,
-                        watcher: watcher.as_ref(),
-                        dirty: &dirty,
-                        syncer: &syncer,
-                        publisher: &publisher,
-                        reflogs: &reflogs,
-                        host: &config.hostname,
-                    };
                     if lists.resolve_and_apply(&fresh, "configuration", &mut tasks) {
                         tracing::info!(repos = registry.current().len(), "configuration reloaded");
                         if let Some(w) = root_watcher.clone() {
@@ -387,15 +388,6 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
         }
         if tokio::time::Instant::now() >= next_rescan {
             next_rescan = tokio::time::Instant::now() + config.pull.rescan;
-            let lists = Lists {
-                registry: &registry,
-                watcher: watcher.as_ref(),
-                dirty: &dirty,
-                syncer: &syncer,
-                publisher: &publisher,
-                reflogs: &reflogs,
-                host: &config.hostname,
-            };
             lists.resolve_and_apply(&config, "root", &mut tasks);
             lookup = Lookup::of(&registry.current());
             tasks.spawn(prune_rows(

@@ -117,9 +117,137 @@ pub async fn plan(dir: &Path, timeout: Duration) -> Result<Plan, GitError> {
     Ok(plan)
 }
 
+/// How long the locks are held before the branches are checked and moved.
+const SETTLE: Duration = Duration::from_millis(20);
+
+/// The `index.lock` of every worktree of a repository, held while branches move: a `git
+/// checkout` (or switch, rebase, ...) in any worktree cannot start meanwhile, and one
+/// that is running holds a lock itself, so nothing moves. What is held is recorded in
+/// `<common>/gitsync/branch-locks` (pid, inode, path), so that locks left by a process
+/// that was killed are removed by the next run, and only those.
+struct Locks {
+    held: Vec<(std::path::PathBuf, u64)>,
+    record: std::path::PathBuf,
+}
+
+impl Locks {
+    /// Every worktree's git folder: the common one and `worktrees/*`.
+    fn git_dirs(common: &Path) -> Vec<std::path::PathBuf> {
+        let mut dirs = vec![common.to_path_buf()];
+        if let Ok(entries) = std::fs::read_dir(common.join("worktrees")) {
+            dirs.extend(
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|d| d.join("HEAD").exists()),
+            );
+        }
+        dirs
+    }
+
+    /// Takes every lock, or none. Errors: the first lock that is taken already.
+    fn take(common: &Path) -> Result<Locks, String> {
+        use std::os::unix::fs::MetadataExt;
+        let mut locks = Locks {
+            held: Vec::new(),
+            record: common.join("gitsync/branch-locks"),
+        };
+        for dir in Self::git_dirs(common) {
+            let path = dir.join("index.lock");
+            match std::fs::File::options()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(file) => {
+                    let ino = file.metadata().map(|m| m.ino()).unwrap_or(0);
+                    locks.held.push((path, ino));
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "{} exists: a git command is running",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        let text: String = locks
+            .held
+            .iter()
+            .map(|(p, ino)| format!("{} {ino} {}\n", std::process::id(), p.display()))
+            .collect();
+        if let Some(parent) = locks.record.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let _ = std::fs::write(&locks.record, text);
+        Ok(locks)
+    }
+
+    /// Removes the locks a killed process left (its record names a pid that is gone and
+    /// the lock's inode is still the one it created).
+    fn recover(common: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        let record = common.join("gitsync/branch-locks");
+        let Ok(text) = std::fs::read_to_string(&record) else {
+            return;
+        };
+        for line in text.lines() {
+            let mut parts = line.splitn(3, ' ');
+            let (Some(pid), Some(ino), Some(path)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let pid: i32 = pid.parse().unwrap_or(0);
+            let alive =
+                pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+            if alive {
+                return;
+            }
+            let path = Path::new(path);
+            if path
+                .symlink_metadata()
+                .is_ok_and(|m| ino.parse() == Ok(m.ino()))
+            {
+                tracing::warn!(lock = %path.display(), "removing an index.lock left by a killed gitsync");
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        let _ = std::fs::remove_file(&record);
+    }
+}
+
+impl Drop for Locks {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        for (path, ino) in &self.held {
+            if path.symlink_metadata().is_ok_and(|m| m.ino() == *ino) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        let _ = std::fs::remove_file(&self.record);
+    }
+}
+
+/// Whether any worktree of the repository whose common git folder is `common` has
+/// `full` (`refs/heads/B`) checked out, or is rebasing or bisecting it: read from the
+/// files git keeps (`HEAD`, `rebase-merge/head-name`, `rebase-apply/head-name`,
+/// `BISECT_START`), as git's own "already checked out" check does.
+fn checked_out_now(common: &Path, full: &str) -> bool {
+    let short = full.trim_start_matches("refs/heads/");
+    Locks::git_dirs(common).iter().any(|dir| {
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        read("HEAD").trim() == format!("ref: {full}")
+            || read("rebase-merge/head-name").trim() == full
+            || read("rebase-apply/head-name").trim() == full
+            || read("BISECT_START").trim() == short
+    })
+}
+
 /// Moves each branch of `plan.movable` with `git update-ref -m ... refs/heads/B new old`
-/// (the update fails when the branch is no longer at `old`), unless it got checked out
-/// meanwhile. Returns the branches moved and, for the others, why not.
+/// (the update fails when the branch is no longer at `old`), holding every worktree's
+/// `index.lock`, unless it got checked out meanwhile; a branch found checked out right
+/// after its update is put back (compare-and-swap again). Returns the branches moved and,
+/// for the others, why not.
 pub async fn apply(
     dir: &Path,
     plan: &Plan,
@@ -129,22 +257,34 @@ pub async fn apply(
     if plan.movable.is_empty() {
         return (moved, refused);
     }
-    let busy = match checked_out(dir, timeout).await {
-        Ok(busy) => busy,
-        Err(err) => {
-            let why = err.to_string();
-            return (
-                moved,
-                plan.movable
-                    .iter()
-                    .map(|b| (b.clone(), why.clone()))
-                    .collect(),
-            );
-        }
+    let all_refused = |why: String| -> Vec<(Behind, String)> {
+        plan.movable
+            .iter()
+            .map(|b| (b.clone(), why.clone()))
+            .collect()
     };
+    let common = match ops::run(
+        dir,
+        &["rev-parse", "--path-format=absolute", "--git-common-dir"],
+        timeout,
+    )
+    .await
+    {
+        Ok(out) => std::path::PathBuf::from(out.trim()),
+        Err(err) => return (moved, all_refused(err.to_string())),
+    };
+    Locks::recover(&common);
+    let _locks = match Locks::take(&common) {
+        Ok(locks) => locks,
+        Err(why) => return (moved, all_refused(why)),
+    };
+    // A checkout that wrote its worktree just before the locks were taken writes HEAD
+    // right after (git writes HEAD last): give it that moment, so that the check below
+    // sees it. A checkout that starts now fails on the lock and changes nothing.
+    tokio::time::sleep(SETTLE).await;
     for behind in &plan.movable {
         let full = format!("refs/heads/{}", behind.branch);
-        if busy.contains(&full) {
+        if checked_out_now(&common, &full) {
             refused.push((behind.clone(), "checked out meanwhile".to_string()));
             continue;
         }
@@ -168,6 +308,27 @@ pub async fn apply(
         )
         .await
         {
+            Ok(_) if checked_out_now(&common, &full) => {
+                // A checkout that had read the old commit wrote HEAD meanwhile: its
+                // worktree is at the old commit, so the branch goes back there.
+                let back = ops::run(
+                    dir,
+                    &[
+                        "update-ref",
+                        "-m",
+                        "gitsync: put back (checked out meanwhile)",
+                        &full,
+                        &behind.old,
+                        &behind.new,
+                    ],
+                    timeout,
+                )
+                .await;
+                if let Err(err) = back {
+                    tracing::warn!(branch = %behind.branch, %err, "cannot put a branch back");
+                }
+                refused.push((behind.clone(), "checked out meanwhile".to_string()));
+            }
             Ok(_) => moved.push(behind.clone()),
             Err(err) => refused.push((behind.clone(), err.to_string())),
         }
@@ -247,6 +408,24 @@ mod tests {
         let names: Vec<&str> = plan.movable.iter().map(|b| b.branch.as_str()).collect();
         assert_eq!(names, ["a", "d"]);
         assert_eq!(plan.stuck, 1, "b has a commit of its own");
+        // A git command holds a worktree's index.lock: nothing moves.
+        let lock = clone.join(".git/index.lock");
+        std::fs::write(&lock, "").expect("lock");
+        let (none, all) = apply(&clone, &plan, t).await;
+        assert!(none.is_empty() && all.len() == 2, "{all:?}");
+        std::fs::remove_file(&lock).expect("unlock");
+        // A lock left by a killed gitsync (its record names a pid that is gone) is removed.
+        {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::write(&lock, "").expect("lock");
+            let ino = std::fs::metadata(&lock).expect("meta").ino();
+            std::fs::create_dir_all(clone.join(".git/gitsync")).expect("mkdir");
+            std::fs::write(
+                clone.join(".git/gitsync/branch-locks"),
+                format!("999999999 {ino} {}\n", lock.display()),
+            )
+            .expect("record");
+        }
         // The user moves d meanwhile: the compare-and-swap fails.
         git(&clone, &["branch", "-f", "d", "origin/a"]);
         let d_now = git(&clone, &["rev-parse", "d"]);
@@ -268,6 +447,8 @@ mod tests {
             git(&clone, &["rev-parse", "origin/c"])
         );
         assert_eq!(std::fs::read_dir(&clone).expect("ls").count(), files_before);
+        assert!(!lock.exists(), "a lock left behind");
+        assert!(!clone.join(".git/gitsync/branch-locks").exists());
         assert!(git(&clone, &["status", "--porcelain"]).is_empty());
     }
 }

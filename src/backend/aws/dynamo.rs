@@ -45,6 +45,25 @@ impl DynamoStore {
         }
     }
 
+    /// Every item of the table (one paginated `Scan`), or only the hosts' own items.
+    ///
+    /// Errors: the `Scan` fails, as [`BackendError::Aws`].
+    async fn scan(&self, hosts_only: bool) -> Result<Vec<Item>, BackendError> {
+        let mut scan = self.client.scan().table_name(&self.table);
+        if hosts_only {
+            scan = scan
+                .filter_expression("#r = :r")
+                .expression_attribute_names("#r", "repo")
+                .expression_attribute_values(":r", AttributeValue::S(HOST_ITEM.to_string()));
+        }
+        scan.into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| aws_error("Scan", e))
+    }
+
     /// Decodes a state item; `None` for host items and (logged) malformed ones.
     fn decode(&self, item: &Item) -> Option<RepoState> {
         let repo = string(item, "repo")?;
@@ -145,16 +164,7 @@ impl StateStore for DynamoStore {
                 .collect::<Result<Vec<_>, _>>()
                 .await
                 .map_err(|e| aws_error("Query", e))?,
-            None => self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .into_paginator()
-                .items()
-                .send()
-                .collect::<Result<Vec<_>, _>>()
-                .await
-                .map_err(|e| aws_error("Scan", e))?,
+            None => self.scan(false).await?,
         };
         let mut out: Vec<RepoState> = items.iter().filter_map(|i| self.decode(i)).collect();
         out.sort_by(|a, b| (&a.host, &a.repo).cmp(&(&b.host, &b.repo)));
@@ -242,19 +252,7 @@ impl StateStore for DynamoStore {
                 .item
                 .into_iter()
                 .collect(),
-            None => self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression("#r = :r")
-                .expression_attribute_names("#r", "repo")
-                .expression_attribute_values(":r", AttributeValue::S(HOST_ITEM.to_string()))
-                .into_paginator()
-                .items()
-                .send()
-                .collect::<Result<Vec<_>, _>>()
-                .await
-                .map_err(|e| aws_error("Scan", e))?,
+            None => self.scan(true).await?,
         };
         let mut out: Vec<HostRecord> = items.iter().filter_map(decode_host).collect();
         out.sort_by(|a, b| a.host.cmp(&b.host));
