@@ -206,6 +206,14 @@ async fn clone_one(wanted: &Wanted, root: &Path) -> Result<Duration, String> {
     Ok(start.elapsed())
 }
 
+/// `branch main`, or `the default branch` when the other host had none checked out.
+fn branch_words(w: &Wanted) -> String {
+    match &w.branch {
+        Some(b) => format!("branch {b}"),
+        None => "the default branch".to_string(),
+    }
+}
+
 fn one_line(text: &str) -> String {
     text.lines()
         .map(str::trim)
@@ -266,10 +274,10 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                 eprintln!("gitsync: {repo}: not cloned: {why}");
             }
             Step::Clone(w) if args.dry_run => println!(
-                "{}: would clone {} ({}) from {}",
+                "{}: would clone {}, {} (as on {})",
                 w.repo,
                 crate::model::redact_url(&w.url),
-                w.branch.as_deref().unwrap_or("default branch"),
+                branch_words(w),
                 w.host
             ),
             Step::Clone(_) => {}
@@ -306,10 +314,10 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
             match result {
                 Ok(took) => {
                     progress.println(&format!(
-                        "{}: cloned ({}) from {} in {:.1}s",
+                        "{}: cloned {}, {}, in {:.1} s",
                         wanted.repo,
-                        wanted.branch.as_deref().unwrap_or("default branch"),
                         crate::model::redact_url(&wanted.url),
+                        branch_words(&wanted),
                         took.as_secs_f64()
                     ));
                     cloned.push(Repo {
