@@ -295,16 +295,26 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let failed = runtime.block_on(async {
         let permits = Arc::new(tokio::sync::Semaphore::new(args.jobs.max(1)));
         let mut set = tokio::task::JoinSet::new();
+        let hooks = config.hooks_install;
         for wanted in clones.clone() {
             let (permits, root) = (permits.clone(), root.clone());
             set.spawn(async move {
                 let _permit = permits.acquire_owned().await;
                 let result = clone_one(&wanted, &root).await;
+                // The hook goes in while the other clones run.
+                if result.is_ok() && hooks {
+                    let repo = Repo {
+                        name: wanted.repo.clone(),
+                        path: root.join(&wanted.repo),
+                    };
+                    let _ =
+                        tokio::task::spawn_blocking(move || crate::daemon::install_hooks(&[repo]))
+                            .await;
+                }
                 (wanted, result)
             });
         }
         let mut failed = 0;
-        let mut cloned: Vec<Repo> = Vec::new();
         while let Some(joined) = set.join_next().await {
             let Ok((wanted, result)) = joined else {
                 failed += 1;
@@ -320,10 +330,6 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                         branch_words(&wanted),
                         took.as_secs_f64()
                     ));
-                    cloned.push(Repo {
-                        name: wanted.repo.clone(),
-                        path: root.join(&wanted.repo),
-                    });
                 }
                 Err(why) => {
                     failed += 1;
@@ -332,9 +338,6 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
             }
         }
         progress.finish();
-        if config.hooks_install {
-            crate::daemon::install_hooks(&cloned);
-        }
         failed
     });
     println!(
