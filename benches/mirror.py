@@ -24,6 +24,7 @@ The seed is installed into .venv-seed beside the project on the first run.
     python3 benches/mirror.py      (GITSYNC_BIN overrides the binary)
 """
 import os, pathlib, re, shutil, socket, statistics, subprocess, sys, tempfile, time
+from ports import free_port, wait_port
 
 here = pathlib.Path(__file__).resolve().parent
 project = here.parent
@@ -60,22 +61,6 @@ procs = []
 
 def git(*args, cwd, **kw):
     return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, **kw)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port):
-    for _ in range(300):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"nothing listens on {port}")
 
 
 def generate(repo, objects):

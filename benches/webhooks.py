@@ -17,6 +17,7 @@
     cargo build --release --bins --examples && python3 benches/webhooks.py
 """
 import hashlib, hmac, json, os, pathlib, re, shutil, socket, statistics, subprocess, sys
+from ports import free_port, wait_port
 import tempfile, time, urllib.request
 
 here = pathlib.Path(__file__).resolve().parent
@@ -44,22 +45,6 @@ procs = []
 def git(*args, cwd):
     return subprocess.run(["git", *args], cwd=cwd, env=env, check=True,
                           capture_output=True).stdout.decode()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port):
-    for _ in range(300):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"nothing listens on {port}")
 
 
 def post_push(port, name, after, delivery):

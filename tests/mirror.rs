@@ -63,16 +63,7 @@ impl Scene {
     fn new(s3: bool) -> Scene {
         let env = Env::new();
         let home = env.home("mirror");
-        let bare = env.path("remotes/src.git");
-        std::fs::create_dir_all(&bare).expect("mkdir");
-        env.git(&bare, &["init", "--bare", "-q", "-b", "main"]);
-        let work = env.path("work");
-        std::fs::create_dir_all(&work).expect("mkdir");
-        env.git(&work, &["init", "-q", "-b", "main"]);
-        env.git(
-            &work,
-            &["remote", "add", "origin", bare.to_str().expect("utf8")],
-        );
+        let (bare, work) = env.empty_source();
         let target = if s3 {
             let moto = Moto::start_logged(&env.path("moto.log"));
             tokio::runtime::Runtime::new()

@@ -44,16 +44,7 @@ impl Scene {
     fn new(targets: &[&str]) -> Scene {
         let env = Env::new();
         let home = env.home("hooks");
-        let bare = env.path("remotes/src.git");
-        std::fs::create_dir_all(&bare).expect("mkdir");
-        env.git(&bare, &["init", "--bare", "-q", "-b", "main"]);
-        let work = env.path("work");
-        std::fs::create_dir_all(&work).expect("mkdir");
-        env.git(&work, &["init", "-q", "-b", "main"]);
-        env.git(
-            &work,
-            &["remote", "add", "origin", bare.to_str().expect("utf8")],
-        );
+        let (bare, work) = env.empty_source();
         env.commit(&work, "a.txt", "one\n", "first");
         env.git(&work, &["push", "-q", "origin", "main"]);
         let served = env.path("served");

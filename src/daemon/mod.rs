@@ -319,6 +319,8 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
         }
     };
     let mut next_rescan = tokio::time::Instant::now() + config.pull.rescan;
+    // Whether the next rescan is one a folder event brought forward.
+    let mut root_moved = false;
     let mut next_heartbeat = tokio::time::Instant::now() + config.pull.heartbeat;
 
     let host = config.hostname.clone();
@@ -351,6 +353,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
             _ = hup.recv() => reload_now = true,
             _ = root_changed.notified() => {
                 next_rescan = next_rescan.min(tokio::time::Instant::now() + rescan::SETTLE);
+                root_moved = true;
             }
             _ = dirty.wake.notified() => {}
             _ = tokio::time::sleep_until(wake_at) => {}
@@ -390,12 +393,15 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
             next_rescan = tokio::time::Instant::now() + config.pull.rescan;
             lists.resolve_and_apply(&config, "root", &mut tasks);
             lookup = Lookup::of(&registry.current());
-            tasks.spawn(prune_rows(
-                backend.store.clone(),
-                syncer.clone(),
-                registry.clone(),
-                config.hostname.clone(),
-            ));
+            // The store is read on the periodic rescan only, not on every folder event.
+            if !std::mem::take(&mut root_moved) {
+                tasks.spawn(prune_rows(
+                    backend.store.clone(),
+                    syncer.clone(),
+                    registry.clone(),
+                    config.hostname.clone(),
+                ));
+            }
             if let Some(w) = root_watcher.clone() {
                 let (root, list) = (config.root.clone(), config.repositories.clone());
                 let _ = tokio::task::spawn_blocking(move || w.follow(&root, list.as_deref())).await;

@@ -4,7 +4,7 @@
 //! worktree; a branch with commits of its own is never moved; a branch the user moved
 //! after the plan was made fails the compare-and-swap and stays where the user put it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -31,6 +31,8 @@ pub struct Plan {
     /// Branches behind their upstream that are not moved: checked out in a worktree, or
     /// with commits of their own (diverged).
     pub stuck: u32,
+    /// The repository's common git folder (where every worktree's git folder is found).
+    pub common: std::path::PathBuf,
 }
 
 /// `behind N` / `ahead N, behind M` / `gone` / empty, as `%(upstream:track,nobracket)`
@@ -48,17 +50,6 @@ fn track(text: &str) -> Option<(u32, u32)> {
         }
     }
     Some((ahead, behind))
-}
-
-/// Every branch checked out in some worktree of the repository (`git worktree list
-/// --porcelain`, full ref names).
-async fn checked_out(dir: &Path, timeout: Duration) -> Result<HashSet<String>, GitError> {
-    let out = ops::run(dir, &["worktree", "list", "--porcelain"], timeout).await?;
-    Ok(out
-        .lines()
-        .filter_map(|l| l.strip_prefix("branch "))
-        .map(str::to_string)
-        .collect())
 }
 
 /// Reads the local branches of the repository at `dir` and says which can move.
@@ -90,8 +81,16 @@ pub async fn plan(dir: &Path, timeout: Duration) -> Result<Plan, GitError> {
             heads.push((name, short, id, upstream, tracking));
         }
     }
-    let busy = checked_out(dir, timeout).await?;
-    let mut plan = Plan::default();
+    let common = ops::run(
+        dir,
+        &["rev-parse", "--path-format=absolute", "--git-common-dir"],
+        timeout,
+    )
+    .await?;
+    let mut plan = Plan {
+        common: std::path::PathBuf::from(common.trim()),
+        ..Plan::default()
+    };
     for (name, short, id, upstream, tracking) in heads {
         let Some((ahead, behind)) = track(tracking) else {
             continue;
@@ -99,7 +98,7 @@ pub async fn plan(dir: &Path, timeout: Duration) -> Result<Plan, GitError> {
         if behind == 0 {
             continue;
         }
-        if busy.contains(name) {
+        if checked_out_now(&plan.common, name) {
             // The checked-out branch of this worktree is the row's own `behind`; others
             // are their worktrees' business.
             continue;
@@ -257,26 +256,14 @@ pub async fn apply(
     if plan.movable.is_empty() {
         return (moved, refused);
     }
-    let all_refused = |why: String| -> Vec<(Behind, String)> {
-        plan.movable
-            .iter()
-            .map(|b| (b.clone(), why.clone()))
-            .collect()
-    };
-    let common = match ops::run(
-        dir,
-        &["rev-parse", "--path-format=absolute", "--git-common-dir"],
-        timeout,
-    )
-    .await
-    {
-        Ok(out) => std::path::PathBuf::from(out.trim()),
-        Err(err) => return (moved, all_refused(err.to_string())),
-    };
-    Locks::recover(&common);
-    let _locks = match Locks::take(&common) {
+    let common = &plan.common;
+    Locks::recover(common);
+    let _locks = match Locks::take(common) {
         Ok(locks) => locks,
-        Err(why) => return (moved, all_refused(why)),
+        Err(why) => {
+            let refused = plan.movable.iter().map(|b| (b.clone(), why.clone()));
+            return (moved, refused.collect());
+        }
     };
     // A checkout that wrote its worktree just before the locks were taken writes HEAD
     // right after (git writes HEAD last): give it that moment, so that the check below
@@ -284,7 +271,7 @@ pub async fn apply(
     tokio::time::sleep(SETTLE).await;
     for behind in &plan.movable {
         let full = format!("refs/heads/{}", behind.branch);
-        if checked_out_now(&common, &full) {
+        if checked_out_now(common, &full) {
             refused.push((behind.clone(), "checked out meanwhile".to_string()));
             continue;
         }
@@ -308,7 +295,7 @@ pub async fn apply(
         )
         .await
         {
-            Ok(_) if checked_out_now(&common, &full) => {
+            Ok(_) if checked_out_now(common, &full) => {
                 // A checkout that had read the old commit wrote HEAD meanwhile: its
                 // worktree is at the old commit, so the branch goes back there.
                 let back = ops::run(

@@ -122,6 +122,22 @@ impl Env {
         (bare, clone)
     }
 
+    /// An empty bare remote `remotes/src.git` (branch `main`) and a new repository `work`
+    /// whose `origin` is it; returns (bare, work).
+    pub fn empty_source(&self) -> (PathBuf, PathBuf) {
+        let bare = self.path("remotes/src.git");
+        std::fs::create_dir_all(&bare).expect("mkdir");
+        self.git(&bare, &["init", "--bare", "-q", "-b", "main"]);
+        let work = self.path("work");
+        std::fs::create_dir_all(&work).expect("mkdir");
+        self.git(&work, &["init", "-q", "-b", "main"]);
+        self.git(
+            &work,
+            &["remote", "add", "origin", bare.to_str().expect("utf8")],
+        );
+        (bare, work)
+    }
+
     pub fn clone_of(&self, bare: &Path, at: &str) -> PathBuf {
         let clone = self.path(at);
         std::fs::create_dir_all(clone.parent().expect("parent")).expect("mkdir");

@@ -45,6 +45,32 @@ impl DynamoStore {
         }
     }
 
+    /// Every item of `host` (one paginated `Query` on the partition key), or only their
+    /// `repo` keys.
+    ///
+    /// Errors: the `Query` fails, as [`BackendError::Aws`].
+    async fn query(&self, host: &str, keys_only: bool) -> Result<Vec<Item>, BackendError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#h = :h")
+            .expression_attribute_names("#h", "hostname")
+            .expression_attribute_values(":h", AttributeValue::S(host.to_string()));
+        if keys_only {
+            query = query
+                .projection_expression("#r")
+                .expression_attribute_names("#r", "repo");
+        }
+        query
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| aws_error("Query", e))
+    }
+
     /// Every item of the table (one paginated `Scan`), or only the hosts' own items.
     ///
     /// Errors: the `Scan` fails, as [`BackendError::Aws`].
@@ -151,19 +177,7 @@ impl StateStore for DynamoStore {
 
     async fn list(&self, host: Option<&str>) -> Result<Vec<RepoState>, BackendError> {
         let items: Vec<Item> = match host {
-            Some(host) => self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#h = :h")
-                .expression_attribute_names("#h", "hostname")
-                .expression_attribute_values(":h", AttributeValue::S(host.to_string()))
-                .into_paginator()
-                .items()
-                .send()
-                .collect::<Result<Vec<_>, _>>()
-                .await
-                .map_err(|e| aws_error("Query", e))?,
+            Some(host) => self.query(host, false).await?,
             None => self.scan(false).await?,
         };
         let mut out: Vec<RepoState> = items.iter().filter_map(|i| self.decode(i)).collect();
@@ -175,21 +189,7 @@ impl StateStore for DynamoStore {
         let repos: Vec<String> = match repo {
             Some(repo) => vec![repo.to_string()],
             None => {
-                let items: Vec<Item> = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .key_condition_expression("#h = :h")
-                    .expression_attribute_names("#h", "hostname")
-                    .expression_attribute_values(":h", AttributeValue::S(host.to_string()))
-                    .projection_expression("#r")
-                    .expression_attribute_names("#r", "repo")
-                    .into_paginator()
-                    .items()
-                    .send()
-                    .collect::<Result<Vec<_>, _>>()
-                    .await
-                    .map_err(|e| aws_error("Query", e))?;
+                let items = self.query(host, true).await?;
                 items.iter().filter_map(|i| string(i, "repo")).collect()
             }
         };
