@@ -964,6 +964,21 @@ fn with_an_sqs_queue_the_intake_and_the_worker_run_on_different_hosts() {
         || state.exists().then_some(()),
     );
     assert!(!scene.home.join(".gitsync/webhooks/state/api.json").exists());
+    // The intake host's status reads the shared queue's depth from SQS.
+    let status = || {
+        let out = scene.env.gitsync(&scene.home, &["webhooks", "status"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    common::wait_for_logged(
+        "the queue emptied in status",
+        Duration::from_secs(10),
+        &daemons,
+        || {
+            status()
+                .contains("SQS queue hooks.fifo: 0 waiting, 0 in flight")
+                .then_some(())
+        },
+    );
 }
 
 #[test]

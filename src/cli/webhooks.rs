@@ -43,6 +43,61 @@ struct Row {
     #[serde(flatten)]
     state: MirrorState,
     queued: Option<usize>,
+    /// With `queue: sqs`: the shared queue's counts (all mirrors), or why they are unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sqs_queue: Option<SqsQueue>,
+}
+
+/// The SQS queue as `webhooks status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+struct SqsQueue {
+    name: String,
+    waiting: Option<u64>,
+    in_flight: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl SqsQueue {
+    /// Reads the counts (5 s at most); a failure is kept as the error, never fatal.
+    fn read(section: &crate::config::WebhooksConfig) -> SqsQueue {
+        let name = section.sqs_queue.clone().unwrap_or_default();
+        let counts = super::runtime().map_err(|e| e.to_string()).and_then(|rt| {
+            rt.block_on(async {
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    webhook::worker::sqs_depth(section),
+                )
+                .await
+                .unwrap_or_else(|_| Err("no answer within 5 s".to_string()))
+            })
+        });
+        match counts {
+            Ok((waiting, in_flight)) => SqsQueue {
+                name,
+                waiting: Some(waiting),
+                in_flight: Some(in_flight),
+                error: None,
+            },
+            Err(e) => SqsQueue {
+                name,
+                waiting: None,
+                in_flight: None,
+                error: Some(e),
+            },
+        }
+    }
+
+    fn line(&self) -> String {
+        match (&self.error, self.waiting, self.in_flight) {
+            (Some(e), ..) => format!("SQS queue {}: cannot read it: {e}\n", self.name),
+            (None, Some(w), Some(f)) => format!(
+                "SQS queue {}: {w} waiting, {f} in flight (all mirrors)\n",
+                self.name
+            ),
+            _ => String::new(),
+        }
+    }
 }
 
 fn no_section() -> CliError {
@@ -68,7 +123,7 @@ fn load(
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let _guard = crate::logging::init_cli();
     if let Action::Status { json } = &args.action {
-        // Saved states only: no secret is needed, and no queue is contacted.
+        // Saved states, and the SQS queue's counts: no secret is needed.
         let config = super::load_config(cli, None, false)?;
         let rows = rows(&config).ok_or_else(no_section)?;
         if *json {
@@ -136,13 +191,15 @@ pub(super) fn status_section(config: &crate::config::Config) -> String {
     }
 }
 
-/// Each configured mirror with its saved state and (local queue) jobs waiting; `None`
+/// Each configured mirror with its saved state and its jobs waiting (local queue) or the
+/// SQS queue's counts; `None`
 /// without a `webhooks` section.
 fn rows(config: &crate::config::Config) -> Option<Vec<Row>> {
     let section = config.webhooks.as_ref()?;
     let dir = config.home.join("webhooks");
     let queue = crate::webhook::queue::LocalQueue::new(dir.join("queue"));
     let local = section.queue.as_deref() != Some("sqs");
+    let sqs = (!local).then(|| SqsQueue::read(section));
     let rows: Vec<Row> = section
         .mirrors
         .iter()
@@ -152,6 +209,7 @@ fn rows(config: &crate::config::Config) -> Option<Vec<Row>> {
             state: crate::partition::read_state(&crate::webhook::push::state_path(&dir, &m.name))
                 .unwrap_or_default(),
             queued: local.then(|| queue.depth(&m.name)),
+            sqs_queue: sqs.clone(),
         })
         .collect();
     Some(rows)
@@ -187,6 +245,9 @@ fn table(rows: &[Row]) -> String {
             r.state.refs_pushed,
             r.queued.map_or("-".to_string(), |q| q.to_string()),
         ));
+    }
+    if let Some(q) = rows.first().and_then(|r| r.sqs_queue.as_ref()) {
+        out.push_str(&q.line());
     }
     out
 }

@@ -157,10 +157,63 @@ pub async fn ship(
     if previous.as_deref() == Some(rev) {
         return Ok(Shipped::AlreadyThere);
     }
+    let (files, sent) =
+        match transfer(ssh, path, export, rev, excludes, extra, previous.as_deref()).await {
+            Ok(done) => done,
+            Err(e) => return Err(discard(ssh, path, rev, e).await),
+        };
+    let manifest = match manifest_of(&files) {
+        Ok(m) => m,
+        Err(e) => return Err(discard(ssh, path, rev, e).await),
+    };
+    let r = quote(rev)?;
+    let p = quote(path.trim_end_matches('/'))?;
+    let prev = quote(previous.as_deref().unwrap_or(""))?;
+    let script = format!(
+        "set -e; cd {p}; R={r}; PREV={prev}; \
+         cat > \"releases/$R/.sync_manifest.tmp\"; mv \"releases/$R/.sync_manifest.tmp\" \"releases/$R/.sync_manifest\"; \
+         printf '%s\\n' \"$R\" > \"releases/$R/.sync_rev.tmp\"; mv \"releases/$R/.sync_rev.tmp\" \"releases/$R/.sync_rev\"; \
+         touch \"releases/$R\"; \
+         ln -sfn \"releases/$R\" current.tmp.$$; mv -T current.tmp.$$ current; \
+         if [ -n \"$PREV\" ]; then printf '%s\\n' \"$PREV\" > .gitsync-previous.tmp; mv .gitsync-previous.tmp .gitsync-previous; fi; \
+         n=0; for d in $(ls -1t releases); do \
+           case \"$d\" in *[!0-9a-f]*) continue;; esac; \
+           n=$((n+1)); \
+           if [ \"$n\" -gt {keep} ] && [ \"$d\" != \"$R\" ] && [ \"$d\" != \"$PREV\" ]; then rm -rf \"releases/$d\"; fi; \
+         done"
+    );
+    if let Err(e) = ssh
+        .run(&script, Some(manifest.as_bytes()), STEP_TIMEOUT)
+        .await
+    {
+        // The flip is the last command of its script but one: a failure before it (a full
+        // disk for the manifest) leaves `current` as it was, and the release is removed.
+        return Err(discard(ssh, path, rev, remote_err("flip")(e)).await);
+    }
+    Ok(Shipped::Flipped {
+        previous,
+        bytes_sent: sent,
+        files: files.len(),
+    })
+}
+
+/// rsync of the export (and of `extra`, the git folder) into `releases/<rev>/`, with
+/// `--link-dest` against `previous`. Returns the shipped file list and the bytes sent.
+///
+/// Errors: rsync cannot run or exits non-zero (its code and last line of standard error).
+async fn transfer(
+    ssh: &Ssh,
+    path: &str,
+    export: &Path,
+    rev: &str,
+    excludes: &[String],
+    extra: Option<&Path>,
+    previous: Option<&str>,
+) -> Result<(Vec<String>, u64), String> {
     let release = format!("{}/releases/{rev}/", path.trim_end_matches('/'));
     let mut command = rsync_command(ssh, excludes)?;
     command.args(["--mkpath", "--stats", "-ii"]);
-    if let Some(prev) = &previous {
+    if let Some(prev) = previous {
         command.arg(format!("--link-dest=../{prev}"));
     }
     command
@@ -174,11 +227,10 @@ pub async fn ship(
         .map_err(|e| format!("cannot run rsync: {e} (apt-get install -y rsync)"))?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
         return Err(format!(
-            "rsync exit {}: {last}; the current release is untouched",
-            output.status.code().unwrap_or(-1)
+            "rsync exit {}: {}",
+            output.status.code().unwrap_or(-1),
+            rsync_cause(&String::from_utf8_lossy(&output.stderr))
         ));
     }
     let files = itemized_files(&stdout);
@@ -200,37 +252,50 @@ pub async fn ship(
             .map_err(|e| format!("cannot run rsync: {e}"))?;
         if !out.status.success() {
             return Err(format!(
-                "rsync of .git: exit {}",
-                out.status.code().unwrap_or(-1)
+                "rsync of .git: exit {}: {}",
+                out.status.code().unwrap_or(-1),
+                rsync_cause(&String::from_utf8_lossy(&out.stderr))
             ));
         }
         sent += bytes_sent(&String::from_utf8_lossy(&out.stdout));
     }
-    let manifest = manifest_of(&files)?;
-    let r = quote(rev)?;
-    let p = quote(path.trim_end_matches('/'))?;
-    let prev = quote(previous.as_deref().unwrap_or(""))?;
-    let script = format!(
-        "set -e; cd {p}; R={r}; PREV={prev}; \
-         cat > \"releases/$R/.sync_manifest.tmp\"; mv \"releases/$R/.sync_manifest.tmp\" \"releases/$R/.sync_manifest\"; \
-         printf '%s\\n' \"$R\" > \"releases/$R/.sync_rev.tmp\"; mv \"releases/$R/.sync_rev.tmp\" \"releases/$R/.sync_rev\"; \
-         touch \"releases/$R\"; \
-         ln -sfn \"releases/$R\" current.tmp.$$; mv -T current.tmp.$$ current; \
-         if [ -n \"$PREV\" ]; then printf '%s\\n' \"$PREV\" > .gitsync-previous.tmp; mv .gitsync-previous.tmp .gitsync-previous; fi; \
-         n=0; for d in $(ls -1t releases); do \
-           case \"$d\" in *[!0-9a-f]*) continue;; esac; \
-           n=$((n+1)); \
-           if [ \"$n\" -gt {keep} ] && [ \"$d\" != \"$R\" ] && [ \"$d\" != \"$PREV\" ]; then rm -rf \"releases/$d\"; fi; \
-         done"
-    );
-    ssh.run(&script, Some(manifest.as_bytes()), STEP_TIMEOUT)
-        .await
-        .map_err(remote_err("flip"))?;
-    Ok(Shipped::Flipped {
-        previous,
-        bytes_sent: sent,
-        files: files.len(),
-    })
+    Ok((files, sent))
+}
+
+/// The line of rsync's standard error that says why it failed: its first `rsync: ...`
+/// message (the cause, such as "write failed on ...: No space left on device (28)"; the
+/// lines after it are consequences such as a broken pipe), else the last line.
+fn rsync_cause(stderr: &str) -> &str {
+    let mut lines = stderr.lines().map(str::trim).filter(|l| !l.is_empty());
+    lines
+        .clone()
+        .find(|l| l.starts_with("rsync: "))
+        .or_else(|| lines.next_back())
+        .unwrap_or("no message")
+}
+
+/// After a failed ship: removes the half-written `releases/<rev>/` (unless `current` or
+/// `.gitsync-previous` names it), so a full disk gets its space back and no partial release
+/// is left behind. Returns `error` with what became of `current`, or why the clean-up failed.
+async fn discard(ssh: &Ssh, path: &str, rev: &str, error: String) -> String {
+    let script = match (quote(path.trim_end_matches('/')), quote(rev)) {
+        (Ok(p), Ok(r)) => format!(
+            "cd {p} || exit 0; R={r}; C=$(readlink current 2>/dev/null | sed 's|^releases/||'); \
+             P=$(cat .gitsync-previous 2>/dev/null || true); \
+             if [ \"$R\" = \"$C\" ]; then echo current; \
+             elif [ \"$R\" != \"$P\" ]; then rm -rf \"releases/$R\"; fi"
+        ),
+        _ => return error,
+    };
+    match ssh.run(&script, None, STEP_TIMEOUT).await {
+        Ok(out) if out.trim() == "current" => {
+            format!("{error}; current already names the new release")
+        }
+        Ok(_) => format!("{error}; the current release is untouched"),
+        Err((_, msg)) => format!(
+            "{error}; the current release is untouched, but the partial releases/{rev} could not be removed: {msg}"
+        ),
+    }
 }
 
 /// What `verify` found on one target.
@@ -353,5 +418,16 @@ mod tests {
             vec!["a.txt", "sub/b.txt", "same file.txt"]
         );
         assert_eq!(bytes_sent(out), 1234);
+    }
+
+    #[test]
+    fn the_cause_of_an_rsync_failure_is_its_first_message() {
+        let stderr = "rsync: [receiver] write failed on \"/srv/releases/a/.big.bin.x\": No space left on device (28)\nrsync error: error in file IO (code 11) at receiver.c(380) [receiver=3.2.7]\nrsync: [sender] write error: Broken pipe (32)\n";
+        assert!(rsync_cause(stderr).ends_with("No space left on device (28)"));
+        assert_eq!(
+            rsync_cause("ssh: connect refused\n\n"),
+            "ssh: connect refused"
+        );
+        assert_eq!(rsync_cause(""), "no message");
     }
 }

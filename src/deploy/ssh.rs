@@ -145,7 +145,8 @@ impl Ssh {
         }
     }
 
-    /// Closes the multiplexed connection (`ssh -O exit`), if one is open.
+    /// Closes the multiplexed connection (`ssh -O exit`), if one is open, and removes its
+    /// socket folder when that is empty.
     pub async fn close(&self) {
         let _ = tokio::process::Command::new("ssh")
             .args(self.options())
@@ -156,6 +157,7 @@ impl Ssh {
             .stderr(Stdio::null())
             .status()
             .await;
+        let _ = std::fs::remove_dir(&self.control);
     }
 }
 

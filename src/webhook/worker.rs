@@ -121,6 +121,41 @@ pub async fn sqs_client(section: &WebhooksConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&crate::backend::aws::sdk_config(&aws).await)
 }
 
+/// The SQS queue's messages, from GetQueueAttributes: (`ApproximateNumberOfMessages`,
+/// `ApproximateNumberOfMessagesNotVisible`), that is (waiting, in flight), for all mirrors
+/// together (SQS does not count per message group).
+///
+/// Errors: the queue cannot be found or read (one line).
+pub async fn sqs_depth(section: &WebhooksConfig) -> Result<(u64, u64), String> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let Queue::Sqs { client, url } = Queue::open(section, Path::new("")).await? else {
+        return Err("the queue is not sqs".to_string());
+    };
+    let out = client
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "SQS GetQueueAttributes: {}",
+                crate::backend::aws::one_line(&e)
+            )
+        })?;
+    let count = |name: A| {
+        out.attributes()
+            .and_then(|a| a.get(&name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok((
+        count(A::ApproximateNumberOfMessages),
+        count(A::ApproximateNumberOfMessagesNotVisible),
+    ))
+}
+
 /// Runs `mirror` once, saves its state, logs one line. Returns whether the run succeeded
 /// (refs refused as diverged are a success: retrying cannot change them).
 pub async fn run_mirror(hooks: &Webhooks, mirror: &Mirror) -> bool {
