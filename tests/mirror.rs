@@ -486,6 +486,92 @@ fn a_failed_run_publishes_nothing_and_the_other_mirrors_go_on() {
     }
 }
 
+/// A bucket the mirror's credentials may read but not write (moto enforcing IAM, a user
+/// with `s3:GetObject` and `s3:ListBucket` only): one clear line naming the mirror and
+/// AccessDenied, no secret in it, and nothing written under the prefix.
+#[test]
+fn access_denied_is_a_clear_error_and_writes_nothing() {
+    let moto = Moto::start_enforcing_iam(4);
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let setup = format!(
+        r#"
+import boto3, json
+kw = dict(endpoint_url="{url}", region_name="us-east-1",
+          aws_access_key_id="test", aws_secret_access_key="test")
+boto3.client("s3", **kw).create_bucket(Bucket="pub")
+iam = boto3.client("iam", **kw)
+iam.create_user(UserName="reader")
+iam.put_user_policy(UserName="reader", PolicyName="read", PolicyDocument=json.dumps({{
+    "Version": "2012-10-17", "Statement": [{{"Effect": "Allow",
+    "Action": ["s3:GetObject", "s3:ListBucket"],
+    "Resource": ["arn:aws:s3:::pub", "arn:aws:s3:::pub/*"]}}]}}))
+key = iam.create_access_key(UserName="reader")["AccessKey"]
+print(key["AccessKeyId"], key["SecretAccessKey"])
+"#,
+        url = moto.url
+    );
+    let out = std::process::Command::new(&python)
+        .args(["-c", &setup])
+        .output()
+        .expect("run .venv/bin/python (make deps)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let keys = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (id, secret) = keys.trim().split_once(' ').expect("two keys");
+
+    let env = Env::new();
+    let home = env.home("mirror");
+    let (bare, work) = env.empty_source();
+    env.commit(&work, "a.txt", "one\n", "one");
+    env.git(&work, &["push", "-q", "origin", "main"]);
+    let out = env
+        .gitsync_command(
+            &home,
+            &[
+                "mirror",
+                "--source",
+                &format!("file://{}", bare.display()),
+                "--target",
+                "s3://pub/api",
+                "--endpoint-url",
+                &moto.url,
+            ],
+        )
+        .env("AWS_ACCESS_KEY_ID", id)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .output()
+        .expect("run");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("failed") && t.contains("AccessDenied") && t.contains("Nothing was published"),
+        "{t}"
+    );
+    assert!(!t.contains(secret), "the secret key leaked: {t}");
+    let listing = format!(
+        r#"
+import boto3
+s3 = boto3.client("s3", endpoint_url="{url}", region_name="us-east-1",
+                  aws_access_key_id="{id}", aws_secret_access_key="{secret}")
+print(s3.list_objects_v2(Bucket="pub", Prefix="api/")["KeyCount"])
+"#,
+        url = moto.url
+    );
+    let out = std::process::Command::new(&python)
+        .args(["-c", &listing])
+        .output()
+        .expect("run python");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "objects were written: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn two_mirrors_racing_on_one_prefix_leave_one_complete_ref_list() {
     let scene = Scene::new(true);

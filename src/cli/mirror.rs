@@ -63,8 +63,9 @@ fn print(mirror: &Mirror, outcome: &mirror::Outcome, first: bool) -> bool {
         }
         Err(err) => {
             println!(
-                "{}: failed: {err}. Nothing was published; the previous mirror stays as it was.",
-                outcome.name
+                "{}: failed: {}. Nothing was published; the previous mirror stays as it was.",
+                outcome.name,
+                err.to_string().trim_end_matches('.')
             );
             false
         }

@@ -71,7 +71,25 @@ impl Moto {
         Moto::start_with(port, None)
     }
 
+    /// Starts a server that checks credentials and IAM policies after its first `free`
+    /// requests (moto's `INITIAL_NO_AUTH_ACTION_COUNT`), so a test can set up users first.
+    pub fn start_enforcing_iam(free: u32) -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Moto::start_env(
+            port,
+            None,
+            &[("INITIAL_NO_AUTH_ACTION_COUNT", &free.to_string())],
+        )
+    }
+
     fn start_with(port: u16, log: Option<&std::path::Path>) -> Moto {
+        Moto::start_env(port, log, &[])
+    }
+
+    fn start_env(port: u16, log: Option<&std::path::Path>, vars: &[(&str, &str)]) -> Moto {
         let bin = binary();
         assert!(
             bin.exists(),
@@ -81,6 +99,7 @@ impl Moto {
         let child = Command::new(&bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env("MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR", "false")
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(match log {
                 Some(path) => Stdio::from(std::fs::File::create(path).expect("moto log")),
