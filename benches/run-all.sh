@@ -12,6 +12,7 @@ BACKEND=aws python3 benches/push_pull.py
 python3 benches/aws_idle.py "${IDLE_SECONDS:-600}"
 python3 benches/mirror.py
 python3 benches/webhooks.py
+python3 benches/deploy.py
 python3 benches/partition.py
 bash benches/fast_forward.sh
 python3 benches/workspace.py
