@@ -102,6 +102,36 @@ fn bad_configs_exit_2_with_file_line_and_key() {
             ":5: pull.interval",
         ],
     );
+    let hooks = |mirror: &str| {
+        format!(
+            "root: {root}\nrepositories: []\nwebhooks:\n  mirrors:\n    - name: api\n      source: file:///src.git\n{mirror}"
+        )
+    };
+    refused(
+        &env,
+        "webhook-backlog-unguarded",
+        &hooks("      provider: backlog\n      target: https://example.invalid/t.git\n"),
+        &[
+            ":5: webhooks.mirrors[0].path_token_env: required for backlog",
+            "webhooks.mirrors[0].allow_from: required for backlog",
+        ],
+    );
+    refused(
+        &env,
+        "webhook-credential-in-url",
+        &hooks(
+            "      provider: github\n      secret_env: S\n      target: https://u:hunter2@example.invalid/t.git\n",
+        ),
+        &["webhooks.mirrors[0].target: carries a credential"],
+    );
+    refused(
+        &env,
+        "webhook-secret-twice",
+        &hooks(
+            "      provider: github\n      secret_env: S\n      secret_file: /s\n      target: https://example.invalid/t.git\n",
+        ),
+        &["webhooks.mirrors[0].secret_file: `secret_env` is set too"],
+    );
 
     // A configuration file that cannot be read at all: a folder in its place.
     let home = env.home("unreadable");

@@ -167,6 +167,8 @@ pub struct WebhookMirrorConfig {
     /// A secret path segment: the webhook URL is then `/hooks/<name>/<token>` (required for
     /// `backlog`, which signs nothing).
     pub path_token_env: Option<String>,
+    /// File holding the path token (instead of `path_token_env`).
+    pub path_token_file: Option<String>,
     /// Header carrying the HMAC-SHA256 for `generic` (default `X-Signature-256`).
     pub signature_header: Option<String>,
     /// GitLab: verify the `webhook-signature` scheme instead of `X-Gitlab-Token`.
@@ -176,10 +178,16 @@ pub struct WebhookMirrorConfig {
     pub source: String,
     /// Environment variable with a token for the source (sent as an HTTP header).
     pub source_token_env: Option<String>,
+    /// File holding the source token (instead of `source_token_env`).
+    pub source_token_file: Option<String>,
+    /// File with an ssh private key for the source (used through `GIT_SSH_COMMAND`).
+    pub source_ssh_key: Option<String>,
     /// Where to push to.
     pub target: String,
     /// Environment variable with a token (or `user:password`) for the target.
     pub target_token_env: Option<String>,
+    /// File holding the target token (instead of `target_token_env`).
+    pub target_token_file: Option<String>,
     /// File with an ssh private key for the target (used through `GIT_SSH_COMMAND`).
     pub target_ssh_key: Option<String>,
     /// Branch patterns to mirror (default all: `["*"]`); `*` does not cross `/`, `**` does.

@@ -76,10 +76,10 @@ pub(super) fn validate(webhooks: &WebhooksConfig, push: &mut dyn FnMut(&str, Str
             );
         }
         if m.provider == "backlog" {
-            if m.path_token_env.is_none() {
+            if m.path_token_env.is_none() && m.path_token_file.is_none() {
                 push(
                     &key("path_token_env"),
-                    "required for backlog, which signs nothing: a secret path token".to_string(),
+                    "required for backlog, which signs nothing: a secret path token (or `path_token_file`)".to_string(),
                 );
             }
             if m.allow_from.is_empty() {
@@ -103,6 +103,19 @@ pub(super) fn validate(webhooks: &WebhooksConfig, push: &mut dyn FnMut(&str, Str
                 );
             }
         }
+        for (env, file, field) in [
+            (&m.secret_env, &m.secret_file, "secret"),
+            (&m.path_token_env, &m.path_token_file, "path_token"),
+            (&m.source_token_env, &m.source_token_file, "source_token"),
+            (&m.target_token_env, &m.target_token_file, "target_token"),
+        ] {
+            if env.is_some() && file.is_some() {
+                push(
+                    &key(&format!("{field}_file")),
+                    format!("`{field}_env` is set too: name one place for it"),
+                );
+            }
+        }
         if m.source.trim().is_empty() {
             push(&key("source"), "empty".to_string());
         }
@@ -113,7 +126,7 @@ pub(super) fn validate(webhooks: &WebhooksConfig, push: &mut dyn FnMut(&str, Str
             if crate::model::redact_url(url) != *url {
                 push(
                     &key(field),
-                    "carries a credential: name an environment variable in `source_token_env` / `target_token_env` instead"
+                    "carries a credential: name an environment variable or a file in `source_token_env` / `target_token_env` (`_file`) instead"
                         .to_string(),
                 );
             }

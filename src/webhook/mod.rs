@@ -98,7 +98,7 @@ impl Mirror {
         }
         let path_token = read_secret(
             spec.path_token_env.as_deref(),
-            None,
+            spec.path_token_file.as_deref(),
             &format!("mirror {name}: path token"),
         )?;
         let allow_from = spec
@@ -111,16 +111,26 @@ impl Mirror {
             spec.tags.unwrap_or(true),
         )
         .map_err(|e| format!("mirror {name}: {e}"))?;
-        let token = |env: Option<&str>, what: &str| {
-            read_secret(env, None, &format!("mirror {name}: {what}"))
-                .map(|o| o.map(|b| String::from_utf8_lossy(&b).into_owned()))
+        let token = |env: &Option<String>, file: &Option<String>, what: &str| {
+            read_secret(
+                env.as_deref(),
+                file.as_deref(),
+                &format!("mirror {name}: {what}"),
+            )
+            .map(|o| o.map(|b| String::from_utf8_lossy(&b).into_owned()))
         };
-        let source_token = token(spec.source_token_env.as_deref(), "source token")?;
-        let target_token = token(spec.target_token_env.as_deref(), "target token")?;
-        let ssh_key = spec
-            .target_ssh_key
-            .as_deref()
-            .map(crate::config::expand_tilde);
+        let source_token = token(
+            &spec.source_token_env,
+            &spec.source_token_file,
+            "source token",
+        )?;
+        let target_token = token(
+            &spec.target_token_env,
+            &spec.target_token_file,
+            "target token",
+        )?;
+        let key = |k: &Option<String>| k.as_deref().map(crate::config::expand_tilde);
+        let (source_key, target_key) = (key(&spec.source_ssh_key), key(&spec.target_ssh_key));
         Ok(Mirror {
             spec: spec.clone(),
             provider,
@@ -130,9 +140,9 @@ impl Mirror {
             filter,
             remotes: push::Remotes {
                 source: spec.source.clone(),
-                source_env: push::credential_env(source_token.as_deref(), None),
+                source_env: push::credential_env(source_token.as_deref(), source_key.as_deref()),
                 target: spec.target.clone(),
-                target_env: push::credential_env(target_token.as_deref(), ssh_key.as_deref()),
+                target_env: push::credential_env(target_token.as_deref(), target_key.as_deref()),
             },
         })
     }

@@ -376,12 +376,13 @@ pub fn credential_env(token: Option<&str>, ssh_key: Option<&Path>) -> Vec<(Strin
         env.push(("GIT_CONFIG_VALUE_0".to_string(), value));
     }
     if let Some(key) = ssh_key {
+        // GIT_SSH_COMMAND goes through the shell: the path is quoted for it (a path
+        // cannot hold the NUL byte that alone would make quoting fail).
+        let path = key.display().to_string();
+        let quoted = shlex::try_quote(&path).map_or(path.clone(), |q| q.into_owned());
         env.push((
             "GIT_SSH_COMMAND".to_string(),
-            format!(
-                "ssh -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes",
-                key.display().to_string().replace('\'', "")
-            ),
+            format!("ssh -i {quoted} -o IdentitiesOnly=yes -o BatchMode=yes"),
         ));
     }
     env
@@ -417,5 +418,9 @@ mod tests {
         let env = credential_env(Some("tok"), None);
         assert_eq!(env[2].1, "Authorization: Bearer tok");
         assert!(credential_env(None, None).is_empty());
+        let env = credential_env(None, Some(Path::new("/keys/it's mine")));
+        assert_eq!(env[0].0, "GIT_SSH_COMMAND");
+        let words = shlex::split(&env[0].1).expect("a shell command");
+        assert_eq!(words[..3], ["ssh", "-i", "/keys/it's mine"], "{}", env[0].1);
     }
 }
