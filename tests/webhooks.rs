@@ -678,6 +678,49 @@ fn a_job_accepted_before_a_kill_runs_after_the_restart() {
     scene.wait_in_sync("api", "after the second kill");
 }
 
+/// Credentials from files, as systemd's `LoadCredential=` hands them over: the webhook
+/// secret and the target's password are read from files, not the environment.
+#[test]
+fn secrets_and_tokens_can_come_from_files() {
+    let mut scene = Scene::new(&["api"]);
+    let secret = scene.env.path("secret");
+    let token = scene.env.path("target-token");
+    let value = |k: &str| {
+        scene
+            .vars
+            .iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.clone())
+            .expect("a test variable")
+    };
+    std::fs::write(&secret, format!("{}\n", value("HOOK_SECRET"))).expect("secret");
+    std::fs::write(&token, value("TARGET_TOKEN")).expect("token");
+    scene
+        .vars
+        .retain(|(k, _)| k != "TARGET_TOKEN" && k != "HOOK_SECRET");
+    let m = scene
+        .mirror("api", "github", "")
+        .replace(
+            "target_token_env: TARGET_TOKEN",
+            &format!("target_token_file: {}", token.display()),
+        )
+        .replace(
+            "secret_env: HOOK_SECRET",
+            &format!("secret_file: {}", secret.display()),
+        );
+    assert!(
+        m.contains("target_token_file") && m.contains("secret_file"),
+        "{m}"
+    );
+    scene.configure(&m, "");
+    scene.start();
+    scene.wait_in_sync("api", "the start-up run");
+    let sha = scene.commit_and_push("f.txt");
+    let (headers, body) = push_hook("github", &sha, "from-files");
+    assert_eq!(post(&scene.url("/hooks/api"), &headers, body).0, 202);
+    scene.wait_in_sync("api", "the webhook's run");
+}
+
 #[test]
 fn a_wrong_target_password_is_a_clear_error_and_never_shown() {
     let mut scene = Scene::new(&["api"]);
