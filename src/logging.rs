@@ -20,11 +20,16 @@ fn filter(default: &str) -> EnvFilter {
     EnvFilter::try_from_env("GITSYNC_LOG").unwrap_or_else(|_| EnvFilter::new(default))
 }
 
-/// Logs to standard error only, at `warn` unless `GITSYNC_LOG` says otherwise: for
-/// short-lived commands.
+/// The target of log events that report an outcome a command also prints in words (a
+/// mirror, deploy target or partition pair that failed). A command's own terminal shows
+/// its line once; the daemon's log keeps every event.
+pub const OUTCOME: &str = "gitsync::outcome";
+
+/// Logs to standard error only, at `warn` unless `GITSYNC_LOG` says otherwise, without the
+/// [`OUTCOME`] events the command prints itself: for short-lived commands.
 pub fn init_cli() -> Guard {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter("warn"))
+        .with_env_filter(filter(&format!("warn,{OUTCOME}=off")))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)

@@ -262,7 +262,7 @@ impl Deploy {
         state.rev = Some(rev.clone());
         state.scan = Some(verdict.describe());
         if !verdict.passes() {
-            tracing::error!(deploy = %self.spec.name, rev = %short(&rev), "{}", verdict.describe());
+            tracing::error!(target: crate::logging::OUTCOME, deploy = %self.spec.name, rev = %short(&rev), "{}", verdict.describe());
             for t in &targets {
                 let entry = state.targets.entry(t.name.clone()).or_default();
                 entry.result = Some("blocked".to_string());
@@ -371,7 +371,7 @@ impl Deploy {
                     tracing::info!(deploy = %self.spec.name, target = %name, "deploy {}: {name}: {text}", self.spec.name)
                 }
                 Err(e) => {
-                    tracing::error!(deploy = %self.spec.name, target = %name, "deploy {}: {name}: {e}", self.spec.name)
+                    tracing::error!(target: crate::logging::OUTCOME, deploy = %self.spec.name, target = %name, "deploy {}: {name}: {e}", self.spec.name)
                 }
             }
         }

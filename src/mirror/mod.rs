@@ -230,7 +230,7 @@ pub fn log_outcome(outcome: &Outcome) {
             summary(&outcome.name, report)
         ),
         Err(err) => {
-            tracing::error!(mirror = %outcome.name, "mirror {}: {err}; nothing published, the previous mirror stays", outcome.name)
+            tracing::error!(target: crate::logging::OUTCOME, mirror = %outcome.name, "mirror {}: {err}; nothing published, the previous mirror stays", outcome.name)
         }
     }
 }

@@ -276,7 +276,7 @@ pub async fn run_once(
                 });
             }
             Err(err) => {
-                tracing::warn!(pair = %record.id, %err, "partition pair failed; nothing pushed for it");
+                tracing::warn!(target: crate::logging::OUTCOME, pair = %record.id, %err, "partition pair failed; nothing pushed for it");
                 outcomes.push(PairOutcome {
                     id: record.id.clone(),
                     name: format!(

@@ -342,7 +342,7 @@ pub async fn run_once(
                 });
             }
             Err(err) => {
-                tracing::warn!(pair = %pair.id, %err, "partition pair failed; its last export stays");
+                tracing::warn!(target: crate::logging::OUTCOME, pair = %pair.id, %err, "partition pair failed; its last export stays");
                 if let Some(previous) = previous {
                     records.push(previous.clone());
                 }

@@ -216,7 +216,7 @@ pub async fn run_mirror(hooks: &Webhooks, mirror: &Mirror) -> bool {
         }
         Err(err) => {
             let text = crate::model::redact_text(&err.to_string());
-            tracing::error!(mirror = %name, "mirror {name} failed: {text}");
+            tracing::error!(target: crate::logging::OUTCOME, mirror = %name, "mirror {name} failed: {text}");
             state.result = Some("failed".to_string());
             state.error = Some(text);
             false
