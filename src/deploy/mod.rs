@@ -299,13 +299,16 @@ impl Deploy {
                     let tree2 = tree.clone();
                     let manifest_of =
                         move |files: &[String]| export::manifest(&tree2, files, &cache);
+                    let release = ship::Release {
+                        path: &target.path,
+                        export: &tree,
+                        rev: &rev,
+                        excludes: &me.spec.excludes,
+                        extra: extra.as_deref(),
+                    };
                     ship::ship(
                         &ssh,
-                        &target.path,
-                        &tree,
-                        &rev,
-                        &me.spec.excludes,
-                        extra.as_deref(),
+                        &release,
                         me.spec.keep.unwrap_or(DEFAULT_KEEP),
                         init,
                         &manifest_of,

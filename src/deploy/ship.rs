@@ -135,33 +135,43 @@ fn bytes_sent(stdout: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// What one ship writes to a target.
+#[derive(Debug, Clone, Copy)]
+pub struct Release<'a> {
+    /// The target's release layout (`path/releases`, `path/current`).
+    pub path: &'a str,
+    /// The exported tree of the commit.
+    pub export: &'a Path,
+    /// The commit (the release's folder name).
+    pub rev: &'a str,
+    /// rsync exclude patterns.
+    pub excludes: &'a [String],
+    /// A git folder shipped as the release's `.git` (`include_git`).
+    pub extra: Option<&'a Path>,
+}
+
 /// One ship to one target: rsync the export into `releases/<rev>/` (`--delete`,
 /// `--link-dest` against the current release), write `.sync_rev` and `.sync_manifest`,
 /// then flip `current` and prune releases beyond `keep` (never the current one, never the
 /// previous one). `manifest_of` turns the shipped file list into the manifest text.
 ///
 /// Errors: a message for this target; `current` is untouched by any failure.
-#[allow(clippy::too_many_arguments)]
 pub async fn ship(
     ssh: &Ssh,
-    path: &str,
-    export: &Path,
-    rev: &str,
-    excludes: &[String],
-    extra: Option<&Path>,
+    release: &Release<'_>,
     keep: usize,
     init: bool,
     manifest_of: &(dyn Fn(&[String]) -> Result<String, String> + Sync),
 ) -> Result<Shipped, String> {
+    let (path, rev) = (release.path, release.rev);
     let previous = prepare(ssh, path, init).await?;
     if previous.as_deref() == Some(rev) {
         return Ok(Shipped::AlreadyThere);
     }
-    let (files, sent) =
-        match transfer(ssh, path, export, rev, excludes, extra, previous.as_deref()).await {
-            Ok(done) => done,
-            Err(e) => return Err(discard(ssh, path, rev, e).await),
-        };
+    let (files, sent) = match transfer(ssh, release, previous.as_deref()).await {
+        Ok(done) => done,
+        Err(e) => return Err(discard(ssh, path, rev, e).await),
+    };
     let manifest = match manifest_of(&files) {
         Ok(m) => m,
         Err(e) => return Err(discard(ssh, path, rev, e).await),
@@ -200,16 +210,19 @@ pub async fn ship(
 /// rsync of the export (and of `extra`, the git folder) into `releases/<rev>/`, with
 /// `--link-dest` against `previous`. Returns the shipped file list and the bytes sent.
 ///
-/// Errors: rsync cannot run or exits non-zero (its code and last line of standard error).
+/// Errors: rsync cannot run or exits non-zero (its code and the cause it printed).
 async fn transfer(
     ssh: &Ssh,
-    path: &str,
-    export: &Path,
-    rev: &str,
-    excludes: &[String],
-    extra: Option<&Path>,
+    what: &Release<'_>,
     previous: Option<&str>,
 ) -> Result<(Vec<String>, u64), String> {
+    let Release {
+        path,
+        export,
+        rev,
+        excludes,
+        extra,
+    } = *what;
     let release = format!("{}/releases/{rev}/", path.trim_end_matches('/'));
     let mut command = rsync_command(ssh, excludes)?;
     command.args(["--mkpath", "--stats", "-ii"]);
