@@ -510,17 +510,21 @@ print(key["AccessKeyId"], key["SecretAccessKey"])
 "#,
         url = moto.url
     );
-    let out = std::process::Command::new(&python)
-        .args(["-c", &setup])
-        .output()
-        .expect("run .venv/bin/python (make deps)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let keys = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (id, secret) = keys.trim().split_once(' ').expect("two keys");
+    // boto3 comes with moto in .venv: the test's own AWS calls, as an operator would make.
+    let boto3 = |script: &str| {
+        let out = std::process::Command::new(&python)
+            .args(["-c", script])
+            .output()
+            .expect("run .venv/bin/python (make deps)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let keys = boto3(&setup);
+    let (id, secret) = keys.split_once(' ').expect("two keys");
 
     let env = Env::new();
     let home = env.home("mirror");
@@ -560,15 +564,10 @@ print(s3.list_objects_v2(Bucket="pub", Prefix="api/")["KeyCount"])
 "#,
         url = moto.url
     );
-    let out = std::process::Command::new(&python)
-        .args(["-c", &listing])
-        .output()
-        .expect("run python");
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        boto3(&listing),
         "0",
-        "objects were written: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "objects were written under the prefix"
     );
 }
 
