@@ -419,8 +419,9 @@ impl Deploy {
             .map_err(|e| format!("cannot run rsync: {e}"))?;
         if !out.status.success() {
             return Err(format!(
-                "rsync --dry-run exit {}",
-                out.status.code().unwrap_or(-1)
+                "rsync --dry-run exit {}: {}",
+                out.status.code().unwrap_or(-1),
+                ship::rsync_cause(&String::from_utf8_lossy(&out.stderr))
             ));
         }
         let text = String::from_utf8_lossy(&out.stdout);

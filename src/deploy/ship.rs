@@ -278,7 +278,7 @@ async fn transfer(
 /// The line of rsync's standard error that says why it failed: its first `rsync: ...`
 /// message (the cause, such as "write failed on ...: No space left on device (28)"; the
 /// lines after it are consequences such as a broken pipe), else the last line.
-fn rsync_cause(stderr: &str) -> &str {
+pub fn rsync_cause(stderr: &str) -> &str {
     let mut lines = stderr.lines().map(str::trim).filter(|l| !l.is_empty());
     lines
         .clone()
