@@ -18,3 +18,4 @@ pub mod model;
 pub mod partition;
 pub mod store;
 pub mod webhook;
+pub mod words;

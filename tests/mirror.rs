@@ -551,7 +551,9 @@ print(key["AccessKeyId"], key["SecretAccessKey"])
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(
-        t.contains("failed") && t.contains("AccessDenied") && t.contains("Nothing was published"),
+        t.contains("src: failed")
+            && t.contains("AccessDenied")
+            && t.contains("Nothing was published"),
         "{t}"
     );
     assert!(!t.contains(secret), "the secret key leaked: {t}");

@@ -7,9 +7,7 @@
 use super::syncer::{Outcome, short};
 use crate::model::Summary;
 
-fn plural(n: u32, word: &str) -> String {
-    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
-}
+use crate::words::plural;
 
 /// One line for a repository that needs a word (`None`: up to date, nothing done).
 pub fn describe(outcome: &Outcome) -> Option<String> {

@@ -26,13 +26,7 @@ pub enum Decision {
     Blocked(String),
 }
 
-fn plural(n: u32, one: &str) -> String {
-    if n == 1 {
-        format!("1 {one}")
-    } else {
-        format!("{n} {one}s")
-    }
-}
+use crate::words::plural;
 
 fn operation_name(op: Operation) -> Option<&'static str> {
     match op {

@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 
 use crate::config::{Config, MirrorConfig};
 use crate::store::S3Options;
+use crate::words::plural;
 pub use publish::{MirrorError, Report};
 
 /// Default time between two runs under `gitsync run`.
@@ -246,11 +247,11 @@ pub fn summary(name: &str, report: &Report) -> String {
         "published"
     };
     if report.up_to_date() {
-        let mut line = format!("{name}: up to date ({} refs)", report.refs);
+        let mut line = format!("{name}: up to date ({})", plural(report.refs as u64, "ref"));
         if report.deleted_packs > 0 {
             line.push_str(&format!(
-                "; {} old packs deleted after their grace period",
-                report.deleted_packs
+                "; {} deleted after their grace period",
+                plural(report.deleted_packs as u64, "old pack")
             ));
         }
         return line;
@@ -269,63 +270,103 @@ pub fn summary(name: &str, report: &Report) -> String {
         parts.push(format!("{gone} deleted"));
     }
     let mut line = format!(
-        "{name}: {verb} {} of {} refs",
+        "{name}: {verb} {} of {}",
         parts.join(", "),
-        report.refs
+        plural(report.refs as u64, "ref")
     );
     if parts.is_empty() {
         line = format!("{name}: {verb} HEAD");
     }
     match &report.pack {
         Some(pack) => line.push_str(&format!(
-            "; {} pack of {} objects ({})",
+            "; {} pack of {} ({})",
             if report.consolidated > 0 {
                 "1 full"
             } else {
                 "1"
             },
-            pack.objects,
+            plural(pack.objects as u64, "object"),
             human_size(pack.bytes)
         )),
         None => line.push_str("; no new objects"),
     }
     if report.consolidated > 0 {
         line.push_str(&format!(
-            ", replacing {} packs (deleted after the grace period)",
-            report.consolidated
+            ", replacing {} (deleted after the grace period)",
+            plural(report.consolidated as u64, "pack")
         ));
     }
     if report.lfs.0 > 0 {
         line.push_str(&format!(
-            "; {} LFS objects ({})",
-            report.lfs.0,
+            "; {} ({})",
+            plural(report.lfs.0 as u64, "LFS object"),
             human_size(report.lfs.1)
         ));
     }
     if report.deleted_packs > 0 {
-        line.push_str(&format!("; {} old packs deleted", report.deleted_packs));
+        line.push_str(&format!(
+            "; {} deleted",
+            plural(report.deleted_packs as u64, "old pack")
+        ));
     }
     if report.retries > 0 {
         line.push_str(&format!(
-            " (after {} restarts: another writer changed the mirror meanwhile)",
-            report.retries
+            " (after {}: another writer changed the mirror meanwhile)",
+            plural(report.retries as u64, "restart")
         ));
     }
     line
 }
 
-/// The mirror config for `gitsync mirror --source URL --target URL` pairs: named
-/// `mirror-1`, `mirror-2`, ... unless a configured mirror has the same source and target.
+/// The name of an ad-hoc mirror of `source`: the last part of its path without `.git`
+/// (`https://host/team/api.git` -> `api`), made of `[A-Za-z0-9._-]`; `mirror` when the URL
+/// gives nothing usable; `-2`, `-3`, ... appended while the name is in `taken`.
+fn adhoc_name(source: &str, taken: &std::collections::BTreeSet<String>) -> String {
+    let path = source.trim_end_matches('/');
+    let last = path
+        .rsplit(['/', ':'])
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches(".git");
+    let cleaned: String = last
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let base = if cleaned.trim_matches(['-', '.']).is_empty() {
+        "mirror".to_string()
+    } else {
+        cleaned
+    };
+    let mut name = base.clone();
+    let mut n = 2;
+    while taken.contains(&name) {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
+    name
+}
+
+/// The mirror config for `gitsync mirror --source URL --target URL` pairs: each named after
+/// its source's repository (`api` for `.../api.git`, see [`adhoc_name`]; never the name of
+/// a configured mirror), or the configured mirror's entry when one has the same source and
+/// target.
 pub fn adhoc(
     config: &Config,
     pairs: &[(String, String)],
     endpoint_url: Option<String>,
     lfs: bool,
 ) -> Vec<Mirror> {
+    let mut taken: std::collections::BTreeSet<String> =
+        config.mirrors.iter().map(|m| m.name.clone()).collect();
     pairs
         .iter()
-        .enumerate()
-        .map(|(i, (source, target))| {
+        .map(|(source, target)| {
             let known = config
                 .mirrors
                 .iter()
@@ -333,7 +374,11 @@ pub fn adhoc(
             let spec = match known {
                 Some(m) => m.clone(),
                 None => MirrorConfig {
-                    name: format!("mirror-{}", i + 1),
+                    name: {
+                        let name = adhoc_name(source, &taken);
+                        taken.insert(name.clone());
+                        name
+                    },
                     source: source.clone(),
                     target: target.clone(),
                     lfs,
@@ -348,4 +393,25 @@ pub fn adhoc(
             Mirror::new(spec, config)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ad_hoc_mirrors_are_named_after_their_repository() {
+        let mut taken = std::collections::BTreeSet::new();
+        assert_eq!(
+            adhoc_name("https://git.example.com/team/api.git", &taken),
+            "api"
+        );
+        assert_eq!(adhoc_name("git@github.com:acme/web.git/", &taken), "web");
+        assert_eq!(adhoc_name("file:///srv/git/my repo", &taken), "my-repo");
+        assert_eq!(adhoc_name("git@host:site", &taken), "site");
+        assert_eq!(adhoc_name("file:///", &taken), "mirror");
+        taken.insert("api".to_string());
+        taken.insert("api-2".to_string());
+        assert_eq!(adhoc_name("ssh://h/x/api.git", &taken), "api-3");
+    }
 }
