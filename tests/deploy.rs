@@ -570,7 +570,8 @@ fn on_update_ships_a_push_from_another_host_without_any_command() {
 }
 
 /// Random histories (files added, changed, deleted, renamed, turned into folders and back,
-/// symlinks, excluded files, binary content) shipped step by step, with rollbacks thrown
+/// symlinks, excluded files, binary content; names with spaces, quotes, glob and shell
+/// characters, a leading dash, non-ASCII, a backslash, a tab, a newline) shipped step by step, with rollbacks thrown
 /// in: after every ship the release equals `git archive` of the commit minus the excludes,
 /// `current` names it, and `verify` says in sync. Cases: `GITSYNC_DEPLOY_CASES` (default 3).
 #[test]
@@ -582,12 +583,32 @@ fn randomized_histories_always_ship_exactly_the_commit() {
     let scene = Scene::new();
     scene.configure(&[("vm01", scene.sshd.port)], "    scan: {tool: off}\n");
     let mut rng = fastrand::Rng::with_seed(20261123);
+    // Names as users have them: spaces, quotes, shell and glob characters, a
+    // leading dash, non-ASCII, a backslash, a tab and a newline.
+    const STEMS: [&str; 12] = [
+        "f",
+        "f",
+        "f",
+        "sp ace",
+        "quo'te\"",
+        "$HOME*?[x]",
+        "-dash",
+        "café-日本",
+        "back\\slash",
+        "tab\tbed",
+        "new\nline",
+        "#hash",
+    ];
+    let mut stems_used = std::collections::BTreeSet::new();
     for case in 0..cases {
         for step in 0..rng.usize(4..8) {
             for _ in 0..rng.usize(1..5) {
+                let stem = STEMS[rng.usize(0..STEMS.len())];
+                stems_used.insert(stem);
                 let name = format!(
-                    "d{}/f{}.{}",
+                    "d{}/{}{}.{}",
                     rng.u8(0..3),
+                    stem,
                     rng.u8(0..6),
                     if rng.u8(0..5) == 0 { "log" } else { "txt" }
                 );
@@ -674,4 +695,8 @@ fn randomized_histories_always_ship_exactly_the_commit() {
             }
         }
     }
+    assert!(
+        cases < 3 || stems_used == STEMS.into_iter().collect(),
+        "every kind of name was drawn: {stems_used:?}"
+    );
 }

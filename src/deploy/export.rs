@@ -73,12 +73,27 @@ struct Stamp {
     sha256: String,
 }
 
-/// sha256 of every regular file in `files` (paths relative to `tree`), as
-/// `sha256sum`'s format (`<hex>  <path>\n`, sorted). Hashes of files whose stat data did not
+/// A manifest line for `path` as GNU `sha256sum` writes it: `<hex>  <path>`, except that
+/// a name holding a backslash, newline or carriage return is written escaped (`\\`, `\n`,
+/// `\r`) on a line that starts with a backslash (coreutils, "sha2 utilities").
+fn manifest_line(sha: &str, path: &str) -> String {
+    if path.contains(['\\', '\n', '\r']) {
+        let escaped = path
+            .replace('\\', "\\\\")
+            .replace('\n', "\\n")
+            .replace('\r', "\\r");
+        format!("\\{sha}  {escaped}\n")
+    } else {
+        format!("{sha}  {path}\n")
+    }
+}
+
+/// sha256 of every regular file in `files` (paths relative to `tree`), in `sha256sum`'s
+/// format (see [`manifest_line`]), sorted by path. Hashes of files whose stat data did not
 /// change since the last call are reused from `cache` (a JSON file).
 ///
 /// Errors: a file that cannot be read.
-pub fn manifest(tree: &Path, files: &[String], cache: &Path) -> Result<String, String> {
+pub fn manifest(tree: &Path, files: &[PathBuf], cache: &Path) -> Result<String, String> {
     use std::os::unix::fs::MetadataExt;
     let mut known: BTreeMap<String, Stamp> = std::fs::read(cache)
         .ok()
@@ -86,8 +101,9 @@ pub fn manifest(tree: &Path, files: &[String], cache: &Path) -> Result<String, S
         .unwrap_or_default();
     let mut out = BTreeMap::new();
     let mut fresh = BTreeMap::new();
-    for rel in files {
-        let path = tree.join(rel);
+    for rel_path in files {
+        let path = tree.join(rel_path);
+        let rel = &rel_path.to_string_lossy().into_owned();
         let meta =
             std::fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         if !meta.file_type().is_file() {
@@ -124,21 +140,41 @@ pub fn manifest(tree: &Path, files: &[String], cache: &Path) -> Result<String, S
     }
     Ok(out
         .into_iter()
-        .map(|(path, sha)| format!("{sha}  {path}\n"))
+        .map(|(path, sha)| manifest_line(&sha, &path))
         .collect())
 }
 
 /// Parses a manifest (`<hex>  <path>` lines) into path -> sha256.
 pub fn parse_manifest(text: &str) -> BTreeMap<String, String> {
-    text.lines()
+    text.split('\n')
         .filter_map(|l| l.split_once("  "))
         .map(|(sha, path)| {
-            (
-                path.trim_start_matches("./").to_string(),
-                sha.trim_start_matches('\\').to_string(),
-            )
+            let path = path.strip_prefix("./").unwrap_or(path);
+            match sha.strip_prefix('\\') {
+                Some(sha) => (unescape_sha256sum(path), sha.to_string()),
+                None => (path.to_string(), sha.to_string()),
+            }
         })
         .collect()
+}
+
+/// A name from an escaped `sha256sum` line (`\\`, `\n`, `\r`) back as it is.
+fn unescape_sha256sum(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut chars = name.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -151,7 +187,7 @@ mod tests {
         std::fs::write(dir.path().join("b"), "bee\n").expect("write");
         std::fs::write(dir.path().join("a"), "").expect("write");
         let cache = dir.path().join("cache.json");
-        let files = vec!["b".to_string(), "a".to_string()];
+        let files = vec![PathBuf::from("b"), PathBuf::from("a")];
         let m = manifest(dir.path(), &files, &cache).expect("manifest");
         assert_eq!(
             m,
@@ -169,5 +205,37 @@ mod tests {
         assert!(cache.exists());
         assert_eq!(manifest(dir.path(), &files, &cache).expect("again"), m);
         assert_eq!(parse_manifest(&m).len(), 2);
+    }
+
+    #[test]
+    fn odd_names_are_escaped_as_sha256sum_escapes_them() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let names = ["back\\slash", "new\nline", "tab\t caf\u{e9} 'q\"", "plain"];
+        for n in names {
+            std::fs::write(dir.path().join(n), n).expect("write");
+        }
+        let files: Vec<PathBuf> = names.iter().map(PathBuf::from).collect();
+        let m = manifest(dir.path(), &files, &dir.path().join("cache.json")).expect("manifest");
+        assert_eq!(m.lines().count(), 4, "one line per file: {m:?}");
+        assert!(
+            m.contains("  back\\\\slash\n") && m.contains("  new\\nline\n"),
+            "{m:?}"
+        );
+        // GNU sha256sum agrees, line for line.
+        let out = std::process::Command::new("sha256sum")
+            .args(names)
+            .current_dir(dir.path())
+            .output()
+            .expect("sha256sum");
+        let theirs = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(
+            parse_manifest(&theirs),
+            parse_manifest(&m),
+            "{theirs:?} vs {m:?}"
+        );
+        let parsed = parse_manifest(&m);
+        for n in names {
+            assert!(parsed.contains_key(n), "{n:?} in {parsed:?}");
+        }
     }
 }

@@ -298,7 +298,7 @@ impl Deploy {
                     let cache = me.dir.join("hashes.json");
                     let tree2 = tree.clone();
                     let manifest_of =
-                        move |files: &[String]| export::manifest(&tree2, files, &cache);
+                        move |files: &[PathBuf]| export::manifest(&tree2, files, &cache);
                     let release = ship::Release {
                         path: &target.path,
                         export: &tree,
@@ -406,7 +406,7 @@ impl Deploy {
         }
         let mut command = ship::rsync_command(ssh, &self.spec.excludes)?;
         let out = command
-            .args(["--dry-run", "-i"])
+            .args(["--dry-run", "-i", "-8"])
             .arg(format!("{}/", tree.display()))
             .arg(format!(
                 "{}:{}/releases/{current}/",

@@ -116,13 +116,44 @@ pub fn itemized(line: &str) -> Option<(&str, &str)> {
     rest.strip_prefix(' ').map(|path| (flags, path))
 }
 
-/// The shipped file list from rsync's itemized output (`-ii`: every file, sent or not).
-fn itemized_files(stdout: &str) -> Vec<String> {
+/// A name as rsync prints it, back to its bytes. With `-8` (`--8-bit-output`) rsync prints
+/// names as they are except control characters, and a backslash followed by `#` and three
+/// digits, which it writes as `\#ooo` (three octal digits; rsync(1), `--8-bit-output`).
+pub fn unescape_rsync(name: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len());
+    let mut i = 0;
+    while i < name.len() {
+        let code = name.get(i..i + 5).and_then(|w| {
+            let digits = w.strip_prefix(b"\\#")?;
+            digits
+                .iter()
+                .all(|d| (b'0'..=b'7').contains(d))
+                .then(|| digits.iter().fold(0u16, |n, d| n * 8 + u16::from(d - b'0')))
+                .and_then(|n| u8::try_from(n).ok())
+        });
+        match code {
+            Some(byte) => {
+                out.push(byte);
+                i += 5;
+            }
+            None => {
+                out.push(name[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The shipped file list from rsync's itemized output (`-ii -8`: every file, sent or not),
+/// each name exactly as on disk (relative to the release).
+fn itemized_files(stdout: &[u8]) -> Vec<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
     stdout
-        .lines()
-        .filter_map(itemized)
-        .filter(|(flags, _)| flags.as_bytes()[1] == b'f' && !flags.starts_with('*'))
-        .map(|(_, path)| path.to_string())
+        .split(|b| *b == b'\n')
+        .filter(|line| line.len() > 12 && line[11] == b' ')
+        .filter(|line| line[1] == b'f' && line[0] != b'*')
+        .map(|line| std::ffi::OsString::from_vec(unescape_rsync(&line[12..])).into())
         .collect()
 }
 
@@ -161,7 +192,7 @@ pub async fn ship(
     release: &Release<'_>,
     keep: usize,
     init: bool,
-    manifest_of: &(dyn Fn(&[String]) -> Result<String, String> + Sync),
+    manifest_of: &(dyn Fn(&[std::path::PathBuf]) -> Result<String, String> + Sync),
 ) -> Result<Shipped, String> {
     let (path, rev) = (release.path, release.rev);
     let previous = prepare(ssh, path, init).await?;
@@ -215,7 +246,7 @@ async fn transfer(
     ssh: &Ssh,
     what: &Release<'_>,
     previous: Option<&str>,
-) -> Result<(Vec<String>, u64), String> {
+) -> Result<(Vec<std::path::PathBuf>, u64), String> {
     let Release {
         path,
         export,
@@ -225,7 +256,7 @@ async fn transfer(
     } = *what;
     let release = format!("{}/releases/{rev}/", path.trim_end_matches('/'));
     let mut command = rsync_command(ssh, excludes)?;
-    command.args(["--mkpath", "--stats", "-ii"]);
+    command.args(["--mkpath", "--stats", "-ii", "-8"]);
     if let Some(prev) = previous {
         command.arg(format!("--link-dest=../{prev}"));
     }
@@ -238,7 +269,7 @@ async fn transfer(
         .await
         .map_err(|_| "rsync took longer than an hour and was stopped".to_string())?
         .map_err(|e| format!("cannot run rsync: {e} (apt-get install -y rsync)"))?;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stdout = output.stdout;
     if !output.status.success() {
         return Err(format!(
             "rsync exit {}: {}",
@@ -247,7 +278,7 @@ async fn transfer(
         ));
     }
     let files = itemized_files(&stdout);
-    let mut sent = bytes_sent(&stdout);
+    let mut sent = bytes_sent(&String::from_utf8_lossy(&stdout));
     if let Some(git_dir) = extra {
         // include_git: the repository's git folder as `.git` of the release.
         let mut command = tokio::process::Command::new("rsync");
@@ -425,10 +456,16 @@ mod tests {
 
     #[test]
     fn rsync_output_gives_files_and_bytes() {
-        let out = ">f+++++++++ a.txt\nhf          sub/b.txt\ncd+++++++++ sub/\n*deleting   old.txt\n.f          same file.txt\n\nTotal bytes sent: 1,234\n";
+        let out = ">f+++++++++ a.txt\nhf          sub/b.txt\ncd+++++++++ sub/\n*deleting   old.txt\n.f          same file.txt\n>f+++++++++ new\\#012line \\#134#1 caf\u{e9}\\x.txt\n\nTotal bytes sent: 1,234\n";
         assert_eq!(
-            itemized_files(out),
-            vec!["a.txt", "sub/b.txt", "same file.txt"]
+            itemized_files(out.as_bytes()),
+            [
+                "a.txt",
+                "sub/b.txt",
+                "same file.txt",
+                "new\nline \\#1 caf\u{e9}\\x.txt"
+            ]
+            .map(std::path::PathBuf::from)
         );
         assert_eq!(bytes_sent(out), 1234);
     }
