@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nix::fcntl::{Flock, FlockArg};
 use sha2::Digest;
 
 use super::ops::{self, GitError};
@@ -38,6 +39,8 @@ pub async fn refresh(
     env: &[(String, String)],
 ) -> Result<PathBuf, GitError> {
     let cache = path_of(root, url);
+    // Several mirrors may read one source: one refresh of a cache at a time.
+    let _lock = lock(root, &cache).await?;
     if cache.join("HEAD").exists() {
         ops::run_with(
             &cache,
@@ -48,10 +51,6 @@ pub async fn refresh(
         .await?;
         return Ok(cache);
     }
-    std::fs::create_dir_all(root).map_err(|source| GitError::Spawn {
-        dir: root.to_path_buf(),
-        source,
-    })?;
     if cache.exists() {
         let _ = std::fs::remove_dir_all(&cache);
     }
@@ -110,9 +109,86 @@ pub async fn refresh(
     Ok(cache)
 }
 
+/// An exclusive `flock(2)` on `<cache>.lock` beside the cache, waited for in a blocking
+/// thread, held until the returned value is dropped. It serializes refreshes of one cache
+/// across tasks and processes (each call opens the file anew, so two tasks of one process
+/// exclude each other too); the kernel drops it when a holder dies.
+///
+/// Errors: [`GitError::Spawn`] when `root` or the lock file cannot be made or locked.
+async fn lock(root: &Path, cache: &Path) -> Result<Flock<std::fs::File>, GitError> {
+    let spawn_error = |source| GitError::Spawn {
+        dir: root.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(root).map_err(spawn_error)?;
+    let path = cache.with_extension("lock");
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| std::io::Error::from(e))
+    })
+    .await
+    .map_err(|e| spawn_error(std::io::Error::other(e)))?
+    .map_err(spawn_error)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Eight refreshes of one new cache at once (as eight mirrors of one source start
+    /// together): all succeed and leave one cache. Without the lock they collided on the
+    /// half-made cache ("could not lock config file", "cannot copy ... File exists").
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_refreshes_of_one_source_all_succeed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let source = dir.path().join("src");
+        let git = |args: &[&str]| {
+            let ok = std::process::Command::new("git")
+                .args(args)
+                .current_dir(&source)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("HOME", dir.path())
+                .status()
+                .expect("git");
+            assert!(ok.success(), "git {args:?}");
+        };
+        std::fs::create_dir_all(&source).expect("mkdir");
+        git(&["init", "-q", "-b", "main"]);
+        git(&[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.invalid",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "one",
+        ]);
+        let url = format!("file://{}", source.display());
+        let root = dir.path().join("cache");
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (root, url) = (root.clone(), url.clone());
+            tasks.spawn(async move { refresh(&root, &url, Duration::from_secs(60), &[]).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            let path = done.expect("task").expect("refresh");
+            assert!(path.join("refs/heads/main").exists() || path.join("packed-refs").exists());
+        }
+        let caches = std::fs::read_dir(&root)
+            .expect("root")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "git"))
+            })
+            .count();
+        assert_eq!(caches, 1);
+    }
 
     #[test]
     fn the_path_does_not_show_the_url() {
