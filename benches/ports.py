@@ -1,4 +1,4 @@
-"""Loopback ports for the benchmarks that start servers (mirror.py, webhooks.py)."""
+"""Loopback ports for the benchmarks that start servers (mirror.py, webhooks.py, moto_server.py)."""
 import socket, sys, time
 
 
@@ -9,9 +9,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port):
-    """Waits up to 15 s until something accepts on 127.0.0.1:`port`, else exits."""
-    for _ in range(300):
+def wait_port(port, seconds=15):
+    """Waits up to `seconds` until something accepts on 127.0.0.1:`port`, else exits."""
+    for _ in range(int(seconds * 20)):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
             return

@@ -72,19 +72,15 @@ impl SqsQueue {
                 .unwrap_or_else(|_| Err("no answer within 5 s".to_string()))
             })
         });
-        match counts {
-            Ok((waiting, in_flight)) => SqsQueue {
-                name,
-                waiting: Some(waiting),
-                in_flight: Some(in_flight),
-                error: None,
-            },
-            Err(e) => SqsQueue {
-                name,
-                waiting: None,
-                in_flight: None,
-                error: Some(e),
-            },
+        let (waiting, in_flight, error) = match counts {
+            Ok((w, f)) => (Some(w), Some(f), None),
+            Err(e) => (None, None, Some(e)),
+        };
+        SqsQueue {
+            name,
+            waiting,
+            in_flight,
+            error,
         }
     }
 
@@ -192,8 +188,7 @@ pub(super) fn status_section(config: &crate::config::Config) -> String {
 }
 
 /// Each configured mirror with its saved state and its jobs waiting (local queue) or the
-/// SQS queue's counts; `None`
-/// without a `webhooks` section.
+/// SQS queue's counts; `None` without a `webhooks` section.
 fn rows(config: &crate::config::Config) -> Option<Vec<Row>> {
     let section = config.webhooks.as_ref()?;
     let dir = config.home.join("webhooks");

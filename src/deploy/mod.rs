@@ -424,19 +424,16 @@ impl Deploy {
                 ship::rsync_cause(&String::from_utf8_lossy(&out.stderr))
             ));
         }
-        let text = String::from_utf8_lossy(&out.stdout);
         let (mut added, mut changed, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
-        for line in text.lines() {
-            let Some((flags, path)) = ship::itemized(line) else {
-                continue;
-            };
-            if flags.starts_with("*deleting") {
-                deleted.push(path.to_string());
-            } else if flags.as_bytes()[1] == b'f' {
-                if flags.contains('+') {
-                    added.push(path.to_string());
+        for (flags, path) in out.stdout.split(|b| *b == b'\n').filter_map(ship::itemized) {
+            let path = path.display().to_string();
+            if flags.starts_with(b"*deleting") {
+                deleted.push(path);
+            } else if flags[1] == b'f' {
+                if flags.contains(&b'+') {
+                    added.push(path);
                 } else {
-                    changed.push(path.to_string());
+                    changed.push(path);
                 }
             }
         }

@@ -106,14 +106,16 @@ pub fn rsync_command(ssh: &Ssh, excludes: &[String]) -> Result<tokio::process::C
     Ok(command)
 }
 
-/// One line of rsync's `--itemize-changes` (`%i %n`): the 11-character `YXcstpoguax`
-/// field (Y the update type, X the file type; `*deleting` for deletions) and the name.
-pub fn itemized(line: &str) -> Option<(&str, &str)> {
-    if line.len() < 13 || !line.is_char_boundary(11) || !line.is_char_boundary(12) {
+/// One line of rsync's `--itemize-changes` (`%i %n`, with `-8`): the 11-character
+/// `YXcstpoguax` field (Y the update type, X the file type; `*deleting` for deletions) and
+/// the name as it is on disk (see [`unescape_rsync`]).
+pub fn itemized(line: &[u8]) -> Option<(&[u8], std::path::PathBuf)> {
+    use std::os::unix::ffi::OsStringExt;
+    if line.len() < 13 || line[11] != b' ' {
         return None;
     }
-    let (flags, rest) = line.split_at(11);
-    rest.strip_prefix(' ').map(|path| (flags, path))
+    let name = std::ffi::OsString::from_vec(unescape_rsync(&line[12..]));
+    Some((&line[..11], name.into()))
 }
 
 /// A name as rsync prints it, back to its bytes. With `-8` (`--8-bit-output`) rsync prints
@@ -148,12 +150,11 @@ pub fn unescape_rsync(name: &[u8]) -> Vec<u8> {
 /// The shipped file list from rsync's itemized output (`-ii -8`: every file, sent or not),
 /// each name exactly as on disk (relative to the release).
 fn itemized_files(stdout: &[u8]) -> Vec<std::path::PathBuf> {
-    use std::os::unix::ffi::OsStringExt;
     stdout
         .split(|b| *b == b'\n')
-        .filter(|line| line.len() > 12 && line[11] == b' ')
-        .filter(|line| line[1] == b'f' && line[0] != b'*')
-        .map(|line| std::ffi::OsString::from_vec(unescape_rsync(&line[12..])).into())
+        .filter_map(itemized)
+        .filter(|(flags, _)| flags[1] == b'f' && flags[0] != b'*')
+        .map(|(_, name)| name)
         .collect()
 }
 
