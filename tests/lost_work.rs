@@ -48,6 +48,9 @@ const KINDS: &[&str] = &[
     "local-commit-ahead",
     "empty-folder-in-the-way",
     "untracked-in-new-folder",
+    "assume-unchanged-edit",
+    "assume-unchanged-big-edit",
+    "skip-worktree-edit",
 ];
 
 /// What a random push may do; each case draws one to three.
@@ -67,6 +70,7 @@ const PUSHES: &[&str] = &[
     "submodule-to-file",
     "bump-submodule",
     "add-in-new-folder",
+    "nothing",
 ];
 
 struct World {
@@ -205,6 +209,9 @@ fn set_up_case(w: &World, root: &Path, n: usize, rng: &mut fastrand::Rng) -> Cas
         "only-ignored-folder-where-file-comes" => Some("add-cache-file"),
         "empty-folder-in-the-way" => Some("add-x-file"),
         "untracked-in-new-folder" => Some("add-in-new-folder"),
+        "assume-unchanged-edit" | "assume-unchanged-big-edit" | "skip-worktree-edit" => {
+            Some(if rng.bool() { "modify-a" } else { "chmod-a" })
+        }
         "submodule-modified" | "submodule-untracked" | "submodule-other-commit" => {
             Some(if rng.bool() {
                 "submodule-to-file"
@@ -321,6 +328,19 @@ fn apply_kind(w: &World, case: &mut Case, n: usize) {
         }
         "empty-folder-in-the-way" => std::fs::create_dir_all(c.join("x")).expect("mkdir"),
         "untracked-in-new-folder" => write(&c.join("newdir/mine.txt"), b"mine\n"),
+        // Edits that index flags hide from `git status` (issue 20).
+        "assume-unchanged-edit" => {
+            env.git(&c, &["update-index", "--assume-unchanged", "a.txt"]);
+            write(&c.join("a.txt"), b"alpha, edited behind assume-unchanged\n");
+        }
+        "assume-unchanged-big-edit" => {
+            env.git(&c, &["update-index", "--assume-unchanged", "a.txt"]);
+            write(&c.join("a.txt"), &vec![b'x'; 300_000]);
+        }
+        "skip-worktree-edit" => {
+            env.git(&c, &["update-index", "--skip-worktree", "a.txt"]);
+            write(&c.join("a.txt"), b"alpha, edited behind skip-worktree\n");
+        }
         other => panic!("unknown kind {other}"),
     }
 }
@@ -399,6 +419,8 @@ fn push(w: &World, case: &Case, n: usize) -> String {
                 );
             }
             "add-in-new-folder" => write(&s.join("newdir/mine.txt"), b"pushed into newdir\n"),
+            // An empty commit: the branch must still move.
+            "nothing" => {}
             other => panic!("unknown push {other}"),
         }
     }
@@ -481,6 +503,17 @@ fn snapshot(env: &Env, case: &Case) -> Snapshot {
         .filter(|l| l.len() > 3)
         .map(|l| PathBuf::from(&l[3..]))
         .collect();
+    // Paths whose edits index flags hide from `git status` (`ls-files -v`: a lowercase tag
+    // is assume-unchanged, S is skip-worktree) are the user's too.
+    for line in env.git(c, &["ls-files", "-v", "-z"]).split('\0') {
+        let mut chars = line.chars();
+        if let Some(tag) = chars.next()
+            && (tag.is_ascii_lowercase() || tag == 'S')
+            && line.len() > 2
+        {
+            user_work.insert(PathBuf::from(&line[2..]));
+        }
+    }
     if case.sub {
         for (p, _) in files(&c.join("sub")) {
             user_work.insert(Path::new("sub").join(p));

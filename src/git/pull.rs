@@ -140,8 +140,22 @@ pub async fn fast_forward(
         to,
     ]
     .map(str::to_string);
-    run_helper(&args, timeout).await
+    let outcome = run_helper(&args, timeout).await;
+    // A helper killed in the middle (an OOM kill, a cgroup kill) answers nothing: repair its
+    // work at once, so that no index.lock of its outlives it.
+    if let Outcome::Blocked { reason, .. } = &outcome
+        && reason.starts_with(HELPER_FAILED)
+        && let Ok(folders) = super::fastforward::Folders::of(dir)
+        && super::fastforward::interrupted(&folders.git_dir)
+    {
+        let repaired = recover(dir, timeout).await;
+        tracing::warn!(dir = %dir.display(), ?repaired, "the fast-forward helper died; its work was repaired");
+    }
+    outcome
 }
+
+/// How a helper that answered nothing is described (it was killed, or could not run).
+const HELPER_FAILED: &str = "the fast-forward failed";
 
 /// Repairs an interrupted fast-forward of the worktree `dir` (see
 /// [`super::fastforward::recover`]), through the helper as [`fast_forward`] does.
@@ -213,7 +227,7 @@ async fn run_helper(args: &[String], timeout: Duration) -> Outcome {
         .unwrap_or("");
     serde_json::from_str(line).unwrap_or_else(|_| {
         blocked(format!(
-            "the fast-forward failed: {}",
+            "{HELPER_FAILED}: {}",
             crate::model::redact_text(text.trim())
         ))
     })

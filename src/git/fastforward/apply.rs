@@ -1,0 +1,708 @@
+//! One fast-forward as a transaction: prepared outside `index.lock`, swapped in under it
+//! step by journaled step, and rolled back, finished or cleaned up so that the worktree is
+//! wholly at one of the two commits and nothing of the user's is dropped.
+//!
+//! What the steps are and why is in the parent module's documentation; this module must
+//! not decide whether to pull (that is `git::pull`), only carry out a decided fast-forward.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use gix::bstr::ByteSlice;
+use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+
+use super::content::{self, Verdict};
+use super::journal::{Sig, Step, Writer};
+use super::locks::IndexLock;
+use super::{
+    BEING_EDITED, Change, Folders, GITLINK, Request, checked_out_elsewhere, describe_in_the_way,
+    git, git_input, parent_dirs, parse_raw, short, short_branch, untracked_files_under,
+};
+
+/// A file modified this recently before the fast-forward (nanoseconds) is looked at again by
+/// content at the end: within one tick of the kernel's coarse clock, a same-size rewrite
+/// keeps the size and modification time.
+const RACY_NS: i128 = 1_000_000_000;
+
+pub(super) struct Transaction {
+    folders: Folders,
+    journal: Option<Writer>,
+    lock: Option<IndexLock>,
+    done: Vec<Step>,
+    kept: Vec<String>,
+    kept_dir: Option<PathBuf>,
+    /// The raw blob id of each file checked clean, by path, for the late look at racy ones.
+    raw_ids: HashMap<PathBuf, String>,
+    /// When the content check began (nanoseconds since the epoch).
+    checked_at: i128,
+}
+
+/// The reason for an I/O failure on the worktree path `rel`: a permission problem or a
+/// full disk names the path and waits for a change; anything else is a save in the way.
+fn io_reason(rel: &Path, err: &std::io::Error) -> String {
+    use nix::errno::Errno;
+    match err.raw_os_error().map(Errno::from_raw) {
+        Some(Errno::EACCES | Errno::EPERM | Errno::EROFS) => format!(
+            "cannot write {}: {} (check the permissions of it and its folder)",
+            rel.display(),
+            Errno::from_raw(err.raw_os_error().unwrap_or(0)).desc()
+        ),
+        Some(Errno::ENOSPC | Errno::EDQUOT) => {
+            format!("cannot write {}: no space left on the device", rel.display())
+        }
+        _ => BEING_EDITED.to_string(),
+    }
+}
+
+/// `rename(2)` that fails with `EEXIST` instead of replacing: `RENAME_NOREPLACE`, or
+/// `link`+`unlink` where the file system lacks it.
+pub(super) fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOSYS) => {
+            fs::hard_link(from, to)?;
+            fs::remove_file(from)
+        }
+        Err(errno) => Err(std::io::Error::from(errno)),
+    }
+}
+
+/// Exchanges `a` and `b` atomically (`renameat2(RENAME_EXCHANGE)`); `EINVAL` where the
+/// file system cannot.
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE).map_err(std::io::Error::from)
+}
+
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+impl Transaction {
+    pub fn new(folders: Folders) -> Transaction {
+        Transaction {
+            folders,
+            journal: None,
+            lock: None,
+            done: Vec::new(),
+            kept: Vec::new(),
+            kept_dir: None,
+            raw_ids: HashMap::new(),
+            checked_at: now_ns(),
+        }
+    }
+
+    /// The transaction of an interrupted fast-forward whose journal lists `steps`.
+    pub fn resume(folders: Folders, steps: Vec<Step>) -> Transaction {
+        let mut tx = Transaction::new(folders);
+        tx.done = steps;
+        tx
+    }
+
+    fn wt(&self, rel: &Path) -> PathBuf {
+        self.folders.worktree.join(rel)
+    }
+
+    fn old(&self, rel: &Path) -> PathBuf {
+        self.folders.staging().join("old").join(rel)
+    }
+
+    fn staged(&self, rel: &Path) -> PathBuf {
+        self.folders.staging().join("new").join(rel)
+    }
+
+    /// Journals `step` (before it is done); a journal that cannot be written stops the
+    /// fast-forward before the step.
+    fn record(&mut self, step: Step) -> Result<(), String> {
+        if let Some(journal) = self.journal.as_mut() {
+            journal.line(&step.encode())?;
+        }
+        self.done.push(step);
+        Ok(())
+    }
+
+    /// HEAD names `request.branch` and the branch is at `request.from`.
+    fn head_is_as_decided(&self, repo: &gix::Repository, request: &Request) -> Result<(), String> {
+        let head = fs::read_to_string(self.folders.git_dir.join("HEAD")).unwrap_or_default();
+        if head.trim() != format!("ref: {}", request.branch) {
+            return Err("not now: HEAD changed since the decision to pull".to_string());
+        }
+        let at = repo
+            .find_reference(request.branch.as_str())
+            .ok()
+            .and_then(|r| r.target().try_id().map(|id| id.to_string()));
+        if at.as_deref() != Some(request.from.as_str()) {
+            return Err("not now: the branch moved since the decision to pull".to_string());
+        }
+        Ok(())
+    }
+
+    /// Moves the branch by compare-and-swap and journals it.
+    fn move_ref(&mut self, request: &Request) -> Result<(), String> {
+        let message = format!("gitsync: fast-forward to {}", short(&request.to));
+        git(
+            &self.folders,
+            &[
+                "update-ref",
+                "-m",
+                &message,
+                &request.branch,
+                &request.to,
+                &request.from,
+            ],
+            None,
+        )
+        .map_err(|_| "not now: the branch moved during the fast-forward".to_string())?;
+        if let Some(journal) = self.journal.as_mut() {
+            let _ = journal.line("ref");
+        }
+        Ok(())
+    }
+
+    /// What `git merge` does after a fast-forward: `ORIG_HEAD` names the old commit and the
+    /// `post-merge` hook runs (githooks(5); "0": not a squash merge).
+    fn after_merge(&self, repo: &gix::Repository, request: &Request) {
+        let orig = self.folders.git_dir.join("ORIG_HEAD");
+        let aside = self.folders.git_dir.join("ORIG_HEAD.gitsync");
+        if fs::write(&aside, format!("{}\n", request.from))
+            .and_then(|()| fs::rename(&aside, &orig))
+            .is_err()
+        {
+            let _ = fs::remove_file(&aside);
+        }
+        let hooks = repo
+            .config_snapshot()
+            .trusted_path("core.hooksPath")
+            .ok()
+            .flatten()
+            .map(|p| self.folders.worktree.join(p))
+            .unwrap_or_else(|| self.folders.common_dir.join("hooks"));
+        let hook = hooks.join("post-merge");
+        let runnable = hook
+            .metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if runnable
+            && let Err(err) = git(
+                &self.folders,
+                &["hook", "run", "--ignore-missing", "post-merge", "--", "0"],
+                None,
+            )
+        {
+            tracing::warn!(%err, "the post-merge hook failed");
+        }
+    }
+
+    /// Carries out the fast-forward of `request`; returns how many paths changed.
+    ///
+    /// Errors: the reason it did not happen; the caller then calls [`Self::roll_back`].
+    pub fn attempt(&mut self, request: &Request) -> Result<usize, String> {
+        let f = self.folders.clone();
+        let staging = f.staging();
+        if staging.exists() {
+            fs::remove_dir_all(&staging)
+                .map_err(|e| format!("cannot clear {}: {e}", staging.display()))?;
+        }
+        fs::create_dir_all(staging.join("old"))
+            .and_then(|()| fs::create_dir_all(staging.join("new")))
+            .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
+        // The journal first, so that a kill from here on is recovered.
+        let header = format!(
+            "gitsync fast-forward\npid {}\nbranch {}\nfrom {}\nto {}\n",
+            std::process::id(),
+            request.branch,
+            request.from,
+            request.to
+        );
+        self.journal = Some(Writer::create(&f.journal(), &header)?);
+
+        // 1. The branch and commit decided on, and nobody else's checkout of it.
+        let repo = gix::open(&f.worktree).map_err(|e| format!("cannot open repository: {e}"))?;
+        self.head_is_as_decided(&repo, request)?;
+        git(
+            &f,
+            &["merge-base", "--is-ancestor", &request.from, &request.to],
+            None,
+        )
+        .map_err(|_| "not a fast-forward".to_string())?;
+        if let Some(other) = checked_out_elsewhere(&f, &request.branch) {
+            return Err(format!(
+                "{} is also checked out in the worktree {}: pull there",
+                short_branch(&request.branch),
+                other.display()
+            ));
+        }
+
+        // 2. What changes.
+        let raw = git(
+            &f,
+            &[
+                "diff-tree",
+                "-r",
+                "-z",
+                "--no-renames",
+                &request.from,
+                &request.to,
+            ],
+            None,
+        )?;
+        let changes = parse_raw(&raw)?;
+        if changes.is_empty() {
+            // A push that changes no file (an empty commit, a commit and its revert): the
+            // branch moves, the index and the worktree stay as they are.
+            self.move_ref(request)?;
+            self.after_merge(&repo, request);
+            return Ok(0);
+        }
+
+        // 3. The index as it is: no sparse checkout, and what is tracked.
+        let index_path = repo.index_path();
+        let index_sig = Sig::of(&index_path);
+        let index = gix::index::File::at_or_default(
+            &index_path,
+            repo.object_hash(),
+            true,
+            Default::default(),
+        )
+        .map_err(|e| format!("cannot read index: {e}"))?;
+        if index
+            .entries()
+            .iter()
+            .any(|e| e.flags.contains(gix::index::entry::Flags::SKIP_WORKTREE))
+        {
+            return Err("sparse checkout: fast-forward by hand (`git pull --ff-only`)".into());
+        }
+        let tracked = |rel: &Path| {
+            index
+                .entry_by_path(rel.as_os_str().as_bytes().as_bstr())
+                .is_some()
+        };
+        let removed: HashSet<&Path> = changes
+            .iter()
+            .filter(|c| c.moves_out() && !c.moves_in())
+            .map(|c| c.path.as_path())
+            .collect();
+
+        // 4. Nothing of the user's in the way, ignored files included.
+        let mut in_the_way = Vec::new();
+        for change in changes.iter().filter(|c| c.new_mode != 0) {
+            for dir in parent_dirs(&change.path) {
+                if let Ok(m) = self.wt(&dir).symlink_metadata()
+                    && !m.is_dir()
+                    && !(tracked(&dir) && removed.contains(dir.as_path()))
+                {
+                    in_the_way.push(dir);
+                }
+            }
+            if change.old_mode != 0 {
+                continue;
+            }
+            let full = self.wt(&change.path);
+            match full.symlink_metadata() {
+                Err(_) => {}
+                Ok(m) if m.is_dir() => {
+                    if change.new_mode == GITLINK {
+                        continue;
+                    }
+                    untracked_files_under(&full, &f.worktree, &tracked, &mut in_the_way);
+                }
+                Ok(_) => in_the_way.push(change.path.clone()),
+            }
+        }
+        for change in changes.iter().filter(|c| c.drops_submodule()) {
+            let full = self.wt(&change.path);
+            if fs::read_dir(&full).is_ok_and(|mut d| d.next().is_some()) {
+                return Err(format!(
+                    "the push removes submodule {}, which is checked out here",
+                    change.path.display()
+                ));
+            }
+        }
+        if !in_the_way.is_empty() {
+            in_the_way.sort();
+            in_the_way.dedup();
+            return Err(describe_in_the_way(&f, &in_the_way));
+        }
+        drop(index);
+
+        // 5. Every file that moves out holds the old commit's content, by content.
+        let outs: Vec<&Change> = changes.iter().filter(|c| c.moves_out()).collect();
+        let trust_mode = repo
+            .config_snapshot()
+            .boolean("core.fileMode")
+            .unwrap_or(true);
+        self.checked_at = now_ns();
+        let checked = match content::check(&f, &outs, trust_mode)? {
+            Verdict::Clean(sigs) => sigs,
+            Verdict::Changed(paths) => {
+                let shown: Vec<String> = paths
+                    .iter()
+                    .take(5)
+                    .map(|p| p.display().to_string())
+                    .collect();
+                let more = paths.len().saturating_sub(shown.len());
+                return Err(format!(
+                    "local changes would be overwritten: {}{}",
+                    shown.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+        };
+        let mut sig_of: HashMap<PathBuf, Sig> = HashMap::with_capacity(outs.len());
+        for (change, (sig, raw_id)) in outs.iter().zip(checked) {
+            sig_of.insert(change.path.clone(), sig);
+            self.raw_ids.insert(change.path.clone(), raw_id);
+        }
+
+        // 6. The new files and the new index, staged in the git folder.
+        let same_device =
+            staging.metadata().ok().map(|m| m.dev()) == f.worktree.metadata().ok().map(|m| m.dev());
+        if !same_device {
+            return Err(
+                "the git folder is on another file system than the worktree: fast-forward by hand"
+                    .into(),
+            );
+        }
+        let new_index = staging.join("index");
+        if index_path.exists() {
+            fs::copy(&index_path, &new_index).map_err(|e| format!("cannot copy the index: {e}"))?;
+        }
+        git(
+            &f,
+            &["read-tree", "-m", "-i", &request.from, &request.to],
+            Some(&new_index),
+        )
+        .map_err(|e| format!("the index cannot take the fast-forward: {e}"))?;
+        let ins: Vec<&Change> = changes.iter().filter(|c| c.moves_in()).collect();
+        if !ins.is_empty() {
+            let mut list = Vec::new();
+            for c in &ins {
+                list.extend_from_slice(c.path.as_os_str().as_bytes());
+                list.push(0);
+            }
+            let prefix = format!("{}/", staging.join("new").display());
+            git_input(
+                &f,
+                &[
+                    "checkout-index",
+                    "-z",
+                    "--stdin",
+                    "-f",
+                    &format!("--prefix={prefix}"),
+                ],
+                Some(&new_index),
+                Some(&list),
+            )?;
+        }
+
+        // 7. Under index.lock: nothing moved meanwhile, then the swap.
+        let candidate = staging.join("lock");
+        let journal = self
+            .journal
+            .as_mut()
+            .ok_or_else(|| "the journal is not open".to_string())?;
+        self.lock = Some(IndexLock::take(&f, &candidate, journal)?);
+        if Sig::of(&index_path) != index_sig {
+            return Err("not now: the index changed while the fast-forward was prepared".into());
+        }
+        self.head_is_as_decided(&repo, request)?;
+        self.swap_in(&changes, &sig_of)?;
+
+        // 8. The index's stat data, the branch, the index.
+        fill_stat(&f, &new_index, &ins);
+        self.move_ref(request)?;
+        fs::rename(&new_index, &index_path)
+            .map_err(|e| format!("cannot put the new index in place: {e}"))?;
+        self.lock = None;
+        self.after_merge(&repo, request);
+        Ok(changes.len())
+    }
+
+    /// Moves out what goes, removes emptied folders, and swaps or renames in what comes,
+    /// each step journaled first.
+    fn swap_in(&mut self, changes: &[Change], sig_of: &HashMap<PathBuf, Sig>) -> Result<(), String> {
+        let mut gone: Vec<&Change> = changes
+            .iter()
+            .filter(|c| c.moves_out() && !c.moves_in())
+            .collect();
+        gone.sort_by(|a, b| b.path.cmp(&a.path));
+        let mut made = HashSet::new();
+        for change in gone {
+            let sig = *sig_of.get(&change.path).ok_or(BEING_EDITED)?;
+            self.move_out(&change.path, sig, &mut made)?;
+        }
+        // Folders emptied by deletions go, deepest first, as git removes them; a folder
+        // that still holds something (an ignored file) stays.
+        let mut emptied: Vec<PathBuf> = changes
+            .iter()
+            .filter(|c| c.moves_out() && !c.moves_in() || c.drops_submodule())
+            .flat_map(|c| {
+                let mut dirs = parent_dirs(&c.path);
+                if c.drops_submodule() {
+                    dirs.push(c.path.clone());
+                }
+                dirs
+            })
+            .collect();
+        emptied.sort_by(|a, b| b.cmp(a));
+        emptied.dedup();
+        for dir in emptied {
+            let full = self.wt(&dir);
+            if fs::read_dir(&full).is_ok_and(|mut d| d.next().is_none()) {
+                self.record(Step::Rmdir(dir))?;
+                let _ = fs::remove_dir(full);
+            }
+        }
+        let mut ins: Vec<&Change> = changes
+            .iter()
+            .filter(|c| c.moves_in() || c.adds_submodule())
+            .collect();
+        ins.sort_by(|a, b| a.path.cmp(&b.path));
+        for change in ins {
+            let mut dirs = parent_dirs(&change.path);
+            if change.adds_submodule() {
+                dirs.push(change.path.clone());
+            }
+            for dir in dirs {
+                let full = self.wt(&dir);
+                match full.symlink_metadata() {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => return Err(BEING_EDITED.to_string()),
+                    Err(_) => {
+                        self.record(Step::Mkdir(dir.clone()))?;
+                        fs::create_dir(&full).map_err(|e| io_reason(&dir, &e))?;
+                    }
+                }
+            }
+            if !change.moves_in() {
+                continue;
+            }
+            let (staged, to) = (self.staged(&change.path), self.wt(&change.path));
+            let new_sig = Sig::of(&staged).ok_or_else(|| "a staged file is missing".to_string())?;
+            if change.moves_out() {
+                let old_sig = *sig_of.get(&change.path).ok_or(BEING_EDITED)?;
+                self.record(Step::Swap(change.path.clone(), old_sig, new_sig))?;
+                match exchange(&staged, &to) {
+                    Ok(()) => {
+                        if Sig::of(&staged) != Some(old_sig) {
+                            return Err(BEING_EDITED.to_string());
+                        }
+                        continue;
+                    }
+                    Err(err) if err.raw_os_error() == Some(nix::libc::EINVAL) => {
+                        // No RENAME_EXCHANGE here: out, then in.
+                        self.move_out(&change.path, old_sig, &mut made)?;
+                    }
+                    Err(err) => return Err(io_reason(&change.path, &err)),
+                }
+            } else if to.symlink_metadata().is_ok_and(|m| m.is_dir())
+                && fs::read_dir(&to).is_ok_and(|mut d| d.next().is_none())
+            {
+                // An empty folder in the way goes, as git removes it.
+                self.record(Step::Rmdir(change.path.clone()))?;
+                let _ = fs::remove_dir(&to);
+            }
+            self.record(Step::In(change.path.clone(), new_sig))?;
+            rename_noreplace(&staged, &to).map_err(|e| io_reason(&change.path, &e))?;
+        }
+        Ok(())
+    }
+
+    /// Moves the file at `rel` (checked clean with signature `sig`) to `old/<rel>`.
+    fn move_out(&mut self, rel: &Path, sig: Sig, made: &mut HashSet<PathBuf>) -> Result<(), String> {
+        let (from, to) = (self.wt(rel), self.old(rel));
+        if let Some(parent) = to.parent()
+            && made.insert(parent.to_path_buf())
+        {
+            fs::create_dir_all(parent).map_err(|e| format!("cannot stage: {e}"))?;
+        }
+        self.record(Step::Out(rel.to_path_buf(), sig))?;
+        rename_noreplace(&from, &to).map_err(|e| io_reason(rel, &e))?;
+        if Sig::of(&to) != Some(sig) {
+            return Err(BEING_EDITED.to_string());
+        }
+        Ok(())
+    }
+
+    /// Moves `from` (something of the user's) to `gitsync/kept/<time>/<rel>` and lists it.
+    fn keep(&mut self, from: &Path, rel: &Path) {
+        let dir = self
+            .kept_dir
+            .get_or_insert_with(|| {
+                self.folders
+                    .git_dir
+                    .join("gitsync/kept")
+                    .join(chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string())
+            })
+            .clone();
+        let to = dir.join(rel);
+        if let Some(parent) = to.parent() {
+            let _ = fs::create_dir_all(parent);
+        }
+        if fs::rename(from, &to).is_ok() {
+            tracing::warn!(kept = %to.display(), "a save made during the fast-forward was kept");
+            self.kept.push(to.display().to_string());
+        }
+    }
+
+    /// Whether the old file held at `held` for `rel` was written after it was checked (its
+    /// signature differs, or, for a file modified just before, its bytes do).
+    fn written_since(&self, held: &Path, rel: &Path, sig: Sig) -> bool {
+        let Some(now) = Sig::of(held) else {
+            return false;
+        };
+        if now != sig {
+            return true;
+        }
+        if sig.mtime + RACY_NS < self.checked_at || sig.kind != 0o100000 {
+            return false;
+        }
+        match (self.raw_ids.get(rel), fs::read(held)) {
+            (Some(id), Ok(bytes)) => content::blob_id(&bytes) != *id,
+            _ => false,
+        }
+    }
+
+    /// Undoes the steps done, newest first, keeping anything of the user's found on the way.
+    pub fn roll_back(&mut self) {
+        let steps = std::mem::take(&mut self.done);
+        for step in steps.into_iter().rev() {
+            match step {
+                Step::In(rel, sig) => {
+                    // Ours (renamed in, or still staged) goes; anything else at the path is
+                    // the user's and stays where it is.
+                    let full = self.wt(&rel);
+                    if Sig::of(&full) == Some(sig) {
+                        let _ = fs::remove_file(&full);
+                    }
+                }
+                Step::Swap(rel, old_sig, new_sig) => {
+                    let (slot, full) = (self.staged(&rel), self.wt(&rel));
+                    let at_path = Sig::of(&full);
+                    let in_slot = Sig::of(&slot);
+                    if at_path.is_some_and(|s| s.ino == new_sig.ino)
+                        && in_slot.is_some_and(|s| s.ino != new_sig.ino)
+                    {
+                        // Swapped: swap back. A write into the new file meanwhile is kept.
+                        if exchange(&slot, &full).is_ok() && Sig::of(&slot) != Some(new_sig) {
+                            self.keep(&slot, &rel);
+                        }
+                    } else if in_slot.is_some_and(|s| s.ino != new_sig.ino) {
+                        // Swapped, then the user put a file of their own at the path: theirs
+                        // stays; the old file is kept if it was written since.
+                        if self.written_since(&slot, &rel, old_sig) {
+                            self.keep(&slot, &rel);
+                        }
+                    }
+                }
+                Step::Mkdir(rel) => {
+                    let _ = fs::remove_dir(self.wt(&rel));
+                }
+                Step::Rmdir(rel) => {
+                    let full = self.wt(&rel);
+                    if full.symlink_metadata().is_err() {
+                        let _ = fs::create_dir(full);
+                    }
+                }
+                Step::Out(rel, _) => {
+                    let (old, full) = (self.old(&rel), self.wt(&rel));
+                    if old.symlink_metadata().is_err() {
+                        continue;
+                    }
+                    if let Some(parent) = full.parent() {
+                        let _ = fs::create_dir_all(parent);
+                    }
+                    if rename_noreplace(&old, &full).is_err() {
+                        // Something new is at the path already: the user's; keep both.
+                        self.keep(&old, &rel);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the transaction: keeps every old file written after it was checked (a write
+    /// through a descriptor opened before the fast-forward), releases `index.lock` if still
+    /// held, and removes the staging folder, the journal last. Returns what was kept.
+    pub fn finish(&mut self) -> Vec<String> {
+        let steps = std::mem::take(&mut self.done);
+        for step in steps {
+            let (held, rel, sig) = match &step {
+                Step::Swap(rel, sig, _) => (self.staged(rel), rel.clone(), *sig),
+                Step::Out(rel, sig) => (self.old(rel), rel.clone(), *sig),
+                _ => continue,
+            };
+            if self.written_since(&held, &rel, sig) {
+                self.keep(&held, &rel);
+            }
+        }
+        self.lock = None;
+        self.journal = None;
+        let staging = self.folders.staging();
+        if let Ok(entries) = fs::read_dir(&staging) {
+            for entry in entries.flatten() {
+                if entry.file_name() == "journal" {
+                    continue;
+                }
+                let path = entry.path();
+                let gone = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                if let Err(err) = gone {
+                    tracing::warn!(path = %path.display(), %err, "cannot remove a staging file of the fast-forward");
+                }
+            }
+        }
+        let _ = fs::remove_file(staging.join("journal"));
+        let _ = fs::remove_dir(&staging);
+        std::mem::take(&mut self.kept)
+    }
+}
+
+/// Fills in the stat data of the entries of `index` for the files just put in place (as
+/// `git checkout` records them), in-process; falls back to `git update-index --refresh`
+/// when gix cannot (a split index).
+fn fill_stat(folders: &Folders, index: &Path, ins: &[&Change]) {
+    let filled = (|| -> Result<(), String> {
+        let mut file =
+            gix::index::File::at(index, gix::hash::Kind::Sha1, false, Default::default())
+                .map_err(|e| e.to_string())?;
+        if file.link().is_some() {
+            return Err("split index".into());
+        }
+        for change in ins {
+            let path = change.path.as_os_str().as_bytes().as_bstr();
+            let Some(entry) =
+                file.entry_mut_by_path_and_stage(path, gix::index::entry::Stage::Unconflicted)
+            else {
+                continue;
+            };
+            let meta =
+                gix::index::fs::Metadata::from_path_no_follow(&folders.worktree.join(&change.path))
+                    .map_err(|e| e.to_string())?;
+            entry.stat = gix::index::entry::Stat::from_fs(&meta).map_err(|e| e.to_string())?;
+        }
+        let aside = index.with_extension("filled");
+        let mut out = std::io::BufWriter::new(fs::File::create(&aside).map_err(|e| e.to_string())?);
+        file.write_to(&mut out, Default::default())
+            .map_err(|e| e.to_string())?;
+        out.flush().map_err(|e| e.to_string())?;
+        drop(out);
+        fs::rename(&aside, index).map_err(|e| e.to_string())
+    })();
+    if let Err(err) = filled {
+        tracing::debug!(%err, "filling the index's stat data through git");
+        let _ = git(folders, &["update-index", "-q", "--refresh"], Some(index));
+    }
+}

@@ -1,0 +1,168 @@
+//! Whether the files a fast-forward replaces or deletes still hold exactly what the old
+//! commit has, decided by their content, never by index flags: an `--assume-unchanged`,
+//! `--skip-worktree` or fsmonitor-valid entry hides edits from `git status`, so a flag may
+//! never be what calls a path clean.
+//!
+//! A file's bytes (a symlink's target) are hashed as a git blob in-process (the object
+//! format of gitformat-loose(5): `blob <size>\0<bytes>`); only a file whose raw hash differs
+//! is handed to `git hash-object --stdin-paths`, which applies the clean filters and
+//! end-of-line conversion that the path's attributes name (LFS, `text=auto`), as git's own
+//! `ce_compare_data` does. This module reads, never writes.
+
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::journal::Sig;
+use super::{BEING_EDITED, Change, Folders, GITLINK};
+
+const SYMLINK: u32 = 0o120000;
+
+/// The verdict on the paths a fast-forward moves out.
+pub(super) enum Verdict {
+    /// Every path holds the old commit's content; each one's signature when it was read and
+    /// the blob id of its raw bytes (for a later look whether it changed), in the order given.
+    Clean(Vec<(Sig, String)>),
+    /// These paths hold something else (the user's work): nothing may move.
+    Changed(Vec<PathBuf>),
+}
+
+/// The blob id (hex) of `bytes`.
+pub(super) fn blob_id(bytes: &[u8]) -> String {
+    gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, bytes)
+        .map(|id| id.to_string())
+        .unwrap_or_default()
+}
+
+/// What is at `path` as git would store it without filters: a file's bytes, a symlink's
+/// target, with its kind and executable bit checked against `mode`. `None` when the kind or
+/// mode differs or the path is gone.
+fn raw_content(path: &Path, mode: u32, trust_mode: bool) -> Option<Vec<u8>> {
+    let meta = path.symlink_metadata().ok()?;
+    if mode == SYMLINK {
+        if !meta.file_type().is_symlink() {
+            return None;
+        }
+        return Some(
+            std::fs::read_link(path)
+                .ok()?
+                .into_os_string()
+                .into_encoded_bytes(),
+        );
+    }
+    if !meta.file_type().is_file() {
+        return None;
+    }
+    let executable = meta.permissions().mode() & 0o111 != 0;
+    if trust_mode && executable != (mode == 0o100755) {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .ok()?;
+    Some(bytes)
+}
+
+/// Checks every change that moves a file out (`outs`, whose old ids and modes come from
+/// `git diff-tree`) against the worktree of `folders`. `trust_mode` is `core.fileMode`: when
+/// false, the executable bit on disk means nothing, as in git.
+///
+/// Errors: [`BEING_EDITED`] when a file changed while it was being read.
+pub(super) fn check(
+    folders: &Folders,
+    outs: &[&Change],
+    trust_mode: bool,
+) -> Result<Verdict, String> {
+    let mut sigs = Vec::with_capacity(outs.len());
+    let mut changed = Vec::new();
+    let mut filtered: Vec<(usize, &Change)> = Vec::new();
+    for (i, change) in outs.iter().enumerate() {
+        debug_assert!(change.old_mode != GITLINK);
+        let path = folders.worktree.join(&change.path);
+        let before = Sig::of(&path);
+        let content = raw_content(&path, change.old_mode, trust_mode);
+        let after = Sig::of(&path);
+        if before != after {
+            return Err(BEING_EDITED.to_string());
+        }
+        let sig = after.unwrap_or(Sig {
+            ino: 0,
+            size: 0,
+            mtime: 0,
+            kind: 0,
+        });
+        let raw_id = content.as_deref().map(blob_id).unwrap_or_default();
+        match content {
+            None => changed.push(change.path.clone()),
+            Some(_) if raw_id == change.old_id => {}
+            Some(_) if change.old_mode != SYMLINK => filtered.push((i, change)),
+            Some(_) => changed.push(change.path.clone()),
+        }
+        sigs.push((sig, raw_id));
+    }
+    if !filtered.is_empty() {
+        let ids = hash_with_filters(folders, &filtered)?;
+        for ((i, change), id) in filtered.iter().zip(ids) {
+            if id.as_deref() != Some(change.old_id.as_str())
+                || Sig::of(&folders.worktree.join(&change.path)) != Some(sigs[*i].0)
+            {
+                changed.push(change.path.clone());
+            }
+        }
+    }
+    if changed.is_empty() {
+        Ok(Verdict::Clean(sigs))
+    } else {
+        changed.sort();
+        Ok(Verdict::Changed(changed))
+    }
+}
+
+/// `git hash-object --stdin-paths` over `changes`: each path's id with its attributes'
+/// filters applied, or `None` for a path git cannot take one per line (a newline in it).
+fn hash_with_filters(
+    folders: &Folders,
+    changes: &[(usize, &Change)],
+) -> Result<Vec<Option<String>>, String> {
+    let mut input = Vec::new();
+    let mut asked = Vec::new();
+    for (_, c) in changes {
+        let bytes = c.path.as_os_str().as_bytes();
+        let ok = !bytes.contains(&b'\n');
+        asked.push(ok);
+        if ok {
+            input.extend_from_slice(bytes);
+            input.push(b'\n');
+        }
+    }
+    let out = super::git_input(
+        folders,
+        &["hash-object", "--stdin-paths"],
+        None,
+        Some(&input),
+    )?;
+    let text = String::from_utf8_lossy(&out);
+    let mut ids = text.lines().map(|l| l.trim().to_string());
+    Ok(asked
+        .into_iter()
+        .map(|ok| if ok { ids.next() } else { None })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_ids_are_gits() {
+        // `printf 'hello\n' | git hash-object --stdin`
+        assert_eq!(
+            blob_id(b"hello\n"),
+            "ce013625030ba8dba906f756967f9e9ca394464a"
+        );
+        // The empty blob.
+        assert_eq!(blob_id(b""), "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391");
+    }
+}

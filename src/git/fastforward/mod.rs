@@ -1,0 +1,510 @@
+//! The fast-forward itself: moving the checked-out branch and its worktree from the commit
+//! decided on to the upstream's commit, so that nothing the user has is ever lost, no
+//! tracked file is ever missing, and git's `index.lock` is held no longer than
+//! `git merge --ff-only` holds it.
+//!
+//! Modelled on how git updates a worktree (`unpack-trees.c`, `entry.c`'s `write_entry`,
+//! the lockfile protocol of `lockfile.c`), with three differences that make it safer:
+//!
+//! 1. **Prepared outside the lock.** Under gitsync's own lock ([`locks::HelperLock`]) and
+//!    with the journal ([`journal`]) already in place: HEAD must still name the branch
+//!    decided on, at the commit decided on; no other worktree may have it checked out;
+//!    nothing untracked or ignored may stand where the new commit puts something. Every
+//!    file the fast-forward replaces or deletes is compared by *content* with the old
+//!    commit ([`content`]); index flags never decide. The new files are written by git
+//!    (`checkout-index`, so filters, modes and symlinks are git's) into a staging folder in
+//!    the git folder, and the new index is built on a copy (`read-tree -m FROM TO`).
+//! 2. **Swapped in atomically.** Under `index.lock` (taken with its inode journaled first,
+//!    so a kill at any instant is recoverable), each replaced file is exchanged with its new
+//!    version in one `renameat2(RENAME_EXCHANGE)`: the path is never missing, and the old
+//!    file (its inode, so a write through a descriptor opened before still lands in it)
+//!    is held in the staging folder and checked: a save between the content check and the
+//!    swap puts everything back. Deleted files are moved out, new files renamed in with
+//!    `RENAME_NOREPLACE`. The branch moves by compare-and-swap (`git update-ref REF TO
+//!    FROM`), the new index (stat data filled in-process) is renamed into place, and the
+//!    lock goes. `ORIG_HEAD` is set and the `post-merge` hook runs, as after `git merge`.
+//! 3. **Late writes kept.** A write that reached an old file after its swap (through a
+//!    descriptor opened before) is moved to `gitsync/kept/<time>/<path>`, never dropped.
+//!
+//! An interrupted fast-forward (the process killed at any instant) is rolled back, or
+//! finished when the branch had already moved, by [`recover`] before anything else touches
+//! the repository. The caller runs this in its own process (`gitsync fast-forward-helper`)
+//! that ignores SIGTERM, so a stopped daemon never interrupts it.
+
+mod apply;
+mod content;
+mod journal;
+mod locks;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use super::procs;
+use apply::Transaction;
+
+/// What to fast-forward.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    /// The worktree's top folder.
+    pub worktree: PathBuf,
+    /// The branch decided on, as a full ref name (`refs/heads/main`).
+    pub branch: String,
+    /// The commit id (hex) the branch was at when the decision was made.
+    pub from: String,
+    /// The commit id (hex) to move it to; must contain `from`.
+    pub to: String,
+}
+
+/// How a fast-forward ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The branch and worktree moved; `files` paths changed.
+    Moved {
+        /// Paths added, changed or deleted.
+        files: usize,
+        /// Saves made during the fast-forward, kept where the user can find them (paths).
+        kept: Vec<String>,
+    },
+    /// Nothing moved (or everything was put back): why.
+    Blocked {
+        /// The reason, for `pull_blocked`.
+        reason: String,
+        /// Anything kept aside while putting things back (paths).
+        kept: Vec<String>,
+    },
+}
+
+impl Outcome {
+    fn blocked(reason: impl Into<String>) -> Self {
+        Outcome::Blocked {
+            reason: reason.into(),
+            kept: Vec::new(),
+        }
+    }
+}
+
+/// The reason given when the worktree changed while a fast-forward was being prepared.
+pub const BEING_EDITED: &str = "not pulled: the worktree is being edited";
+
+/// Whether `reason` (an [`Outcome::Blocked`] reason) passes by itself: a save, a git
+/// command of the user's, a lock held by a running git, another fast-forward. Such a pull
+/// is worth trying again soon; any other (local changes, a permission problem, a full
+/// disk) waits for a change.
+pub fn is_passing(reason: &str) -> bool {
+    reason == BEING_EDITED
+        || reason.starts_with("not now")
+        || reason.starts_with("index.lock exists")
+        || reason.starts_with(locks::RUNNING)
+}
+
+const GITLINK: u32 = 0o160000;
+
+/// The folders of one worktree.
+#[derive(Debug, Clone)]
+pub struct Folders {
+    /// The worktree's top folder.
+    pub worktree: PathBuf,
+    /// Its own git folder (`.git`, or `.git/worktrees/<name>` for a linked worktree).
+    pub git_dir: PathBuf,
+    /// The repository's common git folder.
+    pub common_dir: PathBuf,
+}
+
+impl Folders {
+    /// The folders of the worktree at `worktree`.
+    ///
+    /// Errors: a message when it is not a repository with a worktree.
+    pub fn of(worktree: &Path) -> Result<Folders, String> {
+        let repo = gix::open(worktree).map_err(|e| format!("cannot open repository: {e}"))?;
+        let top = repo
+            .workdir()
+            .ok_or_else(|| "the repository has no worktree".to_string())?
+            .to_path_buf();
+        Ok(Folders {
+            worktree: std::path::absolute(top).map_err(|e| e.to_string())?,
+            git_dir: std::path::absolute(repo.git_dir()).map_err(|e| e.to_string())?,
+            common_dir: std::path::absolute(repo.common_dir()).map_err(|e| e.to_string())?,
+        })
+    }
+
+    fn staging(&self) -> PathBuf {
+        self.git_dir.join("gitsync/ff")
+    }
+
+    fn journal(&self) -> PathBuf {
+        self.staging().join("journal")
+    }
+}
+
+/// Whether an interrupted fast-forward (its journal, or staging files without one) waits
+/// to be recovered in the worktree whose git folder is `git_dir`.
+pub fn interrupted(git_dir: &Path) -> bool {
+    git_dir.join("gitsync/ff").exists()
+}
+
+/// Runs the fast-forward of `request` (recovering an interrupted one first). Never panics;
+/// every failure is an [`Outcome::Blocked`] with the reason, and leaves the repository as
+/// it was before (or, after a recovery, wholly at one of the two commits).
+pub fn run(request: &Request) -> Outcome {
+    let folders = match Folders::of(&request.worktree) {
+        Ok(folders) => folders,
+        Err(reason) => return Outcome::blocked(reason),
+    };
+    let _helper = match locks::HelperLock::take(&folders) {
+        Ok(lock) => lock,
+        Err(reason) => return Outcome::blocked(reason),
+    };
+    if let Err(reason) = recover_locked(&folders) {
+        return Outcome::blocked(reason);
+    }
+    if let Some(p) = procs::git_running_in(&folders.worktree, &folders.git_dir).first() {
+        return Outcome::blocked(format!(
+            "not now: a git command is running in this repository ({}, pid {})",
+            p.command, p.pid
+        ));
+    }
+    let mut tx = Transaction::new(folders);
+    let outcome = match tx.attempt(request) {
+        Ok(files) => Outcome::Moved {
+            files,
+            kept: Vec::new(),
+        },
+        Err(reason) => {
+            tx.roll_back();
+            Outcome::Blocked {
+                reason,
+                kept: Vec::new(),
+            }
+        }
+    };
+    let kept = tx.finish();
+    match outcome {
+        Outcome::Moved { files, .. } => Outcome::Moved { files, kept },
+        Outcome::Blocked { reason, .. } => Outcome::Blocked { reason, kept },
+    }
+}
+
+/// Repairs an interrupted fast-forward of the worktree described by `folders`: rolled back
+/// to the old commit, or, when the branch had already moved, finished (the new index put in
+/// place). Staging files without a journal (a kill before it was written) are removed.
+/// Does nothing when none was interrupted.
+///
+/// Errors: a message when a fast-forward is still running (its helper holds the lock) or
+/// the journal cannot be read.
+pub fn recover(folders: &Folders) -> Result<(), String> {
+    if !interrupted(&folders.git_dir) {
+        return Ok(());
+    }
+    let _helper = locks::HelperLock::take(folders)?;
+    recover_locked(folders)
+}
+
+/// [`recover`], with gitsync's lock already held.
+fn recover_locked(folders: &Folders) -> Result<(), String> {
+    let staging = folders.staging();
+    if !staging.exists() {
+        return Ok(());
+    }
+    let text = fs::read_to_string(folders.journal()).unwrap_or_default();
+    let journal = match journal::Journal::parse(&text) {
+        Ok(journal) => journal,
+        Err(_) if text.is_empty() => {
+            // Killed before the journal existed: nothing of the user's was touched yet.
+            fs::remove_dir_all(&staging)
+                .map_err(|e| format!("cannot remove {}: {e}", staging.display()))?;
+            return Ok(());
+        }
+        Err(reason) => return Err(reason),
+    };
+    tracing::warn!(worktree = %folders.worktree.display(), "recovering an interrupted fast-forward");
+    let mut tx = Transaction::resume(folders.clone(), journal.steps.clone());
+    // The branch itself says whether the compare-and-swap happened (the "ref" line may
+    // not have been written after it).
+    let at = git(
+        folders,
+        &["rev-parse", "--verify", "-q", &journal.branch],
+        None,
+    )
+    .map(|out| String::from_utf8_lossy(&out).trim().to_string())
+    .unwrap_or_default();
+    if journal.ref_moved || (!journal.to.is_empty() && at == journal.to) {
+        // The branch is at the new commit and so is every file: only the index is left.
+        let staged_index = staging.join("index");
+        if staged_index.exists() {
+            fs::rename(&staged_index, folders.git_dir.join("index"))
+                .map_err(|e| format!("cannot put the new index in place: {e}"))?;
+        }
+    } else {
+        tx.roll_back();
+    }
+    locks::IndexLock::release_recorded(&folders.git_dir, journal.lock_ino);
+    let kept = tx.finish();
+    if !kept.is_empty() {
+        tracing::warn!(?kept, "saves made during the interrupted fast-forward were kept");
+    }
+    Ok(())
+}
+
+/// One change between the two commits (`git diff-tree -r --raw`).
+#[derive(Debug, Clone)]
+struct Change {
+    path: PathBuf,
+    old_mode: u32,
+    new_mode: u32,
+    /// The old blob id (hex).
+    old_id: String,
+}
+
+impl Change {
+    fn moves_out(&self) -> bool {
+        self.old_mode != 0 && self.old_mode != GITLINK
+    }
+    fn moves_in(&self) -> bool {
+        self.new_mode != 0 && self.new_mode != GITLINK
+    }
+    fn drops_submodule(&self) -> bool {
+        self.old_mode == GITLINK && self.new_mode != GITLINK
+    }
+    fn adds_submodule(&self) -> bool {
+        self.new_mode == GITLINK && self.old_mode != GITLINK
+    }
+}
+
+fn git(folders: &Folders, args: &[&str], index: Option<&Path>) -> Result<Vec<u8>, String> {
+    git_input(folders, args, index, None)
+}
+
+fn git_input(
+    folders: &Folders,
+    args: &[&str],
+    index: Option<&Path>,
+    input: Option<&[u8]>,
+) -> Result<Vec<u8>, String> {
+    let mut command = Command::new("git");
+    command
+        .arg("-C")
+        .arg(&folders.worktree)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("LC_ALL", "C")
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(index) = index {
+        command.env("GIT_INDEX_FILE", index);
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    let writer = match (input, child.stdin.take()) {
+        (Some(input), Some(mut stdin)) => {
+            let input = input.to_vec();
+            // Written from a thread, so a git that writes much before reading cannot deadlock.
+            Some(std::thread::spawn(move || {
+                let _ = stdin.write_all(&input);
+            }))
+        }
+        _ => None,
+    };
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if let Some(writer) = writer {
+        let _ = writer.join();
+    }
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        let name = args.first().copied().unwrap_or("");
+        Err(format!(
+            "git {name} failed: {}",
+            crate::model::redact_text(String::from_utf8_lossy(&out.stderr).trim())
+        ))
+    }
+}
+
+fn parent_dirs(rel: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = rel
+        .ancestors()
+        .skip(1)
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .collect();
+    out.reverse();
+    out
+}
+
+fn short(oid: &str) -> &str {
+    oid.get(..7).unwrap_or(oid)
+}
+
+fn short_branch(branch: &str) -> &str {
+    branch.strip_prefix("refs/heads/").unwrap_or(branch)
+}
+
+/// The other worktree of the same repository that has `branch` (a full ref name) checked
+/// out, if any; `folders` is this worktree's.
+fn checked_out_elsewhere(folders: &Folders, branch: &str) -> Option<PathBuf> {
+    let wanted = format!("ref: {branch}");
+    let names_branch = |git_dir: &Path| {
+        fs::read_to_string(git_dir.join("HEAD")).is_ok_and(|head| head.trim() == wanted)
+    };
+    let same = |a: &Path, b: &Path| {
+        fs::canonicalize(a)
+            .ok()
+            .zip(fs::canonicalize(b).ok())
+            .is_some_and(|(a, b)| a == b)
+    };
+    // The main worktree, when this one is linked and the repository is not bare.
+    if !same(&folders.git_dir, &folders.common_dir)
+        && folders.common_dir.join("index").exists()
+        && names_branch(&folders.common_dir)
+    {
+        let main = if folders.common_dir.file_name() == Some(OsStr::new(".git")) {
+            folders
+                .common_dir
+                .parent()
+                .unwrap_or(&folders.common_dir)
+                .to_path_buf()
+        } else {
+            folders.common_dir.clone()
+        };
+        return Some(main);
+    }
+    let linked = fs::read_dir(folders.common_dir.join("worktrees")).ok()?;
+    for entry in linked.flatten() {
+        let dir = entry.path();
+        if same(&dir, &folders.git_dir) || !names_branch(&dir) {
+            continue;
+        }
+        let at = fs::read_to_string(dir.join("gitdir"))
+            .ok()
+            .map(|p| PathBuf::from(p.trim()))
+            .map(|p| p.parent().map(Path::to_path_buf).unwrap_or(p))
+            .unwrap_or(dir);
+        return Some(at);
+    }
+    None
+}
+
+/// Every file or symlink under `dir` that the index does not track (they would be deleted
+/// when a file takes the folder's place), worktree-relative, at most 20.
+fn untracked_files_under(
+    dir: &Path,
+    worktree: &Path,
+    tracked: &dyn Fn(&Path) -> bool,
+    out: &mut Vec<PathBuf>,
+) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if out.len() >= 20 {
+            return;
+        }
+        let path = entry.path();
+        let rel = path.strip_prefix(worktree).unwrap_or(&path).to_path_buf();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => untracked_files_under(&path, worktree, tracked, out),
+            _ if !tracked(&rel) => out.push(rel),
+            _ => {}
+        }
+    }
+}
+
+/// "untracked files would be overwritten: a" / "ignored files would be overwritten: b",
+/// as `git check-ignore` classes them.
+fn describe_in_the_way(folders: &Folders, paths: &[PathBuf]) -> String {
+    let mut list = Vec::new();
+    for p in paths {
+        list.extend_from_slice(p.as_os_str().as_bytes());
+        list.push(0);
+    }
+    let ignored: Vec<PathBuf> = git_input(
+        folders,
+        &["check-ignore", "-z", "--stdin"],
+        None,
+        Some(&list),
+    )
+    .unwrap_or_default()
+    .split(|b| *b == 0)
+    .filter(|p| !p.is_empty())
+    .map(|p| PathBuf::from(OsStr::from_bytes(p)))
+    .collect();
+    let show = |v: &[&PathBuf]| {
+        v.iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (ign, untr): (Vec<&PathBuf>, Vec<&PathBuf>) =
+        paths.iter().partition(|p| ignored.contains(p));
+    let mut parts = Vec::new();
+    if !untr.is_empty() {
+        parts.push(format!(
+            "untracked files would be overwritten: {}",
+            show(&untr)
+        ));
+    }
+    if !ign.is_empty() {
+        parts.push(format!(
+            "ignored files would be overwritten: {}",
+            show(&ign)
+        ));
+    }
+    parts.join("; ")
+}
+
+/// Parses `git diff-tree -r -z` raw output (`git-diff-tree(1)`, "Raw output format"):
+/// `:<old mode> <new mode> <old id> <new id> <status>` NUL `<path>` NUL, repeated.
+fn parse_raw(raw: &[u8]) -> Result<Vec<Change>, String> {
+    let mut parts = raw.split(|b| *b == 0).filter(|p| !p.is_empty());
+    let mut changes = Vec::new();
+    while let Some(meta) = parts.next() {
+        let meta =
+            std::str::from_utf8(meta).map_err(|_| "unreadable diff-tree output".to_string())?;
+        let path = parts.next().ok_or("truncated diff-tree output")?;
+        let fields: Vec<&str> = meta.trim_start_matches(':').split(' ').collect();
+        let mode = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|m| u32::from_str_radix(m, 8).ok())
+                .ok_or_else(|| format!("unreadable diff-tree line {meta:?}"))
+        };
+        changes.push(Change {
+            path: PathBuf::from(OsStr::from_bytes(path)),
+            old_mode: mode(0)?,
+            new_mode: mode(1)?,
+            old_id: fields.get(2).map(|s| s.to_string()).unwrap_or_default(),
+        });
+    }
+    Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_diff_lines_are_parsed_with_modes() {
+        let raw = b":100644 100755 aaaa bbbb M\0bin/run\0:000000 120000 0000 cccc A\0link\0:160000 000000 dddd 0000 D\0sub\0";
+        let changes = parse_raw(raw).expect("parse");
+        assert_eq!(changes.len(), 3);
+        assert_eq!(changes[0].path, PathBuf::from("bin/run"));
+        assert_eq!(changes[0].old_id, "aaaa");
+        assert!(changes[0].moves_out() && changes[0].moves_in());
+        assert!(!changes[1].moves_out() && changes[1].moves_in());
+        assert!(changes[2].drops_submodule() && !changes[2].moves_out());
+    }
+}
