@@ -1,50 +1,91 @@
 #!/usr/bin/env bash
-# Benchmark: the fast-forward of a push that rewrites 3,000 files, gitsync's (staged
-# files renamed in one by one, each replaced file verified, journaled) against the
-# baseline it replaced, `git merge --ff-only`. RUNS rounds (default 7), interleaved, on the
-# same clone reset between runs; medians and the ratio.
-#   bash benches/fast_forward.sh      (GITSYNC_BIN overrides the binary; FILES the count;
-#   BENCH_DIR the folder to work in, e.g. /dev/shm to leave the disk out of it)
+# Benchmark (issue 20): gitsync's fast-forward against git's own, side by side, interleaved,
+# on the same clone reset between runs; medians and ratios.
+#   - the helper (`gitsync fast-forward-helper`: content check, staging, swap, journal)
+#     against `git merge --ff-only`;
+#   - `gitsync sync` (fetch, state, decision, fast-forward) against `git pull --ff-only`;
+# for pushes rewriting 30 and 3,000 files, on disk ($TMPDIR) and on tmpfs (/dev/shm).
+#   bash benches/fast_forward.sh     (GITSYNC_BIN overrides the binary; SIZES the file
+#   counts, default "30 3000"; PLACES the folders, default "${TMPDIR:-/tmp} /dev/shm";
+#   RUNS the rounds, default 9)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${GITSYNC_BIN:-${CARGO_TARGET_DIR:-$here/../target}/release/gitsync}
 [ -x "$bin" ] || { echo "$bin missing: run cargo build --release first" >&2; exit 1; }
-files=${FILES:-3000}
-runs=${RUNS:-7}
-work=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/gitsync-ff.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-export HOME=$work/home GIT_CONFIG_NOSYSTEM=1 LC_ALL=C
-mkdir -p "$HOME"
-git config --global user.name bench
-git config --global user.email bench@example.invalid
-git config --global init.defaultBranch main
-git init -q --bare "$work/r.git"
-git init -q "$work/seed"
-cd "$work/seed"
-mkdir f
-for i in $(seq 1 "$files"); do echo "line $i" > "f/$i.txt"; done
-git add . && git commit -qm base && git push -q "$work/r.git" main
-git clone -q "$work/r.git" "$work/clone"
-for i in $(seq 1 "$files"); do echo "line $i, rewritten" > "f/$i.txt"; done
-git commit -qam rewrite && git push -q "$work/r.git" main
-cd "$work/clone"
-git fetch -q
-old=$(git rev-parse HEAD)
-new=$(git rev-parse origin/main)
+sizes=${SIZES:-30 3000}
+places=${PLACES:-${TMPDIR:-/tmp} /dev/shm}
+runs=${RUNS:-9}
+export GIT_CONFIG_NOSYSTEM=1 LC_ALL=C
 ms() { date +%s%N; }
-merge=() ; ours=()
-for r in $(seq 1 "$runs"); do
-  git reset -q --hard "$old"
-  t=$(ms); git merge -q --ff-only "$new" 2>/dev/null; merge+=($(( ($(ms) - t) / 1000000 )))
-  [ "$(git rev-parse HEAD)" = "$new" ] || { echo "merge did not move" >&2; exit 1; }
-  git reset -q --hard "$old"
-  t=$(ms); "$bin" fast-forward-helper --worktree . --branch refs/heads/main --from "$old" --to "$new" >/dev/null
-  ours+=($(( ($(ms) - t) / 1000000 )))
-  [ "$(git rev-parse HEAD)" = "$new" ] && [ -z "$(git status --porcelain)" ] || { echo "gitsync did not move cleanly" >&2; exit 1; }
-done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-m=$(median "${merge[@]}"); o=$(median "${ours[@]}")
-echo "fast-forward of a push rewriting $files files, $runs runs each (ms):"
-echo "  git merge --ff-only      median $m   (${merge[*]})"
-echo "  gitsync fast-forward     median $o   (${ours[*]})"
-awk -v o="$o" -v m="$m" 'BEGIN {printf "  ratio gitsync / merge   %.2fx\n", o / m}'
+# Prints the median of the per-round ratios a[i]/b[i].
+median_ratio() {
+  local -n a=$1 b=$2
+  local r=()
+  for i in "${!a[@]}"; do r+=("$(awk -v x="${a[$i]}" -v y="${b[$i]}" 'BEGIN {printf "%.3f", x / (y > 0 ? y : 0.001)}')"); done
+  median "${r[@]}"
+}
+
+bench() {
+  local files=$1 place=$2
+  local work
+  work=$(mktemp -d "$place/gitsync-ff.XXXXXX")
+  trap 'rm -rf "$work"' RETURN
+  export HOME=$work/home
+  mkdir -p "$HOME"
+  git config --global user.name bench
+  git config --global user.email bench@example.invalid
+  git config --global init.defaultBranch main
+  git init -q --bare "$work/r.git"
+  git init -q "$work/seed"
+  (
+    cd "$work/seed"
+    mkdir f
+    for i in $(seq 1 "$files"); do echo "line $i" > "f/$i.txt"; done
+    git add . && git commit -qm base && git push -q "$work/r.git" main
+  )
+  git clone -q "$work/r.git" "$work/clone"
+  (
+    cd "$work/seed"
+    for i in $(seq 1 "$files"); do echo "line $i, rewritten" > "f/$i.txt"; done
+    git commit -qam rewrite && git push -q "$work/r.git" main
+  )
+  cd "$work/clone"
+  git fetch -q
+  local old new
+  old=$(git rev-parse HEAD)
+  new=$(git rev-parse origin/main)
+  local merge=() ours=() pull=() sync=()
+  back() { git reset -q --hard "$old"; git update-ref refs/remotes/origin/main "$old"; }
+  for _ in $(seq 1 "$runs"); do
+    back; git update-ref refs/remotes/origin/main "$new"
+    local t; t=$(ms); git merge -q --ff-only "$new" 2>/dev/null; merge+=($(( ($(ms) - t) / 100000 )))
+    [ "$(git rev-parse HEAD)" = "$new" ] || { echo "merge did not move" >&2; exit 1; }
+    back; git update-ref refs/remotes/origin/main "$new"
+    t=$(ms); "$bin" fast-forward-helper --worktree . --branch refs/heads/main --from "$old" --to "$new" >/dev/null
+    ours+=($(( ($(ms) - t) / 100000 )))
+    [ "$(git rev-parse HEAD)" = "$new" ] && [ -z "$(git status --porcelain)" ] || { echo "gitsync did not move cleanly" >&2; exit 1; }
+    back
+    t=$(ms); git pull -q --ff-only 2>/dev/null; pull+=($(( ($(ms) - t) / 100000 )))
+    [ "$(git rev-parse HEAD)" = "$new" ] || { echo "pull did not move" >&2; exit 1; }
+    back
+    t=$(ms); "$bin" sync --root "$work/clone" >/dev/null 2>&1; sync+=($(( ($(ms) - t) / 100000 )))
+    [ "$(git rev-parse HEAD)" = "$new" ] || { echo "gitsync sync did not move" >&2; exit 1; }
+  done
+  local where=disk
+  [ "$place" = /dev/shm ] && where=tmpfs
+  # Times are in tenths of a millisecond.
+  awk -v f="$files" -v w="$where" -v m="$(median "${merge[@]}")" -v o="$(median "${ours[@]}")" \
+      -v p="$(median "${pull[@]}")" -v s="$(median "${sync[@]}")" \
+      -v r1="$(median_ratio ours merge)" -v r2="$(median_ratio sync pull)" 'BEGIN {
+    printf "%5d files, %-5s  git merge --ff-only %6.1f ms  helper %6.1f ms  ratio %.2fx  |  git pull --ff-only %6.1f ms  gitsync sync %6.1f ms  ratio %.2fx\n",
+      f, w, m / 10, o / 10, r1, p / 10, s / 10, r2 }'
+  cd /
+}
+
+echo "fast-forward, $runs interleaved rounds each, medians (ratio: median of per-round ratios):"
+for place in $places; do
+  for files in $sizes; do
+    bench "$files" "$place"
+  done
+done

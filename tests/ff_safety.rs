@@ -428,3 +428,82 @@ fn the_users_git_commands_fail_no_more_often_than_against_git_merge() {
         "the user's git commands failed {ours} times against gitsync, {merges} against git merge"
     );
 }
+
+#[test]
+fn a_pushed_submodule_bump_does_not_block_the_pulls_after_it() {
+    let env = Env::new();
+    let (lib_bare, lib) = env.remote_and_clone("lib", "work/lib");
+    let first = env.head(&lib);
+    let second = env.commit(&lib, "lib.txt", "lib two\n", "lib two");
+    env.git(&lib, &["push", "-q", "origin", "main"]);
+    let (bare, seed) = env.remote_and_clone("super", "work/super");
+    env.git(
+        &seed,
+        &[
+            "submodule",
+            "add",
+            "-q",
+            lib_bare.to_str().expect("utf8"),
+            "sub",
+        ],
+    );
+    env.git(&seed.join("sub"), &["checkout", "-q", &first]);
+    env.git(&seed, &["add", "-A"]);
+    env.git(&seed, &["commit", "-qm", "sub at the first commit"]);
+    env.git(&seed, &["push", "-q", "origin", "main"]);
+    let clone = env.clone_of(&bare, "root/super");
+    env.git(&clone, &["submodule", "update", "--init", "-q"]);
+    // Another machine bumps the submodule.
+    env.git(&seed.join("sub"), &["checkout", "-q", &second]);
+    env.git(&seed, &["commit", "-qam", "bump sub"]);
+    env.git(&seed, &["push", "-q", "origin", "main"]);
+    let home = env.home("a");
+    env.sync_root(&home);
+    assert_eq!(env.head(&clone), env.head(&seed), "the bump was not pulled");
+    // As after git pull: the submodule stays where it was. Nobody worked there, so the
+    // next push is pulled all the same.
+    let next = env.commit(&seed, "a.txt", "after the bump\n", "after");
+    env.git(&seed, &["push", "-q", "origin", "main"]);
+    env.sync_root(&home);
+    let states = env.status(&home, &[]);
+    let s = common::find(&states, None, "super").expect("state of super");
+    assert_eq!(
+        env.head(&clone),
+        next,
+        "the pull after a submodule bump was refused: {}",
+        s["pull_blocked"]
+    );
+    // Work in the submodule still blocks.
+    std::fs::write(clone.join("sub/lib.txt"), "edited in the submodule\n").expect("edit");
+    env.commit(&seed, "a.txt", "again\n", "again");
+    env.git(&seed, &["push", "-q", "origin", "main"]);
+    env.sync_root(&home);
+    assert_eq!(
+        env.head(&clone),
+        next,
+        "a pull buried work in the submodule"
+    );
+}
+
+#[test]
+fn a_branch_whose_upstream_is_a_local_branch_is_pulled() {
+    let env = Env::new();
+    let (bare, clone) = env.remote_and_clone("r", "root/r");
+    env.git(
+        &clone,
+        &["checkout", "-q", "-b", "topic", "--track", "main"],
+    );
+    let pushed = env.push_new_commit(&bare, "a.txt", "pushed\n");
+    let home = env.home("a");
+    env.sync_root(&home);
+    let states = env.status(&home, &[]);
+    let s = common::find(&states, None, "r").expect("state of r");
+    assert_eq!(s["upstream"], "main", "{s}");
+    // main (not checked out) follows origin/main, and topic follows main.
+    assert_eq!(
+        env.git(&clone, &["rev-parse", "main"]).trim(),
+        pushed,
+        "main did not follow origin/main"
+    );
+    assert_eq!(env.head(&clone), pushed, "topic was not pulled: {s}");
+}

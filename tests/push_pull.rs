@@ -312,16 +312,9 @@ fn a_flood_of_events_for_one_repository_delays_no_other() {
     wait_for_logged("B's other at the pushed commit", WAIT, &[&a, &b], || {
         (head_of(&env, &b_other) == sha).then_some(())
     });
-    // The other repository's push was handled as an event of its own, not found later by a
-    // periodic fetch; how long it took is the benchmarks' business (a wall-clock bound
-    // fails on a loaded machine).
-    assert!(
-        b.log_text()
-            .lines()
-            .any(|l| l.contains("push event handled") && l.contains("repo=other")),
-        "the other repository's push event was never handled:\n{}",
-        b.log_text()
-    );
+    // The periodic fetch is an hour away (host_config), so only the push itself can have
+    // brought it; how long that took is the benchmarks' business (a wall-clock bound here
+    // failed on a loaded machine).
     // The flood cost a handful of fetches, not ten thousand.
     let fetches = b
         .log_text()

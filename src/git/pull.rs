@@ -85,7 +85,11 @@ pub fn decide(snapshot: &Snapshot, enabled: bool) -> Decision {
                 .clone()
                 .unwrap_or_else(|| "index.lock exists: another git command is running".to_string()),
         )
-    } else if let Some(work) = s.submodules.first() {
+    } else if let Some(work) = s
+        .submodules
+        .iter()
+        .find(|line| super::submodules::is_work(line))
+    {
         Some(format!("submodule {work}"))
     } else if s.conflicted > 0 {
         Some(format!(

@@ -89,8 +89,34 @@ fn read_inner(host: &str, repo_name: &str, path: &Path) -> Result<Snapshot, Stri
         }
         let config = repo.config_snapshot();
         let short = name.shorten().to_str_lossy().into_owned();
-        if let Some(remote_name) = config.string(format!("branch.{short}.remote").as_str()) {
-            let remote_name = remote_name.to_str_lossy().into_owned();
+        let remote_name = config
+            .string(format!("branch.{short}.remote").as_str())
+            .map(|r| r.to_str_lossy().into_owned());
+        let merge = config
+            .string(format!("branch.{short}.merge").as_str())
+            .map(|m| m.to_str_lossy().into_owned());
+        if let (false, Some("."), Some(merge)) =
+            (upstream_configured, remote_name.as_deref(), merge)
+        {
+            // A local upstream (`git branch --track B other`: remote "."): the upstream is
+            // the local branch itself, and there is nothing to fetch.
+            upstream_configured = true;
+            upstream = Some(
+                merge
+                    .strip_prefix("refs/heads/")
+                    .unwrap_or(&merge)
+                    .to_string(),
+            );
+            if let Some(mut reference) = repo
+                .try_find_reference(merge.as_str())
+                .map_err(err("cannot read upstream ref"))?
+            {
+                let id = reference
+                    .peel_to_id()
+                    .map_err(err("cannot resolve upstream"))?;
+                upstream_head = Some(id.detach());
+            }
+        } else if let Some(remote_name) = remote_name {
             remote_url = config
                 .string(format!("remote.{remote_name}.url").as_str())
                 .map(|u| redact_url(&u.to_str_lossy()));

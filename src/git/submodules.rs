@@ -4,7 +4,9 @@
 //! Only initialized submodules (a `.git` inside the submodule's folder) are looked into,
 //! with `git status --porcelain=v2 --branch` run there (git-status(1), "Porcelain Format
 //! Version 2"): modified, staged or untracked files, and a checked-out commit other than the
-//! one the superproject records, each count as work.
+//! one the superproject records, each count as work, except a clean checkout at a commit
+//! that an earlier commit of the superproject recorded: a pull left it behind, and it is
+//! listed as `behind (recorded ID)` without blocking the next pull.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -18,12 +20,63 @@ pub fn with_work(worktree: &Path, gitlinks: &[(String, String)]) -> Vec<String> 
         .iter()
         .filter(|(path, _)| worktree.join(path).join(".git").exists())
         .filter_map(|(path, recorded)| {
-            describe(&worktree.join(path), recorded).map(|w| format!("{path}: {w}"))
+            describe(worktree, path, recorded).map(|w| format!("{path}: {w}"))
         })
         .collect()
 }
 
-fn describe(dir: &Path, recorded: &str) -> Option<String> {
+/// What [`with_work`] says of a clean submodule checked out at a commit that an earlier
+/// commit of the superproject recorded: it was left behind by a pull (git never moves a
+/// submodule on `merge` or `pull` unless `submodule.recurse` is set), not worked on.
+const BEHIND: &str = "behind (recorded ";
+
+/// Whether a line of [`with_work`] is work of the user's (which must block a pull), as
+/// opposed to a submodule merely left behind by an earlier pull.
+pub fn is_work(line: &str) -> bool {
+    !line
+        .split_once(": ")
+        .is_some_and(|(_, what)| what.starts_with(BEHIND))
+}
+
+/// Whether `commit` was recorded for the submodule at `path` by one of the last 500
+/// commits of the superproject's HEAD that changed it (`git log --raw`, whose lines read
+/// `:160000 160000 OLD NEW M<TAB>path`).
+fn recorded_earlier(worktree: &Path, path: &str, commit: &str) -> bool {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(worktree)
+        .args([
+            "log",
+            "--format=",
+            "--raw",
+            "--no-abbrev",
+            "-n",
+            "500",
+            "HEAD",
+            "--",
+            path,
+        ])
+        .env("LC_ALL", "C")
+        .env("GIT_OPTIONAL_LOCKS", "0")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_INDEX_FILE")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output();
+    let Some(output) = output.ok().filter(|o| o.status.success()) else {
+        return false;
+    };
+    String::from_utf8_lossy(&output.stdout).lines().any(|line| {
+        line.split_whitespace()
+            .skip(2)
+            .take(2)
+            .any(|id| id == commit)
+    })
+}
+
+fn describe(worktree: &Path, path: &str, recorded: &str) -> Option<String> {
+    let dir = worktree.join(path);
     let output = Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -65,6 +118,12 @@ fn describe(dir: &Path, recorded: &str) -> Option<String> {
     }
     match head.as_deref() {
         Some(head) if head == recorded => {}
+        Some(head) if parts.is_empty() && recorded_earlier(worktree, path, head) => {
+            return Some(format!(
+                "{BEHIND}{})",
+                recorded.get(..7).unwrap_or(recorded)
+            ));
+        }
         Some(head) => parts.push(format!(
             "at {} (recorded {})",
             head.get(..7).unwrap_or(head),
