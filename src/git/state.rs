@@ -99,14 +99,23 @@ fn read_inner(host: &str, repo_name: &str, path: &Path) -> Result<Snapshot, Stri
             (upstream_configured, remote_name.as_deref(), merge)
         {
             // A local upstream (`git branch --track B other`: remote "."): the upstream is
-            // the local branch itself, and there is nothing to fetch.
+            // the local branch itself; what is fetched is that branch's own remote, if any.
             upstream_configured = true;
-            upstream = Some(
-                merge
-                    .strip_prefix("refs/heads/")
-                    .unwrap_or(&merge)
-                    .to_string(),
-            );
+            let local = merge
+                .strip_prefix("refs/heads/")
+                .unwrap_or(&merge)
+                .to_string();
+            if let Some(theirs) = config
+                .string(format!("branch.{local}.remote").as_str())
+                .map(|r| r.to_str_lossy().into_owned())
+                .filter(|r| r != ".")
+            {
+                remote_url = config
+                    .string(format!("remote.{theirs}.url").as_str())
+                    .map(|u| redact_url(&u.to_str_lossy()));
+                remote = Some(theirs);
+            }
+            upstream = Some(local);
             if let Some(mut reference) = repo
                 .try_find_reference(merge.as_str())
                 .map_err(err("cannot read upstream ref"))?
