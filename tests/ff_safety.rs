@@ -494,13 +494,18 @@ fn a_branch_whose_upstream_is_a_local_branch_is_pulled() {
         &["checkout", "-q", "-b", "topic", "--track", "main"],
     );
     let pushed = env.push_new_commit(&bare, "a.txt", "pushed\n");
-    // main (not checked out) moves on; topic tracks main.
-    env.git(&clone, &["fetch", "-q", "origin"]);
-    env.git(&clone, &["branch", "-f", "main", "origin/main"]);
+    // One sync: origin is fetched (main's remote; a plain `git fetch` on topic would
+    // fetch from the repository itself), main (not checked out) follows origin/main, and
+    // topic follows main.
     let home = env.home("a");
     env.sync_root(&home);
     let states = env.status(&home, &[]);
     let s = common::find(&states, None, "r").expect("state of r");
     assert_eq!(s["upstream"], "main", "{s}");
+    assert_eq!(
+        env.git(&clone, &["rev-parse", "main"]).trim(),
+        pushed,
+        "main did not follow origin/main"
+    );
     assert_eq!(env.head(&clone), pushed, "topic was not pulled: {s}");
 }

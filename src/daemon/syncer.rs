@@ -16,7 +16,7 @@ use crate::backend::outage::Outage;
 use crate::config::PullSettings;
 use crate::discover::Repo;
 use crate::git::fastforward::{self, Outcome as Moved};
-use crate::git::{branches, ops, pull, state};
+use crate::git::{branches, ops, pull, remotes, state};
 use crate::model::RepoState;
 
 /// How long a worktree must have had no edit before it is fast-forwarded: a user who keeps
@@ -58,7 +58,8 @@ pub struct Forwarded {
 pub enum Fetch {
     /// Nothing: read the state only (a watcher refresh).
     No,
-    /// `git fetch` with no remote named: the current branch's remote, or `origin`.
+    /// The checked-out branch's remote (for a branch tracking a local branch, that branch's
+    /// remote), or `origin` when none is configured.
     Default,
     /// `git fetch <remote>`: the remote a push event names.
     Remote(String),
@@ -264,12 +265,22 @@ impl Syncer {
         let mut touched = false;
         let remote = match &fetch {
             Fetch::No => None,
-            Fetch::Default => Some(None),
-            Fetch::Remote(name) => Some(Some(name.as_str())),
+            // The branch's remote, which for a branch tracking a local branch is that
+            // branch's remote (a plain `git fetch` would fetch from the repository itself).
+            Fetch::Default => {
+                let path = repo.path.clone();
+                Some(
+                    tokio::task::spawn_blocking(move || remotes::checked_out_fetch_remote(&path))
+                        .await
+                        .ok()
+                        .flatten(),
+                )
+            }
+            Fetch::Remote(name) => Some(Some(name.clone())),
         };
-        if let Some(remote) = remote.filter(|_| repo.path.exists()) {
+        if let Some(remote) = remote.as_ref().filter(|_| repo.path.exists()) {
             touched = true;
-            match ops::fetch(&repo.path, remote, self.pull.fetch_timeout).await {
+            match ops::fetch(&repo.path, remote.as_deref(), self.pull.fetch_timeout).await {
                 // Nothing new from the remote, and the watcher reports every local change:
                 // the state published last is still right.
                 Ok(false) if self.watching() && !self.dirty.is_pending(&repo.name) => {

@@ -1,6 +1,7 @@
 //! Reading a repository's remotes with gix: their URLs, the remote-tracking ref a pushed
 //! ref maps to, and a ref's current value. Read-only.
 
+use gix::bstr::ByteSlice;
 use std::path::{Path, PathBuf};
 
 use crate::model::normalize_url;
@@ -107,6 +108,48 @@ pub fn tracking_ref(repo: &gix::Repository, remote: &str, remote_ref: &str) -> O
 pub fn ref_target(repo: &gix::Repository, name: &str) -> Option<String> {
     let mut reference = repo.try_find_reference(name).ok()??;
     reference.peel_to_id().ok().map(|id| id.to_string())
+}
+
+/// The upstream of `branch` (a short name) when it is a local branch (`git branch --track
+/// B other` sets `branch.B.remote` to "." and `branch.B.merge` to `refs/heads/other`), or
+/// `None` when its upstream is remote or not configured.
+pub fn local_upstream(repo: &gix::Repository, branch: &str) -> Option<gix::refs::FullName> {
+    let config = repo.config_snapshot();
+    let remote = config.string(format!("branch.{branch}.remote").as_str())?;
+    if remote.as_bstr() != "." {
+        return None;
+    }
+    let merge = config.string(format!("branch.{branch}.merge").as_str())?;
+    gix::refs::FullName::try_from(merge.to_str_lossy().as_ref()).ok()
+}
+
+/// The remote a plain `git fetch` on `branch` (a short name) should ask:
+/// `branch.<name>.remote`, or, when the branch tracks a local branch, that branch's remote
+/// (git itself would fetch from the repository into itself). `None` when neither names a
+/// remote; git then asks `origin`.
+pub fn fetch_remote(repo: &gix::Repository, branch: &str) -> Option<String> {
+    let config = repo.config_snapshot();
+    let remote_of = |b: &str| {
+        config
+            .string(format!("branch.{b}.remote").as_str())
+            .map(|r| r.to_str_lossy().into_owned())
+    };
+    match remote_of(branch)?.as_str() {
+        "." => {
+            let local = local_upstream(repo, branch)?;
+            let local = local.shorten().to_str_lossy().into_owned();
+            remote_of(&local).filter(|r| r != ".")
+        }
+        other => Some(other.to_string()),
+    }
+}
+
+/// [`fetch_remote`] for the branch checked out in the worktree at `path`; `None` when HEAD
+/// is detached or the repository cannot be opened.
+pub fn checked_out_fetch_remote(path: &Path) -> Option<String> {
+    let repo = gix::open(path).ok()?;
+    let head = repo.head_name().ok()??;
+    fetch_remote(&repo, &head.shorten().to_str_lossy())
 }
 
 #[cfg(test)]

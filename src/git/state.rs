@@ -71,10 +71,17 @@ fn read_inner(host: &str, repo_name: &str, path: &Path) -> Result<Snapshot, Stri
     let mut remote = None;
     let mut remote_url = None;
     if let Some(name) = &branch_ref {
-        if let Some(tracking) =
-            repo.branch_remote_tracking_ref_name(name.as_ref(), gix::remote::Direction::Fetch)
+        let config = repo.config_snapshot();
+        let short = name.shorten().to_str_lossy().into_owned();
+        // The upstream's ref: the remote-tracking ref, or, for a local upstream (`git branch
+        // --track B other`: remote "."), the local branch itself.
+        let tracking = match repo
+            .branch_remote_tracking_ref_name(name.as_ref(), gix::remote::Direction::Fetch)
         {
-            let tracking = tracking.map_err(err("cannot read upstream"))?;
+            Some(tracking) => Some(tracking.map_err(err("cannot read upstream"))?),
+            None => super::remotes::local_upstream(&repo, &short),
+        };
+        if let Some(tracking) = tracking {
             upstream_configured = true;
             upstream = Some(tracking.shorten().to_str_lossy().into_owned());
             if let Some(mut reference) = repo
@@ -87,50 +94,12 @@ fn read_inner(host: &str, repo_name: &str, path: &Path) -> Result<Snapshot, Stri
                 upstream_head = Some(id.detach());
             }
         }
-        let config = repo.config_snapshot();
-        let short = name.shorten().to_str_lossy().into_owned();
-        let remote_name = config
-            .string(format!("branch.{short}.remote").as_str())
-            .map(|r| r.to_str_lossy().into_owned());
-        let merge = config
-            .string(format!("branch.{short}.merge").as_str())
-            .map(|m| m.to_str_lossy().into_owned());
-        if let (false, Some("."), Some(merge)) =
-            (upstream_configured, remote_name.as_deref(), merge)
-        {
-            // A local upstream (`git branch --track B other`: remote "."): the upstream is
-            // the local branch itself; what is fetched is that branch's own remote, if any.
-            upstream_configured = true;
-            let local = merge
-                .strip_prefix("refs/heads/")
-                .unwrap_or(&merge)
-                .to_string();
-            if let Some(theirs) = config
-                .string(format!("branch.{local}.remote").as_str())
-                .map(|r| r.to_str_lossy().into_owned())
-                .filter(|r| r != ".")
-            {
-                remote_url = config
-                    .string(format!("remote.{theirs}.url").as_str())
-                    .map(|u| redact_url(&u.to_str_lossy()));
-                remote = Some(theirs);
-            }
-            upstream = Some(local);
-            if let Some(mut reference) = repo
-                .try_find_reference(merge.as_str())
-                .map_err(err("cannot read upstream ref"))?
-            {
-                let id = reference
-                    .peel_to_id()
-                    .map_err(err("cannot resolve upstream"))?;
-                upstream_head = Some(id.detach());
-            }
-        } else if let Some(remote_name) = remote_name {
-            remote_url = config
-                .string(format!("remote.{remote_name}.url").as_str())
-                .map(|u| redact_url(&u.to_str_lossy()));
-            remote = Some(remote_name);
-        }
+        remote = super::remotes::fetch_remote(&repo, &short);
+        remote_url = remote.as_ref().and_then(|r| {
+            config
+                .string(format!("remote.{r}.url").as_str())
+                .map(|u| redact_url(&u.to_str_lossy()))
+        });
     }
 
     let (mut ahead, mut behind) = (0u32, 0u32);
