@@ -11,60 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::Env;
-
-/// A bare remote whose main holds `files` files (`f/NNNN.txt`), a clone of it at
-/// `root/big`, and a push that rewrites every file; returns (bare, clone, old, new).
-fn big_push(env: &Env, files: usize) -> (PathBuf, PathBuf, String, String) {
-    let bare = env.path("remotes/big.git");
-    std::fs::create_dir_all(&bare).expect("mkdir");
-    env.git(&bare, &["init", "--bare", "-q"]);
-    let seed = env.path("seeds/big");
-    std::fs::create_dir_all(seed.join("f")).expect("mkdir");
-    env.git(&seed, &["init", "-q"]);
-    for i in 0..files {
-        std::fs::write(seed.join(format!("f/{i:04}.txt")), format!("line {i}\n")).expect("write");
-    }
-    env.git(&seed, &["add", "."]);
-    env.git(&seed, &["commit", "-qm", "base"]);
-    env.git(&seed, &["push", "-q", bare.to_str().expect("utf8"), "main"]);
-    let old = env.head(&seed);
-    let clone = env.clone_of(&bare, "root/big");
-    for i in 0..files {
-        std::fs::write(
-            seed.join(format!("f/{i:04}.txt")),
-            format!("line {i}, rewritten by the push\n"),
-        )
-        .expect("write");
-    }
-    env.git(&seed, &["commit", "-qam", "rewrite every file"]);
-    env.git(&seed, &["push", "-q", bare.to_str().expect("utf8"), "main"]);
-    let new = env.head(&seed);
-    (bare, clone, old, new)
-}
-
-/// Everything a fast-forward may leave behind, and whether git sees a clean worktree.
-fn assert_whole(env: &Env, clone: &Path, old: &str, new: &str) -> String {
-    let head = env.head(clone);
-    assert!(
-        head == old || head == new,
-        "HEAD at {head}, neither old nor new"
-    );
-    assert!(
-        !clone.join(".git/index.lock").exists(),
-        "index.lock left behind"
-    );
-    assert!(
-        !clone.join(".git/gitsync/ff").exists(),
-        "the staging folder was left behind"
-    );
-    let status = env.git(clone, &["status", "--porcelain"]);
-    assert!(
-        status.is_empty(),
-        "the repository is not wholly at one commit (HEAD {head}):\n{}",
-        status.lines().take(10).collect::<Vec<_>>().join("\n")
-    );
-    head
-}
+use common::ff::{assert_whole, big_push, kept_texts};
 
 /// Saves made by the writer: (file, the line it added). A save is lost when its line is
 /// neither in the file when the writer looks again nor in a file kept aside.
@@ -72,21 +19,6 @@ struct Writer {
     clone: PathBuf,
     saves: usize,
     lost: Vec<String>,
-}
-
-fn kept_texts(clone: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![clone.join(".git/gitsync/kept")];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if entry.path().is_dir() {
-                stack.push(entry.path());
-            } else {
-                out.push(std::fs::read_to_string(entry.path()).unwrap_or_default());
-            }
-        }
-    }
-    out
 }
 
 impl Writer {
@@ -161,7 +93,7 @@ fn write_while(
 fn saves_during_a_3000_file_fast_forward_through_sync_are_never_lost() {
     let env = Env::new();
     let files = 3000;
-    let (_bare, clone, old, new) = big_push(&env, files);
+    let (_bare, clone, old, new) = big_push(&env, "big", files);
     let home = env.home("a");
     let seed = fastrand::u64(..);
     eprintln!("seed {seed}");
@@ -199,7 +131,7 @@ fn saves_during_a_3000_file_fast_forward_through_sync_are_never_lost() {
 fn a_user_who_keeps_saving_is_told_and_the_daemon_pulls_once_they_stop() {
     let env = Env::new();
     let files = 3000;
-    let (_bare, clone, old, new) = big_push(&env, files);
+    let (_bare, clone, old, new) = big_push(&env, "big", files);
     // The daemon starts before the push reaches this clone: reset it to the old commit.
     env.git(&clone, &["reset", "-q", "--hard", &old]);
     let home = env.home("a");
@@ -326,7 +258,7 @@ fn strike_mid_fast_forward(
     strike: impl FnOnce(&mut common::Daemon, &Path),
     after: impl FnOnce(&Env, &Path, &str, &str),
 ) {
-    let (_bare, clone, old, new) = big_push(env, files);
+    let (_bare, clone, old, new) = big_push(env, "big", files);
     env.git(&clone, &["fetch", "-q"]);
     let home = env.home("a");
     env.config(

@@ -16,35 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::Env;
+use common::ff::{assert_whole, big_push, kept_texts};
 
-/// A bare remote whose main holds `files` files (`f/NNNN.txt`), a clone of it at
-/// `root/<name>` with the push fetched, and a push that rewrites every file; returns
-/// (clone, old, new).
-fn big_push(env: &Env, name: &str, files: usize) -> (PathBuf, String, String) {
-    let bare = env.path(&format!("remotes/{name}.git"));
-    std::fs::create_dir_all(&bare).expect("mkdir");
-    env.git(&bare, &["init", "--bare", "-q"]);
-    let seed = env.path(&format!("seeds/{name}"));
-    std::fs::create_dir_all(seed.join("f")).expect("mkdir");
-    env.git(&seed, &["init", "-q"]);
-    for i in 0..files {
-        std::fs::write(seed.join(format!("f/{i:04}.txt")), format!("line {i}\n")).expect("write");
-    }
-    env.git(&seed, &["add", "."]);
-    env.git(&seed, &["commit", "-qm", "base"]);
-    env.git(&seed, &["push", "-q", bare.to_str().expect("utf8"), "main"]);
-    let old = env.head(&seed);
-    let clone = env.clone_of(&bare, &format!("root/{name}"));
-    for i in 0..files {
-        std::fs::write(
-            seed.join(format!("f/{i:04}.txt")),
-            format!("line {i}, rewritten by the push\n"),
-        )
-        .expect("write");
-    }
-    env.git(&seed, &["commit", "-qam", "rewrite every file"]);
-    env.git(&seed, &["push", "-q", bare.to_str().expect("utf8"), "main"]);
-    let new = env.head(&seed);
+/// [`big_push`] with the push fetched into the clone: (clone, old, new).
+fn fetched_push(env: &Env, name: &str, files: usize) -> (PathBuf, String, String) {
+    let (_bare, clone, old, new) = big_push(env, name, files);
     env.git(&clone, &["fetch", "-q"]);
     (clone, old, new)
 }
@@ -74,45 +50,6 @@ fn helper(env: &Env, clone: &Path, old: &str, new: &str) -> Child {
 fn finish(child: Child) -> String {
     let out = child.wait_with_output().expect("wait for the helper");
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// HEAD at `old` or `new`, no lock, no staging, and git sees a clean worktree.
-fn assert_whole(env: &Env, clone: &Path, old: &str, new: &str) -> String {
-    let head = env.head(clone);
-    assert!(
-        head == old || head == new,
-        "HEAD at {head}, neither old nor new"
-    );
-    assert!(
-        !clone.join(".git/index.lock").exists(),
-        "index.lock left behind"
-    );
-    assert!(
-        !clone.join(".git/gitsync/ff").exists(),
-        "staging files left behind"
-    );
-    let status = env.git(clone, &["status", "--porcelain"]);
-    assert!(
-        status.is_empty(),
-        "not wholly at one commit (HEAD {head}):\n{}",
-        status.lines().take(10).collect::<Vec<_>>().join("\n")
-    );
-    head
-}
-
-fn kept_texts(clone: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![clone.join(".git/gitsync/kept")];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if entry.path().is_dir() {
-                stack.push(entry.path());
-            } else {
-                out.push(std::fs::read_to_string(entry.path()).unwrap_or_default());
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -211,7 +148,7 @@ fn sigkill_of_the_helper_at_random_instants_is_recovered_by_one_sync() {
     let seed = fastrand::u64(..);
     eprintln!("seed {seed}");
     let mut rng = fastrand::Rng::with_seed(seed);
-    let (clone, old, new) = big_push(&env, "big", 5000);
+    let (clone, old, new) = fetched_push(&env, "big", 5000);
     // How long a whole fast-forward takes here, so the kills land inside it.
     let start = Instant::now();
     finish(helper(&env, &clone, &old, &new));
@@ -252,7 +189,7 @@ fn writes_through_descriptors_opened_before_the_fast_forward_are_kept() {
     let seed = fastrand::u64(..);
     let mut rng = fastrand::Rng::with_seed(seed);
     let files = 3000;
-    let (clone, old, new) = big_push(&env, "fds", files);
+    let (clone, old, new) = fetched_push(&env, "fds", files);
     for round in 0..3 {
         env.git(&clone, &["reset", "-q", "--hard", &old]);
         // Descriptors opened before the fast-forward, as an editor or a logger holds them.
@@ -307,7 +244,7 @@ fn writes_through_descriptors_opened_before_the_fast_forward_are_kept() {
 fn no_tracked_file_is_ever_missing_during_a_fast_forward() {
     let env = Env::new();
     let files = 3000;
-    let (clone, old, new) = big_push(&env, "readers", files);
+    let (clone, old, new) = fetched_push(&env, "readers", files);
     for _ in 0..3 {
         env.git(&clone, &["reset", "-q", "--hard", &old]);
         let running = Arc::new(AtomicBool::new(true));
@@ -392,7 +329,7 @@ fn racing_git_commands(env: &Env, clone: &Path, run: impl FnOnce()) -> usize {
 fn the_users_git_commands_fail_no_more_often_than_against_git_merge() {
     let env = Env::new();
     let files = 3000;
-    let (clone, old, new) = big_push(&env, "racing", files);
+    let (clone, old, new) = fetched_push(&env, "racing", files);
     let (mut ours, mut merges) = (0, 0);
     for _ in 0..2 {
         env.git(&clone, &["reset", "-q", "--hard", &old]);

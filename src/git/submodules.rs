@@ -38,67 +38,62 @@ pub fn is_work(line: &str) -> bool {
         .is_some_and(|(_, what)| what.starts_with(BEHIND))
 }
 
+/// `git -C dir ARGS`, read-only (no optional locks) and untouched by the caller's `GIT_DIR`,
+/// `GIT_WORK_TREE` or `GIT_INDEX_FILE`: its standard output, or `None` when it failed.
+fn read_git(dir: &Path, args: &[&str]) -> Option<String> {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("LC_ALL", "C")
+        .env("GIT_OPTIONAL_LOCKS", "0")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_INDEX_FILE")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 /// Whether `commit` was recorded for the submodule at `path` by one of the last 500
 /// commits of the superproject's HEAD that changed it (`git log --raw`, whose lines read
 /// `:160000 160000 OLD NEW M<TAB>path`).
 fn recorded_earlier(worktree: &Path, path: &str, commit: &str) -> bool {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(worktree)
-        .args([
-            "log",
-            "--format=",
-            "--raw",
-            "--no-abbrev",
-            "-n",
-            "500",
-            "HEAD",
-            "--",
-            path,
-        ])
-        .env("LC_ALL", "C")
-        .env("GIT_OPTIONAL_LOCKS", "0")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_INDEX_FILE")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output();
-    let Some(output) = output.ok().filter(|o| o.status.success()) else {
-        return false;
-    };
-    String::from_utf8_lossy(&output.stdout).lines().any(|line| {
-        line.split_whitespace()
-            .skip(2)
-            .take(2)
-            .any(|id| id == commit)
+    let args = [
+        "log",
+        "--format=",
+        "--raw",
+        "--no-abbrev",
+        "-n",
+        "500",
+        "HEAD",
+        "--",
+        path,
+    ];
+    read_git(worktree, &args).is_some_and(|text| {
+        text.lines().any(|line| {
+            line.split_whitespace()
+                .skip(2)
+                .take(2)
+                .any(|id| id == commit)
+        })
     })
 }
 
 fn describe(worktree: &Path, path: &str, recorded: &str) -> Option<String> {
-    let dir = worktree.join(path);
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "status",
-            "--porcelain=v2",
-            "--branch",
-            "--untracked-files=normal",
-            "--ignore-submodules=none",
-        ])
-        .env("LC_ALL", "C")
-        .env("GIT_OPTIONAL_LOCKS", "0")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_INDEX_FILE")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output();
-    let Some(output) = output.ok().filter(|o| o.status.success()) else {
+    let status = [
+        "status",
+        "--porcelain=v2",
+        "--branch",
+        "--untracked-files=normal",
+        "--ignore-submodules=none",
+    ];
+    let Some(text) = read_git(&worktree.join(path), &status) else {
         return Some("cannot read its status".to_string());
     };
-    let text = String::from_utf8_lossy(&output.stdout);
     let (mut changed, mut untracked, mut head) = (0u32, 0u32, None);
     for line in text.lines() {
         if let Some(oid) = line.strip_prefix("# branch.oid ") {

@@ -46,10 +46,10 @@ pub(super) struct Transaction {
 fn io_reason(rel: &Path, err: &std::io::Error) -> String {
     use nix::errno::Errno;
     match err.raw_os_error().map(Errno::from_raw) {
-        Some(Errno::EACCES | Errno::EPERM | Errno::EROFS) => format!(
+        Some(errno @ (Errno::EACCES | Errno::EPERM | Errno::EROFS)) => format!(
             "cannot write {}: {} (check the permissions of it and its folder)",
             rel.display(),
-            Errno::from_raw(err.raw_os_error().unwrap_or(0)).desc()
+            errno.desc()
         ),
         Some(Errno::ENOSPC | Errno::EDQUOT) => {
             format!(
@@ -204,7 +204,7 @@ impl Transaction {
     /// Carries out the fast-forward of `request`; returns how many paths changed.
     ///
     /// Errors: the reason it did not happen; the caller then calls [`Self::roll_back`].
-    pub fn attempt(&mut self, request: &Request) -> Result<usize, String> {
+    pub fn attempt(&mut self, repo: &gix::Repository, request: &Request) -> Result<usize, String> {
         let f = self.folders.clone();
         let staging = f.staging();
         if staging.exists() {
@@ -225,8 +225,7 @@ impl Transaction {
         self.journal = Some(Writer::create(&f.journal(), &header)?);
 
         // 1. The branch and commit decided on, and nobody else's checkout of it.
-        let repo = gix::open(&f.worktree).map_err(|e| format!("cannot open repository: {e}"))?;
-        self.head_is_as_decided(&repo, request)?;
+        self.head_is_as_decided(repo, request)?;
         git(
             &f,
             &["merge-base", "--is-ancestor", &request.from, &request.to],
@@ -259,7 +258,7 @@ impl Transaction {
             // A push that changes no file (an empty commit, a commit and its revert): the
             // branch moves, the index and the worktree stay as they are.
             self.move_ref(request)?;
-            self.after_merge(&repo, request);
+            self.after_merge(repo, request);
             return Ok(0);
         }
 
@@ -411,7 +410,7 @@ impl Transaction {
             // the new index is built again from it, under the lock, as git would.
             self.build_index(&index_path, &new_index, request)?;
         }
-        self.head_is_as_decided(&repo, request)?;
+        self.head_is_as_decided(repo, request)?;
         self.swap_in(&changes, &sig_of)?;
 
         // 8. The index's stat data, the branch, the index.
@@ -420,7 +419,7 @@ impl Transaction {
         fs::rename(&new_index, &index_path)
             .map_err(|e| format!("cannot put the new index in place: {e}"))?;
         self.lock = None;
-        self.after_merge(&repo, request);
+        self.after_merge(repo, request);
         Ok(changes.len())
     }
 

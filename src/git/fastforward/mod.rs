@@ -123,16 +123,23 @@ impl Folders {
     ///
     /// Errors: a message when it is not a repository with a worktree.
     pub fn of(worktree: &Path) -> Result<Folders, String> {
+        Folders::open(worktree).map(|(folders, _)| folders)
+    }
+
+    /// [`Folders::of`], with the repository opened on the way (for the fast-forward, which
+    /// reads it again).
+    fn open(worktree: &Path) -> Result<(Folders, gix::Repository), String> {
         let repo = gix::open(worktree).map_err(|e| format!("cannot open repository: {e}"))?;
         let top = repo
             .workdir()
             .ok_or_else(|| "the repository has no worktree".to_string())?
             .to_path_buf();
-        Ok(Folders {
+        let folders = Folders {
             worktree: std::path::absolute(top).map_err(|e| e.to_string())?,
             git_dir: std::path::absolute(repo.git_dir()).map_err(|e| e.to_string())?,
             common_dir: std::path::absolute(repo.common_dir()).map_err(|e| e.to_string())?,
-        })
+        };
+        Ok((folders, repo))
     }
 
     fn staging(&self) -> PathBuf {
@@ -154,8 +161,8 @@ pub fn interrupted(git_dir: &Path) -> bool {
 /// every failure is an [`Outcome::Blocked`] with the reason, and leaves the repository as
 /// it was before (or, after a recovery, wholly at one of the two commits).
 pub fn run(request: &Request) -> Outcome {
-    let folders = match Folders::of(&request.worktree) {
-        Ok(folders) => folders,
+    let (folders, repo) = match Folders::open(&request.worktree) {
+        Ok(opened) => opened,
         Err(reason) => return Outcome::blocked(reason),
     };
     let _helper = match locks::HelperLock::take(&folders) {
@@ -172,7 +179,7 @@ pub fn run(request: &Request) -> Outcome {
         ));
     }
     let mut tx = Transaction::new(folders);
-    let outcome = match tx.attempt(request) {
+    let outcome = match tx.attempt(&repo, request) {
         Ok(files) => Outcome::Moved {
             files,
             kept: Vec::new(),
