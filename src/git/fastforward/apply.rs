@@ -136,10 +136,7 @@ impl Transaction {
         if head.trim() != format!("ref: {}", request.branch) {
             return Err("not now: HEAD changed since the decision to pull".to_string());
         }
-        let at = repo
-            .find_reference(request.branch.as_str())
-            .ok()
-            .and_then(|r| r.target().try_id().map(|id| id.to_string()));
+        let at = crate::git::remotes::ref_target(repo, &request.branch);
         if at.as_deref() != Some(request.from.as_str()) {
             return Err("not now: the branch moved since the decision to pull".to_string());
         }

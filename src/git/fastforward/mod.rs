@@ -235,14 +235,10 @@ fn recover_locked(folders: &Folders) -> Result<(), String> {
     let mut tx = Transaction::resume(folders.clone(), journal.steps.clone());
     // The branch itself says whether the compare-and-swap happened (the "ref" line may
     // not have been written after it).
-    let at = git(
-        folders,
-        &["rev-parse", "--verify", "-q", &journal.branch],
-        None,
-    )
-    .map(|out| String::from_utf8_lossy(&out).trim().to_string())
-    .unwrap_or_default();
-    if journal.ref_moved || (!journal.to.is_empty() && at == journal.to) {
+    let at = gix::open(&folders.worktree)
+        .ok()
+        .and_then(|repo| super::remotes::ref_target(&repo, &journal.branch));
+    if journal.ref_moved || (!journal.to.is_empty() && at.as_deref() == Some(&journal.to)) {
         // The branch is at the new commit and so is every file: only the index is left.
         let staged_index = staging.join("index");
         if staged_index.exists() {
