@@ -7,7 +7,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -20,13 +19,19 @@ use super::journal::{Sig, Step, Writer};
 use super::locks::IndexLock;
 use super::{
     BEING_EDITED, Change, Folders, GITLINK, Request, checked_out_elsewhere, describe_in_the_way,
-    git, git_input, parent_dirs, parse_raw, short, short_branch, untracked_files_under,
+    git, git_input, parent_dirs, short, short_branch, untracked_files_under,
 };
+use super::{checkout, index, tree};
 
-/// A file modified this recently before the fast-forward (nanoseconds) is looked at again by
-/// content at the end: within one tick of the kernel's coarse clock, a same-size rewrite
-/// keeps the size and modification time.
-const RACY_NS: i128 = 1_000_000_000;
+/// A file modified this recently before the content check (nanoseconds) is looked at again
+/// by content at the end: a same-size rewrite within the same tick of the kernel's coarse
+/// clock (one jiffy, at most 10 ms) keeps the size and the modification time. Twice that,
+/// for margin.
+const RACY_NS: i128 = 20_000_000;
+
+/// The same window on a file system that keeps whole seconds only (a modification time
+/// with no nanoseconds: ext3, FAT, some network file systems).
+const RACY_COARSE_NS: i128 = 2_000_000_000;
 
 pub(super) struct Transaction {
     folders: Folders,
@@ -143,22 +148,53 @@ impl Transaction {
         Ok(())
     }
 
-    /// Moves the branch by compare-and-swap and journals it.
-    fn move_ref(&mut self, request: &Request) -> Result<(), String> {
+    /// Moves the branch by compare-and-swap, with a reflog entry, and journals it: in-process,
+    /// or through `git update-ref REF TO FROM` where gix cannot (no committer identity for
+    /// the reflog).
+    fn move_ref(&mut self, repo: &gix::Repository, request: &Request) -> Result<(), String> {
+        use gix::refs::transaction::{Change as Edit, LogChange, PreviousValue, RefEdit, RefLog};
+        let moved_meanwhile = || "not now: the branch moved during the fast-forward".to_string();
         let message = format!("gitsync: fast-forward to {}", short(&request.to));
-        git(
-            &self.folders,
-            &[
-                "update-ref",
-                "-m",
-                &message,
-                &request.branch,
-                &request.to,
-                &request.from,
-            ],
-            None,
-        )
-        .map_err(|_| "not now: the branch moved during the fast-forward".to_string())?;
+        let edit = RefEdit {
+            change: Edit::Update {
+                log: LogChange {
+                    mode: RefLog::AndReference,
+                    force_create_reflog: false,
+                    message: message.as_str().into(),
+                },
+                expected: PreviousValue::MustExistAndMatch(gix::refs::Target::Object(tree::oid(
+                    &request.from,
+                )?)),
+                new: gix::refs::Target::Object(tree::oid(&request.to)?),
+            },
+            name: request
+                .branch
+                .as_str()
+                .try_into()
+                .map_err(|_| format!("not a branch name: {}", request.branch))?,
+            deref: false,
+        };
+        if let Err(err) = repo.edit_reference(edit) {
+            if crate::git::remotes::ref_target(repo, &request.branch).as_deref()
+                != Some(request.from.as_str())
+            {
+                return Err(moved_meanwhile());
+            }
+            tracing::debug!(%err, "moving the branch through git");
+            git(
+                &self.folders,
+                &[
+                    "update-ref",
+                    "-m",
+                    &message,
+                    &request.branch,
+                    &request.to,
+                    &request.from,
+                ],
+                None,
+            )
+            .map_err(|_| moved_meanwhile())?;
+        }
         if let Some(journal) = self.journal.as_mut() {
             let _ = journal.line("ref");
         }
@@ -223,12 +259,9 @@ impl Transaction {
 
         // 1. The branch and commit decided on, and nobody else's checkout of it.
         self.head_is_as_decided(repo, request)?;
-        git(
-            &f,
-            &["merge-base", "--is-ancestor", &request.from, &request.to],
-            None,
-        )
-        .map_err(|_| "not a fast-forward".to_string())?;
+        if !tree::is_ancestor(repo, &request.from, &request.to)? {
+            return Err("not a fast-forward".to_string());
+        }
         if let Some(other) = checked_out_elsewhere(&f, &request.branch) {
             return Err(format!(
                 "{} is also checked out in the worktree {}: pull there",
@@ -238,23 +271,11 @@ impl Transaction {
         }
 
         // 2. What changes.
-        let raw = git(
-            &f,
-            &[
-                "diff-tree",
-                "-r",
-                "-z",
-                "--no-renames",
-                &request.from,
-                &request.to,
-            ],
-            None,
-        )?;
-        let changes = parse_raw(&raw)?;
+        let changes = tree::changes(repo, &request.from, &request.to)?;
         if changes.is_empty() {
             // A push that changes no file (an empty commit, a commit and its revert): the
             // branch moves, the index and the worktree stay as they are.
-            self.move_ref(request)?;
+            self.move_ref(repo, request)?;
             self.after_merge(repo, request);
             return Ok(0);
         }
@@ -327,7 +348,6 @@ impl Transaction {
             in_the_way.dedup();
             return Err(describe_in_the_way(&f, &in_the_way));
         }
-        drop(index);
 
         // 5. Every file that moves out holds the old commit's content, by content.
         let outs: Vec<&Change> = changes.iter().filter(|c| c.moves_out()).collect();
@@ -371,10 +391,14 @@ impl Transaction {
                     .into(),
             );
         }
-        let new_index = staging.join("index");
-        self.build_index(&index_path, &new_index, request)?;
+        let mut new_index = build_index(index.clone(), &changes)?;
         let ins: Vec<&Change> = changes.iter().filter(|c| c.moves_in()).collect();
-        if !ins.is_empty() {
+        if checkout::is_plain(repo, &f, &index, &changes) {
+            checkout::write_blobs(repo, &staging.join("new"), &ins)?;
+        } else if !ins.is_empty() {
+            // Filters or conversions apply: git writes the files.
+            let for_git = staging.join("index");
+            index::write(&new_index, &for_git)?;
             let mut list = Vec::new();
             for c in &ins {
                 list.extend_from_slice(c.path.as_os_str().as_bytes());
@@ -390,10 +414,11 @@ impl Transaction {
                     "-f",
                     &format!("--prefix={prefix}"),
                 ],
-                Some(&new_index),
+                Some(&for_git),
                 Some(&list),
             )?;
         }
+        drop(index);
 
         // 7. Under index.lock: nothing moved meanwhile, then the swap.
         let candidate = staging.join("lock");
@@ -405,42 +430,28 @@ impl Transaction {
         if Sig::of(&index_path) != index_sig {
             // A git command of the user's wrote the index meanwhile (a refresh, a stage):
             // the new index is built again from it, under the lock, as git would.
-            self.build_index(&index_path, &new_index, request)?;
+            let now = gix::index::File::at_or_default(
+                &index_path,
+                repo.object_hash(),
+                false,
+                Default::default(),
+            )
+            .map_err(|e| format!("cannot read index: {e}"))?;
+            new_index = build_index(now, &changes)?;
         }
         self.head_is_as_decided(repo, request)?;
         self.swap_in(&changes, &sig_of)?;
 
         // 8. The index's stat data, the branch, the index.
-        fill_stat(&f, &new_index, &ins);
-        self.move_ref(request)?;
-        fs::rename(&new_index, &index_path)
+        index::fill_stat(&mut new_index, &f.worktree, &ins)?;
+        let staged_index = staging.join("index");
+        index::write(&new_index, &staged_index)?;
+        self.move_ref(repo, request)?;
+        fs::rename(&staged_index, &index_path)
             .map_err(|e| format!("cannot put the new index in place: {e}"))?;
         self.lock = None;
         self.after_merge(repo, request);
         Ok(changes.len())
-    }
-
-    /// Builds the index after the fast-forward at `new_index`: a copy of the index at
-    /// `index_path` (so stat data and anything staged elsewhere stay) with the two-tree
-    /// merge of `git read-tree -m FROM TO` applied.
-    ///
-    /// Errors: the index cannot take it (a change staged on a path the push changes).
-    fn build_index(
-        &self,
-        index_path: &Path,
-        new_index: &Path,
-        request: &Request,
-    ) -> Result<(), String> {
-        if index_path.exists() {
-            fs::copy(index_path, new_index).map_err(|e| format!("cannot copy the index: {e}"))?;
-        }
-        git(
-            &self.folders,
-            &["read-tree", "-m", "-i", &request.from, &request.to],
-            Some(new_index),
-        )
-        .map_err(|e| format!("the index cannot take the fast-forward: {e}"))?;
-        Ok(())
     }
 
     /// Moves out what goes, removes emptied folders, and swaps or renames in what comes,
@@ -588,7 +599,12 @@ impl Transaction {
         if now != sig {
             return true;
         }
-        if sig.mtime + RACY_NS < self.checked_at || sig.kind != 0o100000 {
+        let racy = if sig.mtime % 1_000_000_000 == 0 {
+            RACY_COARSE_NS
+        } else {
+            RACY_NS
+        };
+        if sig.mtime + racy < self.checked_at || sig.kind != 0o100000 {
             return false;
         }
         match (self.raw_ids.get(rel), fs::read(held)) {
@@ -695,39 +711,18 @@ impl Transaction {
     }
 }
 
-/// Fills in the stat data of the entries of `index` for the files just put in place (as
-/// `git checkout` records them), in-process; falls back to `git update-index --refresh`
-/// when gix cannot (a split index).
-fn fill_stat(folders: &Folders, index: &Path, ins: &[&Change]) {
-    let filled = (|| -> Result<(), String> {
-        let mut file =
-            gix::index::File::at(index, gix::hash::Kind::Sha1, false, Default::default())
-                .map_err(|e| e.to_string())?;
-        if file.link().is_some() {
-            return Err("split index".into());
-        }
-        for change in ins {
-            let path = change.path.as_os_str().as_bytes().as_bstr();
-            let Some(entry) =
-                file.entry_mut_by_path_and_stage(path, gix::index::entry::Stage::Unconflicted)
-            else {
-                continue;
-            };
-            let meta =
-                gix::index::fs::Metadata::from_path_no_follow(&folders.worktree.join(&change.path))
-                    .map_err(|e| e.to_string())?;
-            entry.stat = gix::index::entry::Stat::from_fs(&meta).map_err(|e| e.to_string())?;
-        }
-        let aside = index.with_extension("filled");
-        let mut out = std::io::BufWriter::new(fs::File::create(&aside).map_err(|e| e.to_string())?);
-        file.write_to(&mut out, Default::default())
-            .map_err(|e| e.to_string())?;
-        out.flush().map_err(|e| e.to_string())?;
-        drop(out);
-        fs::rename(&aside, index).map_err(|e| e.to_string())
-    })();
-    if let Err(err) = filled {
-        tracing::debug!(%err, "filling the index's stat data through git");
-        let _ = git(folders, &["update-index", "-q", "--refresh"], Some(index));
+/// The index after the fast-forward: `index` (so stat data and anything staged elsewhere
+/// stay) with the two-tree merge of `changes` applied, in memory.
+///
+/// Errors: the index cannot take it (a change staged on a path the push changes), or it is
+/// a split index, which gix cannot write.
+fn build_index(
+    mut index: gix::index::File,
+    changes: &[Change],
+) -> Result<gix::index::File, String> {
+    if index.link().is_some() {
+        return Err("split index: fast-forward by hand (`git pull --ff-only`)".into());
     }
+    index::two_way(&mut index, changes)?;
+    Ok(index)
 }

@@ -32,9 +32,12 @@
 //! that ignores SIGTERM, so a stopped daemon never interrupts it.
 
 mod apply;
+mod checkout;
 mod content;
+mod index;
 mod journal;
 mod locks;
+mod tree;
 
 use std::ffi::OsStr;
 use std::fs;
@@ -259,14 +262,18 @@ fn recover_locked(folders: &Folders) -> Result<(), String> {
     Ok(())
 }
 
-/// One change between the two commits (`git diff-tree -r --raw`).
+/// One file that differs between the two commits (a line of `git diff-tree -r --raw`).
 #[derive(Debug, Clone)]
 struct Change {
     path: PathBuf,
+    /// The old mode (0o100644, 0o100755, 0o120000, 0o160000), 0 when the file is added.
     old_mode: u32,
+    /// The new mode, 0 when the file is deleted.
     new_mode: u32,
-    /// The old blob id (hex).
+    /// The old blob id (hex), empty when the file is added.
     old_id: String,
+    /// The new blob id (hex), empty when the file is deleted.
+    new_id: String,
 }
 
 impl Change {
@@ -486,47 +493,4 @@ fn describe_in_the_way(folders: &Folders, paths: &[PathBuf]) -> String {
         ));
     }
     parts.join("; ")
-}
-
-/// Parses `git diff-tree -r -z` raw output (`git-diff-tree(1)`, "Raw output format"):
-/// `:<old mode> <new mode> <old id> <new id> <status>` NUL `<path>` NUL, repeated.
-fn parse_raw(raw: &[u8]) -> Result<Vec<Change>, String> {
-    let mut parts = raw.split(|b| *b == 0).filter(|p| !p.is_empty());
-    let mut changes = Vec::new();
-    while let Some(meta) = parts.next() {
-        let meta =
-            std::str::from_utf8(meta).map_err(|_| "unreadable diff-tree output".to_string())?;
-        let path = parts.next().ok_or("truncated diff-tree output")?;
-        let fields: Vec<&str> = meta.trim_start_matches(':').split(' ').collect();
-        let mode = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|m| u32::from_str_radix(m, 8).ok())
-                .ok_or_else(|| format!("unreadable diff-tree line {meta:?}"))
-        };
-        changes.push(Change {
-            path: PathBuf::from(OsStr::from_bytes(path)),
-            old_mode: mode(0)?,
-            new_mode: mode(1)?,
-            old_id: fields.get(2).map(|s| s.to_string()).unwrap_or_default(),
-        });
-    }
-    Ok(changes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn raw_diff_lines_are_parsed_with_modes() {
-        let raw = b":100644 100755 aaaa bbbb M\0bin/run\0:000000 120000 0000 cccc A\0link\0:160000 000000 dddd 0000 D\0sub\0";
-        let changes = parse_raw(raw).expect("parse");
-        assert_eq!(changes.len(), 3);
-        assert_eq!(changes[0].path, PathBuf::from("bin/run"));
-        assert_eq!(changes[0].old_id, "aaaa");
-        assert!(changes[0].moves_out() && changes[0].moves_in());
-        assert!(!changes[1].moves_out() && changes[1].moves_in());
-        assert!(changes[2].drops_submodule() && !changes[2].moves_out());
-    }
 }

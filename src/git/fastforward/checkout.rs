@@ -1,0 +1,110 @@
+//! Writing the new commit's files into the staging folder, as `git checkout-index` would:
+//! in-process when no attribute or setting can change a file's bytes on the way out (no
+//! filter, no end-of-line conversion, no `ident`, no working-tree encoding), and through
+//! `git checkout-index` itself otherwise, so that every filter and conversion stays git's.
+//!
+//! A file is created with mode 0666, or 0777 when executable, less the umask, and a symlink
+//! as a symlink: what `entry.c`'s `write_entry` does.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use gix::bstr::ByteSlice;
+
+use super::tree::oid;
+use super::{Change, Folders};
+
+/// Whether git would write every file of `ins` exactly as its blob holds it in the
+/// repository of `folders`: no attributes file anywhere git reads one (gitattributes(5):
+/// `.gitattributes` in the index or the push, `info/attributes`, `core.attributesFile` or
+/// its default, the system file), no `core.autocrlf`, and symlinks supported.
+pub(super) fn is_plain(
+    repo: &gix::Repository,
+    folders: &Folders,
+    index: &gix::index::File,
+    changes: &[Change],
+) -> bool {
+    let config = repo.config_snapshot();
+    let autocrlf = config
+        .string("core.autocrlf")
+        .is_some_and(|v| !v.eq_ignore_ascii_case(b"false"));
+    if autocrlf
+        || config.boolean("core.symlinks") == Some(false)
+        || config.string("core.attributesFile").is_some()
+    {
+        return false;
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let global = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|x| !x.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| home.map(|h| h.join(".config")))
+        .map(|c| c.join("git/attributes"));
+    let system = std::env::var_os("GIT_ATTR_NOSYSTEM")
+        .is_none()
+        .then(|| {
+            [
+                PathBuf::from("/etc/gitattributes"),
+                PathBuf::from("/usr/local/etc/gitattributes"),
+            ]
+        })
+        .into_iter()
+        .flatten();
+    let files = global
+        .into_iter()
+        .chain(system)
+        .chain([folders.common_dir.join("info/attributes")]);
+    for file in files {
+        if file.symlink_metadata().is_ok() {
+            return false;
+        }
+    }
+    let is_attributes = |path: &[u8]| path.rsplit(|b| *b == b'/').next() == Some(b".gitattributes");
+    !index.entries().iter().any(|e| is_attributes(e.path(index)))
+        && !changes
+            .iter()
+            .any(|c| is_attributes(c.path.as_os_str().as_bytes()))
+}
+
+/// Writes the file of every change in `ins` (new mode and id) under `to`, at its path.
+///
+/// Errors: a message when a blob cannot be read or a file cannot be written.
+pub(super) fn write_blobs(
+    repo: &gix::Repository,
+    to: &Path,
+    ins: &[&Change],
+) -> Result<(), String> {
+    let mut made: HashSet<PathBuf> = HashSet::new();
+    for change in ins {
+        let target = to.join(&change.path);
+        if let Some(parent) = target.parent()
+            && made.insert(parent.to_path_buf())
+        {
+            fs::create_dir_all(parent).map_err(|e| format!("cannot stage: {e}"))?;
+        }
+        let blob = repo
+            .find_object(oid(&change.new_id)?)
+            .map_err(|e| format!("cannot read {}: {e}", change.path.display()))?;
+        let written = if change.new_mode == 0o120000 {
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(blob.data.as_bstr()), &target)
+        } else {
+            let mode = if change.new_mode == 0o100755 {
+                0o777
+            } else {
+                0o666
+            };
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&target)
+                .and_then(|mut file| file.write_all(&blob.data))
+        };
+        written.map_err(|e| format!("cannot stage {}: {e}", change.path.display()))?;
+    }
+    Ok(())
+}
