@@ -4,7 +4,8 @@
 //! - `state/<host>/<repo>.json`: one [`RepoState`] per (host, repository), written
 //!   atomically (temporary file, fsync, rename), so a reader never sees half a record;
 //! - `events/<host>.jsonl`: each host's append-only event log, one JSON [`PushEvent`] a line;
-//! - `offsets/<reader>/<writer>`: how far `reader` has handled `writer`'s log, in bytes;
+//! - `offsets/<reader>/<writer>`: how far `reader` has handled `writer`'s log, in bytes,
+//!   and the inode of the log that offset is in (`<bytes> <inode>`);
 //! - `hosts/<host>.json`: version and last heartbeat of each host.
 //!
 //! Repository paths are percent-encoded (`/` as `%2F`) to make one file name. Nothing is
@@ -33,6 +34,8 @@ pub struct LocalHub {
     /// Per writer: how far this reader has handled its log, also when the offset file
     /// cannot be written (so nothing is handed out twice in a loop).
     offsets: Mutex<std::collections::HashMap<String, u64>>,
+    /// Per writer: the inode of its log as last opened.
+    logs: Mutex<std::collections::HashMap<String, u64>>,
     /// Problems already logged (each is said once).
     warned: Mutex<std::collections::HashSet<String>>,
 }
@@ -96,6 +99,7 @@ impl LocalHub {
             watcher: Mutex::new(None),
             reads: std::sync::atomic::AtomicU64::new(0),
             offsets: Mutex::new(std::collections::HashMap::new()),
+            logs: Mutex::new(std::collections::HashMap::new()),
             warned: Mutex::new(std::collections::HashSet::new()),
         })
     }
@@ -120,11 +124,17 @@ impl LocalHub {
             .join(encode_name(writer))
     }
 
+    /// The offset file of `writer`: how far its log was read, and the inode of the log that
+    /// offset is in (absent in offset files written before it was recorded).
+    fn stored_offset(&self, writer: &str) -> (u64, Option<u64>) {
+        let text = std::fs::read_to_string(self.offset_path(writer)).unwrap_or_default();
+        let mut words = text.split_whitespace();
+        let offset = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+        (offset, words.next().and_then(|w| w.parse().ok()))
+    }
+
     fn read_offset(&self, writer: &str) -> u64 {
-        let stored = std::fs::read_to_string(self.offset_path(writer))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
+        let (stored, _) = self.stored_offset(writer);
         let held = self
             .offsets
             .lock()
@@ -225,10 +235,24 @@ impl LocalHub {
                 continue;
             };
             let mut start = self.read_offset(writer);
-            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-            if start > len {
-                // The log was truncated or replaced: read it again from the start (events
-                // are idempotent) rather than wait for it to grow past the old offset.
+            let (len, ino) = file
+                .metadata()
+                .map(|m| (m.len(), std::os::unix::fs::MetadataExt::ino(&m)))
+                .unwrap_or((0, 0));
+            let (_, read_in) = self.stored_offset(writer);
+            let held_in = self
+                .logs
+                .lock()
+                .ok()
+                .and_then(|logs| logs.get(writer).copied());
+            let replaced = read_in.or(held_in).is_some_and(|known| known != ino);
+            if let Ok(mut logs) = self.logs.lock() {
+                logs.insert(writer.to_string(), ino);
+            }
+            if start > len || (replaced && start > 0) {
+                // The log was truncated or replaced (another file, whatever its size): read
+                // it again from the start (events are idempotent) rather than from the
+                // middle of another file, or wait for it to grow past the old offset.
                 self.warn_once(format!("{}:truncated:{start}", path.display()), || {
                     format!(
                         "event log {} is shorter ({len} bytes) than what was read of it ({start}): it was truncated or replaced; reading it from the start",
@@ -238,7 +262,7 @@ impl LocalHub {
                 if let Ok(mut held) = self.offsets.lock() {
                     held.insert(writer.to_string(), 0);
                 }
-                let _ = write_atomic(&self.offset_path(writer), b"0");
+                let _ = write_atomic(&self.offset_path(writer), format!("0 {ino}").as_bytes());
                 start = 0;
             }
             file.seek(SeekFrom::Start(start)).map_err(io_err(&path))?;
@@ -288,20 +312,28 @@ impl LocalHub {
         Ok(out)
     }
 
+    /// Records that `writer`'s log was handled up to `offset` bytes, with the inode of the
+    /// log read, so that a log replaced by another file is noticed whatever its size.
     fn store_offset(&self, writer: &str, offset: u64) -> Result<(), BackendError> {
-        let stored = std::fs::read_to_string(self.offset_path(writer))
+        let (stored, stored_in) = self.stored_offset(writer);
+        let ino = self
+            .logs
+            .lock()
             .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+            .and_then(|logs| logs.get(writer).copied());
         if let Ok(mut held) = self.offsets.lock() {
             let entry = held.entry(writer.to_string()).or_insert(0);
             *entry = (*entry).max(offset);
         }
-        if offset <= stored {
+        if offset <= stored && (ino.is_none() || stored_in == ino) {
             return Ok(());
         }
         let path = self.offset_path(writer);
-        write_atomic(&path, offset.to_string().as_bytes()).inspect_err(|err| {
+        let text = match ino {
+            Some(ino) => format!("{offset} {ino}"),
+            None => offset.to_string(),
+        };
+        write_atomic(&path, text.as_bytes()).inspect_err(|err| {
             self.warn_once(format!("offset:{}", path.display()), || {
                 format!("cannot record how far the events of {writer} were handled ({err}); going on, they may be handled again after a restart")
             });
@@ -605,6 +637,46 @@ mod tests {
         assert_eq!(
             got.iter().map(|d| d.event.new.as_str()).collect::<Vec<_>>(),
             ["2"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_log_replaced_by_one_of_the_same_or_greater_size_is_read_from_its_start() {
+        let (dir, a, b) = two_hosts();
+        let log = dir.path().join("events/a.jsonl");
+        a.publish(&event("a", "1")).await.expect("publish");
+        let got = b.receive(Duration::from_secs(2)).await.expect("receive");
+        assert_eq!(got.len(), 1);
+        b.ack(&got[0]).await.expect("ack");
+        // The same length, then a longer one: another file each time (a restore, a copy).
+        for (round, extra) in [("2", 0), ("3", 1)] {
+            let mut replaced = serde_json::to_vec(&event("a", round)).expect("json");
+            replaced.push(b'\n');
+            let before = std::fs::metadata(&log).expect("log").len() as usize;
+            if extra > 0 {
+                replaced.extend(serde_json::to_vec(&event("a", "4")).expect("json"));
+                replaced.push(b'\n');
+            }
+            assert!(replaced.len() >= before, "{} < {before}", replaced.len());
+            let aside = dir.path().join("events/a.new");
+            std::fs::write(&aside, &replaced).expect("write");
+            std::fs::rename(&aside, &log).expect("replace");
+            let got = b.receive(Duration::from_secs(2)).await.expect("receive");
+            let news: Vec<&str> = got.iter().map(|d| d.event.new.as_str()).collect();
+            let want: &[&str] = if extra > 0 { &["3", "4"] } else { &["2"] };
+            assert_eq!(news, want, "round {round}");
+            for d in &got {
+                b.ack(d).await.expect("ack");
+            }
+        }
+        // A restart reads nothing again.
+        let again = LocalHub::open(dir.path(), "b").expect("reopen b");
+        assert!(
+            again
+                .receive(Duration::from_millis(100))
+                .await
+                .expect("receive")
+                .is_empty()
         );
     }
 

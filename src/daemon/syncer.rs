@@ -304,11 +304,6 @@ impl Syncer {
                 }
             }
         }
-        // Branches that are not checked out, after a fetch brought their upstreams.
-        let mut branches_behind = last.as_ref().map_or(0, |s| s.branches_behind);
-        if remote.is_some() && fetch_error.is_none() && repo.path.exists() {
-            branches_behind = self.other_branches(repo).await;
-        }
         if fastforward::interrupted(&watcher::git_dir_of(&repo.path)) {
             touched = true;
             let outcome = pull::recover(&repo.path, self.pull.fetch_timeout).await;
@@ -339,6 +334,12 @@ impl Syncer {
                     Err(reason) => blocked = Some(reason),
                 }
             }
+        }
+        // Branches that are not checked out, after a fetch brought their upstreams (after
+        // the checked-out branch, which the user is waiting for).
+        let mut branches_behind = last.as_ref().map_or(0, |s| s.branches_behind);
+        if remote.is_some() && fetch_error.is_none() && repo.path.exists() {
+            branches_behind = self.other_branches(repo).await;
         }
         if touched {
             // Our own fetch and merge made the watcher fire; the state just read covers it.

@@ -52,10 +52,56 @@ fn track(text: &str) -> Option<(u32, u32)> {
     Some((ahead, behind))
 }
 
+/// Whether any local branch of the repository at `dir`, other than the one this worktree
+/// has checked out, has an upstream at another commit than its own: only then is there
+/// anything for [`plan`] to find. True when in doubt (the repository cannot be read).
+fn others_may_be_behind(dir: &Path) -> bool {
+    let Ok(repo) = gix::open(dir) else {
+        return true;
+    };
+    let head = repo.head_name().ok().flatten();
+    let Ok(platform) = repo.references() else {
+        return true;
+    };
+    let Ok(branches) = platform.local_branches() else {
+        return true;
+    };
+    for branch in branches {
+        let Ok(mut branch) = branch else {
+            return true;
+        };
+        if head.as_ref() == Some(&branch.inner.name) {
+            continue;
+        }
+        let Ok(id) = branch.peel_to_id() else {
+            return true;
+        };
+        let upstream = match repo
+            .branch_remote_tracking_ref_name(branch.name(), gix::remote::Direction::Fetch)
+        {
+            None => continue,
+            Some(Ok(name)) => name,
+            Some(Err(_)) => return true,
+        };
+        let at = super::remotes::ref_target(&repo, &upstream.as_bstr().to_string());
+        if at.is_some_and(|at| at != id.to_string()) {
+            return true;
+        }
+    }
+    false
+}
+
 /// Reads the local branches of the repository at `dir` and says which can move.
 ///
 /// Errors: a git command failed or timed out, as [`GitError`].
 pub async fn plan(dir: &Path, timeout: Duration) -> Result<Plan, GitError> {
+    let path = dir.to_path_buf();
+    let needed = tokio::task::spawn_blocking(move || others_may_be_behind(&path))
+        .await
+        .unwrap_or(true);
+    if !needed {
+        return Ok(Plan::default());
+    }
     let out = ops::run(
         dir,
         &[
