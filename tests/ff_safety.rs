@@ -423,6 +423,50 @@ fn a_pushed_submodule_bump_does_not_block_the_pulls_after_it() {
 }
 
 #[test]
+fn with_submodule_recurse_a_pushed_bump_moves_the_clean_submodule_as_git_pull_would() {
+    let env = Env::new();
+    let (lib_bare, lib) = env.remote_and_clone("lib", "work/lib");
+    let first = env.head(&lib);
+    let second = env.commit(&lib, "lib.txt", "lib two\n", "lib two");
+    env.git(&lib, &["push", "-q", "origin", "main"]);
+    let (bare, seed) = env.remote_and_clone("super", "work/super");
+    let lib_url = lib_bare.to_str().expect("utf8");
+    env.git(&seed, &["submodule", "add", "-q", lib_url, "sub"]);
+    env.git(&seed.join("sub"), &["checkout", "-q", &first]);
+    env.git(&seed, &["add", "-A"]);
+    env.git(&seed, &["commit", "-qm", "sub at the first commit"]);
+    env.git(&seed, &["push", "-q", "origin", "main"]);
+    let clone = env.clone_of(&bare, "root/super");
+    env.git(&clone, &["submodule", "update", "--init", "-q"]);
+    env.git(&clone, &["config", "submodule.recurse", "true"]);
+    env.git(&seed.join("sub"), &["checkout", "-q", &second]);
+    env.git(&seed, &["commit", "-qam", "bump sub"]);
+    env.git(&seed, &["push", "-q", "origin", "main"]);
+    let home = env.home("a");
+    env.sync_root(&home);
+    assert_eq!(env.head(&clone), env.head(&seed), "the bump was not pulled");
+    assert_eq!(
+        env.head(&clone.join("sub")),
+        second,
+        "submodule.recurse is set: the clean submodule follows the bump"
+    );
+    let states = env.status(&home, &[]);
+    let s = common::find(&states, None, "super").expect("state of super");
+    assert!(
+        s["submodules"]
+            .as_array()
+            .is_none_or(|lines| lines.is_empty()),
+        "{s}"
+    );
+    assert!(
+        env.git(&clone, &["status", "--porcelain"])
+            .trim()
+            .is_empty(),
+        "the superproject is not clean after the update"
+    );
+}
+
+#[test]
 fn a_branch_whose_upstream_is_a_local_branch_is_pulled() {
     let env = Env::new();
     let (bare, clone) = env.remote_and_clone("r", "root/r");

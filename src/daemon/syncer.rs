@@ -16,7 +16,7 @@ use crate::backend::outage::Outage;
 use crate::config::PullSettings;
 use crate::discover::Repo;
 use crate::git::fastforward::{self, Outcome as Moved};
-use crate::git::{branches, ops, pull, remotes, state};
+use crate::git::{branches, ops, pull, remotes, state, submodules};
 use crate::model::RepoState;
 
 /// How long a worktree must have had no edit before it is fast-forwarded: a user who keeps
@@ -304,6 +304,19 @@ impl Syncer {
                 }
             }
         }
+        // Branches that are not checked out, after a fetch brought their upstreams: after the
+        // checked-out branch, which the user is waiting for, unless that one tracks a local
+        // branch, which must move first.
+        let mut branches_behind = last.as_ref().map_or(0, |s| s.branches_behind);
+        let look_at_branches = remote.is_some() && fetch_error.is_none() && repo.path.exists();
+        let path = repo.path.clone();
+        let local_first = look_at_branches
+            && tokio::task::spawn_blocking(move || remotes::checked_out_tracks_local(&path))
+                .await
+                .unwrap_or(false);
+        if local_first {
+            branches_behind = self.other_branches(repo).await;
+        }
         if fastforward::interrupted(&watcher::git_dir_of(&repo.path)) {
             touched = true;
             let outcome = pull::recover(&repo.path, self.pull.fetch_timeout).await;
@@ -325,6 +338,9 @@ impl Syncer {
                             commits: snapshot.state.behind,
                         });
                         snapshot = self.read(repo).await;
+                        if self.update_submodules(repo, &snapshot).await {
+                            snapshot = self.read(repo).await;
+                        }
                         if let pull::Decision::Blocked(reason) =
                             pull::decide(&snapshot, self.pull.fast_forward)
                         {
@@ -335,10 +351,7 @@ impl Syncer {
                 }
             }
         }
-        // Branches that are not checked out, after a fetch brought their upstreams (after
-        // the checked-out branch, which the user is waiting for).
-        let mut branches_behind = last.as_ref().map_or(0, |s| s.branches_behind);
-        if remote.is_some() && fetch_error.is_none() && repo.path.exists() {
+        if look_at_branches && !local_first {
             branches_behind = self.other_branches(repo).await;
         }
         if touched {
@@ -445,6 +458,29 @@ impl Syncer {
                 }
             }
         }
+    }
+
+    /// With `submodule.recurse` set, moves each clean submodule that a fast-forward left
+    /// behind to the commit now recorded, as `git pull` would (`git submodule update
+    /// --checkout --recursive`, which fetches a missing commit and refuses to overwrite
+    /// local changes). Returns whether it ran.
+    async fn update_submodules(&self, repo: &Repo, snapshot: &state::Snapshot) -> bool {
+        let (path, lines) = (repo.path.clone(), snapshot.state.submodules.clone());
+        let paths = tokio::task::spawn_blocking(move || submodules::to_update(&path, &lines))
+            .await
+            .unwrap_or_default();
+        if paths.is_empty() {
+            return false;
+        }
+        let mut args = vec!["submodule", "update", "--checkout", "--recursive", "--"];
+        args.extend(paths.iter().map(String::as_str));
+        match ops::run(&repo.path, &args, self.pull.fetch_timeout).await {
+            Ok(_) => {
+                tracing::info!(repo = %repo.name, submodules = ?paths, "submodules moved to the recorded commits (submodule.recurse)")
+            }
+            Err(err) => tracing::warn!(repo = %repo.name, %err, "cannot update the submodules"),
+        }
+        true
     }
 
     /// Fast-forwards the branches that are not checked out (when `pull.fast_forward` and

@@ -16,6 +16,6 @@ pub mod procs;
 pub mod pull;
 pub mod remotes;
 pub mod state;
-mod submodules;
+pub mod submodules;
 mod untracked;
 mod worktree;

@@ -152,6 +152,18 @@ pub fn checked_out_fetch_remote(path: &Path) -> Option<String> {
     fetch_remote(&repo, &head.shorten().to_str_lossy())
 }
 
+/// Whether the branch checked out in the worktree at `path` tracks a local branch (see
+/// [`local_upstream`]): that branch must move first for it to be pulled.
+pub fn checked_out_tracks_local(path: &Path) -> bool {
+    let Ok(repo) = gix::open(path) else {
+        return false;
+    };
+    let Ok(Some(head)) = repo.head_name() else {
+        return false;
+    };
+    local_upstream(&repo, &head.shorten().to_str_lossy()).is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,28 @@ pub fn is_work(line: &str) -> bool {
         .is_some_and(|(_, what)| what.starts_with(BEHIND))
 }
 
+/// The paths of the submodules that lines of [`with_work`] call merely behind (a clean
+/// checkout at a commit an earlier commit recorded), when the repository at `worktree`
+/// sets `submodule.recurse` (git-config(1)): with it, `git pull` moves such submodules to
+/// the recorded commit, and so does gitsync. Empty without it.
+pub fn to_update(worktree: &Path, lines: &[String]) -> Vec<String> {
+    let behind: Vec<String> = lines
+        .iter()
+        .filter_map(|line| {
+            line.rsplit_once(&format!(": {BEHIND}"))
+                .map(|(path, _)| path.to_string())
+        })
+        .collect();
+    if behind.is_empty() {
+        return behind;
+    }
+    let recurse = gix::open(worktree)
+        .ok()
+        .and_then(|repo| repo.config_snapshot().boolean("submodule.recurse"))
+        .unwrap_or(false);
+    if recurse { behind } else { Vec::new() }
+}
+
 /// `git -C dir ARGS`, read-only (no optional locks) and untouched by the caller's `GIT_DIR`,
 /// `GIT_WORK_TREE` or `GIT_INDEX_FILE`: its standard output, or `None` when it failed.
 fn read_git(dir: &Path, args: &[&str]) -> Option<String> {

@@ -174,7 +174,24 @@ impl Transaction {
                 .map_err(|_| format!("not a branch name: {}", request.branch))?,
             deref: false,
         };
-        if let Err(err) = repo.edit_reference(edit) {
+        let (name, email) = committer(repo);
+        let time = chrono::Local::now();
+        let time = format!("{} {}", time.timestamp(), time.format("%z"));
+        let moved = match (&name, &email) {
+            (Some(name), Some(email)) => repo
+                .edit_references_as(
+                    Some(edit),
+                    Some(gix::actor::SignatureRef {
+                        name: name.as_bstr(),
+                        email: email.as_bstr(),
+                        time: &time,
+                    }),
+                )
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            _ => Err("no committer identity".to_string()),
+        };
+        if let Err(err) = moved {
             if crate::git::remotes::ref_target(repo, &request.branch).as_deref()
                 != Some(request.from.as_str())
             {
@@ -310,8 +327,12 @@ impl Transaction {
 
         // 4. Nothing of the user's in the way, ignored files included.
         let mut in_the_way = Vec::new();
+        let mut seen: HashSet<PathBuf> = HashSet::new();
         for change in changes.iter().filter(|c| c.new_mode != 0) {
             for dir in parent_dirs(&change.path) {
+                if !seen.insert(dir.clone()) {
+                    continue;
+                }
                 if let Ok(m) = self.wt(&dir).symlink_metadata()
                     && !m.is_dir()
                     && !(tracked(&dir) && removed.contains(dir.as_path()))
@@ -498,12 +519,18 @@ impl Transaction {
             .filter(|c| c.moves_in() || c.adds_submodule())
             .collect();
         ins.sort_by(|a, b| a.path.cmp(&b.path));
+        // Folders found (or made) on the way, looked at once each.
+        let mut folders: HashSet<PathBuf> = HashSet::new();
         for change in ins {
             let mut dirs = parent_dirs(&change.path);
             if change.adds_submodule() {
                 dirs.push(change.path.clone());
             }
             for dir in dirs {
+                if folders.contains(&dir) {
+                    continue;
+                }
+                folders.insert(dir.clone());
                 let full = self.wt(&dir);
                 match full.symlink_metadata() {
                     Ok(m) if m.is_dir() => {}
@@ -725,4 +752,27 @@ fn build_index(
     }
     index::two_way(&mut index, changes)?;
     Ok(index)
+}
+
+/// The committer named in the reflog, as git finds it: `GIT_COMMITTER_NAME` and
+/// `GIT_COMMITTER_EMAIL`, then `committer.*`, then `user.*` (git-commit-tree(1),
+/// "Commit Information"); `None` where none is set (git then makes one up).
+///
+/// Read here rather than through gix's `committer()`, which also works out the local time
+/// zone's name by reading the whole time zone database (milliseconds, on every push).
+fn committer(repo: &gix::Repository) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    let config = repo.config_snapshot();
+    let find = |env: &str, keys: [&str; 2]| {
+        std::env::var_os(env)
+            .map(|v| v.into_encoded_bytes())
+            .or_else(|| {
+                keys.iter()
+                    .find_map(|key| config.string(*key).map(|v| v.to_vec()))
+            })
+            .filter(|v| !v.is_empty())
+    };
+    (
+        find("GIT_COMMITTER_NAME", ["committer.name", "user.name"]),
+        find("GIT_COMMITTER_EMAIL", ["committer.email", "user.email"]),
+    )
 }

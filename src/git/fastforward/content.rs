@@ -11,7 +11,7 @@
 
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::journal::Sig;
@@ -36,10 +36,14 @@ pub(super) fn blob_id(bytes: &[u8]) -> String {
 }
 
 /// What is at `path` as git would store it without filters: a file's bytes, a symlink's
-/// target, with its kind and executable bit checked against `mode`. `None` when the kind or
-/// mode differs or the path is gone.
-fn raw_content(path: &Path, mode: u32, trust_mode: bool) -> Option<Vec<u8>> {
-    let meta = path.symlink_metadata().ok()?;
+/// target, with its kind and executable bit (in `meta`, read just before) checked against
+/// `mode`. `None` when the kind or mode differs or the path is gone.
+fn raw_content(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    mode: u32,
+    trust_mode: bool,
+) -> Option<Vec<u8>> {
     if mode == SYMLINK {
         if !meta.file_type().is_symlink() {
             return None;
@@ -58,10 +62,27 @@ fn raw_content(path: &Path, mode: u32, trust_mode: bool) -> Option<Vec<u8>> {
     if trust_mode && executable != (mode == 0o100755) {
         return None;
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
+    // Read to the end with the size known: no `fstat` or `lseek` as `read_to_end` on a
+    // file would make, one per file of a large push.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
         .ok()?;
+    let mut bytes = vec![0u8; meta.len() as usize + 1];
+    let mut len = 0;
+    loop {
+        if len == bytes.len() {
+            bytes.resize(len * 2 + 1, 0);
+        }
+        match file.read(&mut bytes[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    bytes.truncate(len);
     Some(bytes)
 }
 
@@ -81,8 +102,11 @@ pub(super) fn check(
     for (i, change) in outs.iter().enumerate() {
         debug_assert!(change.old_mode != GITLINK);
         let path = folders.worktree.join(&change.path);
-        let before = Sig::of(&path);
-        let content = raw_content(&path, change.old_mode, trust_mode);
+        let meta = path.symlink_metadata().ok();
+        let before = meta.as_ref().map(Sig::from_meta);
+        let content = meta
+            .as_ref()
+            .and_then(|meta| raw_content(&path, meta, change.old_mode, trust_mode));
         let after = Sig::of(&path);
         if before != after {
             return Err(BEING_EDITED.to_string());

@@ -29,13 +29,17 @@ pub(super) struct Sig {
 impl Sig {
     /// The signature of what is at `path` (not following a symlink), if anything.
     pub fn of(path: &Path) -> Option<Sig> {
-        let m = path.symlink_metadata().ok()?;
-        Some(Sig {
+        path.symlink_metadata().ok().map(|m| Sig::from_meta(&m))
+    }
+
+    /// The signature in `m`.
+    pub fn from_meta(m: &std::fs::Metadata) -> Sig {
+        Sig {
             ino: m.ino(),
             size: m.size(),
             mtime: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
             kind: m.mode() & 0o170000,
-        })
+        }
     }
 
     fn encode(&self) -> String {
