@@ -442,9 +442,10 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
                     (syncer.clone(), publisher.clone(), reflogs.clone());
                 let host = config.hostname.clone();
                 tasks.spawn(async move {
-                    syncer.sync(&repo, false).await;
-                    // A push made where no hook ran is still seen.
+                    // A push made where no hook ran is still seen: published first, as
+                    // the other machines wait for it.
                     reflogs.publish_new(&repo, &publisher, &host).await;
+                    syncer.sync(&repo, false).await;
                 });
             }
         }

@@ -60,6 +60,16 @@ impl Dirty {
         }
     }
 
+    /// Records an event for `repo` that must not wait for the quiet period: a
+    /// remote-tracking ref moved, which after a `git push` is the only sign of a push made
+    /// where no hook ran (see `daemon::landed`). Due at once, whatever came before.
+    pub fn mark_now(&self, repo: &str) {
+        let now = Instant::now();
+        let due = now.checked_sub(MAX_DELAY).unwrap_or(now);
+        self.map().insert(repo.to_string(), (due, now));
+        self.wake.notify_one();
+    }
+
     /// Records an edit of `repo`'s worktree now, unless gitsync is changing it itself.
     pub fn edited(&self, repo: &str) {
         let suppressed = self
@@ -269,6 +279,13 @@ fn relevance(repo: &Watched, path: &Path, created: bool) -> Option<bool> {
     Some(created && is_dir)
 }
 
+/// Whether an event on `path` is a remote-tracking ref of `git_dir` changing (a push
+/// landed, or a fetch), which is handled without waiting for quiet.
+fn moves_remote_ref(git_dir: &Path, path: &Path) -> bool {
+    path.strip_prefix(git_dir)
+        .is_ok_and(|rel| rel.starts_with("refs/remotes"))
+}
+
 /// A watch could not be added because the inotify limit is reached.
 fn is_limit(err: &notify::Error) -> bool {
     match &err.kind {
@@ -318,7 +335,11 @@ impl RepoWatcher {
                     if !path.starts_with(&repo.git_dir) {
                         dirty.edited(&repo.name);
                     }
-                    dirty.mark(&repo.name);
+                    if moves_remote_ref(&repo.git_dir, path) {
+                        dirty.mark_now(&repo.name);
+                    } else {
+                        dirty.mark(&repo.name);
+                    }
                     if new_dir {
                         let _ = new_dirs_tx.send((repo.clone(), path.clone()));
                     }
@@ -506,5 +527,28 @@ mod tests {
         assert!(due.is_empty(), "a locked repository waits");
         let (due, _) = dirty.take_due(Instant::now() + MAX_DELAY, |_| true);
         assert_eq!(due, ["b"]);
+    }
+
+    #[test]
+    fn a_moved_remote_tracking_ref_is_due_at_once() {
+        let git_dir = Path::new("/w/r/.git");
+        assert!(moves_remote_ref(
+            git_dir,
+            Path::new("/w/r/.git/refs/remotes/origin/main")
+        ));
+        assert!(moves_remote_ref(
+            git_dir,
+            Path::new("/w/r/.git/refs/remotes/origin/main.lock")
+        ));
+        assert!(!moves_remote_ref(
+            git_dir,
+            Path::new("/w/r/.git/refs/heads/main")
+        ));
+        assert!(!moves_remote_ref(git_dir, Path::new("/w/r/refs/remotes/x")));
+        let dirty = Dirty::new();
+        dirty.mark("a");
+        dirty.mark_now("a");
+        let (due, _) = dirty.take_due(Instant::now(), |_| false);
+        assert_eq!(due, ["a"], "a push seen without the hook waited for quiet");
     }
 }

@@ -84,7 +84,7 @@ fn others_may_be_behind(dir: &Path) -> bool {
             Some(Err(_)) => return true,
         };
         let at = super::remotes::ref_target(&repo, &upstream.as_bstr().to_string());
-        if at.is_some_and(|at| at != id.to_string()) {
+        if at.is_some_and(|at| id != at.as_str()) {
             return true;
         }
     }
