@@ -51,6 +51,9 @@ const KINDS: &[&str] = &[
     "assume-unchanged-edit",
     "assume-unchanged-big-edit",
     "skip-worktree-edit",
+    "symlink-into-git",
+    "hard-link-to-tracked",
+    "cwd-in-removed-folder",
 ];
 
 /// What a random push may do; each case draws one to three.
@@ -70,6 +73,7 @@ const PUSHES: &[&str] = &[
     "submodule-to-file",
     "bump-submodule",
     "add-in-new-folder",
+    "case-only-rename",
     "nothing",
 ];
 
@@ -150,6 +154,17 @@ struct Case {
     clone: PathBuf,
     linked: Option<PathBuf>,
     sub: bool,
+    /// A process whose working folder is in the worktree, stopped when the case is dropped.
+    holder: Option<std::process::Child>,
+}
+
+impl Drop for Case {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.holder.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 fn set_up_case(w: &World, root: &Path, n: usize, rng: &mut fastrand::Rng) -> Case {
@@ -209,6 +224,8 @@ fn set_up_case(w: &World, root: &Path, n: usize, rng: &mut fastrand::Rng) -> Cas
         "only-ignored-folder-where-file-comes" => Some("add-cache-file"),
         "empty-folder-in-the-way" => Some("add-x-file"),
         "untracked-in-new-folder" => Some("add-in-new-folder"),
+        "symlink-into-git" | "hard-link-to-tracked" => Some("modify-a"),
+        "cwd-in-removed-folder" => Some("folder-to-file"),
         "assume-unchanged-edit" | "assume-unchanged-big-edit" | "skip-worktree-edit" => {
             Some(if rng.bool() { "modify-a" } else { "chmod-a" })
         }
@@ -237,6 +254,7 @@ fn set_up_case(w: &World, root: &Path, n: usize, rng: &mut fastrand::Rng) -> Cas
         clone,
         linked: None,
         sub,
+        holder: None,
     };
     apply_kind(w, &mut case, n);
     case
@@ -341,6 +359,24 @@ fn apply_kind(w: &World, case: &mut Case, n: usize) {
             env.git(&c, &["update-index", "--skip-worktree", "a.txt"]);
             write(&c.join("a.txt"), b"alpha, edited behind skip-worktree\n");
         }
+        // A tracked file that became a symlink into the git folder: never written through.
+        "symlink-into-git" => {
+            std::fs::remove_file(c.join("a.txt")).expect("rm");
+            std::os::unix::fs::symlink(".git/config", c.join("a.txt")).expect("symlink");
+        }
+        // An untracked hard link to a tracked file: it keeps the old bytes, as with git.
+        "hard-link-to-tracked" => {
+            std::fs::hard_link(c.join("a.txt"), c.join("linked-a.txt")).expect("ln");
+        }
+        // A shell sitting in a folder the push turns into a file.
+        "cwd-in-removed-folder" => {
+            let child = std::process::Command::new("sleep")
+                .arg("120")
+                .current_dir(c.join("dir/deep"))
+                .spawn()
+                .expect("sleep");
+            case.holder = Some(child);
+        }
         other => panic!("unknown kind {other}"),
     }
 }
@@ -386,10 +422,12 @@ fn push(w: &World, case: &Case, n: usize) -> String {
                 env.git(&s, &["rm", "-rq", "dir/deep"]);
                 write(&s.join("dir/deep"), b"now a file\n");
             }
-            "chmod-a" => {
+            // (After a case-only rename there is no a.txt to change.)
+            "chmod-a" if s.join("a.txt").exists() => {
                 std::fs::set_permissions(s.join("a.txt"), std::fs::Permissions::from_mode(0o755))
                     .expect("chmod");
             }
+            "chmod-a" => {}
             "add-symlink" => {
                 let _ = std::fs::remove_file(s.join("link"));
                 std::os::unix::fs::symlink("dir/c.txt", s.join("link")).expect("symlink");
@@ -419,6 +457,12 @@ fn push(w: &World, case: &Case, n: usize) -> String {
                 );
             }
             "add-in-new-folder" => write(&s.join("newdir/mine.txt"), b"pushed into newdir\n"),
+            // Only the case of the name changes (a delete and an add on Linux).
+            "case-only-rename" => {
+                if s.join("a.txt").exists() {
+                    env.git(&s, &["mv", "a.txt", "A.txt"]);
+                }
+            }
             // An empty commit: the branch must still move.
             "nothing" => {}
             other => panic!("unknown push {other}"),
