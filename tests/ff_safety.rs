@@ -108,6 +108,45 @@ fn assume_unchanged_and_fsmonitor_hidden_edits_are_never_overwritten() {
     }
 }
 
+/// The helper judges most files by git's stat test instead of reading them: an edit that
+/// keeps the size and puts the modification time back (`touch -r`, an editor that restores
+/// it) changes the change time, and is still refused.
+#[test]
+fn an_edit_that_keeps_size_and_modification_time_is_still_seen() {
+    let env = Env::new();
+    let (bare, clone) = env.remote_and_clone("r", "root/r");
+    let file = clone.join("a.txt");
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let set_mtime = |when| {
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .and_then(|f| f.set_modified(when))
+            .expect("set mtime");
+    };
+    // The index records the file as it is, long after it was written: not racy.
+    set_mtime(long_ago);
+    env.git(&clone, &["update-index", "--refresh"]);
+    let old = env.head(&clone);
+    let new = env.push_new_commit(&bare, "a.txt", "pushed\n");
+    env.git(&clone, &["fetch", "-q"]);
+    let before = std::fs::read(&file).expect("read");
+    let mut edit = before.clone();
+    edit[0] = if edit[0] == b'X' { b'Y' } else { b'X' };
+    std::fs::write(&file, &edit).expect("same-size edit");
+    set_mtime(long_ago);
+    let out = finish(helper(&env, &clone, &old, &new));
+    assert!(out.contains("blocked"), "the edit was not seen: {out}");
+    assert_eq!(std::fs::read(&file).expect("read"), edit, "the edit is gone");
+    assert_eq!(env.head(&clone), old);
+    // Without the edit, the same push moves (the stat test does let clean files through).
+    std::fs::write(&file, &before).expect("undo");
+    env.git(&clone, &["update-index", "--refresh"]);
+    let out = finish(helper(&env, &clone, &old, &new));
+    assert!(out.contains("moved"), "{out}");
+    assert_eq!(std::fs::read(&file).expect("read"), b"pushed\n");
+}
+
 #[test]
 fn a_push_that_changes_no_file_moves_the_branch() {
     let env = Env::new();

@@ -23,16 +23,6 @@ use super::{
 };
 use super::{checkout, index, tree};
 
-/// A file modified this recently before the content check (nanoseconds) is looked at again
-/// by content at the end: a same-size rewrite within the same tick of the kernel's coarse
-/// clock (one jiffy, at most 10 ms) keeps the size and the modification time. Twice that,
-/// for margin.
-const RACY_NS: i128 = 20_000_000;
-
-/// The same window on a file system that keeps whole seconds only (a modification time
-/// with no nanoseconds: ext3, FAT, some network file systems).
-const RACY_COARSE_NS: i128 = 2_000_000_000;
-
 pub(super) struct Transaction {
     folders: Folders,
     journal: Option<Writer>,
@@ -85,13 +75,6 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE).map_err(std::io::Error::from)
 }
 
-fn now_ns() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or(0)
-}
-
 impl Transaction {
     pub fn new(folders: Folders) -> Transaction {
         Transaction {
@@ -102,7 +85,7 @@ impl Transaction {
             kept: Vec::new(),
             kept_dir: None,
             raw_ids: HashMap::new(),
-            checked_at: now_ns(),
+            checked_at: content::now_ns(),
         }
     }
 
@@ -376,8 +359,8 @@ impl Transaction {
             .config_snapshot()
             .boolean("core.fileMode")
             .unwrap_or(true);
-        self.checked_at = now_ns();
-        let checked = match content::check(&f, &outs, trust_mode)? {
+        self.checked_at = content::now_ns();
+        let checked = match content::check(&f, &outs, trust_mode, &index, self.checked_at)? {
             Verdict::Clean(sigs) => sigs,
             Verdict::Changed(paths) => {
                 let shown: Vec<String> = paths
@@ -626,12 +609,7 @@ impl Transaction {
         if now != sig {
             return true;
         }
-        let racy = if sig.mtime % 1_000_000_000 == 0 {
-            RACY_COARSE_NS
-        } else {
-            RACY_NS
-        };
-        if sig.mtime + racy < self.checked_at || sig.kind != 0o100000 {
+        if sig.mtime + content::racy_window(sig.mtime) < self.checked_at || sig.kind != 0o100000 {
             return false;
         }
         match (self.raw_ids.get(rel), fs::read(held)) {

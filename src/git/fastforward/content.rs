@@ -3,7 +3,10 @@
 //! `--skip-worktree` or fsmonitor-valid entry hides edits from `git status`, so a flag may
 //! never be what calls a path clean.
 //!
-//! A file's bytes (a symlink's target) are hashed as a git blob in-process (the object
+//! A file whose metadata is exactly what the index recorded for the old commit's blob (git's
+//! own stat test, `ie_match_stat`, with every field and no flag that hides edits) is not
+//! read, as git would not read it (unless it was written within [`racy_window`]). Any
+//! other file's bytes (a symlink's target) are hashed as a git blob in-process (the object
 //! format of gitformat-loose(5): `blob <size>\0<bytes>`); only a file whose raw hash differs
 //! is handed to `git hash-object --stdin-paths`, which applies the clean filters and
 //! end-of-line conversion that the path's attributes name (LFS, `text=auto`), as git's own
@@ -86,15 +89,103 @@ fn raw_content(
     Some(bytes)
 }
 
+/// How recently (nanoseconds) a file modified at `mtime` (nanoseconds since the epoch) may
+/// have been modified for a same-size rewrite to keep its size and modification time: one
+/// tick of the kernel's coarse clock (a jiffy, at most 10 ms), twice that for margin; two
+/// seconds on a file system that keeps whole seconds only (no nanoseconds: ext3, FAT, some
+/// network file systems). Such a file is read, never judged by its metadata alone.
+pub(super) fn racy_window(mtime: i128) -> i128 {
+    if mtime % 1_000_000_000 == 0 {
+        2_000_000_000
+    } else {
+        20_000_000
+    }
+}
+
+/// Now, in nanoseconds since the epoch.
+pub(super) fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+/// Whether the file whose metadata is `meta` is, by git's own stat test, what `index`
+/// recorded for `change`'s path when that entry holds the old commit's blob: no flag that
+/// hides edits (`--assume-unchanged`, `--skip-worktree`, fsmonitor-valid, intent-to-add),
+/// the same kind and executable bit as the old mode, and the same size, inode, owner and
+/// modification and change times to the nanosecond, with the modification older than the
+/// index itself (a racily clean entry is read). Anything else is read and hashed.
+fn unchanged_by_stat(
+    index: &gix::index::File,
+    change: &Change,
+    meta: &std::fs::Metadata,
+    trust_mode: bool,
+    checked_at: i128,
+) -> bool {
+    use gix::index::entry::{Flags, Stage, Stat, stat};
+    use std::os::unix::fs::MetadataExt;
+    let path = change.path.as_os_str().as_bytes();
+    let Some(entry) = index.entry_by_path_and_stage(path.into(), Stage::Unconflicted) else {
+        return false;
+    };
+    let hiding =
+        Flags::ASSUME_VALID | Flags::SKIP_WORKTREE | Flags::FSMONITOR_VALID | Flags::INTENT_TO_ADD;
+    if entry.flags.intersects(hiding) || entry.id.to_string() != change.old_id {
+        return false;
+    }
+    let kind_ok = if change.old_mode == SYMLINK {
+        meta.file_type().is_symlink()
+    } else {
+        meta.file_type().is_file()
+            && (!trust_mode || (meta.mode() & 0o111 != 0) == (change.old_mode == 0o100755))
+    };
+    let now = Stat {
+        mtime: stat::Time {
+            secs: meta.mtime() as u32,
+            nsecs: meta.mtime_nsec() as u32,
+        },
+        ctime: stat::Time {
+            secs: meta.ctime() as u32,
+            nsecs: meta.ctime_nsec() as u32,
+        },
+        dev: meta.dev() as u32,
+        ino: meta.ino() as u32,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        size: meta.size() as u32,
+    };
+    let strict = stat::Options {
+        trust_ctime: true,
+        check_stat: true,
+        use_nsec: true,
+        use_stdev: false,
+    };
+    // A file written in the last moments is read, so that the late look for writes made
+    // after this check (see `apply`) has its bytes' hash to compare with.
+    let mtime = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+    let recent = mtime + racy_window(mtime) >= checked_at;
+    kind_ok
+        && !recent
+        && meta.size() <= u64::from(u32::MAX)
+        && entry.stat.matches(&now, strict)
+        && entry.stat.mtime == now.mtime
+        && entry.stat.ctime == now.ctime
+        && !entry.stat.is_racy(index.timestamp(), strict)
+}
+
 /// Checks every change that moves a file out (`outs`, whose old ids and modes come from
 /// `git diff-tree`) against the worktree of `folders`. `trust_mode` is `core.fileMode`: when
-/// false, the executable bit on disk means nothing, as in git.
+/// false, the executable bit on disk means nothing, as in git. `index` is the index as read
+/// before the check, `checked_at` when the check began (nanoseconds since the epoch).
 ///
 /// Errors: [`BEING_EDITED`] when a file changed while it was being read.
 pub(super) fn check(
     folders: &Folders,
     outs: &[&Change],
     trust_mode: bool,
+    index: &gix::index::File,
+    checked_at: i128,
 ) -> Result<Verdict, String> {
     let mut sigs = Vec::with_capacity(outs.len());
     let mut changed = Vec::new();
@@ -104,6 +195,14 @@ pub(super) fn check(
         let path = folders.worktree.join(&change.path);
         let meta = path.symlink_metadata().ok();
         let before = meta.as_ref().map(Sig::from_meta);
+        if let Some(meta) = &meta
+            && unchanged_by_stat(index, change, meta, trust_mode, checked_at)
+        {
+            // git's own test (`ie_match_stat`): the file is exactly as the index last saw
+            // it, and the index records the old commit's blob with no flag hiding anything.
+            sigs.push((Sig::from_meta(meta), change.old_id.clone()));
+            continue;
+        }
         let content = meta
             .as_ref()
             .and_then(|meta| raw_content(&path, meta, change.old_mode, trust_mode));
