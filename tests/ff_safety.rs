@@ -137,7 +137,11 @@ fn an_edit_that_keeps_size_and_modification_time_is_still_seen() {
     set_mtime(long_ago);
     let out = finish(helper(&env, &clone, &old, &new));
     assert!(out.contains("blocked"), "the edit was not seen: {out}");
-    assert_eq!(std::fs::read(&file).expect("read"), edit, "the edit is gone");
+    assert_eq!(
+        std::fs::read(&file).expect("read"),
+        edit,
+        "the edit is gone"
+    );
     assert_eq!(env.head(&clone), old);
     // Without the edit, the same push moves (the stat test does let clean files through).
     std::fs::write(&file, &before).expect("undo");

@@ -280,7 +280,17 @@ impl Syncer {
         };
         if let Some(remote) = remote.as_ref().filter(|_| repo.path.exists()) {
             touched = true;
-            match ops::fetch(&repo.path, remote.as_deref(), self.pull.fetch_timeout).await {
+            // A push event's fetch is on the way to a pull the user waits for: the periodic
+            // ones run git's auto maintenance.
+            let maintenance = !matches!(fetch, Fetch::Remote(_));
+            match ops::fetch(
+                &repo.path,
+                remote.as_deref(),
+                maintenance,
+                self.pull.fetch_timeout,
+            )
+            .await
+            {
                 // Nothing new from the remote, and the watcher reports every local change:
                 // the state published last is still right.
                 Ok(false) if self.watching() && !self.dirty.is_pending(&repo.name) => {

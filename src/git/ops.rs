@@ -203,16 +203,29 @@ pub fn missing_credential(stderr: &str) -> Option<&'static str> {
 /// `git fetch --porcelain [remote]`: updates the remote-tracking refs of `remote` (the
 /// current branch's remote when `None`). Returns whether any ref changed (git 2.41 or newer
 /// lists updated refs with `--porcelain`; with an older git it returns `true`).
+/// `maintenance` false adds `--no-auto-maintenance` (git 2.29 or newer; git-fetch(1)):
+/// a fetch for a push event then returns without running `git maintenance run --auto`,
+/// which the periodic fetches still run.
 ///
 /// Errors: as [`run`].
-pub async fn fetch(dir: &Path, remote: Option<&str>, timeout: Duration) -> Result<bool, GitError> {
+pub async fn fetch(
+    dir: &Path,
+    remote: Option<&str>,
+    maintenance: bool,
+    timeout: Duration,
+) -> Result<bool, GitError> {
     let mut args = vec!["fetch", "--porcelain", "--no-write-fetch-head"];
+    if !maintenance {
+        args.push("--no-auto-maintenance");
+    }
     if let Some(remote) = remote {
         args.push(remote);
     }
     match run(dir, &args, timeout).await {
         Ok(stdout) => Ok(!stdout.trim().is_empty()),
         Err(GitError::Failed { stderr, .. }) if stderr.contains("unknown option") => {
+            // An older git: the plain options only.
+            args.retain(|a| *a != "--no-auto-maintenance");
             args[1] = "--quiet";
             run(dir, &args, timeout).await.map(|_| true)
         }
