@@ -131,7 +131,7 @@ fn unchanged_by_stat(
     };
     let hiding =
         Flags::ASSUME_VALID | Flags::SKIP_WORKTREE | Flags::FSMONITOR_VALID | Flags::INTENT_TO_ADD;
-    if entry.flags.intersects(hiding) || entry.id.to_string() != change.old_id {
+    if entry.flags.intersects(hiding) || super::tree::oid(&change.old_id).ok() != Some(entry.id) {
         return false;
     }
     let kind_ok = if change.old_mode == SYMLINK {
