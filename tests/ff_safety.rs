@@ -409,34 +409,35 @@ fn the_users_git_commands_fail_no_more_often_than_against_git_merge() {
     );
 }
 
-#[test]
-fn a_pushed_submodule_bump_does_not_block_the_pulls_after_it() {
-    let env = Env::new();
+/// A superproject `super` whose submodule `sub` (of `lib`) is recorded at lib's first
+/// commit, cloned under the root with the submodule checked out, after `prepare(clone)`;
+/// then another machine bumps it to lib's second commit and pushes.
+/// Returns (the pushing seed, the clone, lib's second commit).
+fn pushed_submodule_bump(env: &Env, prepare: impl FnOnce(&Path)) -> (PathBuf, PathBuf, String) {
     let (lib_bare, lib) = env.remote_and_clone("lib", "work/lib");
     let first = env.head(&lib);
     let second = env.commit(&lib, "lib.txt", "lib two\n", "lib two");
     env.git(&lib, &["push", "-q", "origin", "main"]);
     let (bare, seed) = env.remote_and_clone("super", "work/super");
-    env.git(
-        &seed,
-        &[
-            "submodule",
-            "add",
-            "-q",
-            lib_bare.to_str().expect("utf8"),
-            "sub",
-        ],
-    );
+    let lib_url = lib_bare.to_str().expect("utf8");
+    env.git(&seed, &["submodule", "add", "-q", lib_url, "sub"]);
     env.git(&seed.join("sub"), &["checkout", "-q", &first]);
     env.git(&seed, &["add", "-A"]);
     env.git(&seed, &["commit", "-qm", "sub at the first commit"]);
     env.git(&seed, &["push", "-q", "origin", "main"]);
     let clone = env.clone_of(&bare, "root/super");
     env.git(&clone, &["submodule", "update", "--init", "-q"]);
-    // Another machine bumps the submodule.
+    prepare(&clone);
     env.git(&seed.join("sub"), &["checkout", "-q", &second]);
     env.git(&seed, &["commit", "-qam", "bump sub"]);
     env.git(&seed, &["push", "-q", "origin", "main"]);
+    (seed, clone, second)
+}
+
+#[test]
+fn a_pushed_submodule_bump_does_not_block_the_pulls_after_it() {
+    let env = Env::new();
+    let (seed, clone, _) = pushed_submodule_bump(&env, |_| {});
     let home = env.home("a");
     env.sync_root(&home);
     assert_eq!(env.head(&clone), env.head(&seed), "the bump was not pulled");
@@ -468,23 +469,9 @@ fn a_pushed_submodule_bump_does_not_block_the_pulls_after_it() {
 #[test]
 fn with_submodule_recurse_a_pushed_bump_moves_the_clean_submodule_as_git_pull_would() {
     let env = Env::new();
-    let (lib_bare, lib) = env.remote_and_clone("lib", "work/lib");
-    let first = env.head(&lib);
-    let second = env.commit(&lib, "lib.txt", "lib two\n", "lib two");
-    env.git(&lib, &["push", "-q", "origin", "main"]);
-    let (bare, seed) = env.remote_and_clone("super", "work/super");
-    let lib_url = lib_bare.to_str().expect("utf8");
-    env.git(&seed, &["submodule", "add", "-q", lib_url, "sub"]);
-    env.git(&seed.join("sub"), &["checkout", "-q", &first]);
-    env.git(&seed, &["add", "-A"]);
-    env.git(&seed, &["commit", "-qm", "sub at the first commit"]);
-    env.git(&seed, &["push", "-q", "origin", "main"]);
-    let clone = env.clone_of(&bare, "root/super");
-    env.git(&clone, &["submodule", "update", "--init", "-q"]);
-    env.git(&clone, &["config", "submodule.recurse", "true"]);
-    env.git(&seed.join("sub"), &["checkout", "-q", &second]);
-    env.git(&seed, &["commit", "-qam", "bump sub"]);
-    env.git(&seed, &["push", "-q", "origin", "main"]);
+    let (seed, clone, second) = pushed_submodule_bump(&env, |clone| {
+        env.git(clone, &["config", "submodule.recurse", "true"]);
+    });
     let home = env.home("a");
     env.sync_root(&home);
     assert_eq!(env.head(&clone), env.head(&seed), "the bump was not pulled");

@@ -240,12 +240,9 @@ impl LocalHub {
                 .map(|m| (m.len(), std::os::unix::fs::MetadataExt::ino(&m)))
                 .unwrap_or((0, 0));
             let (_, read_in) = self.stored_offset(writer);
-            let held_in = self
-                .logs
-                .lock()
-                .ok()
-                .and_then(|logs| logs.get(writer).copied());
-            let replaced = read_in.or(held_in).is_some_and(|known| known != ino);
+            let replaced = read_in
+                .or(self.log_inode(writer))
+                .is_some_and(|known| known != ino);
             if let Ok(mut logs) = self.logs.lock() {
                 logs.insert(writer.to_string(), ino);
             }
@@ -312,15 +309,19 @@ impl LocalHub {
         Ok(out)
     }
 
+    /// The inode of `writer`'s log as this reader last opened it.
+    fn log_inode(&self, writer: &str) -> Option<u64> {
+        self.logs
+            .lock()
+            .ok()
+            .and_then(|logs| logs.get(writer).copied())
+    }
+
     /// Records that `writer`'s log was handled up to `offset` bytes, with the inode of the
     /// log read, so that a log replaced by another file is noticed whatever its size.
     fn store_offset(&self, writer: &str, offset: u64) -> Result<(), BackendError> {
         let (stored, stored_in) = self.stored_offset(writer);
-        let ino = self
-            .logs
-            .lock()
-            .ok()
-            .and_then(|logs| logs.get(writer).copied());
+        let ino = self.log_inode(writer);
         if let Ok(mut held) = self.offsets.lock() {
             let entry = held.entry(writer.to_string()).or_insert(0);
             *entry = (*entry).max(offset);

@@ -283,13 +283,7 @@ impl Transaction {
         // 3. The index as it is: no sparse checkout, and what is tracked.
         let index_path = repo.index_path();
         let index_sig = Sig::of(&index_path);
-        let index = gix::index::File::at_or_default(
-            &index_path,
-            repo.object_hash(),
-            true,
-            Default::default(),
-        )
-        .map_err(|e| format!("cannot read index: {e}"))?;
+        let index = read_index(&index_path)?;
         if index
             .entries()
             .iter()
@@ -434,14 +428,7 @@ impl Transaction {
         if Sig::of(&index_path) != index_sig {
             // A git command of the user's wrote the index meanwhile (a refresh, a stage):
             // the new index is built again from it, under the lock, as git would.
-            let now = gix::index::File::at_or_default(
-                &index_path,
-                repo.object_hash(),
-                false,
-                Default::default(),
-            )
-            .map_err(|e| format!("cannot read index: {e}"))?;
-            new_index = build_index(now, &changes)?;
+            new_index = build_index(read_index(&index_path)?, &changes)?;
         }
         self.head_is_as_decided(repo, request)?;
         self.swap_in(&changes, &sig_of)?;
@@ -753,4 +740,12 @@ fn committer(repo: &gix::Repository) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
         find("GIT_COMMITTER_NAME", ["committer.name", "user.name"]),
         find("GIT_COMMITTER_EMAIL", ["committer.email", "user.email"]),
     )
+}
+
+/// The index at `path` (an empty one when there is none), its checksum verified.
+///
+/// Errors: a message when it cannot be read.
+fn read_index(path: &Path) -> Result<gix::index::File, String> {
+    gix::index::File::at_or_default(path, gix::hash::Kind::Sha1, false, Default::default())
+        .map_err(|e| format!("cannot read index: {e}"))
 }
