@@ -74,6 +74,7 @@ const PUSHES: &[&str] = &[
     "bump-submodule",
     "add-in-new-folder",
     "case-only-rename",
+    "crlf-attributes",
     "nothing",
 ];
 
@@ -457,6 +458,12 @@ fn push(w: &World, case: &Case, n: usize) -> String {
                 );
             }
             "add-in-new-folder" => write(&s.join("newdir/mine.txt"), b"pushed into newdir\n"),
+            // Attributes that change how files are written out: git's checkout-index then
+            // writes them (CRLF endings), not gitsync.
+            "crlf-attributes" => {
+                write(&s.join(".gitattributes"), b"*.txt text eol=crlf\n");
+                write(&s.join("a.txt"), b"alpha, pushed with crlf endings\n");
+            }
             // Only the case of the name changes (a delete and an add on Linux).
             "case-only-rename" => {
                 if s.join("a.txt").exists() {
