@@ -10,19 +10,22 @@
 //!    with the journal ([`journal`]) already in place: HEAD must still name the branch
 //!    decided on, at the commit decided on; no other worktree may have it checked out;
 //!    nothing untracked or ignored may stand where the new commit puts something. Every
-//!    file the fast-forward replaces or deletes is compared by *content* with the old
-//!    commit ([`content`]); index flags never decide. The new files are written by git
-//!    (`checkout-index`, so filters, modes and symlinks are git's) into a staging folder in
-//!    the git folder, and the new index is built on a copy (`read-tree -m FROM TO`).
+//!    file the fast-forward replaces or deletes is checked against the old commit
+//!    ([`content`]: git's stat test where nothing can hide an edit, its *content* otherwise);
+//!    index flags never decide. What changes is read in-process ([`tree`]: the ancestry and
+//!    the tree diff); the new files are written into a staging folder in the git folder,
+//!    in-process when no attribute or setting can change their bytes and by git's
+//!    `checkout-index` otherwise ([`checkout`]), and the new index is built in memory
+//!    ([`index`]: git's two-tree merge, as `read-tree -m FROM TO`).
 //! 2. **Swapped in atomically.** Under `index.lock` (taken with its inode journaled first,
 //!    so a kill at any instant is recoverable), each replaced file is exchanged with its new
 //!    version in one `renameat2(RENAME_EXCHANGE)`: the path is never missing, and the old
 //!    file (its inode, so a write through a descriptor opened before still lands in it)
 //!    is held in the staging folder and checked: a save between the content check and the
 //!    swap puts everything back. Deleted files are moved out, new files renamed in with
-//!    `RENAME_NOREPLACE`. The branch moves by compare-and-swap (`git update-ref REF TO
-//!    FROM`), the new index (stat data filled in-process) is renamed into place, and the
-//!    lock goes. `ORIG_HEAD` is set and the `post-merge` hook runs, as after `git merge`.
+//!    `RENAME_NOREPLACE`. The branch moves by compare-and-swap (a gix ref transaction with
+//!    a reflog entry; `git update-ref REF TO FROM` when no committer is configured), the new
+//!    index (stat data filled in) is renamed into place, and the lock goes. `ORIG_HEAD` is set and the `post-merge` hook runs, as after `git merge`.
 //! 3. **Late writes kept.** A write that reached an old file after its swap (through a
 //!    descriptor opened before) is moved to `gitsync/kept/<time>/<path>`, never dropped.
 //!
