@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark (issue 20): gitsync's fast-forward against git's own, side by side, interleaved,
 # on the same clone reset between runs; medians and ratios.
-#   - the helper (`gitsync fast-forward-helper`: content check, staging, swap, journal)
+#   - the helper (`gitsync-fast-forward`, or `gitsync fast-forward-helper` without it:
+#     content check, staging, swap, journal)
 #     against `git merge --ff-only`;
 #   - `gitsync sync` (fetch, state, decision, fast-forward) against `git pull --ff-only`;
 # for pushes rewriting 30 and 3,000 files, on disk ($TMPDIR) and on tmpfs (/dev/shm).
@@ -12,6 +13,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${GITSYNC_BIN:-${CARGO_TARGET_DIR:-$here/../target}/release/gitsync}
 [ -x "$bin" ] || { echo "$bin missing: run cargo build --release first" >&2; exit 1; }
+# The helper the daemon runs: gitsync-fast-forward beside the binary, else its own.
+helper=("$(dirname "$bin")/gitsync-fast-forward")
+[ -x "${helper[0]}" ] || helper=("$bin" fast-forward-helper)
 sizes=${SIZES:-30 3000}
 places=${PLACES:-${TMPDIR:-/tmp} /dev/shm}
 runs=${RUNS:-9}
@@ -65,7 +69,7 @@ bench() {
     local t; t=$(ms); git merge -q --ff-only "$new" 2>/dev/null; merge+=($(( ($(ms) - t) / 100000 )))
     [ "$(git rev-parse HEAD)" = "$new" ] || { echo "merge did not move" >&2; exit 1; }
     back; git update-ref refs/remotes/origin/main "$new"
-    t=$(ms); "$bin" fast-forward-helper --worktree . --branch refs/heads/main --from "$old" --to "$new" >/dev/null
+    t=$(ms); "${helper[@]}" --worktree . --branch refs/heads/main --from "$old" --to "$new" >/dev/null
     ours+=($(( ($(ms) - t) / 100000 )))
     [ "$(git rev-parse HEAD)" = "$new" ] && [ -z "$(git status --porcelain)" ] || { echo "gitsync did not move cleanly" >&2; exit 1; }
     back

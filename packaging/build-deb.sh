@@ -28,6 +28,10 @@ root="$stage/gitsync_${version}_${arch}"
 install -d "$root/usr/bin"
 strip --strip-unneeded -o "$root/usr/bin/gitsync" "$bin"
 chmod 755 "$root/usr/bin/gitsync"
+# The fast-forward helper beside it (gitsync falls back on its own `fast-forward-helper`
+# when it is missing, only slower to start).
+strip --strip-unneeded -o "$root/usr/bin/gitsync-fast-forward" "$(dirname "$bin")/gitsync-fast-forward"
+chmod 755 "$root/usr/bin/gitsync-fast-forward"
 # Both units under /usr/lib/systemd (system template and user unit).
 install -Dm644 "$top/systemd/gitsync@.service" "$root/usr/lib/systemd/system/gitsync@.service"
 install -Dm644 "$top/systemd/gitsync.service" "$root/usr/lib/systemd/user/gitsync.service"
@@ -78,7 +82,7 @@ dpkg-deb --build --root-owner-group "$root" "$deb" >/dev/null
 listing=$(dpkg-deb -c "$deb")
 echo "$listing"
 missing=0
-for path in ./usr/bin/gitsync ./usr/lib/systemd/system/gitsync@.service \
+for path in ./usr/bin/gitsync ./usr/bin/gitsync-fast-forward ./usr/lib/systemd/system/gitsync@.service \
   ./usr/lib/systemd/user/gitsync.service ./usr/share/gitsync/hooks/pre-push \
   ./usr/share/man/man1/gitsync.1.gz ./usr/share/bash-completion/completions/gitsync \
   ./usr/share/zsh/vendor-completions/_gitsync ./usr/share/fish/vendor_completions.d/gitsync.fish \

@@ -7,7 +7,7 @@ mod aws;
 mod bootstrap;
 mod deploy;
 mod doctor;
-mod fast_forward;
+pub mod fast_forward;
 mod forget;
 mod generate;
 mod hook;

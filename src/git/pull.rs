@@ -116,7 +116,7 @@ pub fn decide(snapshot: &Snapshot, enabled: bool) -> Decision {
     }
 }
 
-/// Runs a [`Decision::FastForward`]: `gitsync fast-forward-helper` (see
+/// Runs a [`Decision::FastForward`]: `gitsync-fast-forward` or `gitsync fast-forward-helper` (see
 /// [`super::fastforward`]) in a process of its own, with its standard output in a file, so
 /// that a stopped or killed caller never interrupts it. `branch` is the short name decided
 /// on, `from` the commit it was at, `to` the upstream's commit. Waits up to `timeout`; a
@@ -133,7 +133,6 @@ pub async fn fast_forward(
 ) -> Outcome {
     let branch = format!("refs/heads/{branch}");
     let args = [
-        "fast-forward-helper",
         "--worktree",
         &dir.to_string_lossy(),
         "--branch",
@@ -166,24 +165,38 @@ const HELPER_FAILED: &str = "the fast-forward failed";
 ///
 /// Returns the helper's outcome (`Blocked` with "recovered" when it is done).
 pub async fn recover(dir: &Path, timeout: Duration) -> Outcome {
-    let args = [
-        "fast-forward-helper",
-        "--recover",
-        "--worktree",
-        &dir.to_string_lossy(),
-    ]
-    .map(str::to_string);
+    let args = ["--recover", "--worktree", &dir.to_string_lossy()].map(str::to_string);
     run_helper(&args, timeout).await
 }
 
-/// The gitsync binary to run the helper from: this very program, even when its file was
-/// replaced by an upgrade meanwhile (`/proc/self/exe` still opens it).
-fn helper_binary() -> std::path::PathBuf {
+/// The program that runs the helper, and the arguments that come before the helper's own:
+/// `gitsync-fast-forward` beside this program when it is installed there (it starts in a
+/// fraction of the time), or else this very program's `fast-forward-helper`, even when
+/// its file was replaced by an upgrade meanwhile (`/proc/self/exe` still opens it).
+fn helper_command() -> (std::path::PathBuf, Vec<String>) {
     let proc_exe = std::path::PathBuf::from("/proc/self/exe");
-    if proc_exe.exists() {
-        return proc_exe;
+    let me = std::fs::read_link(&proc_exe)
+        .ok()
+        .or_else(|| std::env::current_exe().ok());
+    let beside = me
+        .as_ref()
+        .and_then(|me| me.parent())
+        .map(|dir| dir.join("gitsync-fast-forward"));
+    if let Some(beside) = beside.filter(|b| is_executable(b)) {
+        return (beside, Vec::new());
     }
-    std::env::current_exe().unwrap_or(proc_exe)
+    let own = if proc_exe.exists() {
+        proc_exe
+    } else {
+        me.unwrap_or(proc_exe)
+    };
+    (own, vec!["fast-forward-helper".to_string()])
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 async fn run_helper(args: &[String], timeout: Duration) -> Outcome {
@@ -201,8 +214,10 @@ async fn run_helper(args: &[String], timeout: Duration) -> Outcome {
             return blocked(format!("cannot start the fast-forward: {err}"));
         }
     };
-    let mut command = tokio::process::Command::new(helper_binary());
+    let (program, leading) = helper_command();
+    let mut command = tokio::process::Command::new(program);
     command
+        .args(&leading)
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(stdout)
