@@ -359,6 +359,9 @@ fn racing_git_commands(env: &Env, clone: &Path, run: impl FnOnce()) -> usize {
                     failed += 1;
                 }
             }
+            // An editor refreshes every so often, not back to back: the helper, which waits
+            // while a git command of the user's runs ("not now"), gets a moment between.
+            std::thread::sleep(Duration::from_millis(20));
         }
         failed
     });
@@ -388,18 +391,23 @@ fn the_users_git_commands_fail_no_more_often_than_against_git_merge() {
         });
         assert_eq!(env.head(&clone), new, "git merge never got through");
         env.git(&clone, &["reset", "-q", "--hard", &old]);
+        let mut said = String::new();
         ours += racing_git_commands(&env, &clone, || {
             // As the daemon does: a pull refused for a passing reason (a git command of the
             // user's running right then) is tried again.
-            for _ in 0..100 {
-                let said = finish(helper(&env, &clone, &old, &new));
+            for _ in 0..500 {
+                said = finish(helper(&env, &clone, &old, &new));
                 if !said.contains("not now") && !said.contains("index.lock exists") {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
         });
-        assert_eq!(assert_whole(&env, &clone, &old, &new), new);
+        assert_eq!(
+            assert_whole(&env, &clone, &old, &new),
+            new,
+            "the helper said {said}"
+        );
     }
     eprintln!("index.lock failures: gitsync {ours}, git merge {merges}");
     // Noise allowance: a few more failures than git.
