@@ -263,19 +263,21 @@ impl Syncer {
         let mut ok = true;
         let mut fetch_error = None;
         let mut touched = false;
+        // The checked-out branch's remote and upstream, read once for the fetch and for the
+        // order of the pulls below.
+        let checked = if matches!(fetch, Fetch::No) {
+            remotes::CheckedOut::default()
+        } else {
+            let path = repo.path.clone();
+            tokio::task::spawn_blocking(move || remotes::checked_out(&path))
+                .await
+                .unwrap_or_default()
+        };
         let remote = match &fetch {
             Fetch::No => None,
             // The branch's remote, which for a branch tracking a local branch is that
             // branch's remote (a plain `git fetch` would fetch from the repository itself).
-            Fetch::Default => {
-                let path = repo.path.clone();
-                Some(
-                    tokio::task::spawn_blocking(move || remotes::checked_out_fetch_remote(&path))
-                        .await
-                        .ok()
-                        .flatten(),
-                )
-            }
+            Fetch::Default => Some(checked.fetch_remote.clone()),
             Fetch::Remote(name) => Some(Some(name.clone())),
         };
         if let Some(remote) = remote.as_ref().filter(|_| repo.path.exists()) {
@@ -319,11 +321,7 @@ impl Syncer {
         // branch, which must move first.
         let mut branches_behind = last.as_ref().map_or(0, |s| s.branches_behind);
         let look_at_branches = remote.is_some() && fetch_error.is_none() && repo.path.exists();
-        let path = repo.path.clone();
-        let local_first = look_at_branches
-            && tokio::task::spawn_blocking(move || remotes::checked_out_tracks_local(&path))
-                .await
-                .unwrap_or(false);
+        let local_first = look_at_branches && checked.tracks_local;
         if local_first {
             branches_behind = self.other_branches(repo).await;
         }

@@ -144,24 +144,30 @@ pub fn fetch_remote(repo: &gix::Repository, branch: &str) -> Option<String> {
     }
 }
 
-/// [`fetch_remote`] for the branch checked out in the worktree at `path`; `None` when HEAD
-/// is detached or the repository cannot be opened.
-pub fn checked_out_fetch_remote(path: &Path) -> Option<String> {
-    let repo = gix::open(path).ok()?;
-    let head = repo.head_name().ok()??;
-    fetch_remote(&repo, &head.shorten().to_str_lossy())
+/// What a sync needs to know of the branch checked out in a worktree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckedOut {
+    /// [`fetch_remote`] for it; `None` when HEAD is detached or names no remote.
+    pub fetch_remote: Option<String>,
+    /// Whether it tracks a local branch (see [`local_upstream`]): that branch must move
+    /// first for it to be pulled.
+    pub tracks_local: bool,
 }
 
-/// Whether the branch checked out in the worktree at `path` tracks a local branch (see
-/// [`local_upstream`]): that branch must move first for it to be pulled.
-pub fn checked_out_tracks_local(path: &Path) -> bool {
+/// [`CheckedOut`] for the worktree at `path`, from one opening of the repository; the
+/// default (nothing) when HEAD is detached or the repository cannot be opened.
+pub fn checked_out(path: &Path) -> CheckedOut {
     let Ok(repo) = gix::open(path) else {
-        return false;
+        return CheckedOut::default();
     };
     let Ok(Some(head)) = repo.head_name() else {
-        return false;
+        return CheckedOut::default();
     };
-    local_upstream(&repo, &head.shorten().to_str_lossy()).is_some()
+    let branch = head.shorten().to_str_lossy();
+    CheckedOut {
+        fetch_remote: fetch_remote(&repo, &branch),
+        tracks_local: local_upstream(&repo, &branch).is_some(),
+    }
 }
 
 #[cfg(test)]

@@ -389,7 +389,10 @@ impl Transaction {
                     .into(),
             );
         }
-        let mut new_index = build_index(index.clone(), &changes)?;
+        // The index after the fast-forward, in memory: stat data and anything staged elsewhere
+        // stay (a split index was made whole when it was read).
+        let mut new_index = index.clone();
+        index::two_way(&mut new_index, &changes)?;
         let ins: Vec<&Change> = changes.iter().filter(|c| c.moves_in()).collect();
         if checkout::is_plain(repo, &f, &index, &changes) {
             checkout::write_blobs(repo, &staging.join("new"), &ins)?;
@@ -428,7 +431,8 @@ impl Transaction {
         if Sig::of(&index_path) != index_sig {
             // A git command of the user's wrote the index meanwhile (a refresh, a stage):
             // the new index is built again from it, under the lock, as git would.
-            new_index = build_index(read_index(&index_path)?, &changes)?;
+            new_index = read_index(&index_path)?;
+            index::two_way(&mut new_index, &changes)?;
         }
         self.head_is_as_decided(repo, request)?;
         self.swap_in(&changes, &sig_of)?;
@@ -701,22 +705,6 @@ impl Transaction {
         let _ = fs::remove_dir(&staging);
         std::mem::take(&mut self.kept)
     }
-}
-
-/// The index after the fast-forward: `index` (so stat data and anything staged elsewhere
-/// stay) with the two-tree merge of `changes` applied, in memory.
-///
-/// Errors: the index cannot take it (a change staged on a path the push changes), or it is
-/// a split index, which gix cannot write.
-fn build_index(
-    mut index: gix::index::File,
-    changes: &[Change],
-) -> Result<gix::index::File, String> {
-    if index.link().is_some() {
-        return Err("split index: fast-forward by hand (`git pull --ff-only`)".into());
-    }
-    index::two_way(&mut index, changes)?;
-    Ok(index)
 }
 
 /// The committer named in the reflog, as git finds it: `GIT_COMMITTER_NAME` and
