@@ -12,7 +12,8 @@ GITLEAKS_VERSION := 8.30.1.post3
 DETECT_SECRETS_VERSION := 1.5.0
 VENV := .venv
 
-# Everything the tests need on a fresh Debian machine: git, git-lfs, systemd
+# Everything the tests need on a fresh Debian machine: git, git-lfs, e2fsprogs (chattr,
+# for read-only folders in tests/lost_work.rs), systemd
 # (systemd-analyze verify), man-db, dpkg-deb, lintian and binutils (the .deb is stripped
 # and checked), openssh-server + rsync (a loopback sshd for
 # the deploy tests; policy-rc.d keeps Debian from starting a system sshd), openssl, python3
@@ -27,6 +28,7 @@ deps:
 	@command -v lintian >/dev/null || { apt-get update -qq && apt-get install -y -qq lintian; }
 	@{ command -v strip >/dev/null && command -v readelf >/dev/null; } || { apt-get update -qq && apt-get install -y -qq binutils; }
 	@command -v git-lfs >/dev/null || { apt-get update -qq && apt-get install -y -qq git-lfs; }
+	@command -v chattr >/dev/null || { apt-get update -qq && apt-get install -y -qq e2fsprogs; }
 	@{ test -x /usr/sbin/sshd && command -v rsync >/dev/null && command -v ssh-keygen >/dev/null; } || { \
 		printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d; \
 		apt-get update -qq && apt-get install -y -qq openssh-server openssh-client rsync; }

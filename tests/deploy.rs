@@ -447,36 +447,6 @@ fn one_target_down_does_not_stop_the_other_and_status_shows_both() {
     assert_eq!(scene.gitsync(&["deploy", "web", "--target", "nosuch"]).0, 2);
 }
 
-/// A small tmpfs mounted for one test (a disk that fills up), unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(dir).expect("mkdir");
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "this test stands a small tmpfs in for a full disk, and mounting one needs root \
-             (CAP_SYS_ADMIN): run the tests as root, as .ci/run does: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs(dir.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// A target whose disk fills up in the middle of a ship: that target alone fails, saying
 /// why; its `current` is the old release, whole; the half-written release is removed, so
 /// the space comes back and the next commit that fits ships there.
@@ -484,7 +454,7 @@ impl Drop for Tmpfs {
 fn a_full_target_disk_fails_that_target_alone_and_leaves_current_whole() {
     let scene = Scene::new();
     let full = scene.target_dir("full");
-    let _disk = Tmpfs::mount(&full, "1m");
+    let _disk = common::disk::Tmpfs::mount(&full, "1m");
     scene.configure(
         &[("vm01", scene.sshd.port), ("full", scene.sshd.port)],
         "    scan: {tool: off}\n",

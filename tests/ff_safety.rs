@@ -178,6 +178,150 @@ fn a_push_that_changes_no_file_moves_the_branch() {
     }
 }
 
+/// Every file's (inode, change time in nanoseconds) under `dir`, `.git` left out.
+fn change_times(dir: &Path) -> BTreeMap<PathBuf, (u64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let path = entry.path();
+            if entry.file_name() == ".git" {
+                continue;
+            }
+            let meta = path.symlink_metadata().expect("lstat");
+            if meta.is_dir() {
+                stack.push(path);
+            } else {
+                let ctime = meta.ctime() * 1_000_000_000 + meta.ctime_nsec();
+                out.insert(path, (meta.ino(), ctime));
+            }
+        }
+    }
+    out
+}
+
+/// A folder nothing can be written into (issue 20, item 8: it was called "being edited"
+/// and retried every few seconds): the refusal names the folder and says to check its
+/// permissions, nothing moves, no file is so much as renamed (change times stay), and
+/// once the folder is writable again the next sync pulls.
+#[test]
+fn an_unwritable_folder_is_named_and_no_file_is_touched() {
+    let env = Env::new();
+    let (bare, clone) = env.remote_and_clone("r", "root/r");
+    let home = env.home("a");
+    let scratch = env.clone_of(&bare, "scratch/r");
+    env.write(&scratch, "dir/c.txt", "charlie\n");
+    env.git(&scratch, &["add", "-A"]);
+    env.git(&scratch, &["commit", "-qm", "dir"]);
+    env.git(&scratch, &["push", "-q", "origin", "main"]);
+    let sync = || env.gitsync(&home, &["sync", "--root", clone.to_str().expect("utf8")]);
+    sync();
+    assert_eq!(env.head(&clone), env.head(&scratch));
+    // The push deletes a file at the top (moved out first) and changes one in dir.
+    env.git(&scratch, &["rm", "-q", "b.txt"]);
+    env.write(&scratch, "dir/c.txt", "charlie, pushed\n");
+    env.git(&scratch, &["commit", "-qam", "push"]);
+    env.git(&scratch, &["push", "-q", "origin", "main"]);
+    let before_head = env.head(&clone);
+    let frozen = common::disk::Immutable::set(&clone.join("dir"));
+    let before = change_times(&clone);
+    let out = sync();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("cannot write dir") && said.contains("permissions"),
+        "the refusal does not name the folder: {said}"
+    );
+    assert!(!said.contains("being edited"), "{said}");
+    assert_eq!(env.head(&clone), before_head, "{said}");
+    assert_eq!(
+        change_times(&clone),
+        before,
+        "a refused fast-forward touched files"
+    );
+    drop(frozen);
+    sync();
+    assert_eq!(env.head(&clone), env.head(&scratch));
+    assert!(!clone.join("b.txt").exists());
+    assert_eq!(
+        std::fs::read(clone.join("dir/c.txt")).expect("read"),
+        b"charlie, pushed\n"
+    );
+}
+
+/// A worktree on another file system than its git folder (`git clone --separate-git-dir`;
+/// a linked worktree on another disk): files are staged at the worktree's top, so the
+/// fast-forward still moves each one with a rename(2), and the staging folder goes after.
+/// When that disk is full, the refusal says so and nothing changes.
+#[test]
+fn a_worktree_on_another_file_system_than_its_git_folder_is_pulled() {
+    let env = Env::new();
+    let (bare, _) = env.remote_and_clone("r", "first/r");
+    let home = env.home("a");
+    let clone = env.path("root/r");
+    let disk = common::disk::Tmpfs::mount(&clone, "2m");
+    std::fs::create_dir_all(env.path("gitdirs")).expect("mkdir");
+    let git_dir = env.path("gitdirs/r");
+    env.git(
+        env.dir.path(),
+        &[
+            "clone",
+            "-q",
+            &format!("--separate-git-dir={}", git_dir.display()),
+            bare.to_str().expect("utf8"),
+            clone.to_str().expect("utf8"),
+        ],
+    );
+    let scratch = env.clone_of(&bare, "scratch/r");
+    env.write(&scratch, "a.txt", "one, pushed\n");
+    env.write(&scratch, "new/deep/n.txt", "new\n");
+    env.git(&scratch, &["add", "-A"]);
+    env.git(&scratch, &["commit", "-qm", "push"]);
+    env.git(&scratch, &["push", "-q", "origin", "main"]);
+    let sync = || {
+        let out = env.gitsync(&home, &["sync", "--root", clone.to_str().expect("utf8")]);
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let said = sync();
+    assert_eq!(env.head(&clone), env.head(&scratch), "{said}");
+    assert_eq!(
+        std::fs::read(clone.join("a.txt")).expect("read"),
+        b"one, pushed\n"
+    );
+    assert_eq!(
+        std::fs::read(clone.join("new/deep/n.txt")).expect("read"),
+        b"new\n"
+    );
+    assert!(env.git(&clone, &["status", "--porcelain"]).is_empty());
+    assert!(
+        !clone.join(".gitsync-ff").exists(),
+        "the staging folder stayed"
+    );
+    assert!(!git_dir.join("gitsync/ff").exists());
+
+    // The worktree's disk fills up; the next push cannot be written.
+    disk.fill("filler.bin");
+    env.write(&scratch, "a.txt", "one, pushed twice\n");
+    env.git(&scratch, &["commit", "-qam", "again"]);
+    env.git(&scratch, &["push", "-q", "origin", "main"]);
+    let before = env.head(&clone);
+    let said = sync();
+    assert_eq!(env.head(&clone), before, "{said}");
+    assert!(
+        said.to_lowercase().contains("no space left"),
+        "the refusal does not say the disk is full: {said}"
+    );
+    assert_eq!(
+        std::fs::read(clone.join("a.txt")).expect("read"),
+        b"one, pushed\n"
+    );
+    assert!(
+        !clone.join(".gitsync-ff").exists(),
+        "the staging folder stayed"
+    );
+}
+
 fn signal_cases() -> usize {
     std::env::var("GITSYNC_SIGNAL_CASES")
         .ok()

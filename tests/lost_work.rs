@@ -54,6 +54,12 @@ const KINDS: &[&str] = &[
     "symlink-into-git",
     "hard-link-to-tracked",
     "cwd-in-removed-folder",
+    "lfs-clean",
+    "lfs-edit",
+    "read-only-folder",
+    "full-filesystem",
+    "separate-git-dir",
+    "local-upstream",
 ];
 
 /// What a random push may do; each case draws one to three.
@@ -75,6 +81,8 @@ const PUSHES: &[&str] = &[
     "add-in-new-folder",
     "case-only-rename",
     "crlf-attributes",
+    "modify-c",
+    "modify-lfs",
     "nothing",
 ];
 
@@ -82,11 +90,37 @@ struct World {
     env: Env,
     plain: PathBuf,
     with_sub: PathBuf,
+    with_lfs: PathBuf,
     sub_remote: PathBuf,
+}
+
+/// The filter settings `git lfs install` writes, given to the clones that hold LFS files
+/// (`git clone -c`, which keeps them in the clone's config).
+const LFS_FILTER: &[&str] = &[
+    "-c",
+    "filter.lfs.process=git-lfs filter-process",
+    "-c",
+    "filter.lfs.required=true",
+    "-c",
+    "filter.lfs.clean=git-lfs clean -- %f",
+    "-c",
+    "filter.lfs.smudge=git-lfs smudge -- %f",
+];
+
+/// A `file://` URL: git-lfs reads and writes a local remote's LFS files only through one.
+fn file_url(path: &Path) -> String {
+    format!("file://{}", path.display())
 }
 
 fn world() -> World {
     let env = Env::new();
+    let lfs = std::process::Command::new("git-lfs")
+        .arg("version")
+        .output();
+    assert!(
+        lfs.is_ok_and(|o| o.status.success()),
+        "tests/lost_work.rs needs git-lfs: apt-get install git-lfs (make deps does)"
+    );
     let sub_remote = env.path("remotes/lib.git");
     std::fs::create_dir_all(&sub_remote).expect("mkdir");
     env.git(&sub_remote, &["init", "--bare", "-q"]);
@@ -103,7 +137,7 @@ fn world() -> World {
         &["push", "-q", sub_remote.to_str().expect("utf8"), "main"],
     );
 
-    let make = |name: &str, sub: bool| {
+    let make = |name: &str, sub: bool, lfs: bool| {
         let bare = env.path(&format!("remotes/{name}.git"));
         std::fs::create_dir_all(&bare).expect("mkdir");
         env.git(&bare, &["init", "--bare", "-q"]);
@@ -116,6 +150,11 @@ fn world() -> World {
         env.write(&seed, "dir/c.txt", "charlie\n");
         env.write(&seed, "dir/deep/e.txt", "echo\n");
         env.write(&seed, ".gitignore", "*.log\nbuild/\ncache/\n");
+        if lfs {
+            env.git(&seed, &["lfs", "install", "--local"]);
+            env.git(&seed, &["lfs", "track", "*.bin"]);
+            env.write(&seed, "big.bin", &"large file, stored in LFS\n".repeat(40));
+        }
         if sub {
             env.git(
                 &seed,
@@ -134,15 +173,21 @@ fn world() -> World {
         }
         env.git(&seed, &["add", "-A"]);
         env.git(&seed, &["commit", "-qm", "base"]);
-        env.git(&seed, &["push", "-q", bare.to_str().expect("utf8"), "main"]);
+        env.git(&seed, &["push", "-q", &file_url(&bare), "main"]);
         bare
     };
-    let plain = make("plain", false);
-    let with_sub = make("withsub", true);
+    let plain = make("plain", false, false);
+    let with_sub = make("withsub", true, false);
+    let with_lfs = make("withlfs", false, true);
+    assert!(
+        with_lfs.join("lfs/objects").is_dir(),
+        "the LFS push stored no LFS objects"
+    );
     World {
         env,
         plain,
         with_sub,
+        with_lfs,
         sub_remote,
     }
 }
@@ -153,17 +198,35 @@ struct Case {
     pushes: Vec<&'static str>,
     bare: PathBuf,
     clone: PathBuf,
+    /// The clone's git folder (`clone/.git`, or elsewhere with `--separate-git-dir`).
+    git_dir: PathBuf,
     linked: Option<PathBuf>,
     sub: bool,
+    lfs: bool,
     /// A process whose working folder is in the worktree, stopped when the case is dropped.
     holder: Option<std::process::Child>,
+    /// A full tmpfs under the worktree, unmounted when the case is dropped.
+    disk: Option<common::disk::Tmpfs>,
+    /// A read-only folder, made writable again when the case is dropped.
+    frozen: Option<common::disk::Immutable>,
 }
 
 impl Drop for Case {
+    /// Stops the holder, undoes the file-system states and removes the case's folders
+    /// (the disk stays small over hundreds of cases).
     fn drop(&mut self) {
         if let Some(mut child) = self.holder.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        self.frozen.take();
+        self.disk.take();
+        let _ = std::fs::remove_dir_all(&self.clone);
+        if let Some(l) = &self.linked {
+            let _ = std::fs::remove_dir_all(l);
+        }
+        if !self.git_dir.starts_with(&self.clone) {
+            let _ = std::fs::remove_dir_all(&self.git_dir);
         }
     }
 }
@@ -171,8 +234,13 @@ impl Drop for Case {
 fn set_up_case(w: &World, root: &Path, n: usize, rng: &mut fastrand::Rng) -> Case {
     let env = &w.env;
     let kind = KINDS[rng.usize(..KINDS.len())];
-    let sub = kind.starts_with("submodule") || rng.u8(..4) == 0;
-    let source = if sub { &w.with_sub } else { &w.plain };
+    let sub = kind.starts_with("submodule") || (!kind.starts_with("lfs") && rng.u8(..4) == 0);
+    let lfs = !sub && (kind.starts_with("lfs") || rng.u8(..6) == 0);
+    let source = match (sub, lfs) {
+        (true, _) => &w.with_sub,
+        (_, true) => &w.with_lfs,
+        _ => &w.plain,
+    };
     let bare = env.path(&format!("cases/{n}.git"));
     env.git(
         env.dir.path(),
@@ -184,16 +252,55 @@ fn set_up_case(w: &World, root: &Path, n: usize, rng: &mut fastrand::Rng) -> Cas
             bare.to_str().expect("utf8"),
         ],
     );
+    if lfs {
+        // A bare clone leaves the LFS files behind: copy them over.
+        let copied = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(source.join("lfs"))
+            .arg(bare.join("lfs"))
+            .status()
+            .expect("cp");
+        assert!(copied.success(), "copying the LFS files failed");
+    }
     let clone = root.join(format!("c{n:04}"));
-    env.git(
-        env.dir.path(),
-        &[
-            "clone",
-            "-q",
-            bare.to_str().expect("utf8"),
-            clone.to_str().expect("utf8"),
-        ],
-    );
+    // A worktree on a small tmpfs that fills up; its git folder stays on the big disk, so
+    // that the fetch still lands and the fast-forward is what meets the full disk.
+    let disk = (kind == "full-filesystem").then(|| common::disk::Tmpfs::mount(&clone, "1m"));
+    let separate = kind == "separate-git-dir" || disk.is_some();
+    let git_dir = if separate {
+        std::fs::create_dir_all(env.path("gitdirs")).expect("mkdir");
+        env.path(&format!("gitdirs/{n}"))
+    } else {
+        clone.join(".git")
+    };
+    // `clone -c` (after `clone`) keeps the settings in the clone's own config.
+    let mut args: Vec<String> = vec!["clone".to_string(), "-q".to_string()];
+    if lfs {
+        args.extend(LFS_FILTER.iter().map(|a| a.to_string()));
+    }
+    if separate {
+        args.push(format!("--separate-git-dir={}", git_dir.display()));
+    }
+    args.push(if lfs {
+        file_url(&bare)
+    } else {
+        bare.display().to_string()
+    });
+    args.push(clone.display().to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    env.git(env.dir.path(), &args);
+    if lfs {
+        let big = std::fs::read(clone.join("big.bin")).expect("big.bin");
+        assert!(
+            !big.starts_with(b"version https://git-lfs"),
+            "the clone holds the LFS pointer, not the file: git-lfs did not run"
+        );
+        let status = env.git(&clone, &["status", "--porcelain"]);
+        assert!(
+            status.is_empty(),
+            "a fresh LFS clone is not clean: {status}"
+        );
+    }
     if sub {
         env.git(
             &clone,
@@ -210,6 +317,7 @@ fn set_up_case(w: &World, root: &Path, n: usize, rng: &mut fastrand::Rng) -> Cas
     let mut pushes: Vec<&'static str> = (0..1 + rng.usize(..3))
         .map(|_| PUSHES[rng.usize(..PUSHES.len())])
         .filter(|p| sub || !p.contains("submodule"))
+        .filter(|p| lfs || !p.contains("lfs"))
         .collect();
     pushes.sort();
     pushes.dedup();
@@ -227,6 +335,13 @@ fn set_up_case(w: &World, root: &Path, n: usize, rng: &mut fastrand::Rng) -> Cas
         "untracked-in-new-folder" => Some("add-in-new-folder"),
         "symlink-into-git" | "hard-link-to-tracked" => Some("modify-a"),
         "cwd-in-removed-folder" => Some("folder-to-file"),
+        "lfs-clean" | "lfs-edit" => Some("modify-lfs"),
+        "read-only-folder" => Some(if rng.bool() {
+            "modify-c"
+        } else {
+            "folder-to-file"
+        }),
+        "full-filesystem" => Some(if rng.bool() { "modify-a" } else { "many-files" }),
         "assume-unchanged-edit" | "assume-unchanged-big-edit" | "skip-worktree-edit" => {
             Some(if rng.bool() { "modify-a" } else { "chmod-a" })
         }
@@ -253,9 +368,13 @@ fn set_up_case(w: &World, root: &Path, n: usize, rng: &mut fastrand::Rng) -> Cas
         pushes,
         bare,
         clone,
+        git_dir,
         linked: None,
         sub,
+        lfs,
         holder: None,
+        disk,
+        frozen: None,
     };
     apply_kind(w, &mut case, n);
     case
@@ -378,6 +497,21 @@ fn apply_kind(w: &World, case: &mut Case, n: usize) {
                 .expect("sleep");
             case.holder = Some(child);
         }
+        // A tracked LFS file (the worktree holds the file, git the pointer) edited.
+        "lfs-clean" | "separate-git-dir" => {}
+        "lfs-edit" => write(&c.join("big.bin"), b"my own edit of the LFS file\n"),
+        // A folder nothing can be written into (chattr +i; root ignores mode bits).
+        "read-only-folder" => case.frozen = Some(common::disk::Immutable::set(&c.join("dir"))),
+        // The worktree's disk is full: not one more block.
+        "full-filesystem" => {
+            if let Some(disk) = &case.disk {
+                disk.fill("filler.bin");
+            }
+        }
+        // The checked-out branch's upstream is another local branch, which tracks origin.
+        "local-upstream" => {
+            env.git(&c, &["checkout", "-q", "-b", "work", "--track", "main"]);
+        }
         other => panic!("unknown kind {other}"),
     }
 }
@@ -386,15 +520,25 @@ fn apply_kind(w: &World, case: &mut Case, n: usize) {
 fn push(w: &World, case: &Case, n: usize) -> String {
     let env = &w.env;
     let s = env.path(&format!("scratch/{n}"));
-    env.git(
-        env.dir.path(),
-        &[
-            "clone",
-            "-q",
-            case.bare.to_str().expect("utf8"),
-            s.to_str().expect("utf8"),
-        ],
-    );
+    if case.lfs {
+        let mut args: Vec<String> = vec!["clone".to_string(), "-q".to_string()];
+        args.extend(LFS_FILTER.iter().map(|a| a.to_string()));
+        args.extend([file_url(&case.bare), s.display().to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        env.git(env.dir.path(), &args);
+        // The pre-push hook that uploads new LFS files.
+        env.git(&s, &["lfs", "install", "--local"]);
+    } else {
+        env.git(
+            env.dir.path(),
+            &[
+                "clone",
+                "-q",
+                case.bare.to_str().expect("utf8"),
+                s.to_str().expect("utf8"),
+            ],
+        );
+    }
     for p in &case.pushes {
         match *p {
             "modify-a" => write(&s.join("a.txt"), b"alpha, pushed\n"),
@@ -470,6 +614,8 @@ fn push(w: &World, case: &Case, n: usize) -> String {
                     env.git(&s, &["mv", "a.txt", "A.txt"]);
                 }
             }
+            "modify-c" => write(&s.join("dir/c.txt"), b"charlie, pushed\n"),
+            "modify-lfs" => write(&s.join("big.bin"), b"a new version of the LFS file\n"),
             // An empty commit: the branch must still move.
             "nothing" => {}
             other => panic!("unknown push {other}"),
@@ -582,7 +728,7 @@ fn snapshot(env: &Env, case: &Case) -> Snapshot {
     }
     Snapshot {
         files,
-        index: std::fs::read(c.join(".git/index")).unwrap_or_default(),
+        index: std::fs::read(case.git_dir.join("index")).unwrap_or_default(),
         head: env.head(c),
         refs,
         user_work,
@@ -591,8 +737,8 @@ fn snapshot(env: &Env, case: &Case) -> Snapshot {
 }
 
 /// Every file kept aside by a fast-forward, by its worktree-relative path.
-fn kept(clone: &Path) -> BTreeMap<PathBuf, Entry> {
-    let dir = clone.join(".git/gitsync/kept");
+fn kept(git_dir: &Path) -> BTreeMap<PathBuf, Entry> {
+    let dir = git_dir.join("gitsync/kept");
     let mut out = BTreeMap::new();
     if let Ok(stamps) = std::fs::read_dir(&dir) {
         for stamp in stamps.flatten() {
@@ -611,8 +757,8 @@ fn verdict(
 ) -> Result<&'static str, String> {
     let after = snapshot(env, case);
     let c = &case.clone;
-    for leftover in [".git/index.lock", ".git/gitsync/ff"] {
-        let there = c.join(leftover).exists();
+    for leftover in ["index.lock", "gitsync/ff"] {
+        let there = case.git_dir.join(leftover).exists();
         let was = leftover.ends_with("lock") && case.kind == "stale-index-lock";
         if there && !was {
             return Err(format!("{leftover} left behind"));
@@ -646,7 +792,24 @@ fn verdict(
             return Err(format!("nothing moved, yet files changed: {changed:?}"));
         }
         if after.index != before.index {
-            return Err("nothing moved, yet the index changed".to_string());
+            let (was, now) = (
+                index_listing(env, case, &before.index),
+                index_listing(env, case, &after.index),
+            );
+            let diff: Vec<String> = was
+                .lines()
+                .filter(|l| !now.contains(l))
+                .map(|l| format!("-{l}"))
+                .chain(
+                    now.lines()
+                        .filter(|l| !was.contains(l))
+                        .map(|l| format!("+{l}")),
+                )
+                .collect();
+            return Err(format!(
+                "nothing moved, yet the index changed:\n{}",
+                diff.join("\n")
+            ));
         }
         // A branch that is not checked out may move, and only to the pushed commit
         // (`pull.other_branches`: strictly behind its upstream, moved by compare-and-swap).
@@ -671,7 +834,7 @@ fn verdict(
     if after.head != pushed {
         return Err(format!("HEAD moved to {} instead of {pushed}", after.head));
     }
-    let kept = kept(c);
+    let kept = kept(&case.git_dir);
     for path in &before.user_work {
         let was = before.files.get(path);
         let now = after.files.get(path);
@@ -703,6 +866,22 @@ fn verdict(
         }
     }
     Ok("moved")
+}
+
+/// `git ls-files --stage --debug` of the index file whose bytes are `index`: each entry's
+/// mode, id, flags and stat data, one field per line.
+fn index_listing(env: &Env, case: &Case, index: &[u8]) -> String {
+    let file = case.git_dir.join("gitsync-test-index");
+    std::fs::write(&file, index).expect("write index copy");
+    let out = std::process::Command::new("git")
+        .args(["ls-files", "--stage", "--debug"])
+        .current_dir(&case.clone)
+        .env("GIT_INDEX_FILE", &file)
+        .env("HOME", env.home("default"))
+        .output()
+        .expect("git ls-files");
+    let _ = std::fs::remove_file(&file);
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The verdict with the reason the pull was refused (its first words), for the table.
@@ -752,6 +931,10 @@ fn randomized_states_and_pushes_through_sync_lose_nothing() {
         let case = set_up_case(&w, &root, n, &mut rng);
         let pushed = push(&w, &case, n);
         let before = snapshot(&w.env, &case);
+        if std::env::var_os("GITSYNC_ATTACK_LOG").is_some() {
+            let status = w.env.git(&case.clone, &["status", "--porcelain"]);
+            eprintln!("case {n} before: {status:?}");
+        }
         let out = w.env.gitsync(
             &home,
             &["sync", "--root", case.clone.to_str().expect("utf8")],
@@ -759,6 +942,9 @@ fn randomized_states_and_pushes_through_sync_lose_nothing() {
         let result = verdict(&w.env, &case, &before, &pushed);
         let states = w.env.status(&home, &[]);
         let name = label(&result, common::find(&states, None, "."));
+        if std::env::var_os("GITSYNC_ATTACK_LOG").is_some() {
+            eprintln!("case {n}: {} {:?} -> {name}", case.kind, case.pushes);
+        }
         *table.entry((case.kind.to_string(), name)).or_default() += 1;
         if let Err(why) = result {
             failures.push(format!(
@@ -769,10 +955,7 @@ fn randomized_states_and_pushes_through_sync_lose_nothing() {
             ));
         }
         // Keep the disk small: a case's folders go once judged.
-        let _ = std::fs::remove_dir_all(&case.clone);
-        if let Some(l) = &case.linked {
-            let _ = std::fs::remove_dir_all(l);
-        }
+        drop(case);
     }
     report("sync", &table);
     assert!(failures.is_empty(), "seed {seed}:\n{}", failures.join("\n"));

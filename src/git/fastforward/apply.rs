@@ -8,11 +8,12 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use gix::bstr::ByteSlice;
 use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+use nix::unistd::AccessFlags;
 
 use super::content::{self, Verdict};
 use super::journal::{Sig, Step, Writer};
@@ -54,6 +55,39 @@ fn io_reason(rel: &Path, err: &std::io::Error) -> String {
         }
         _ => BEING_EDITED.to_string(),
     }
+}
+
+/// Refuses, naming the folder, when a folder the fast-forward writes in (each changed
+/// path's folder, or the nearest one of its parents that exists) cannot be written:
+/// `access(2)` with `W_OK | X_OK` answers `EACCES` for mode bits, `EPERM` for an immutable
+/// folder (`chattr +i`, even for root) and `EROFS` for a read-only mount. Checked before
+/// anything moves, so such a refusal leaves every file untouched, its change time included.
+fn writable(worktree: &Path, changes: &[Change]) -> Result<(), String> {
+    let mut seen: HashSet<PathBuf> = HashSet::new();
+    for change in changes {
+        let mut dir = change.path.parent().map(Path::to_path_buf);
+        while let Some(rel) = dir {
+            if !seen.insert(rel.clone()) {
+                break;
+            }
+            let full = worktree.join(&rel);
+            if full.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                nix::unistd::access(&full, AccessFlags::W_OK | AccessFlags::X_OK).map_err(
+                    |errno| {
+                        let shown = if rel.as_os_str().is_empty() {
+                            Path::new(".")
+                        } else {
+                            rel.as_path()
+                        };
+                        io_reason(shown, &std::io::Error::from(errno))
+                    },
+                )?;
+                break;
+            }
+            dir = rel.parent().map(Path::to_path_buf);
+        }
+    }
+    Ok(())
 }
 
 /// `rename(2)` that fails with `EEXIST` instead of replacing: `RENAME_NOREPLACE`, or
@@ -101,11 +135,11 @@ impl Transaction {
     }
 
     fn old(&self, rel: &Path) -> PathBuf {
-        self.folders.staging().join("old").join(rel)
+        self.folders.files_staging.join("old").join(rel)
     }
 
     fn staged(&self, rel: &Path) -> PathBuf {
-        self.folders.staging().join("new").join(rel)
+        self.folders.files_staging.join("new").join(rel)
     }
 
     /// Journals `step` (before it is done); a journal that cannot be written stops the
@@ -240,13 +274,22 @@ impl Transaction {
     pub fn attempt(&mut self, repo: &gix::Repository, request: &Request) -> Result<usize, String> {
         let f = self.folders.clone();
         let staging = f.staging();
-        if staging.exists() {
-            fs::remove_dir_all(&staging)
-                .map_err(|e| format!("cannot clear {}: {e}", staging.display()))?;
+        for folder in [&staging, &f.files_staging] {
+            if folder.exists() {
+                fs::remove_dir_all(folder)
+                    .map_err(|e| format!("cannot clear {}: {e}", folder.display()))?;
+            }
         }
-        fs::create_dir_all(staging.join("old"))
-            .and_then(|()| fs::create_dir_all(staging.join("new")))
+        // The git folder's part first: while it exists, a recovery looks for the rest.
+        fs::create_dir_all(&staging)
             .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
+        let files = &f.files_staging;
+        fs::create_dir_all(files.join("old"))
+            .and_then(|()| fs::create_dir_all(files.join("new")))
+            .map_err(|e| match files.strip_prefix(&f.worktree) {
+                Ok(rel) => io_reason(rel, &e),
+                Err(_) => format!("cannot create {}: {e}", files.display()),
+            })?;
         // The journal first, so that a kill from here on is recovered.
         let header = format!(
             "gitsync fast-forward\npid {}\nbranch {}\nfrom {}\nto {}\n",
@@ -347,6 +390,9 @@ impl Transaction {
             return Err(describe_in_the_way(&f, &in_the_way));
         }
 
+        // Every folder written in can be written, before anything moves.
+        writable(&f.worktree, &changes)?;
+
         // 5. Every file that moves out holds the old commit's content, by content.
         let outs: Vec<&Change> = changes.iter().filter(|c| c.moves_out()).collect();
         let trust_mode = repo
@@ -380,22 +426,14 @@ impl Transaction {
             self.raw_ids.insert(change.path.clone(), raw_id);
         }
 
-        // 6. The new files and the new index, staged in the git folder.
-        let same_device =
-            staging.metadata().ok().map(|m| m.dev()) == f.worktree.metadata().ok().map(|m| m.dev());
-        if !same_device {
-            return Err(
-                "the git folder is on another file system than the worktree: fast-forward by hand"
-                    .into(),
-            );
-        }
+        // 6. The new files (on the worktree's file system) and the new index, staged.
         // The index after the fast-forward, in memory: stat data and anything staged elsewhere
         // stay (a split index was made whole when it was read).
         let mut new_index = index.clone();
         index::two_way(&mut new_index, &changes)?;
         let ins: Vec<&Change> = changes.iter().filter(|c| c.moves_in()).collect();
         if checkout::is_plain(repo, &f, &index, &changes) {
-            checkout::write_blobs(repo, &staging.join("new"), &ins)?;
+            checkout::write_blobs(repo, &f.files_staging.join("new"), &ins)?;
         } else if !ins.is_empty() {
             // Filters or conversions apply: git writes the files.
             let for_git = staging.join("index");
@@ -405,7 +443,7 @@ impl Transaction {
                 list.extend_from_slice(c.path.as_os_str().as_bytes());
                 list.push(0);
             }
-            let prefix = format!("{}/", staging.join("new").display());
+            let prefix = format!("{}/", f.files_staging.join("new").display());
             git_input(
                 &f,
                 &[
@@ -541,7 +579,7 @@ impl Transaction {
             {
                 // An empty folder in the way goes, as git removes it.
                 self.record(Step::Rmdir(change.path.clone()))?;
-                let _ = fs::remove_dir(&to);
+                fs::remove_dir(&to).map_err(|e| io_reason(&change.path, &e))?;
             }
             self.record(Step::In(change.path.clone(), new_sig))?;
             rename_noreplace(&staged, &to).map_err(|e| io_reason(&change.path, &e))?;
@@ -685,6 +723,12 @@ impl Transaction {
         self.lock = None;
         self.journal = None;
         let staging = self.folders.staging();
+        if self.folders.files_staging != staging
+            && self.folders.files_staging.exists()
+            && let Err(err) = fs::remove_dir_all(&self.folders.files_staging)
+        {
+            tracing::warn!(path = %self.folders.files_staging.display(), %err, "cannot remove the staging folder of the fast-forward");
+        }
         if let Ok(entries) = fs::read_dir(&staging) {
             for entry in entries.flatten() {
                 if entry.file_name() == "journal" {

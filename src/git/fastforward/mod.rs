@@ -46,6 +46,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -122,7 +123,16 @@ pub struct Folders {
     pub git_dir: PathBuf,
     /// The repository's common git folder.
     pub common_dir: PathBuf,
+    /// Where the old and new files are staged: `gitsync/ff` in the git folder (beside the
+    /// journal), or `.gitsync-ff` at the worktree's top when the git folder is on another
+    /// file system (`git clone --separate-git-dir`, a linked worktree on another disk), so
+    /// that every move in and out of the worktree is a `rename(2)` within one file system.
+    pub files_staging: PathBuf,
 }
+
+/// The folder at the worktree's top where files are staged when the git folder is on
+/// another file system; it exists only while a fast-forward runs.
+pub const WORKTREE_STAGING: &str = ".gitsync-ff";
 
 impl Folders {
     /// The folders of the worktree at `worktree`.
@@ -140,10 +150,19 @@ impl Folders {
             .workdir()
             .ok_or_else(|| "the repository has no worktree".to_string())?
             .to_path_buf();
+        let worktree = std::path::absolute(top).map_err(|e| e.to_string())?;
+        let git_dir = std::path::absolute(repo.git_dir()).map_err(|e| e.to_string())?;
+        let device = |p: &Path| fs::metadata(p).ok().map(|m| m.dev());
+        let files_staging = if device(&git_dir) == device(&worktree) {
+            git_dir.join("gitsync/ff")
+        } else {
+            worktree.join(WORKTREE_STAGING)
+        };
         let folders = Folders {
-            worktree: std::path::absolute(top).map_err(|e| e.to_string())?,
-            git_dir: std::path::absolute(repo.git_dir()).map_err(|e| e.to_string())?,
+            worktree,
+            git_dir,
             common_dir: std::path::absolute(repo.common_dir()).map_err(|e| e.to_string())?,
+            files_staging,
         };
         Ok((folders, repo))
     }
@@ -231,6 +250,11 @@ fn recover_locked(folders: &Folders) -> Result<(), String> {
         Ok(journal) => journal,
         Err(_) if text.is_empty() => {
             // Killed before the journal existed: nothing of the user's was touched yet.
+            if folders.files_staging != staging && folders.files_staging.exists() {
+                fs::remove_dir_all(&folders.files_staging).map_err(|e| {
+                    format!("cannot remove {}: {e}", folders.files_staging.display())
+                })?;
+            }
             fs::remove_dir_all(&staging)
                 .map_err(|e| format!("cannot remove {}: {e}", staging.display()))?;
             return Ok(());
