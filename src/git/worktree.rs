@@ -152,7 +152,31 @@ fn proven_unchanged(
     };
     now.matches(&entry.stat, options)
         && (!entry.id.is_empty_blob() || entry.stat.size == 0)
-        && !now.is_racy(index.timestamp(), options)
+        && !is_racy(
+            entry.stat.mtime,
+            (
+                index.timestamp().unix_seconds(),
+                index.timestamp().nanoseconds(),
+            ),
+        )
+}
+
+/// Whether an entry last modified at `mtime` is racily clean against the index file
+/// written at `index_time` (seconds and nanoseconds since the epoch;`Documentation/technical/racy-git.txt`): modified no earlier
+/// than the index was written, so a change in the same clock tick could hide behind equal
+/// stat data. Compared to the nanosecond when the entry records nanoseconds (git and gix
+/// both do), as git built with `USE_NSEC` compares; to the second otherwise (gix's default
+/// rule, which calls every file written in the index's second racy: after a fast-forward
+/// of 3,000 files that was every file, read and hashed on every status until the index
+/// was written again).
+fn is_racy(mtime: Time, index_time: (i64, u32)) -> bool {
+    use std::cmp::Ordering;
+    let (secs, nanos) = index_time;
+    match secs.cmp(&i64::from(mtime.secs)) {
+        Ordering::Less => true,
+        Ordering::Equal => mtime.nsecs == 0 || nanos <= mtime.nsecs,
+        Ordering::Greater => false,
+    }
 }
 
 /// A stat time as the index stores it: seconds truncated to 32 bits, and zero for a time
@@ -377,6 +401,53 @@ mod tests {
             .expect("age");
         std::fs::rename(w.join("z.txt.new"), w.join("z.txt")).expect("replace");
         assert_eq!(doubtful_paths(w), ["d/b.txt", "d/e/c.txt", "z.txt"]);
+    }
+
+    /// Files written in the same second as the index, but before it (as a fast-forward
+    /// writes them), are proven unchanged by the nanoseconds; a file no older than the
+    /// index is racy; a file with whole-second times in the index's second is racy.
+    #[test]
+    fn racy_is_decided_to_the_nanosecond_when_the_entry_has_nanoseconds() {
+        let at = |secs: i64, nanos: u32| (secs, nanos);
+        let t = |secs: u32, nsecs: u32| Time { secs, nsecs };
+        assert!(!is_racy(t(100, 500), at(100, 501)), "older by a nanosecond");
+        assert!(is_racy(t(100, 500), at(100, 500)), "same instant");
+        assert!(is_racy(t(100, 501), at(100, 500)), "newer");
+        assert!(is_racy(t(100, 0), at(100, 900)), "whole seconds");
+        assert!(!is_racy(t(99, 999), at(100, 0)), "an earlier second");
+        assert!(is_racy(t(101, 0), at(100, 999)), "a later second");
+
+        // The same, through the stat pass: files written before the index in its second.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = dir.path();
+        git(w, &["init", "-q"]);
+        for f in ["a.txt", "d/b.txt"] {
+            std::fs::create_dir_all(w.join(f).parent().expect("parent")).expect("mkdir");
+            std::fs::write(w.join(f), f).expect("write");
+        }
+        git(w, &["add", "."]);
+        let newest = ["a.txt", "d/b.txt"]
+            .iter()
+            .map(|f| {
+                std::fs::metadata(w.join(f))
+                    .and_then(|m| m.modified())
+                    .expect("mtime")
+            })
+            .max()
+            .expect("files");
+        let secs = newest
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970");
+        if secs.subsec_nanos() < 999_999_000 {
+            // The index written one microsecond after the newest file, in its second.
+            let index_time = newest + std::time::Duration::from_micros(1);
+            std::fs::File::options()
+                .append(true)
+                .open(w.join(".git/index"))
+                .and_then(|file| file.set_modified(index_time))
+                .expect("set the index's mtime");
+            assert_eq!(doubtful_paths(w), Vec::<String>::new(), "all proved");
+        }
     }
 
     #[test]
