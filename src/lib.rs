@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod deploy;
 pub mod discover;
+pub mod flock;
 pub mod git;
 pub mod logging;
 pub mod mirror;

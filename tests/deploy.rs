@@ -670,3 +670,177 @@ fn randomized_histories_always_ship_exactly_the_commit() {
         "every kind of name was drawn: {stems_used:?}"
     );
 }
+
+/// Every release folder on the target `dir`, by the commit it is named after.
+fn releases(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir.join("releases"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Two to four deploys of one name at once, at random delays, of random commits, some of
+/// which hold a secret (issue 21, item 1: every run shared one export folder, so a commit
+/// the scan blocked shipped under a clean commit's name). No secret ever reaches the
+/// target; every release there equals `git archive` of the commit it is named after; a
+/// refused commit is never `current`. Rounds: `GITSYNC_DEPLOY_CASES` (default 3).
+#[test]
+fn overlapping_deploys_never_ship_a_blocked_secret() {
+    let scene = Scene::new();
+    scene.configure(&[("vm01", scene.sshd.port)], "    scan: {tool: gitleaks}\n");
+    // A: a clean commit with 150 larger files; B: A plus a token; C: B without it.
+    for i in 0..150 {
+        scene.env.write(
+            &scene.repo,
+            &format!("assets/f{i:03}.txt"),
+            &format!("asset {i}\n").repeat(400),
+        );
+    }
+    scene.env.git(&scene.repo, &["add", "-A"]);
+    scene.env.git(&scene.repo, &["commit", "-qm", "assets"]);
+    let a = scene.env.head(&scene.repo);
+    let b = scene.commit("leak.env", &format!("GITHUB_TOKEN={GH_TOKEN}\n"));
+    scene.env.git(&scene.repo, &["rm", "-q", "leak.env"]);
+    let c = scene.commit("index.html", "<h1>two</h1>\n");
+    let clean = [a.clone(), c.clone()];
+    let rounds: u64 = std::env::var("GITSYNC_DEPLOY_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let seed = fastrand::u64(..);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let path = venv_path();
+    for round in 0..rounds {
+        let runs: Vec<&String> = (0..2 + rng.usize(..3))
+            .map(|_| [&a, &b, &c][rng.usize(..3)])
+            .collect();
+        let mut children = Vec::new();
+        for rev in &runs {
+            std::thread::sleep(Duration::from_millis(rng.u64(..400)));
+            let child = scene
+                .env
+                .gitsync_command(&scene.home, &["deploy", "web", "--rev", rev])
+                .env("PATH", &path)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("start a deploy");
+            children.push((rev, child));
+        }
+        for (rev, child) in children {
+            let out = child.wait_with_output().expect("wait for a deploy");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            if **rev == b {
+                assert_eq!(
+                    out.status.code(),
+                    Some(1),
+                    "seed {seed}: B was not refused: {text}"
+                );
+                assert!(text.contains("secret"), "seed {seed}: {text}");
+            } else {
+                assert_eq!(
+                    out.status.code(),
+                    Some(0),
+                    "seed {seed}: a clean deploy failed: {text}"
+                );
+            }
+        }
+        let target = scene.target_dir("vm01");
+        for name in releases(&target) {
+            let release = target.join("releases").join(&name);
+            let files = shipped(&release);
+            for (file, bytes) in &files {
+                assert!(
+                    !String::from_utf8_lossy(bytes).contains(GH_TOKEN),
+                    "seed {seed} round {round}: the blocked secret reached the target in {}/{}",
+                    name,
+                    file.display()
+                );
+            }
+            assert_eq!(
+                files,
+                archive(&scene.env, &scene.repo, &name),
+                "seed {seed} round {round}: release {name} is not its commit"
+            );
+        }
+        let current = scene.current("vm01").expect("a current release");
+        assert!(
+            clean.contains(&current),
+            "seed {seed}: current is {current}"
+        );
+    }
+}
+
+/// Rollback walks back one release each time (issue 21, item 3: a second rollback flipped
+/// back to the release just left) and refuses at the oldest kept one; it pins the deploy,
+/// so the daemon's `on_update` does not ship the tip again (item 2), until a person runs
+/// `gitsync deploy`, which ships the tip and lifts the pin.
+#[test]
+fn rollback_walks_back_and_pins_the_deploy_until_the_next_deploy() {
+    let scene = Scene::new();
+    scene.configure(
+        &[("vm01", scene.sshd.port)],
+        "    on_update: true\n    scan: {tool: off}\n",
+    );
+    let first = scene.ship();
+    let a = scene.env.head(&scene.repo);
+    let b = scene.commit("index.html", "<h1>b</h1>\n");
+    scene.ship();
+    let c = scene.commit("index.html", "<h1>c</h1>\n");
+    scene.ship();
+    assert_eq!(
+        scene.current("vm01").as_deref(),
+        Some(c.as_str()),
+        "{first}"
+    );
+
+    let (code, text) = scene.gitsync(&["deploy", "rollback", "web"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(scene.current("vm01").as_deref(), Some(b.as_str()), "{text}");
+    let (code, text) = scene.gitsync(&["deploy", "rollback", "web"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(
+        scene.current("vm01").as_deref(),
+        Some(a.as_str()),
+        "a second rollback did not walk back: {text}"
+    );
+    let (code, text) = scene.gitsync(&["deploy", "rollback", "web"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("no release older"), "{text}");
+    assert_eq!(scene.current("vm01").as_deref(), Some(a.as_str()));
+    let (_, status) = scene.gitsync(&["deploy", "status"]);
+    assert!(status.contains("pinned at"), "{status}");
+
+    // The daemon sees the pin and leaves the rollback alone.
+    let path = venv_path();
+    let mut daemon = {
+        let mut cmd = scene.env.gitsync_command(&scene.home, &["run"]);
+        cmd.env("PATH", &path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(scene.home.join("daemon.log")).expect("log"));
+        common::Daemon {
+            child: cmd.spawn().expect("spawn"),
+            log: scene.home.join("daemon.log"),
+        }
+    };
+    daemon.wait_log("pinned at", Duration::from_secs(60));
+    assert_eq!(daemon.stop(), Some(0), "{}", daemon.log_text());
+    assert_eq!(
+        scene.current("vm01").as_deref(),
+        Some(a.as_str()),
+        "the daemon undid the rollback: {}",
+        daemon.log_text()
+    );
+    // A person's deploy ships the tip and lifts the pin.
+    scene.ship();
+    assert_eq!(scene.current("vm01").as_deref(), Some(c.as_str()));
+    let (_, status) = scene.gitsync(&["deploy", "status"]);
+    assert!(!status.contains("pinned at"), "{status}");
+}

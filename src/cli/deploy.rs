@@ -91,6 +91,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                     rev: args.rev.clone(),
                     dry_run: args.dry_run,
                     init: args.init,
+                    explicit: true,
                 };
                 let spinner =
                     super::progress::Progress::spinner(&format!("shipping {}", d.spec.name));
@@ -174,9 +175,18 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
             for d in chosen(all, None)? {
                 let state = d.state();
                 println!(
-                    "{}: scan: {}",
+                    "{}: scan: {}{}",
                     d.spec.name,
-                    state.scan.as_deref().unwrap_or("not run yet")
+                    state.scan.as_deref().unwrap_or("not run yet"),
+                    state
+                        .pinned
+                        .as_deref()
+                        .map(|at| format!(
+                            "; pinned at {} by a rollback (`gitsync deploy {}` ships again)",
+                            deploy::short(at),
+                            d.spec.name
+                        ))
+                        .unwrap_or_default()
                 );
                 for t in &d.spec.targets {
                     let s = state.targets.get(&t.name).cloned().unwrap_or_default();

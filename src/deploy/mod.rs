@@ -62,6 +62,10 @@ pub struct DeployState {
     pub rev: Option<String>,
     /// The last scan's verdict, for people.
     pub scan: Option<String>,
+    /// The release a `rollback` went back to: while set, the daemon's `on_update` ships
+    /// nothing (it would undo the rollback); the next deploy a person runs clears it.
+    #[serde(default)]
+    pub pinned: Option<String>,
 }
 
 /// Options of one ship.
@@ -75,6 +79,9 @@ pub struct ShipOptions {
     pub dry_run: bool,
     /// Take over a non-empty folder that has no `releases/`.
     pub init: bool,
+    /// A person asked for this ship (`gitsync deploy`), not the daemon: it lifts the pin a
+    /// rollback left.
+    pub explicit: bool,
 }
 
 /// The result of one ship.
@@ -119,6 +126,22 @@ impl Deploy {
             dir: config.home.join("deploy").join(&spec.name),
             git_timeout: config.pull.fetch_timeout.max(Duration::from_secs(300)),
         }
+    }
+
+    /// Takes this deploy's lock (`<dir>/lock`, an exclusive `flock(2)`), waiting for a run
+    /// that holds it: a ship holds it from the export to the flip, and a rollback through
+    /// its flips, so two runs (the daemon's `on_update` and a manual run, or two manual
+    /// ones) never share the export folder nor interleave on a target.
+    ///
+    /// Errors: the lock file cannot be made or locked.
+    async fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+        let path = self.dir.join("lock");
+        let cannot = |e: std::io::Error| format!("cannot lock {}: {e}", path.display());
+        if let Some(held) = crate::flock::try_exclusive(&path).map_err(cannot)? {
+            return Ok(held);
+        }
+        tracing::info!(deploy = %self.spec.name, "waiting for another run of deploy {} to end", self.spec.name);
+        crate::flock::exclusive(path.clone()).await.map_err(cannot)
     }
 
     fn state_path(&self) -> PathBuf {
@@ -232,6 +255,8 @@ impl Deploy {
     /// Errors: the revision is unknown or the export fails (nothing shipped).
     pub async fn ship(&self, opts: &ShipOptions) -> Result<ShipReport, String> {
         let targets = self.targets(&opts.targets)?;
+        // Held until the state is saved: the export scanned is the export shipped.
+        let _lock = self.lock().await?;
         let rev = self.resolve(opts.rev.as_deref()).await?;
         let git_dir = self.git_dir().await?;
         let export = export::Export {
@@ -261,6 +286,9 @@ impl Deploy {
         let mut state = self.state();
         state.rev = Some(rev.clone());
         state.scan = Some(verdict.describe());
+        if opts.explicit && !opts.dry_run {
+            state.pinned = None;
+        }
         if !verdict.passes() {
             tracing::error!(target: crate::logging::OUTCOME, deploy = %self.spec.name, rev = %short(&rev), "{}", verdict.describe());
             for t in &targets {
@@ -479,16 +507,20 @@ impl Deploy {
         Ok(out)
     }
 
-    /// Flips `current` back to the previous release on each target (or those named).
+    /// Flips `current` back one release on each target (or those named): each call walks
+    /// one further back ([`ship::rollback`]). Pins the deploy (see [`DeployState::pinned`]).
+    /// Returns per target (from, to) or why not.
     ///
-    /// Errors: an unknown target name.
+    /// Errors: an unknown target name, or the lock cannot be taken.
     pub async fn rollback(
         &self,
         names: &[String],
     ) -> Result<Vec<(String, Result<(String, String), String>)>, String> {
+        let targets = self.targets(names)?;
+        let _lock = self.lock().await?;
         let mut state = self.state();
         let mut out = Vec::new();
-        for target in self.targets(names)? {
+        for target in targets {
             let ssh = self.ssh_for(&target);
             let result = ship::rollback(&ssh, &target.path).await;
             ssh.close().await;
@@ -497,6 +529,7 @@ impl Deploy {
                 entry.rev = Some(to.clone());
                 entry.result = Some("rolled back".to_string());
                 entry.at = Some(chrono::Utc::now());
+                state.pinned = Some(to.clone());
             }
             out.push((target.name.clone(), result));
         }
@@ -512,7 +545,7 @@ pub fn short(rev: &str) -> String {
 
 /// Starts, under the daemon, one task per deploy with `on_update`: it ships when the
 /// branch's tip differs from what the targets were last shipped (checked every 2 s; a
-/// failed ship is retried after 30 s).
+/// failed ship is retried after 30 s), unless a rollback pinned the deploy.
 pub fn spawn_all(deploys: Vec<Deploy>, tasks: &mut tokio::task::JoinSet<()>) {
     for deploy in deploys.into_iter().filter(|d| d.spec.on_update) {
         tasks.spawn(async move {
@@ -523,6 +556,13 @@ pub fn spawn_all(deploys: Vec<Deploy>, tasks: &mut tokio::task::JoinSet<()>) {
                     continue;
                 };
                 let state = deploy.state();
+                if let Some(at) = &state.pinned {
+                    if last_try.as_ref().is_none_or(|(rev, _)| rev != at) {
+                        tracing::info!(deploy = %deploy.spec.name, "deploy {} is pinned at {} by a rollback: on_update ships again after `gitsync deploy {}`", deploy.spec.name, short(at), deploy.spec.name);
+                        last_try = Some((at.clone(), std::time::Instant::now()));
+                    }
+                    continue;
+                }
                 let shipped = deploy
                     .spec
                     .targets

@@ -426,16 +426,20 @@ pub async fn verify(ssh: &Ssh, path: &str, want: &str) -> Result<Check, String> 
     })
 }
 
-/// Flips `current` back to the release named in `.gitsync-previous` (which then names the
-/// one rolled back from). Returns (from, to).
+/// Flips `current` back one release: to the newest release older than the current one,
+/// in the order they were shipped (each flip touches its release folder, a rollback does
+/// not), so rolling back again walks further back (N, N-1, N-2, ...) instead of flipping to
+/// the release just left. `.gitsync-previous` then names the one rolled back from.
+/// Returns (from, to).
 ///
-/// Errors: no previous release, or the target is unreachable.
+/// Errors: no older release on the target (kept: `keep`), or the target is unreachable.
 pub async fn rollback(ssh: &Ssh, path: &str) -> Result<(String, String), String> {
     let p = quote(path.trim_end_matches('/'))?;
     let script = format!(
-        "set -e; cd {p}; [ -f .gitsync-previous ] || {{ echo 'no previous release recorded' >&2; exit 5; }}; \
-         TO=$(cat .gitsync-previous); [ -d \"releases/$TO\" ] || {{ echo \"the previous release $TO is gone\" >&2; exit 5; }}; \
-         FROM=$(readlink current | sed 's|^releases/||'); \
+        "set -e; cd {p}; FROM=$(readlink current 2>/dev/null | sed 's|^releases/||'); \
+         [ -n \"$FROM\" ] || {{ echo 'no current release' >&2; exit 5; }}; \
+         TO=$(ls -1t releases | grep -E '^[0-9a-f]+$' | sed -n \"/^$FROM\\$/,\\$p\" | sed -n 2p); \
+         [ -n \"$TO\" ] || {{ echo \"no release older than $FROM is kept on the target: ship an older commit with gitsync deploy --rev\" >&2; exit 5; }}; \
          ln -sfn \"releases/$TO\" current.tmp.$$; mv -T current.tmp.$$ current; \
          printf '%s\\n' \"$FROM\" > .gitsync-previous.tmp; mv .gitsync-previous.tmp .gitsync-previous; \
          echo \"$FROM $TO\""

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use sha2::Digest;
 
 use super::ops::{self, GitError};
@@ -109,30 +109,18 @@ pub async fn refresh(
     Ok(cache)
 }
 
-/// An exclusive `flock(2)` on `<cache>.lock` beside the cache, waited for in a blocking
-/// thread, held until the returned value is dropped. It serializes refreshes of one cache
-/// across tasks and processes (each call opens the file anew, so two tasks of one process
-/// exclude each other too); the kernel drops it when a holder dies.
+/// An exclusive `flock(2)` on `<cache>.lock` beside the cache ([`crate::flock`]), held
+/// until the returned value is dropped: it serializes refreshes of one cache across tasks
+/// and processes.
 ///
 /// Errors: [`GitError::Spawn`] when `root` or the lock file cannot be made or locked.
 async fn lock(root: &Path, cache: &Path) -> Result<Flock<std::fs::File>, GitError> {
-    let spawn_error = |source| GitError::Spawn {
-        dir: root.to_path_buf(),
-        source,
-    };
-    std::fs::create_dir_all(root).map_err(spawn_error)?;
-    let path = cache.with_extension("lock");
-    tokio::task::spawn_blocking(move || {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)?;
-        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| std::io::Error::from(e))
-    })
-    .await
-    .map_err(|e| spawn_error(std::io::Error::other(e)))?
-    .map_err(spawn_error)
+    crate::flock::exclusive(cache.with_extension("lock"))
+        .await
+        .map_err(|source| GitError::Spawn {
+            dir: root.to_path_buf(),
+            source,
+        })
 }
 
 #[cfg(test)]
