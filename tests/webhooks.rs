@@ -470,6 +470,35 @@ fn every_provider_mirrors_a_signed_push_and_refuses_a_tampered_one() {
     );
 }
 
+/// Issue 21, item 9: a delivery answered 503 (its job could not be stored: a full disk, a
+/// read-only queue) was recorded all the same, so the forge's retry got "200 duplicate
+/// delivery; already queued" and the push waited for the hourly reconciliation. Now the
+/// retry is queued and mirrored.
+#[test]
+fn a_delivery_answered_503_is_queued_when_the_forge_retries_it() {
+    let mut scene = Scene::new(&["api"]);
+    let m = scene.mirror("api", "github", "");
+    scene.configure(&m, "");
+    scene.start();
+    scene.wait_in_sync("api", "the start-up run");
+    let queue = scene.home.join(".gitsync/webhooks/queue");
+    std::fs::create_dir_all(&queue).expect("mkdir");
+    common::wait_for(
+        "the start-up job to leave the queue",
+        Duration::from_secs(10),
+        || (std::fs::read_dir(&queue).map(|d| d.count()).unwrap_or(0) == 0).then_some(()),
+    );
+    let sha = scene.commit_and_push("b.txt");
+    let (headers, body) = push_hook("github", &sha, "retry-me");
+    let frozen = common::disk::Immutable::set(&queue);
+    let (status, text) = post(&scene.url("/hooks/api"), &headers, body.clone());
+    assert_eq!(status, 503, "{text}");
+    drop(frozen);
+    let (status, text) = post(&scene.url("/hooks/api"), &headers, body);
+    assert_eq!(status, 202, "the forge's retry was dropped: {text}");
+    scene.wait_in_sync("api", "the retried delivery");
+}
+
 #[test]
 fn duplicates_are_dropped_and_a_burst_is_at_most_two_runs() {
     let mut scene = Scene::new(&["api"]);

@@ -169,27 +169,20 @@ async fn handle(
             );
         }
     }
+    // A delivery is recorded only once its job is stored: a forge's retry of one answered
+    // 503 is then queued, not called a duplicate.
+    if let Some(id) = &delivery.id
+        && hooks.deliveries.seen(&name, id)
+    {
+        return answer(StatusCode::OK, &name, "duplicate delivery; already queued");
+    }
     let dedup = match &delivery.id {
-        Some(id) => {
-            match hooks.deliveries.first_time(&name, id) {
-                Ok(true) => {}
-                Ok(false) => {
-                    return answer(StatusCode::OK, &name, "duplicate delivery; already queued");
-                }
-                Err(err) => {
-                    return answer(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &name,
-                        &format!("cannot record the delivery: {err}"),
-                    );
-                }
-            }
-            // SQS allows at most 128 characters of [A-Za-z0-9 punctuation].
-            id.chars()
-                .filter(|c| c.is_ascii_graphic())
-                .take(128)
-                .collect::<String>()
-        }
+        // SQS allows at most 128 characters of [A-Za-z0-9 punctuation].
+        Some(id) => id
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(128)
+            .collect::<String>(),
         None => format!("{}-{}", name, fastrand::u64(..)),
     };
     let job = Job {
@@ -197,10 +190,16 @@ async fn handle(
         delivery: delivery.id.clone(),
         at: chrono::Utc::now(),
     };
-    match hooks.queue.put(&job, &dedup).await {
-        Ok(()) => answer(StatusCode::ACCEPTED, &name, "queued"),
-        Err(err) => answer(StatusCode::SERVICE_UNAVAILABLE, &name, &err),
+    if let Err(err) = hooks.queue.put(&job, &dedup).await {
+        return answer(StatusCode::SERVICE_UNAVAILABLE, &name, &err);
     }
+    if let Some(id) = &delivery.id
+        && let Err(err) = hooks.deliveries.record(&name, id)
+    {
+        // The job is stored: the answer is still 202; a retry costs one extra run at most.
+        tracing::warn!(mirror = %name, %err, "cannot record the delivery id");
+    }
+    answer(StatusCode::ACCEPTED, &name, "queued")
 }
 
 /// The router: `POST /hooks/{name}` and `POST /hooks/{name}/{token}`.

@@ -13,8 +13,11 @@
 //! id, and any host with `webhooks.worker: true` takes jobs from it.
 //!
 //! Delivery ids seen before are dropped either way: the last 10,000 are kept in
-//! `deliveries.log` (one `<mirror> <id>` line each, appended before the `202`; not synced
-//! one by one, since a record lost in a crash costs at most one extra run).
+//! `deliveries.log` (one `<mirror> <id>` line each, appended once the job is stored and
+//! before the `202`, so a delivery answered `503` is not a duplicate when the forge retries
+//! it; not synced one by one, since a record lost in a crash costs at most one extra run).
+//! The log is rewritten with the remembered ids when it reaches 20,000 lines: one append
+//! per delivery, however many came before.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::Write;
@@ -38,7 +41,19 @@ pub struct Job {
 /// Delivery ids seen before, persisted.
 pub struct Deliveries {
     path: PathBuf,
-    inner: Mutex<(HashSet<String>, VecDeque<String>)>,
+    inner: Mutex<Remembered>,
+}
+
+/// The ids remembered, oldest first, and how many lines the log holds.
+struct Remembered {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+    lines: usize,
+}
+
+/// The log key of delivery `id` of `mirror`: `<mirror> <id>`, line breaks dropped.
+fn key(mirror: &str, id: &str) -> String {
+    format!("{mirror} {}", id.replace(['\n', '\r'], ""))
 }
 
 impl Deliveries {
@@ -47,7 +62,9 @@ impl Deliveries {
         let path = dir.join("deliveries.log");
         let mut order = VecDeque::new();
         let mut set = HashSet::new();
+        let mut lines = 0;
         if let Ok(text) = std::fs::read_to_string(&path) {
+            lines = text.lines().count();
             for line in text.lines().rev().take(REMEMBERED) {
                 if set.insert(line.to_string()) {
                     order.push_front(line.to_string());
@@ -56,41 +73,59 @@ impl Deliveries {
         }
         Deliveries {
             path,
-            inner: Mutex::new((set, order)),
+            inner: Mutex::new(Remembered { set, order, lines }),
         }
     }
 
-    /// Records `id` for `mirror`; returns false when it was seen before.
+    /// Whether delivery `id` of `mirror` was recorded before (a forge's retry of a
+    /// delivery whose job is stored). No I/O.
+    pub fn seen(&self, mirror: &str, id: &str) -> bool {
+        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        guard.set.contains(&key(mirror, id))
+    }
+
+    /// Records delivery `id` of `mirror`, once its job is stored (a delivery recorded
+    /// before would turn the forge's retry of a failed one into "duplicate"). Appends one
+    /// line to the log; the log is rewritten with the remembered ids only when it has
+    /// grown to twice their number, so a record costs one append however many came before.
     ///
-    /// Errors: the log cannot be written (the caller answers 503: nothing accepted).
-    pub fn first_time(&self, mirror: &str, id: &str) -> std::io::Result<bool> {
-        let key = format!("{mirror} {}", id.replace(['\n', '\r'], ""));
+    /// Errors: the log cannot be written (the job is stored all the same: a retry then
+    /// costs at most one extra run).
+    pub fn record(&self, mirror: &str, id: &str) -> std::io::Result<()> {
+        let key = key(mirror, id);
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (set, order) = &mut *guard;
-        if set.contains(&key) {
-            return Ok(false);
+        let r = &mut *guard;
+        if !r.set.insert(key.clone()) {
+            return Ok(());
+        }
+        r.order.push_back(key.clone());
+        if r.order.len() > REMEMBERED
+            && let Some(old) = r.order.pop_front()
+        {
+            r.set.remove(&old);
         }
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)?;
+        }
+        if r.lines >= 2 * REMEMBERED {
+            let text: String = r.order.iter().map(|k| format!("{k}\n")).collect();
+            crate::backend::local::write_atomic(&self.path, text.as_bytes())
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            r.lines = r.order.len();
+            return Ok(());
         }
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)?;
         writeln!(file, "{key}")?;
-        set.insert(key.clone());
-        order.push_back(key);
-        if order.len() > REMEMBERED {
-            if let Some(old) = order.pop_front() {
-                set.remove(&old);
-            }
-            // Keep the file bounded too: rewrite it with what is remembered.
-            if order.len() % 1000 == 0 {
-                let text: String = order.iter().map(|k| format!("{k}\n")).collect();
-                let _ = crate::backend::local::write_atomic(&self.path, text.as_bytes());
-            }
-        }
-        Ok(true)
+        r.lines += 1;
+        Ok(())
+    }
+
+    /// Lines in the log now (for tests of its bound).
+    pub fn log_lines(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).lines
     }
 }
 
@@ -206,10 +241,40 @@ mod tests {
     fn delivery_ids_are_remembered_across_restarts() {
         let dir = tempfile::tempdir().expect("tmp");
         let d = Deliveries::open(dir.path());
-        assert!(d.first_time("api", "x").expect("write"));
-        assert!(!d.first_time("api", "x").expect("write"));
-        assert!(d.first_time("other", "x").expect("write"));
+        assert!(!d.seen("api", "x"));
+        d.record("api", "x").expect("write");
+        assert!(d.seen("api", "x"));
+        assert!(!d.seen("other", "x"));
         let again = Deliveries::open(dir.path());
-        assert!(!again.first_time("api", "x").expect("write"));
+        assert!(again.seen("api", "x"));
+    }
+
+    /// Issue 21, item 11: past 10,000 deliveries every record rewrote the whole log. Now
+    /// the log grows to 20,000 lines, is cut back to the 10,000 remembered once, and grows
+    /// again by appends; the newest ids are remembered, the oldest forgotten.
+    #[test]
+    fn the_log_is_bounded_without_a_rewrite_per_delivery() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = Deliveries::open(dir.path());
+        let log = dir.path().join("deliveries.log");
+        let mut rewrites = 0;
+        let mut last_inode = 0;
+        for i in 0..25_000 {
+            d.record("api", &format!("d{i}")).expect("write");
+            let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&log).expect("log"));
+            if last_inode != 0 && ino != last_inode {
+                rewrites += 1;
+            }
+            last_inode = ino;
+            assert!(d.log_lines() <= 2 * REMEMBERED);
+        }
+        assert_eq!(rewrites, 1, "one rewrite in 25,000 deliveries");
+        assert!(d.seen("api", "d24999") && d.seen("api", "d15000"));
+        assert!(
+            !d.seen("api", "d14999"),
+            "only the last 10,000 are remembered"
+        );
+        let again = Deliveries::open(dir.path());
+        assert!(again.seen("api", "d24999") && !again.seen("api", "d100"));
     }
 }
