@@ -229,7 +229,8 @@ fn refs_of(env: &Env, repo: &std::path::Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// POSTs `body` with `headers`; returns the status and the answer's text.
+/// POSTs `body` with `headers`; returns the status and the answer's text (status 0 and
+/// the error when no answer came within 30 s).
 fn post(url: &str, headers: &[(&str, String)], body: Vec<u8>) -> (u16, String) {
     let url = url.to_string();
     let headers: Vec<(String, String)> = headers
@@ -241,13 +242,22 @@ fn post(url: &str, headers: &[(&str, String)], body: Vec<u8>) -> (u16, String) {
         .build()
         .expect("runtime")
         .block_on(async move {
-            let mut req = reqwest::Client::new().post(&url).body(body);
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client");
+            let mut req = client.post(&url).body(body);
             for (k, v) in headers {
                 req = req.header(k, v);
             }
-            let resp = req.send().await.expect("request");
-            let status = resp.status().as_u16();
-            (status, resp.text().await.unwrap_or_default())
+            // No answer within 30 s is status 0, with the error as the text.
+            match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    (status, resp.text().await.unwrap_or_default())
+                }
+                Err(err) => (0, format!("no answer: {err}")),
+            }
         })
 }
 
@@ -468,6 +478,89 @@ fn every_provider_mirrors_a_signed_push_and_refuses_a_tampered_one() {
         !log.contains("attacker.invalid"),
         "the payload's URL was used"
     );
+}
+
+/// Starts the daemon of `scene` under `prlimit --nofile=N:N` (the shipped units' limit
+/// before they set `LimitNOFILE`), with the scene's variables.
+fn start_limited(scene: &mut Scene, nofile: u64) {
+    let base = scene.env.gitsync_command(&scene.home, &["run"]);
+    let mut command = std::process::Command::new("prlimit");
+    command
+        .arg(format!("--nofile={nofile}:{nofile}"))
+        .arg("--")
+        .arg(base.get_program())
+        .args(base.get_args());
+    for (key, value) in base.get_envs() {
+        match value {
+            Some(v) => command.env(key, v),
+            None => command.env_remove(key),
+        };
+    }
+    command.envs(scene.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let log = std::fs::File::create(scene.home.join("daemon.log")).expect("log");
+    let child = command
+        .env("GITSYNC_LOG", "gitsync=debug,info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("prlimit (util-linux) runs gitsync");
+    let daemon = Daemon {
+        child,
+        log: scene.home.join("daemon.log"),
+    };
+    let port = scene.port;
+    common::wait_for_logged("the intake", Duration::from_secs(30), &[&daemon], || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ())
+    });
+    scene.daemon = Some(daemon);
+}
+
+/// Issue 21, item 10: 1,100 connections that never finish their headers, held open against
+/// a daemon limited to 1,024 file descriptors, made every valid delivery time out. Now the
+/// intake keeps at most half its descriptors in connections and closes the oldest past
+/// that: every delivery sent during the flood gets its 202 and is mirrored.
+#[test]
+fn a_flood_of_slow_connections_does_not_keep_deliveries_out() {
+    use std::io::Write;
+    // This test process holds the flood's 1,100 sockets itself.
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("getrlimit");
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)
+        .expect("raise this test's descriptor limit");
+    let mut scene = Scene::new(&["api"]);
+    let m = scene.mirror("api", "github", "");
+    scene.configure(&m, "");
+    start_limited(&mut scene, 1024);
+    scene.wait_in_sync("api", "the start-up run");
+    let mut flood = Vec::new();
+    for _ in 0..1100 {
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", scene.port)).expect("connect");
+        // Headers begun, never finished.
+        let _ = conn.write_all(b"POST /hooks/api HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ");
+        flood.push(conn);
+    }
+    for i in 0..5 {
+        let sha = scene.commit_and_push(&format!("flood-{i}.txt"));
+        let (headers, body) = push_hook("github", &sha, &format!("during-flood-{i}"));
+        let (status, text) = post(&scene.url("/hooks/api"), &headers, body);
+        assert_eq!(
+            status,
+            202,
+            "delivery {i} during the flood: {text}\n{}",
+            scene.log()
+        );
+        // More slow clients keep coming.
+        for _ in 0..100 {
+            if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", scene.port)) {
+                let _ = conn.write_all(b"POST /hooks/api HTTP/1.1\r\n");
+                flood.push(conn);
+            }
+        }
+    }
+    scene.wait_in_sync("api", "the deliveries sent during the flood");
+    drop(flood);
 }
 
 /// Issue 21, item 9: a delivery answered 503 (its job could not be stored: a full disk, a

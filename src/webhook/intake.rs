@@ -31,6 +31,9 @@ use super::{DEFAULT_LISTEN, DEFAULT_MAX_BODY, Webhooks};
 
 /// How long a client may take to send its body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take, from its connection, to finish the TLS handshake and the
+/// request's headers (forges send a delivery in one go).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The address a request came from: the peer, or, when the peer is a trusted proxy, the
 /// last address in `X-Forwarded-For` that is not one.
@@ -241,15 +244,42 @@ pub async fn bind(
         None => None,
     };
     let app = router(hooks).into_make_service_with_connect_info::<SocketAddr>();
-    tracing::info!(%addr, tls = tls.is_some(), "webhook intake listening");
+    // Slow or idle clients may not hold file descriptors: at most `cap` connections, the
+    // oldest closed first past it, each bounded in time (handshake, headers, first
+    // request, body), one request per connection.
+    let nofile = super::limit::raise_nofile();
+    let limiter = super::limit::Limiter::new(super::limit::cap_for(nofile));
+    tracing::info!(%addr, tls = tls.is_some(), connections = super::limit::cap_for(nofile), "webhook intake listening");
     Ok(async move {
         let result = match tls {
             Some(config) => match axum_server::from_tcp_rustls(listener, config) {
-                Ok(server) => server.serve(app).await,
+                Ok(server) => {
+                    let mut server = server
+                        .map(|tls| tls.handshake_timeout(HEADER_TIMEOUT).acceptor(limiter))
+                        .first_request_timeout(HEADER_TIMEOUT);
+                    // One delivery per connection, its headers within the timeout.
+                    server
+                        .http_builder()
+                        .http1()
+                        .header_read_timeout(HEADER_TIMEOUT)
+                        .keep_alive(false);
+                    server.serve(app).await
+                }
                 Err(e) => Err(e),
             },
             None => match axum_server::from_tcp(listener) {
-                Ok(server) => server.serve(app).await,
+                Ok(server) => {
+                    let mut server = server
+                        .acceptor(limiter)
+                        .first_request_timeout(HEADER_TIMEOUT);
+                    // One delivery per connection, its headers within the timeout.
+                    server
+                        .http_builder()
+                        .http1()
+                        .header_read_timeout(HEADER_TIMEOUT)
+                        .keep_alive(false);
+                    server.serve(app).await
+                }
                 Err(e) => Err(e),
             },
         };

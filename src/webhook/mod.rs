@@ -8,6 +8,7 @@
 //! target always come from the config, by mirror name, never from the request.
 
 pub mod intake;
+pub mod limit;
 pub mod push;
 pub mod queue;
 pub mod verify;
