@@ -367,6 +367,10 @@ fn a_scanner_that_is_missing_fails_or_lies_blocks_the_ship() {
     let (code, text) = scene.gitsync_path(&["deploy", "web"], "/usr/bin:/bin");
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("no secret scanner found"), "{text}");
+    assert!(
+        text.contains("set scan.tool to its path") && !text.contains("tool: off"),
+        "the hint must point at the scanner, not at switching the gate off: {text}"
+    );
     assert_eq!(scene.current("vm01"), None);
     // Stand-ins (exit-code handling only): an unexpected exit code, and a clean exit with
     // an unreadable report.
@@ -397,6 +401,37 @@ fn a_scanner_that_is_missing_fails_or_lies_blocks_the_ship() {
     let (code, text) = scene.gitsync_path(&["deploy", "web"], "/usr/bin:/bin");
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("shipped unscanned"), "{text}");
+}
+
+/// Issue 21, item 8: a scanner outside `PATH` (a systemd unit's `PATH` has neither
+/// `~/.local/bin` nor a virtualenv) is named by its path in `scan.tool`, and gates as well.
+#[test]
+fn a_scanner_named_by_its_path_gates_with_a_bare_path() {
+    let scene = Scene::new();
+    let gitleaks = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/gitleaks");
+    assert!(
+        gitleaks.exists(),
+        "run `make deps` (it installs gitleaks into .venv)"
+    );
+    scene.configure(
+        &[("vm01", scene.sshd.port)],
+        &format!("    scan: {{tool: {}}}\n", gitleaks.display()),
+    );
+    let (code, text) = scene.gitsync_path(&["deploy", "web"], "/usr/bin:/bin");
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("gitleaks: no secrets found"), "{text}");
+    scene.commit("deploy/token.txt", &format!("token = {GH_TOKEN}\n"));
+    let (code, text) = scene.gitsync_path(&["deploy", "web"], "/usr/bin:/bin");
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("deploy/token.txt"), "{text}");
+    // A path that names no scanner is a configuration error with its key.
+    scene.configure(
+        &[("vm01", scene.sshd.port)],
+        "    scan: {tool: /usr/bin/true}\n",
+    );
+    let (code, text) = scene.gitsync_path(&["deploy", "web"], "/usr/bin:/bin");
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("scan.tool"), "{text}");
 }
 
 #[test]

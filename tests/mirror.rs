@@ -975,3 +975,76 @@ fn under_the_daemon_a_push_reaches_the_mirror_within_seconds() {
     );
     scene.assert_clone_matches("after-push");
 }
+
+/// Issue 21, item 13: `gitsync mirror` created `~/.gitsync` 0755 and kept the source URL's
+/// password in a 0644 bare-cache `config`, readable by every user of the machine. Now the
+/// folder is 0700 and no file holding the password is readable by others.
+#[test]
+fn a_source_password_is_kept_where_only_its_owner_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let home = env.home("u");
+    assert!(!home.join(".gitsync").exists());
+    let served = env.path("served");
+    std::fs::create_dir_all(&served).expect("mkdir");
+    let seed = env.path("seed");
+    std::fs::create_dir_all(&seed).expect("mkdir");
+    env.git(&seed, &["init", "-q"]);
+    env.commit(&seed, "a.txt", "one\n", "first");
+    let bare = served.join("src.git");
+    env.git(
+        env.dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            seed.to_str().expect("utf8"),
+            bare.to_str().expect("utf8"),
+        ],
+    );
+    let password = "s3cret-pass-7";
+    let server = servers::git_http(
+        &served,
+        None,
+        Some(&format!("reader:{password}")),
+        &env.path("http.log"),
+    );
+    let source = server
+        .url()
+        .replacen("http://", &format!("http://reader:{password}@"), 1)
+        + "/src.git";
+    let target = format!("file://{}", env.path("mirror").display());
+    let out = env.gitsync(&home, &["mirror", "--source", &source, "--target", &target]);
+    assert!(out.status.success(), "{}", text(&out));
+    let gitsync = home.join(".gitsync");
+    let mode = std::fs::metadata(&gitsync)
+        .expect("~/.gitsync")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "~/.gitsync is {mode:o}");
+    let mut holders = 0;
+    let mut stack = vec![gitsync];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir").flatten() {
+            let meta = entry.path().symlink_metadata().expect("lstat");
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file()
+                && String::from_utf8_lossy(&std::fs::read(entry.path()).expect("read"))
+                    .contains(password)
+            {
+                holders += 1;
+                assert_eq!(
+                    meta.permissions().mode() & 0o077,
+                    0,
+                    "{} holds the password and others may read it",
+                    entry.path().display()
+                );
+            }
+        }
+    }
+    assert!(
+        holders > 0,
+        "the bare cache keeps the URL: the test looked at nothing"
+    );
+}

@@ -125,7 +125,13 @@ pub(crate) fn load_config(
 ) -> Result<Config, ConfigError> {
     let file = config::default_path(cli.config.as_deref());
     let root = root.map(|r| std::path::absolute(r).unwrap_or_else(|_| r.to_path_buf()));
-    config::load(&file, cli.config.is_some(), root.as_deref(), need_root)
+    let config = config::load(&file, cli.config.is_some(), root.as_deref(), need_root)?;
+    // Every command may write under ~/.gitsync (a mirror's bare cache keeps its source URL,
+    // credentials included): it is made private before anything goes there.
+    if let Err(err) = config::private_home(&config.home) {
+        tracing::warn!(home = %config.home.display(), %err, "cannot make gitsync's folder private");
+    }
+    Ok(config)
 }
 
 /// A closed pipe (`gitsync status | head -1`) ends a listing command quietly, as it ends

@@ -140,6 +140,25 @@ pub fn default_path(explicit: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| gitsync_home().join("config.yml"))
 }
 
+/// Makes gitsync's own folder `home` (`~/.gitsync`) private: created `0700` when missing,
+/// and narrowed to `0700` when others may read it, whatever the umask (the units use 0022
+/// so that fast-forwarded files get the user's usual modes). Credentials end up under it
+/// (the URLs of mirror sources in their bare caches), so no other user may look inside.
+///
+/// Errors: the folder cannot be created or its mode changed.
+pub fn private_home(home: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(home)?;
+    let mode = std::fs::metadata(home)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 /// Expands a leading `~` or `~/` to the home folder; other paths are returned unchanged.
 pub fn expand_tilde(path: &str) -> PathBuf {
     if path == "~" {

@@ -7,7 +7,6 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -76,14 +75,7 @@ pub fn acquire(home: &Path) -> Result<Pidfile, PidfileError> {
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(home).map_err(io)?;
-    // gitsync's own folder is private whatever the umask (the units use 0022 so that
-    // fast-forwarded files get the user's usual modes).
-    if let Ok(meta) = std::fs::metadata(home)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        let _ = std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700));
-    }
+    crate::config::private_home(home).map_err(io)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -10,7 +10,9 @@
 //! - detect-secrets (`detect-secrets scan --all-files DIR`): always exits 0; the JSON
 //!   `results` map is the answer.
 //!
-//! `auto` picks the first of them on `PATH`. Only `off` ships without a scan.
+//! `auto` picks the first of them on `PATH`; `scan.tool` may also be a scanner's path (a
+//! systemd unit's `PATH` has neither `~/.local/bin` nor a virtualenv). Only `off` ships
+//! without a scan.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -95,8 +97,39 @@ pub fn on_path(name: &str) -> Option<PathBuf> {
         })
 }
 
-/// The scanner `tool` names (`auto`: the first installed), or why there is none.
+/// The scanners gitsync runs, by the name their programs start with.
+const KINDS: [&str; 3] = ["gitleaks", "kingfisher", "detect-secrets"];
+
+/// For a `scan.tool` that is a path (it holds a `/`; `~/` is the home folder): the scanner
+/// its file name names (`~/.venv/bin/gitleaks` is gitleaks), or `None` when it is not a
+/// path or names none.
+pub fn kind_of_path(tool: &str) -> Option<&'static str> {
+    if !tool.contains('/') {
+        return None;
+    }
+    let path = crate::config::expand_tilde(tool);
+    let name = path.file_name()?.to_str()?;
+    KINDS.into_iter().find(|k| name.starts_with(k))
+}
+
+/// The scanner `tool` names (`auto`: the first installed; a path: that program), or why
+/// there is none.
 pub fn pick(tool: &str) -> Result<(String, PathBuf), String> {
+    if let Some(kind) = kind_of_path(tool) {
+        let path = crate::config::expand_tilde(tool);
+        let runnable = std::fs::metadata(&path).is_ok_and(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            m.is_file() && m.permissions().mode() & 0o111 != 0
+        });
+        return if runnable {
+            Ok((kind.to_string(), path))
+        } else {
+            Err(format!(
+                "scan.tool {}: no program there (install the scanner there, or fix the path)",
+                path.display()
+            ))
+        };
+    }
     let candidates: Vec<&str> = match tool {
         "auto" => vec!["gitleaks", "kingfisher", "detect-secrets"],
         other => vec![other],
@@ -107,7 +140,7 @@ pub fn pick(tool: &str) -> Result<(String, PathBuf), String> {
         }
     }
     Err(format!(
-        "no secret scanner found on PATH (looked for {}): install gitleaks (see the README), or set scan.tool: off to ship unscanned",
+        "no secret scanner found on PATH (looked for {}; a systemd unit's PATH has neither ~/.local/bin nor a virtualenv): install gitleaks (see the README), or set scan.tool to its path, such as ~/.local/bin/gitleaks",
         candidates.join(", ")
     ))
 }

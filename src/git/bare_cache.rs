@@ -80,6 +80,14 @@ pub async fn refresh(
     ] {
         ops::run_with(&partial, &args, timeout, env).await?;
     }
+    // The config holds the URL, credentials included: only its owner reads it.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(
+            partial.join("config"),
+            std::fs::Permissions::from_mode(0o600),
+        );
+    }
     ops::run_with(
         &partial,
         &["fetch", "--prune", "--quiet", "origin"],
