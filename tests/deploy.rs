@@ -879,3 +879,84 @@ fn rollback_walks_back_and_pins_the_deploy_until_the_next_deploy() {
     let (_, status) = scene.gitsync(&["deploy", "status"]);
     assert!(!status.contains("pinned at"), "{status}");
 }
+
+/// Issue 21, item 4: the gate let secrets through in paths the scanners' built-in
+/// allowlists skip (`node_modules/`, `package-lock.json`, a text file named `keys.pdf`, a
+/// path holding `gitleaks.toml`), in UTF-16 files, and behind a committed
+/// `.gitleaksignore`. What ships is what is scanned: with gitleaks and with detect-secrets,
+/// each of these files alone blocks the ship and is named.
+#[test]
+fn the_gate_scans_every_path_and_encoding_with_both_scanners() {
+    let scene = Scene::new();
+    let token = format!("GITHUB_TOKEN={GH_TOKEN}\n");
+    let utf16 = |text: &str, bom: bool| {
+        let mut bytes: Vec<u8> = if bom { vec![0xff, 0xfe] } else { Vec::new() };
+        bytes.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+        bytes
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("node_modules/pkg/config.js", token.clone().into_bytes()),
+        (
+            "package-lock.json",
+            format!("{{\"token\": \"{GH_TOKEN}\"}}\n").into_bytes(),
+        ),
+        ("docs/keys.pdf", token.clone().into_bytes()),
+        ("conf/gitleaks.toml.d/app.env", token.clone().into_bytes()),
+        ("win/settings.ini", utf16(&token, true)),
+        ("win/nobom.txt", utf16(&token, false)),
+        ("ignored.env", token.clone().into_bytes()),
+    ];
+    for tool in ["gitleaks", "detect-secrets"] {
+        scene.configure(
+            &[("vm01", scene.sshd.port)],
+            &format!("    scan: {{tool: {tool}}}\n"),
+        );
+        for (path, bytes) in &cases {
+            let file = scene.repo.join(path);
+            std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&file, bytes).expect("write");
+            let tree = scene.home.join(".gitsync/deploy/web/tree");
+            if *path == "ignored.env" {
+                // The repository's own ignore file, naming the finding every way gitleaks
+                // fingerprints it.
+                std::fs::write(
+                    scene.repo.join(".gitleaksignore"),
+                    format!(
+                        "ignored.env:github-pat:1\n{}/ignored.env:github-pat:1\n",
+                        tree.display()
+                    ),
+                )
+                .expect("write");
+            }
+            scene.env.git(&scene.repo, &["add", "-A", "-f"]);
+            scene.env.git(&scene.repo, &["commit", "-qm", path]);
+            let (code, text) = scene.gitsync(&["deploy", "web"]);
+            assert_eq!(code, 1, "{tool}: {path} shipped: {text}");
+            assert!(
+                text.contains(path),
+                "{tool}: the finding does not name {path}: {text}"
+            );
+            scene.env.git(&scene.repo, &["rm", "-q", "-f", path]);
+            let _ = std::fs::remove_file(scene.repo.join(".gitleaksignore"));
+            scene.env.git(&scene.repo, &["add", "-A"]);
+            scene
+                .env
+                .git(&scene.repo, &["commit", "-qm", "clean again"]);
+        }
+        for name in releases(&scene.target_dir("vm01")) {
+            let files = shipped(&scene.target_dir("vm01").join("releases").join(&name));
+            assert!(
+                files
+                    .values()
+                    .all(|b| !String::from_utf8_lossy(b).contains("ghp_")
+                        && !String::from_utf16_lossy(
+                            &b.chunks_exact(2)
+                                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                                .collect::<Vec<_>>()
+                        )
+                        .contains("ghp_")),
+                "{tool}: a token reached the target"
+            );
+        }
+    }
+}

@@ -10,6 +10,10 @@
 //! - detect-secrets (`detect-secrets scan --all-files DIR`): always exits 0; the JSON
 //!   `results` map is the answer.
 //!
+//! Every scanner reads a view of the tree in which no path of the tree appears (see
+//! [`View`]), so the allowlists built into the scanners and a committed `.gitleaksignore`
+//! switch nothing off, and UTF-16 files are also read as UTF-8.
+//!
 //! `auto` picks the first of them on `PATH`; `scan.tool` may also be a scanner's path (a
 //! systemd unit's `PATH` has neither `~/.local/bin` nor a virtualenv). Only `off` ships
 //! without a scan.
@@ -159,12 +163,172 @@ pub fn scan(tool: &str, config: Option<&Path>, tree: &Path, scratch: &Path) -> V
     if let Err(e) = std::fs::create_dir_all(scratch) {
         return Verdict::Failed(format!("{}: {e}", scratch.display()));
     }
-    match name.as_str() {
-        "gitleaks" => gitleaks(&binary, config, tree, scratch),
-        "kingfisher" => kingfisher(&binary, config, tree, scratch),
-        "detect-secrets" => detect_secrets(&binary, tree, scratch),
+    let view = match View::build(tree, &scratch.join("view")) {
+        Ok(view) => view,
+        Err(why) => return Verdict::Failed(why),
+    };
+    let verdict = match name.as_str() {
+        "gitleaks" => gitleaks(&binary, config, &view.dir, scratch),
+        "kingfisher" => kingfisher(&binary, config, &view.dir, scratch),
+        "detect-secrets" => detect_secrets(&binary, &view.dir, scratch),
         other => Verdict::Failed(format!("unknown scanner {other:?}")),
+    };
+    let _ = std::fs::remove_dir_all(&view.dir);
+    match verdict {
+        Verdict::Found { tool, findings } => Verdict::Found {
+            tool,
+            findings: findings
+                .into_iter()
+                .map(|f| Finding {
+                    file: view.original(&f.file),
+                    ..f
+                })
+                .collect(),
+        },
+        other => other,
     }
+}
+
+/// Extensions the scanners' default path allowlists skip (gitleaks' global allowlist,
+/// `config/gitleaks.toml`): a file of the tree with one of them is scanned under its
+/// number alone.
+const SKIPPED_EXTENSIONS: [&str; 27] = [
+    "bmp", "gif", "jpg", "jpeg", "png", "svg", "tif", "tiff", "eot", "otf", "ttf", "woff", "woff2",
+    "doc", "docx", "xls", "xlsx", "pdf", "bin", "socket", "vsidx", "v2", "suo", "wsuo", "dll",
+    "pdb", "exe",
+];
+
+/// What the scanner reads: every regular file of the exported tree, hard-linked (copied
+/// across file systems) into one flat folder under a number. What ships is what is
+/// scanned, and the repository cannot switch any of it off:
+/// - no path of the tree reaches the scanner, so the path allowlists built into the
+///   scanners (gitleaks' global one: `node_modules/`, lock files, `*.pdf`, any path holding
+///   `gitleaks.toml`; detect-secrets' lock-file and Swagger filters) skip nothing, and a
+///   committed `.gitleaksignore` is just another file; a file keeps its extension, for the
+///   rules that look at it, unless the extension is one those allowlists skip;
+/// - a UTF-16 text file (a byte-order mark, or every other byte zero) is also scanned as
+///   UTF-8 (`<n>.utf8`): no scanner decodes UTF-16.
+struct View {
+    dir: PathBuf,
+    /// The tree-relative path of each number.
+    paths: Vec<String>,
+}
+
+impl View {
+    /// Builds the view of `tree` in `dir` (emptied first).
+    ///
+    /// Errors: the tree cannot be walked or the view written.
+    fn build(tree: &Path, dir: &Path) -> Result<View, String> {
+        let fail = |e: &dyn std::fmt::Display| format!("cannot prepare the scan: {e}");
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| fail(&e))?;
+        }
+        std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+        let mut paths = Vec::new();
+        let walker = ignore::WalkBuilder::new(tree)
+            .standard_filters(false)
+            .follow_links(false)
+            .build();
+        for entry in walker {
+            let entry = entry.map_err(|e| fail(&e))?;
+            if !entry.file_type().is_some_and(|t| t.is_file()) {
+                continue;
+            }
+            let rel = entry
+                .path()
+                .strip_prefix(tree)
+                .map_err(|e| fail(&e))?
+                .to_string_lossy()
+                .into_owned();
+            let n = paths.len();
+            let ext = entry
+                .path()
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase)
+                .filter(|e| {
+                    e.len() <= 8
+                        && e.bytes().all(|b| b.is_ascii_alphanumeric())
+                        && !SKIPPED_EXTENSIONS.contains(&e.as_str())
+                });
+            let name = match &ext {
+                Some(ext) => format!("{n}.{ext}"),
+                None => n.to_string(),
+            };
+            let to = dir.join(&name);
+            if std::fs::hard_link(entry.path(), &to).is_err() {
+                std::fs::copy(entry.path(), &to).map_err(|e| fail(&e))?;
+            }
+            if let Some(text) = utf16_text(entry.path()) {
+                std::fs::write(dir.join(format!("{n}.utf8")), text).map_err(|e| fail(&e))?;
+            }
+            paths.push(rel);
+        }
+        Ok(View {
+            dir: dir.to_path_buf(),
+            paths,
+        })
+    }
+
+    /// The tree-relative path of the view file `file` (relative to the view, as a scanner
+    /// reports it); `file` itself when it names none.
+    fn original(&self, file: &str) -> String {
+        let name = Path::new(file)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(file);
+        let digits: String = name.chars().take_while(char::is_ascii_digit).collect();
+        digits
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| self.paths.get(n))
+            .cloned()
+            .unwrap_or_else(|| file.to_string())
+    }
+}
+
+/// The UTF-8 text of the file at `path` when it is UTF-16 (little- or big-endian, with a
+/// byte-order mark, or without one when every other byte of its start is zero), else
+/// `None`. Files over 64 MiB are left alone.
+fn utf16_text(path: &Path) -> Option<String> {
+    let size = std::fs::metadata(path).ok()?.len();
+    if !(4..=64 << 20).contains(&size) || size % 2 != 0 {
+        return None;
+    }
+    let bytes = std::fs::read(path).ok()?;
+    let little = match bytes.get(..2)? {
+        [0xff, 0xfe] => true,
+        [0xfe, 0xff] => false,
+        _ => {
+            let head = &bytes[..bytes.len().min(512)];
+            let zeros_at = |odd: usize| {
+                head.iter()
+                    .skip(odd)
+                    .step_by(2)
+                    .filter(|b| **b == 0)
+                    .count()
+            };
+            let half = head.len() / 2;
+            if zeros_at(1) * 10 >= half * 9 && zeros_at(0) * 10 < half {
+                true
+            } else if zeros_at(0) * 10 >= half * 9 && zeros_at(1) * 10 < half {
+                false
+            } else {
+                return None;
+            }
+        }
+    };
+    let units: Vec<u16> = bytes
+        .chunks_exact(2)
+        .map(|c| {
+            if little {
+                u16::from_le_bytes([c[0], c[1]])
+            } else {
+                u16::from_be_bytes([c[0], c[1]])
+            }
+        })
+        .collect();
+    Some(String::from_utf16_lossy(&units))
 }
 
 fn relative(tree: &Path, file: &str) -> String {
@@ -422,6 +586,75 @@ fn detect_secrets(binary: &Path, tree: &Path, scratch: &Path) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utf16_is_read_with_or_without_a_byte_order_mark_and_binary_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).expect("write");
+            p
+        };
+        let le: Vec<u8> = "key=ghp_x\n"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let be: Vec<u8> = "key=ghp_x\n"
+            .encode_utf16()
+            .flat_map(u16::to_be_bytes)
+            .collect();
+        let with_bom = [vec![0xff, 0xfe], le.clone()].concat();
+        let be_bom = [vec![0xfe, 0xff], be.clone()].concat();
+        assert_eq!(
+            utf16_text(&write("a", &with_bom)).as_deref(),
+            Some("\u{feff}key=ghp_x\n")
+        );
+        assert_eq!(utf16_text(&write("b", &le)).as_deref(), Some("key=ghp_x\n"));
+        assert_eq!(utf16_text(&write("c", &be)).as_deref(), Some("key=ghp_x\n"));
+        assert!(utf16_text(&write("d", &be_bom)).is_some_and(|t| t.ends_with("key=ghp_x\n")));
+        assert_eq!(utf16_text(&write("e", b"plain ascii text\n")), None);
+        assert_eq!(utf16_text(&write("f", &[0u8; 64])), None, "all zeros");
+    }
+
+    #[test]
+    fn the_view_names_no_path_of_the_tree_and_maps_findings_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = dir.path().join("tree");
+        for (p, body) in [
+            ("node_modules/x/package-lock.json", "a"),
+            ("keys.pdf", "b"),
+            (".gitleaksignore", "c"),
+            ("cert.p12", "d"),
+        ] {
+            std::fs::create_dir_all(tree.join(p).parent().expect("parent")).expect("mkdir");
+            std::fs::write(tree.join(p), body).expect("write");
+        }
+        let view = View::build(&tree, &dir.path().join("view")).expect("view");
+        let mut names: Vec<String> = std::fs::read_dir(&view.dir)
+            .expect("read")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 4);
+        assert!(
+            names
+                .iter()
+                .all(|n| n.starts_with(|c: char| c.is_ascii_digit())),
+            "{names:?}"
+        );
+        assert!(names.iter().any(|n| n.ends_with(".p12")), "{names:?}");
+        assert!(names.iter().any(|n| n.ends_with(".json")), "{names:?}");
+        assert!(!names.iter().any(|n| n.contains("pdf")), "{names:?}");
+        for name in &names {
+            let original = view.original(name);
+            let body = std::fs::read_to_string(tree.join(&original)).expect("original");
+            assert_eq!(
+                std::fs::read_to_string(view.dir.join(name)).expect("view"),
+                body
+            );
+        }
+    }
 
     #[test]
     fn a_missing_scanner_blocks() {
