@@ -155,9 +155,6 @@ fn archive(env: &Env, repo: &Path, rev: &str) -> BTreeMap<PathBuf, Vec<u8>> {
 
 fn shipped(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     common::tree_bytes(dir)
-        .into_iter()
-        .filter(|(p, _)| !matches!(p.to_str(), Some(".sync_rev" | ".sync_manifest")))
-        .collect()
 }
 
 #[test]
@@ -184,10 +181,8 @@ fn ships_exactly_the_commit_as_atomic_releases_with_hard_links() {
         "the release is the commit"
     );
     assert!(!release.join(".git").exists() && !release.join("debug.log").exists());
-    assert_eq!(
-        std::fs::read_to_string(release.join(".sync_rev")).expect("rev"),
-        format!("{rev}\n")
-    );
+    // Nothing of gitsync's is in the release, which is often a web server's document root.
+    assert!(!release.join(".sync_rev").exists() && !release.join(".sync_manifest").exists());
 
     // The next commit deletes a file: gone; unchanged files are hard links.
     scene
@@ -805,11 +800,13 @@ fn overlapping_deploys_never_ship_a_blocked_secret() {
                 "seed {seed} round {round}: release {name} is not its commit"
             );
         }
-        let current = scene.current("vm01").expect("a current release");
-        assert!(
-            clean.contains(&current),
-            "seed {seed}: current is {current}"
-        );
+        // (No current release yet when every run so far was the refused commit.)
+        if let Some(current) = scene.current("vm01") {
+            assert!(
+                clean.contains(&current),
+                "seed {seed}: current is {current}"
+            );
+        }
     }
 }
 
@@ -959,4 +956,135 @@ fn the_gate_scans_every_path_and_encoding_with_both_scanners() {
             );
         }
     }
+}
+
+/// Issue 21, items 5-7: `verify` compared `current/` with a manifest read from the same
+/// server, so a file edited together with its manifest line, new or retargeted symlinks,
+/// `chmod 4777`, a FIFO or files under `current/.git/` all passed as "in sync"; a tampered
+/// target could not be repaired ("already on"); and gitsync's files were served from the
+/// document root while repository files of the same names vanished. Now verify compares
+/// with this machine's record of what it shipped, every tampering is named, and `deploy
+/// --repair` ships the commit again whole.
+#[test]
+fn every_kind_of_tampering_is_found_and_repaired() {
+    use std::os::unix::fs::PermissionsExt;
+    let scene = Scene::new();
+    scene.configure(&[("vm01", scene.sshd.port)], "    scan: {tool: off}\n");
+    // Repository files named like gitsync's old metadata ship like any other.
+    scene.env.write(&scene.repo, ".sync_manifest.tmp", "mine\n");
+    scene.env.write(&scene.repo, ".sync_rev", "mine too\n");
+    std::os::unix::fs::symlink("index.html", scene.repo.join("home.html")).expect("symlink");
+    scene
+        .env
+        .write(&scene.repo, "bin/run.sh", "#!/bin/sh\necho hi\n");
+    std::fs::set_permissions(
+        scene.repo.join("bin/run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    scene.env.git(&scene.repo, &["add", "-A"]);
+    scene.env.git(&scene.repo, &["commit", "-qm", "more"]);
+    scene.ship();
+    let rev = scene.env.head(&scene.repo);
+    let current = scene.target_dir("vm01").join("current");
+    assert_eq!(
+        shipped(&current),
+        archive(&scene.env, &scene.repo, &rev),
+        "the release is exactly the commit"
+    );
+    let kinds = [
+        "edit",
+        "add-file",
+        "add-symlink",
+        "retarget-symlink",
+        "setuid",
+        "fifo",
+        "git-folder",
+        "delete",
+        "exec-bit",
+    ];
+    let seed = fastrand::u64(..);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut order = kinds.to_vec();
+    rng.shuffle(&mut order);
+    for kind in order {
+        let (code, text) = scene.gitsync(&["deploy", "verify", "web"]);
+        assert_eq!(code, 0, "seed {seed}: before {kind}: {text}");
+        let named = match kind {
+            "edit" => {
+                std::fs::write(current.join("index.html"), "<h1>defaced</h1>\n").expect("edit");
+                "index.html"
+            }
+            "add-file" => {
+                std::fs::write(current.join("shell.php"), "<?php system($_GET[0]);").expect("add");
+                "shell.php"
+            }
+            "add-symlink" => {
+                std::os::unix::fs::symlink("/etc/passwd", current.join("pw")).expect("symlink");
+                "pw"
+            }
+            "retarget-symlink" => {
+                std::fs::remove_file(current.join("home.html")).expect("rm");
+                std::os::unix::fs::symlink("/etc/shadow", current.join("home.html"))
+                    .expect("symlink");
+                "home.html"
+            }
+            "setuid" => {
+                std::fs::set_permissions(
+                    current.join("bin/run.sh"),
+                    std::fs::Permissions::from_mode(0o4777),
+                )
+                .expect("chmod");
+                "bin/run.sh"
+            }
+            "fifo" => {
+                let ok = std::process::Command::new("mkfifo")
+                    .arg(current.join("pipe"))
+                    .status()
+                    .expect("mkfifo");
+                assert!(ok.success());
+                "pipe"
+            }
+            "git-folder" => {
+                std::fs::create_dir_all(current.join(".git")).expect("mkdir");
+                std::fs::write(current.join(".git/config"), "[core]\n").expect("write");
+                ".git"
+            }
+            "delete" => {
+                std::fs::remove_file(current.join("css/site.css")).expect("rm");
+                "css/site.css"
+            }
+            "exec-bit" => {
+                std::fs::set_permissions(
+                    current.join("index.html"),
+                    std::fs::Permissions::from_mode(0o755),
+                )
+                .expect("chmod");
+                "index.html"
+            }
+            other => panic!("unknown kind {other}"),
+        };
+        let (code, text) = scene.gitsync(&["deploy", "verify", "web"]);
+        assert_eq!(code, 1, "seed {seed}: {kind} passed verify: {text}");
+        assert!(
+            text.contains("tampered") && text.contains(named) && text.contains("--repair"),
+            "seed {seed}: {kind}: {text}"
+        );
+        let (code, text) = scene.gitsync(&["deploy", "web"]);
+        assert_eq!(code, 0, "{text}");
+        assert!(
+            text.contains("already on") && text.contains("--repair"),
+            "{text}"
+        );
+        let (code, text) = scene.gitsync(&["deploy", "web", "--repair"]);
+        assert_eq!(code, 0, "seed {seed}: {kind}: repair failed: {text}");
+        assert_eq!(
+            shipped(&current),
+            archive(&scene.env, &scene.repo, &rev),
+            "seed {seed}: {kind}: the repaired release is not the commit"
+        );
+        assert_eq!(scene.current("vm01").as_deref(), Some(rev.as_str()));
+    }
+    let (code, text) = scene.gitsync(&["deploy", "verify", "web"]);
+    assert_eq!(code, 0, "{text}");
 }

@@ -756,8 +756,23 @@ fn a_ref_moved_at_the_target_is_refused_as_diverged_unless_force() {
         "{text}"
     );
 
-    // With force: overwritten through the lease.
+    // Issue 21, item 12: `webhooks run` (from cron) exits 1 while a ref is refused as
+    // diverged, and says what to do.
     scene.stop();
+    let out = scene
+        .env
+        .gitsync_command(&scene.home, &["webhooks", "run", "api"])
+        .envs(scene.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("webhooks run");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("diverged") && said.contains("force: true"),
+        "{said}"
+    );
+
+    // With force: overwritten through the lease.
     let m = scene.mirror("api", "github", "      force: true\n");
     scene.configure(&m, "");
     scene.start();

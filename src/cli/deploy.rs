@@ -26,6 +26,10 @@ pub struct Args {
     /// Take over a non-empty target folder that has no `releases/`.
     #[arg(long)]
     pub init: bool,
+    /// Ship the commit again, whole, even to targets already on it: repairs a target that
+    /// `deploy verify` calls tampered.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 /// The deploy actions.
@@ -91,6 +95,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                     rev: args.rev.clone(),
                     dry_run: args.dry_run,
                     init: args.init,
+                    repair: args.repair,
                     explicit: true,
                 };
                 let spinner =
@@ -139,7 +144,12 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                         }
                         Ok(Check::Tampered { rev, files }) => {
                             ok = false;
-                            format!("tampered ({}): {}", deploy::short(&rev), files.join(", "))
+                            format!(
+                                "tampered ({}): {}; `gitsync deploy {} --repair` ships it again",
+                                deploy::short(&rev),
+                                files.join(", "),
+                                d.spec.name
+                            )
                         }
                         Err(e) => {
                             ok = false;

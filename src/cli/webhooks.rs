@@ -150,7 +150,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                 let done = runtime.block_on(webhook::worker::run_mirror(&hooks, mirror));
                 let state = hooks.state(name);
                 println!("{}", row_line(name, &state));
-                ok &= done;
+                // A ref refused as diverged is not mirrored: exit 1, so that cron sees it.
+                ok &= done && state.diverged.is_empty();
             }
             Ok(if ok {
                 ExitCode::SUCCESS
@@ -169,7 +170,7 @@ fn row_line(name: &str, s: &MirrorState) -> String {
     );
     if !s.diverged.is_empty() {
         line.push_str(&format!(
-            "; diverged at the target (left alone): {}",
+            "; diverged at the target (left alone): {} (compare the target with the source; `force: true` on the mirror overwrites through the lease)",
             s.diverged.join(", ")
         ));
     }

@@ -43,6 +43,11 @@ impl Export {
         ops::run_with(
             &tree,
             &[
+                // The secret scan hard-links the files into its view, which changes their
+                // change time: that must not make read-tree rewrite them (rsync's
+                // `--link-dest` would then no longer link unchanged files).
+                "-c",
+                "core.trustctime=false",
                 "--git-dir",
                 &git_dir,
                 "--work-tree",

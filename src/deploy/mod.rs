@@ -79,6 +79,8 @@ pub struct ShipOptions {
     pub dry_run: bool,
     /// Take over a non-empty folder that has no `releases/`.
     pub init: bool,
+    /// Ship the commit again, whole, to targets already on it (a tampered target).
+    pub repair: bool,
     /// A person asked for this ship (`gitsync deploy`), not the daemon: it lifts the pin a
     /// rollback left.
     pub explicit: bool,
@@ -317,16 +319,15 @@ impl Deploy {
             let semaphore = semaphore.clone();
             let dry_run = opts.dry_run;
             let init = opts.init;
+            let repair = opts.repair;
             tasks.spawn(async move {
                 let _permit = semaphore.acquire().await;
                 let ssh = me.ssh_for(&target);
                 let result = if dry_run {
                     me.dry_run(&ssh, &target, &tree, &rev).await
                 } else {
-                    let cache = me.dir.join("hashes.json");
-                    let tree2 = tree.clone();
-                    let manifest_of =
-                        move |files: &[PathBuf]| export::manifest(&tree2, files, &cache);
+                    let (me2, tree2, rev2) = (me.clone(), tree.clone(), rev.clone());
+                    let record = move |listed: &[(u8, PathBuf)]| me2.record(&tree2, &rev2, listed);
                     let release = ship::Release {
                         path: &target.path,
                         export: &tree,
@@ -339,12 +340,20 @@ impl Deploy {
                         &release,
                         me.spec.keep.unwrap_or(DEFAULT_KEEP),
                         init,
-                        &manifest_of,
+                        repair,
+                        &record,
                     )
                     .await
                     .map(|s| match s {
                         ship::Shipped::AlreadyThere => {
-                            (format!("already on {}", short(&rev)), 0, "unchanged")
+                            (
+                                format!(
+                                    "already on {} (`deploy verify` checks it; `--repair` ships it again)",
+                                    short(&rev)
+                                ),
+                                0,
+                                "unchanged",
+                            )
                         }
                         ship::Shipped::Flipped {
                             previous,
@@ -497,14 +506,53 @@ impl Deploy {
         names: &[String],
     ) -> Result<Vec<(String, Result<ship::Check, String>)>, String> {
         let want = self.resolve(None).await?;
+        let shape = self.shape(&want);
         let mut out = Vec::new();
         for target in self.targets(names)? {
-            let ssh = self.ssh_for(&target);
-            let result = ship::verify(&ssh, &target.path, &want).await;
-            ssh.close().await;
+            let result = match &shape {
+                Some(shape) => {
+                    let ssh = self.ssh_for(&target);
+                    let result =
+                        ship::verify(&ssh, &target.path, &want, shape, self.spec.include_git).await;
+                    ssh.close().await;
+                    result
+                }
+                None => Err(format!(
+                    "this machine has no record of what it shipped as {}: `gitsync deploy {} --repair` ships it again and records it",
+                    short(&want),
+                    self.spec.name
+                )),
+            };
             out.push((target.name.clone(), result));
         }
         Ok(out)
+    }
+
+    /// Where the record of release `rev` is kept (`<dir>/releases/<rev>.json`).
+    fn shape_path(&self, rev: &str) -> PathBuf {
+        self.dir.join("releases").join(format!("{rev}.json"))
+    }
+
+    /// The record of what was shipped as `rev` ([`ship::Shape`]), if this machine has one.
+    pub fn shape(&self, rev: &str) -> Option<ship::Shape> {
+        let bytes = std::fs::read(self.shape_path(rev)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Records what a ship of `rev` wrote: the entries rsync `listed` (kind and path) as they
+    /// are in the exported `tree`, files with their sha256 (reusing `hashes.json` for files
+    /// whose stat data did not change).
+    ///
+    /// Errors: a file cannot be read or the record cannot be written.
+    fn record(&self, tree: &Path, rev: &str, listed: &[(u8, PathBuf)]) -> Result<(), String> {
+        let files: Vec<PathBuf> = listed
+            .iter()
+            .filter(|(kind, _)| *kind == b'f')
+            .map(|(_, path)| path.clone())
+            .collect();
+        let manifest = export::manifest(tree, &files, &self.dir.join("hashes.json"))?;
+        let shape = ship::Shape::of(tree, listed, &export::parse_manifest(&manifest))?;
+        crate::partition::write_state(&self.shape_path(rev), &shape).map_err(|e| e.to_string())
     }
 
     /// Flips `current` back one release on each target (or those named): each call walks

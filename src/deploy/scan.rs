@@ -338,11 +338,64 @@ fn relative(tree: &Path, file: &str) -> String {
         .unwrap_or_else(|_| file.trim_start_matches("./").to_string())
 }
 
+/// Longest a scanner may run before it is stopped (and the ship blocked).
+const SCAN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Runs `command` to its end, its output read as it comes; one that runs longer than
+/// [`SCAN_TIMEOUT`] is killed.
+///
+/// Errors: it cannot start, or it was stopped.
 fn run(command: &mut Command, what: &str) -> Result<std::process::Output, String> {
-    command
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {what}: {e}"))
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let started = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() > SCAN_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{what} ran longer than {} minutes and was stopped",
+                    SCAN_TIMEOUT.as_secs() / 60
+                ));
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Err(e) => return Err(format!("cannot wait for {what}: {e}")),
+        }
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
 }
 
 fn gitleaks(binary: &Path, config: Option<&Path>, tree: &Path, scratch: &Path) -> Verdict {

@@ -1,12 +1,16 @@
 //! One target: atomic releases over rsync+ssh, verify, rollback.
 //!
 //! Layout on the target (Capistrano's and git-sync's): `path/releases/<commit>/` holds each
-//! release, with `.sync_rev` (the commit) and `.sync_manifest` (sha256 per file) inside;
-//! `path/current` is a symlink to the live one, flipped with a temporary symlink and a
+//! release, exactly the commit's tree (nothing of gitsync's inside: the folder is often the
+//! web server's document root); `path/current` is a symlink to the live one, flipped with a temporary symlink and a
 //! rename (never unlink-then-link), so a reader of `current/` sees the old tree or the new
 //! one, never a mix; `path/.gitsync-previous` names the release before it, for rollback.
+//!
+//! What each release holds is recorded on the machine that shipped it ([`Shape`]), and
+//! `verify` compares the target with that record, never with anything the target says.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::ssh::{Ssh, quote};
@@ -94,9 +98,7 @@ pub fn rsync_command(ssh: &Ssh, excludes: &[String]) -> Result<tokio::process::C
         .args(["-a", "--delete"])
         .arg("-e")
         .arg(ssh.rsync_shell()?)
-        .arg("--exclude=/.git")
-        .arg("--exclude=/.sync_rev")
-        .arg("--exclude=/.sync_manifest");
+        .arg("--exclude=/.git");
     for e in excludes {
         command.arg(format!("--exclude={e}"));
     }
@@ -149,13 +151,108 @@ pub fn unescape_rsync(name: &[u8]) -> Vec<u8> {
 
 /// The shipped file list from rsync's itemized output (`-ii -8`: every file, sent or not),
 /// each name exactly as on disk (relative to the release).
-fn itemized_files(stdout: &[u8]) -> Vec<std::path::PathBuf> {
+#[cfg(test)]
+fn itemized_files(stdout: &[u8]) -> Vec<PathBuf> {
+    itemized_entries(stdout)
+        .into_iter()
+        .filter(|(kind, _)| *kind == b'f')
+        .map(|(_, name)| name)
+        .collect()
+}
+
+/// Every entry of a release in rsync's `-ii` output (unchanged ones included): its kind
+/// (`f` file, `d` folder, `L` symlink) and path; the release's own folder left out.
+fn itemized_entries(stdout: &[u8]) -> Vec<(u8, PathBuf)> {
     stdout
         .split(|b| *b == b'\n')
         .filter_map(itemized)
-        .filter(|(flags, _)| flags[1] == b'f' && flags[0] != b'*')
-        .map(|(_, name)| name)
+        .filter(|(flags, _)| flags[0] != b'*' && matches!(flags[1], b'f' | b'd' | b'L'))
+        .filter_map(|(flags, name)| {
+            let name = name.to_string_lossy().into_owned();
+            // A symlink is itemized as `name -> target`.
+            let name = match flags[1] {
+                b'L' => name.split_once(" -> ").map_or(name.as_str(), |(n, _)| n),
+                _ => name.as_str(),
+            };
+            let name = PathBuf::from(name.trim_end_matches('/'));
+            (name.as_os_str() != "." && !name.as_os_str().is_empty()).then_some((flags[1], name))
+        })
         .collect()
+}
+
+/// Keeps the record of a release from its entries (kind `f`, `d` or `L`, and path, as rsync
+/// listed them); its error stops the ship before the flip.
+pub type Record = dyn Fn(&[(u8, PathBuf)]) -> Result<(), String> + Sync;
+
+/// One entry of a release as shipped.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Entry {
+    /// A regular file: its sha256 (hex) and whether it is executable.
+    File {
+        /// sha256 of the content, hex.
+        sha256: String,
+        /// Any execute bit set.
+        executable: bool,
+    },
+    /// A symlink and its target as written.
+    Symlink {
+        /// The target.
+        target: String,
+    },
+    /// A folder.
+    Dir,
+}
+
+/// What one release holds, recorded by the machine that shipped it
+/// (`~/.gitsync/deploy/<name>/releases/<commit>.json`): every path rsync wrote or linked,
+/// relative to the release. `verify` compares a target with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shape {
+    /// Entries by path.
+    pub entries: BTreeMap<String, Entry>,
+}
+
+impl Shape {
+    /// The shape of the entries `listed` (kind and path, from rsync) as they are in the
+    /// exported `tree`; file hashes come from `manifest` (path -> sha256).
+    ///
+    /// Errors: an entry that cannot be read.
+    pub fn of(
+        tree: &Path,
+        listed: &[(u8, PathBuf)],
+        manifest: &BTreeMap<String, String>,
+    ) -> Result<Shape, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut entries = BTreeMap::new();
+        for (kind, rel) in listed {
+            let key = rel.to_string_lossy().into_owned();
+            let full = tree.join(rel);
+            let entry = match kind {
+                b'f' => {
+                    let meta = std::fs::symlink_metadata(&full)
+                        .map_err(|e| format!("{}: {e}", full.display()))?;
+                    let sha256 = manifest
+                        .get(&key)
+                        .cloned()
+                        .ok_or_else(|| format!("{key}: not hashed"))?;
+                    Entry::File {
+                        sha256,
+                        executable: meta.permissions().mode() & 0o111 != 0,
+                    }
+                }
+                b'L' => Entry::Symlink {
+                    target: std::fs::read_link(&full)
+                        .map_err(|e| format!("{}: {e}", full.display()))?
+                        .to_string_lossy()
+                        .into_owned(),
+                },
+                _ => Entry::Dir,
+            };
+            entries.insert(key, entry);
+        }
+        Ok(Shape { entries })
+    }
 }
 
 fn bytes_sent(stdout: &str) -> u64 {
@@ -183,9 +280,11 @@ pub struct Release<'a> {
 }
 
 /// One ship to one target: rsync the export into `releases/<rev>/` (`--delete`,
-/// `--link-dest` against the current release), write `.sync_rev` and `.sync_manifest`,
-/// then flip `current` and prune releases beyond `keep` (never the current one, never the
-/// previous one). `manifest_of` turns the shipped file list into the manifest text.
+/// `--link-dest` against the current release), then flip `current` and prune releases
+/// beyond `keep` (never the current one, never the previous one). `record` is given the
+/// release's entries (kind and path, from rsync) before the flip, to keep what was shipped
+/// (see [`Shape`]); a failure there ships nothing. With `repair`, a target already on the
+/// commit gets it again whole (see [`repair`]); without, it is left alone.
 ///
 /// Errors: a message for this target; `current` is untouched by any failure.
 pub async fn ship(
@@ -193,28 +292,30 @@ pub async fn ship(
     release: &Release<'_>,
     keep: usize,
     init: bool,
-    manifest_of: &(dyn Fn(&[std::path::PathBuf]) -> Result<String, String> + Sync),
+    repair: bool,
+    record: &Record,
 ) -> Result<Shipped, String> {
     let (path, rev) = (release.path, release.rev);
     let previous = prepare(ssh, path, init).await?;
     if previous.as_deref() == Some(rev) {
-        return Ok(Shipped::AlreadyThere);
+        if !repair {
+            return Ok(Shipped::AlreadyThere);
+        }
+        return self::repair(ssh, release, record).await;
     }
-    let (files, sent) = match transfer(ssh, release, previous.as_deref()).await {
+    let (entries, sent) = match transfer(ssh, release, rev, previous.as_deref()).await {
         Ok(done) => done,
         Err(e) => return Err(discard(ssh, path, rev, e).await),
     };
-    let manifest = match manifest_of(&files) {
-        Ok(m) => m,
-        Err(e) => return Err(discard(ssh, path, rev, e).await),
-    };
+    if let Err(e) = record(&entries) {
+        return Err(discard(ssh, path, rev, e).await);
+    }
+    let files = entries.iter().filter(|(k, _)| *k == b'f').count();
     let r = quote(rev)?;
     let p = quote(path.trim_end_matches('/'))?;
     let prev = quote(previous.as_deref().unwrap_or(""))?;
     let script = format!(
         "set -e; cd {p}; R={r}; PREV={prev}; \
-         cat > \"releases/$R/.sync_manifest.tmp\"; mv \"releases/$R/.sync_manifest.tmp\" \"releases/$R/.sync_manifest\"; \
-         printf '%s\\n' \"$R\" > \"releases/$R/.sync_rev.tmp\"; mv \"releases/$R/.sync_rev.tmp\" \"releases/$R/.sync_rev\"; \
          touch \"releases/$R\"; \
          ln -sfn \"releases/$R\" current.tmp.$$; mv -T current.tmp.$$ current; \
          if [ -n \"$PREV\" ]; then printf '%s\\n' \"$PREV\" > .gitsync-previous.tmp; mv .gitsync-previous.tmp .gitsync-previous; fi; \
@@ -224,38 +325,71 @@ pub async fn ship(
            if [ \"$n\" -gt {keep} ] && [ \"$d\" != \"$R\" ] && [ \"$d\" != \"$PREV\" ]; then rm -rf \"releases/$d\"; fi; \
          done"
     );
-    if let Err(e) = ssh
-        .run(&script, Some(manifest.as_bytes()), STEP_TIMEOUT)
-        .await
-    {
-        // The flip is the last command of its script but one: a failure before it (a full
-        // disk for the manifest) leaves `current` as it was, and the release is removed.
+    if let Err(e) = ssh.run(&script, None, STEP_TIMEOUT).await {
+        // A failure before the flip leaves `current` as it was, and the release is removed.
         return Err(discard(ssh, path, rev, remote_err("flip")(e)).await);
     }
     Ok(Shipped::Flipped {
         previous,
         bytes_sent: sent,
-        files: files.len(),
+        files,
     })
 }
 
-/// rsync of the export (and of `extra`, the git folder) into `releases/<rev>/`, with
-/// `--link-dest` against `previous`. Returns the shipped file list and the bytes sent.
+/// Ships the commit `current` already names again, whole: rsync writes
+/// `releases/<rev>.repair/` from scratch (no `--link-dest`: a tampered file of the same
+/// size and time must not be linked back), `current` flips to it, the old release is
+/// replaced by a hard-linked copy of the repaired one, and `current` flips back to its
+/// usual name. Every step leaves `current` on a whole tree.
+///
+/// Errors: a message for this target; `current` still names a whole tree.
+pub async fn repair(ssh: &Ssh, release: &Release<'_>, record: &Record) -> Result<Shipped, String> {
+    let (path, rev) = (release.path, release.rev);
+    let scratch = format!("{rev}.repair");
+    let r = quote(rev)?;
+    let p = quote(path.trim_end_matches('/'))?;
+    let clear = format!("cd {p} && rm -rf \"releases/{rev}.repair\"");
+    ssh.run(&clear, None, STEP_TIMEOUT)
+        .await
+        .map_err(remote_err("repair"))?;
+    let (entries, sent) = transfer(ssh, release, &scratch, None).await?;
+    record(&entries)?;
+    let script = format!(
+        "set -e; cd {p}; R={r}; \
+         ln -sfn \"releases/$R.repair\" current.tmp.$$; mv -T current.tmp.$$ current; \
+         rm -rf \"releases/$R\"; cp -al \"releases/$R.repair\" \"releases/$R\"; \
+         ln -sfn \"releases/$R\" current.tmp.$$; mv -T current.tmp.$$ current; \
+         rm -rf \"releases/$R.repair\""
+    );
+    ssh.run(&script, None, STEP_TIMEOUT)
+        .await
+        .map_err(remote_err("repair"))?;
+    Ok(Shipped::Flipped {
+        previous: Some(rev.to_string()),
+        bytes_sent: sent,
+        files: entries.iter().filter(|(k, _)| *k == b'f').count(),
+    })
+}
+
+/// rsync of the export (and of `extra`, the git folder) into `releases/<into>/`, with
+/// `--link-dest` against `previous`. Returns the release's entries (kind and path) and the
+/// bytes sent.
 ///
 /// Errors: rsync cannot run or exits non-zero (its code and the cause it printed).
 async fn transfer(
     ssh: &Ssh,
     what: &Release<'_>,
+    into: &str,
     previous: Option<&str>,
-) -> Result<(Vec<std::path::PathBuf>, u64), String> {
+) -> Result<(Vec<(u8, PathBuf)>, u64), String> {
     let Release {
         path,
         export,
-        rev,
         excludes,
         extra,
+        ..
     } = *what;
-    let release = format!("{}/releases/{rev}/", path.trim_end_matches('/'));
+    let release = format!("{}/releases/{into}/", path.trim_end_matches('/'));
     let mut command = rsync_command(ssh, excludes)?;
     command.args(["--mkpath", "--stats", "-ii", "-8"]);
     if let Some(prev) = previous {
@@ -278,7 +412,7 @@ async fn transfer(
             rsync_cause(&String::from_utf8_lossy(&output.stderr))
         ));
     }
-    let files = itemized_files(&stdout);
+    let entries = itemized_entries(&stdout);
     let mut sent = bytes_sent(&String::from_utf8_lossy(&stdout));
     if let Some(git_dir) = extra {
         // include_git: the repository's git folder as `.git` of the release.
@@ -291,9 +425,9 @@ async fn transfer(
             .arg(format!("{}:{release}.git/", ssh.host))
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
-        let out = command
-            .output()
+        let out = tokio::time::timeout(RSYNC_TIMEOUT, command.output())
             .await
+            .map_err(|_| "rsync of .git took longer than an hour and was stopped".to_string())?
             .map_err(|e| format!("cannot run rsync: {e}"))?;
         if !out.status.success() {
             return Err(format!(
@@ -304,7 +438,7 @@ async fn transfer(
         }
         sent += bytes_sent(&String::from_utf8_lossy(&out.stdout));
     }
-    Ok((files, sent))
+    Ok((entries, sent))
 }
 
 /// The line of rsync's standard error that says why it failed: its first `rsync: ...`
@@ -346,33 +480,44 @@ async fn discard(ssh: &Ssh, path: &str, rev: &str, error: String) -> String {
 /// What `verify` found on one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
-    /// `current` is the wanted commit and every file matches the manifest.
+    /// `current` is the wanted commit and holds exactly what was shipped.
     InSync,
     /// `current` is another commit (or none).
     Behind {
         /// What the target has.
         has: Option<String>,
     },
-    /// Files differ from the manifest written at ship time.
+    /// `current` is the wanted commit, but differs from what was shipped.
     Tampered {
         /// The commit it has.
         rev: String,
-        /// Changed, missing or added files.
+        /// Each difference: a path and what is wrong with it.
         files: Vec<String>,
     },
 }
 
-/// Reads `current`, its `.sync_rev`, its manifest and the files' sha256 over ssh, and
-/// compares them with `want` and the manifest.
+/// Reads where `current` points and lists everything under it over ssh (type, mode and
+/// symlink target of each entry, sha256 of each file: `find -printf`, `sha256sum`), and
+/// compares that with `want` and with `shape`, the record of what was shipped as `want`.
+/// A file changed, added or missing, a symlink added or retargeted, a type changed (a FIFO,
+/// a device), a set-user-id, set-group-id or sticky bit, an execute bit that differs, or
+/// anything written to others is a difference. With `include_git`, the release's `.git`
+/// is not compared.
 ///
-/// Errors: the target is unreachable or has no release.
-pub async fn verify(ssh: &Ssh, path: &str, want: &str) -> Result<Check, String> {
+/// Errors: the target is unreachable.
+pub async fn verify(
+    ssh: &Ssh,
+    path: &str,
+    want: &str,
+    shape: &Shape,
+    include_git: bool,
+) -> Result<Check, String> {
     let p = quote(path.trim_end_matches('/'))?;
     let script = format!(
         "set -e; cd {p}; if [ ! -L current ]; then echo NONE; exit 0; fi; \
-         readlink current; cat current/.sync_rev 2>/dev/null || echo; echo '--manifest--'; \
-         cat current/.sync_manifest 2>/dev/null || true; echo '--files--'; \
-         cd current && find . -type f ! -path ./.sync_manifest ! -path ./.sync_rev ! -path './.git/*' -print0 | xargs -0 -r sha256sum"
+         readlink current; echo '--entries--'; cd current; \
+         find . -mindepth 1 -printf '%y %m %P\\0%l\\0'; echo; echo '--sums--'; \
+         find . -type f -print0 | xargs -0 -r sha256sum"
     );
     let out = ssh
         .run(&script, None, STEP_TIMEOUT)
@@ -381,48 +526,85 @@ pub async fn verify(ssh: &Ssh, path: &str, want: &str) -> Result<Check, String> 
     if out.trim() == "NONE" {
         return Ok(Check::Behind { has: None });
     }
-    let (head, rest) = out.split_once("--manifest--\n").unwrap_or((&out, ""));
-    let (manifest, files) = rest.split_once("--files--\n").unwrap_or((rest, ""));
-    let mut lines = head.lines();
-    let link = lines.next().unwrap_or_default();
-    let rev = lines.next().unwrap_or_default().trim().to_string();
-    let linked = link
+    let (head, rest) = out.split_once("--entries--\n").unwrap_or((&out, ""));
+    let (listing, sums) = rest.split_once("\n--sums--\n").unwrap_or((rest, ""));
+    let linked = head
+        .lines()
+        .next()
+        .unwrap_or_default()
         .trim()
         .trim_start_matches("releases/")
-        .trim_end_matches('/');
-    if rev != want || linked != want {
-        return Ok(Check::Behind {
-            has: Some(if rev.is_empty() {
-                linked.to_string()
-            } else {
-                rev
-            }),
-        });
+        .trim_end_matches('/')
+        .to_string();
+    if linked != want {
+        return Ok(Check::Behind { has: Some(linked) });
     }
-    let expected = super::export::parse_manifest(manifest);
-    let actual = super::export::parse_manifest(files);
-    let mut differ: Vec<String> = expected
-        .iter()
-        .filter(|(f, sha)| actual.get(*f) != Some(sha))
-        .map(|(f, _)| f.clone())
-        .chain(
-            actual
-                .keys()
-                .filter(|f| !expected.contains_key(*f))
-                .cloned(),
-        )
-        .collect();
+    let sums = super::export::parse_manifest(sums);
+    let skip = |p: &str| include_git && (p == ".git" || p.starts_with(".git/"));
+    let mut differ = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut fields = listing.split('\0');
+    while let (Some(head), Some(target)) = (fields.next(), fields.next()) {
+        let mut parts = head.splitn(3, ' ');
+        let (Some(kind), Some(mode), Some(rel)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if skip(rel) {
+            continue;
+        }
+        seen.insert(rel.to_string());
+        let mode = u32::from_str_radix(mode, 8).unwrap_or(0);
+        if mode & 0o7000 != 0 {
+            differ.push(format!("{rel} (mode {mode:o})"));
+        }
+        if mode & 0o002 != 0 && kind != "l" {
+            differ.push(format!("{rel} (writable by anyone)"));
+        }
+        match (kind, shape.entries.get(rel)) {
+            (_, None) => differ.push(format!("{rel} (not shipped)")),
+            ("f", Some(Entry::File { sha256, executable })) => {
+                if sums.get(rel) != Some(sha256) {
+                    differ.push(format!("{rel} (changed)"));
+                }
+                if (mode & 0o111 != 0) != *executable {
+                    differ.push(format!("{rel} (mode {mode:o})"));
+                }
+            }
+            ("l", Some(Entry::Symlink { target: shipped })) => {
+                if target != shipped {
+                    differ.push(format!("{rel} (symlink retargeted)"));
+                }
+            }
+            ("d", Some(Entry::Dir)) => {}
+            (kind, Some(_)) => differ.push(format!(
+                "{rel} (now a {})",
+                match kind {
+                    "f" => "file",
+                    "d" => "folder",
+                    "l" => "symlink",
+                    "p" => "FIFO",
+                    "s" => "socket",
+                    _ => "device",
+                }
+            )),
+        }
+    }
+    differ.extend(
+        shape
+            .entries
+            .keys()
+            .filter(|p| !seen.contains(*p) && !skip(p))
+            .map(|p| format!("{p} (missing)")),
+    );
     differ.sort();
     differ.dedup();
-    Ok(if differ.is_empty() && !expected.is_empty() {
+    Ok(if differ.is_empty() {
         Check::InSync
-    } else if expected.is_empty() {
-        Check::Tampered {
-            rev,
-            files: vec![".sync_manifest (missing)".to_string()],
-        }
     } else {
-        Check::Tampered { rev, files: differ }
+        Check::Tampered {
+            rev: want.to_string(),
+            files: differ,
+        }
     })
 }
 

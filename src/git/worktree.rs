@@ -150,31 +150,36 @@ fn proven_unchanged(
         gid: st.st_gid,
         size: st.st_size as u32,
     };
-    now.matches(&entry.stat, options)
+    // An entry that records nanoseconds is compared to the nanosecond, its times and its
+    // racy check alike (git built with USE_NSEC); one without, to the second.
+    let precise = options.check_stat && entry.stat.mtime.nsecs != 0;
+    let compare = gix::index::entry::stat::Options {
+        use_nsec: options.use_nsec || precise,
+        ..options
+    };
+    let index_time = (
+        index.timestamp().unix_seconds(),
+        index.timestamp().nanoseconds(),
+    );
+    now.matches(&entry.stat, compare)
         && (!entry.id.is_empty_blob() || entry.stat.size == 0)
-        && !is_racy(
-            entry.stat.mtime,
-            (
-                index.timestamp().unix_seconds(),
-                index.timestamp().nanoseconds(),
-            ),
-        )
+        && !is_racy(entry.stat.mtime, index_time, precise)
 }
 
 /// Whether an entry last modified at `mtime` is racily clean against the index file
-/// written at `index_time` (seconds and nanoseconds since the epoch;`Documentation/technical/racy-git.txt`): modified no earlier
+/// written at `index_time` (seconds and nanoseconds since the epoch): modified no earlier
 /// than the index was written, so a change in the same clock tick could hide behind equal
-/// stat data. Compared to the nanosecond when the entry records nanoseconds (git and gix
-/// both do), as git built with `USE_NSEC` compares; to the second otherwise (gix's default
-/// rule, which calls every file written in the index's second racy: after a fast-forward
-/// of 3,000 files that was every file, read and hashed on every status until the index
-/// was written again).
-fn is_racy(mtime: Time, index_time: (i64, u32)) -> bool {
+/// stat data (`Documentation/technical/racy-git.txt`). With `precise` (the entry records
+/// nanoseconds and its times were compared to the nanosecond, as git built with `USE_NSEC`
+/// does) the nanoseconds decide; otherwise the second does (gix's default rule, which calls
+/// every file written in the index's second racy: after a fast-forward of 3,000 files that
+/// was every file, read and hashed on every status until the index was written again).
+fn is_racy(mtime: Time, index_time: (i64, u32), precise: bool) -> bool {
     use std::cmp::Ordering;
     let (secs, nanos) = index_time;
     match secs.cmp(&i64::from(mtime.secs)) {
         Ordering::Less => true,
-        Ordering::Equal => mtime.nsecs == 0 || nanos <= mtime.nsecs,
+        Ordering::Equal => !precise || mtime.nsecs == 0 || nanos <= mtime.nsecs,
         Ordering::Greater => false,
     }
 }
@@ -410,12 +415,16 @@ mod tests {
     fn racy_is_decided_to_the_nanosecond_when_the_entry_has_nanoseconds() {
         let at = |secs: i64, nanos: u32| (secs, nanos);
         let t = |secs: u32, nsecs: u32| Time { secs, nsecs };
-        assert!(!is_racy(t(100, 500), at(100, 501)), "older by a nanosecond");
-        assert!(is_racy(t(100, 500), at(100, 500)), "same instant");
-        assert!(is_racy(t(100, 501), at(100, 500)), "newer");
-        assert!(is_racy(t(100, 0), at(100, 900)), "whole seconds");
-        assert!(!is_racy(t(99, 999), at(100, 0)), "an earlier second");
-        assert!(is_racy(t(101, 0), at(100, 999)), "a later second");
+        assert!(
+            !is_racy(t(100, 500), at(100, 501), true),
+            "older by a nanosecond"
+        );
+        assert!(is_racy(t(100, 500), at(100, 501), false), "seconds only");
+        assert!(is_racy(t(100, 500), at(100, 500), true), "same instant");
+        assert!(is_racy(t(100, 501), at(100, 500), true), "newer");
+        assert!(is_racy(t(100, 0), at(100, 900), true), "whole seconds");
+        assert!(!is_racy(t(99, 999), at(100, 0), true), "an earlier second");
+        assert!(is_racy(t(101, 0), at(100, 999), true), "a later second");
 
         // The same, through the stat pass: files written before the index in its second.
         let dir = tempfile::tempdir().expect("tempdir");
