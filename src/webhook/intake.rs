@@ -254,32 +254,16 @@ pub async fn bind(
         let result = match tls {
             Some(config) => match axum_server::from_tcp_rustls(listener, config) {
                 Ok(server) => {
-                    let mut server = server
-                        .map(|tls| tls.handshake_timeout(HEADER_TIMEOUT).acceptor(limiter))
-                        .first_request_timeout(HEADER_TIMEOUT);
-                    // One delivery per connection, its headers within the timeout.
-                    server
-                        .http_builder()
-                        .http1()
-                        .header_read_timeout(HEADER_TIMEOUT)
-                        .keep_alive(false);
-                    server.serve(app).await
+                    bounded(
+                        server.map(|tls| tls.handshake_timeout(HEADER_TIMEOUT).acceptor(limiter)),
+                    )
+                    .serve(app)
+                    .await
                 }
                 Err(e) => Err(e),
             },
             None => match axum_server::from_tcp(listener) {
-                Ok(server) => {
-                    let mut server = server
-                        .acceptor(limiter)
-                        .first_request_timeout(HEADER_TIMEOUT);
-                    // One delivery per connection, its headers within the timeout.
-                    server
-                        .http_builder()
-                        .http1()
-                        .header_read_timeout(HEADER_TIMEOUT)
-                        .keep_alive(false);
-                    server.serve(app).await
-                }
+                Ok(server) => bounded(server.acceptor(limiter)).serve(app).await,
                 Err(e) => Err(e),
             },
         };
@@ -287,6 +271,21 @@ pub async fn bind(
             tracing::error!(%err, "webhook intake stopped");
         }
     })
+}
+
+/// `server` with the intake's time bounds: the first request within [`HEADER_TIMEOUT`] of
+/// the connection (after the TLS handshake), its headers within it too, and one request per
+/// connection (no keep-alive, so no connection idles holding a descriptor).
+fn bounded<A: axum_server::Address, Acc>(
+    server: axum_server::Server<A, Acc>,
+) -> axum_server::Server<A, Acc> {
+    let mut server = server.first_request_timeout(HEADER_TIMEOUT);
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(false);
+    server
 }
 
 #[cfg(test)]
