@@ -367,6 +367,13 @@ fn a_scanner_that_is_missing_fails_or_lies_blocks_the_ship() {
         "the hint must point at the scanner, not at switching the gate off: {text}"
     );
     assert_eq!(scene.current("vm01"), None);
+    // doctor says so before any ship is tried.
+    let (code, text) = scene.gitsync_path(&["doctor"], "/usr/bin:/bin");
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("fail deploy web") && text.contains("no secret scanner found"),
+        "{text}"
+    );
     // Stand-ins (exit-code handling only): an unexpected exit code, and a clean exit with
     // an unreadable report.
     let fake = scene.env.path("fake-bin");

@@ -1226,3 +1226,35 @@ fn the_intake_serves_https_and_webhooks_test_checks_it_end_to_end() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("401"));
 }
+
+/// Issue 21: `doctor` checked no replication job, so a webhook secret whose variable was
+/// unset passed as "all well". Now it reads each mirror's secrets as the daemon does.
+#[test]
+fn doctor_names_a_webhook_secret_that_is_not_set() {
+    let scene = Scene::new(&["api"]);
+    let m = scene.mirror("api", "github", "");
+    scene.configure(&m, "");
+    let out = scene
+        .env
+        .gitsync_command(&scene.home, &["doctor"])
+        .env_remove("HOOK_SECRET")
+        .output()
+        .expect("doctor");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("fail webhook mirror api") && said.contains("HOOK_SECRET"),
+        "{said}"
+    );
+    let out = scene
+        .env
+        .gitsync_command(&scene.home, &["doctor"])
+        .envs(scene.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("doctor");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        said.contains("ok   webhook mirror api: secrets and tokens readable"),
+        "{said}"
+    );
+}

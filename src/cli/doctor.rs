@@ -319,6 +319,89 @@ fn check_unit(report: &mut Report) {
 
 /// Runs every check and prints one line each. Exit code 0 when nothing failed (warnings
 /// allowed), 1 otherwise.
+/// The replication jobs (issue 21: `doctor` checked none of them, and a webhook secret whose
+/// variable was unset passed as "all well"): each webhook mirror's secrets and tokens are
+/// read as the daemon reads them; each deploy's repository, scanner and ssh files exist;
+/// each S3 / folder mirror's target is a URL gitsync writes to.
+fn check_jobs(report: &mut Report, config: &Config) {
+    if let Some(hooks) = &config.webhooks {
+        for spec in &hooks.mirrors {
+            match crate::webhook::Mirror::resolve(spec) {
+                Ok(_) => report.line(
+                    Level::Ok,
+                    &format!("webhook mirror {}", spec.name),
+                    "secrets and tokens readable",
+                    None,
+                ),
+                Err(why) => report.line(
+                    Level::Fail,
+                    &format!("webhook mirror {}", spec.name),
+                    &why,
+                    Some("set the variable or create the file the config names (for the unit: an EnvironmentFile= or a LoadCredential=)"),
+                ),
+            }
+        }
+    }
+    for d in crate::deploy::Deploy::all(config) {
+        let what = format!("deploy {}", d.spec.name);
+        if !d.repo.exists() {
+            report.line(
+                Level::Fail,
+                &what,
+                &format!("repository {} does not exist", d.repo.display()),
+                Some("fix `repo` (a name under root, or a path)"),
+            );
+            continue;
+        }
+        let tool = d
+            .spec
+            .scan
+            .as_ref()
+            .and_then(|s| s.tool.clone())
+            .unwrap_or_else(|| "auto".to_string());
+        let scanner = if tool == "off" {
+            Ok("secret scan off: ships unscanned".to_string())
+        } else {
+            crate::deploy::scan::pick(&tool)
+                .map(|(name, path)| format!("scanner {name} at {}", path.display()))
+        };
+        let identity = d
+            .spec
+            .ssh
+            .as_ref()
+            .and_then(|s| s.identity.as_deref())
+            .map(crate::config::expand_tilde)
+            .filter(|key| !key.exists());
+        match (scanner, identity) {
+            (Err(why), _) => report.line(Level::Fail, &what, &why, None),
+            (Ok(_), Some(key)) => report.line(
+                Level::Fail,
+                &what,
+                &format!("ssh identity {} does not exist", key.display()),
+                Some("fix `ssh.identity`, or create the key with ssh-keygen"),
+            ),
+            (Ok(line), None) if tool == "off" => report.line(Level::Warn, &what, &line, None),
+            (Ok(line), None) => report.line(Level::Ok, &what, &line, None),
+        }
+    }
+    for m in &config.mirrors {
+        let what = format!("mirror {}", m.name);
+        if m.target.starts_with("s3://") || m.target.starts_with("file://") {
+            report.line(Level::Ok, &what, &format!("-> {}", m.target), None);
+        } else {
+            report.line(
+                Level::Fail,
+                &what,
+                &format!(
+                    "target {:?} is not s3://bucket/prefix or file:///path",
+                    m.target
+                ),
+                None,
+            );
+        }
+    }
+}
+
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let _guard = crate::logging::init_cli();
     let mut report = Report::default();
@@ -361,6 +444,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         }
         let runtime = super::runtime()?;
         runtime.block_on(check_backend(&mut report, config));
+        check_jobs(&mut report, config);
     }
     check_daemon(&mut report, &crate::config::gitsync_home());
     check_unit(&mut report);
