@@ -353,12 +353,7 @@ fn check_jobs(report: &mut Report, config: &Config) {
             );
             continue;
         }
-        let tool = d
-            .spec
-            .scan
-            .as_ref()
-            .and_then(|s| s.tool.clone())
-            .unwrap_or_else(|| "auto".to_string());
+        let tool = d.scan_tool();
         let scanner = if tool == "off" {
             Ok("secret scan off: ships unscanned".to_string())
         } else {

@@ -146,6 +146,15 @@ impl Deploy {
         crate::flock::exclusive(path.clone()).await.map_err(cannot)
     }
 
+    /// The configured `scan.tool` (a scanner's name, a path, or `off`), `auto` when unset.
+    pub fn scan_tool(&self) -> String {
+        self.spec
+            .scan
+            .as_ref()
+            .and_then(|s| s.tool.clone())
+            .unwrap_or_else(|| "auto".to_string())
+    }
+
     fn state_path(&self) -> PathBuf {
         self.dir.join("state.json")
     }
@@ -266,12 +275,7 @@ impl Deploy {
         };
         export.update(&git_dir, &rev, self.git_timeout).await?;
         let tree = export.tree();
-        let tool = self
-            .spec
-            .scan
-            .as_ref()
-            .and_then(|s| s.tool.clone())
-            .unwrap_or_else(|| "auto".to_string());
+        let tool = self.scan_tool();
         let config = self
             .spec
             .scan

@@ -149,17 +149,6 @@ pub fn unescape_rsync(name: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The shipped file list from rsync's itemized output (`-ii -8`: every file, sent or not),
-/// each name exactly as on disk (relative to the release).
-#[cfg(test)]
-fn itemized_files(stdout: &[u8]) -> Vec<PathBuf> {
-    itemized_entries(stdout)
-        .into_iter()
-        .filter(|(kind, _)| *kind == b'f')
-        .map(|(_, name)| name)
-        .collect()
-}
-
 /// Every entry of a release in rsync's `-ii` output (unchanged ones included): its kind
 /// (`f` file, `d` folder, `L` symlink) and path; the release's own folder left out.
 fn itemized_entries(stdout: &[u8]) -> Vec<(u8, PathBuf)> {
@@ -644,8 +633,13 @@ mod tests {
     #[test]
     fn rsync_output_gives_files_and_bytes() {
         let out = ">f+++++++++ a.txt\nhf          sub/b.txt\ncd+++++++++ sub/\n*deleting   old.txt\n.f          same file.txt\n>f+++++++++ new\\#012line \\#134#1 caf\u{e9}\\x.txt\n\nTotal bytes sent: 1,234\n";
+        let files: Vec<PathBuf> = itemized_entries(out.as_bytes())
+            .into_iter()
+            .filter(|(kind, _)| *kind == b'f')
+            .map(|(_, name)| name)
+            .collect();
         assert_eq!(
-            itemized_files(out.as_bytes()),
+            files,
             [
                 "a.txt",
                 "sub/b.txt",

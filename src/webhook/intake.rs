@@ -247,9 +247,9 @@ pub async fn bind(
     // Slow or idle clients may not hold file descriptors: at most `cap` connections, the
     // oldest closed first past it, each bounded in time (handshake, headers, first
     // request, body), one request per connection.
-    let nofile = super::limit::raise_nofile();
-    let limiter = super::limit::Limiter::new(super::limit::cap_for(nofile));
-    tracing::info!(%addr, tls = tls.is_some(), connections = super::limit::cap_for(nofile), "webhook intake listening");
+    let cap = super::limit::cap_for(super::limit::raise_nofile());
+    let limiter = super::limit::Limiter::new(cap);
+    tracing::info!(%addr, tls = tls.is_some(), connections = cap, "webhook intake listening");
     Ok(async move {
         let result = match tls {
             Some(config) => match axum_server::from_tcp_rustls(listener, config) {

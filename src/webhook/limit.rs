@@ -93,18 +93,18 @@ where
         let slot = Arc::new(Slot::default());
         {
             let mut line = self.line.lock().unwrap_or_else(|p| p.into_inner());
+            if line.len() >= self.cap {
+                tracing::debug!(
+                    cap = self.cap,
+                    "webhook intake at its connection cap: the oldest connection is closed"
+                );
+            }
             while line.len() >= self.cap {
                 if let Some(oldest) = line.pop_front() {
                     oldest.close();
                 }
             }
             line.push_back(slot.clone());
-        }
-        if self.open() == self.cap {
-            tracing::debug!(
-                cap = self.cap,
-                "webhook intake at its connection cap: the oldest connections are closed"
-            );
         }
         std::future::ready(Ok((
             Limited {

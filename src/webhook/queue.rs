@@ -124,7 +124,8 @@ impl Deliveries {
     }
 
     /// Lines in the log now (for tests of its bound).
-    pub fn log_lines(&self) -> usize {
+    #[cfg(test)]
+    fn log_lines(&self) -> usize {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).lines
     }
 }
