@@ -66,6 +66,11 @@ impl Scene {
 
     /// Writes the config with deploy `web` to `targets` (name, port), and `extra` keys.
     fn configure(&self, targets: &[(&str, u16)], extra: &str) {
+        self.configure_home(&self.home, "deployer", targets, extra);
+    }
+
+    /// [`Scene::configure`] for the machine whose home is `home`, named `hostname`.
+    fn configure_home(&self, home: &Path, hostname: &str, targets: &[(&str, u16)], extra: &str) {
         let targets: String = targets
             .iter()
             .map(|(name, port)| {
@@ -76,13 +81,13 @@ impl Scene {
             })
             .collect();
         let yaml = format!(
-            "hostname: deployer\nroot: {root}\nlocal:\n  path: {hub}\npull:\n  interval: 1s\ndeploy:\n  - name: web\n    repo: site\n    branch: main\n    excludes: [\"*.log\"]\n    keep: 3\n    targets:\n{targets}    ssh: {{identity: {key}, known_hosts: {kh}, strict_host_key_checking: accept-new, connect_timeout: 5}}\n{extra}",
+            "hostname: {hostname}\nroot: {root}\nlocal:\n  path: {hub}\npull:\n  interval: 1s\ndeploy:\n  - name: web\n    repo: site\n    branch: main\n    excludes: [\"*.log\"]\n    keep: 3\n    targets:\n{targets}    ssh: {{identity: {key}, known_hosts: {kh}, strict_host_key_checking: accept-new, connect_timeout: 5}}\n{extra}",
             root = self.env.path("root").display(),
             hub = self.env.path("hub").display(),
             key = self.sshd.key().display(),
             kh = self.sshd.known_hosts().display(),
         );
-        self.env.config(&self.home, &yaml);
+        self.env.config(home, &yaml);
     }
 
     fn gitsync(&self, args: &[&str]) -> (i32, String) {
@@ -815,6 +820,83 @@ fn overlapping_deploys_never_ship_a_blocked_secret() {
             );
         }
     }
+}
+
+/// Two machines shipping to one target are kept apart by the target's own lock (issue 21:
+/// "a per-target lock on the server, so two hosts cannot interleave"). While another
+/// holder has `<path>/.gitsync-lock` (here a `flock(1)` the test runs, as another machine's
+/// ship would hold it), a deploy says it waits and flips nothing; once the lock is let go,
+/// it ships.
+#[test]
+fn a_deploy_waits_for_the_lock_another_machine_holds_on_the_target() {
+    let scene = Scene::new();
+    scene.configure(&[("vm01", scene.sshd.port)], "    scan: {tool: off}\n");
+    scene.ship();
+    let first = scene.env.head(&scene.repo);
+    let second = scene.commit("index.html", "<h1>two</h1>\n");
+    let lock = scene.target_dir("vm01").join(".gitsync-lock");
+    // One process holds the lock (flock(1) on a descriptor, then exec), so stopping it by
+    // its id lets the lock go.
+    let mut holder = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "exec 9>>\"$1\" && flock 9 && exec sleep 600",
+            "holder",
+        ])
+        .arg(&lock)
+        .spawn()
+        .expect("run flock (util-linux)");
+    let free = || {
+        std::process::Command::new("flock")
+            .arg("-n")
+            .arg(&lock)
+            .arg("true")
+            .status()
+            .expect("flock")
+            .success()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while free() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flock never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let deploy = scene
+        .env
+        .gitsync_command(&scene.home, &["deploy", "web"])
+        .env("PATH", venv_path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start a deploy");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        scene.current("vm01").as_deref(),
+        Some(first.as_str()),
+        "the deploy flipped current while another machine held the target's lock"
+    );
+    assert!(
+        !releases(&scene.target_dir("vm01")).contains(&second),
+        "the deploy wrote a release while another machine held the target's lock"
+    );
+    holder.kill().expect("stop the lock holder");
+    let _ = holder.wait();
+    let out = deploy.wait_with_output().expect("wait for the deploy");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("another deploy holds the target's lock"),
+        "{text}"
+    );
+    assert_eq!(
+        scene.current("vm01").as_deref(),
+        Some(second.as_str()),
+        "{text}"
+    );
+    assert!(free(), "the deploy left the target locked");
 }
 
 /// Rollback walks back one release each time (issue 21, item 3: a second rollback flipped

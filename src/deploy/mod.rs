@@ -7,6 +7,7 @@ pub mod export;
 pub mod scan;
 pub mod ship;
 pub mod ssh;
+pub mod target_lock;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -339,16 +340,24 @@ impl Deploy {
                         excludes: &me.spec.excludes,
                         extra: extra.as_deref(),
                     };
-                    ship::ship(
-                        &ssh,
-                        &release,
-                        me.spec.keep.unwrap_or(DEFAULT_KEEP),
-                        init,
-                        repair,
-                        &record,
-                    )
-                    .await
-                    .map(|s| match s {
+                    let shipped = match target_lock::lock(&ssh, &target.name, &target.path, init)
+                        .await
+                    {
+                        Ok(lock) => {
+                            let shipped = ship::ship(
+                                &ssh,
+                                &release,
+                                me.spec.keep.unwrap_or(DEFAULT_KEEP),
+                                repair,
+                                &record,
+                            )
+                            .await;
+                            lock.release().await;
+                            shipped
+                        }
+                        Err(e) => Err(format!("lock: {e}")),
+                    };
+                    shipped.map(|s| match s {
                         ship::Shipped::AlreadyThere => {
                             (
                                 format!(
@@ -434,7 +443,7 @@ impl Deploy {
         tree: &Path,
         rev: &str,
     ) -> Result<(String, u64, &'static str), String> {
-        let current = ship::prepare_readonly(ssh, &target.path).await?;
+        let current = ship::current(ssh, &target.path).await?;
         let Some(current) = current else {
             return Ok((
                 format!("new layout: every file of {} would be shipped", short(rev)),
@@ -574,7 +583,14 @@ impl Deploy {
         let mut out = Vec::new();
         for target in targets {
             let ssh = self.ssh_for(&target);
-            let result = ship::rollback(&ssh, &target.path).await;
+            let result = match target_lock::lock(&ssh, &target.name, &target.path, false).await {
+                Ok(lock) => {
+                    let result = ship::rollback(&ssh, &target.path).await;
+                    lock.release().await;
+                    result
+                }
+                Err(e) => Err(format!("lock: {e}")),
+            };
             ssh.close().await;
             if let Ok((_, to)) = &result {
                 let entry = state.targets.entry(target.name.clone()).or_default();

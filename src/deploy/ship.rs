@@ -44,32 +44,10 @@ fn remote_err(step: &str) -> impl Fn((Option<i32>, String)) -> String + '_ {
     }
 }
 
-/// Reads where `current` points (`None` for a new layout), creating `path/releases`.
-/// A non-empty folder without `releases/` is refused unless `init`.
-///
-/// Errors: the target is unreachable, or the folder is not a release layout.
-pub async fn prepare(ssh: &Ssh, path: &str, init: bool) -> Result<Option<String>, String> {
-    let p = quote(path)?;
-    let script = format!(
-        "set -e; P={p}; \
-         if [ -e \"$P\" ] && [ ! -d \"$P\" ]; then echo \"$P is not a folder\" >&2; exit 3; fi; \
-         if [ -d \"$P\" ] && [ ! -d \"$P/releases\" ] && [ -n \"$(ls -A \"$P\")\" ] && [ {init} != 1 ]; then \
-           echo \"$P is not empty and has no releases/: not a gitsync release layout (pass --init to take it over)\" >&2; exit 4; fi; \
-         mkdir -p \"$P/releases\"; \
-         if [ -L \"$P/current\" ]; then readlink \"$P/current\"; fi",
-        init = u8::from(init)
-    );
-    let out = ssh
-        .run(&script, None, STEP_TIMEOUT)
-        .await
-        .map_err(remote_err("prepare"))?;
-    Ok(release_of(&out))
-}
-
-/// Where `current` points, changing nothing (for `--dry-run`).
+/// Where `current` points (`None` for a new layout), changing nothing.
 ///
 /// Errors: the target is unreachable.
-pub async fn prepare_readonly(ssh: &Ssh, path: &str) -> Result<Option<String>, String> {
+pub async fn current(ssh: &Ssh, path: &str) -> Result<Option<String>, String> {
     let p = quote(path)?;
     let script = format!("P={p}; if [ -L \"$P/current\" ]; then readlink \"$P/current\"; fi");
     let out = ssh
@@ -273,19 +251,19 @@ pub struct Release<'a> {
 /// beyond `keep` (never the current one, never the previous one). `record` is given the
 /// release's entries (kind and path, from rsync) before the flip, to keep what was shipped
 /// (see [`Shape`]); a failure there ships nothing. With `repair`, a target already on the
-/// commit gets it again whole (see [`repair`]); without, it is left alone.
+/// commit gets it again whole (see [`repair`]); without, it is left alone. Runs under the
+/// target's lock ([`super::target_lock::lock`], which also makes the layout).
 ///
 /// Errors: a message for this target; `current` is untouched by any failure.
 pub async fn ship(
     ssh: &Ssh,
     release: &Release<'_>,
     keep: usize,
-    init: bool,
     repair: bool,
     record: &Record,
 ) -> Result<Shipped, String> {
     let (path, rev) = (release.path, release.rev);
-    let previous = prepare(ssh, path, init).await?;
+    let previous = current(ssh, path).await?;
     if previous.as_deref() == Some(rev) {
         if !repair {
             return Ok(Shipped::AlreadyThere);
@@ -602,6 +580,8 @@ pub async fn verify(
 /// not), so rolling back again walks further back (N, N-1, N-2, ...) instead of flipping to
 /// the release just left. `.gitsync-previous` then names the one rolled back from.
 /// Returns (from, to).
+///
+/// Runs under the target's lock ([`super::target_lock::lock`]).
 ///
 /// Errors: no older release on the target (kept: `keep`), or the target is unreachable.
 pub async fn rollback(ssh: &Ssh, path: &str) -> Result<(String, String), String> {
