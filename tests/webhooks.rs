@@ -1254,7 +1254,149 @@ fn doctor_names_a_webhook_secret_that_is_not_set() {
         .expect("doctor");
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        said.contains("ok   webhook mirror api: secrets and tokens readable"),
+        said.contains("ok   webhook mirror api: secrets, tokens and ssh files readable"),
         "{said}"
+    );
+}
+
+/// Issue 21, item 12: a webhook mirror had no `known_hosts` setting, so an ssh target was
+/// checked against whatever the user's own file held. With `known_hosts`, the target's
+/// host key must be in that file: a file with another key is refused with ssh's word and
+/// nothing is pushed; the right file mirrors every ref.
+#[test]
+fn an_ssh_target_is_checked_against_the_mirrors_known_hosts() {
+    let scene = Scene::new(&[]);
+    let sshd = common::sshd::Sshd::start(&scene.env.path("sshd"));
+    let target = scene.env.path("ssh-target.git");
+    std::fs::create_dir_all(&target).expect("mkdir");
+    scene
+        .env
+        .git(&target, &["init", "--bare", "-q", "-b", "main"]);
+    let host_key = std::fs::read_to_string(sshd.dir.join("host_key.pub")).expect("host key");
+    let right = scene.env.path("known_hosts");
+    std::fs::write(&right, format!("[127.0.0.1]:{} {host_key}", sshd.port)).expect("write");
+    let other = scene.env.path("other_key");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .expect("ssh-keygen");
+    assert!(made.success());
+    let wrong = scene.env.path("known_hosts_wrong");
+    let other_key = std::fs::read_to_string(other.with_extension("pub")).expect("key");
+    std::fs::write(&wrong, format!("[127.0.0.1]:{} {other_key}", sshd.port)).expect("write");
+    let run = |known_hosts: &std::path::Path| {
+        let entry = format!(
+            "    - name: viassh\n      provider: github\n      secret_env: HOOK_SECRET\n      source: file://{}\n      target: ssh://root@127.0.0.1:{}{}\n      target_ssh_key: {}\n      known_hosts: {}\n",
+            scene.bare.display(),
+            sshd.port,
+            target.display(),
+            sshd.key().display(),
+            known_hosts.display()
+        );
+        scene.configure(&entry, "");
+        let out = scene
+            .env
+            .gitsync_command(&scene.home, &["webhooks", "run", "viassh"])
+            .envs(scene.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("webhooks run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, text) = run(&wrong);
+    assert_ne!(code, Some(0), "{text}");
+    assert!(
+        text.to_lowercase().contains("host key"),
+        "the refusal does not say why: {text}"
+    );
+    assert!(refs_of(&scene.env, &target).is_empty(), "{text}");
+    let (code, text) = run(&right);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(refs_of(&scene.env, &target), scene.source_refs(), "{text}");
+}
+
+/// Issue 21, item 12: a run killed after its push landed, before it saved what it pushed,
+/// left the pushed branch unknown to the mirror, so when the source deleted it the target
+/// kept it for good. The plan is saved before the push: the next run knows the branch as
+/// its own and deletes it.
+#[test]
+fn a_branch_pushed_by_a_killed_run_is_deleted_when_the_source_deletes_it() {
+    let scene = Scene::new(&[]);
+    let target = scene.env.path("local-target.git");
+    std::fs::create_dir_all(&target).expect("mkdir");
+    scene
+        .env
+        .git(&target, &["init", "--bare", "-q", "-b", "main"]);
+    let entry = format!(
+        "    - name: local\n      provider: github\n      secret_env: HOOK_SECRET\n      source: file://{}\n      target: file://{}\n",
+        scene.bare.display(),
+        target.display()
+    );
+    scene.configure(&entry, "");
+    let run = || {
+        scene
+            .env
+            .gitsync_command(&scene.home, &["webhooks", "run", "local"])
+            .envs(scene.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("webhooks run")
+    };
+    let out = run();
+    assert!(out.status.success(), "{out:?}");
+    // A new branch, pushed by a run that is killed while the target's post-receive hook
+    // (the refs are updated by then) holds the push open.
+    scene.env.git(
+        &scene.work,
+        &["push", "-q", "origin", "main:refs/heads/topic"],
+    );
+    let marker = scene.env.path("hook-pid");
+    let hook = target.join("hooks/post-receive");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\necho $$ > {}\nexec sleep 60\n", marker.display()),
+    )
+    .expect("hook");
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&hook)
+        .status()
+        .expect("chmod");
+    let mut child = scene
+        .env
+        .gitsync_command(&scene.home, &["webhooks", "run", "local"])
+        .envs(scene.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("webhooks run");
+    let hook_pid = common::wait_for("the target's hook", Duration::from_secs(60), || {
+        std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+    });
+    child.kill().expect("kill the run");
+    let _ = child.wait();
+    let _ = std::process::Command::new("kill")
+        .arg(hook_pid.to_string())
+        .status();
+    std::fs::remove_file(&hook).expect("remove the hook");
+    assert!(
+        refs_of(&scene.env, &target).contains_key("refs/heads/topic"),
+        "the killed run's push did not land, so this test shows nothing"
+    );
+    scene
+        .env
+        .git(&scene.work, &["push", "-q", "origin", ":refs/heads/topic"]);
+    let out = run();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        refs_of(&scene.env, &target),
+        scene.source_refs(),
+        "the branch the killed run pushed was left at the target: {}",
+        String::from_utf8_lossy(&out.stdout)
     );
 }

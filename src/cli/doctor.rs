@@ -330,7 +330,7 @@ fn check_jobs(report: &mut Report, config: &Config) {
                 Ok(_) => report.line(
                     Level::Ok,
                     &format!("webhook mirror {}", spec.name),
-                    "secrets and tokens readable",
+                    "secrets, tokens and ssh files readable",
                     None,
                 ),
                 Err(why) => report.line(

@@ -190,6 +190,9 @@ pub struct WebhookMirrorConfig {
     pub target_token_file: Option<String>,
     /// File with an ssh private key for the target (used through `GIT_SSH_COMMAND`).
     pub target_ssh_key: Option<String>,
+    /// known_hosts file for ssh sources and targets (`UserKnownHostsFile`, host keys then
+    /// checked strictly: `StrictHostKeyChecking=yes`); default: the user's own.
+    pub known_hosts: Option<String>,
     /// Branch patterns to mirror (default all: `["*"]`); `*` does not cross `/`, `**` does.
     pub branches: Option<Vec<String>>,
     /// Mirror tags too (default true).

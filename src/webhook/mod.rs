@@ -78,7 +78,8 @@ fn read_secret(
 }
 
 impl Mirror {
-    /// Resolves `spec`: reads its secrets from the environment or files.
+    /// Resolves `spec`: reads its secrets from the environment or files, and checks that
+    /// its ssh key and known_hosts files exist.
     ///
     /// Errors: a message naming the mirror and what is missing.
     pub fn resolve(spec: &WebhookMirrorConfig) -> Result<Mirror, String> {
@@ -132,6 +133,19 @@ impl Mirror {
         )?;
         let key = |k: &Option<String>| k.as_deref().map(crate::config::expand_tilde);
         let (source_key, target_key) = (key(&spec.source_ssh_key), key(&spec.target_ssh_key));
+        let known_hosts = key(&spec.known_hosts);
+        for (field, file) in [
+            ("source_ssh_key", &source_key),
+            ("target_ssh_key", &target_key),
+            ("known_hosts", &known_hosts),
+        ] {
+            if let Some(file) = file.as_ref().filter(|f| !f.is_file()) {
+                return Err(format!(
+                    "mirror {name}: {field} {} is not a file",
+                    file.display()
+                ));
+            }
+        }
         Ok(Mirror {
             spec: spec.clone(),
             provider,
@@ -141,9 +155,21 @@ impl Mirror {
             filter,
             remotes: push::Remotes {
                 source: spec.source.clone(),
-                source_env: push::credential_env(source_token.as_deref(), source_key.as_deref()),
+                source_env: push::credential_env(
+                    source_token.as_deref(),
+                    push::SshFiles {
+                        key: source_key.as_deref(),
+                        known_hosts: known_hosts.as_deref(),
+                    },
+                ),
                 target: spec.target.clone(),
-                target_env: push::credential_env(target_token.as_deref(), target_key.as_deref()),
+                target_env: push::credential_env(
+                    target_token.as_deref(),
+                    push::SshFiles {
+                        key: target_key.as_deref(),
+                        known_hosts: known_hosts.as_deref(),
+                    },
+                ),
             },
         })
     }

@@ -28,6 +28,11 @@ pub struct MirrorState {
     /// The id this mirror pushed last, per full ref name.
     #[serde(default)]
     pub pushed: BTreeMap<String, String>,
+    /// The ids a push under way is sending, per full ref name: written before the push
+    /// starts and cleared once the target has been read back, so a run killed in between
+    /// still knows these refs as its own (to delete or move them later).
+    #[serde(default)]
+    pub pending: BTreeMap<String, String>,
     /// When the last run ended (RFC 3339, UTC).
     pub last_run: Option<chrono::DateTime<chrono::Utc>>,
     /// `ok`, `diverged` (some refs refused) or `failed`.
@@ -118,7 +123,22 @@ pub enum RunError {
     /// Reading or pushing to the target failed.
     #[error("target: {0}")]
     Target(String),
+    /// The plan of a push could not be recorded first (nothing was pushed).
+    #[error("cannot record the push before making it: {0}")]
+    Journal(String),
 }
+
+impl MirrorState {
+    /// Whether `id` at the target's ref `name` was put there by this mirror (pushed, or
+    /// being pushed when a run was interrupted).
+    fn ours(&self, name: &str, id: &str) -> bool {
+        self.pushed.get(name).is_some_and(|p| p == id)
+            || self.pending.get(name).is_some_and(|p| p == id)
+    }
+}
+
+/// Saves a mirror's state (the caller's file); called before a push goes out.
+pub type Journal<'a> = &'a (dyn Fn(&MirrorState) -> Result<(), String> + Sync);
 
 fn stderr_of(e: GitError) -> String {
     match e {
@@ -203,16 +223,19 @@ struct Update {
     new: Option<String>,
 }
 
-/// Runs the mirror once: `cache_root` holds the bare caches, `state` is read and updated.
+/// Runs the mirror once: `cache_root` holds the bare caches, `state` is read and updated,
+/// and `journal` saves it with the push's plan ([`MirrorState::pending`]) before the push.
 ///
-/// Errors: [`RunError`] when the source cannot be fetched or the target cannot be read or
-/// pushed to at all; refs refused one by one are in the report instead.
+/// Errors: [`RunError`] when the source cannot be fetched, the target cannot be read or
+/// pushed to at all, or the plan cannot be saved; refs refused one by one are in the
+/// report instead.
 pub async fn run(
     cache_root: &Path,
     remotes: &Remotes,
     filter: &Filter,
     force: bool,
     state: &mut MirrorState,
+    journal: Journal<'_>,
     timeout: Duration,
 ) -> Result<RunReport, RunError> {
     let cache =
@@ -246,8 +269,10 @@ pub async fn run(
                 state.pushed.insert(name.clone(), new.clone());
             }
             Some(current) => {
-                let ours = state.pushed.get(name) == Some(current);
-                if ours || force || is_ancestor(&cache, current, new, timeout).await {
+                if state.ours(name, current)
+                    || force
+                    || is_ancestor(&cache, current, new, timeout).await
+                {
                     updates.push(Update {
                         name: name.clone(),
                         expected: Some(current.clone()),
@@ -261,7 +286,7 @@ pub async fn run(
     }
     for (name, current) in &target {
         if !source.contains_key(name) {
-            if state.pushed.get(name) == Some(current) {
+            if state.ours(name, current) {
                 updates.push(Update {
                     name: name.clone(),
                     expected: Some(current.clone()),
@@ -274,8 +299,16 @@ pub async fn run(
         }
     }
     if !updates.is_empty() {
+        for u in &updates {
+            if let Some(new) = &u.new {
+                state.pending.insert(u.name.clone(), new.clone());
+            }
+        }
+        journal(state).map_err(RunError::Journal)?;
         push(&cache, remotes, &updates, state, &mut report, timeout).await?;
     }
+    // The target was read back: what landed is in `pushed`, the rest is not ours.
+    state.pending.clear();
     Ok(report)
 }
 
@@ -354,9 +387,10 @@ async fn push(
 
 /// The git environment that sends `token` as an HTTP header on every request
 /// (`http.extraHeader` through `GIT_CONFIG_COUNT`, so it is in no URL, argument or log):
-/// `user:password` becomes Basic auth, anything else a Bearer token. `ssh_key`: a private
-/// key file used through `GIT_SSH_COMMAND`.
-pub fn credential_env(token: Option<&str>, ssh_key: Option<&Path>) -> Vec<(String, String)> {
+/// `user:password` becomes Basic auth, anything else a Bearer token. `ssh`: the private key
+/// file and the known_hosts file ssh uses, through `GIT_SSH_COMMAND` (either may be
+/// absent; with neither, git's own ssh settings apply).
+pub fn credential_env(token: Option<&str>, ssh: SshFiles<'_>) -> Vec<(String, String)> {
     use base64::Engine;
     let mut env = Vec::new();
     if let Some(token) = token.filter(|t| !t.is_empty()) {
@@ -375,17 +409,38 @@ pub fn credential_env(token: Option<&str>, ssh_key: Option<&Path>) -> Vec<(Strin
         ));
         env.push(("GIT_CONFIG_VALUE_0".to_string(), value));
     }
-    if let Some(key) = ssh_key {
-        // GIT_SSH_COMMAND goes through the shell: the path is quoted for it (a path
-        // cannot hold the NUL byte that alone would make quoting fail).
-        let path = key.display().to_string();
-        let quoted = shlex::try_quote(&path).map_or(path.clone(), |q| q.into_owned());
-        env.push((
-            "GIT_SSH_COMMAND".to_string(),
-            format!("ssh -i {quoted} -o IdentitiesOnly=yes -o BatchMode=yes"),
-        ));
+    if ssh.key.is_some() || ssh.known_hosts.is_some() {
+        // GIT_SSH_COMMAND goes through the shell: paths are quoted for it (a path cannot
+        // hold the NUL byte that alone would make quoting fail).
+        let quoted = |p: &Path| {
+            let path = p.display().to_string();
+            shlex::try_quote(&path).map_or(path.clone(), |q| q.into_owned())
+        };
+        let mut command = "ssh -o BatchMode=yes".to_string();
+        if let Some(key) = ssh.key {
+            command.push_str(&format!(" -i {} -o IdentitiesOnly=yes", quoted(key)));
+        }
+        if let Some(file) = ssh.known_hosts {
+            // ssh reads this option as a list of files split at blanks, unless the path
+            // is in double quotes (ssh_config(5)).
+            let option = format!("UserKnownHostsFile=\"{}\"", file.display());
+            command.push_str(&format!(
+                " -o {} -o StrictHostKeyChecking=yes",
+                quoted(Path::new(&option))
+            ));
+        }
+        env.push(("GIT_SSH_COMMAND".to_string(), command));
     }
     env
+}
+
+/// The files ssh is given for one side of a mirror.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SshFiles<'a> {
+    /// A private key (`-i`, with `IdentitiesOnly=yes`).
+    pub key: Option<&'a Path>,
+    /// A known_hosts file (`UserKnownHostsFile`, with `StrictHostKeyChecking=yes`).
+    pub known_hosts: Option<&'a Path>,
 }
 
 /// Where the state of mirror `name` lives under `dir` (`~/.gitsync/webhooks`).
@@ -413,14 +468,34 @@ mod tests {
 
     #[test]
     fn credentials_go_in_a_header_not_a_url() {
-        let env = credential_env(Some("user:pw"), None);
+        let none = SshFiles::default();
+        let env = credential_env(Some("user:pw"), none);
         assert_eq!(env[2].1, "Authorization: Basic dXNlcjpwdw==");
-        let env = credential_env(Some("tok"), None);
+        let env = credential_env(Some("tok"), none);
         assert_eq!(env[2].1, "Authorization: Bearer tok");
-        assert!(credential_env(None, None).is_empty());
-        let env = credential_env(None, Some(Path::new("/keys/it's mine")));
+        assert!(credential_env(None, none).is_empty());
+        let files = SshFiles {
+            key: Some(Path::new("/keys/it's mine")),
+            known_hosts: Some(Path::new("/keys/known hosts")),
+        };
+        let env = credential_env(None, files);
         assert_eq!(env[0].0, "GIT_SSH_COMMAND");
         let words = shlex::split(&env[0].1).expect("a shell command");
-        assert_eq!(words[..3], ["ssh", "-i", "/keys/it's mine"], "{}", env[0].1);
+        assert_eq!(
+            words[..9],
+            [
+                "ssh",
+                "-o",
+                "BatchMode=yes",
+                "-i",
+                "/keys/it's mine",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "UserKnownHostsFile=\"/keys/known hosts\""
+            ],
+            "{}",
+            env[0].1
+        );
     }
 }

@@ -163,12 +163,15 @@ pub async fn run_mirror(hooks: &Webhooks, mirror: &Mirror) -> bool {
     let path = push::state_path(&hooks.dir, name);
     let mut state = hooks.state(name);
     let started = std::time::Instant::now();
+    let journal =
+        |s: &push::MirrorState| crate::partition::write_state(&path, s).map_err(|e| e.to_string());
     let result = push::run(
         &hooks.cache_root(),
         &mirror.remotes,
         &mirror.filter,
         mirror.spec.force,
         &mut state,
+        &journal,
         hooks.git_timeout,
     )
     .await;
