@@ -29,7 +29,11 @@ pub const OUTCOME: &str = "gitsync::outcome";
 /// [`OUTCOME`] events the command prints itself: for short-lived commands.
 pub fn init_cli() -> Guard {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter(&format!("warn,{OUTCOME}=off")))
+        // The SDK's provider chain warns at every link it tries (instance metadata, a
+        // missing region); a command says what failed in its own words instead.
+        .with_env_filter(filter(&format!(
+            "warn,{OUTCOME}=off,aws_config=off,aws_smithy_runtime=off"
+        )))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)

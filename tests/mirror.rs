@@ -414,8 +414,32 @@ fn a_run_killed_before_info_refs_leaves_the_old_mirror_and_the_next_run_complete
     );
     scene.env.git(&clone, &["fsck", "--full"]);
     std::fs::remove_file(&lock).expect("unlock");
+    // What a kill inside a file's copy leaves (issue 21, item 14: they stayed for good):
+    // half-written files more than an hour old go, a younger one (another writer's, under
+    // way) stays.
+    let base = dir.join(&scene.prefix);
+    let stale = [
+        base.join("objects/pack/.incoming-aB3dE9"),
+        base.join("info/.tmp-Zx81Qa"),
+    ];
+    let young = base.join("objects/pack/.incoming-young1");
+    for file in stale.iter().chain([&young]) {
+        std::fs::write(file, "half a pack").expect("write");
+    }
+    for file in &stale {
+        let ok = std::process::Command::new("touch")
+            .args(["-d", "2 hours ago"])
+            .arg(file)
+            .status()
+            .expect("touch");
+        assert!(ok.success());
+    }
     scene.run();
     scene.assert_clone_matches("new");
+    for file in &stale {
+        assert!(!file.exists(), "{} was left", file.display());
+    }
+    assert!(young.exists(), "a write under way was removed");
 }
 
 #[test]
@@ -573,8 +597,12 @@ print(s3.list_objects_v2(Bucket="pub", Prefix="api/")["KeyCount"])
     );
 }
 
+/// Two mirrors of different sources started at once on one prefix, round after round
+/// (issue 21, item 14: they overwrote each other silently). The first to claim the prefix
+/// keeps it: every round exactly one of them publishes, always the same one, the other is
+/// refused with what to do, and the published ref list is always that source's, complete.
 #[test]
-fn two_mirrors_racing_on_one_prefix_leave_one_complete_ref_list() {
+fn two_sources_racing_on_one_prefix_one_keeps_it_and_the_other_is_refused() {
     let scene = Scene::new(true);
     // Two different sources, one prefix.
     scene.commit("a.txt", "one\n");
@@ -604,6 +632,7 @@ fn two_mirrors_racing_on_one_prefix_leave_one_complete_ref_list() {
         ],
     );
     let endpoint = scene.endpoint().expect("s3");
+    let mut owner: Option<bool> = None;
     for round in 0..4 {
         scene.commit("a.txt", &format!("round {round}\n"));
         scene.push(&["main"]);
@@ -644,9 +673,24 @@ fn two_mirrors_racing_on_one_prefix_leave_one_complete_ref_list() {
             .filter_map(|l| l.split_once(' '))
             .map(|(oid, name)| (name.to_string(), oid.to_string()))
             .collect();
+        let (a_ok, b_ok) = (a.status.success(), b.status.success());
         assert!(
-            published == from_a || published == from_b,
-            "round {round}: info/refs is neither source's: {published:?}\n{}\n{}",
+            a_ok != b_ok,
+            "round {round}: not exactly one mirror published\n{}\n{}",
+            text(&a),
+            text(&b)
+        );
+        let refused = if a_ok { text(&b) } else { text(&a) };
+        assert!(
+            refused.contains("another source") && refused.contains("its own prefix"),
+            "round {round}: {refused}"
+        );
+        let owner = *owner.get_or_insert(a_ok);
+        assert_eq!(a_ok, owner, "round {round}: the prefix changed hands");
+        assert_eq!(
+            published,
+            if a_ok { from_a } else { from_b },
+            "round {round}: info/refs is not the owner's\n{}\n{}",
             text(&a),
             text(&b)
         );
@@ -1046,5 +1090,167 @@ fn a_source_password_is_kept_where_only_its_owner_can_read() {
     assert!(
         holders > 0,
         "the bare cache keeps the URL: the test looked at nothing"
+    );
+}
+
+/// Issue 21, item 14: the printed clone URL answered 403 until the bucket policy was set,
+/// with no word; missing credentials gave the SDK's whole provider chain down to the
+/// instance metadata service, and without AWS_REGION every command printed the SDK's
+/// warnings. Now the first publish says what an anonymous reader meets and what to set,
+/// and a failure says in one line what is missing.
+#[test]
+fn a_private_bucket_and_missing_credentials_are_named_with_what_to_do() {
+    let scene = Scene::new(true);
+    scene.commit("a.txt", "one\n");
+    scene.push(&["main"]);
+    let Target::S3 { moto } = &scene.target else {
+        unreachable!()
+    };
+    let conf = aws_sdk_s3::config::Builder::from(&moto.sdk())
+        .force_path_style(true)
+        .build();
+    let client = aws_sdk_s3::Client::from_conf(conf);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    for (bucket, said) in [
+        ("private", Some("anonymous readers get HTTP 403 there")),
+        ("pub", None),
+    ] {
+        if bucket == "private" {
+            runtime.block_on(async {
+                client
+                    .create_bucket()
+                    .bucket(bucket)
+                    .send()
+                    .await
+                    .expect("bucket");
+            });
+        }
+        let out = scene
+            .env
+            .gitsync_command(
+                &scene.home,
+                &[
+                    "mirror",
+                    "--source",
+                    &scene.source_url(),
+                    "--target",
+                    &format!("s3://{bucket}/team/api"),
+                    "--endpoint-url",
+                    &moto.url,
+                ],
+            )
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
+            .output()
+            .expect("mirror");
+        let t = text(&out);
+        assert!(out.status.success(), "{bucket}: {t}");
+        assert!(t.contains("clone with: git clone"), "{bucket}: {t}");
+        match said {
+            Some(words) => assert!(t.contains(words), "{bucket}: {t}"),
+            None => assert!(!t.contains("  but "), "{bucket}: {t}"),
+        }
+        assert!(
+            !t.contains("WARN"),
+            "{bucket}: the SDK's warnings were shown: {t}"
+        );
+    }
+    // doctor reads each mirror's target as a run does and says the same.
+    let yaml = format!(
+        "root: {}\nrepositories: []\nmirrors:\n  - name: api\n    source: {}\n    target: s3://private/team/api\n    endpoint_url: {}\n    region: us-east-1\n",
+        scene.env.dir.path().display(),
+        scene.source_url(),
+        moto.url
+    );
+    scene.env.config(&scene.home, &yaml);
+    let doctor = |strip_keys: bool| {
+        let mut cmd = scene.env.gitsync_command(&scene.home, &["doctor"]);
+        if strip_keys {
+            cmd.env_remove("AWS_ACCESS_KEY_ID")
+                .env_remove("AWS_SECRET_ACCESS_KEY");
+        }
+        text(&cmd.output().expect("doctor"))
+    };
+    let said = doctor(false);
+    assert!(
+        said.contains("mirror api: published at")
+            && said.contains("anonymous readers get HTTP 403"),
+        "{said}"
+    );
+    let said = doctor(true);
+    assert!(
+        said.contains("fail mirror api") && said.contains("no AWS credentials found"),
+        "{said}"
+    );
+    let out = scene
+        .env
+        .gitsync_command(
+            &scene.home,
+            &[
+                "mirror",
+                "--source",
+                &scene.source_url(),
+                "--target",
+                "s3://pub/team/other",
+                "--endpoint-url",
+                &moto.url,
+            ],
+        )
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .output()
+        .expect("mirror");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("no AWS credentials found") && t.contains("AWS_ACCESS_KEY_ID"),
+        "{t}"
+    );
+    assert!(
+        !t.contains("IMDS") && !t.contains("WARN") && t.lines().count() <= 2,
+        "the SDK's provider chain was shown: {t}"
+    );
+}
+
+/// The other bucket-policy mistake: readers may get objects but not list the bucket, so S3
+/// answers 403 (not 404) for a file that does not exist, and git's client gives up. moto
+/// answers 404 there whatever the policy, so an HTTP server on loopback plays that bucket:
+/// 200 for `info/refs`, 403 for anything else.
+#[test]
+fn a_bucket_readers_cannot_list_is_named() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        for stream in listener.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(stream);
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                header.clear();
+            }
+            let status = if line.contains("/info/refs ") {
+                "200 OK"
+            } else {
+                "403 Forbidden"
+            };
+            let _ = write!(
+                reader.get_mut(),
+                "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+        }
+    });
+    let said = tokio::runtime::Runtime::new().expect("runtime").block_on(
+        gitsync::mirror::reach::anonymous_problem(&format!(
+            "http://127.0.0.1:{port}/bucket/team/api"
+        )),
+    );
+    let said = said.expect("a word about the policy");
+    assert!(
+        said.contains("allow s3:ListBucket on the bucket for this prefix too"),
+        "{said}"
     );
 }

@@ -317,12 +317,10 @@ fn check_unit(report: &mut Report) {
     }
 }
 
-/// Runs every check and prints one line each. Exit code 0 when nothing failed (warnings
-/// allowed), 1 otherwise.
-/// The replication jobs (issue 21: `doctor` checked none of them, and a webhook secret whose
-/// variable was unset passed as "all well"): each webhook mirror's secrets and tokens are
-/// read as the daemon reads them; each deploy's repository, scanner and ssh files exist;
-/// each S3 / folder mirror's target is a URL gitsync writes to.
+/// The webhook mirrors and deploys (issue 21: `doctor` checked none of the replication jobs,
+/// and a webhook secret whose variable was unset passed as "all well"): each webhook
+/// mirror's secrets, tokens and ssh files are read as the daemon reads them; each deploy's
+/// repository, scanner and ssh key exist. Mirrors: [`check_mirrors`].
 fn check_jobs(report: &mut Report, config: &Config) {
     if let Some(hooks) = &config.webhooks {
         for spec in &hooks.mirrors {
@@ -379,24 +377,75 @@ fn check_jobs(report: &mut Report, config: &Config) {
             (Ok(line), None) => report.line(Level::Ok, &what, &line, None),
         }
     }
-    for m in &config.mirrors {
-        let what = format!("mirror {}", m.name);
-        if m.target.starts_with("s3://") || m.target.starts_with("file://") {
-            report.line(Level::Ok, &what, &format!("-> {}", m.target), None);
-        } else {
-            report.line(
+}
+
+/// Each mirror's target, read as a run reads it (with the same credentials: a missing
+/// credential or a denied bucket is named), then, for a published S3 mirror, what an
+/// anonymous `git clone` of its clone URL meets ([`crate::mirror::reach`]).
+async fn check_mirrors(report: &mut Report, config: &Config) {
+    for mirror in crate::mirror::Mirror::all(config) {
+        let what = format!("mirror {}", mirror.spec.name);
+        let store = match mirror.store().await {
+            Ok(store) => store,
+            Err(_) => {
+                report.line(
+                    Level::Fail,
+                    &what,
+                    &format!(
+                        "target {:?} is not s3://bucket/prefix or file:///path",
+                        mirror.spec.target
+                    ),
+                    None,
+                );
+                continue;
+            }
+        };
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            store.get_bytes(crate::mirror::layout::INFO_REFS),
+        )
+        .await;
+        match read {
+            Err(_) => report.line(
                 Level::Fail,
                 &what,
-                &format!(
-                    "target {:?} is not s3://bucket/prefix or file:///path",
-                    m.target
-                ),
+                &format!("{}: no answer within 20 s", store.describe()),
                 None,
-            );
+            ),
+            Ok(Err(e)) => report.line(
+                Level::Fail,
+                &what,
+                &format!("{}: {e}", store.describe()),
+                Some("see the README's S3 mirror section for the credentials and permissions a mirror needs"),
+            ),
+            Ok(Ok(None)) => report.line(
+                Level::Ok,
+                &what,
+                &format!("{} readable; nothing published yet", store.describe()),
+                None,
+            ),
+            Ok(Ok(Some(_))) => {
+                match crate::mirror::reach::anonymous_problem(&mirror.clone_url()).await {
+                    Some(problem) => report.line(
+                        Level::Warn,
+                        &what,
+                        &format!("published at {}, but {problem}", mirror.clone_url()),
+                        None,
+                    ),
+                    None => report.line(
+                        Level::Ok,
+                        &what,
+                        &format!("published; clone with git clone {}", mirror.clone_url()),
+                        None,
+                    ),
+                }
+            }
         }
     }
 }
 
+/// Runs every check and prints one line each. Exit code 0 when nothing failed (warnings
+/// allowed), 1 otherwise.
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let _guard = crate::logging::init_cli();
     let mut report = Report::default();
@@ -440,6 +489,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         let runtime = super::runtime()?;
         runtime.block_on(check_backend(&mut report, config));
         check_jobs(&mut report, config);
+        runtime.block_on(check_mirrors(&mut report, config));
     }
     check_daemon(&mut report, &crate::config::gitsync_home());
     check_unit(&mut report);

@@ -47,8 +47,9 @@ pub enum Action {
     },
 }
 
-/// Prints one outcome for people; returns whether it succeeded.
-fn print(mirror: &Mirror, outcome: &mirror::Outcome, first: bool) -> bool {
+/// Prints one outcome for people; returns whether it succeeded. On the first run, the
+/// clone URL follows, and `anonymous`: what an anonymous reader of it meets, if not a clone.
+fn print(mirror: &Mirror, outcome: &mirror::Outcome, first: bool, anonymous: Option<&str>) -> bool {
     match &outcome.result {
         Ok(report) => {
             println!(
@@ -58,6 +59,9 @@ fn print(mirror: &Mirror, outcome: &mirror::Outcome, first: bool) -> bool {
             );
             if first && !report.dry_run {
                 println!("  clone with: git clone {}", mirror.clone_url());
+                if let Some(problem) = anonymous {
+                    println!("  but {problem}");
+                }
             }
             true
         }
@@ -146,7 +150,13 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                 let outcome = mirror.run_once(dry_run).await;
                 spinner.finish();
                 mirror::log_outcome(&outcome);
-                ok &= print(mirror, &outcome, first);
+                let anonymous = match &outcome.result {
+                    Ok(report) if first && !report.dry_run => {
+                        mirror::reach::anonymous_problem(&mirror.clone_url()).await
+                    }
+                    _ => None,
+                };
+                ok &= print(mirror, &outcome, first, anonymous.as_deref());
             }
             if once || dry_run {
                 return Ok(if ok {

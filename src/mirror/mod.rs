@@ -6,9 +6,11 @@
 //! ([`crate::git::bare_cache`]) under `~/.gitsync/mirror/cache`; what the target already
 //! has is read from the target itself, so a mirror can move to another machine and go on.
 
+pub mod claim;
 pub mod layout;
 pub mod lfs;
 pub mod publish;
+pub mod reach;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -118,8 +120,11 @@ impl Mirror {
         }
     }
 
-    async fn run_inner(&self, dry_run: bool) -> Result<Report, MirrorError> {
-        let store = crate::store::open(
+    /// The target's store (no network call).
+    ///
+    /// Errors: a target URL that is neither `s3://` nor `file:///`.
+    pub async fn store(&self) -> Result<Box<dyn crate::store::BlobStore>, MirrorError> {
+        crate::store::open(
             &self.spec.target,
             &S3Options {
                 endpoint_url: self.spec.endpoint_url.clone(),
@@ -130,7 +135,11 @@ impl Mirror {
         .map_err(|e| MirrorError::Store {
             target: crate::model::redact_url(&self.spec.target),
             source: e,
-        })?;
+        })
+    }
+
+    async fn run_inner(&self, dry_run: bool) -> Result<Report, MirrorError> {
+        let store = self.store().await?;
         let cache = crate::git::bare_cache::refresh(
             &self.dir.join("cache"),
             &self.spec.source,

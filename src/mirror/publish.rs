@@ -37,6 +37,15 @@ pub enum MirrorError {
     /// An LFS object could not be copied or did not match its oid.
     #[error("LFS: {0}")]
     Lfs(String),
+    /// The target mirrors another source (or cannot say which); nothing was written.
+    #[error("target {target}: {source}")]
+    Claim {
+        /// The target URL.
+        target: String,
+        /// Why.
+        #[source]
+        source: super::claim::ClaimError,
+    },
     /// Other writers kept changing `info/refs`; nothing of this run is referenced.
     #[error(
         "info/refs kept changing under this run ({0} attempts): another mirror writes the same prefix"
@@ -114,6 +123,9 @@ pub struct Options {
     /// Scratch folder for packs.
     pub scratch: PathBuf,
 }
+
+/// Age beyond which a half-written file in the target was left by a killed run.
+const STALE: Duration = Duration::from_secs(3600);
 
 /// How many times a run starts over after losing `info/refs` to another writer.
 const ATTEMPTS: usize = 5;
@@ -453,6 +465,10 @@ impl Target<'_> {
 pub struct LocalState {
     /// Unix seconds at which a retired pack may be deleted, if any is waiting.
     pub sweep_due: Option<i64>,
+    /// `<target> <source identity>` once the target was found to be this source's
+    /// ([`super::claim`]), so later runs skip the check.
+    #[serde(default)]
+    pub claimed: Option<String>,
 }
 
 /// One run against `store` of the cache at `cache` (already fetched). `state` is read and
@@ -467,6 +483,22 @@ pub async fn run(
     state: &mut LocalState,
 ) -> Result<Report, MirrorError> {
     let target = Target { store };
+    let claim = format!(
+        "{} {}",
+        store.describe(),
+        super::claim::identity(&opts.source)
+    );
+    if state.claimed.as_ref() != Some(&claim) {
+        super::claim::claim(store, &opts.source, opts.dry_run)
+            .await
+            .map_err(|source| MirrorError::Claim {
+                target: store.describe(),
+                source,
+            })?;
+        if !opts.dry_run {
+            state.claimed = Some(claim);
+        }
+    }
     let refs = source_refs(cache, opts.git_timeout).await?;
     if refs.is_empty() {
         return Err(MirrorError::Source(
@@ -544,6 +576,19 @@ pub async fn run(
         };
         if opts.dry_run {
             return Ok(report);
+        }
+        if attempt == 0 {
+            // What a killed run left half-written; a writer under way elsewhere is younger.
+            match store.clean_stale(STALE).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    target = %store.describe(),
+                    "removed {n} files that interrupted writes left behind"
+                ),
+                Err(e) => {
+                    tracing::warn!(target = %store.describe(), %e, "cannot look for files interrupted writes left")
+                }
+            }
         }
 
         if let Some((info, pack, idx)) = &written

@@ -174,6 +174,45 @@ impl BlobStore for DirStore {
         .await
     }
 
+    /// Removes `.incoming-*` (a [`BlobStore::put_file`]) and `.tmp-*` (a small write) files
+    /// older than `age` anywhere under the root.
+    async fn clean_stale(&self, age: std::time::Duration) -> Result<usize, StoreError> {
+        let root = self.root.clone();
+        blocking(move || {
+            let mut removed = 0;
+            let mut stack = vec![root];
+            while let Some(dir) = stack.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_err(&dir)(e)),
+                };
+                for entry in entries.flatten() {
+                    let Ok(kind) = entry.file_type() else {
+                        continue;
+                    };
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if kind.is_dir() {
+                        stack.push(entry.path());
+                    } else if kind.is_file()
+                        && (name.starts_with(".incoming-") || name.starts_with(".tmp-"))
+                        && entry
+                            .metadata()
+                            .ok()
+                            .and_then(|m| m.modified().ok())
+                            .and_then(|m| m.elapsed().ok())
+                            .is_some_and(|elapsed| elapsed > age)
+                        && std::fs::remove_file(entry.path()).is_ok()
+                    {
+                        removed += 1;
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
     async fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let path = self.path(key)?;
         let bytes = bytes.to_vec();

@@ -84,6 +84,15 @@ pub trait BlobStore: Send + Sync {
     async fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError>;
     /// Deletes `key` (absent is fine).
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Removes what writes killed half-way left behind, when older than `age` (so that a
+    /// write under way elsewhere is never touched). Returns how many were removed. Stores
+    /// whose writes leave nothing (S3: a PUT is whole or absent) do nothing.
+    ///
+    /// Errors: the store cannot be listed.
+    async fn clean_stale(&self, age: std::time::Duration) -> Result<usize, StoreError> {
+        let _ = age;
+        Ok(0)
+    }
 }
 
 /// Where S3 is, when not AWS itself.

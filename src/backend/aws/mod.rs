@@ -151,8 +151,28 @@ where
                 }
                 source = cause.source();
             }
-            parts.join(": ")
+            let text = parts.join(": ");
+            said_plainly(&text).map_or(text, str::to_string)
         }
+    }
+}
+
+/// What to do, for the SDK failures a newcomer meets first (no credentials anywhere in the
+/// chain; no region), whose own text walks the whole provider chain down to the instance
+/// metadata service.
+fn said_plainly(text: &str) -> Option<&'static str> {
+    let lower = text.to_lowercase();
+    if lower.contains("loading credentials")
+        || lower.contains("no credentials")
+        || lower.contains("credentialsnotloaded")
+    {
+        Some(
+            "no AWS credentials found (environment, ~/.aws, SSO, web identity, instance role): set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+        )
+    } else if lower.contains("no region") || lower.contains("region was not set") {
+        Some("no AWS region: set AWS_REGION (or `region:` in the config)")
+    } else {
+        None
     }
 }
 
