@@ -1400,3 +1400,56 @@ fn a_branch_pushed_by_a_killed_run_is_deleted_when_the_source_deletes_it() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// Issue 21, "disk-full and SQS-down retries end mirrored": with the queue in SQS and SQS
+/// unreachable, a delivery is answered 503 (never a 2xx for a job not stored); once SQS is
+/// back, the forge's retry of the same delivery is queued (not "duplicate") and the worker,
+/// which kept polling through the outage, mirrors it.
+#[test]
+fn a_delivery_refused_while_sqs_is_down_is_mirrored_on_the_retry() {
+    let moto = common::moto::Moto::start();
+    let port: u16 = moto
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("moto's port");
+    let mut scene = Scene::new(&["api"]);
+    let mirror = scene.mirror("api", "github", "      interval: 1h\n");
+    scene.configure(
+        &mirror,
+        &format!(
+            "  queue: sqs\n  sqs_queue: hooks.fifo\n  endpoint_url: {}\n  region: us-east-1\n",
+            moto.url
+        ),
+    );
+    let setup = |scene: &Scene| {
+        let out = scene.env.gitsync(&scene.home, &["aws", "setup"]);
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    setup(&scene);
+    scene.start();
+    let sha = scene.env.head(&scene.work);
+    let (headers, body) = push_hook("github", &sha, "while-sqs-is-up");
+    let (status, text) = post(&scene.url("/hooks/api"), &headers, body);
+    assert_eq!(status, 202, "{text}");
+    scene.wait_in_sync("api", "the first delivery, through SQS");
+
+    drop(moto);
+    let sha = scene.commit_and_push("down.txt");
+    let (headers, body) = push_hook("github", &sha, "while-sqs-is-down");
+    let (status, text) = post(&scene.url("/hooks/api"), &headers, body.clone());
+    assert_eq!(status, 503, "a delivery SQS never got was answered {status}: {text}");
+    assert_ne!(scene.target_refs("api"), scene.source_refs());
+
+    let _moto = common::moto::Moto::start_on(port);
+    setup(&scene);
+    let (status, text) = post(&scene.url("/hooks/api"), &headers, body);
+    assert_eq!(status, 202, "the forge's retry was not queued: {text}");
+    scene.wait_in_sync("api", "the retried delivery, through SQS");
+}
