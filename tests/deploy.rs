@@ -727,16 +727,32 @@ fn releases(dir: &Path) -> Vec<String> {
     out
 }
 
-/// Two to four deploys of one name at once, at random delays, of random commits, some of
-/// which hold a secret (issue 21, item 1: every run shared one export folder, so a commit
-/// the scan blocked shipped under a clean commit's name). No secret ever reaches the
-/// target; every release there equals `git archive` of the commit it is named after; a
-/// refused commit is never `current`. Rounds: `GITSYNC_DEPLOY_CASES` (default 3).
+/// Two to four deploys and rollbacks of one name at once, at random delays, from two
+/// machines (two homes, each with its own export and lock), of random commits, some of
+/// which hold a secret, while the first machine's daemon ships the branch's tip on its own
+/// (`on_update`). Issue 21, item 1: every run shared one export folder, so a commit the
+/// scan blocked shipped under a clean commit's name; item 2: the daemon undid rollbacks.
+/// After each round (the daemon stopped): no secret ever reached the target; every
+/// release there equals `git archive` of the commit it is named after; `current` is a
+/// clean commit; `deploy verify` says "in sync" exactly when `current` is the tip.
+/// Rounds: `GITSYNC_DEPLOY_CASES` (default 3).
 #[test]
 fn overlapping_deploys_never_ship_a_blocked_secret() {
     let scene = Scene::new();
-    scene.configure(&[("vm01", scene.sshd.port)], "    scan: {tool: gitleaks}\n");
-    // A: a clean commit with 150 larger files; B: A plus a token; C: B without it.
+    let first = scene.env.head(&scene.repo);
+    let targets = [("vm01", scene.sshd.port)];
+    scene.configure(
+        &targets,
+        "    on_update: true\n    scan: {tool: gitleaks}\n",
+    );
+    let other = scene.env.home("deployer2");
+    scene.configure_home(
+        &other,
+        "deployer2",
+        &targets,
+        "    scan: {tool: gitleaks}\n",
+    );
+    // A: a clean commit with 150 larger files; B: A plus a token; C: B without it (the tip).
     for i in 0..150 {
         scene.env.write(
             &scene.repo,
@@ -750,50 +766,80 @@ fn overlapping_deploys_never_ship_a_blocked_secret() {
     let b = scene.commit("leak.env", &format!("GITHUB_TOKEN={GH_TOKEN}\n"));
     scene.env.git(&scene.repo, &["rm", "-q", "leak.env"]);
     let c = scene.commit("index.html", "<h1>two</h1>\n");
-    let clean = [a.clone(), c.clone()];
+    let clean = [first.clone(), a.clone(), c.clone()];
+    let path = venv_path();
+    // The first machine has shipped the tip once, so it has a record to verify against.
+    scene.ship();
     let rounds: u64 = std::env::var("GITSYNC_DEPLOY_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     let seed = fastrand::u64(..);
     let mut rng = fastrand::Rng::with_seed(seed);
-    let path = venv_path();
     for round in 0..rounds {
-        let runs: Vec<&String> = (0..2 + rng.usize(..3))
-            .map(|_| [&a, &b, &c][rng.usize(..3)])
+        let mut daemon = {
+            let mut cmd = scene.env.gitsync_command(&scene.home, &["run"]);
+            cmd.env("PATH", &path)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(scene.home.join("daemon.log")).expect("log"));
+            common::Daemon {
+                child: cmd.spawn().expect("spawn"),
+                log: scene.home.join("daemon.log"),
+            }
+        };
+        // (home, Some(rev) for a deploy, None for a rollback)
+        let runs: Vec<(&Path, Option<&String>)> = (0..2 + rng.usize(..3))
+            .map(|_| {
+                let home: &Path = if rng.bool() { &scene.home } else { &other };
+                let what = match rng.usize(..4) {
+                    0 => None,
+                    n => Some([&a, &b, &c][n - 1]),
+                };
+                (home, what)
+            })
             .collect();
         let mut children = Vec::new();
-        for rev in &runs {
+        for (home, what) in &runs {
             std::thread::sleep(Duration::from_millis(rng.u64(..400)));
+            let args: Vec<&str> = match what {
+                Some(rev) => vec!["deploy", "web", "--rev", rev],
+                None => vec!["deploy", "rollback", "web"],
+            };
             let child = scene
                 .env
-                .gitsync_command(&scene.home, &["deploy", "web", "--rev", rev])
+                .gitsync_command(home, &args)
                 .env("PATH", &path)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .expect("start a deploy");
-            children.push((rev, child));
+            children.push((what, child));
         }
-        for (rev, child) in children {
+        for (what, child) in children {
             let out = child.wait_with_output().expect("wait for a deploy");
             let text = String::from_utf8_lossy(&out.stdout).into_owned()
                 + &String::from_utf8_lossy(&out.stderr);
-            if **rev == b {
-                assert_eq!(
-                    out.status.code(),
-                    Some(1),
-                    "seed {seed}: B was not refused: {text}"
-                );
-                assert!(text.contains("secret"), "seed {seed}: {text}");
-            } else {
-                assert_eq!(
+            match what {
+                Some(rev) if **rev == b => {
+                    assert_eq!(
+                        out.status.code(),
+                        Some(1),
+                        "seed {seed}: B was not refused: {text}"
+                    );
+                    assert!(text.contains("secret"), "seed {seed}: {text}");
+                }
+                Some(_) => assert_eq!(
                     out.status.code(),
                     Some(0),
                     "seed {seed}: a clean deploy failed: {text}"
-                );
+                ),
+                None => assert!(
+                    out.status.success() || text.contains("no release older"),
+                    "seed {seed}: a rollback failed: {text}"
+                ),
             }
         }
+        assert_eq!(daemon.stop(), Some(0), "{}", daemon.log_text());
         let target = scene.target_dir("vm01");
         for name in releases(&target) {
             let release = target.join("releases").join(&name);
@@ -812,13 +858,17 @@ fn overlapping_deploys_never_ship_a_blocked_secret() {
                 "seed {seed} round {round}: release {name} is not its commit"
             );
         }
-        // (No current release yet when every run so far was the refused commit.)
-        if let Some(current) = scene.current("vm01") {
-            assert!(
-                clean.contains(&current),
-                "seed {seed}: current is {current}"
-            );
-        }
+        let current = scene.current("vm01").expect("a current release");
+        assert!(
+            clean.contains(&current),
+            "seed {seed}: current is {current}"
+        );
+        let (code, text) = scene.gitsync(&["deploy", "verify", "web"]);
+        assert_eq!(
+            code == 0,
+            current == c,
+            "seed {seed} round {round}: verify is wrong with current at {current}: {text}"
+        );
     }
 }
 

@@ -1444,7 +1444,10 @@ fn a_delivery_refused_while_sqs_is_down_is_mirrored_on_the_retry() {
     let sha = scene.commit_and_push("down.txt");
     let (headers, body) = push_hook("github", &sha, "while-sqs-is-down");
     let (status, text) = post(&scene.url("/hooks/api"), &headers, body.clone());
-    assert_eq!(status, 503, "a delivery SQS never got was answered {status}: {text}");
+    assert_eq!(
+        status, 503,
+        "a delivery SQS never got was answered {status}: {text}"
+    );
     assert_ne!(scene.target_refs("api"), scene.source_refs());
 
     let _moto = common::moto::Moto::start_on(port);
