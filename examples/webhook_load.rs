@@ -1,7 +1,9 @@
 //! A bounded load generator for the webhook intake (loopback only; it stops by itself):
 //! sends `COUNT` correctly signed GitHub push webhooks, each with its own delivery id,
 //! `CONCURRENCY` at a time, and prints one JSON line: accepted, other answers, requests per
-//! second, and the p50/p99 answer time in milliseconds. Used by benches/webhooks.py.
+//! second, the p50/p99 answer time in milliseconds, and the rate (answers per second) of
+//! the first and of the last 2,000 answers (0 when fewer were sent). Used by
+//! benches/webhooks.py.
 //!
 //!     cargo run --release --example webhook_load -- URL SECRET COUNT CONCURRENCY
 
@@ -39,6 +41,7 @@ fn main() {
             let (client, url, sig, next) = (client.clone(), url.clone(), sig.clone(), next.clone());
             tasks.spawn(async move {
                 let mut times = Vec::new();
+                let mut done = Vec::new();
                 let mut accepted = 0usize;
                 let mut other = 0usize;
                 loop {
@@ -57,21 +60,35 @@ fn main() {
                         .send()
                         .await;
                     times.push(t.elapsed());
+                    done.push(Instant::now());
                     match answer {
                         Ok(r) if r.status().as_u16() == 202 => accepted += 1,
                         _ => other += 1,
                     }
                 }
-                (times, accepted, other)
+                (times, done, accepted, other)
             });
         }
         let mut times = Vec::new();
+        let mut done = Vec::new();
         let (mut accepted, mut other) = (0, 0);
-        while let Some(Ok((t, a, o))) = tasks.join_next().await {
+        while let Some(Ok((t, d, a, o))) = tasks.join_next().await {
             times.extend(t);
+            done.extend(d);
             accepted += a;
             other += o;
         }
+        done.sort();
+        const WINDOW: usize = 2000;
+        let rate = |from: usize| {
+            let span = done[from + WINDOW - 1].duration_since(done[from]);
+            WINDOW as f64 / span.as_secs_f64().max(1e-9)
+        };
+        let (first, last) = if done.len() >= WINDOW {
+            (rate(0), rate(done.len() - WINDOW))
+        } else {
+            (0.0, 0.0)
+        };
         let wall = started.elapsed();
         times.sort();
         let pct = |p: f64| {
@@ -80,7 +97,7 @@ fn main() {
                 .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
         };
         println!(
-            "{{\"accepted\": {accepted}, \"other\": {other}, \"per_second\": {:.0}, \"p50_ms\": {:.2}, \"p99_ms\": {:.2}}}",
+            "{{\"accepted\": {accepted}, \"other\": {other}, \"per_second\": {:.0}, \"p50_ms\": {:.2}, \"p99_ms\": {:.2}, \"first_2000_per_second\": {first:.0}, \"last_2000_per_second\": {last:.0}}}",
             count as f64 / wall.as_secs_f64(),
             pct(0.5),
             pct(0.99)
