@@ -1,9 +1,17 @@
 //! gitsync keeps one person's git workspaces in sync across all of their machines.
 //!
-//! The binary is a thin shell over this library: [`cli`] parses and dispatches, [`daemon`]
-//! runs the long-lived components, [`git`] reads and changes repositories, [`backend`]
-//! stores states and carries events, [`config`] loads the configuration file, [`partition`]
-//! syncs repositories across a network partition.
+//! The binary is a thin shell over this library. By layer, each using only the ones below
+//! it (checked by a test, see [`util`]):
+//! - [`cli`] parses and dispatches the commands;
+//! - [`daemon`] runs the long-lived components;
+//! - the features: [`partition`] syncs repositories across a network partition, [`mirror`]
+//!   publishes repositories to S3 or a folder for git's dumb HTTP, [`webhook`] mirrors a
+//!   repository when its forge says it was pushed, [`deploy`] ships trees to servers;
+//! - the services: [`git`] reads and changes repositories, [`backend`] stores states and
+//!   carries events, [`store`] keeps objects in S3 or a folder, [`discover`] finds the
+//!   repositories under the root;
+//! - [`config`] loads the configuration file, [`model`] holds the shared data types;
+//! - [`util`] (files, redaction, the AWS SDK, words), [`logging`], [`flock`].
 
 pub mod backend;
 pub mod cli;
@@ -18,5 +26,8 @@ pub mod mirror;
 pub mod model;
 pub mod partition;
 pub mod store;
+pub mod util;
 pub mod webhook;
-pub mod words;
+
+#[cfg(test)]
+mod layers;

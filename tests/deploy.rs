@@ -1227,3 +1227,51 @@ fn every_kind_of_tampering_is_found_and_repaired() {
     let (code, text) = scene.gitsync(&["deploy", "verify", "web"]);
     assert_eq!(code, 0, "{text}");
 }
+
+/// One policy for a corrupt state file (issue 26: the deploy, mirror and webhook state
+/// readers silently started over, which for a deploy forgets a rollback's pin and lets the
+/// daemon ship the tip again). A corrupt `state.json` is named, with what to do, by the
+/// person's deploy and by the daemon, and nothing is shipped over the rollback.
+#[test]
+fn a_corrupt_deploy_state_is_named_and_nothing_ships_over_a_rollback() {
+    let scene = Scene::new();
+    scene.configure(
+        &[("vm01", scene.sshd.port)],
+        "    on_update: true\n    scan: {tool: off}\n",
+    );
+    scene.ship();
+    let first = scene.env.head(&scene.repo);
+    scene.commit("index.html", "<h1>two</h1>\n");
+    scene.ship();
+    let (code, text) = scene.gitsync(&["deploy", "rollback", "web"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(scene.current("vm01").as_deref(), Some(first.as_str()));
+    let state = scene.home.join(".gitsync/deploy/web/state.json");
+    std::fs::write(&state, "{\"targets\": [oops").expect("corrupt the state");
+
+    let mut daemon = {
+        let mut cmd = scene.env.gitsync_command(&scene.home, &["run"]);
+        cmd.env("PATH", venv_path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(scene.home.join("daemon.log")).expect("log"));
+        common::Daemon {
+            child: cmd.spawn().expect("spawn"),
+            log: scene.home.join("daemon.log"),
+        }
+    };
+    daemon.wait_log("state.json is corrupt", Duration::from_secs(60));
+    assert_eq!(daemon.stop(), Some(0), "{}", daemon.log_text());
+    assert_eq!(
+        scene.current("vm01").as_deref(),
+        Some(first.as_str()),
+        "the daemon shipped over the rollback: {}",
+        daemon.log_text()
+    );
+    let (code, text) = scene.gitsync(&["deploy", "web"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("state.json is corrupt") && text.contains("move it aside"),
+        "{text}"
+    );
+    assert_eq!(scene.current("vm01").as_deref(), Some(first.as_str()));
+}

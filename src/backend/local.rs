@@ -60,27 +60,17 @@ pub fn encode_name(name: &str) -> String {
     out
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename. The file
-/// gets the user's umask applied to 0666, as any file the user writes (so a hub on a shared
-/// filesystem, or a mirror folder a web server reads, works as the umask says).
+/// [`crate::util::fs::write_atomic`], with the backend's error.
 ///
-/// Errors: any I/O error, with the path.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BackendError> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .permissions(std::fs::Permissions::from_mode(0o666))
-        .tempfile_in(dir)
-        .map_err(io_err(dir))?;
-    tmp.write_all(bytes).map_err(io_err(path))?;
-    tmp.as_file().sync_data().map_err(io_err(path))?;
-    tmp.persist(path).map_err(|e| BackendError::Io {
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
+/// Errors: [`BackendError::Io`] with the path.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BackendError> {
+    crate::util::fs::write_atomic(path, bytes).map_err(|e| match e {
+        crate::util::fs::PathError::Io { path, source } => BackendError::Io { path, source },
+        other => BackendError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    })
 }
 
 impl LocalHub {

@@ -276,7 +276,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
             Step::Clone(w) if args.dry_run => println!(
                 "{}: would clone {}, {} (as on {})",
                 w.repo,
-                crate::model::redact_url(&w.url),
+                crate::util::redact::redact_url(&w.url),
                 branch_words(w),
                 w.host
             ),
@@ -326,7 +326,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                     progress.println(&format!(
                         "{}: cloned {}, {}, in {:.1} s",
                         wanted.repo,
-                        crate::model::redact_url(&wanted.url),
+                        crate::util::redact::redact_url(&wanted.url),
                         branch_words(&wanted),
                         took.as_secs_f64()
                     ));

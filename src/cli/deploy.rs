@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use super::{Cli, CliError};
-use crate::deploy::{self, Deploy, ShipOptions, ship::Check};
+use crate::deploy::{Deploy, ShipOptions, ship::Check};
 
 /// Arguments of `gitsync deploy`.
 #[derive(Debug, clap::Args)]
@@ -111,7 +111,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                         println!(
                             "{} @ {}: {}",
                             d.spec.name,
-                            deploy::short(&report.rev),
+                            crate::util::words::short_id(&report.rev),
                             report.verdict.describe()
                         );
                         ok &= report.ok();
@@ -138,15 +138,15 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                             format!(
                                 "behind: has {}",
                                 has.as_deref()
-                                    .map(deploy::short)
-                                    .unwrap_or_else(|| "no release".to_string())
+                                    .map(crate::util::words::short_id)
+                                    .unwrap_or("no release")
                             )
                         }
                         Ok(Check::Tampered { rev, files }) => {
                             ok = false;
                             format!(
                                 "tampered ({}): {}; `gitsync deploy {} --repair` ships it again",
-                                deploy::short(&rev),
+                                crate::util::words::short_id(&rev),
                                 files.join(", "),
                                 d.spec.name
                             )
@@ -170,8 +170,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                         Ok((from, to)) => println!(
                             "{} {target}: rolled back {} -> {}",
                             d.spec.name,
-                            deploy::short(&from),
-                            deploy::short(&to)
+                            crate::util::words::short_id(&from),
+                            crate::util::words::short_id(&to)
                         ),
                         Err(e) => {
                             ok = false;
@@ -183,7 +183,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         }
         Some(Action::Status) => {
             for d in chosen(all, None)? {
-                let state = d.state();
+                let state = d.state().map_err(CliError::Failed)?;
                 println!(
                     "{}: scan: {}{}",
                     d.spec.name,
@@ -193,7 +193,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                         .as_deref()
                         .map(|at| format!(
                             "; pinned at {} by a rollback (`gitsync deploy {}` ships again)",
-                            deploy::short(at),
+                            crate::util::words::short_id(at),
                             d.spec.name
                         ))
                         .unwrap_or_default()
@@ -205,8 +205,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                         t.name,
                         s.rev
                             .as_deref()
-                            .map(deploy::short)
-                            .unwrap_or_else(|| "-".to_string()),
+                            .map(crate::util::words::short_id)
+                            .unwrap_or("-"),
                         s.result.as_deref().unwrap_or("never"),
                         s.at.map(|a| a.format("%Y-%m-%d %H:%M:%S UTC").to_string())
                             .unwrap_or_default(),

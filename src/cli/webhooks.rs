@@ -148,7 +148,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                     continue;
                 }
                 let done = runtime.block_on(webhook::worker::run_mirror(&hooks, mirror));
-                let state = hooks.state(name);
+                let state = hooks.state(name).unwrap_or_default();
                 println!("{}", row_line(name, &state));
                 // A ref refused as diverged is not mirrored: exit 1, so that cron sees it.
                 ok &= done && state.diverged.is_empty();
@@ -202,7 +202,8 @@ fn rows(config: &crate::config::Config) -> Option<Vec<Row>> {
         .map(|m| Row {
             mirror: m.name.clone(),
             provider: m.provider.clone(),
-            state: crate::partition::read_state(&crate::webhook::push::state_path(&dir, &m.name))
+            // A corrupt state shows as empty here; the mirror's next run names the file.
+            state: crate::util::fs::read_json(&crate::webhook::push::state_path(&dir, &m.name))
                 .unwrap_or_default(),
             queued: local.then(|| queue.depth(&m.name)),
             sqs_queue: sqs.clone(),

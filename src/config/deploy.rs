@@ -5,6 +5,21 @@ use super::schema::DeployConfig;
 /// The scanners `deploy[].scan.tool` may name.
 pub const SCANNERS: [&str; 5] = ["auto", "gitleaks", "kingfisher", "detect-secrets", "off"];
 
+/// The scanners gitsync runs (the `scan.tool` names that are programs).
+pub const KINDS: [&str; 3] = ["gitleaks", "kingfisher", "detect-secrets"];
+
+/// For a `scan.tool` that is a path (it holds a `/`; `~/` is the home folder): the scanner
+/// its file name names (`~/.venv/bin/gitleaks` is gitleaks), or `None` when it is not a
+/// path or names none.
+pub fn kind_of_path(tool: &str) -> Option<&'static str> {
+    if !tool.contains('/') {
+        return None;
+    }
+    let path = crate::config::expand_tilde(tool);
+    let name = path.file_name()?.to_str()?;
+    KINDS.into_iter().find(|k| name.starts_with(k))
+}
+
 fn plain_name(name: &str) -> bool {
     !name.is_empty()
         && name
@@ -83,7 +98,7 @@ pub(super) fn validate(deploys: &[DeployConfig], push: &mut dyn FnMut(&str, Stri
         }
         if let Some(tool) = d.scan.as_ref().and_then(|s| s.tool.as_deref())
             && !SCANNERS.contains(&tool)
-            && crate::deploy::scan::kind_of_path(tool).is_none()
+            && kind_of_path(tool).is_none()
         {
             push(
                 &key("scan.tool"),

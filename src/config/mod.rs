@@ -475,7 +475,7 @@ fn validate(
                 &key("target"),
                 format!(
                     "{:?}: use s3://bucket/prefix or file:///path",
-                    crate::model::redact_url(&mirror.target)
+                    crate::util::redact::redact_url(&mirror.target)
                 ),
             );
         }

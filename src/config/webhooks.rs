@@ -123,7 +123,7 @@ pub(super) fn validate(webhooks: &WebhooksConfig, push: &mut dyn FnMut(&str, Str
             push(&key("target"), "empty".to_string());
         }
         for (field, url) in [("source", &m.source), ("target", &m.target)] {
-            if crate::model::redact_url(url) != *url {
+            if crate::util::redact::redact_url(url) != *url {
                 push(
                     &key(field),
                     "carries a credential: name an environment variable or a file in `source_token_env` / `target_token_env` (`_file`) instead"

@@ -216,12 +216,12 @@ impl Receiver {
                 repo.name,
                 last.map(|e| e.ref_name.trim_start_matches("refs/heads/")).unwrap_or("?"),
                 last.map(|e| e.host.as_str()).unwrap_or("?"),
-                super::syncer::short(last.map(|e| e.new.as_str()).unwrap_or("")),
+                crate::util::words::short_id(last.map(|e| e.new.as_str()).unwrap_or("")),
                 match &outcome.forwarded {
                     Some(f) => format!(
                         "pulled {}..{} ({} commit{})",
-                        super::syncer::short(&f.from),
-                        super::syncer::short(&f.to),
+                        crate::util::words::short_id(&f.from),
+                        crate::util::words::short_id(&f.to),
                         f.commits,
                         if f.commits == 1 { "" } else { "s" }
                     ),

@@ -101,7 +101,7 @@ pub fn acquire(home: &Path) -> Result<Pidfile, PidfileError> {
         started_at: Utc::now(),
     };
     let json = serde_json::to_vec(&info).map_err(|e| io(std::io::Error::other(e)))?;
-    crate::backend::local::write_atomic(&info_path(home), &json)
+    crate::util::fs::write_atomic(&info_path(home), &json)
         .map_err(|e| io(std::io::Error::other(e.to_string())))?;
     Ok(Pidfile {
         _lock: lock,

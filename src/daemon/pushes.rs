@@ -99,7 +99,7 @@ impl Publisher {
             match self.bus.publish(&event).await {
                 Ok(()) => {
                     self.outage.ok();
-                    tracing::info!(repo = %event.repo, ref_name = %event.ref_name, new = %event.new, "{}: push of {} ({}) published", event.repo, event.ref_name.trim_start_matches("refs/heads/"), super::syncer::short(&event.new));
+                    tracing::info!(repo = %event.repo, ref_name = %event.ref_name, new = %event.new, "{}: push of {} ({}) published", event.repo, event.ref_name.trim_start_matches("refs/heads/"), crate::util::words::short_id(&event.new));
                     self.pending().retain(|e| e.id != event.id);
                 }
                 Err(err) => {
@@ -180,7 +180,7 @@ impl Publisher {
         match self.bus.publish(&event).await {
             Ok(()) => {
                 self.outage.ok();
-                tracing::info!(repo = %event.repo, ref_name = %event.ref_name, new = %event.new, seen_by = how, "{}: push of {} ({}) published", event.repo, event.ref_name.trim_start_matches("refs/heads/"), super::syncer::short(&event.new));
+                tracing::info!(repo = %event.repo, ref_name = %event.ref_name, new = %event.new, seen_by = how, "{}: push of {} ({}) published", event.repo, event.ref_name.trim_start_matches("refs/heads/"), crate::util::words::short_id(&event.new));
                 true
             }
             Err(err) => {

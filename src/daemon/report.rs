@@ -4,10 +4,11 @@
 //! (web, 2 commits), 1 not pulled (api: 1 unstaged change not committed), 1 failed (old:
 //! fetch failed: ...)`. Commit ids are short (7 digits).
 
-use super::syncer::{Outcome, short};
+use super::syncer::Outcome;
 use crate::model::Summary;
+use crate::util::words::short_id;
 
-use crate::words::plural;
+use crate::util::words::plural;
 
 /// One line for a repository that needs a word (`None`: up to date, nothing done).
 pub fn describe(outcome: &Outcome) -> Option<String> {
@@ -24,8 +25,8 @@ pub fn describe(outcome: &Outcome) -> Option<String> {
         return Some(format!(
             "{}: fast-forwarded {branch} {}..{} ({})",
             outcome.repo,
-            short(&f.from),
-            short(&f.to),
+            short_id(&f.from),
+            short_id(&f.to),
             plural(f.commits, "commit")
         ));
     }

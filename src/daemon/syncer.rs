@@ -18,6 +18,7 @@ use crate::discover::Repo;
 use crate::git::fastforward::{self, Outcome as Moved};
 use crate::git::{branches, ops, pull, remotes, state, submodules};
 use crate::model::RepoState;
+use crate::util::words::short_id;
 
 /// How long a worktree must have had no edit before it is fast-forwarded: a user who keeps
 /// saving sees "not pulled: the worktree is being edited", and the pull happens once they
@@ -440,8 +441,8 @@ impl Syncer {
                     files,
                     "{}: fast-forwarded {branch} {}..{} ({commits} commit{}, {files} file{})",
                     repo.name,
-                    short(from),
-                    short(target),
+                    short_id(from),
+                    short_id(target),
                     if commits == 1 { "" } else { "s" },
                     if files == 1 { "" } else { "s" },
                 );
@@ -511,8 +512,8 @@ impl Syncer {
                 repo = %repo.name,
                 branch = %b.branch,
                 commits = b.commits,
-                from = short(&b.old),
-                to = short(&b.new),
+                from = short_id(&b.old),
+                to = short_id(&b.new),
                 "fast-forwarded a branch that is not checked out"
             );
         }
@@ -580,9 +581,4 @@ impl Syncer {
             })
             .collect()
     }
-}
-
-/// The first 7 digits of a commit id, as git shows it.
-pub fn short(oid: &str) -> &str {
-    oid.get(..7).unwrap_or(oid)
 }

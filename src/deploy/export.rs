@@ -141,7 +141,7 @@ pub fn manifest(tree: &Path, files: &[PathBuf], cache: &Path) -> Result<String, 
         out.insert(rel.clone(), sha);
     }
     if let Ok(bytes) = serde_json::to_vec(&fresh) {
-        let _ = crate::backend::local::write_atomic(cache, &bytes);
+        let _ = crate::util::fs::write_atomic(cache, &bytes);
     }
     Ok(out
         .into_iter()

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, DeployConfig, DeployTarget};
 use crate::git::ops;
+use crate::util::words::short_id;
 
 /// Default releases kept per target.
 pub const DEFAULT_KEEP: usize = 5;
@@ -160,13 +161,15 @@ impl Deploy {
         self.dir.join("state.json")
     }
 
-    /// The saved state.
-    pub fn state(&self) -> DeployState {
-        crate::partition::read_state(&self.state_path()).unwrap_or_default()
+    /// The saved state (the default before the first run).
+    ///
+    /// Errors: the state file cannot be read or is corrupt (its path and what to do).
+    pub fn state(&self) -> Result<DeployState, String> {
+        crate::util::fs::read_json(&self.state_path()).map_err(|e| e.to_string())
     }
 
     fn save(&self, state: &DeployState) {
-        if let Err(err) = crate::partition::write_state(&self.state_path(), state) {
+        if let Err(err) = crate::util::fs::write_json(&self.state_path(), state) {
             tracing::warn!(deploy = %self.spec.name, %err, "cannot save the deploy's state");
         }
     }
@@ -290,14 +293,14 @@ impl Deploy {
         })
         .await
         .unwrap_or_else(|e| scan::Verdict::Failed(format!("the scan stopped: {e}")));
-        let mut state = self.state();
+        let mut state = self.state()?;
         state.rev = Some(rev.clone());
         state.scan = Some(verdict.describe());
         if opts.explicit && !opts.dry_run {
             state.pinned = None;
         }
         if !verdict.passes() {
-            tracing::error!(target: crate::logging::OUTCOME, deploy = %self.spec.name, rev = %short(&rev), "{}", verdict.describe());
+            tracing::error!(target: crate::logging::OUTCOME, deploy = %self.spec.name, rev = %short_id(&rev), "{}", verdict.describe());
             for t in &targets {
                 let entry = state.targets.entry(t.name.clone()).or_default();
                 entry.result = Some("blocked".to_string());
@@ -362,7 +365,7 @@ impl Deploy {
                             (
                                 format!(
                                     "already on {} (`deploy verify` checks it; `--repair` ships it again)",
-                                    short(&rev)
+                                    short_id(&rev)
                                 ),
                                 0,
                                 "unchanged",
@@ -375,12 +378,9 @@ impl Deploy {
                         } => (
                             format!(
                                 "{} -> {}: {files} files, {} sent",
-                                previous
-                                    .as_deref()
-                                    .map(short)
-                                    .unwrap_or_else(|| "new".to_string()),
-                                short(&rev),
-                                crate::mirror::human_size(bytes_sent)
+                                previous.as_deref().map(short_id).unwrap_or("new"),
+                                short_id(&rev),
+                                crate::util::words::human_size(bytes_sent)
                             ),
                             bytes_sent,
                             "shipped",
@@ -446,13 +446,16 @@ impl Deploy {
         let current = ship::current(ssh, &target.path).await?;
         let Some(current) = current else {
             return Ok((
-                format!("new layout: every file of {} would be shipped", short(rev)),
+                format!(
+                    "new layout: every file of {} would be shipped",
+                    short_id(rev)
+                ),
                 0,
                 "dry-run",
             ));
         };
         if current == rev {
-            return Ok((format!("already on {}", short(rev)), 0, "dry-run"));
+            return Ok((format!("already on {}", short_id(rev)), 0, "dry-run"));
         }
         let mut command = ship::rsync_command(ssh, &self.spec.excludes)?;
         let out = command
@@ -497,8 +500,8 @@ impl Deploy {
         Ok((
             format!(
                 "{} -> {}: {} added ({}), {} changed ({}), {} deleted ({})",
-                short(&current),
-                short(rev),
+                short_id(&current),
+                short_id(rev),
                 added.len(),
                 list(&added),
                 changed.len(),
@@ -532,7 +535,7 @@ impl Deploy {
                 }
                 None => Err(format!(
                     "this machine has no record of what it shipped as {}: `gitsync deploy {} --repair` ships it again and records it",
-                    short(&want),
+                    short_id(&want),
                     self.spec.name
                 )),
             };
@@ -565,7 +568,7 @@ impl Deploy {
             .collect();
         let manifest = export::manifest(tree, &files, &self.dir.join("hashes.json"))?;
         let shape = ship::Shape::of(tree, listed, &export::parse_manifest(&manifest))?;
-        crate::partition::write_state(&self.shape_path(rev), &shape).map_err(|e| e.to_string())
+        crate::util::fs::write_json(&self.shape_path(rev), &shape).map_err(|e| e.to_string())
     }
 
     /// Flips `current` back one release on each target (or those named): each call walks
@@ -579,7 +582,7 @@ impl Deploy {
     ) -> Result<Vec<(String, Result<(String, String), String>)>, String> {
         let targets = self.targets(names)?;
         let _lock = self.lock().await?;
-        let mut state = self.state();
+        let mut state = self.state()?;
         let mut out = Vec::new();
         for target in targets {
             let ssh = self.ssh_for(&target);
@@ -606,11 +609,6 @@ impl Deploy {
     }
 }
 
-/// A commit's short form for people.
-pub fn short(rev: &str) -> String {
-    rev.chars().take(10).collect()
-}
-
 /// Starts, under the daemon, one task per deploy with `on_update`: it ships when the
 /// branch's tip differs from what the targets were last shipped (checked every 2 s; a
 /// failed ship is retried after 30 s), unless a rollback pinned the deploy.
@@ -623,10 +621,19 @@ pub fn spawn_all(deploys: Vec<Deploy>, tasks: &mut tokio::task::JoinSet<()>) {
                 let Ok(tip) = deploy.resolve(None).await else {
                     continue;
                 };
-                let state = deploy.state();
+                let state = match deploy.state() {
+                    Ok(state) => state,
+                    Err(e) => {
+                        if last_try.as_ref().is_none_or(|(rev, _)| rev != "corrupt") {
+                            tracing::error!(deploy = %deploy.spec.name, "deploy {}: {e}", deploy.spec.name);
+                            last_try = Some(("corrupt".to_string(), std::time::Instant::now()));
+                        }
+                        continue;
+                    }
+                };
                 if let Some(at) = &state.pinned {
                     if last_try.as_ref().is_none_or(|(rev, _)| rev != at) {
-                        tracing::info!(deploy = %deploy.spec.name, "deploy {} is pinned at {} by a rollback: on_update ships again after `gitsync deploy {}`", deploy.spec.name, short(at), deploy.spec.name);
+                        tracing::info!(deploy = %deploy.spec.name, "deploy {} is pinned at {} by a rollback: on_update ships again after `gitsync deploy {}`", deploy.spec.name, short_id(at), deploy.spec.name);
                         last_try = Some((at.clone(), std::time::Instant::now()));
                     }
                     continue;

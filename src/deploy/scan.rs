@@ -102,19 +102,7 @@ pub fn on_path(name: &str) -> Option<PathBuf> {
 }
 
 /// The scanners gitsync runs, by the name their programs start with.
-const KINDS: [&str; 3] = ["gitleaks", "kingfisher", "detect-secrets"];
-
-/// For a `scan.tool` that is a path (it holds a `/`; `~/` is the home folder): the scanner
-/// its file name names (`~/.venv/bin/gitleaks` is gitleaks), or `None` when it is not a
-/// path or names none.
-pub fn kind_of_path(tool: &str) -> Option<&'static str> {
-    if !tool.contains('/') {
-        return None;
-    }
-    let path = crate::config::expand_tilde(tool);
-    let name = path.file_name()?.to_str()?;
-    KINDS.into_iter().find(|k| name.starts_with(k))
-}
+use crate::config::deploy::kind_of_path;
 
 /// The scanner `tool` names (`auto`: the first installed; a path: that program), or why
 /// there is none.

@@ -129,7 +129,8 @@ async fn run_inner(
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
-        let stderr = crate::model::redact_text(String::from_utf8_lossy(&output.stderr).trim());
+        let stderr =
+            crate::util::redact::redact_text(String::from_utf8_lossy(&output.stderr).trim());
         let stderr = match missing_credential(&stderr) {
             Some(hint) => format!("{hint} ({stderr})"),
             None => stderr,

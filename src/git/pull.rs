@@ -26,7 +26,7 @@ pub enum Decision {
     Blocked(String),
 }
 
-use crate::words::plural;
+use crate::util::words::plural;
 
 fn operation_name(op: Operation) -> Option<&'static str> {
     match op {
@@ -247,7 +247,7 @@ async fn run_helper(args: &[String], timeout: Duration) -> Outcome {
     serde_json::from_str(line).unwrap_or_else(|_| {
         blocked(format!(
             "{HELPER_FAILED}: {}",
-            crate::model::redact_text(text.trim())
+            crate::util::redact::redact_text(text.trim())
         ))
     })
 }

@@ -11,7 +11,8 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use gix::bstr::{BString, ByteSlice};
 
-use crate::model::{LastCommit, Operation, RepoState, Summary, redact_url};
+use crate::model::{LastCommit, Operation, RepoState, Summary};
+use crate::util::redact::redact_url;
 
 /// A state plus what the syncer needs to decide on a fast-forward.
 #[derive(Debug, Clone)]

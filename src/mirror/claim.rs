@@ -24,7 +24,7 @@ pub struct SourceRecord {
 
 /// The identity of `source` (a git URL) as recorded at [`KEY`].
 pub fn identity(source: &str) -> String {
-    let url = crate::model::normalize_url(&crate::model::redact_url(source));
+    let url = crate::model::normalize_url(&crate::util::redact::redact_url(source));
     format!(
         "sha256:{}",
         hex::encode(sha2::Sha256::digest(url.as_bytes()))

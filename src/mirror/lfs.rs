@@ -131,13 +131,13 @@ fn batch_endpoint(source: &str) -> Result<(reqwest::Url, Option<(String, String)
     let mut url = reqwest::Url::parse(source).map_err(|_| {
         MirrorError::Lfs(format!(
             "the source {} is not an http(s) URL; LFS objects are fetched through the batch API over https",
-            crate::model::redact_url(source)
+            crate::util::redact::redact_url(source)
         ))
     })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(MirrorError::Lfs(format!(
             "the source {} is not an http(s) URL; LFS objects are fetched through the batch API over https",
-            crate::model::redact_url(source)
+            crate::util::redact::redact_url(source)
         )));
     }
     let auth = (!url.username().is_empty()).then(|| {

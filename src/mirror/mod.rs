@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 
 use crate::config::{Config, MirrorConfig};
 use crate::store::S3Options;
-use crate::words::plural;
+use crate::util::words::plural;
 pub use publish::{MirrorError, Report};
 
 /// Default time between two runs under `gitsync run`.
@@ -133,7 +133,7 @@ impl Mirror {
         )
         .await
         .map_err(|e| MirrorError::Store {
-            target: crate::model::redact_url(&self.spec.target),
+            target: crate::util::redact::redact_url(&self.spec.target),
             source: e,
         })
     }
@@ -152,14 +152,14 @@ impl Mirror {
                 crate::git::ops::GitError::Failed { stderr, .. } => {
                     format!(
                         "cannot fetch from {}: {stderr}",
-                        crate::model::redact_url(&self.spec.source)
+                        crate::util::redact::redact_url(&self.spec.source)
                     )
                 }
                 other => other.to_string(),
             })
         })?;
-        let mut state: publish::LocalState =
-            crate::partition::read_state(&self.state_path()).unwrap_or_default();
+        let mut state: publish::LocalState = crate::util::fs::read_json(&self.state_path())
+            .map_err(|e| MirrorError::State(e.to_string()))?;
         let opts = publish::Options {
             max_packs: self.spec.max_packs.unwrap_or(DEFAULT_MAX_PACKS),
             grace: self.spec.grace.as_ref().map_or(DEFAULT_GRACE, |d| d.0),
@@ -170,7 +170,7 @@ impl Mirror {
             scratch: self.dir.join("tmp"),
         };
         let report = publish::run(&cache, store.as_ref(), &opts, &mut state).await?;
-        if !dry_run && let Err(err) = crate::partition::write_state(&self.state_path(), &state) {
+        if !dry_run && let Err(err) = crate::util::fs::write_json(&self.state_path(), &state) {
             tracing::warn!(mirror = %self.spec.name, %err, "cannot save the mirror's state");
         }
         Ok(report)
@@ -199,7 +199,7 @@ impl PushTriggers {
 
 /// The form two URLs of one source share: credentials redacted, then normalized.
 fn same_source(url: &str) -> String {
-    crate::model::normalize_url(&crate::model::redact_url(url))
+    crate::model::normalize_url(&crate::util::redact::redact_url(url))
 }
 
 /// Starts one task per mirror under the daemon: a run at start-up, then every interval,
@@ -245,7 +245,7 @@ pub fn log_outcome(outcome: &Outcome) {
     }
 }
 
-pub use crate::store::human_size;
+use crate::util::words::human_size;
 
 /// A one-line summary of a report, such as
 /// `api: 2 refs updated (1 new), 1 pack of 12 objects (4.1 KiB)`.

@@ -46,6 +46,9 @@ pub enum MirrorError {
         #[source]
         source: super::claim::ClaimError,
     },
+    /// This machine's state of the mirror cannot be read.
+    #[error("state: {0}")]
+    State(String),
     /// Other writers kept changing `info/refs`; nothing of this run is referenced.
     #[error(
         "info/refs kept changing under this run ({0} attempts): another mirror writes the same prefix"

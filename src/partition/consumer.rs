@@ -145,7 +145,7 @@ async fn push(
     ops::run_with(cache, &args, settings.git_timeout, &env)
         .await
         .map(|_| ())
-        .map_err(|e| crate::model::redact_text(&e.to_string()))
+        .map_err(|e| crate::util::redact::redact_text(&e.to_string()))
 }
 
 /// One consumer round. Returns each pair's outcome; a pair's failure pushes nothing for
@@ -224,7 +224,7 @@ pub async fn run_once(
                 ),
                 action: format!(
                     "would fetch up to {need} bundle(s) and push {} to {}",
-                    crate::daemon::syncer::short(&record.tip),
+                    crate::util::words::short_id(&record.tip),
                     record.destination.branch
                 ),
                 error: None,
@@ -260,7 +260,7 @@ pub async fn run_once(
                 super::write_state(&state_file, &state)?;
                 let action = format!(
                     "pushed {} to {} ({fetched} bundle(s) fetched)",
-                    crate::daemon::syncer::short(&record.tip),
+                    crate::util::words::short_id(&record.tip),
                     record.destination.branch
                 );
                 tracing::info!(pair = %record.id, %action, "partition pair");

@@ -214,37 +214,27 @@ impl Settings {
     }
 }
 
-/// Reads a JSON state file, or the default when it does not exist.
+/// Reads a JSON state file ([`crate::util::fs::read_json`]), or the default when it does
+/// not exist.
 ///
 /// Errors: [`PartitionError::State`] when it exists but cannot be read or parsed.
-pub fn read_state<T: serde::de::DeserializeOwned + Default>(
+fn read_state<T: serde::de::DeserializeOwned + Default>(
     path: &std::path::Path,
 ) -> Result<T, PartitionError> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| PartitionError::State {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
-        Err(e) => Err(PartitionError::State {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        }),
-    }
+    crate::util::fs::read_json(path).map_err(|e| PartitionError::State {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
-/// Writes a JSON state file atomically (temporary file, fsync, rename).
+/// Writes a JSON state file atomically ([`crate::util::fs::write_json`]).
 ///
 /// Errors: [`PartitionError::State`].
-pub fn write_state<T: serde::Serialize>(
+fn write_state<T: serde::Serialize>(
     path: &std::path::Path,
     state: &T,
 ) -> Result<(), PartitionError> {
-    let bytes = serde_json::to_vec_pretty(state).map_err(|e| PartitionError::State {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })?;
-    crate::backend::local::write_atomic(path, &bytes).map_err(|e| PartitionError::State {
+    crate::util::fs::write_json(path, state).map_err(|e| PartitionError::State {
         path: path.display().to_string(),
         message: e.to_string(),
     })
@@ -288,7 +278,7 @@ pub struct PairOutcome {
 /// group/project) and the branch, such as `a.git master`. Credentials never appear.
 pub fn end_name(end: &crate::config::PairEnd) -> String {
     let repo = match (&end.url, &end.project_name) {
-        (Some(url), _) => crate::model::redact_url(url)
+        (Some(url), _) => crate::util::redact::redact_url(url)
             .trim_end_matches('/')
             .rsplit(['/', ':'])
             .next()

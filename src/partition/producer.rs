@@ -172,7 +172,7 @@ async fn export(
                 .map_err(|e| e.to_string())?;
             let _ = std::fs::remove_file(&plain);
             let _ = std::fs::remove_file(&sealed);
-            action = format!("{action} ({})", crate::store::human_size(size));
+            action = format!("{action} ({})", crate::util::words::human_size(size));
             bundles.push(BundleRecord {
                 key,
                 sha256,
@@ -350,7 +350,7 @@ pub async fn run_once(
                     id: pair.id.clone(),
                     name: super::pair_name(&pair.spec.source, &pair.spec.destination),
                     action: "failed".to_string(),
-                    error: Some(crate::model::redact_text(&err)),
+                    error: Some(crate::util::redact::redact_text(&err)),
                 });
             }
         }

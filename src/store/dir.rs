@@ -129,7 +129,7 @@ impl BlobStore for DirStore {
                 if current != expected {
                     return Err(StoreError::Conflict(key.clone()));
                 }
-                crate::backend::local::write_atomic(&path, &bytes).map_err(|e| StoreError::Io {
+                crate::util::fs::write_atomic(&path, &bytes).map_err(|e| StoreError::Io {
                     path: path.display().to_string(),
                     source: std::io::Error::other(e.to_string()),
                 })?;
@@ -219,7 +219,7 @@ impl BlobStore for DirStore {
         blocking(move || {
             let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
             std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-            crate::backend::local::write_atomic(&path, &bytes).map_err(|e| StoreError::Io {
+            crate::util::fs::write_atomic(&path, &bytes).map_err(|e| StoreError::Io {
                 path: path.display().to_string(),
                 source: std::io::Error::other(e.to_string()),
             })

@@ -119,12 +119,7 @@ pub async fn open(url: &str, s3: &S3Options) -> Result<Box<dyn BlobStore>, Store
         if bucket.is_empty() {
             return Err(StoreError::Url(url.to_string()));
         }
-        let aws = crate::config::AwsConfig {
-            region: s3.region.clone(),
-            endpoint_url: s3.endpoint_url.clone(),
-            ..Default::default()
-        };
-        let sdk = crate::backend::aws::sdk_config(&aws).await;
+        let sdk = crate::util::aws::sdk_config(s3.region.clone(), s3.endpoint_url.as_deref()).await;
         return Ok(Box::new(S3Store::new(
             &sdk,
             bucket,
@@ -151,19 +146,4 @@ pub(crate) fn checked(key: &str) -> Result<&str, StoreError> {
     } else {
         Err(StoreError::Url(format!("bad key {key:?}")))
     }
-}
-
-/// Bytes as a person reads them: `912 B`, `4.2 KiB`, `1.3 MiB`, `2.0 GiB`.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }

@@ -24,7 +24,7 @@ where
 {
     move |e| StoreError::S3 {
         operation,
-        message: crate::backend::aws::one_line(&e),
+        message: crate::util::aws::one_line(&e),
     }
 }
 

@@ -237,8 +237,10 @@ impl Webhooks {
     }
 
     /// Reads the saved state of `name` (default when none).
-    pub fn state(&self, name: &str) -> push::MirrorState {
-        crate::partition::read_state(&push::state_path(&self.dir, name)).unwrap_or_default()
+    ///
+    /// Errors: the state file cannot be read or is corrupt (its path and what to do).
+    pub fn state(&self, name: &str) -> Result<push::MirrorState, crate::util::fs::PathError> {
+        crate::util::fs::read_json(&push::state_path(&self.dir, name))
     }
 }
 

@@ -109,7 +109,7 @@ impl Deliveries {
         }
         if r.lines >= 2 * REMEMBERED {
             let text: String = r.order.iter().map(|k| format!("{k}\n")).collect();
-            crate::backend::local::write_atomic(&self.path, text.as_bytes())
+            crate::util::fs::write_atomic(&self.path, text.as_bytes())
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             r.lines = r.order.len();
             return Ok(());

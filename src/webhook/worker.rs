@@ -52,7 +52,7 @@ impl Queue {
                 .map_err(|e| {
                     format!(
                         "webhook queue {name}: {} (`gitsync aws setup` creates it)",
-                        crate::backend::aws::one_line(&e)
+                        crate::util::aws::one_line(&e)
                     )
                 })?
                 .queue_url()
@@ -94,9 +94,7 @@ impl Queue {
                     .message_deduplication_id(dedup)
                     .send()
                     .await
-                    .map_err(|e| {
-                        format!("SQS SendMessage: {}", crate::backend::aws::one_line(&e))
-                    })?;
+                    .map_err(|e| format!("SQS SendMessage: {}", crate::util::aws::one_line(&e)))?;
                 Ok(())
             }
         }
@@ -138,12 +136,7 @@ pub async fn sqs_depth(section: &WebhooksConfig) -> Result<(u64, u64), String> {
         .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "SQS GetQueueAttributes: {}",
-                crate::backend::aws::one_line(&e)
-            )
-        })?;
+        .map_err(|e| format!("SQS GetQueueAttributes: {}", crate::util::aws::one_line(&e)))?;
     let count = |name: A| {
         out.attributes()
             .and_then(|a| a.get(&name))
@@ -161,10 +154,17 @@ pub async fn sqs_depth(section: &WebhooksConfig) -> Result<(u64, u64), String> {
 pub async fn run_mirror(hooks: &Webhooks, mirror: &Mirror) -> bool {
     let name = &mirror.spec.name;
     let path = push::state_path(&hooks.dir, name);
-    let mut state = hooks.state(name);
+    let mut state = match hooks.state(name) {
+        Ok(state) => state,
+        Err(err) => {
+            // Its leases and the refs it pushed are in that file: no run without them.
+            tracing::error!(target: crate::logging::OUTCOME, mirror = %name, "mirror {name} failed: {err}");
+            return false;
+        }
+    };
     let started = std::time::Instant::now();
     let journal =
-        |s: &push::MirrorState| crate::partition::write_state(&path, s).map_err(|e| e.to_string());
+        |s: &push::MirrorState| crate::util::fs::write_json(&path, s).map_err(|e| e.to_string());
     let result = push::run(
         &hooks.cache_root(),
         &mirror.remotes,
@@ -218,14 +218,14 @@ pub async fn run_mirror(hooks: &Webhooks, mirror: &Mirror) -> bool {
             true
         }
         Err(err) => {
-            let text = crate::model::redact_text(&err.to_string());
+            let text = crate::util::redact::redact_text(&err.to_string());
             tracing::error!(target: crate::logging::OUTCOME, mirror = %name, "mirror {name} failed: {text}");
             state.result = Some("failed".to_string());
             state.error = Some(text);
             false
         }
     };
-    if let Err(err) = crate::partition::write_state(&path, &state) {
+    if let Err(err) = crate::util::fs::write_json(&path, &state) {
         tracing::warn!(mirror = %name, %err, "cannot save the mirror's state");
     }
     ok
@@ -311,7 +311,7 @@ async fn sqs_worker(hooks: Arc<Webhooks>) {
                 out.messages.unwrap_or_default()
             }
             Err(err) => {
-                tracing::warn!("webhook queue: {}", crate::backend::aws::one_line(&err));
+                tracing::warn!("webhook queue: {}", crate::util::aws::one_line(&err));
                 tokio::time::sleep(backoff_after(outage)).await;
                 outage += 1;
                 continue;

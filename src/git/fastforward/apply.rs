@@ -20,9 +20,10 @@ use super::journal::{Sig, Step, Writer};
 use super::locks::IndexLock;
 use super::{
     BEING_EDITED, Change, Folders, GITLINK, Request, checked_out_elsewhere, describe_in_the_way,
-    git, git_input, parent_dirs, short, short_branch, untracked_files_under,
+    git, git_input, parent_dirs, short_branch, untracked_files_under,
 };
 use super::{checkout, index, tree};
+use crate::util::words::short_id;
 
 pub(super) struct Transaction {
     folders: Folders,
@@ -171,7 +172,7 @@ impl Transaction {
     fn move_ref(&mut self, repo: &gix::Repository, request: &Request) -> Result<(), String> {
         use gix::refs::transaction::{Change as Edit, LogChange, PreviousValue, RefEdit, RefLog};
         let moved_meanwhile = || "not now: the branch moved during the fast-forward".to_string();
-        let message = format!("gitsync: fast-forward to {}", short(&request.to));
+        let message = format!("gitsync: fast-forward to {}", short_id(&request.to));
         let edit = RefEdit {
             change: Edit::Update {
                 log: LogChange {

@@ -385,7 +385,7 @@ fn git_input(
         let name = args.first().copied().unwrap_or("");
         Err(format!(
             "git {name} failed: {}",
-            crate::model::redact_text(String::from_utf8_lossy(&out.stderr).trim())
+            crate::util::redact::redact_text(String::from_utf8_lossy(&out.stderr).trim())
         ))
     }
 }
@@ -399,10 +399,6 @@ fn parent_dirs(rel: &Path) -> Vec<PathBuf> {
         .collect();
     out.reverse();
     out
-}
-
-fn short(oid: &str) -> &str {
-    oid.get(..7).unwrap_or(oid)
 }
 
 fn short_branch(branch: &str) -> &str {
