@@ -111,6 +111,18 @@ impl Scene {
         )
     }
 
+    /// Starts this machine's daemon (`gitsync run`) with the scanners on its PATH.
+    fn daemon(&self) -> common::Daemon {
+        let mut cmd = self.env.gitsync_command(&self.home, &["run"]);
+        cmd.env("PATH", venv_path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(self.home.join("daemon.log")).expect("log"));
+        common::Daemon {
+            child: cmd.spawn().expect("spawn"),
+            log: self.home.join("daemon.log"),
+        }
+    }
+
     fn ship(&self) -> String {
         let (code, text) = self.gitsync(&["deploy", "web"]);
         assert_eq!(code, 0, "{text}");
@@ -777,16 +789,7 @@ fn overlapping_deploys_never_ship_a_blocked_secret() {
     let seed = fastrand::u64(..);
     let mut rng = fastrand::Rng::with_seed(seed);
     for round in 0..rounds {
-        let mut daemon = {
-            let mut cmd = scene.env.gitsync_command(&scene.home, &["run"]);
-            cmd.env("PATH", &path)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::fs::File::create(scene.home.join("daemon.log")).expect("log"));
-            common::Daemon {
-                child: cmd.spawn().expect("spawn"),
-                log: scene.home.join("daemon.log"),
-            }
-        };
+        let mut daemon = scene.daemon();
         // (home, Some(rev) for a deploy, None for a rollback)
         let runs: Vec<(&Path, Option<&String>)> = (0..2 + rng.usize(..3))
             .map(|_| {
@@ -990,17 +993,7 @@ fn rollback_walks_back_and_pins_the_deploy_until_the_next_deploy() {
     assert!(status.contains("pinned at"), "{status}");
 
     // The daemon sees the pin and leaves the rollback alone.
-    let path = venv_path();
-    let mut daemon = {
-        let mut cmd = scene.env.gitsync_command(&scene.home, &["run"]);
-        cmd.env("PATH", &path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(scene.home.join("daemon.log")).expect("log"));
-        common::Daemon {
-            child: cmd.spawn().expect("spawn"),
-            log: scene.home.join("daemon.log"),
-        }
-    };
+    let mut daemon = scene.daemon();
     daemon.wait_log("pinned at", Duration::from_secs(60));
     assert_eq!(daemon.stop(), Some(0), "{}", daemon.log_text());
     assert_eq!(
@@ -1249,16 +1242,7 @@ fn a_corrupt_deploy_state_is_named_and_nothing_ships_over_a_rollback() {
     let state = scene.home.join(".gitsync/deploy/web/state.json");
     std::fs::write(&state, "{\"targets\": [oops").expect("corrupt the state");
 
-    let mut daemon = {
-        let mut cmd = scene.env.gitsync_command(&scene.home, &["run"]);
-        cmd.env("PATH", venv_path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(scene.home.join("daemon.log")).expect("log"));
-        common::Daemon {
-            child: cmd.spawn().expect("spawn"),
-            log: scene.home.join("daemon.log"),
-        }
-    };
+    let mut daemon = scene.daemon();
     daemon.wait_log("state.json is corrupt", Duration::from_secs(60));
     assert_eq!(daemon.stop(), Some(0), "{}", daemon.log_text());
     assert_eq!(

@@ -1111,6 +1111,23 @@ fn a_private_bucket_and_missing_credentials_are_named_with_what_to_do() {
         .build();
     let client = aws_sdk_s3::Client::from_conf(conf);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    // `gitsync mirror` of the source to `target`, as a command to run.
+    let mirror_to = |target: &str| {
+        let mut cmd = scene.env.gitsync_command(
+            &scene.home,
+            &[
+                "mirror",
+                "--source",
+                &scene.source_url(),
+                "--target",
+                target,
+                "--endpoint-url",
+                &moto.url,
+            ],
+        );
+        cmd.env_remove("AWS_DEFAULT_REGION");
+        cmd
+    };
     for (bucket, said) in [
         ("private", Some("anonymous readers get HTTP 403 there")),
         ("pub", None),
@@ -1125,22 +1142,8 @@ fn a_private_bucket_and_missing_credentials_are_named_with_what_to_do() {
                     .expect("bucket");
             });
         }
-        let out = scene
-            .env
-            .gitsync_command(
-                &scene.home,
-                &[
-                    "mirror",
-                    "--source",
-                    &scene.source_url(),
-                    "--target",
-                    &format!("s3://{bucket}/team/api"),
-                    "--endpoint-url",
-                    &moto.url,
-                ],
-            )
+        let out = mirror_to(&format!("s3://{bucket}/team/api"))
             .env_remove("AWS_REGION")
-            .env_remove("AWS_DEFAULT_REGION")
             .output()
             .expect("mirror");
         let t = text(&out);
@@ -1182,20 +1185,7 @@ fn a_private_bucket_and_missing_credentials_are_named_with_what_to_do() {
         said.contains("fail mirror api") && said.contains("no AWS credentials found"),
         "{said}"
     );
-    let out = scene
-        .env
-        .gitsync_command(
-            &scene.home,
-            &[
-                "mirror",
-                "--source",
-                &scene.source_url(),
-                "--target",
-                "s3://pub/team/other",
-                "--endpoint-url",
-                &moto.url,
-            ],
-        )
+    let out = mirror_to("s3://pub/team/other")
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .output()

@@ -23,6 +23,32 @@ impl DirStore {
     }
 }
 
+/// Calls `visit` with every entry under `root` (depth first) and whether it is a folder
+/// (symlinks are not followed); a folder is entered when `visit` returns true. A missing
+/// folder is empty.
+///
+/// Errors: a folder that cannot be read.
+fn walk(
+    root: &Path,
+    mut visit: impl FnMut(&std::fs::DirEntry, bool) -> bool,
+) -> Result<(), StoreError> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(&dir)(e)),
+        };
+        for entry in entries.flatten() {
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if visit(&entry, is_dir) && is_dir {
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
 fn version_of(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
@@ -146,28 +172,19 @@ impl BlobStore for DirStore {
         let prefix = prefix.to_string();
         blocking(move || {
             let mut out = Vec::new();
-            let mut stack = vec![root.clone()];
-            while let Some(dir) = stack.pop() {
-                let entries = match std::fs::read_dir(&dir) {
-                    Ok(entries) => entries,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io_err(&dir)(e)),
-                };
-                for entry in entries.flatten() {
-                    let path = entry.path();
-                    if entry.file_name().to_string_lossy().starts_with('.') {
-                        continue;
-                    }
-                    if path.is_dir() {
-                        stack.push(path);
-                    } else if let Ok(rel) = path.strip_prefix(&root) {
-                        let key = rel.to_string_lossy().replace('\\', "/");
-                        if key.starts_with(&prefix) {
-                            out.push(key);
-                        }
+            walk(&root, |entry, is_dir| {
+                // gitsync's own files (locks, half-written files) are not keys.
+                if entry.file_name().to_string_lossy().starts_with('.') {
+                    return false;
+                }
+                if !is_dir && let Ok(rel) = entry.path().strip_prefix(&root) {
+                    let key = rel.to_string_lossy().replace('\\', "/");
+                    if key.starts_with(&prefix) {
+                        out.push(key);
                     }
                 }
-            }
+                is_dir
+            })?;
             out.sort();
             Ok(out)
         })
@@ -180,34 +197,22 @@ impl BlobStore for DirStore {
         let root = self.root.clone();
         blocking(move || {
             let mut removed = 0;
-            let mut stack = vec![root];
-            while let Some(dir) = stack.pop() {
-                let entries = match std::fs::read_dir(&dir) {
-                    Ok(entries) => entries,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io_err(&dir)(e)),
-                };
-                for entry in entries.flatten() {
-                    let Ok(kind) = entry.file_type() else {
-                        continue;
-                    };
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    if kind.is_dir() {
-                        stack.push(entry.path());
-                    } else if kind.is_file()
-                        && (name.starts_with(".incoming-") || name.starts_with(".tmp-"))
-                        && entry
-                            .metadata()
-                            .ok()
-                            .and_then(|m| m.modified().ok())
-                            .and_then(|m| m.elapsed().ok())
-                            .is_some_and(|elapsed| elapsed > age)
-                        && std::fs::remove_file(entry.path()).is_ok()
-                    {
-                        removed += 1;
-                    }
+            walk(&root, |entry, is_dir| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !is_dir
+                    && (name.starts_with(".incoming-") || name.starts_with(".tmp-"))
+                    && entry
+                        .metadata()
+                        .ok()
+                        .and_then(|m| m.modified().ok())
+                        .and_then(|m| m.elapsed().ok())
+                        .is_some_and(|elapsed| elapsed > age)
+                    && std::fs::remove_file(entry.path()).is_ok()
+                {
+                    removed += 1;
                 }
-            }
+                is_dir
+            })?;
             Ok(removed)
         })
         .await
