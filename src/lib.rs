@@ -13,6 +13,11 @@
 //! - [`config`] loads the configuration file, [`model`] holds the shared data types;
 //! - [`util`] (files, redaction, the AWS SDK, words), [`logging`], [`flock`].
 
+// What the code already keeps, kept by the compiler: every public item documented, and no
+// unwrap or expect outside tests (a panic on input is a bug).
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod backend;
 pub mod cli;
 pub mod config;

@@ -8,6 +8,8 @@
 //! `gitsync-fast-forward --recover --worktree DIR`. Exit code 0 whatever the outcome (it
 //! is in the JSON line); 2 with a message when the arguments are wrong.
 
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::ExitCode;
 
 use gitsync::cli::fast_forward::{Args, run};
