@@ -324,7 +324,7 @@ fn check_unit(report: &mut Report) {
 fn check_jobs(report: &mut Report, config: &Config) {
     if let Some(hooks) = &config.webhooks {
         for spec in &hooks.mirrors {
-            match crate::webhook::Mirror::resolve(spec) {
+            match crate::webhook::PushMirror::resolve(spec) {
                 Ok(_) => report.line(
                     Level::Ok,
                     &format!("webhook mirror {}", spec.name),
@@ -383,7 +383,7 @@ fn check_jobs(report: &mut Report, config: &Config) {
 /// credential or a denied bucket is named), then, for a published S3 mirror, what an
 /// anonymous `git clone` of its clone URL meets ([`crate::mirror::reach`]).
 async fn check_mirrors(report: &mut Report, config: &Config) {
-    for mirror in crate::mirror::Mirror::all(config) {
+    for mirror in crate::mirror::BucketMirror::all(config) {
         let what = format!("mirror {}", mirror.spec.name);
         let store = match mirror.store().await {
             Ok(store) => store,

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use super::{Cli, CliError};
-use crate::mirror::{self, Mirror};
+use crate::mirror::{self, BucketMirror};
 
 /// Arguments of `gitsync mirror`.
 #[derive(Debug, clap::Args)]
@@ -49,7 +49,12 @@ pub enum Action {
 
 /// Prints one outcome for people; returns whether it succeeded. On the first run, the
 /// clone URL follows, and `anonymous`: what an anonymous reader of it meets, if not a clone.
-fn print(mirror: &Mirror, outcome: &mirror::Outcome, first: bool, anonymous: Option<&str>) -> bool {
+fn print(
+    mirror: &BucketMirror,
+    outcome: &mirror::Outcome,
+    first: bool,
+    anonymous: Option<&str>,
+) -> bool {
     match &outcome.result {
         Ok(report) => {
             println!(
@@ -115,7 +120,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
             once,
             dry_run,
         }) => {
-            let all = Mirror::all(&config);
+            let all = BucketMirror::all(&config);
             if all.is_empty() {
                 return Err(CliError::Usage(
                     "the configuration has no `mirrors`; add one (see `gitsync init`), or use `gitsync mirror --source URL --target URL`".to_string(),
@@ -168,7 +173,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
             first = false;
             let wait = mirrors
                 .iter()
-                .map(Mirror::interval)
+                .map(BucketMirror::interval)
                 .min()
                 .unwrap_or(mirror::DEFAULT_INTERVAL);
             tokio::select! {

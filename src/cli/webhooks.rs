@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use super::{Cli, CliError};
-use crate::webhook::{self, Webhooks, push::MirrorState, verify};
+use crate::webhook::{self, Webhooks, run::PushMirrorState, verify};
 
 /// Arguments of `gitsync webhooks`.
 #[derive(Debug, clap::Args)]
@@ -41,7 +41,7 @@ struct Row {
     mirror: String,
     provider: String,
     #[serde(flatten)]
-    state: MirrorState,
+    state: PushMirrorState,
     queued: Option<usize>,
     /// With `queue: sqs`: the shared queue's counts (all mirrors), or why they are unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,7 +66,7 @@ impl SqsQueue {
             rt.block_on(async {
                 tokio::time::timeout(
                     std::time::Duration::from_secs(5),
-                    webhook::worker::sqs_depth(section),
+                    webhook::queue::sqs_depth(section),
                 )
                 .await
                 .unwrap_or_else(|_| Err("no answer within 5 s".to_string()))
@@ -162,7 +162,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     }
 }
 
-fn row_line(name: &str, s: &MirrorState) -> String {
+fn row_line(name: &str, s: &PushMirrorState) -> String {
     let mut line = format!(
         "{name}: {} ({} refs pushed)",
         s.result.as_deref().unwrap_or("never run"),
@@ -203,7 +203,7 @@ fn rows(config: &crate::config::Config) -> Option<Vec<Row>> {
             mirror: m.name.clone(),
             provider: m.provider.clone(),
             // A corrupt state shows as empty here; the mirror's next run names the file.
-            state: crate::util::fs::read_json(&crate::webhook::push::state_path(&dir, &m.name))
+            state: crate::util::fs::read_json(&crate::webhook::run::state_path(&dir, &m.name))
                 .unwrap_or_default(),
             queued: local.then(|| queue.depth(&m.name)),
             sqs_queue: sqs.clone(),
@@ -251,7 +251,7 @@ fn table(rows: &[Row]) -> String {
 
 /// Builds the headers and body a forge would send for a ping (or, for providers without a
 /// ping, an event the intake ignores).
-fn ping_for(mirror: &webhook::Mirror) -> (Vec<(&'static str, String)>, Vec<u8>) {
+fn ping_for(mirror: &webhook::PushMirror) -> (Vec<(&'static str, String)>, Vec<u8>) {
     let body = br#"{"zen":"gitsync webhooks test","hook_id":0}"#.to_vec();
     let secret = mirror.secret.clone().unwrap_or_default();
     let sig = verify::sign_hex(&secret, &body);

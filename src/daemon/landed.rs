@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::pushes::Publisher;
+use super::publisher::Publisher;
 use super::watcher;
 use crate::discover::Repo;
 use crate::git::remotes;

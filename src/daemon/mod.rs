@@ -7,12 +7,12 @@
 //! it gracefully: nothing new starts, the git commands in flight finish (up to 30 s), and
 //! state files are only ever replaced whole. A second signal stops it at once.
 
-pub mod events;
 pub mod handoff;
 pub mod identity;
 pub mod landed;
 pub mod pidfile;
-pub mod pushes;
+pub mod publisher;
+pub mod receiver;
 pub mod registry;
 pub mod report;
 pub mod rescan;
@@ -30,8 +30,8 @@ use crate::backend::{self, BackendError};
 use crate::config::Config;
 use crate::discover::{self, Repo};
 use crate::git::hooks;
-use events::Receiver;
-use pushes::Publisher;
+use publisher::Publisher;
+use receiver::Receiver;
 use registry::Registry;
 use syncer::Syncer;
 use watcher::{Dirty, RepoWatcher};
@@ -288,7 +288,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
     crate::deploy::spawn_all(crate::deploy::Deploy::all(&config), &mut background);
     if !config.mirrors.is_empty() {
         let triggers =
-            crate::mirror::spawn_all(crate::mirror::Mirror::all(&config), &mut background);
+            crate::mirror::spawn_all(crate::mirror::BucketMirror::all(&config), &mut background);
         publisher.set_mirror_triggers(triggers);
     }
     background.spawn(retry_unsent(syncer.clone(), publisher.clone()));

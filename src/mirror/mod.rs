@@ -32,7 +32,7 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(600);
 
 /// One mirror, resolved: the config entry and where its files live.
 #[derive(Debug, Clone)]
-pub struct Mirror {
+pub struct BucketMirror {
     /// The entry as configured (or built from `--source`/`--target`).
     pub spec: MirrorConfig,
     /// `~/.gitsync/mirror`.
@@ -52,19 +52,19 @@ pub struct Outcome {
     pub took: Duration,
 }
 
-impl Mirror {
+impl BucketMirror {
     /// The mirrors of `config`, with gitsync's home and git timeout.
-    pub fn all(config: &Config) -> Vec<Mirror> {
+    pub fn all(config: &Config) -> Vec<BucketMirror> {
         config
             .mirrors
             .iter()
-            .map(|spec| Mirror::new(spec.clone(), config))
+            .map(|spec| BucketMirror::new(spec.clone(), config))
             .collect()
     }
 
     /// One mirror with the home and git timeout of `config`.
-    pub fn new(spec: MirrorConfig, config: &Config) -> Mirror {
-        Mirror {
+    pub fn new(spec: MirrorConfig, config: &Config) -> BucketMirror {
+        BucketMirror {
             spec,
             dir: config.home.join("mirror"),
             git_timeout: config.pull.fetch_timeout.max(Duration::from_secs(3600)),
@@ -158,7 +158,7 @@ impl Mirror {
                 other => other.to_string(),
             })
         })?;
-        let mut state: publish::LocalState = crate::util::fs::read_json(&self.state_path())
+        let mut state: publish::BucketMirrorState = crate::util::fs::read_json(&self.state_path())
             .map_err(|e| MirrorError::State(e.to_string()))?;
         let opts = publish::Options {
             max_packs: self.spec.max_packs.unwrap_or(DEFAULT_MAX_PACKS),
@@ -204,7 +204,7 @@ fn same_source(url: &str) -> String {
 
 /// Starts one task per mirror under the daemon: a run at start-up, then every interval,
 /// and on push when `on_push` is set. Returns the triggers the push path calls.
-pub fn spawn_all(mirrors: Vec<Mirror>, tasks: &mut tokio::task::JoinSet<()>) -> PushTriggers {
+pub fn spawn_all(mirrors: Vec<BucketMirror>, tasks: &mut tokio::task::JoinSet<()>) -> PushTriggers {
     let mut entries = Vec::new();
     for mirror in mirrors {
         let notify = Arc::new(Notify::new());
@@ -370,7 +370,7 @@ pub fn adhoc(
     pairs: &[(String, String)],
     endpoint_url: Option<String>,
     lfs: bool,
-) -> Vec<Mirror> {
+) -> Vec<BucketMirror> {
     let mut taken: std::collections::BTreeSet<String> =
         config.mirrors.iter().map(|m| m.name.clone()).collect();
     pairs
@@ -399,7 +399,7 @@ pub fn adhoc(
                     grace: None,
                 },
             };
-            Mirror::new(spec, config)
+            BucketMirror::new(spec, config)
         })
         .collect()
 }

@@ -465,7 +465,7 @@ impl Target<'_> {
 /// What the run remembers locally between runs (`~/.gitsync/mirror/<name>.json`): only
 /// when retired packs are due, so that a run with nothing new makes two requests.
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
-pub struct LocalState {
+pub struct BucketMirrorState {
     /// Unix seconds at which a retired pack may be deleted, if any is waiting.
     pub sweep_due: Option<i64>,
     /// `<target> <source identity>` once the target was found to be this source's
@@ -483,7 +483,7 @@ pub async fn run(
     cache: &Path,
     store: &dyn BlobStore,
     opts: &Options,
-    state: &mut LocalState,
+    state: &mut BucketMirrorState,
 ) -> Result<Report, MirrorError> {
     let target = Target { store };
     let claim = format!(

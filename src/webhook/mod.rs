@@ -3,14 +3,14 @@
 //!
 //! [`verify`] checks each forge's signature, [`intake`] is the HTTP server (axum) that
 //! answers `202` once a job is durably queued, [`queue`] holds the jobs (local files or an
-//! SQS FIFO queue), [`push`] runs a mirror with a compare-and-swap per ref, and
+//! SQS FIFO queue), [`run`] runs a mirror with a compare-and-swap per ref, and
 //! [`worker`] runs the jobs with retries and a reconciliation interval. The source and
 //! target always come from the config, by mirror name, never from the request.
 
 pub mod intake;
 pub mod limit;
-pub mod push;
 pub mod queue;
+pub mod run;
 pub mod verify;
 pub mod worker;
 
@@ -30,7 +30,7 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// One mirror, resolved: secrets read, patterns compiled.
 #[derive(Clone)]
-pub struct Mirror {
+pub struct PushMirror {
     /// The entry as configured.
     pub spec: WebhookMirrorConfig,
     /// How its webhooks are verified.
@@ -42,15 +42,15 @@ pub struct Mirror {
     /// Source addresses allowed (empty: any).
     pub allow_from: Vec<ipnet::IpNet>,
     /// Which refs it carries.
-    pub filter: push::Filter,
+    pub filter: run::Filter,
     /// Source and target with their credentials.
-    pub remotes: push::Remotes,
+    pub remotes: run::Remotes,
 }
 
-impl std::fmt::Debug for Mirror {
+impl std::fmt::Debug for PushMirror {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the secrets.
-        f.debug_struct("Mirror")
+        f.debug_struct("PushMirror")
             .field("name", &self.spec.name)
             .field("provider", &self.provider)
             .finish_non_exhaustive()
@@ -77,12 +77,12 @@ fn read_secret(
     Ok(None)
 }
 
-impl Mirror {
+impl PushMirror {
     /// Resolves `spec`: reads its secrets from the environment or files, and checks that
     /// its ssh key and known_hosts files exist.
     ///
     /// Errors: a message naming the mirror and what is missing.
-    pub fn resolve(spec: &WebhookMirrorConfig) -> Result<Mirror, String> {
+    pub fn resolve(spec: &WebhookMirrorConfig) -> Result<PushMirror, String> {
         let name = &spec.name;
         let provider = verify::Provider::parse(
             &spec.provider,
@@ -108,7 +108,7 @@ impl Mirror {
             .iter()
             .filter_map(|c| crate::config::webhooks::parse_net(c))
             .collect();
-        let filter = push::Filter::new(
+        let filter = run::Filter::new(
             spec.branches.as_deref().unwrap_or(&["*".to_string()]),
             spec.tags.unwrap_or(true),
         )
@@ -146,26 +146,26 @@ impl Mirror {
                 ));
             }
         }
-        Ok(Mirror {
+        Ok(PushMirror {
             spec: spec.clone(),
             provider,
             secret,
             path_token,
             allow_from,
             filter,
-            remotes: push::Remotes {
+            remotes: run::Remotes {
                 source: spec.source.clone(),
-                source_env: push::credential_env(
+                source_env: run::credential_env(
                     source_token.as_deref(),
-                    push::SshFiles {
+                    run::SshFiles {
                         key: source_key.as_deref(),
                         known_hosts: known_hosts.as_deref(),
                     },
                 ),
                 target: spec.target.clone(),
-                target_env: push::credential_env(
+                target_env: run::credential_env(
                     target_token.as_deref(),
-                    push::SshFiles {
+                    run::SshFiles {
                         key: target_key.as_deref(),
                         known_hosts: known_hosts.as_deref(),
                     },
@@ -188,11 +188,11 @@ pub struct Webhooks {
     /// The section as configured.
     pub config: WebhooksConfig,
     /// The mirrors by name.
-    pub mirrors: BTreeMap<String, Mirror>,
+    pub mirrors: BTreeMap<String, PushMirror>,
     /// `~/.gitsync/webhooks`.
     pub dir: PathBuf,
     /// Where jobs go.
-    pub queue: worker::Queue,
+    pub queue: queue::Queue,
     /// Delivery ids seen before.
     pub deliveries: queue::Deliveries,
     /// Proxies whose `X-Forwarded-For` is believed.
@@ -212,10 +212,10 @@ impl Webhooks {
         };
         let mut mirrors = BTreeMap::new();
         for spec in &section.mirrors {
-            mirrors.insert(spec.name.clone(), Mirror::resolve(spec)?);
+            mirrors.insert(spec.name.clone(), PushMirror::resolve(spec)?);
         }
         let dir = config.home.join("webhooks");
-        let queue = worker::Queue::open(section, &dir).await?;
+        let queue = queue::Queue::open(section, &dir).await?;
         Ok(Some(Arc::new(Webhooks {
             config: section.clone(),
             mirrors,
@@ -239,8 +239,8 @@ impl Webhooks {
     /// Reads the saved state of `name` (default when none).
     ///
     /// Errors: the state file cannot be read or is corrupt (its path and what to do).
-    pub fn state(&self, name: &str) -> Result<push::MirrorState, crate::util::fs::PathError> {
-        crate::util::fs::read_json(&push::state_path(&self.dir, name))
+    pub fn state(&self, name: &str) -> Result<run::PushMirrorState, crate::util::fs::PathError> {
+        crate::util::fs::read_json(&run::state_path(&self.dir, name))
     }
 }
 

@@ -19,10 +19,15 @@
 //! The log is rewritten with the remembered ids when it reaches 20,000 lines: one append
 //! per delivery, however many came before.
 
+use std::collections::BTreeMap;
 use std::collections::{HashSet, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::config::WebhooksConfig;
 
 /// How many delivery ids are remembered.
 const REMEMBERED: usize = 10_000;
@@ -201,6 +206,137 @@ impl LocalQueue {
     pub fn depth(&self, mirror: &str) -> usize {
         usize::from(self.pending(mirror).exists()) + usize::from(self.running(mirror).exists())
     }
+}
+
+/// Where the intake puts jobs and the workers take them.
+pub enum Queue {
+    /// Files under `~/.gitsync/webhooks/queue`, one worker task per mirror.
+    Local {
+        /// The files.
+        queue: LocalQueue,
+        /// Wakes the worker of each mirror.
+        wake: BTreeMap<String, Arc<Notify>>,
+    },
+    /// An SQS FIFO queue shared by intake and worker hosts.
+    Sqs {
+        /// The SQS client.
+        client: aws_sdk_sqs::Client,
+        /// The queue URL.
+        url: String,
+    },
+}
+
+impl Queue {
+    /// Opens the queue `section` asks for (`sqs`: looks the queue URL up).
+    ///
+    /// Errors: the SQS queue does not exist or cannot be reached.
+    pub async fn open(section: &WebhooksConfig, dir: &Path) -> Result<Queue, String> {
+        if section.queue.as_deref() == Some("sqs") {
+            let name = section.sqs_queue.clone().unwrap_or_default();
+            let client = sqs_client(section).await;
+            let url = client
+                .get_queue_url()
+                .queue_name(&name)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "webhook queue {name}: {} (`gitsync aws setup` creates it)",
+                        crate::util::aws::one_line(&e)
+                    )
+                })?
+                .queue_url()
+                .unwrap_or_default()
+                .to_string();
+            return Ok(Queue::Sqs { client, url });
+        }
+        Ok(Queue::Local {
+            queue: LocalQueue::new(dir.join("queue")),
+            wake: section
+                .mirrors
+                .iter()
+                .map(|m| (m.name.clone(), Arc::new(Notify::new())))
+                .collect(),
+        })
+    }
+
+    /// Queues `job` durably; `dedup`: the SQS deduplication id.
+    ///
+    /// Errors: the job could not be stored (the intake answers 503).
+    pub async fn put(&self, job: &Job, dedup: &str) -> Result<(), String> {
+        match self {
+            Queue::Local { queue, wake } => {
+                queue
+                    .put(job)
+                    .map_err(|e| format!("cannot queue the job: {e}"))?;
+                if let Some(n) = wake.get(&job.mirror) {
+                    n.notify_one();
+                }
+                Ok(())
+            }
+            Queue::Sqs { client, url } => {
+                let body = serde_json::to_string(job).map_err(|e| e.to_string())?;
+                client
+                    .send_message()
+                    .queue_url(url)
+                    .message_body(body)
+                    .message_group_id(&job.mirror)
+                    .message_deduplication_id(dedup)
+                    .send()
+                    .await
+                    .map_err(|e| format!("SQS SendMessage: {}", crate::util::aws::one_line(&e)))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Jobs waiting for `mirror` on this host's local queue (`None` for SQS).
+    pub fn depth(&self, mirror: &str) -> Option<usize> {
+        match self {
+            Queue::Local { queue, .. } => Some(queue.depth(mirror)),
+            Queue::Sqs { .. } => None,
+        }
+    }
+}
+
+/// The SQS client for `section` (endpoint and region when given; the standard chain).
+pub async fn sqs_client(section: &WebhooksConfig) -> aws_sdk_sqs::Client {
+    let aws = crate::config::AwsConfig {
+        region: section.region.clone(),
+        endpoint_url: section.endpoint_url.clone(),
+        ..Default::default()
+    };
+    aws_sdk_sqs::Client::new(&crate::backend::aws::sdk_config(&aws).await)
+}
+
+/// The SQS queue's messages, from GetQueueAttributes: (`ApproximateNumberOfMessages`,
+/// `ApproximateNumberOfMessagesNotVisible`), that is (waiting, in flight), for all mirrors
+/// together (SQS does not count per message group).
+///
+/// Errors: the queue cannot be found or read (one line).
+pub async fn sqs_depth(section: &WebhooksConfig) -> Result<(u64, u64), String> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let Queue::Sqs { client, url } = Queue::open(section, Path::new("")).await? else {
+        return Err("the queue is not sqs".to_string());
+    };
+    let out = client
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .map_err(|e| format!("SQS GetQueueAttributes: {}", crate::util::aws::one_line(&e)))?;
+    let count = |name: A| {
+        out.attributes()
+            .and_then(|a| a.get(&name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok((
+        count(A::ApproximateNumberOfMessages),
+        count(A::ApproximateNumberOfMessagesNotVisible),
+    ))
 }
 
 #[cfg(test)]

@@ -3,157 +3,24 @@
 //! `interval` anyway, so a lost webhook is caught.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::queue::{Job, LocalQueue};
-use super::{Mirror, Webhooks, push};
-use crate::config::WebhooksConfig;
+use super::queue::{Job, Queue};
+use super::{PushMirror, Webhooks, run};
 
 /// The first retry delay; doubled per failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 /// The longest retry delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
-/// Where the intake puts jobs and the workers take them.
-pub enum Queue {
-    /// Files under `~/.gitsync/webhooks/queue`, one worker task per mirror.
-    Local {
-        /// The files.
-        queue: LocalQueue,
-        /// Wakes the worker of each mirror.
-        wake: BTreeMap<String, Arc<Notify>>,
-    },
-    /// An SQS FIFO queue shared by intake and worker hosts.
-    Sqs {
-        /// The SQS client.
-        client: aws_sdk_sqs::Client,
-        /// The queue URL.
-        url: String,
-    },
-}
-
-impl Queue {
-    /// Opens the queue `section` asks for (`sqs`: looks the queue URL up).
-    ///
-    /// Errors: the SQS queue does not exist or cannot be reached.
-    pub async fn open(section: &WebhooksConfig, dir: &Path) -> Result<Queue, String> {
-        if section.queue.as_deref() == Some("sqs") {
-            let name = section.sqs_queue.clone().unwrap_or_default();
-            let client = sqs_client(section).await;
-            let url = client
-                .get_queue_url()
-                .queue_name(&name)
-                .send()
-                .await
-                .map_err(|e| {
-                    format!(
-                        "webhook queue {name}: {} (`gitsync aws setup` creates it)",
-                        crate::util::aws::one_line(&e)
-                    )
-                })?
-                .queue_url()
-                .unwrap_or_default()
-                .to_string();
-            return Ok(Queue::Sqs { client, url });
-        }
-        Ok(Queue::Local {
-            queue: LocalQueue::new(dir.join("queue")),
-            wake: section
-                .mirrors
-                .iter()
-                .map(|m| (m.name.clone(), Arc::new(Notify::new())))
-                .collect(),
-        })
-    }
-
-    /// Queues `job` durably; `dedup`: the SQS deduplication id.
-    ///
-    /// Errors: the job could not be stored (the intake answers 503).
-    pub async fn put(&self, job: &Job, dedup: &str) -> Result<(), String> {
-        match self {
-            Queue::Local { queue, wake } => {
-                queue
-                    .put(job)
-                    .map_err(|e| format!("cannot queue the job: {e}"))?;
-                if let Some(n) = wake.get(&job.mirror) {
-                    n.notify_one();
-                }
-                Ok(())
-            }
-            Queue::Sqs { client, url } => {
-                let body = serde_json::to_string(job).map_err(|e| e.to_string())?;
-                client
-                    .send_message()
-                    .queue_url(url)
-                    .message_body(body)
-                    .message_group_id(&job.mirror)
-                    .message_deduplication_id(dedup)
-                    .send()
-                    .await
-                    .map_err(|e| format!("SQS SendMessage: {}", crate::util::aws::one_line(&e)))?;
-                Ok(())
-            }
-        }
-    }
-
-    /// Jobs waiting for `mirror` on this host's local queue (`None` for SQS).
-    pub fn depth(&self, mirror: &str) -> Option<usize> {
-        match self {
-            Queue::Local { queue, .. } => Some(queue.depth(mirror)),
-            Queue::Sqs { .. } => None,
-        }
-    }
-}
-
-/// The SQS client for `section` (endpoint and region when given; the standard chain).
-pub async fn sqs_client(section: &WebhooksConfig) -> aws_sdk_sqs::Client {
-    let aws = crate::config::AwsConfig {
-        region: section.region.clone(),
-        endpoint_url: section.endpoint_url.clone(),
-        ..Default::default()
-    };
-    aws_sdk_sqs::Client::new(&crate::backend::aws::sdk_config(&aws).await)
-}
-
-/// The SQS queue's messages, from GetQueueAttributes: (`ApproximateNumberOfMessages`,
-/// `ApproximateNumberOfMessagesNotVisible`), that is (waiting, in flight), for all mirrors
-/// together (SQS does not count per message group).
-///
-/// Errors: the queue cannot be found or read (one line).
-pub async fn sqs_depth(section: &WebhooksConfig) -> Result<(u64, u64), String> {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
-    let Queue::Sqs { client, url } = Queue::open(section, Path::new("")).await? else {
-        return Err("the queue is not sqs".to_string());
-    };
-    let out = client
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(A::ApproximateNumberOfMessages)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .map_err(|e| format!("SQS GetQueueAttributes: {}", crate::util::aws::one_line(&e)))?;
-    let count = |name: A| {
-        out.attributes()
-            .and_then(|a| a.get(&name))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    Ok((
-        count(A::ApproximateNumberOfMessages),
-        count(A::ApproximateNumberOfMessagesNotVisible),
-    ))
-}
-
 /// Runs `mirror` once, saves its state, logs one line. Returns whether the run succeeded
 /// (refs refused as diverged are a success: retrying cannot change them).
-pub async fn run_mirror(hooks: &Webhooks, mirror: &Mirror) -> bool {
+pub async fn run_mirror(hooks: &Webhooks, mirror: &PushMirror) -> bool {
     let name = &mirror.spec.name;
-    let path = push::state_path(&hooks.dir, name);
+    let path = run::state_path(&hooks.dir, name);
     let mut state = match hooks.state(name) {
         Ok(state) => state,
         Err(err) => {
@@ -164,8 +31,8 @@ pub async fn run_mirror(hooks: &Webhooks, mirror: &Mirror) -> bool {
     };
     let started = std::time::Instant::now();
     let journal =
-        |s: &push::MirrorState| crate::util::fs::write_json(&path, s).map_err(|e| e.to_string());
-    let result = push::run(
+        |s: &run::PushMirrorState| crate::util::fs::write_json(&path, s).map_err(|e| e.to_string());
+    let result = run::run(
         &hooks.cache_root(),
         &mirror.remotes,
         &mirror.filter,
@@ -256,7 +123,7 @@ pub fn spawn(hooks: Arc<Webhooks>, tasks: &mut tokio::task::JoinSet<()>) {
     }
 }
 
-async fn local_worker(hooks: Arc<Webhooks>, mirror: Mirror, notify: Arc<Notify>) {
+async fn local_worker(hooks: Arc<Webhooks>, mirror: PushMirror, notify: Arc<Notify>) {
     let Queue::Local { queue, .. } = &hooks.queue else {
         return;
     };
@@ -371,7 +238,7 @@ async fn sqs_worker(hooks: Arc<Webhooks>) {
         let interval = hooks
             .mirrors
             .values()
-            .map(Mirror::interval)
+            .map(PushMirror::interval)
             .min()
             .unwrap_or(super::DEFAULT_INTERVAL);
         if last_reconcile.elapsed() >= interval {

@@ -24,7 +24,7 @@ use crate::git::ops::{self, GitError};
 /// What a mirror remembers between runs (`~/.gitsync/webhooks/state/<name>.json`), and
 /// what `gitsync webhooks status` shows.
 #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct MirrorState {
+pub struct PushMirrorState {
     /// The id this mirror pushed last, per full ref name.
     #[serde(default)]
     pub pushed: BTreeMap<String, String>,
@@ -128,7 +128,7 @@ pub enum RunError {
     Journal(String),
 }
 
-impl MirrorState {
+impl PushMirrorState {
     /// Whether `id` at the target's ref `name` was put there by this mirror (pushed, or
     /// being pushed when a run was interrupted).
     fn ours(&self, name: &str, id: &str) -> bool {
@@ -138,7 +138,7 @@ impl MirrorState {
 }
 
 /// Saves a mirror's state (the caller's file); called before a push goes out.
-pub type Journal<'a> = &'a (dyn Fn(&MirrorState) -> Result<(), String> + Sync);
+pub type Journal<'a> = &'a (dyn Fn(&PushMirrorState) -> Result<(), String> + Sync);
 
 fn stderr_of(e: GitError) -> String {
     match e {
@@ -224,7 +224,7 @@ struct Update {
 }
 
 /// Runs the mirror once: `cache_root` holds the bare caches, `state` is read and updated,
-/// and `journal` saves it with the push's plan ([`MirrorState::pending`]) before the push.
+/// and `journal` saves it with the push's plan ([`PushMirrorState::pending`]) before the push.
 ///
 /// Errors: [`RunError`] when the source cannot be fetched, the target cannot be read or
 /// pushed to at all, or the plan cannot be saved; refs refused one by one are in the
@@ -234,7 +234,7 @@ pub async fn run(
     remotes: &Remotes,
     filter: &Filter,
     force: bool,
-    state: &mut MirrorState,
+    state: &mut PushMirrorState,
     journal: Journal<'_>,
     timeout: Duration,
 ) -> Result<RunReport, RunError> {
@@ -317,7 +317,7 @@ async fn push(
     cache: &Path,
     remotes: &Remotes,
     updates: &[Update],
-    state: &mut MirrorState,
+    state: &mut PushMirrorState,
     report: &mut RunReport,
     timeout: Duration,
 ) -> Result<(), RunError> {
