@@ -4,7 +4,7 @@ MB override) to a loopback sshd (Debian's openssh-server, as tests/common/sshd.r
 it), side by side with its baselines, in one run:
 
 1. The first ship, against a plain `rsync -a` of the same tree into a folder (the floor).
-2. A ship after a one-file commit, against seed 003's approach for the same change: the
+2. A ship after a one-file commit, against the rsync-over-ssh sync script's approach for the same change: the
    same secret scan (gitleaks over the tree), then rsync into the live folder without
    `--delete`. Reported: time (goal: at most 1.2x the seed's), bytes sent (goal: at most
    1% of the tree) and the new release's own disk use (goal: at most 1% of the tree, the
@@ -51,7 +51,7 @@ def du(path):
 
 
 try:
-    # sshd on loopback, per ../shared/facts/sshd-rsync-recipe.sh.
+    # sshd on loopback, per tests/support/sshd-rsync-recipe.sh.
     sshd_dir = work / "sshd"
     sshd_dir.mkdir()
     os.makedirs("/run/sshd", exist_ok=True)

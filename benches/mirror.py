@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark: `gitsync mirror` against seed 001, mirror-git-to-s3 0.0.24 (PyPI), side by
+"""Benchmark: `gitsync mirror` against mirror-git-to-s3 0.0.24 (PyPI), side by
 side, in one run.
 
 Both read the same generated source (about 5,000 objects, OBJECTS overrides) served by

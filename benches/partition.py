@@ -9,7 +9,7 @@ A source repository is generated with ~100 MB of incompressible history (50 comm
    gitsync process itself, not its git children, as producer and as consumer. Goal: at
    most 64 MB each.
 2. One small commit later: the bytes the producer uploads (new objects in the store)
-   against seed 000's approach for the same data, a tar+gzip of a full clone (computed
+   against git-partition-sync's approach for the same data, a tar+gzip of a full clone (computed
    here). Goal: at least 100x fewer bytes. And the produce + consume wall time of that
    increment. Goal: at most 2 s.
 
@@ -146,7 +146,7 @@ print(f"  first full sync: produce {full_produce:6.2f} s + consume {full_consume
 print(f"  peak RSS of gitsync itself: producer {rss_producer:5.1f} MB, consumer {rss_consumer:5.1f} MB;"
       f" goal <= 64 MB: {'met' if max(rss_producer, rss_consumer) <= 64 else 'MISSED'}")
 print(f"  one small commit: uploaded {uploaded} bytes (bundle + manifest);"
-      f" seed 000 would upload {seed / mb:.1f} MB (tar+gzip of a full clone):"
+      f" git-partition-sync would upload {seed / mb:.1f} MB (tar+gzip of a full clone):"
       f" {seed / uploaded:,.0f}x fewer; goal >= 100x: {'met' if seed / uploaded >= 100 else 'MISSED'}")
 print(f"  increment wall time: produce {inc_produce:5.2f} s + consume {inc_consume:5.2f} s"
       f" = {inc_produce + inc_consume:5.2f} s; goal <= 2 s:"

@@ -1,5 +1,5 @@
 //! `gitsync deploy` against a real sshd and rsync on loopback (Debian's openssh-server, per
-//! ../shared/facts/sshd-rsync-recipe.sh), with gitleaks and detect-secrets installed by
+//! tests/support/sshd-rsync-recipe.sh), with gitleaks and detect-secrets installed by
 //! `make deps` into .venv/bin.
 
 mod common;
@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::Env;
 use common::sshd::Sshd;
 
-/// A key the gitleaks rules do not allow-list, and a GitHub token (../shared/facts).
+/// A key the gitleaks rules do not allow-list, and a GitHub token (both made up).
 const AWS_KEY: &str = "AKIAQ3EGRWXYZ4NPLK7T";
 const GH_TOKEN: &str = "ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8";
 

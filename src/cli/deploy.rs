@@ -1,4 +1,4 @@
-//! `gitsync deploy`: ship a repository's tree to servers over rsync+ssh (seed 003).
+//! `gitsync deploy`: ship a repository's tree to servers over rsync+ssh.
 
 use std::process::ExitCode;
 

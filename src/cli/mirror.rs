@@ -1,5 +1,5 @@
 //! `gitsync mirror`: mirror repositories into S3 or a folder that a stock `git clone`
-//! reads over dumb HTTP (seed 001).
+//! reads over dumb HTTP (what mirror-git-to-s3 does).
 
 use std::process::ExitCode;
 

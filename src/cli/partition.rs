@@ -1,4 +1,4 @@
-//! `gitsync partition produce|consume|keygen`: partition sync (seed 000's producer and
+//! `gitsync partition produce|consume|keygen`: partition sync (git-partition-sync's producer and
 //! consumer).
 
 use std::path::PathBuf;

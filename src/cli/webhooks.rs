@@ -1,4 +1,4 @@
-//! `gitsync webhooks status|test|run`: the webhook-triggered mirrors (seed 004).
+//! `gitsync webhooks status|test|run`: the webhook-triggered mirrors.
 
 use std::process::ExitCode;
 

@@ -266,9 +266,9 @@ pub struct PartitionConfig {
     /// GitLab for pairs named by `project_name` and `group`; the token is read from
     /// `GITLAB_TOKEN`.
     pub gitlab: Option<GitlabConfig>,
-    /// The sync pairs (seed 000's list, or `url:` pairs).
+    /// The sync pairs (git-partition-sync's list, or `url:` pairs).
     pub pairs: Option<Vec<SyncPair>>,
-    /// A file holding seed 000's YAML list of pairs, unchanged.
+    /// A file holding git-partition-sync's YAML list of pairs, unchanged.
     pub pairs_file: Option<String>,
     /// Sleep between rounds under `gitsync run` (default 5m).
     pub interval: Option<HumanDuration>,
@@ -309,9 +309,9 @@ pub struct SyncPair {
 pub struct PairEnd {
     /// Any git remote URL.
     pub url: Option<String>,
-    /// GitLab project (seed 000).
+    /// GitLab project (as git-partition-sync names it).
     pub project_name: Option<String>,
-    /// GitLab group (seed 000).
+    /// GitLab group (as git-partition-sync names it).
     pub group: Option<String>,
     /// The branch.
     pub branch: String,

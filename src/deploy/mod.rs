@@ -1,4 +1,4 @@
-//! Shipping a repository's tree to servers over rsync+ssh (seed 003's job, done safely):
+//! Shipping a repository's tree to servers over rsync+ssh (what an rsync-over-ssh repository sync script does, done safely):
 //! exactly the commit's tree ([`export`]), behind a secret scan that fails closed
 //! ([`scan`]), as atomic releases with a symlink flip ([`ship`]) over the system ssh
 //! ([`ssh`]), to many targets in parallel, verified and rolled back on demand.

@@ -4,7 +4,7 @@
 //! unstaged files, and `untracked`, the untracked count); `ops` changes repositories and talks
 //! to remotes through the `git` binary, so the user's credential helpers, ssh config, hooks
 //! and locks apply exactly as with their own git; `pull` decides whether a fast-forward is
-//! safe (invariant 1 of DESIGN.md); `remotes` reads remotes and refs; `hooks` installs the
+//! safe (invariant 1 of the crate documentation); `remotes` reads remotes and refs; `hooks` installs the
 //! pre-push hook.
 
 pub mod bare_cache;

@@ -1,4 +1,4 @@
-//! The safe fast-forward: invariant 1 of DESIGN.md, in one place.
+//! The safe fast-forward: invariant 1 of the crate documentation, in one place.
 //!
 //! A worktree is changed only by a fast-forward of the checked-out branch to its upstream,
 //! and only when HEAD is not detached, the branch has an upstream and is strictly behind

@@ -1,5 +1,5 @@
 //! Mirrors into S3 or a folder that plain `git clone` reads through git's dumb HTTP
-//! protocol (seed 001, mirror-git-to-s3, done incrementally and crash-safely).
+//! protocol (mirror-git-to-s3's job, done incrementally and crash-safely).
 //!
 //! [`layout`] owns the files git's dumb client reads, [`publish`] one run against a target,
 //! [`lfs`] the Git LFS objects. A source is read through a bare cache

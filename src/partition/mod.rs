@@ -1,5 +1,5 @@
 //! Partition sync: keeping repositories in sync across a network partition through an S3
-//! bucket or a directory (seed 000's job), with encrypted, signed, incremental git bundles.
+//! bucket or a directory (git-partition-sync's job), with encrypted, signed, incremental git bundles.
 //!
 //! The producer keeps a bare mirror of each source, exports what moved as an incremental
 //! `git bundle` (a full one the first time), encrypts it with age to the configured

@@ -1,4 +1,4 @@
-//! Webhook-triggered one-way mirrors (seed 004's job, done safely): a forge says "pushed",
+//! Webhook-triggered one-way mirrors (what a forge-webhook sync API does, done safely): a forge says "pushed",
 //! gitsync brings the target in line with the source.
 //!
 //! [`verify`] checks each forge's signature, [`intake`] is the HTTP server (axum) that

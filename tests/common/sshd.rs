@@ -1,5 +1,5 @@
 //! A loopback sshd (Debian's openssh-server) for the deploy tests, per
-//! ../shared/facts/sshd-rsync-recipe.sh: its own host key, a client key, a free port;
+//! tests/support/sshd-rsync-recipe.sh: its own host key, a client key, a free port;
 //! stopped by its process id when the test ends.
 
 use std::path::{Path, PathBuf};
