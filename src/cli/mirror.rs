@@ -156,7 +156,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                 spinner.finish();
                 mirror::log_outcome(&outcome);
                 let anonymous = match &outcome.result {
-                    Ok(report) if first && !report.dry_run => {
+                    // Only after a publish: a run with nothing new makes its two requests.
+                    Ok(report) if first && !report.dry_run && !report.up_to_date() => {
                         mirror::reach::anonymous_problem(&mirror.clone_url()).await
                     }
                     _ => None,
