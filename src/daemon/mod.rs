@@ -656,20 +656,22 @@ impl Lists<'_> {
 /// pushes that the backend could not take, so that the latest ones are published as soon
 /// as it answers again.
 async fn retry_unsent(syncer: Arc<Syncer>, publisher: Arc<Publisher>) {
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff =
+        crate::util::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
-        tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64())).await;
+        tokio::time::sleep(crate::util::backoff::Backoff::jittered(backoff.ceiling())).await;
         if !syncer.has_unsent() && !publisher.has_pending() {
-            backoff = Duration::from_secs(1);
+            backoff.reset();
             continue;
         }
         let states = syncer.flush_unsent().await;
         let pushes = publisher.flush_pending().await;
-        backoff = if states && pushes {
-            Duration::from_secs(1)
+        if states && pushes {
+            backoff.reset();
         } else {
-            (backoff * 2).min(Duration::from_secs(60))
-        };
+            // The next sleep is twice as long (capped).
+            let _ = backoff.failed();
+        }
     }
 }
 

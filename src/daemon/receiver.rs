@@ -99,25 +99,22 @@ impl Receiver {
     /// Receives and handles events until the task is dropped. Bus failures are logged once
     /// per outage and retried with capped, jittered backoff.
     pub async fn run(self: Arc<Self>) {
-        let mut failing = false;
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff =
+            crate::util::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         loop {
             match self.bus.receive(RECEIVE_WAIT).await {
                 Ok(deliveries) => {
-                    if failing {
+                    if backoff.failing() {
                         tracing::info!(bus = self.bus.name(), "event bus reachable again");
-                        failing = false;
-                        backoff = Duration::from_secs(1);
+                        backoff.reset();
                     }
                     self.handle_all(deliveries).await;
                 }
                 Err(err) => {
-                    if !failing {
+                    if !backoff.failing() {
                         tracing::warn!(bus = self.bus.name(), %err, "cannot receive events; retrying");
-                        failing = true;
                     }
-                    tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64())).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    tokio::time::sleep(backoff.failed()).await;
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! Helpers every layer may use, depending on nothing else in the crate (the model is
 //! atuin-common and jj's `*_util.rs`): files written atomically and JSON state files
 //! ([`fs`]), credentials kept out of text ([`redact`]), the AWS SDK's set-up and errors in
-//! one line ([`aws`]), and words for people ([`words`]).
+//! one line ([`aws`]), one retry rhythm ([`backoff`]), and words for people ([`words`]).
 //!
 //! The layer rule, checked by a test in `src/lib.rs`: `cli` -> `daemon` -> features
 //! (`partition`, `mirror`, `webhook`, `deploy`) -> services (`git`, `backend`, `store`,
@@ -9,6 +9,7 @@
 //! modules of lower layers, never one of its own layer.
 
 pub mod aws;
+pub mod backoff;
 pub mod fs;
 pub mod redact;
 pub mod words;

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 
 use super::queue::{Job, Queue};
 use super::{PushMirror, Webhooks, run};
+use crate::util::backoff::Backoff;
 
 /// The first retry delay; doubled per failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(5);
@@ -98,12 +99,9 @@ pub async fn run_mirror(hooks: &Webhooks, mirror: &PushMirror) -> bool {
     ok
 }
 
-fn backoff_after(failures: u32) -> Duration {
-    let base = FIRST_BACKOFF
-        .saturating_mul(1 << failures.min(10))
-        .min(MAX_BACKOFF);
-    // Jitter: 50% to 100% of the delay.
-    base.mul_f64(0.5 + fastrand::f64() / 2.0)
+/// The retry rhythm of a mirror's failed runs and of an unreachable SQS queue.
+fn backoff() -> Backoff {
+    Backoff::new(FIRST_BACKOFF, MAX_BACKOFF)
 }
 
 /// Starts the workers of this host.
@@ -128,7 +126,7 @@ async fn local_worker(hooks: Arc<Webhooks>, mirror: PushMirror, notify: Arc<Noti
         return;
     };
     let name = mirror.spec.name.clone();
-    let mut failures = 0u32;
+    let mut retry = backoff();
     // A run at start-up: what was queued before a restart, and reconciliation.
     let mut due = true;
     loop {
@@ -140,10 +138,9 @@ async fn local_worker(hooks: Arc<Webhooks>, mirror: PushMirror, notify: Arc<Noti
             }
             due = false;
             if ok {
-                failures = 0;
+                retry.reset();
             } else {
-                let wait = backoff_after(failures);
-                failures += 1;
+                let wait = retry.failed();
                 tracing::info!(mirror = %name, retry_in_s = wait.as_secs(), "mirror run failed; retrying later");
                 tokio::time::sleep(wait).await;
                 due = true;
@@ -161,7 +158,7 @@ async fn sqs_worker(hooks: Arc<Webhooks>) {
     let Queue::Sqs { client, url } = &hooks.queue else {
         return;
     };
-    let mut outage = 0u32;
+    let mut outage = backoff();
     let mut last_reconcile = std::time::Instant::now();
     loop {
         let received = client
@@ -174,13 +171,12 @@ async fn sqs_worker(hooks: Arc<Webhooks>) {
             .await;
         let messages = match received {
             Ok(out) => {
-                outage = 0;
+                outage.reset();
                 out.messages.unwrap_or_default()
             }
             Err(err) => {
                 tracing::warn!("webhook queue: {}", crate::util::aws::one_line(&err));
-                tokio::time::sleep(backoff_after(outage)).await;
-                outage += 1;
+                tokio::time::sleep(outage.failed()).await;
                 continue;
             }
         };
@@ -229,7 +225,9 @@ async fn sqs_worker(hooks: Arc<Webhooks>) {
                         .change_message_visibility()
                         .queue_url(url)
                         .receipt_handle(&handle)
-                        .visibility_timeout(backoff_after(2).as_secs() as i32)
+                        .visibility_timeout(
+                            Backoff::jittered(FIRST_BACKOFF.saturating_mul(4)).as_secs() as i32,
+                        )
                         .send()
                         .await;
                 }
