@@ -916,15 +916,25 @@ fn a_deploy_waits_for_the_lock_another_machine_holds_on_the_target() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let deploy = scene
+    // What the deploy says goes to a file, read while it runs: it must say it waits.
+    let said = scene.env.path("deploy.out");
+    let mut deploy = scene
         .env
         .gitsync_command(&scene.home, &["deploy", "web"])
         .env("PATH", venv_path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdout(std::fs::File::create(&said).expect("output file"))
+        .stderr(std::fs::File::create(scene.env.path("deploy.err")).expect("error file"))
         .spawn()
         .expect("start a deploy");
-    std::thread::sleep(Duration::from_secs(3));
+    common::wait_for(
+        "the deploy to say it waits for the target's lock",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(scene.env.path("deploy.err"))
+                .ok()
+                .filter(|t| t.contains("another deploy holds the target's lock"))
+        },
+    );
     assert_eq!(
         scene.current("vm01").as_deref(),
         Some(first.as_str()),
@@ -936,10 +946,10 @@ fn a_deploy_waits_for_the_lock_another_machine_holds_on_the_target() {
     );
     holder.kill().expect("stop the lock holder");
     let _ = holder.wait();
-    let out = deploy.wait_with_output().expect("wait for the deploy");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let status = deploy.wait().expect("wait for the deploy");
+    let text = std::fs::read_to_string(&said).unwrap_or_default()
+        + &std::fs::read_to_string(scene.env.path("deploy.err")).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{text}");
     assert!(
         text.contains("another deploy holds the target's lock"),
         "{text}"

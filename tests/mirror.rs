@@ -28,11 +28,16 @@ struct Scene {
     prefix: String,
 }
 
-async fn public_bucket(moto: &Moto, bucket: &str) {
+/// An S3 client of moto's (path-style, as moto serves buckets on loopback).
+fn s3_client(moto: &Moto) -> aws_sdk_s3::Client {
     let conf = aws_sdk_s3::config::Builder::from(&moto.sdk())
         .force_path_style(true)
         .build();
-    let client = aws_sdk_s3::Client::from_conf(conf);
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+async fn public_bucket(moto: &Moto, bucket: &str) {
+    let client = s3_client(moto);
     client
         .create_bucket()
         .bucket(bucket)
@@ -1106,10 +1111,7 @@ fn a_private_bucket_and_missing_credentials_are_named_with_what_to_do() {
     let Target::S3 { moto } = &scene.target else {
         unreachable!()
     };
-    let conf = aws_sdk_s3::config::Builder::from(&moto.sdk())
-        .force_path_style(true)
-        .build();
-    let client = aws_sdk_s3::Client::from_conf(conf);
+    let client = s3_client(moto);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     // `gitsync mirror` of the source to `target`, as a command to run.
     let mirror_to = |target: &str| {

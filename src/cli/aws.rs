@@ -62,11 +62,10 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         // A host that runs webhook mirrors on SQS only.
         let runtime = super::runtime()?;
         return runtime.block_on(async {
-            let sdk = aws::sdk_config(&crate::config::AwsConfig {
-                region: webhooks.region.clone(),
-                endpoint_url: webhooks.endpoint_url.clone(),
-                ..Default::default()
-            })
+            let sdk = crate::util::aws::sdk_config(
+                webhooks.region.clone(),
+                webhooks.endpoint_url.as_deref(),
+            )
             .await;
             let queue = webhooks.sqs_queue.clone().unwrap_or_default();
             let step = setup::ensure_webhook_queue(&sdk, &queue)

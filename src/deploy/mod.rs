@@ -343,23 +343,15 @@ impl Deploy {
                         excludes: &me.spec.excludes,
                         extra: extra.as_deref(),
                     };
-                    let shipped = match target_lock::lock(&ssh, &target.name, &target.path, init)
-                        .await
-                    {
-                        Ok(lock) => {
-                            let shipped = ship::ship(
-                                &ssh,
-                                &release,
-                                me.spec.keep.unwrap_or(DEFAULT_KEEP),
-                                repair,
-                                &record,
-                            )
-                            .await;
-                            lock.release().await;
-                            shipped
-                        }
-                        Err(e) => Err(format!("lock: {e}")),
-                    };
+                    let work = ship::ship(
+                        &ssh,
+                        &release,
+                        me.spec.keep.unwrap_or(DEFAULT_KEEP),
+                        repair,
+                        &record,
+                    );
+                    let shipped =
+                        target_lock::holding(&ssh, &target.name, &target.path, init, work).await;
                     shipped.map(|s| match s {
                         ship::Shipped::AlreadyThere => {
                             (
@@ -586,14 +578,8 @@ impl Deploy {
         let mut out = Vec::new();
         for target in targets {
             let ssh = self.ssh_for(&target);
-            let result = match target_lock::lock(&ssh, &target.name, &target.path, false).await {
-                Ok(lock) => {
-                    let result = ship::rollback(&ssh, &target.path).await;
-                    lock.release().await;
-                    result
-                }
-                Err(e) => Err(format!("lock: {e}")),
-            };
+            let work = ship::rollback(&ssh, &target.path);
+            let result = target_lock::holding(&ssh, &target.name, &target.path, false, work).await;
             ssh.close().await;
             if let Ok((_, to)) = &result {
                 let entry = state.targets.entry(target.name.clone()).or_default();
@@ -616,17 +602,22 @@ pub fn spawn_all(deploys: Vec<Deploy>, tasks: &mut tokio::task::JoinSet<()>) {
     for deploy in deploys.into_iter().filter(|d| d.spec.on_update) {
         tasks.spawn(async move {
             let mut last_try: Option<(String, std::time::Instant)> = None;
+            // A corrupt state is said once, not every 2 s.
+            let mut said_corrupt = false;
             loop {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 let Ok(tip) = deploy.resolve(None).await else {
                     continue;
                 };
                 let state = match deploy.state() {
-                    Ok(state) => state,
+                    Ok(state) => {
+                        said_corrupt = false;
+                        state
+                    }
                     Err(e) => {
-                        if last_try.as_ref().is_none_or(|(rev, _)| rev != "corrupt") {
+                        if !said_corrupt {
                             tracing::error!(deploy = %deploy.spec.name, "deploy {}: {e}", deploy.spec.name);
-                            last_try = Some(("corrupt".to_string(), std::time::Instant::now()));
+                            said_corrupt = true;
                         }
                         continue;
                     }

@@ -315,7 +315,7 @@ pub async fn repair(ssh: &Ssh, release: &Release<'_>, record: &Record) -> Result
     let scratch = format!("{rev}.repair");
     let r = quote(rev)?;
     let p = quote(path.trim_end_matches('/'))?;
-    let clear = format!("cd {p} && rm -rf \"releases/{rev}.repair\"");
+    let clear = format!("cd {p} && R={r} && rm -rf \"releases/$R.repair\"");
     ssh.run(&clear, None, STEP_TIMEOUT)
         .await
         .map_err(remote_err("repair"))?;

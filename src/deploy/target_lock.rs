@@ -65,6 +65,25 @@ fn script(path: &str, init: bool) -> Result<String, String> {
     ))
 }
 
+/// Runs `work` under the lock of the release layout at `path` on `target` ([`lock`], with
+/// `init`), and lets the lock go after it.
+///
+/// Errors: the lock could not be taken (`lock: ...`), or `work`'s own.
+pub async fn holding<T>(
+    ssh: &Ssh,
+    target: &str,
+    path: &str,
+    init: bool,
+    work: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    let lock = lock(ssh, target, path, init)
+        .await
+        .map_err(|e| format!("lock: {e}"))?;
+    let result = work.await;
+    lock.release().await;
+    result
+}
+
 /// Takes the lock of the release layout at `path` on the target (creating the layout; a
 /// non-empty folder without `releases/` is refused unless `init`), waiting up to [`WAIT`]
 /// for another holder. `target` names the target in messages.

@@ -301,12 +301,9 @@ impl Queue {
 
 /// The SQS client for `section` (endpoint and region when given; the standard chain).
 pub async fn sqs_client(section: &WebhooksConfig) -> aws_sdk_sqs::Client {
-    let aws = crate::config::AwsConfig {
-        region: section.region.clone(),
-        endpoint_url: section.endpoint_url.clone(),
-        ..Default::default()
-    };
-    aws_sdk_sqs::Client::new(&crate::backend::aws::sdk_config(&aws).await)
+    let sdk =
+        crate::util::aws::sdk_config(section.region.clone(), section.endpoint_url.as_deref()).await;
+    aws_sdk_sqs::Client::new(&sdk)
 }
 
 /// The SQS queue's messages, from GetQueueAttributes: (`ApproximateNumberOfMessages`,
