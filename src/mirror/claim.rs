@@ -3,10 +3,10 @@
 //! first run writes the source's identity to [`KEY`] (by conditional write, so two first
 //! runs cannot both win); every later run compares its own and refuses another's.
 //!
-//! The identity is the SHA-256 of the source URL in [`crate::model::normalize_url`]'s form
-//! (credentials, scheme, port, `.git` left out, host in lower case), so two machines that
-//! spell one source differently agree, and the URL itself (which may name a private host)
-//! is not published beside the mirror.
+//! The identity is the SHA-256 of the source URL in the form push triggers compare
+//! ([`super::same_source`]: credentials, scheme, port, `.git` left out, host in lower
+//! case), so two machines that spell one source differently agree, and the URL itself
+//! (which may name a private host) is not published beside the mirror.
 
 use sha2::Digest;
 
@@ -24,7 +24,7 @@ pub struct SourceRecord {
 
 /// The identity of `source` (a git URL) as recorded at [`KEY`].
 pub fn identity(source: &str) -> String {
-    let url = crate::model::normalize_url(&crate::util::redact::redact_url(source));
+    let url = super::same_source(source);
     format!(
         "sha256:{}",
         hex::encode(sha2::Sha256::digest(url.as_bytes()))

@@ -198,7 +198,7 @@ impl PushTriggers {
 }
 
 /// The form two URLs of one source share: credentials redacted, then normalized.
-fn same_source(url: &str) -> String {
+pub(crate) fn same_source(url: &str) -> String {
     crate::model::normalize_url(&crate::util::redact::redact_url(url))
 }
 
