@@ -48,14 +48,8 @@ pub fn run(args: &Args) -> ExitCode {
             to: to.clone(),
         }),
         _ => match Folders::of(&args.worktree).and_then(|f| fastforward::recover(&f)) {
-            Ok(()) => Outcome::Blocked {
-                reason: "recovered".to_string(),
-                kept: Vec::new(),
-            },
-            Err(reason) => Outcome::Blocked {
-                reason,
-                kept: Vec::new(),
-            },
+            Ok(()) => Outcome::blocked("recovered"),
+            Err(reason) => Outcome::blocked(reason),
         },
     };
     match serde_json::to_string(&outcome) {

@@ -451,10 +451,14 @@ impl Syncer {
                 }
                 Ok(())
             }
-            Moved::Blocked { reason, kept } => {
+            Moved::Blocked {
+                reason,
+                kept,
+                retry,
+            } => {
                 tracing::info!(repo = %repo.name, %reason, "fast-forward refused");
                 // Passing reasons are tried again soon; the others wait for a change.
-                if fastforward::is_passing(&reason) {
+                if retry == fastforward::Retry::Soon {
                     self.dirty.mark_after(&repo.name, EDIT_QUIET);
                 }
                 if kept.is_empty() {

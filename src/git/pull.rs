@@ -200,10 +200,7 @@ fn is_executable(path: &Path) -> bool {
 }
 
 async fn run_helper(args: &[String], timeout: Duration) -> Outcome {
-    let blocked = |reason: String| Outcome::Blocked {
-        reason,
-        kept: Vec::new(),
-    };
+    let blocked = |reason: String| Outcome::blocked(reason);
     let out = match tempfile::NamedTempFile::new() {
         Ok(out) => out,
         Err(err) => return blocked(format!("cannot start the fast-forward: {err}")),

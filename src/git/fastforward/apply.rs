@@ -19,11 +19,14 @@ use super::content::{self, Verdict};
 use super::journal::{Sig, Step, Writer};
 use super::locks::IndexLock;
 use super::{
-    BEING_EDITED, Change, Folders, GITLINK, Request, checked_out_elsewhere, describe_in_the_way,
-    git, git_input, parent_dirs, short_branch, untracked_files_under,
+    Change, Folders, GITLINK, Refused, Request, checked_out_elsewhere, describe_in_the_way, git,
+    git_input, parent_dirs, short_branch, untracked_files_under,
 };
 use super::{checkout, index, tree};
 use crate::util::words::short_id;
+
+/// How many steps of what comes in are journaled in one write.
+const JOURNAL_BATCH: usize = 512;
 
 pub(super) struct Transaction {
     folders: Folders,
@@ -40,21 +43,21 @@ pub(super) struct Transaction {
 
 /// The reason for an I/O failure on the worktree path `rel`: a permission problem or a
 /// full disk names the path and waits for a change; anything else is a save in the way.
-fn io_reason(rel: &Path, err: &std::io::Error) -> String {
+fn io_reason(rel: &Path, err: &std::io::Error) -> Refused {
     use nix::errno::Errno;
     match err.raw_os_error().map(Errno::from_raw) {
         Some(errno @ (Errno::EACCES | Errno::EPERM | Errno::EROFS)) => format!(
             "cannot write {}: {} (check the permissions of it and its folder)",
             rel.display(),
             errno.desc()
-        ),
-        Some(Errno::ENOSPC | Errno::EDQUOT) => {
-            format!(
-                "cannot write {}: no space left on the device",
-                rel.display()
-            )
-        }
-        _ => BEING_EDITED.to_string(),
+        )
+        .into(),
+        Some(Errno::ENOSPC | Errno::EDQUOT) => format!(
+            "cannot write {}: no space left on the device",
+            rel.display()
+        )
+        .into(),
+        _ => Refused::being_edited(),
     }
 }
 
@@ -63,7 +66,7 @@ fn io_reason(rel: &Path, err: &std::io::Error) -> String {
 /// `access(2)` with `W_OK | X_OK` answers `EACCES` for mode bits, `EPERM` for an immutable
 /// folder (`chattr +i`, even for root) and `EROFS` for a read-only mount. Checked before
 /// anything moves, so such a refusal leaves every file untouched, its change time included.
-fn writable(worktree: &Path, changes: &[Change]) -> Result<(), String> {
+fn writable(worktree: &Path, changes: &[Change]) -> Result<(), Refused> {
     let mut seen: HashSet<PathBuf> = HashSet::new();
     for change in changes {
         let mut dir = change.path.parent().map(Path::to_path_buf);
@@ -146,22 +149,32 @@ impl Transaction {
     /// Journals `step` (before it is done); a journal that cannot be written stops the
     /// fast-forward before the step.
     fn record(&mut self, step: Step) -> Result<(), String> {
+        self.record_all(std::slice::from_ref(&step))
+    }
+
+    /// Journals `steps` in one write, in order, before any of them is done.
+    fn record_all(&mut self, steps: &[Step]) -> Result<(), String> {
         if let Some(journal) = self.journal.as_mut() {
-            journal.line(&step.encode())?;
+            let lines: Vec<String> = steps.iter().map(Step::encode).collect();
+            journal.lines(&lines)?;
         }
-        self.done.push(step);
+        self.done.extend_from_slice(steps);
         Ok(())
     }
 
     /// HEAD names `request.branch` and the branch is at `request.from`.
-    fn head_is_as_decided(&self, repo: &gix::Repository, request: &Request) -> Result<(), String> {
+    fn head_is_as_decided(&self, repo: &gix::Repository, request: &Request) -> Result<(), Refused> {
         let head = fs::read_to_string(self.folders.git_dir.join("HEAD")).unwrap_or_default();
         if head.trim() != format!("ref: {}", request.branch) {
-            return Err("not now: HEAD changed since the decision to pull".to_string());
+            return Err(Refused::passing(
+                "not now: HEAD changed since the decision to pull",
+            ));
         }
         let at = crate::git::remotes::ref_target(repo, &request.branch);
         if at.as_deref() != Some(request.from.as_str()) {
-            return Err("not now: the branch moved since the decision to pull".to_string());
+            return Err(Refused::passing(
+                "not now: the branch moved since the decision to pull",
+            ));
         }
         Ok(())
     }
@@ -169,9 +182,10 @@ impl Transaction {
     /// Moves the branch by compare-and-swap, with a reflog entry, and journals it: in-process,
     /// or through `git update-ref REF TO FROM` where gix cannot (no committer identity for
     /// the reflog).
-    fn move_ref(&mut self, repo: &gix::Repository, request: &Request) -> Result<(), String> {
+    fn move_ref(&mut self, repo: &gix::Repository, request: &Request) -> Result<(), Refused> {
         use gix::refs::transaction::{Change as Edit, LogChange, PreviousValue, RefEdit, RefLog};
-        let moved_meanwhile = || "not now: the branch moved during the fast-forward".to_string();
+        let moved_meanwhile =
+            || Refused::passing("not now: the branch moved during the fast-forward");
         let message = format!("gitsync: fast-forward to {}", short_id(&request.to));
         let edit = RefEdit {
             change: Edit::Update {
@@ -272,7 +286,7 @@ impl Transaction {
     /// Carries out the fast-forward of `request`; returns how many paths changed.
     ///
     /// Errors: the reason it did not happen; the caller then calls [`Self::roll_back`].
-    pub fn attempt(&mut self, repo: &gix::Repository, request: &Request) -> Result<usize, String> {
+    pub fn attempt(&mut self, repo: &gix::Repository, request: &Request) -> Result<usize, Refused> {
         let f = self.folders.clone();
         let staging = f.staging();
         for folder in [&staging, &f.files_staging] {
@@ -289,7 +303,7 @@ impl Transaction {
             .and_then(|()| fs::create_dir_all(files.join("new")))
             .map_err(|e| match files.strip_prefix(&f.worktree) {
                 Ok(rel) => io_reason(rel, &e),
-                Err(_) => format!("cannot create {}: {e}", files.display()),
+                Err(_) => format!("cannot create {}: {e}", files.display()).into(),
             })?;
         // The journal first, so that a kill from here on is recovered.
         let header = format!(
@@ -304,14 +318,15 @@ impl Transaction {
         // 1. The branch and commit decided on, and nobody else's checkout of it.
         self.head_is_as_decided(repo, request)?;
         if !tree::is_ancestor(repo, &request.from, &request.to)? {
-            return Err("not a fast-forward".to_string());
+            return Err("not a fast-forward".into());
         }
         if let Some(other) = checked_out_elsewhere(&f, &request.branch) {
             return Err(format!(
                 "{} is also checked out in the worktree {}: pull there",
                 short_branch(&request.branch),
                 other.display()
-            ));
+            )
+            .into());
         }
 
         // 2. What changes.
@@ -382,13 +397,14 @@ impl Transaction {
                 return Err(format!(
                     "the push removes submodule {}, which is checked out here",
                     change.path.display()
-                ));
+                )
+                .into());
             }
         }
         if !in_the_way.is_empty() {
             in_the_way.sort();
             in_the_way.dedup();
-            return Err(describe_in_the_way(&f, &in_the_way));
+            return Err(describe_in_the_way(&f, &in_the_way).into());
         }
 
         // Every folder written in can be written, before anything moves.
@@ -418,7 +434,8 @@ impl Transaction {
                     } else {
                         String::new()
                     }
-                ));
+                )
+                .into());
             }
         };
         let mut sig_of: HashMap<PathBuf, Sig> = HashMap::with_capacity(outs.len());
@@ -433,8 +450,9 @@ impl Transaction {
         let mut new_index = index.clone();
         index::two_way(&mut new_index, &changes)?;
         let ins: Vec<&Change> = changes.iter().filter(|c| c.moves_in()).collect();
+        let mut staged_sigs = HashMap::new();
         if checkout::is_plain(repo, &f, &index, &changes) {
-            checkout::write_blobs(repo, &f.files_staging.join("new"), &ins)?;
+            staged_sigs = checkout::write_blobs(repo, &f.files_staging.join("new"), &ins)?;
         } else if !ins.is_empty() {
             // Filters or conversions apply: git writes the files.
             let for_git = staging.join("index");
@@ -474,7 +492,7 @@ impl Transaction {
             index::two_way(&mut new_index, &changes)?;
         }
         self.head_is_as_decided(repo, request)?;
-        self.swap_in(&changes, &sig_of)?;
+        self.swap_in(&changes, &sig_of, &staged_sigs)?;
 
         // 8. The index's stat data, the branch, the index.
         index::fill_stat(&mut new_index, &f.worktree, &ins)?;
@@ -489,12 +507,17 @@ impl Transaction {
     }
 
     /// Moves out what goes, removes emptied folders, and swaps or renames in what comes,
-    /// each step journaled first.
+    /// each step journaled first. `staged_sigs` holds the signature of each staged file
+    /// known from its writing (a file missing there is looked at).
+    ///
+    /// What comes in is journaled [`JOURNAL_BATCH`] steps at a time, in one write, before
+    /// any of them is done: undoing a journaled step that did not happen does nothing.
     fn swap_in(
         &mut self,
         changes: &[Change],
         sig_of: &HashMap<PathBuf, Sig>,
-    ) -> Result<(), String> {
+        staged_sigs: &HashMap<PathBuf, Sig>,
+    ) -> Result<(), Refused> {
         let mut gone: Vec<&Change> = changes
             .iter()
             .filter(|c| c.moves_out() && !c.moves_in())
@@ -502,7 +525,7 @@ impl Transaction {
         gone.sort_by(|a, b| b.path.cmp(&a.path));
         let mut made = HashSet::new();
         for change in gone {
-            let sig = *sig_of.get(&change.path).ok_or(BEING_EDITED)?;
+            let sig = *sig_of.get(&change.path).ok_or_else(Refused::being_edited)?;
             self.move_out(&change.path, sig, &mut made)?;
         }
         // Folders emptied by deletions go, deepest first, as git removes them; a folder
@@ -534,58 +557,76 @@ impl Transaction {
         ins.sort_by(|a, b| a.path.cmp(&b.path));
         // Folders found (or made) on the way, looked at once each.
         let mut folders: HashSet<PathBuf> = HashSet::new();
-        for change in ins {
-            let mut dirs = parent_dirs(&change.path);
-            if change.adds_submodule() {
-                dirs.push(change.path.clone());
-            }
-            for dir in dirs {
-                if folders.contains(&dir) {
-                    continue;
+        for batch in ins.chunks(JOURNAL_BATCH) {
+            let mut steps = Vec::with_capacity(batch.len());
+            for change in batch {
+                let mut dirs = parent_dirs(&change.path);
+                if change.adds_submodule() {
+                    dirs.push(change.path.clone());
                 }
-                folders.insert(dir.clone());
-                let full = self.wt(&dir);
-                match full.symlink_metadata() {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => return Err(BEING_EDITED.to_string()),
-                    Err(_) => {
-                        self.record(Step::Mkdir(dir.clone()))?;
-                        fs::create_dir(&full).map_err(|e| io_reason(&dir, &e))?;
-                    }
-                }
-            }
-            if !change.moves_in() {
-                continue;
-            }
-            let (staged, to) = (self.staged(&change.path), self.wt(&change.path));
-            let new_sig = Sig::of(&staged).ok_or_else(|| "a staged file is missing".to_string())?;
-            if change.moves_out() {
-                let old_sig = *sig_of.get(&change.path).ok_or(BEING_EDITED)?;
-                self.record(Step::Swap(change.path.clone(), old_sig, new_sig))?;
-                match exchange(&staged, &to) {
-                    Ok(()) => {
-                        if Sig::of(&staged) != Some(old_sig) {
-                            return Err(BEING_EDITED.to_string());
-                        }
+                for dir in dirs {
+                    if !folders.insert(dir.clone()) {
                         continue;
                     }
-                    Err(err) if err.raw_os_error() == Some(nix::libc::EINVAL) => {
-                        // No RENAME_EXCHANGE here: out, then in.
-                        self.move_out(&change.path, old_sig, &mut made)?;
+                    match self.wt(&dir).symlink_metadata() {
+                        Ok(m) if m.is_dir() => {}
+                        Ok(_) => return Err(Refused::being_edited()),
+                        Err(_) => steps.push(Step::Mkdir(dir)),
                     }
-                    Err(err) => return Err(io_reason(&change.path, &err)),
                 }
-            } else if to.symlink_metadata().is_ok_and(|m| m.is_dir())
-                && fs::read_dir(&to).is_ok_and(|mut d| d.next().is_none())
-            {
-                // An empty folder in the way goes, as git removes it.
-                self.record(Step::Rmdir(change.path.clone()))?;
-                fs::remove_dir(&to).map_err(|e| io_reason(&change.path, &e))?;
+                if !change.moves_in() {
+                    continue;
+                }
+                let (staged, to) = (self.staged(&change.path), self.wt(&change.path));
+                let new_sig = staged_sigs
+                    .get(&change.path)
+                    .copied()
+                    .or_else(|| Sig::of(&staged))
+                    .ok_or_else(|| "a staged file is missing".to_string())?;
+                if change.moves_out() {
+                    let old_sig = *sig_of.get(&change.path).ok_or_else(Refused::being_edited)?;
+                    steps.push(Step::Swap(change.path.clone(), old_sig, new_sig));
+                    continue;
+                }
+                if to.symlink_metadata().is_ok_and(|m| m.is_dir())
+                    && fs::read_dir(&to).is_ok_and(|mut d| d.next().is_none())
+                {
+                    // An empty folder in the way goes, as git removes it.
+                    steps.push(Step::Rmdir(change.path.clone()));
+                }
+                steps.push(Step::In(change.path.clone(), new_sig));
             }
-            self.record(Step::In(change.path.clone(), new_sig))?;
-            rename_noreplace(&staged, &to).map_err(|e| io_reason(&change.path, &e))?;
+            self.record_all(&steps)?;
+            for step in steps {
+                self.take_in(step, &mut made)?;
+            }
         }
         Ok(())
+    }
+
+    /// Does one journaled step of what comes in (see [`Self::swap_in`]).
+    fn take_in(&mut self, step: Step, made: &mut HashSet<PathBuf>) -> Result<(), Refused> {
+        match step {
+            Step::Mkdir(dir) => fs::create_dir(self.wt(&dir)).map_err(|e| io_reason(&dir, &e)),
+            Step::Rmdir(rel) => fs::remove_dir(self.wt(&rel)).map_err(|e| io_reason(&rel, &e)),
+            Step::In(rel, _) => rename_noreplace(&self.staged(&rel), &self.wt(&rel))
+                .map_err(|e| io_reason(&rel, &e)),
+            Step::Swap(rel, old_sig, new_sig) => {
+                let (staged, to) = (self.staged(&rel), self.wt(&rel));
+                match exchange(&staged, &to) {
+                    Ok(()) if Sig::of(&staged) == Some(old_sig) => Ok(()),
+                    Ok(()) => Err(Refused::being_edited()),
+                    Err(err) if err.raw_os_error() == Some(nix::libc::EINVAL) => {
+                        // No RENAME_EXCHANGE here: out, then in.
+                        self.move_out(&rel, old_sig, made)?;
+                        self.record(Step::In(rel.clone(), new_sig))?;
+                        rename_noreplace(&staged, &to).map_err(|e| io_reason(&rel, &e))
+                    }
+                    Err(err) => Err(io_reason(&rel, &err)),
+                }
+            }
+            Step::Out(rel, sig) => self.move_out(&rel, sig, made),
+        }
     }
 
     /// Moves the file at `rel` (checked clean with signature `sig`) to `old/<rel>`.
@@ -594,7 +635,7 @@ impl Transaction {
         rel: &Path,
         sig: Sig,
         made: &mut HashSet<PathBuf>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refused> {
         let (from, to) = (self.wt(rel), self.old(rel));
         if let Some(parent) = to.parent()
             && made.insert(parent.to_path_buf())
@@ -604,7 +645,7 @@ impl Transaction {
         self.record(Step::Out(rel.to_path_buf(), sig))?;
         rename_noreplace(&from, &to).map_err(|e| io_reason(rel, &e))?;
         if Sig::of(&to) != Some(sig) {
-            return Err(BEING_EDITED.to_string());
+            return Err(Refused::being_edited());
         }
         Ok(())
     }
@@ -781,4 +822,58 @@ fn committer(repo: &gix::Repository) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
 fn read_index(path: &Path) -> Result<gix::index::File, String> {
     gix::index::File::at_or_default(path, gix::hash::Kind::Sha1, false, Default::default())
         .map_err(|e| format!("cannot read index: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::git::fastforward::{Outcome, Retry};
+
+    #[test]
+    fn a_refusal_says_when_to_try_again_where_it_is_made() {
+        let rel = Path::new("dir/file");
+        for (errno, retry) in [
+            (nix::libc::EACCES, Retry::OnChange),
+            (nix::libc::EPERM, Retry::OnChange),
+            (nix::libc::EROFS, Retry::OnChange),
+            (nix::libc::ENOSPC, Retry::OnChange),
+            (nix::libc::EDQUOT, Retry::OnChange),
+            (nix::libc::ENOENT, Retry::Soon),
+            (nix::libc::EEXIST, Retry::Soon),
+        ] {
+            let refused = io_reason(rel, &std::io::Error::from_raw_os_error(errno));
+            assert_eq!(refused.retry, retry, "errno {errno}: {}", refused.reason);
+        }
+        assert_eq!(Refused::being_edited().retry, Retry::Soon);
+        assert_eq!(
+            Refused::from("local changes would be overwritten: a").retry,
+            Retry::OnChange
+        );
+    }
+
+    #[test]
+    fn the_retry_kind_travels_in_the_helpers_line_and_an_older_line_waits_for_a_change() {
+        let line = serde_json::to_string(&Outcome::blocked(Refused::passing("not now: x")))
+            .expect("serializes");
+        let back: Outcome = serde_json::from_str(&line).expect("parses");
+        assert!(
+            matches!(
+                back,
+                Outcome::Blocked {
+                    retry: Retry::Soon,
+                    ..
+                }
+            ),
+            "{line}"
+        );
+        let older = r#"{"outcome":"blocked","reason":"not now: x","kept":[]}"#;
+        let back: Outcome = serde_json::from_str(older).expect("parses");
+        assert!(matches!(
+            back,
+            Outcome::Blocked {
+                retry: Retry::OnChange,
+                ..
+            }
+        ));
+    }
 }

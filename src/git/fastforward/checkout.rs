@@ -6,7 +6,7 @@
 //! A file is created with mode 0666, or 0777 when executable, less the umask, and a symlink
 //! as a symlink: what `entry.c`'s `write_entry` does.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use gix::bstr::ByteSlice;
 
+use super::journal::Sig;
 use super::tree::oid;
 use super::{Change, Folders};
 
@@ -71,13 +72,16 @@ pub(super) fn is_plain(
 }
 
 /// Writes the file of every change in `ins` (new mode and id) under `to`, at its path.
+/// Returns the signature of each file written, by path, read from the open file
+/// (`fstat(2)`) so that no path is looked up again.
 ///
 /// Errors: a message when a blob cannot be read or a file cannot be written.
 pub(super) fn write_blobs(
     repo: &gix::Repository,
     to: &Path,
     ins: &[&Change],
-) -> Result<(), String> {
+) -> Result<HashMap<PathBuf, Sig>, String> {
+    let mut sigs = HashMap::with_capacity(ins.len());
     let mut made: HashSet<PathBuf> = HashSet::new();
     for change in ins {
         let target = to.join(&change.path);
@@ -91,6 +95,7 @@ pub(super) fn write_blobs(
             .map_err(|e| format!("cannot read {}: {e}", change.path.display()))?;
         let written = if change.new_mode == 0o120000 {
             std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(blob.data.as_bstr()), &target)
+                .and_then(|()| target.symlink_metadata())
         } else {
             let mode = if change.new_mode == 0o100755 {
                 0o777
@@ -102,9 +107,13 @@ pub(super) fn write_blobs(
                 .create_new(true)
                 .mode(mode)
                 .open(&target)
-                .and_then(|mut file| file.write_all(&blob.data))
+                .and_then(|mut file| {
+                    file.write_all(&blob.data)?;
+                    file.metadata()
+                })
         };
-        written.map_err(|e| format!("cannot stage {}: {e}", change.path.display()))?;
+        let meta = written.map_err(|e| format!("cannot stage {}: {e}", change.path.display()))?;
+        sigs.insert(change.path.clone(), Sig::from_meta(&meta));
     }
-    Ok(())
+    Ok(sigs)
 }

@@ -18,7 +18,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::journal::Sig;
-use super::{BEING_EDITED, Change, Folders, GITLINK};
+use super::{Change, Folders, GITLINK, Refused};
 
 const SYMLINK: u32 = 0o120000;
 
@@ -179,14 +179,14 @@ fn unchanged_by_stat(
 /// false, the executable bit on disk means nothing, as in git. `index` is the index as read
 /// before the check, `checked_at` when the check began (nanoseconds since the epoch).
 ///
-/// Errors: [`BEING_EDITED`] when a file changed while it was being read.
+/// Errors: [`super::BEING_EDITED`] (passing) when a file changed while it was being read.
 pub(super) fn check(
     folders: &Folders,
     outs: &[&Change],
     trust_mode: bool,
     index: &gix::index::File,
     checked_at: i128,
-) -> Result<Verdict, String> {
+) -> Result<Verdict, Refused> {
     let mut sigs = Vec::with_capacity(outs.len());
     let mut changed = Vec::new();
     let mut filtered: Vec<(usize, &Change)> = Vec::new();
@@ -208,7 +208,7 @@ pub(super) fn check(
             .and_then(|meta| raw_content(&path, meta, change.old_mode, trust_mode));
         let after = Sig::of(&path);
         if before != after {
-            return Err(BEING_EDITED.to_string());
+            return Err(Refused::being_edited());
         }
         let sig = after.unwrap_or(Sig {
             ino: 0,

@@ -189,9 +189,18 @@ impl Writer {
     ///
     /// Errors: the I/O error (a full disk): the caller stops before doing the step.
     pub fn line(&mut self, line: &str) -> Result<(), String> {
-        let mut buf = Vec::with_capacity(line.len() + 1);
-        buf.extend_from_slice(line.as_bytes());
-        buf.push(b'\n');
+        self.lines(&[line])
+    }
+
+    /// Appends `lines`, one after another, in one write.
+    ///
+    /// Errors: the I/O error (a full disk): the caller stops before doing any of the steps.
+    pub fn lines<S: AsRef<str>>(&mut self, lines: &[S]) -> Result<(), String> {
+        let mut buf = Vec::with_capacity(lines.iter().map(|l| l.as_ref().len() + 1).sum());
+        for line in lines {
+            buf.extend_from_slice(line.as_ref().as_bytes());
+            buf.push(b'\n');
+        }
         self.file
             .write_all(&buf)
             .map_err(|e| format!("cannot write the journal: {e}"))

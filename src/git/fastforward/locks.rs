@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use super::Folders;
 use super::journal::Writer;
+use super::{Folders, Refused};
 use crate::git::procs;
 
 /// The reason given while another helper works on the same worktree.
@@ -29,9 +29,9 @@ pub(super) struct HelperLock {
 impl HelperLock {
     /// Takes the lock of the worktree in `folders`, without waiting.
     ///
-    /// Errors: [`RUNNING`] when another helper holds it; an I/O message with the path when
-    /// the lock file cannot be made.
-    pub fn take(folders: &Folders) -> Result<HelperLock, String> {
+    /// Errors: [`RUNNING`] (passing) when another helper holds it; an I/O message with the
+    /// path when the lock file cannot be made.
+    pub fn take(folders: &Folders) -> Result<HelperLock, Refused> {
         let dir = folders.git_dir.join("gitsync");
         let path = dir.join("ff.lock");
         let file = fs::create_dir_all(&dir)
@@ -45,8 +45,8 @@ impl HelperLock {
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(HelperLock { _lock: lock }),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(RUNNING.to_string()),
-            Err((_, errno)) => Err(format!("cannot lock {}: {errno}", path.display())),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(Refused::passing(RUNNING)),
+            Err((_, errno)) => Err(format!("cannot lock {}: {errno}", path.display()).into()),
         }
     }
 }
@@ -62,13 +62,13 @@ impl IndexLock {
     /// folder), journals its inode, then links it to `index.lock`, which fails when the
     /// lock exists, exactly as git's `O_CREAT|O_EXCL` does.
     ///
-    /// Errors: the lock's holder as [`procs::describe`] says it ("index.lock exists: ..."),
-    /// or the I/O error with the path.
+    /// Errors: the lock's holder as [`procs::describe`] says it ("index.lock exists: ...",
+    /// passing), or the I/O error with the path.
     pub fn take(
         folders: &Folders,
         candidate: &Path,
         journal: &mut Writer,
-    ) -> Result<IndexLock, String> {
+    ) -> Result<IndexLock, Refused> {
         let path = folders.git_dir.join("index.lock");
         let file = fs::File::create(candidate)
             .map_err(|e| format!("cannot create {}: {e}", candidate.display()))?;
@@ -82,10 +82,13 @@ impl IndexLock {
             Ok(()) => Ok(IndexLock { path, ino }),
             Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
                 let state = procs::index_lock(&folders.worktree, &folders.git_dir);
-                Err(procs::describe(&state, &folders.git_dir)
-                    .unwrap_or_else(|| "index.lock exists: another git command is running".into()))
+                Err(Refused::passing(
+                    procs::describe(&state, &folders.git_dir).unwrap_or_else(|| {
+                        "index.lock exists: another git command is running".into()
+                    }),
+                ))
             }
-            Err(err) => Err(format!("cannot create {}: {err}", path.display())),
+            Err(err) => Err(format!("cannot create {}: {err}", path.display()).into()),
         }
     }
 

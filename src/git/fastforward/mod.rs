@@ -86,14 +86,20 @@ pub enum Outcome {
         reason: String,
         /// Anything kept aside while putting things back (paths).
         kept: Vec<String>,
+        /// When to try again (absent from an older helper's line: on a change).
+        #[serde(default)]
+        retry: Retry,
     },
 }
 
 impl Outcome {
-    fn blocked(reason: impl Into<String>) -> Self {
+    /// The outcome of a fast-forward refused for `refused`, with nothing kept.
+    pub fn blocked(refused: impl Into<Refused>) -> Self {
+        let refused = refused.into();
         Outcome::Blocked {
-            reason: reason.into(),
+            reason: refused.reason,
             kept: Vec::new(),
+            retry: refused.retry,
         }
     }
 }
@@ -101,15 +107,63 @@ impl Outcome {
 /// The reason given when the worktree changed while a fast-forward was being prepared.
 pub const BEING_EDITED: &str = "not pulled: the worktree is being edited";
 
-/// Whether `reason` (an [`Outcome::Blocked`] reason) passes by itself: a save, a git
-/// command of the user's, a lock held by a running git, another fast-forward. Such a pull
-/// is worth trying again soon; any other (local changes, a permission problem, a full
-/// disk) waits for a change.
-pub fn is_passing(reason: &str) -> bool {
-    reason == BEING_EDITED
-        || reason.starts_with("not now")
-        || reason.starts_with("index.lock exists")
-        || reason.starts_with(locks::RUNNING)
+/// When a refused fast-forward is worth trying again, decided where the refusal is made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Retry {
+    /// The cause passes by itself (a save, a git command of the user's, a lock held by a
+    /// running git, another fast-forward): try again soon.
+    Soon,
+    /// The cause stays until something changes (local changes, a permission problem, a
+    /// full disk): wait for a change.
+    #[default]
+    OnChange,
+}
+
+/// Why a fast-forward did not happen (its reason, for `pull_blocked`) and when to try again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The reason, in words for the status view.
+    pub reason: String,
+    /// When to try again.
+    pub retry: Retry,
+}
+
+impl Refused {
+    /// A refusal whose cause passes by itself ([`Retry::Soon`]).
+    pub fn passing(reason: impl Into<String>) -> Refused {
+        Refused {
+            reason: reason.into(),
+            retry: Retry::Soon,
+        }
+    }
+
+    /// [`BEING_EDITED`], which passes by itself.
+    pub fn being_edited() -> Refused {
+        Refused::passing(BEING_EDITED)
+    }
+}
+
+/// Any other message is a refusal that waits for a change ([`Retry::OnChange`]).
+impl From<String> for Refused {
+    fn from(reason: String) -> Refused {
+        Refused {
+            reason,
+            retry: Retry::OnChange,
+        }
+    }
+}
+
+impl From<&str> for Refused {
+    fn from(reason: &str) -> Refused {
+        Refused::from(reason.to_string())
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
 }
 
 const GITLINK: u32 = 0o160000;
@@ -198,10 +252,10 @@ pub fn run(request: &Request) -> Outcome {
         return Outcome::blocked(reason);
     }
     if let Some(p) = procs::git_running_in(&folders.worktree, &folders.git_dir).first() {
-        return Outcome::blocked(format!(
+        return Outcome::blocked(Refused::passing(format!(
             "not now: a git command is running in this repository ({}, pid {})",
             p.command, p.pid
-        ));
+        )));
     }
     let mut tx = Transaction::new(folders);
     let outcome = match tx.attempt(&repo, request) {
@@ -209,18 +263,19 @@ pub fn run(request: &Request) -> Outcome {
             files,
             kept: Vec::new(),
         },
-        Err(reason) => {
+        Err(refused) => {
             tx.roll_back();
-            Outcome::Blocked {
-                reason,
-                kept: Vec::new(),
-            }
+            Outcome::blocked(refused)
         }
     };
     let kept = tx.finish();
     match outcome {
         Outcome::Moved { files, .. } => Outcome::Moved { files, kept },
-        Outcome::Blocked { reason, .. } => Outcome::Blocked { reason, kept },
+        Outcome::Blocked { reason, retry, .. } => Outcome::Blocked {
+            reason,
+            kept,
+            retry,
+        },
     }
 }
 
@@ -235,7 +290,7 @@ pub fn recover(folders: &Folders) -> Result<(), String> {
     if !interrupted(&folders.git_dir) {
         return Ok(());
     }
-    let _helper = locks::HelperLock::take(folders)?;
+    let _helper = locks::HelperLock::take(folders).map_err(|r| r.reason)?;
     recover_locked(folders)
 }
 
