@@ -13,7 +13,7 @@ DETECT_SECRETS_VERSION := 1.5.0
 VENV := .venv
 
 # Everything the tests need on a fresh Debian machine: git, git-lfs, e2fsprogs (chattr,
-# for read-only folders in tests/lost_work.rs), systemd
+# for read-only folders in tests/it/lost_work.rs), systemd
 # (systemd-analyze verify), man-db, dpkg-deb, lintian and binutils (the .deb is stripped
 # and checked), openssh-server + rsync (a loopback sshd for
 # the deploy tests; policy-rc.d keeps Debian from starting a system sshd), openssl, python3

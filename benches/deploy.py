@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Benchmark: `gitsync deploy` of a generated tree of 20,000 files (about 200 MB; FILES and
-MB override) to a loopback sshd (Debian's openssh-server, as tests/common/sshd.rs starts
+MB override) to a loopback sshd (Debian's openssh-server, as tests/it/common/sshd.rs starts
 it), side by side with its baselines, in one run:
 
 1. The first ship, against a plain `rsync -a` of the same tree into a folder (the floor).

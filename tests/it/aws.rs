@@ -2,7 +2,7 @@
 //! `gitsync aws setup` twice, the two-machine push -> pull, the conditional write that
 //! refuses an older state, a malformed message, and an outage at start-up.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Small promises of the command line: a closed pipe ends a listing quietly, and usage
 //! errors exit 2.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 

@@ -1,6 +1,6 @@
 //! Bad configuration exits 2, names the file, line and key, and writes nothing.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! The daemon with real repositories: two hosts sharing a hub, and a repository that
 //! breaks while the daemon runs.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! tests/support/sshd-rsync-recipe.sh), with gitleaks and detect-secrets installed by
 //! `make deps` into .venv/bin.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;

@@ -1,7 +1,7 @@
 //! Invariant 1: a clean clone strictly behind its upstream is fast-forwarded; in every
 //! other case nothing is touched and `pull_blocked` says why.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

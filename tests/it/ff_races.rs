@@ -1,7 +1,7 @@
 //! Races against a large fast-forward (issue 11): saves while it runs, branch switching
 //! while it is decided on, and stop, SIGTERM and SIGKILL in the middle of it.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! `gitsync sync` on real repositories. `GITSYNC_SIGNAL_CASES` sets how many random kills
 //! (default 8).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -1,7 +1,7 @@
 //! `gitsync forget` removes rows from the shared store, on the local backend and on moto's
 //! DynamoDB.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -3,7 +3,7 @@
 //! `core.hooksPath` and linked worktrees are honoured, and uninstall restores the user's
 //! hook byte for byte.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -9,7 +9,7 @@
 //! no branch checked out in another worktree moved. `GITSYNC_ATTACK_CASES` sets the number
 //! of cases (default 60; CI runs 300), `GITSYNC_ATTACK_SEED` the seed.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -119,7 +119,7 @@ fn world() -> World {
         .output();
     assert!(
         lfs.is_ok_and(|o| o.status.success()),
-        "tests/lost_work.rs needs git-lfs: apt-get install git-lfs (make deps does)"
+        "tests/it/lost_work.rs needs git-lfs: apt-get install git-lfs (make deps does)"
     );
     let sub_remote = env.path("remotes/lib.git");
     std::fs::create_dir_all(&sub_remote).expect("mkdir");

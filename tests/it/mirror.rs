@@ -2,7 +2,7 @@
 //! `python3 -m http.server`: a stock `git clone` over dumb HTTP must see exactly the
 //! source's branches and tags, after every kind of change, crash and race.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

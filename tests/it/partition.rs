@@ -2,7 +2,7 @@
 //! S3 on loopback: full then incremental exports, branch renaming, restarts, rollback,
 //! tampering, pagination and dry runs.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

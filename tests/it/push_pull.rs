@@ -2,7 +2,7 @@
 //! pre-push hook hands the push to A's daemon, which publishes it once it landed; B's
 //! daemon fetches and fast-forwards. `pull.interval: 1h`, so only events explain a pull.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

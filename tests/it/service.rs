@@ -1,7 +1,7 @@
 //! gitsync as a service: the systemd units, `run --daemon` with its pidfile and `stop`,
 //! SIGHUP reload, `doctor`, and the Debian package.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! The state gitsync reads with gix equals what `git status --porcelain=v2 --branch`
 //! reports, on crafted states (`git-status(1)`, "Porcelain Format Version 2").
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -4,7 +4,7 @@
 //! signature, duplicates and bursts, refs the payload leaves out, diverged targets, a
 //! daemon killed after its 202, wrong credentials, and an attack of mutated requests.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

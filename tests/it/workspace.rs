@@ -2,7 +2,7 @@
 //! restart, host liveness, one hostname on two machines, bootstrap, and branches that are
 //! not checked out.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
