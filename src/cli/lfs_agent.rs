@@ -28,7 +28,9 @@ enum Base {
 }
 
 fn git_out(args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new("git").args(args).output().ok()?;
+    let mut command = std::process::Command::new("git");
+    crate::util::child::quiet(&mut command);
+    let out = command.args(args).output().ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())

@@ -450,18 +450,15 @@ impl Deploy {
             return Ok((format!("already on {}", short_id(rev)), 0, "dry-run"));
         }
         let mut command = ship::rsync_command(ssh, &self.spec.excludes)?;
-        let out = command
+        command
             .args(["--dry-run", "-i", "-8"])
             .arg(format!("{}/", tree.display()))
             .arg(format!(
                 "{}:{}/releases/{current}/",
                 ssh.host,
                 target.path.trim_end_matches('/')
-            ))
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .map_err(|e| format!("cannot run rsync: {e}"))?;
+            ));
+        let out = command.output().await.map_err(|e| e.to_string())?;
         if !out.status.success() {
             return Err(format!(
                 "rsync --dry-run exit {}: {}",

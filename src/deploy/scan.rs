@@ -19,7 +19,9 @@
 //! without a scan.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use crate::config::deploy::kind_of_path;
+use crate::util::child::Child;
 
 /// One secret found: where, and by which rule (the secret itself is never kept).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,9 +102,6 @@ pub fn on_path(name: &str) -> Option<PathBuf> {
             })
         })
 }
-
-/// The scanners gitsync runs, by the name their programs start with.
-use crate::config::deploy::kind_of_path;
 
 /// The scanner `tool` names (`auto`: the first installed; a path: that program), or why
 /// there is none.
@@ -329,61 +328,17 @@ fn relative(tree: &Path, file: &str) -> String {
 /// Longest a scanner may run before it is stopped (and the ship blocked).
 const SCAN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Runs `command` to its end, its output read as it comes; one that runs longer than
-/// [`SCAN_TIMEOUT`] is killed.
+/// Runs `command` (a [`Child`] stopped after [`SCAN_TIMEOUT`]) to its end, from a thread
+/// outside the async runtime, whatever its exit status.
 ///
 /// Errors: it cannot start, or it was stopped.
-fn run(command: &mut Command, what: &str) -> Result<std::process::Output, String> {
-    use std::io::Read;
-    use std::process::Stdio;
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {what}: {e}"))?;
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let started = std::time::Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() > SCAN_TIMEOUT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{what} ran longer than {} minutes and was stopped",
-                    SCAN_TIMEOUT.as_secs() / 60
-                ));
-            }
-            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
-            Err(e) => return Err(format!("cannot wait for {what}: {e}")),
-        }
-    };
-    Ok(std::process::Output {
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    })
+fn run(command: Child) -> Result<std::process::Output, String> {
+    command.output_blocking().map_err(|e| e.to_string())
+}
+
+/// A scanner's command: `binary`, stopped after [`SCAN_TIMEOUT`].
+fn scanner(binary: &Path) -> Child {
+    Child::new(binary, SCAN_TIMEOUT)
 }
 
 fn gitleaks(binary: &Path, config: Option<&Path>, tree: &Path, scratch: &Path) -> Verdict {
@@ -399,25 +354,24 @@ fn gitleaks(binary: &Path, config: Option<&Path>, tree: &Path, scratch: &Path) -
     };
     let report = scratch.join("gitleaks-report.json");
     let _ = std::fs::remove_file(&report);
-    let output = match run(
-        Command::new(binary)
-            .arg("dir")
-            .arg("--no-banner")
-            .args(["--exit-code", "2"])
-            .arg("-c")
-            .arg(&config)
-            .arg("--ignore-gitleaks-allow")
-            .args(["--report-format", "json", "--report-path"])
-            .arg(&report)
-            .args(["--log-level", "error"])
-            .arg(tree)
-            // The repository's own `.gitleaksignore` is read from the working folder:
-            // run from gitsync's scratch folder instead.
-            .current_dir(scratch)
-            .env_remove("GITLEAKS_CONFIG")
-            .env_remove("GITLEAKS_CONFIG_TOML"),
-        "gitleaks",
-    ) {
+    let mut command = scanner(binary);
+    command
+        .arg("dir")
+        .arg("--no-banner")
+        .args(["--exit-code", "2"])
+        .arg("-c")
+        .arg(&config)
+        .arg("--ignore-gitleaks-allow")
+        .args(["--report-format", "json", "--report-path"])
+        .arg(&report)
+        .args(["--log-level", "error"])
+        .arg(tree)
+        // The repository's own `.gitleaksignore` is read from the working folder:
+        // run from gitsync's scratch folder instead.
+        .current_dir(scratch)
+        .env_remove("GITLEAKS_CONFIG")
+        .env_remove("GITLEAKS_CONFIG_TOML");
+    let output = match run(command) {
         Ok(o) => o,
         Err(why) => return Verdict::Failed(why),
     };
@@ -472,7 +426,7 @@ fn gitleaks(binary: &Path, config: Option<&Path>, tree: &Path, scratch: &Path) -
 }
 
 fn kingfisher(binary: &Path, config: Option<&Path>, tree: &Path, scratch: &Path) -> Verdict {
-    let mut command = Command::new(binary);
+    let mut command = scanner(binary);
     command
         .arg("scan")
         .arg(tree)
@@ -488,7 +442,7 @@ fn kingfisher(binary: &Path, config: Option<&Path>, tree: &Path, scratch: &Path)
     if let Some(c) = config {
         command.arg("--rules-path").arg(c);
     }
-    let output = match run(&mut command, "kingfisher") {
+    let output = match run(command) {
         Ok(o) => o,
         Err(why) => return Verdict::Failed(why),
     };
@@ -556,20 +510,19 @@ fn collect_kingfisher(value: &serde_json::Value, tree: &Path, out: &mut Vec<Find
 }
 
 fn detect_secrets(binary: &Path, tree: &Path, scratch: &Path) -> Verdict {
-    let output = match run(
-        Command::new(binary)
-            .args(["scan", "--all-files"])
-            // Inline `pragma: allowlist secret` comments are the repository's to write:
-            // they do not switch the gate off.
-            .args([
-                "--disable-filter",
-                "detect_secrets.filters.allowlist.is_line_allowlisted",
-            ])
-            .arg(".")
-            .current_dir(tree)
-            .env("HOME", scratch),
-        "detect-secrets",
-    ) {
+    let mut command = scanner(binary);
+    command
+        .args(["scan", "--all-files"])
+        // Inline `pragma: allowlist secret` comments are the repository's to write:
+        // they do not switch the gate off.
+        .args([
+            "--disable-filter",
+            "detect_secrets.filters.allowlist.is_line_allowlisted",
+        ])
+        .arg(".")
+        .current_dir(tree)
+        .env("HOME", scratch);
+    let output = match run(command) {
         Ok(o) => o,
         Err(why) => return Verdict::Failed(why),
     };

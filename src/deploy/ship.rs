@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::ssh::{Ssh, quote};
+use crate::util::child::{Child, ChildError};
 
 /// What a ship did on one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,12 +67,13 @@ fn release_of(readlink: &str) -> Option<String> {
         .filter(|r| !r.is_empty())
 }
 
-/// `rsync -a --delete -e <ssh>` with gitsync's own files and `excludes` left out: the base
-/// of every transfer to a target (callers add their flags, source and destination).
+/// `rsync -a --delete -e <ssh>` with gitsync's own files and `excludes` left out, stopped
+/// after an hour: the base of every transfer to a target (callers add their flags, source
+/// and destination).
 ///
 /// Errors: an ssh option that cannot be quoted.
-pub fn rsync_command(ssh: &Ssh, excludes: &[String]) -> Result<tokio::process::Command, String> {
-    let mut command = tokio::process::Command::new("rsync");
+pub fn rsync_command(ssh: &Ssh, excludes: &[String]) -> Result<Child, String> {
+    let mut command = Child::new("rsync", RSYNC_TIMEOUT);
     command
         .args(["-a", "--delete"])
         .arg("-e")
@@ -80,10 +82,17 @@ pub fn rsync_command(ssh: &Ssh, excludes: &[String]) -> Result<tokio::process::C
     for e in excludes {
         command.arg(format!("--exclude={e}"));
     }
-    command
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
     Ok(command)
+}
+
+/// What a failure to run rsync says: install it when it is missing.
+fn rsync_error(err: ChildError) -> String {
+    match err {
+        ChildError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            format!("cannot run rsync: {source} (apt-get install -y rsync)")
+        }
+        other => other.to_string(),
+    }
 }
 
 /// One line of rsync's `--itemize-changes` (`%i %n`, with `-8`): the 11-character
@@ -364,13 +373,8 @@ async fn transfer(
     }
     command
         .arg(format!("{}/", export.display()))
-        .arg(format!("{}:{release}", ssh.host))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let output = tokio::time::timeout(RSYNC_TIMEOUT, command.output())
-        .await
-        .map_err(|_| "rsync took longer than an hour and was stopped".to_string())?
-        .map_err(|e| format!("cannot run rsync: {e} (apt-get install -y rsync)"))?;
+        .arg(format!("{}:{release}", ssh.host));
+    let output = command.output().await.map_err(rsync_error)?;
     let stdout = output.stdout;
     if !output.status.success() {
         return Err(format!(
@@ -383,19 +387,17 @@ async fn transfer(
     let mut sent = bytes_sent(&String::from_utf8_lossy(&stdout));
     if let Some(git_dir) = extra {
         // include_git: the repository's git folder as `.git` of the release.
-        let mut command = tokio::process::Command::new("rsync");
+        let mut command = Child::new("rsync", RSYNC_TIMEOUT);
         command
             .args(["-a", "--delete", "--mkpath", "--stats"])
             .arg("-e")
             .arg(ssh.rsync_shell()?)
             .arg(format!("{}/", git_dir.display()))
-            .arg(format!("{}:{release}.git/", ssh.host))
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        let out = tokio::time::timeout(RSYNC_TIMEOUT, command.output())
+            .arg(format!("{}:{release}.git/", ssh.host));
+        let out = command
+            .output()
             .await
-            .map_err(|_| "rsync of .git took longer than an hour and was stopped".to_string())?
-            .map_err(|e| format!("cannot run rsync: {e}"))?;
+            .map_err(|e| format!("rsync of .git: {}", rsync_error(e)))?;
         if !out.status.success() {
             return Err(format!(
                 "rsync of .git: exit {}: {}",

@@ -5,10 +5,10 @@
 //! for the remote shell (`shlex`).
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::config::{DeploySsh, DeployTarget};
+use crate::util::child::{Child, ChildError};
 
 /// How to reach one target.
 #[derive(Debug, Clone)]
@@ -113,25 +113,29 @@ impl Ssh {
         input: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<String, (Option<i32>, String)> {
-        let mut command = tokio::process::Command::new("ssh");
+        let mut command = Child::new("ssh", timeout);
         command
             .args(self.options())
             .arg("--")
             .arg(&self.host)
             .arg(script);
-        let output =
-            match crate::git::ops::output_within(&mut command, input.map(<[u8]>::to_vec), timeout)
-                .await
-            {
-                Ok(Ok(o)) => o,
-                Ok(Err(e)) => return Err((None, format!("cannot run ssh: {e}"))),
-                Err(_) => {
-                    return Err((
-                        None,
-                        format!("ssh to {} took longer than {timeout:?}", self.host),
-                    ));
-                }
-            };
+        if let Some(input) = input {
+            command.input(input.to_vec());
+        }
+        let output = match command.output().await {
+            Ok(o) => o,
+            Err(ChildError::Timeout { .. }) => {
+                return Err((
+                    None,
+                    format!(
+                        "ssh to {} took longer than {} and was stopped",
+                        self.host,
+                        humantime::format_duration(timeout)
+                    ),
+                ));
+            }
+            Err(e) => return Err((None, e.to_string())),
+        };
         if output.status.success() {
             Ok(String::from_utf8_lossy(&output.stdout).into_owned())
         } else {
@@ -148,15 +152,12 @@ impl Ssh {
     /// Closes the multiplexed connection (`ssh -O exit`), if one is open, and removes its
     /// socket folder when that is empty.
     pub async fn close(&self) {
-        let _ = tokio::process::Command::new("ssh")
+        let mut command = Child::new("ssh", Duration::from_secs(10));
+        command
             .args(self.options())
             .args(["-O", "exit", "--"])
-            .arg(&self.host)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await;
+            .arg(&self.host);
+        let _ = command.output().await;
         let _ = std::fs::remove_dir(&self.control);
     }
 }

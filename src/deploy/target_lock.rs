@@ -91,7 +91,10 @@ pub async fn holding<T>(
 /// Errors: the target is unreachable, the folder is not a release layout, or another ship
 /// held the lock for all of [`WAIT`].
 pub async fn lock(ssh: &Ssh, target: &str, path: &str, init: bool) -> Result<TargetLock, String> {
+    // Not a `Child` run to its end: this ssh session lives as long as the lock, and its
+    // standard input is the lease. It asks nothing all the same.
     let mut command = tokio::process::Command::new("ssh");
+    crate::util::child::quiet(command.as_std_mut());
     command
         .args(ssh.options())
         .arg("--")

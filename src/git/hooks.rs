@@ -129,7 +129,9 @@ impl Placement {
 /// Errors: as [`hooks_dir`].
 pub fn placement(repo: &Path) -> Result<Placement, HookError> {
     let dir = hooks_dir(repo)?;
-    let scope = std::process::Command::new("git")
+    let mut command = std::process::Command::new("git");
+    crate::util::child::quiet(&mut command);
+    let scope = command
         .arg("-C")
         .arg(repo)
         .args(["config", "--show-scope", "--get", "core.hooksPath"])

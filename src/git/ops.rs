@@ -1,12 +1,15 @@
 //! Running the `git` binary: fetch and fast-forward, non-interactive and with a timeout.
 //!
-//! Each command runs with `GIT_TERMINAL_PROMPT=0` (never asks for a password), no standard
-//! input, and in its own process group, so a Ctrl-C at the terminal stops the daemon but
-//! lets the git command in flight finish. A command that outlives its timeout is killed.
+//! Each command is a [`crate::util::child::Child`]: it never asks for anything (no
+//! password, passphrase or host key prompt), has no standard input, and runs in a session
+//! of its own, so a Ctrl-C at the terminal stops the daemon but lets the git command in
+//! flight finish. A command that outlives its timeout is killed. A failure that is a
+//! missing credential says what to do ([`missing_credential`]).
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
+
+use crate::util::child::{Child, ChildError};
 
 /// A git command that failed.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +79,64 @@ pub async fn run_input(
     run_inner(dir, args, timeout, env, Some(input.to_vec())).await
 }
 
+/// `git -C dir <args>` as a [`Child`], with `env` and git's own non-interactive settings.
+fn git(dir: &Path, args: &[&str], timeout: Duration, env: &[(String, String)]) -> Child {
+    let mut command = Child::new("git", timeout);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_MERGE_AUTOEDIT", "no");
+    command
+}
+
+/// As [`run_with`], returning git's status and whole output whatever the status (for a
+/// command whose standard output says what happened even when it fails, such as `git push
+/// --porcelain`).
+///
+/// Errors: [`GitError::Spawn`] or [`GitError::Timeout`].
+pub async fn output_with(
+    dir: &Path,
+    args: &[&str],
+    timeout: Duration,
+    env: &[(String, String)],
+) -> Result<std::process::Output, GitError> {
+    git(dir, args, timeout, env)
+        .output()
+        .await
+        .map_err(|e| git_error(dir, args, timeout, e))
+}
+
+/// The [`GitError`] for the [`ChildError`] of `git <args>` in `dir`.
+fn git_error(dir: &Path, args: &[&str], timeout: Duration, err: ChildError) -> GitError {
+    let command = args.first().copied().unwrap_or_default().to_string();
+    match err {
+        ChildError::Spawn { source, .. } => GitError::Spawn {
+            dir: dir.to_path_buf(),
+            source,
+        },
+        ChildError::Timeout { .. } => GitError::Timeout {
+            dir: dir.to_path_buf(),
+            command,
+            timeout,
+        },
+        ChildError::Failed { stderr, .. } => {
+            let stderr = match missing_credential(&stderr) {
+                Some(hint) => format!("{hint} ({stderr})"),
+                None => stderr,
+            };
+            GitError::Failed {
+                dir: dir.to_path_buf(),
+                command,
+                stderr,
+            }
+        }
+    }
+}
+
 async fn run_inner(
     dir: &Path,
     args: &[&str],
@@ -83,95 +144,15 @@ async fn run_inner(
     env: &[(String, String)],
     input: Option<Vec<u8>>,
 ) -> Result<String, GitError> {
-    let mut command = tokio::process::Command::new("git");
-    command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let mut command = git(dir, args, timeout, env);
+    if let Some(input) = input {
+        command.input(input);
+    }
     command
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_MERGE_AUTOEDIT", "no")
-        .env("GCM_INTERACTIVE", "never")
-        .env("LC_ALL", "C")
-        // ssh never asks: no askpass program, and (below) no controlling terminal, so a
-        // key with a passphrase or an unknown host key fails at once instead of waiting for
-        // an answer. ssh-agent (SSH_AUTH_SOCK) and credential helpers still work.
-        .env("SSH_ASKPASS_REQUIRE", "never")
-        .env_remove("SSH_ASKPASS")
-        .env_remove("DISPLAY");
-    // SAFETY: setsid(2) is async-signal-safe and touches no memory of this process; a
-    // session of its own has no controlling terminal (and a Ctrl-C at the daemon's
-    // terminal does not reach the child).
-    unsafe {
-        command.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(|_| ())
-                .map_err(std::io::Error::from)
-        });
-    }
-    let name = args.first().copied().unwrap_or_default().to_string();
-    let output = match output_within(&mut command, input, timeout).await {
-        Ok(Ok(output)) => output,
-        Ok(Err(source)) => {
-            return Err(GitError::Spawn {
-                dir: dir.to_path_buf(),
-                source,
-            });
-        }
-        Err(_) => {
-            return Err(GitError::Timeout {
-                dir: dir.to_path_buf(),
-                command: name,
-                timeout,
-            });
-        }
-    };
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        let stderr =
-            crate::util::redact::redact_text(String::from_utf8_lossy(&output.stderr).trim());
-        let stderr = match missing_credential(&stderr) {
-            Some(hint) => format!("{hint} ({stderr})"),
-            None => stderr,
-        };
-        Err(GitError::Failed {
-            dir: dir.to_path_buf(),
-            command: name,
-            stderr,
-        })
-    }
-}
-
-/// Runs `command` with its output piped, writing `input` (if any) to its standard input
-/// while it runs, and waits at most `timeout`; a child still running then is killed.
-/// Returns `Err` when the time ran out, else the spawn's or the wait's result.
-pub(crate) async fn output_within(
-    command: &mut tokio::process::Command,
-    input: Option<Vec<u8>>,
-    timeout: Duration,
-) -> Result<std::io::Result<std::process::Output>, tokio::time::error::Elapsed> {
-    command
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(e) => return Ok(Err(e)),
-    };
-    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
-        // Written while the child runs; one that exits early closes the pipe, which is
-        // its own error to report.
-        tokio::spawn(async move {
-            let _ = tokio::io::AsyncWriteExt::write_all(&mut stdin, &input).await;
-        });
-    }
-    tokio::time::timeout(timeout, child.wait_with_output()).await
+        .success()
+        .await
+        .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+        .map_err(|e| git_error(dir, args, timeout, e))
 }
 
 /// What is missing when git or ssh wanted to ask the user something, as a sentence with

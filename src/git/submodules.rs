@@ -63,11 +63,12 @@ pub fn to_update(worktree: &Path, lines: &[String]) -> Vec<String> {
 /// `git -C dir ARGS`, read-only (no optional locks) and untouched by the caller's `GIT_DIR`,
 /// `GIT_WORK_TREE` or `GIT_INDEX_FILE`: its standard output, or `None` when it failed.
 fn read_git(dir: &Path, args: &[&str]) -> Option<String> {
-    let output = Command::new("git")
+    let mut command = Command::new("git");
+    crate::util::child::quiet(&mut command);
+    let output = command
         .arg("-C")
         .arg(dir)
         .args(args)
-        .env("LC_ALL", "C")
         .env("GIT_OPTIONAL_LOCKS", "0")
         .env_remove("GIT_DIR")
         .env_remove("GIT_WORK_TREE")

@@ -10,6 +10,7 @@ use super::manifest::{self, PairRecord};
 use super::producer::MANIFEST_KEY;
 use super::{PairOutcome, PartitionError, Settings, crypto};
 use crate::git::ops;
+use crate::git::refsync::{self, Expect, RefUpdate};
 use crate::model::is_zero_oid;
 use crate::store::BlobStore;
 
@@ -128,24 +129,40 @@ async fn push(
     let branch = &record.destination.branch;
     let target = format!("refs/heads/{branch}");
     let env = settings.git_env();
-    let mut args: Vec<String> = vec!["push".into(), "--quiet".into(), "--porcelain".into()];
-    if record.force {
-        let lease = applied.map(|a| a.tip.clone()).unwrap_or_default();
-        args.push(format!("--force-with-lease={target}:{lease}"));
-        args.push(url.clone());
-        args.push(format!("+{}:{target}", record.tip));
+    // Fast-forward only, unless the pair says `force`: then a lease on the commit applied
+    // last (or on nothing, before the first).
+    let expect = if record.force {
+        applied.map_or(Expect::Absent, |a| Expect::At(a.tip.clone()))
     } else {
-        args.push(url.clone());
-        args.push(format!("{}:{target}", record.tip));
-    }
+        Expect::FastForward
+    };
+    let mut updates = vec![RefUpdate {
+        name: target,
+        new: Some(record.tip.clone()),
+        expect,
+    }];
     for name in record.tags.keys() {
-        args.push(format!("refs/gitsync-import/tags/{name}:refs/tags/{name}"));
+        updates.push(RefUpdate {
+            name: format!("refs/tags/{name}"),
+            new: Some(format!("refs/gitsync-import/tags/{name}")),
+            expect: Expect::FastForward,
+        });
     }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ops::run_with(cache, &args, settings.git_timeout, &env)
+    let results = refsync::push(cache, &url, &updates, &env, settings.git_timeout)
         .await
-        .map(|_| ())
-        .map_err(|e| crate::util::redact::redact_text(&e.to_string()))
+        .map_err(|e| crate::util::redact::redact_text(&e.to_string()))?;
+    let refused: Vec<String> = results
+        .iter()
+        .filter_map(|(name, result)| result.as_ref().err().map(|why| format!("{name}: {why}")))
+        .collect();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the destination refused {}",
+            crate::util::redact::redact_text(&refused.join(", "))
+        ))
+    }
 }
 
 /// One consumer round. Returns each pair's outcome; a pair's failure pushes nothing for

@@ -18,7 +18,6 @@ pub mod producer;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use base64::Engine;
 use sha2::Digest;
 
 use crate::config::{Config, PairEnd, PartitionConfig, SyncPair, expand_tilde};
@@ -195,19 +194,10 @@ impl Settings {
     pub fn git_env(&self) -> Vec<(String, String)> {
         match std::env::var("GITLAB_TOKEN") {
             Ok(token) if !token.is_empty() && self.gitlab.is_some() => {
-                let basic =
-                    base64::engine::general_purpose::STANDARD.encode(format!("oauth2:{token}"));
-                vec![
-                    ("GIT_CONFIG_COUNT".to_string(), "1".to_string()),
-                    (
-                        "GIT_CONFIG_KEY_0".to_string(),
-                        "http.extraHeader".to_string(),
-                    ),
-                    (
-                        "GIT_CONFIG_VALUE_0".to_string(),
-                        format!("Authorization: Basic {basic}"),
-                    ),
-                ]
+                crate::git::refsync::credential_env(
+                    Some(&format!("oauth2:{token}")),
+                    crate::git::refsync::SshFiles::default(),
+                )
             }
             _ => Vec::new(),
         }

@@ -1,7 +1,8 @@
 //! Helpers every layer may use, depending on nothing else in the crate (the model is
 //! atuin-common and jj's `*_util.rs`): files written atomically and JSON state files
 //! ([`fs`]), credentials kept out of text ([`redact`]), the AWS SDK's set-up and errors in
-//! one line ([`aws`]), one retry rhythm ([`backoff`]), and words for people ([`words`]).
+//! one line ([`aws`]), one retry rhythm ([`backoff`]), one way to start a child process
+//! ([`child`]), and words for people ([`words`]).
 //!
 //! The layer rule, checked by a test in `src/lib.rs`: `cli` -> `daemon` -> features
 //! (`partition`, `mirror`, `webhook`, `deploy`) -> services (`git`, `backend`, `store`,
@@ -10,6 +11,7 @@
 
 pub mod aws;
 pub mod backoff;
+pub mod child;
 pub mod fs;
 pub mod redact;
 pub mod words;

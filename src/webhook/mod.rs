@@ -155,17 +155,17 @@ impl PushMirror {
             filter,
             remotes: run::Remotes {
                 source: spec.source.clone(),
-                source_env: run::credential_env(
+                source_env: crate::git::refsync::credential_env(
                     source_token.as_deref(),
-                    run::SshFiles {
+                    crate::git::refsync::SshFiles {
                         key: source_key.as_deref(),
                         known_hosts: known_hosts.as_deref(),
                     },
                 ),
                 target: spec.target.clone(),
-                target_env: run::credential_env(
+                target_env: crate::git::refsync::credential_env(
                     target_token.as_deref(),
-                    run::SshFiles {
+                    crate::git::refsync::SshFiles {
                         key: target_key.as_deref(),
                         known_hosts: known_hosts.as_deref(),
                     },

@@ -1,6 +1,7 @@
 //! One run of a webhook mirror: fetch the source into its bare cache, read the target's
-//! refs with `git ls-remote`, and push each ref that must change with a compare-and-swap
-//! (`--force-with-lease=<ref>:<expected>`), never `--mirror`, `--prune` or a `+` refspec.
+//! refs with `git ls-remote` (once), and push each ref that must change with a
+//! compare-and-swap ([`crate::git::refsync`]: `--force-with-lease=<ref>:<expected>`), never
+//! `--mirror`, `--prune` or a `+` refspec; what landed is what the push reports.
 //!
 //! Rules, per ref (heads matching the mirror's patterns, and tags unless turned off):
 //! - missing at the target: created (lease: must not exist);
@@ -20,6 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::git::ops::{self, GitError};
+use crate::git::refsync::{self, Expect, RefUpdate};
 
 /// What a mirror remembers between runs (`~/.gitsync/webhooks/state/<name>.json`), and
 /// what `gitsync webhooks status` shows.
@@ -215,14 +217,6 @@ async fn is_ancestor(cache: &Path, old: &str, new: &str, timeout: Duration) -> b
         .is_ok()
 }
 
-/// One planned ref update: the lease and the refspec.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Update {
-    name: String,
-    expected: Option<String>,
-    new: Option<String>,
-}
-
 /// Runs the mirror once: `cache_root` holds the bare caches, `state` is read and updated,
 /// and `journal` saves it with the push's plan ([`PushMirrorState::pending`]) before the push.
 ///
@@ -260,10 +254,10 @@ pub async fn run(
     let mut updates = Vec::new();
     for (name, new) in &source {
         match target.get(name) {
-            None => updates.push(Update {
+            None => updates.push(RefUpdate {
                 name: name.clone(),
-                expected: None,
                 new: Some(new.clone()),
+                expect: Expect::Absent,
             }),
             Some(current) if current == new => {
                 state.pushed.insert(name.clone(), new.clone());
@@ -273,10 +267,10 @@ pub async fn run(
                     || force
                     || is_ancestor(&cache, current, new, timeout).await
                 {
-                    updates.push(Update {
+                    updates.push(RefUpdate {
                         name: name.clone(),
-                        expected: Some(current.clone()),
                         new: Some(new.clone()),
+                        expect: Expect::At(current.clone()),
                     });
                 } else {
                     report.diverged.push(name.clone());
@@ -287,10 +281,10 @@ pub async fn run(
     for (name, current) in &target {
         if !source.contains_key(name) {
             if state.ours(name, current) {
-                updates.push(Update {
+                updates.push(RefUpdate {
                     name: name.clone(),
-                    expected: Some(current.clone()),
                     new: None,
+                    expect: Expect::At(current.clone()),
                 });
             } else {
                 // Never pushed by this mirror (or moved since): it stays.
@@ -312,135 +306,48 @@ pub async fn run(
     Ok(report)
 }
 
-/// One `git push --porcelain` with a lease per ref; records what landed.
+/// One compare-and-swap push of `updates` ([`refsync::push`]); records what landed, as
+/// `git push --porcelain` reports it ref by ref.
 async fn push(
     cache: &Path,
     remotes: &Remotes,
-    updates: &[Update],
+    updates: &[RefUpdate],
     state: &mut PushMirrorState,
     report: &mut RunReport,
     timeout: Duration,
 ) -> Result<(), RunError> {
-    let mut args: Vec<String> = vec!["push".into(), "--porcelain".into(), "--no-verify".into()];
+    let results = refsync::push(
+        cache,
+        &remotes.target,
+        updates,
+        &remotes.target_env,
+        timeout,
+    )
+    .await
+    .map_err(|e| target_error(e, &remotes.target_env))?;
     for u in updates {
-        args.push(format!(
-            "--force-with-lease={}:{}",
-            u.name,
-            u.expected.as_deref().unwrap_or("")
-        ));
-    }
-    args.push("--".into());
-    args.push(remotes.target.clone());
-    for u in updates {
-        // Fully qualified, never `+`: the lease is the only permission to rewrite.
-        args.push(match &u.new {
-            Some(new) => format!("{new}:{}", u.name),
-            None => format!(":{}", u.name),
-        });
-    }
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    match ops::run_with(cache, &argv, timeout, &remotes.target_env).await {
-        Ok(_) => {}
-        // Some refs rejected: git exits 1 (what landed is asked with ls-remote below).
-        Err(GitError::Failed { stderr, .. }) => {
-            if !stderr.contains("[rejected]")
-                && !stderr.contains("stale info")
-                && !stderr.contains("failed to push some refs")
-            {
-                return Err(target_error(
-                    GitError::Failed {
-                        dir: cache.to_path_buf(),
-                        command: "push".to_string(),
-                        stderr,
-                    },
-                    &remotes.target_env,
-                ));
-            }
-        }
-        Err(e) => return Err(RunError::Target(e.to_string())),
-    }
-    // What the target has now decides, ref by ref, what landed.
-    let after = remote_refs(cache, &remotes.target, &remotes.target_env, timeout)
-        .await
-        .map_err(|e| target_error(e, &remotes.target_env))?;
-    for u in updates {
-        let now = after.get(&u.name);
-        if now == u.new.as_ref() {
-            report.pushed.push(u.name.clone());
-            match &u.new {
-                Some(new) => {
-                    state.pushed.insert(u.name.clone(), new.clone());
-                }
-                None => {
-                    state.pushed.remove(&u.name);
+        match results.get(&u.name) {
+            Some(Ok(())) => {
+                report.pushed.push(u.name.clone());
+                match &u.new {
+                    Some(new) => {
+                        state.pushed.insert(u.name.clone(), new.clone());
+                    }
+                    None => {
+                        state.pushed.remove(&u.name);
+                    }
                 }
             }
-        } else {
-            report.rejected.push((
+            Some(Err(why)) => report.rejected.push((
                 u.name.clone(),
-                "the target refused it or moved it meanwhile (lease failed)".to_string(),
-            ));
+                format!("the target refused it or moved it meanwhile ({why})"),
+            )),
+            None => report
+                .rejected
+                .push((u.name.clone(), "not reported".to_string())),
         }
     }
     Ok(())
-}
-
-/// The git environment that sends `token` as an HTTP header on every request
-/// (`http.extraHeader` through `GIT_CONFIG_COUNT`, so it is in no URL, argument or log):
-/// `user:password` becomes Basic auth, anything else a Bearer token. `ssh`: the private key
-/// file and the known_hosts file ssh uses, through `GIT_SSH_COMMAND` (either may be
-/// absent; with neither, git's own ssh settings apply).
-pub fn credential_env(token: Option<&str>, ssh: SshFiles<'_>) -> Vec<(String, String)> {
-    use base64::Engine;
-    let mut env = Vec::new();
-    if let Some(token) = token.filter(|t| !t.is_empty()) {
-        let value = if token.contains(':') {
-            format!(
-                "Authorization: Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(token)
-            )
-        } else {
-            format!("Authorization: Bearer {token}")
-        };
-        env.push(("GIT_CONFIG_COUNT".to_string(), "1".to_string()));
-        env.push((
-            "GIT_CONFIG_KEY_0".to_string(),
-            "http.extraHeader".to_string(),
-        ));
-        env.push(("GIT_CONFIG_VALUE_0".to_string(), value));
-    }
-    if ssh.key.is_some() || ssh.known_hosts.is_some() {
-        // GIT_SSH_COMMAND goes through the shell: paths are quoted for it (a path cannot
-        // hold the NUL byte that alone would make quoting fail).
-        let quoted = |p: &Path| {
-            let path = p.display().to_string();
-            shlex::try_quote(&path).map_or(path.clone(), |q| q.into_owned())
-        };
-        let mut command = "ssh -o BatchMode=yes".to_string();
-        if let Some(key) = ssh.key {
-            command.push_str(&format!(" -i {} -o IdentitiesOnly=yes", quoted(key)));
-        }
-        if let Some(file) = ssh.known_hosts {
-            // ssh reads this option as a list of files split at blanks, unless the path
-            // is in double quotes (ssh_config(5)).
-            let option = format!("UserKnownHostsFile=\"{}\"", file.display());
-            command.push_str(&format!(
-                " -o {} -o StrictHostKeyChecking=yes",
-                quoted(Path::new(&option))
-            ));
-        }
-        env.push(("GIT_SSH_COMMAND".to_string(), command));
-    }
-    env
-}
-
-/// The files ssh is given for one side of a mirror.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SshFiles<'a> {
-    /// A private key (`-i`, with `IdentitiesOnly=yes`).
-    pub key: Option<&'a Path>,
-    /// A known_hosts file (`UserKnownHostsFile`, with `StrictHostKeyChecking=yes`).
-    pub known_hosts: Option<&'a Path>,
 }
 
 /// Where the state of mirror `name` lives under `dir` (`~/.gitsync/webhooks`).
@@ -464,38 +371,5 @@ mod tests {
         let f = Filter::new(&["*".into()], false).expect("filter");
         assert!(!f.carries("refs/tags/v1"));
         assert!(f.carries("refs/heads/x"));
-    }
-
-    #[test]
-    fn credentials_go_in_a_header_not_a_url() {
-        let none = SshFiles::default();
-        let env = credential_env(Some("user:pw"), none);
-        assert_eq!(env[2].1, "Authorization: Basic dXNlcjpwdw==");
-        let env = credential_env(Some("tok"), none);
-        assert_eq!(env[2].1, "Authorization: Bearer tok");
-        assert!(credential_env(None, none).is_empty());
-        let files = SshFiles {
-            key: Some(Path::new("/keys/it's mine")),
-            known_hosts: Some(Path::new("/keys/known hosts")),
-        };
-        let env = credential_env(None, files);
-        assert_eq!(env[0].0, "GIT_SSH_COMMAND");
-        let words = shlex::split(&env[0].1).expect("a shell command");
-        assert_eq!(
-            words[..9],
-            [
-                "ssh",
-                "-o",
-                "BatchMode=yes",
-                "-i",
-                "/keys/it's mine",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "UserKnownHostsFile=\"/keys/known hosts\""
-            ],
-            "{}",
-            env[0].1
-        );
     }
 }

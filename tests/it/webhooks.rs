@@ -1456,3 +1456,59 @@ fn a_delivery_refused_while_sqs_is_down_is_mirrored_on_the_retry() {
     assert_eq!(status, 202, "the forge's retry was not queued: {text}");
     scene.wait_in_sync("api", "the retried delivery, through SQS");
 }
+
+/// Issue 22: a run lists the target's refs once (`git ls-remote`) and pushes once; what
+/// landed is read from the push's own report, not from a second listing.
+#[test]
+fn a_run_lists_the_targets_refs_once_and_reads_what_landed_from_the_push() {
+    let scene = Scene::new(&["api"]);
+    let m = scene.mirror("api", "github", "");
+    scene.configure(&m, "");
+    let run = || {
+        let out = scene
+            .env
+            .gitsync_command(&scene.home, &["webhooks", "run", "api"])
+            .envs(scene.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("webhooks run");
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run();
+    assert_eq!(scene.target_refs("api"), scene.source_refs());
+
+    // A new commit and a new tag at the source; the log is read from here on.
+    scene.env.commit(&scene.work, "b.txt", "two\n", "second");
+    scene
+        .env
+        .git(&scene.work, &["tag", "-a", "v2", "-m", "two"]);
+    scene
+        .env
+        .git(&scene.work, &["push", "-q", "origin", "main", "v2"]);
+    let log = scene.env.path("http.log");
+    let before = std::fs::read_to_string(&log).expect("server log").len();
+    run();
+    assert_eq!(scene.target_refs("api"), scene.source_refs());
+    let text = std::fs::read_to_string(&log).expect("server log");
+    let listings: Vec<&str> = text[before..]
+        .lines()
+        .filter(|l| l.contains("\"GET /api.git/info/refs"))
+        .collect();
+    assert_eq!(
+        listings.len(),
+        2,
+        "one ls-remote and one push, no listing after it: {listings:#?}"
+    );
+    assert_eq!(
+        listings
+            .iter()
+            .filter(|l| l.contains("service=git-receive-pack"))
+            .count(),
+        1,
+        "{listings:#?}"
+    );
+}

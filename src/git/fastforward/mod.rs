@@ -384,12 +384,11 @@ fn git_input(
     input: Option<&[u8]>,
 ) -> Result<Vec<u8>, String> {
     let mut command = Command::new("git");
+    crate::util::child::quiet(&mut command);
     command
         .arg("-C")
         .arg(&folders.worktree)
         .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("LC_ALL", "C")
         .stdin(if input.is_some() {
             Stdio::piped()
         } else {
