@@ -207,7 +207,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                             .as_deref()
                             .map(crate::util::words::short_id)
                             .unwrap_or("-"),
-                        s.result.as_deref().unwrap_or("never"),
+                        s.result.map_or("never", |r| r.as_str()),
                         s.at.map(|a| a.format("%Y-%m-%d %H:%M:%S UTC").to_string())
                             .unwrap_or_default(),
                         s.error.map(|e| format!("  {e}")).unwrap_or_default()

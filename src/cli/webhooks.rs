@@ -165,7 +165,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
 fn row_line(name: &str, s: &PushMirrorState) -> String {
     let mut line = format!(
         "{name}: {} ({} refs pushed)",
-        s.result.as_deref().unwrap_or("never run"),
+        s.result.map_or("never run", |r| r.as_str()),
         s.refs_pushed
     );
     if !s.diverged.is_empty() {
@@ -238,7 +238,7 @@ fn table(rows: &[Row]) -> String {
             r.mirror,
             r.provider,
             last,
-            r.state.result.as_deref().unwrap_or("-"),
+            r.state.result.map_or("-", |r| r.as_str()),
             r.state.refs_pushed,
             r.queued.map_or("-".to_string(), |q| q.to_string()),
         ));

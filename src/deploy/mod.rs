@@ -45,13 +45,47 @@ pub struct TargetState {
     pub rev: Option<String>,
     /// When the last ship or check ended.
     pub at: Option<chrono::DateTime<chrono::Utc>>,
-    /// `shipped`, `unchanged`, `failed`, `blocked`.
-    pub result: Option<String>,
+    /// How the last ship or rollback ended.
+    pub result: Option<ShipResult>,
     /// The last error.
     pub error: Option<String>,
     /// Bytes rsync sent in the last ship.
     #[serde(default)]
     pub bytes_sent: u64,
+}
+
+/// How the last ship to a target ended, as `state.json` stores it (the words `deploy
+/// status` shows).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShipResult {
+    /// A new release went live.
+    Shipped,
+    /// The target already had the commit.
+    Unchanged,
+    /// Only planned (`--dry-run`; never stored).
+    DryRun,
+    /// The ship failed; `error` says why.
+    Failed,
+    /// The secret scan blocked it.
+    Blocked,
+    /// `deploy rollback` put the previous release back.
+    #[serde(rename = "rolled back")]
+    RolledBack,
+}
+
+impl ShipResult {
+    /// The word stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShipResult::Shipped => "shipped",
+            ShipResult::Unchanged => "unchanged",
+            ShipResult::DryRun => "dry-run",
+            ShipResult::Failed => "failed",
+            ShipResult::Blocked => "blocked",
+            ShipResult::RolledBack => "rolled back",
+        }
+    }
 }
 
 /// The state of a deploy.
@@ -303,7 +337,7 @@ impl Deploy {
             tracing::error!(target: crate::logging::OUTCOME, deploy = %self.spec.name, rev = %short_id(&rev), "{}", verdict.describe());
             for t in &targets {
                 let entry = state.targets.entry(t.name.clone()).or_default();
-                entry.result = Some("blocked".to_string());
+                entry.result = Some(ShipResult::Blocked);
                 entry.error = Some(verdict.describe());
                 entry.at = Some(chrono::Utc::now());
             }
@@ -360,7 +394,7 @@ impl Deploy {
                                     short_id(&rev)
                                 ),
                                 0,
-                                "unchanged",
+                                ShipResult::Unchanged,
                             )
                         }
                         ship::Shipped::Flipped {
@@ -375,7 +409,7 @@ impl Deploy {
                                 crate::util::words::human_size(bytes_sent)
                             ),
                             bytes_sent,
-                            "shipped",
+                            ShipResult::Shipped,
                         ),
                     })
                 };
@@ -394,12 +428,12 @@ impl Deploy {
                 match &result {
                     Ok((_, bytes, kind)) => {
                         entry.rev = Some(rev.clone());
-                        entry.result = Some((*kind).to_string());
+                        entry.result = Some(*kind);
                         entry.error = None;
                         entry.bytes_sent = *bytes;
                     }
                     Err(e) => {
-                        entry.result = Some("failed".to_string());
+                        entry.result = Some(ShipResult::Failed);
                         entry.error = Some(e.clone());
                     }
                 }
@@ -434,7 +468,7 @@ impl Deploy {
         target: &DeployTarget,
         tree: &Path,
         rev: &str,
-    ) -> Result<(String, u64, &'static str), String> {
+    ) -> Result<(String, u64, ShipResult), String> {
         let current = ship::current(ssh, &target.path).await?;
         let Some(current) = current else {
             return Ok((
@@ -443,11 +477,15 @@ impl Deploy {
                     short_id(rev)
                 ),
                 0,
-                "dry-run",
+                ShipResult::DryRun,
             ));
         };
         if current == rev {
-            return Ok((format!("already on {}", short_id(rev)), 0, "dry-run"));
+            return Ok((
+                format!("already on {}", short_id(rev)),
+                0,
+                ShipResult::DryRun,
+            ));
         }
         let mut command = ship::rsync_command(ssh, &self.spec.excludes)?;
         command
@@ -499,7 +537,7 @@ impl Deploy {
                 list(&deleted)
             ),
             0,
-            "dry-run",
+            ShipResult::DryRun,
         ))
     }
 
@@ -581,7 +619,7 @@ impl Deploy {
             if let Ok((_, to)) = &result {
                 let entry = state.targets.entry(target.name.clone()).or_default();
                 entry.rev = Some(to.clone());
-                entry.result = Some("rolled back".to_string());
+                entry.result = Some(ShipResult::RolledBack);
                 entry.at = Some(chrono::Utc::now());
                 state.pinned = Some(to.clone());
             }
@@ -648,5 +686,29 @@ pub fn spawn_all(deploys: Vec<Deploy>, tasks: &mut tokio::task::JoinSet<()>) {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ship_results_are_stored_as_the_words_older_state_files_hold() {
+        for (word, result) in [
+            ("shipped", ShipResult::Shipped),
+            ("unchanged", ShipResult::Unchanged),
+            ("dry-run", ShipResult::DryRun),
+            ("failed", ShipResult::Failed),
+            ("blocked", ShipResult::Blocked),
+            ("rolled back", ShipResult::RolledBack),
+        ] {
+            let text = format!(r#"{{"rev":null,"at":null,"result":"{word}","error":null}}"#);
+            let state: TargetState = serde_json::from_str(&text).expect("an older state file");
+            assert_eq!(state.result, Some(result));
+            assert_eq!(result.as_str(), word);
+            let back = serde_json::to_value(&state).expect("serializes");
+            assert_eq!(back["result"], word);
+        }
     }
 }

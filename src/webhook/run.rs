@@ -37,8 +37,8 @@ pub struct PushMirrorState {
     pub pending: BTreeMap<String, String>,
     /// When the last run ended (RFC 3339, UTC).
     pub last_run: Option<chrono::DateTime<chrono::Utc>>,
-    /// `ok`, `diverged` (some refs refused) or `failed`.
-    pub result: Option<String>,
+    /// How the last run ended.
+    pub result: Option<RunResult>,
     /// Refs changed at the target by the last run.
     #[serde(default)]
     pub refs_pushed: usize,
@@ -50,6 +50,30 @@ pub struct PushMirrorState {
     /// Runs since the state was created.
     #[serde(default)]
     pub runs: u64,
+}
+
+/// How a mirror's last run ended, as its state file stores it (the words `webhooks status`
+/// shows).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RunResult {
+    /// Every ref that had to move moved.
+    Ok,
+    /// Some refs were refused (diverged at the target, or rejected).
+    Diverged,
+    /// The run failed as a whole; `error` says why.
+    Failed,
+}
+
+impl RunResult {
+    /// The word stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunResult::Ok => "ok",
+            RunResult::Diverged => "diverged",
+            RunResult::Failed => "failed",
+        }
+    }
 }
 
 /// How to reach the source and the target.
@@ -358,6 +382,22 @@ pub fn state_path(dir: &Path, name: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn results_are_stored_as_the_words_older_state_files_hold() {
+        for (word, result) in [
+            ("ok", RunResult::Ok),
+            ("diverged", RunResult::Diverged),
+            ("failed", RunResult::Failed),
+        ] {
+            let text = format!(r#"{{"result":"{word}","last_run":null,"error":null}}"#);
+            let state: PushMirrorState = serde_json::from_str(&text).expect("an older state file");
+            assert_eq!(state.result, Some(result));
+            assert_eq!(result.as_str(), word);
+            let back = serde_json::to_value(&state).expect("serializes");
+            assert_eq!(back["result"], word);
+        }
+    }
 
     #[test]
     fn the_filter_carries_matching_heads_and_tags_only() {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::queue::{Job, Queue};
+use super::run::RunResult;
 use super::{PushMirror, Webhooks, run};
 use crate::util::backoff::Backoff;
 
@@ -59,11 +60,10 @@ pub async fn run_mirror(hooks: &Webhooks, mirror: &PushMirror) -> bool {
             });
             state.result = Some(
                 if report.diverged.is_empty() && report.rejected.is_empty() {
-                    "ok"
+                    RunResult::Ok
                 } else {
-                    "diverged"
-                }
-                .to_string(),
+                    RunResult::Diverged
+                },
             );
             if report.pushed.is_empty() && report.diverged.is_empty() {
                 tracing::debug!(mirror = %name, "webhook mirror up to date");
@@ -88,7 +88,7 @@ pub async fn run_mirror(hooks: &Webhooks, mirror: &PushMirror) -> bool {
         Err(err) => {
             let text = crate::util::redact::redact_text(&err.to_string());
             tracing::error!(target: crate::logging::OUTCOME, mirror = %name, "mirror {name} failed: {text}");
-            state.result = Some("failed".to_string());
+            state.result = Some(RunResult::Failed);
             state.error = Some(text);
             false
         }
