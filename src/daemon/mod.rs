@@ -285,7 +285,10 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
         registry.clone(),
     ));
     background.spawn(receiver.run());
-    crate::deploy::spawn_all(crate::deploy::Deploy::all(&config), &mut background);
+    syncer.set_deploy_triggers(crate::deploy::spawn_all(
+        crate::deploy::Deploy::all(&config),
+        &mut background,
+    ));
     if !config.mirrors.is_empty() {
         let triggers =
             crate::mirror::spawn_all(crate::mirror::BucketMirror::all(&config), &mut background);

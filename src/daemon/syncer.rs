@@ -89,6 +89,8 @@ pub struct Syncer {
     dropped: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Set while another live machine publishes under this hostname: nothing is stored.
     refused: std::sync::atomic::AtomicBool,
+    /// The deploys (`on_update`) to wake when a repository's HEAD moves.
+    deploys: std::sync::OnceLock<crate::deploy::UpdateTriggers>,
 }
 
 impl Syncer {
@@ -113,7 +115,14 @@ impl Syncer {
             outage: Outage::new("state store"),
             dropped: std::sync::Mutex::new(std::collections::HashSet::new()),
             refused: std::sync::atomic::AtomicBool::new(false),
+            deploys: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets the deploys to wake when a repository's HEAD moves (once; later calls are
+    /// ignored).
+    pub fn set_deploy_triggers(&self, triggers: crate::deploy::UpdateTriggers) {
+        let _ = self.deploys.set(triggers);
     }
 
     /// Stops (`true`) or resumes publishing states: set while another live machine
@@ -381,6 +390,13 @@ impl Syncer {
         if current.state == crate::model::Summary::Error {
             tracing::warn!(repo = %repo.name, error = current.error.as_deref().unwrap_or(""), "cannot read repository");
             ok = false;
+        }
+        // HEAD moved (a pull, a commit, a switch): the deploys of this repository ship.
+        if current.head.is_some()
+            && last.as_ref().is_none_or(|prev| prev.head != current.head)
+            && let Some(deploys) = self.deploys.get()
+        {
+            deploys.moved(&repo.path);
         }
         let changed = last.as_ref().is_none_or(|prev| !prev.same_as(&current))
             && !self.is_dropped(&repo.name)

@@ -630,17 +630,57 @@ impl Deploy {
     }
 }
 
+/// Longest an `on_update` deploy waits between two looks at its branch when nothing woke
+/// it.
+const UPDATE_FALLBACK: Duration = Duration::from_secs(30);
+
+/// The deploys with `on_update`, by repository: the daemon calls
+/// [`UpdateTriggers::moved`] when it sees a repository's HEAD move.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateTriggers {
+    entries: Arc<Vec<(PathBuf, Arc<tokio::sync::Notify>)>>,
+}
+
+impl UpdateTriggers {
+    /// Wakes the deploys of the repository at `repo` (compared as canonical paths).
+    pub fn moved(&self, repo: &Path) {
+        let repo = repo.canonicalize().unwrap_or_else(|_| repo.to_path_buf());
+        for (path, notify) in self.entries.iter() {
+            if *path == repo {
+                notify.notify_one();
+            }
+        }
+    }
+}
+
 /// Starts, under the daemon, one task per deploy with `on_update`: it ships when the
-/// branch's tip differs from what the targets were last shipped (checked every 2 s; a
-/// failed ship is retried after 30 s), unless a rollback pinned the deploy.
-pub fn spawn_all(deploys: Vec<Deploy>, tasks: &mut tokio::task::JoinSet<()>) {
+/// branch's tip differs from what the targets were last shipped, looking when the daemon
+/// sees the repository's HEAD move ([`UpdateTriggers`]) and at least every 30 s (a failed
+/// ship is retried after 30 s), unless a rollback pinned the deploy. Returns the triggers.
+pub fn spawn_all(deploys: Vec<Deploy>, tasks: &mut tokio::task::JoinSet<()>) -> UpdateTriggers {
+    let mut entries = Vec::new();
     for deploy in deploys.into_iter().filter(|d| d.spec.on_update) {
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let repo = deploy
+            .repo
+            .canonicalize()
+            .unwrap_or_else(|_| deploy.repo.clone());
+        entries.push((repo, notify.clone()));
         tasks.spawn(async move {
             let mut last_try: Option<(String, std::time::Instant)> = None;
             // A corrupt state is said once, not every 2 s.
             let mut said_corrupt = false;
+            let mut first = true;
             loop {
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                // The first look at once; then when HEAD moved, or at the latest after
+                // [`UPDATE_FALLBACK`] (a branch that is not checked out, a repository the
+                // daemon does not keep, a failed ship to retry).
+                if !std::mem::take(&mut first) {
+                    tokio::select! {
+                        _ = tokio::time::sleep(UPDATE_FALLBACK) => {}
+                        _ = notify.notified() => {}
+                    }
+                }
                 let Ok(tip) = deploy.resolve(None).await else {
                     continue;
                 };
@@ -687,11 +727,39 @@ pub fn spawn_all(deploys: Vec<Deploy>, tasks: &mut tokio::task::JoinSet<()>) {
             }
         });
     }
+    UpdateTriggers {
+        entries: Arc::new(entries),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_moved_head_wakes_the_deploys_of_that_repository_only_by_any_path_to_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir_all(&a).expect("mkdir");
+        std::fs::create_dir_all(&b).expect("mkdir");
+        let via_link = dir.path().join("link-to-a");
+        std::os::unix::fs::symlink(&a, &via_link).expect("symlink");
+        let (na, nb) = (
+            Arc::new(tokio::sync::Notify::new()),
+            Arc::new(tokio::sync::Notify::new()),
+        );
+        let triggers = UpdateTriggers {
+            entries: Arc::new(vec![
+                (a.canonicalize().expect("canonical"), na.clone()),
+                (b.canonicalize().expect("canonical"), nb.clone()),
+            ]),
+        };
+        triggers.moved(&via_link);
+        let woken = tokio::time::timeout(Duration::from_secs(1), na.notified()).await;
+        assert!(woken.is_ok(), "the deploy of a is woken");
+        let other = tokio::time::timeout(Duration::from_millis(100), nb.notified()).await;
+        assert!(other.is_err(), "the deploy of b sleeps on");
+    }
 
     #[test]
     fn ship_results_are_stored_as_the_words_older_state_files_hold() {
