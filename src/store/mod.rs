@@ -60,7 +60,7 @@ pub(crate) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ 
 pub trait BlobStore: Send + Sync {
     /// The store's URL, for messages.
     fn describe(&self) -> String;
-    /// Uploads the file at `path` as `key`, streaming (multipart above 64 MiB on S3).
+    /// Uploads the file at `path` as `key`, streaming (multipart above 256 MiB on S3).
     async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError>;
     /// Downloads `key` into the file at `path`, streaming.
     ///

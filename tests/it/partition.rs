@@ -510,7 +510,7 @@ async fn a_large_object_goes_up_in_parts_and_comes_back_whole() {
     let dir = tempfile::tempdir().expect("tempdir");
     let big = dir.path().join("big");
     let mut file = std::fs::File::create(&big).expect("create");
-    // 70 MiB, above the 64 MiB multipart threshold: five 16 MiB parts.
+    // 70 MiB, above a 32 MiB multipart threshold: five 16 MiB parts, four in flight.
     let block: Vec<u8> = (0..1024 * 1024).map(|i| (i * 7 % 251) as u8).collect();
     for i in 0..70u8 {
         let mut chunk = block.clone();
@@ -518,7 +518,7 @@ async fn a_large_object_goes_up_in_parts_and_comes_back_whole() {
         file.write_all(&chunk).expect("write");
     }
     drop(file);
-    let store = S3Store::new(&moto.sdk(), "large", "p", true);
+    let store = S3Store::new(&moto.sdk(), "large", "p", true).multipart_above(32 << 20);
     store
         .put_file("b/large", &big)
         .await
