@@ -321,9 +321,10 @@ impl Deploy {
             .and_then(|s| s.config.as_deref())
             .map(crate::config::expand_tilde);
         let scratch = self.dir.join("scan");
+        let cache = self.dir.join("scan-cache.json");
         let scan_tree = tree.clone();
         let verdict = tokio::task::spawn_blocking(move || {
-            scan::scan(&tool, config.as_deref(), &scan_tree, &scratch)
+            scan::scan(&tool, config.as_deref(), &scan_tree, &scratch, Some(&cache))
         })
         .await
         .unwrap_or_else(|e| scan::Verdict::Failed(format!("the scan stopped: {e}")));

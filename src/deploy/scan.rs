@@ -42,6 +42,14 @@ pub enum Verdict {
         /// The scanner.
         tool: String,
     },
+    /// Every file was scanned clean before, by the same scanner, version and rules
+    /// ([`ScanCache`]): the scanner did not run.
+    CleanBefore {
+        /// The scanner.
+        tool: String,
+        /// How many files (contents) the tree has.
+        files: usize,
+    },
     /// `scan.tool: off`.
     Off,
     /// Secrets found: blocked.
@@ -59,13 +67,19 @@ pub enum Verdict {
 impl Verdict {
     /// Whether the ship may go on.
     pub fn passes(&self) -> bool {
-        matches!(self, Verdict::Clean { .. } | Verdict::Off)
+        matches!(
+            self,
+            Verdict::Clean { .. } | Verdict::CleanBefore { .. } | Verdict::Off
+        )
     }
 
     /// One line for people.
     pub fn describe(&self) -> String {
         match self {
             Verdict::Clean { tool } => format!("{tool}: no secrets found"),
+            Verdict::CleanBefore { tool, files } => format!(
+                "{tool}: no secrets found (all {files} files scanned clean before by the same scanner and rules)"
+            ),
             Verdict::Off => "secret scan off (scan.tool: off): shipped unscanned".to_string(),
             Verdict::Found { tool, findings } => {
                 let list: Vec<String> = findings
@@ -138,8 +152,16 @@ pub fn pick(tool: &str) -> Result<(String, PathBuf), String> {
 
 /// Scans `tree` with `tool` (`auto`, a scanner's name, or `off`); `config`: the rules file
 /// (gitleaks and kingfisher); `scratch`: a folder for the report and the default rules.
+/// With `cache` (a file), only the files whose content was not scanned clean before by the
+/// same scanner, version and rules are scanned ([`ScanCache`]); a clean scan adds them.
 /// Never panics; every failure is a blocking [`Verdict::Failed`].
-pub fn scan(tool: &str, config: Option<&Path>, tree: &Path, scratch: &Path) -> Verdict {
+pub fn scan(
+    tool: &str,
+    config: Option<&Path>,
+    tree: &Path,
+    scratch: &Path,
+    cache: Option<&Path>,
+) -> Verdict {
     if tool == "off" {
         return Verdict::Off;
     }
@@ -150,10 +172,24 @@ pub fn scan(tool: &str, config: Option<&Path>, tree: &Path, scratch: &Path) -> V
     if let Err(e) = std::fs::create_dir_all(scratch) {
         return Verdict::Failed(format!("{}: {e}", scratch.display()));
     }
-    let view = match View::build(tree, &scratch.join("view")) {
+    // The cache's key; none (a full scan, nothing remembered) when the scanner's version
+    // or the rules cannot be read.
+    let key = cache.and_then(|_| cache_key(&name, &binary, config));
+    let mut known = match (cache, &key) {
+        (Some(file), Some(key)) => ScanCache::read(file, key),
+        _ => ScanCache::default(),
+    };
+    let view = match View::build(tree, &scratch.join("view"), &known.clean) {
         Ok(view) => view,
         Err(why) => return Verdict::Failed(why),
     };
+    if view.paths.is_empty() && !view.contents.is_empty() {
+        let _ = std::fs::remove_dir_all(&view.dir);
+        return Verdict::CleanBefore {
+            tool: name,
+            files: view.contents.len(),
+        };
+    }
     let verdict = match name.as_str() {
         "gitleaks" => gitleaks(&binary, config, &view.dir, scratch),
         "kingfisher" => kingfisher(&binary, config, &view.dir, scratch),
@@ -172,8 +208,73 @@ pub fn scan(tool: &str, config: Option<&Path>, tree: &Path, scratch: &Path) -> V
                 })
                 .collect(),
         },
+        Verdict::Clean { tool } => {
+            if let (Some(file), Some(key)) = (cache, key) {
+                known.key = key;
+                known.clean.extend(view.contents);
+                if let Err(e) = known.write(file) {
+                    tracing::warn!(file = %file.display(), %e, "cannot save the scan cache; the next ship scans everything again");
+                }
+            }
+            Verdict::Clean { tool }
+        }
         other => other,
     }
+}
+
+/// The contents scanned clean, by one scanner at one version with one set of rules
+/// (`~/.gitsync/deploy/<name>/scan-cache.json`). A content is named by the SHA-256 of its
+/// bytes and the extension it is scanned under (rules may look at the extension). A different
+/// key (another scanner, version or rules) starts an empty set: everything is scanned.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ScanCache {
+    /// The scanner's name, its version as it prints it, and a hash of the rules.
+    pub key: String,
+    /// The contents scanned clean under `key`.
+    pub clean: std::collections::HashSet<String>,
+}
+
+impl ScanCache {
+    /// The cache in `file` when its key is `key`; else (absent, unreadable, or another
+    /// key) an empty one: a damaged cache only costs a full scan.
+    fn read(file: &Path, key: &str) -> ScanCache {
+        match crate::util::fs::read_json::<ScanCache>(file) {
+            Ok(cache) if cache.key == key => cache,
+            _ => ScanCache {
+                key: key.to_string(),
+                clean: Default::default(),
+            },
+        }
+    }
+
+    fn write(&self, file: &Path) -> Result<(), crate::util::fs::PathError> {
+        crate::util::fs::write_json(file, self)
+    }
+}
+
+/// The key of the cache for scanner `name` at `binary` with the rules file `config` (or
+/// gitsync's defaults): the name, what the scanner says its version is, and the SHA-256 of
+/// the rules; `None` when the version or the rules cannot be read.
+fn cache_key(name: &str, binary: &Path, config: Option<&Path>) -> Option<String> {
+    use sha2::Digest;
+    let mut version = scanner(binary);
+    match name {
+        "gitleaks" => version.arg("version"),
+        _ => version.arg("--version"),
+    };
+    let out = version.output_blocking().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let rules = match config {
+        Some(file) => std::fs::read(file).ok()?,
+        None => DEFAULT_GITLEAKS_CONFIG.as_bytes().to_vec(),
+    };
+    Some(format!(
+        "{name} {} rules {}",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        hex::encode(sha2::Sha256::digest(&rules))
+    ))
 }
 
 /// Extensions the scanners' default path allowlists skip (gitleaks' global allowlist,
@@ -199,19 +300,27 @@ struct View {
     dir: PathBuf,
     /// The tree-relative path of each number.
     paths: Vec<String>,
+    /// The content name ([`ScanCache`]) of every file of the tree, in the view or not.
+    contents: Vec<String>,
 }
 
 impl View {
-    /// Builds the view of `tree` in `dir` (emptied first).
+    /// Builds the view of `tree` in `dir` (emptied first), leaving out the files whose
+    /// content name is in `clean`.
     ///
-    /// Errors: the tree cannot be walked or the view written.
-    fn build(tree: &Path, dir: &Path) -> Result<View, String> {
+    /// Errors: the tree cannot be walked, a file read, or the view written.
+    fn build(
+        tree: &Path,
+        dir: &Path,
+        clean: &std::collections::HashSet<String>,
+    ) -> Result<View, String> {
         let fail = |e: &dyn std::fmt::Display| format!("cannot prepare the scan: {e}");
         if dir.exists() {
             std::fs::remove_dir_all(dir).map_err(|e| fail(&e))?;
         }
         std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
         let mut paths = Vec::new();
+        let mut contents = Vec::new();
         let walker = ignore::WalkBuilder::new(tree)
             .standard_filters(false)
             .follow_links(false)
@@ -238,6 +347,16 @@ impl View {
                         && e.bytes().all(|b| b.is_ascii_alphanumeric())
                         && !SKIPPED_EXTENSIONS.contains(&e.as_str())
                 });
+            let content = format!(
+                "{}.{}",
+                content_hash(entry.path()).map_err(|e| fail(&e))?,
+                ext.as_deref().unwrap_or("")
+            );
+            let seen = clean.contains(&content);
+            contents.push(content);
+            if seen {
+                continue;
+            }
             let name = match &ext {
                 Some(ext) => format!("{n}.{ext}"),
                 None => n.to_string(),
@@ -254,6 +373,7 @@ impl View {
         Ok(View {
             dir: dir.to_path_buf(),
             paths,
+            contents,
         })
     }
 
@@ -272,6 +392,14 @@ impl View {
             .cloned()
             .unwrap_or_else(|| file.to_string())
     }
+}
+
+/// The SHA-256 of the bytes of the file at `path` (hex), read as a stream.
+fn content_hash(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// The UTF-8 text of the file at `path` when it is UTF-16 (little- or big-endian, with a
@@ -623,7 +751,7 @@ mod tests {
             std::fs::create_dir_all(tree.join(p).parent().expect("parent")).expect("mkdir");
             std::fs::write(tree.join(p), body).expect("write");
         }
-        let view = View::build(&tree, &dir.path().join("view")).expect("view");
+        let view = View::build(&tree, &dir.path().join("view"), &Default::default()).expect("view");
         let mut names: Vec<String> = std::fs::read_dir(&view.dir)
             .expect("read")
             .flatten()
@@ -658,10 +786,11 @@ mod tests {
             None,
             dir.path(),
             &dir.path().join("s"),
+            None,
         );
         assert!(!v.passes(), "{v:?}");
         assert!(v.describe().contains("nothing was shipped"));
-        assert!(scan("off", None, dir.path(), dir.path()).passes());
+        assert!(scan("off", None, dir.path(), dir.path(), None).passes());
     }
 
     #[test]

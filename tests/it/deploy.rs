@@ -1269,3 +1269,84 @@ fn a_corrupt_deploy_state_is_named_and_nothing_ships_over_a_rollback() {
     );
     assert_eq!(scene.current("vm01").as_deref(), Some(first.as_str()));
 }
+
+/// Issue 22: a later ship scans only the contents not scanned clean before (a wrapper
+/// around gitleaks counts the files each scan sees), and new rules scan everything again,
+/// so a secret in an unchanged file that only the new rule finds still blocks.
+#[test]
+fn a_later_ship_scans_only_new_contents_and_new_rules_scan_everything() {
+    use std::os::unix::fs::PermissionsExt;
+    let scene = Scene::new();
+    let real = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/gitleaks");
+    assert!(
+        real.exists(),
+        "run `make deps` (it installs gitleaks into .venv)"
+    );
+    let bin = scene.env.path("scanners");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let seen = scene.env.path("scanned.log");
+    let wrapper = bin.join("gitleaks");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = dir ]; then for a; do last=\"$a\"; done; ls \"$last\" | wc -l >> '{}'; fi\nexec '{}' \"$@\"\n",
+            seen.display(),
+            real.display()
+        ),
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let rules = scene.env.path("rules.toml");
+    std::fs::write(&rules, "[extend]\nuseDefault = true\n").expect("rules");
+    scene.configure(
+        &[("vm01", scene.sshd.port)],
+        &format!(
+            "    scan: {{tool: {}, config: {}}}\n",
+            wrapper.display(),
+            rules.display()
+        ),
+    );
+    for i in 0..30 {
+        scene.env.write(
+            &scene.repo,
+            &format!("pages/{i}.html"),
+            &format!("<p>{i}</p>\n"),
+        );
+    }
+    scene.env.git(&scene.repo, &["add", "."]);
+    scene.env.git(&scene.repo, &["commit", "-qm", "pages"]);
+    let counts = || -> Vec<usize> {
+        std::fs::read_to_string(&seen)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.trim().parse().expect("a count"))
+            .collect()
+    };
+
+    scene.ship();
+    let first = counts();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0] >= 32, "the first ship scans everything: {first:?}");
+
+    // One file changed: one file scanned.
+    scene.commit("pages/7.html", "<p>seven</p>\n");
+    scene.ship();
+    assert_eq!(counts()[1..], [1], "only the new content is scanned");
+
+    // A file with a value that gitleaks' default rules do not know: it ships.
+    scene.commit("notes/ids.txt", "reference MYCORP-SECRET-4711\n");
+    let out = scene.ship();
+    assert_eq!(counts()[2..], [1], "{out}");
+
+    // A rule that knows it: everything is scanned again, and the unchanged file blocks.
+    std::fs::write(
+        &rules,
+        "[extend]\nuseDefault = true\n\n[[rules]]\nid = \"mycorp-secret\"\ndescription = \"MyCorp secret\"\nregex = '''MYCORP-SECRET-[0-9]{4}'''\n",
+    )
+    .expect("rules");
+    let (code, text) = scene.gitsync(&["deploy", "web"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("notes/ids.txt"), "{text}");
+    let last = *counts().last().expect("a scan");
+    assert!(last >= 33, "new rules scan every file: {:?}", counts());
+}
