@@ -42,6 +42,7 @@ pub async fn refresh(
     // Several mirrors may read one source: one refresh of a cache at a time.
     let _lock = lock(root, &cache).await?;
     if cache.join("HEAD").exists() {
+        keep_packs(&cache, timeout).await?;
         ops::run_with(
             &cache,
             &["fetch", "--prune", "--quiet", "origin"],
@@ -77,6 +78,7 @@ pub async fn refresh(
             "remote.origin.fetch",
             "+refs/tags/*:refs/tags/*",
         ],
+        vec!["config", "fetch.unpackLimit", "1"],
     ] {
         ops::run_with(&partial, &args, timeout, env).await?;
     }
@@ -115,6 +117,23 @@ pub async fn refresh(
         source,
     })?;
     Ok(cache)
+}
+
+/// Sets `fetch.unpackLimit=1` in a cache made before it was set at creation: a fetch
+/// then keeps what it receives as the pack it came in (git-config(1)), instead of
+/// unpacking a small fetch into loose objects, which `git pack-objects` (the S3 mirror's
+/// pack, the webhook mirror's push) must inflate, search for deltas and deflate again
+/// (16 s instead of 0.6 s for 30 objects of 100 MB).
+///
+/// Errors: [`GitError`] when git cannot set it.
+async fn keep_packs(cache: &Path, timeout: Duration) -> Result<(), GitError> {
+    let config = std::fs::read_to_string(cache.join("config")).unwrap_or_default();
+    if config.to_ascii_lowercase().contains("unpacklimit") {
+        return Ok(());
+    }
+    ops::run(cache, &["config", "fetch.unpackLimit", "1"], timeout)
+        .await
+        .map(|_| ())
 }
 
 /// An exclusive `flock(2)` on `<cache>.lock` beside the cache ([`crate::flock`]), held
@@ -184,6 +203,60 @@ mod tests {
             })
             .count();
         assert_eq!(caches, 1);
+    }
+
+    /// A fetch into a cache keeps the pack it received, however few objects it holds, so
+    /// the packs the mirrors write reuse its compressed objects.
+    #[tokio::test]
+    async fn a_cache_keeps_what_it_fetches_as_packs() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let source = dir.path().join("src");
+        let git = |args: &[&str]| {
+            let ok = std::process::Command::new("git")
+                .args(args)
+                .current_dir(&source)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("HOME", dir.path())
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+                .status()
+                .expect("git");
+            assert!(ok.success(), "git {args:?}");
+        };
+        std::fs::create_dir_all(&source).expect("mkdir");
+        git(&["init", "-q", "-b", "main"]);
+        let loose = |cache: &Path| -> usize {
+            std::fs::read_dir(cache.join("objects"))
+                .expect("objects")
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().len() == 2)
+                .map(|e| std::fs::read_dir(e.path()).map_or(0, |d| d.count()))
+                .sum()
+        };
+        let url = format!("file://{}", source.display());
+        let root = dir.path().join("cache");
+        for round in 0..3 {
+            std::fs::write(source.join(format!("f{round}.txt")), format!("{round}\n"))
+                .expect("write");
+            git(&["add", "."]);
+            git(&["commit", "-q", "-m", &format!("commit {round}")]);
+            if round == 1 {
+                // A cache made before the setting: it is set on the next refresh.
+                let cache = path_of(&root, &url);
+                let ok = std::process::Command::new("git")
+                    .args(["config", "--unset", "fetch.unpackLimit"])
+                    .current_dir(&cache)
+                    .status()
+                    .expect("git");
+                assert!(ok.success());
+            }
+            let cache = refresh(&root, &url, Duration::from_secs(60), &[])
+                .await
+                .expect("refresh");
+            assert_eq!(loose(&cache), 0, "round {round}: no loose objects");
+        }
     }
 
     #[test]
