@@ -5,7 +5,8 @@ such as a build of an older commit) against awslabs' git-remote-s3 (PyPI, one Pu
 bundle), when GIT_REMOTE_S3 names its `git-remote-s3` program.
 
 Everything goes to one moto server on loopback (.venv, from `make deps`); each run writes to
-a fresh prefix of its own. MB sets the repository's size (default 100), ROUNDS the rounds
+a fresh prefix of its own, and each gitsync run a home of its own (so it starts without
+a cache of the source, as a first publish does). MB sets the repository's size (default 100), ROUNDS the rounds
 (default 3).
 
     python3 benches/s3_publish.py
@@ -73,7 +74,10 @@ try:
             cmd = ["git", "push", "-q", f"s3://bench/{prefix}", "main"]
             cwd = source
         else:
-            run_env = env
+            # A home of its own: a first publish starts without a cache of the source.
+            home = work / f"home-{prefix}"
+            home.mkdir()
+            run_env = dict(env, HOME=str(home))
             cmd = [program, "mirror", "--source", str(source), "--target",
                    f"s3://bench/{prefix}", "--endpoint-url", endpoint]
             cwd = work
