@@ -109,10 +109,11 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                     }
                     Ok(report) => {
                         println!(
-                            "{} @ {}: {}",
+                            "{} @ {}: {} (export and scan {:.1} s)",
                             d.spec.name,
                             crate::util::words::short_id(&report.rev),
-                            report.verdict.describe()
+                            report.verdict.describe(),
+                            report.scan_took.as_secs_f64()
                         );
                         ok &= report.ok();
                         for (target, result) in &report.targets {

@@ -129,6 +129,8 @@ pub struct ShipReport {
     pub rev: String,
     /// The scan's verdict.
     pub verdict: scan::Verdict,
+    /// How long the export and the scan took.
+    pub scan_took: Duration,
     /// Per target: what happened.
     pub targets: Vec<(String, Result<String, String>)>,
 }
@@ -311,6 +313,7 @@ impl Deploy {
         let export = export::Export {
             dir: self.dir.clone(),
         };
+        let started = std::time::Instant::now();
         export.update(&git_dir, &rev, self.git_timeout).await?;
         let tree = export.tree();
         let tool = self.scan_tool();
@@ -328,6 +331,7 @@ impl Deploy {
         })
         .await
         .unwrap_or_else(|e| scan::Verdict::Failed(format!("the scan stopped: {e}")));
+        let scan_took = started.elapsed();
         let mut state = self.state()?;
         state.rev = Some(rev.clone());
         state.scan = Some(verdict.describe());
@@ -348,6 +352,7 @@ impl Deploy {
             return Ok(ShipReport {
                 rev,
                 verdict,
+                scan_took,
                 targets: Vec::new(),
             });
         }
@@ -402,12 +407,16 @@ impl Deploy {
                             previous,
                             bytes_sent,
                             files,
+                            transfer,
+                            flip,
                         } => (
                             format!(
-                                "{} -> {}: {files} files, {} sent",
+                                "{} -> {}: {files} files, {} sent (transfer {:.1} s, flip {:.1} s)",
                                 previous.as_deref().map(short_id).unwrap_or("new"),
                                 short_id(&rev),
-                                crate::util::words::human_size(bytes_sent)
+                                crate::util::words::human_size(bytes_sent),
+                                transfer.as_secs_f64(),
+                                flip.as_secs_f64()
                             ),
                             bytes_sent,
                             ShipResult::Shipped,
@@ -458,6 +467,7 @@ impl Deploy {
         Ok(ShipReport {
             rev,
             verdict,
+            scan_took,
             targets: results,
         })
     }

@@ -27,6 +27,10 @@ pub enum Shipped {
         bytes_sent: u64,
         /// Files in the release.
         files: usize,
+        /// How long rsync took (the transfer and its record).
+        transfer: Duration,
+        /// How long the flip of `current` (and the clean-up of old releases) took.
+        flip: Duration,
     },
     /// `current` already was this commit: nothing was sent.
     AlreadyThere,
@@ -279,6 +283,7 @@ pub async fn ship(
         }
         return self::repair(ssh, release, record).await;
     }
+    let started = std::time::Instant::now();
     let (entries, sent) = match transfer(ssh, release, rev, previous.as_deref()).await {
         Ok(done) => done,
         Err(e) => return Err(discard(ssh, path, rev, e).await),
@@ -286,6 +291,7 @@ pub async fn ship(
     if let Err(e) = record(&entries) {
         return Err(discard(ssh, path, rev, e).await);
     }
+    let transferred = started.elapsed();
     let files = entries.iter().filter(|(k, _)| *k == b'f').count();
     let r = quote(rev)?;
     let p = quote(path.trim_end_matches('/'))?;
@@ -301,6 +307,7 @@ pub async fn ship(
            if [ \"$n\" -gt {keep} ] && [ \"$d\" != \"$R\" ] && [ \"$d\" != \"$PREV\" ]; then rm -rf \"releases/$d\"; fi; \
          done"
     );
+    let started = std::time::Instant::now();
     if let Err(e) = ssh.run(&script, None, STEP_TIMEOUT).await {
         // A failure before the flip leaves `current` as it was, and the release is removed.
         return Err(discard(ssh, path, rev, remote_err("flip")(e)).await);
@@ -309,6 +316,8 @@ pub async fn ship(
         previous,
         bytes_sent: sent,
         files,
+        transfer: transferred,
+        flip: started.elapsed(),
     })
 }
 
@@ -328,8 +337,11 @@ pub async fn repair(ssh: &Ssh, release: &Release<'_>, record: &Record) -> Result
     ssh.run(&clear, None, STEP_TIMEOUT)
         .await
         .map_err(remote_err("repair"))?;
+    let started = std::time::Instant::now();
     let (entries, sent) = transfer(ssh, release, &scratch, None).await?;
     record(&entries)?;
+    let transferred = started.elapsed();
+    let started = std::time::Instant::now();
     let script = format!(
         "set -e; cd {p}; R={r}; \
          ln -sfn \"releases/$R.repair\" current.tmp.$$; mv -T current.tmp.$$ current; \
@@ -344,6 +356,8 @@ pub async fn repair(ssh: &Ssh, release: &Release<'_>, record: &Record) -> Result
         previous: Some(rev.to_string()),
         bytes_sent: sent,
         files: entries.iter().filter(|(k, _)| *k == b'f').count(),
+        transfer: transferred,
+        flip: started.elapsed(),
     })
 }
 

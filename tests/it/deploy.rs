@@ -185,6 +185,13 @@ fn ships_exactly_the_commit_as_atomic_releases_with_hard_links() {
     scene.env.write(&scene.repo, "scratch.txt", "untracked\n");
     let out = scene.ship();
     assert!(out.contains("gitleaks: no secrets found"), "{out}");
+    // Issue 22: the ship says where its time went.
+    assert!(
+        out.contains("(export and scan ")
+            && out.contains("(transfer ")
+            && out.contains(" s, flip "),
+        "{out}"
+    );
     let rev = scene
         .env
         .git(&scene.repo, &["rev-parse", "HEAD"])
