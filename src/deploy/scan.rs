@@ -175,20 +175,29 @@ pub fn scan(
     // The cache's key; none (a full scan, nothing remembered) when the scanner's version
     // or the rules cannot be read.
     let key = cache.and_then(|_| cache_key(&name, &binary, config));
-    let mut known = match (cache, &key) {
+    let known = match (cache, &key) {
         (Some(file), Some(key)) => ScanCache::read(file, key),
         _ => ScanCache::default(),
     };
-    let view = match View::build(tree, &scratch.join("view"), &known.clean) {
+    let view = match View::build(tree, &scratch.join("view"), &known.clean, &known.hashed) {
         Ok(view) => view,
         Err(why) => return Verdict::Failed(why),
     };
+    let save = |mut known: ScanCache, contents: Vec<String>, hashed| {
+        if let (Some(file), Some(key)) = (cache, key.clone()) {
+            known.key = key;
+            known.clean.extend(contents);
+            known.hashed = hashed;
+            if let Err(e) = known.write(file) {
+                tracing::warn!(file = %file.display(), %e, "cannot save the scan cache; the next ship scans everything again");
+            }
+        }
+    };
     if view.paths.is_empty() && !view.contents.is_empty() {
         let _ = std::fs::remove_dir_all(&view.dir);
-        return Verdict::CleanBefore {
-            tool: name,
-            files: view.contents.len(),
-        };
+        let files = view.contents.len();
+        save(known, Vec::new(), view.hashed);
+        return Verdict::CleanBefore { tool: name, files };
     }
     let verdict = match name.as_str() {
         "gitleaks" => gitleaks(&binary, config, &view.dir, scratch),
@@ -209,13 +218,7 @@ pub fn scan(
                 .collect(),
         },
         Verdict::Clean { tool } => {
-            if let (Some(file), Some(key)) = (cache, key) {
-                known.key = key;
-                known.clean.extend(view.contents);
-                if let Err(e) = known.write(file) {
-                    tracing::warn!(file = %file.display(), %e, "cannot save the scan cache; the next ship scans everything again");
-                }
-            }
+            save(known, view.contents, view.hashed);
             Verdict::Clean { tool }
         }
         other => other,
@@ -232,6 +235,40 @@ pub struct ScanCache {
     pub key: String,
     /// The contents scanned clean under `key`.
     pub clean: std::collections::HashSet<String>,
+    /// What each file of the export was when its content was hashed, by tree path.
+    #[serde(default)]
+    pub hashed: std::collections::HashMap<String, Hashed>,
+}
+
+/// A file of the export as it was when its content was hashed: the hash is reused while
+/// its size, modification and change times (the change time only the kernel sets) and
+/// inode stay as they were, as git's index trusts its stat data.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Hashed {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime: i128,
+    /// Change time, nanoseconds since the epoch.
+    pub ctime: i128,
+    /// Inode number.
+    pub ino: u64,
+    /// The SHA-256 of the bytes (hex).
+    pub sha256: String,
+}
+
+impl Hashed {
+    /// The stat part of `meta`, with `sha256`.
+    fn of(meta: &std::fs::Metadata, sha256: String) -> Hashed {
+        use std::os::unix::fs::MetadataExt;
+        Hashed {
+            size: meta.size(),
+            mtime: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            ino: meta.ino(),
+            sha256,
+        }
+    }
 }
 
 impl ScanCache {
@@ -242,7 +279,7 @@ impl ScanCache {
             Ok(cache) if cache.key == key => cache,
             _ => ScanCache {
                 key: key.to_string(),
-                clean: Default::default(),
+                ..ScanCache::default()
             },
         }
     }
@@ -302,17 +339,21 @@ struct View {
     paths: Vec<String>,
     /// The content name ([`ScanCache`]) of every file of the tree, in the view or not.
     contents: Vec<String>,
+    /// What each file of the tree was when its content was hashed, by tree path.
+    hashed: std::collections::HashMap<String, Hashed>,
 }
 
 impl View {
     /// Builds the view of `tree` in `dir` (emptied first), leaving out the files whose
-    /// content name is in `clean`.
+    /// content name is in `clean`; a file whose stat data matches its entry in `before`
+    /// is not read again.
     ///
     /// Errors: the tree cannot be walked, a file read, or the view written.
     fn build(
         tree: &Path,
         dir: &Path,
         clean: &std::collections::HashSet<String>,
+        before: &std::collections::HashMap<String, Hashed>,
     ) -> Result<View, String> {
         let fail = |e: &dyn std::fmt::Display| format!("cannot prepare the scan: {e}");
         if dir.exists() {
@@ -321,6 +362,7 @@ impl View {
         std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
         let mut paths = Vec::new();
         let mut contents = Vec::new();
+        let mut hashed = std::collections::HashMap::new();
         let walker = ignore::WalkBuilder::new(tree)
             .standard_filters(false)
             .follow_links(false)
@@ -347,11 +389,21 @@ impl View {
                         && e.bytes().all(|b| b.is_ascii_alphanumeric())
                         && !SKIPPED_EXTENSIONS.contains(&e.as_str())
                 });
-            let content = format!(
-                "{}.{}",
-                content_hash(entry.path()).map_err(|e| fail(&e))?,
-                ext.as_deref().unwrap_or("")
-            );
+            let meta = entry.path().symlink_metadata().map_err(|e| fail(&e))?;
+            let stamp = Hashed::of(&meta, String::new());
+            let sha256 = match before.get(&rel) {
+                Some(known)
+                    if Hashed {
+                        sha256: String::new(),
+                        ..known.clone()
+                    } == stamp =>
+                {
+                    known.sha256.clone()
+                }
+                _ => content_hash(entry.path()).map_err(|e| fail(&e))?,
+            };
+            let content = format!("{sha256}.{}", ext.as_deref().unwrap_or(""));
+            hashed.insert(rel.clone(), Hashed { sha256, ..stamp });
             let seen = clean.contains(&content);
             contents.push(content);
             if seen {
@@ -374,6 +426,7 @@ impl View {
             dir: dir.to_path_buf(),
             paths,
             contents,
+            hashed,
         })
     }
 
@@ -739,6 +792,48 @@ mod tests {
     }
 
     #[test]
+    fn a_hash_is_reused_only_while_the_files_stat_data_stays() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(&tree).expect("mkdir");
+        for (p, body) in [("a.txt", "alpha"), ("b.txt", "bravo"), ("c.txt", "charl")] {
+            std::fs::write(tree.join(p), body).expect("write");
+        }
+        let none = std::collections::HashSet::new();
+        let first =
+            View::build(&tree, &dir.path().join("v1"), &none, &Default::default()).expect("view");
+        assert_eq!(first.hashed.len(), 3);
+        // Linking a file into a view changes its change time: the next build reads those
+        // again (and links nothing, everything being clean).
+        let clean: std::collections::HashSet<String> = first.contents.iter().cloned().collect();
+        let settled =
+            View::build(&tree, &dir.path().join("v0"), &clean, &first.hashed).expect("view");
+        assert!(settled.paths.is_empty());
+        // a.txt's remembered hash replaced: with its stat data unchanged, the remembered
+        // hash is used (the file is not read again).
+        let mut before = settled.hashed.clone();
+        before.get_mut("a.txt").expect("a").sha256 = "remembered".to_string();
+        let second = View::build(&tree, &dir.path().join("v2"), &clean, &before).expect("view");
+        assert_eq!(second.paths, ["a.txt"], "only a.txt's content name changed");
+        assert!(second.contents.contains(&"remembered.txt".to_string()));
+        // b.txt rewritten in place with the same size and its modification time put back:
+        // its change time moved, so it is read again and its new content is scanned.
+        let meta = std::fs::metadata(tree.join("b.txt")).expect("stat");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(tree.join("b.txt"), "BRAVO").expect("write");
+        let file = std::fs::File::options()
+            .write(true)
+            .open(tree.join("b.txt"))
+            .expect("open");
+        file.set_modified(meta.modified().expect("mtime"))
+            .expect("set mtime");
+        drop(file);
+        let third =
+            View::build(&tree, &dir.path().join("v3"), &clean, &settled.hashed).expect("view");
+        assert_eq!(third.paths, ["b.txt"], "the edited file is scanned");
+    }
+
+    #[test]
     fn the_view_names_no_path_of_the_tree_and_maps_findings_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let tree = dir.path().join("tree");
@@ -751,7 +846,13 @@ mod tests {
             std::fs::create_dir_all(tree.join(p).parent().expect("parent")).expect("mkdir");
             std::fs::write(tree.join(p), body).expect("write");
         }
-        let view = View::build(&tree, &dir.path().join("view"), &Default::default()).expect("view");
+        let view = View::build(
+            &tree,
+            &dir.path().join("view"),
+            &Default::default(),
+            &Default::default(),
+        )
+        .expect("view");
         let mut names: Vec<String> = std::fs::read_dir(&view.dir)
             .expect("read")
             .flatten()
