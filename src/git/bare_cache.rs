@@ -154,6 +154,22 @@ async fn lock(root: &Path, cache: &Path) -> Result<Flock<std::fs::File>, GitErro
 mod tests {
     use super::*;
 
+    /// `git <args>` in the source `source`, with `home` as HOME and a committer.
+    fn git_in(source: &Path, home: &Path, args: &[&str]) {
+        let ok = std::process::Command::new("git")
+            .args(args)
+            .current_dir(source)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", home)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+            .status()
+            .expect("git");
+        assert!(ok.success(), "git {args:?}");
+    }
+
     /// Eight refreshes of one new cache at once (as eight mirrors of one source start
     /// together): all succeed and leave one cache. Without the lock they collided on the
     /// half-made cache ("could not lock config file", "cannot copy ... File exists").
@@ -161,29 +177,10 @@ mod tests {
     async fn concurrent_refreshes_of_one_source_all_succeed() {
         let dir = tempfile::tempdir().expect("tmp");
         let source = dir.path().join("src");
-        let git = |args: &[&str]| {
-            let ok = std::process::Command::new("git")
-                .args(args)
-                .current_dir(&source)
-                .env("GIT_CONFIG_NOSYSTEM", "1")
-                .env("HOME", dir.path())
-                .status()
-                .expect("git");
-            assert!(ok.success(), "git {args:?}");
-        };
+        let git = |args: &[&str]| git_in(&source, dir.path(), args);
         std::fs::create_dir_all(&source).expect("mkdir");
         git(&["init", "-q", "-b", "main"]);
-        git(&[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.invalid",
-            "commit",
-            "-q",
-            "--allow-empty",
-            "-m",
-            "one",
-        ]);
+        git(&["commit", "-q", "--allow-empty", "-m", "one"]);
         let url = format!("file://{}", source.display());
         let root = dir.path().join("cache");
         let mut tasks = tokio::task::JoinSet::new();
@@ -211,20 +208,7 @@ mod tests {
     async fn a_cache_keeps_what_it_fetches_as_packs() {
         let dir = tempfile::tempdir().expect("tmp");
         let source = dir.path().join("src");
-        let git = |args: &[&str]| {
-            let ok = std::process::Command::new("git")
-                .args(args)
-                .current_dir(&source)
-                .env("GIT_CONFIG_NOSYSTEM", "1")
-                .env("HOME", dir.path())
-                .env("GIT_AUTHOR_NAME", "t")
-                .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-                .env("GIT_COMMITTER_NAME", "t")
-                .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-                .status()
-                .expect("git");
-            assert!(ok.success(), "git {args:?}");
-        };
+        let git = |args: &[&str]| git_in(&source, dir.path(), args);
         std::fs::create_dir_all(&source).expect("mkdir");
         git(&["init", "-q", "-b", "main"]);
         let loose = |cache: &Path| -> usize {

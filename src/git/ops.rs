@@ -123,17 +123,21 @@ fn git_error(dir: &Path, args: &[&str], timeout: Duration, err: ChildError) -> G
             command,
             timeout,
         },
-        ChildError::Failed { stderr, .. } => {
-            let stderr = match missing_credential(&stderr) {
-                Some(hint) => format!("{hint} ({stderr})"),
-                None => stderr,
-            };
-            GitError::Failed {
-                dir: dir.to_path_buf(),
-                command,
-                stderr,
-            }
-        }
+        ChildError::Failed { stderr, .. } => failed(dir, &command, stderr),
+    }
+}
+
+/// The [`GitError::Failed`] of `git <command>` in `dir` whose standard error (already
+/// redacted) is `stderr`, with what to do first when a credential is missing.
+pub fn failed(dir: &Path, command: &str, stderr: String) -> GitError {
+    let stderr = match missing_credential(&stderr) {
+        Some(hint) => format!("{hint} ({stderr})"),
+        None => stderr,
+    };
+    GitError::Failed {
+        dir: dir.to_path_buf(),
+        command: command.to_string(),
+        stderr,
     }
 }
 

@@ -41,8 +41,8 @@ pub type RefResult = Result<(), String>;
 
 /// Pushes `updates` from the repository `dir` to `remote` (a URL or a remote's name) in
 /// one `git push --porcelain --no-verify`, with `env` (see [`credential_env`]) and
-/// `timeout`. Returns each update's result by ref name; an update git did not report is
-/// refused ("not reported").
+/// `timeout`. Returns each update's result, in the order of `updates`; an update git did
+/// not report is refused ("not reported").
 ///
 /// Errors: [`GitError`] when git cannot start, times out, or fails without reporting any
 /// ref (the remote cannot be reached, credentials are refused).
@@ -52,7 +52,7 @@ pub async fn push(
     updates: &[RefUpdate],
     env: &[(String, String)],
     timeout: Duration,
-) -> Result<BTreeMap<String, RefResult>, GitError> {
+) -> Result<Vec<RefResult>, GitError> {
     let mut args: Vec<String> = vec!["push".into(), "--porcelain".into(), "--no-verify".into()];
     for u in updates {
         match &u.expect {
@@ -73,22 +73,17 @@ pub async fn push(
     let output = ops::output_with(dir, &argv, timeout, env).await?;
     let reported = porcelain(&String::from_utf8_lossy(&output.stdout));
     if !output.status.success() && reported.is_empty() {
-        return Err(GitError::Failed {
-            dir: dir.to_path_buf(),
-            command: "push".to_string(),
-            stderr: crate::util::redact::redact_text(
-                String::from_utf8_lossy(&output.stderr).trim(),
-            ),
-        });
+        let stderr =
+            crate::util::redact::redact_text(String::from_utf8_lossy(&output.stderr).trim());
+        return Err(ops::failed(dir, "push", stderr));
     }
     Ok(updates
         .iter()
         .map(|u| {
-            let result = reported
+            reported
                 .get(&u.name)
                 .cloned()
-                .unwrap_or_else(|| Err("not reported".to_string()));
-            (u.name.clone(), result)
+                .unwrap_or_else(|| Err("not reported".to_string()))
         })
         .collect())
 }

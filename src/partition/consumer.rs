@@ -151,9 +151,15 @@ async fn push(
     let results = refsync::push(cache, &url, &updates, &env, settings.git_timeout)
         .await
         .map_err(|e| crate::util::redact::redact_text(&e.to_string()))?;
-    let refused: Vec<String> = results
+    let refused: Vec<String> = updates
         .iter()
-        .filter_map(|(name, result)| result.as_ref().err().map(|why| format!("{name}: {why}")))
+        .zip(&results)
+        .filter_map(|(u, result)| {
+            result
+                .as_ref()
+                .err()
+                .map(|why| format!("{}: {why}", u.name))
+        })
         .collect();
     if refused.is_empty() {
         Ok(())

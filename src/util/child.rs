@@ -211,7 +211,7 @@ impl Child {
 }
 
 /// The [`ChildError::Failed`] of `program` for `output`.
-pub fn failed(program: String, output: &Output) -> ChildError {
+fn failed(program: String, output: &Output) -> ChildError {
     ChildError::Failed {
         program,
         code: output.status.code().unwrap_or(-1),
@@ -247,14 +247,12 @@ mod tests {
         );
         assert_eq!(lines.next(), Some("from stdin"));
 
-        let started = std::time::Instant::now();
         let mut slow = Child::new("sleep", Duration::from_millis(200));
         slow.arg("30");
         match slow.output().await {
             Err(ChildError::Timeout { program, .. }) => assert_eq!(program, "sleep"),
             other => panic!("expected a timeout, got {other:?}"),
         }
-        assert!(started.elapsed() < Duration::from_secs(30));
     }
 
     #[tokio::test]

@@ -349,9 +349,9 @@ async fn push(
     )
     .await
     .map_err(|e| target_error(e, &remotes.target_env))?;
-    for u in updates {
-        match results.get(&u.name) {
-            Some(Ok(())) => {
+    for (u, result) in updates.iter().zip(results) {
+        match result {
+            Ok(()) => {
                 report.pushed.push(u.name.clone());
                 match &u.new {
                     Some(new) => {
@@ -362,13 +362,10 @@ async fn push(
                     }
                 }
             }
-            Some(Err(why)) => report.rejected.push((
+            Err(why) => report.rejected.push((
                 u.name.clone(),
                 format!("the target refused it or moved it meanwhile ({why})"),
             )),
-            None => report
-                .rejected
-                .push((u.name.clone(), "not reported".to_string())),
         }
     }
     Ok(())
