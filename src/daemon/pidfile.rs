@@ -44,6 +44,10 @@ pub enum PidfileError {
     },
 }
 
+/// How long [`acquire`] waits for a lock whose recorded daemon is gone (held by a child
+/// that daemon forked just before it died) to be let go.
+const ORPHAN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The pidfile in `home`: `gitsync.pid`.
 pub fn pidfile_path(home: &Path) -> PathBuf {
     home.join("gitsync.pid")
@@ -68,6 +72,10 @@ fn read_pid(file: &mut File) -> u32 {
 
 /// Takes the lock for this process and writes the pid and `daemon.json`.
 ///
+/// When the lock is held but the process id in the file is not running (a killed daemon's
+/// child between its fork and its exec still holds a copy), waits up to 5 seconds for it
+/// to be let go.
+///
 /// Errors: [`PidfileError::Running`] when another daemon holds it; [`PidfileError::Io`].
 pub fn acquire(home: &Path) -> Result<Pidfile, PidfileError> {
     let path = pidfile_path(home);
@@ -83,14 +91,24 @@ pub fn acquire(home: &Path) -> Result<Pidfile, PidfileError> {
         .truncate(false)
         .open(&path)
         .map_err(io)?;
-    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => lock,
-        Err((mut file, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
-            return Err(PidfileError::Running {
-                pid: read_pid(&mut file),
-            });
+    let mut file = file;
+    let started = std::time::Instant::now();
+    let mut lock = loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => break lock,
+            Err((mut held, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
+                let pid = read_pid(&mut held);
+                // A daemon killed while it started a child (fork, then exec) leaves that
+                // child holding a copy of the lock until its exec, a moment later: a lock
+                // whose recorded process is gone is waited for, not reported as running.
+                if (pid != 0 && process_alive(pid)) || started.elapsed() >= ORPHAN_WAIT {
+                    return Err(PidfileError::Running { pid });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                file = held;
+            }
+            Err((_, errno)) => return Err(io(std::io::Error::from(errno))),
         }
-        Err((_, errno)) => return Err(io(std::io::Error::from(errno))),
     };
     lock.set_len(0).map_err(io)?;
     lock.rewind().map_err(io)?;
@@ -129,13 +147,17 @@ pub fn process_alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// The daemon running for `home`, if one holds the lock.
+/// The daemon running for `home`: one holds the lock and the process id it wrote runs
+/// (or is not written yet).
 pub fn running(home: &Path) -> Option<DaemonInfo> {
     let mut file = File::open(pidfile_path(home)).ok()?;
     let pid = read_pid(&mut file);
     match Flock::lock(file, FlockArg::LockSharedNonblock) {
         // Nobody holds it: no daemon (a crash left the file behind).
         Ok(_) => None,
+        // Held, but its daemon is gone: a child it forked as it died holds a copy for a
+        // moment (see [`acquire`]).
+        Err(_) if pid != 0 && !process_alive(pid) => None,
         Err(_) => {
             let info = std::fs::read(info_path(home))
                 .ok()

@@ -1011,16 +1011,12 @@ fn under_the_daemon_a_push_reaches_the_mirror_within_seconds() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let started = std::time::Instant::now();
+    // The interval is 1h: only on_push can explain the push arriving within the wait.
     common::wait_for_logged(
         "the push in the mirror",
         Duration::from_secs(15),
         &[&daemon],
         || (scene.mirror_refs().get("refs/heads/main") == Some(&pushed)).then_some(()),
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "the interval is 1h: only on_push can explain it"
     );
     scene.assert_clone_matches("after-push");
 }

@@ -5,7 +5,7 @@ use crate::common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{BIN, Env, find, wait_for};
 
@@ -102,6 +102,66 @@ fn both_units_pass_systemd_analyze_verify() {
     }
 }
 
+/// A daemon killed while it forked a child (a `git push` of a webhook job) leaves that
+/// child holding a copy of the pidfile's lock until its exec. A restart in that moment
+/// must wait for the lock, not exit "already running" for a process that is gone (seen in
+/// CI, where the restarted daemon of a webhook test exited and nothing ran after it).
+#[test]
+fn a_lock_held_for_a_dead_daemon_is_waited_for_not_reported_running() {
+    require("flock", "util-linux");
+    let env = Env::new();
+    env.remote_and_clone("proj", "root/proj");
+    let home = env.home("a");
+    env.config(
+        &home,
+        &format!(
+            "root: {}\npull:\n  interval: 1h\n",
+            env.path("root").display()
+        ),
+    );
+    // The pid of a process that has exited, as a killed daemon leaves in the file.
+    let mut gone = Command::new("true").spawn().expect("true");
+    let dead = gone.id();
+    gone.wait().expect("wait");
+    let pidfile = home.join(".gitsync/gitsync.pid");
+    std::fs::write(&pidfile, format!("{dead}\n")).expect("pidfile");
+    // The orphaned child: holds the lock for a moment, then lets go.
+    let mut holder = Command::new("flock")
+        .arg(&pidfile)
+        .args(["sleep", "1"])
+        .spawn()
+        .expect("flock");
+    wait_for("the holder's lock", WAIT, || {
+        let free = Command::new("flock")
+            .args(["-n", "-s"])
+            .arg(&pidfile)
+            .arg("true")
+            .status()
+            .expect("flock -n");
+        (!free.success()).then_some(())
+    });
+    let status = env.gitsync(&home, &["status"]);
+    assert!(
+        text(&status).contains("daemon: not running"),
+        "{}",
+        text(&status)
+    );
+    let mut daemon = env.spawn(&home, &[]);
+    let pid = daemon.child.id();
+    wait_for("the daemon to take the pidfile", WAIT, || {
+        if let Ok(Some(status)) = daemon.child.try_wait() {
+            panic!("the daemon exited ({status}):\n{}", daemon.log_text());
+        }
+        let text = std::fs::read_to_string(&pidfile).ok()?;
+        (text.trim() == pid.to_string()).then_some(())
+    });
+    holder.wait().expect("flock exits");
+    wait_for("the daemon ready", WAIT, || {
+        daemon.log_text().contains("ready").then_some(())
+    });
+    assert_eq!(daemon.stop(), Some(0), "{}", daemon.log_text());
+}
+
 #[test]
 fn run_daemon_takes_the_pidfile_refuses_a_second_and_stops() {
     let env = Env::new();
@@ -152,14 +212,8 @@ fn run_daemon_takes_the_pidfile_refuses_a_second_and_stops() {
         text(&status)
     );
 
-    let start = Instant::now();
     let stop = env.gitsync(&home, &["stop"]);
     assert!(stop.status.success(), "{}", text(&stop));
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "stop took {:?}",
-        start.elapsed()
-    );
     assert!(!pidfile.exists(), "pidfile removed");
     assert!(!alive(pid), "the daemon process is gone");
     let again = env.gitsync(&home, &["stop"]);

@@ -121,15 +121,11 @@ fn a_killed_host_shows_offline_after_its_heartbeat_window() {
     assert!(text.contains("CHECKED"), "{text}");
     daemon.child.kill().expect("SIGKILL");
     let _ = daemon.child.wait();
-    let start = Instant::now();
+    // The heartbeat is 1 s, so the window is seconds (the default is minutes): the wait's
+    // limit tells the two apart.
     common::wait_for("offline", Duration::from_secs(10), || {
         (host_state(&env).as_deref() == Some("offline")).then_some(())
     });
-    assert!(
-        start.elapsed() < Duration::from_secs(6),
-        "offline only after {:?}",
-        start.elapsed()
-    );
     let text = String::from_utf8_lossy(&env.gitsync(&home, &["status"]).stdout).to_string();
     assert!(text.contains("host host-a: offline for"), "{text}");
     assert!(text.contains("host-a (offline)"), "{text}");
