@@ -6,7 +6,13 @@
 //! configuration (a broken one is reported and the old one kept). SIGTERM or SIGINT stop
 //! it gracefully: nothing new starts, the git commands in flight finish (up to 30 s), and
 //! state files are only ever replaced whole. A second signal stops it at once.
+//!
+//! [`run`] is three parts: `start` (backend, heartbeat, the early [`component`]s, the
+//! watcher, the start-up update, the late components), the main loop (timers, watcher
+//! marks, rescans, reloads) and the stop. Everything beside the main loop is a
+//! [`component::Component`] running as named workers.
 
+pub mod component;
 pub mod handoff;
 pub mod identity;
 pub mod landed;
@@ -30,8 +36,9 @@ use crate::backend::{self, BackendError};
 use crate::config::Config;
 use crate::discover::{self, Repo};
 use crate::git::hooks;
+use crate::util::workers::{Ended, Workers};
+use component::Component;
 use publisher::Publisher;
-use receiver::Receiver;
 use registry::Registry;
 use syncer::Syncer;
 use watcher::{Dirty, RepoWatcher};
@@ -120,28 +127,52 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
-/// Pings systemd's watchdog at half its `WatchdogSec` for as long as the task runs.
-async fn watchdog() {
-    let mut usec = 0u64;
-    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
-        return;
-    }
-    let every = Duration::from_micros(usec / 2);
-    loop {
-        notify(&[sd_notify::NotifyState::Watchdog]);
-        tokio::time::sleep(every).await;
-    }
-}
-
 /// Runs the daemon until SIGTERM or SIGINT; SIGHUP re-reads the configuration with
-/// `reload`.
+/// `reload`. Three parts: [`start`], the main loop, and the stop.
 ///
 /// Errors: [`DaemonError`] when it cannot start; once running, failures are logged and
 /// the daemon carries on.
 pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
-    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut daemon = start(config).await?;
+    let in_flight = daemon.main_loop(&reload).await;
+    daemon.stop(in_flight).await;
+    Ok(())
+}
+
+/// The signals the daemon answers: SIGTERM and SIGINT stop it, SIGHUP reloads.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+/// The daemon once started: what its main loop drives and its stop ends.
+struct Running {
+    config: Config,
+    signals: Signals,
+    handle: component::Handle,
+    store: Arc<dyn backend::StateStore>,
+    dirty: Arc<Dirty>,
+    watcher: Option<RepoWatcher>,
+    reflogs: Arc<landed::Reflogs>,
+    beats: Arc<Heartbeat>,
+    workers: Workers,
+    socket: std::path::PathBuf,
+}
+
+/// Starts the daemon: the backend and this host's heartbeat (a hostname another live
+/// machine holds is refused), the hand-off socket and the early components, the watcher,
+/// the start-up update (every repository fetched and read), then the late components and
+/// the pushes spooled while the daemon was down. Tells systemd it is ready.
+///
+/// Errors: [`DaemonError`]: a pattern or backend that cannot be used, signal handlers,
+/// another daemon on the socket, a webhook section that cannot start, a hostname taken.
+async fn start(config: Config) -> Result<Running, DaemonError> {
+    let signals = Signals {
+        term: signal(SignalKind::terminate()).map_err(DaemonError::Signals)?,
+        int: signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?,
+        hup: signal(SignalKind::hangup()).map_err(DaemonError::Signals)?,
+    };
     let Setup {
         repos,
         syncer,
@@ -191,28 +222,18 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
         syncer.clone(),
         registry.clone(),
     ));
-    let mut background: JoinSet<()> = JoinSet::new();
-    background.spawn(watchdog());
+    let handle = component::Handle {
+        host: config.hostname.clone(),
+        bus: backend.bus.clone(),
+        syncer: syncer.clone(),
+        registry: registry.clone(),
+        publisher: publisher.clone(),
+    };
+    let mut workers = Workers::new();
     // The webhook intake before the start-up update, so that a forge's webhook is answered
     // (and queued) however long that update takes.
-    if let Some(hooks) = crate::webhook::Webhooks::from_config(&config)
-        .await
-        .map_err(DaemonError::Webhooks)?
-    {
-        crate::webhook::start(hooks, &mut background)
-            .await
-            .map_err(DaemonError::Webhooks)?;
-    }
-    if let Some(listener) = listener {
-        let (notices, mut incoming) = tokio::sync::mpsc::channel(256);
-        background.spawn(handoff::serve(listener, notices));
-        let publisher = publisher.clone();
-        background.spawn(async move {
-            while let Some(notice) = incoming.recv().await {
-                let publisher = publisher.clone();
-                tokio::spawn(async move { publisher.handle(notice, false).await });
-            }
-        });
+    for component in Component::early(&config, listener).await? {
+        component.start(&handle, &mut workers).await?;
     }
     if config.hooks_install {
         let hook_repos = repos.clone();
@@ -261,15 +282,6 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
         sd_notify::NotifyState::Status(&format!("{} repositories in sync", repos.len())),
     ]);
 
-    // Rows of this host that the daemon does not keep (a one-off `sync --root` of another
-    // folder, a repository removed while it was down) leave the store.
-    background.spawn(prune_rows(
-        backend.store.clone(),
-        syncer.clone(),
-        registry.clone(),
-        config.hostname.clone(),
-    ));
-
     // Pushes made while the daemon was down, then events the other machines sent meanwhile
     // (the bus kept them); the start-up update already fetched, so most are no-ops.
     for (path, notice) in handoff::spooled(&config.home) {
@@ -278,197 +290,271 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), DaemonError> {
             tracing::warn!(path = %path.display(), %err, "cannot remove spooled push");
         }
     }
-    let receiver = Arc::new(Receiver::new(
-        config.hostname.clone(),
-        backend.bus.clone(),
-        syncer.clone(),
-        registry.clone(),
-    ));
-    background.spawn(receiver.run());
-    syncer.set_deploy_triggers(crate::deploy::spawn_all(
-        crate::deploy::Deploy::all(&config),
-        &mut background,
-    ));
-    if !config.mirrors.is_empty() {
-        let triggers =
-            crate::mirror::spawn_all(crate::mirror::BucketMirror::all(&config), &mut background);
-        publisher.set_mirror_triggers(triggers);
+    for component in Component::late(&config) {
+        component.start(&handle, &mut workers).await?;
     }
-    background.spawn(retry_unsent(syncer.clone(), publisher.clone()));
-    if let Some(role) = config.partition.as_ref().and_then(|p| p.role) {
-        match crate::partition::Settings::from_config(&config) {
-            Ok(settings) => {
-                background.spawn(crate::partition::run_loop(settings, role));
-            }
-            Err(err) => tracing::error!(%err, "partition sync not started"),
-        }
-    }
+    Ok(Running {
+        config,
+        signals,
+        handle,
+        store: backend.store.clone(),
+        dirty,
+        watcher,
+        reflogs,
+        beats,
+        workers,
+        socket,
+    })
+}
 
-    // Clones added or removed under the root are found by watching its folders, and by
-    // the periodic rescan.
-    let root_changed = Arc::new(tokio::sync::Notify::new());
-    let root_watcher = match rescan::RootWatcher::start(root_changed.clone()) {
-        Ok(w) => {
-            let w = Arc::new(w);
-            let (follow, root, list) =
-                (w.clone(), config.root.clone(), config.repositories.clone());
-            let _ =
-                tokio::task::spawn_blocking(move || follow.follow(&root, list.as_deref())).await;
-            Some(w)
-        }
-        Err(err) => {
-            tracing::warn!(%err, "cannot watch the root; new clones are found by the periodic rescan");
-            None
-        }
-    };
-    let mut next_rescan = tokio::time::Instant::now() + config.pull.rescan;
-    // Whether the next rescan is one a folder event brought forward.
-    let mut root_moved = false;
-    let mut next_heartbeat = tokio::time::Instant::now() + config.pull.heartbeat;
-
-    let host = config.hostname.clone();
-    let lists = Lists {
-        registry: &registry,
-        watcher: watcher.as_ref(),
-        dirty: &dirty,
-        syncer: &syncer,
-        publisher: &publisher,
-        reflogs: &reflogs,
-        host: &host,
-    };
-    let mut config = config;
-    let mut lookup = Lookup::of(&registry.current());
-    let mut tasks: JoinSet<()> = JoinSet::new();
-    let full_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut next_full = tokio::time::Instant::now() + jittered(config.pull.interval);
-    let mut next_due: Option<Instant> = None;
-    loop {
-        let wake_at = next_due
-            .map(tokio::time::Instant::from_std)
-            .unwrap_or(next_full)
-            .min(next_full)
-            .min(next_rescan)
-            .min(next_heartbeat);
-        let mut reload_now = false;
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => reload_now = true,
-            _ = root_changed.notified() => {
-                next_rescan = next_rescan.min(tokio::time::Instant::now() + rescan::SETTLE);
-                root_moved = true;
+impl Running {
+    /// The main loop, until SIGTERM or SIGINT: the periodic full update (`pull.interval`,
+    /// jittered), the rescan of the root (`pull.rescan`, brought forward by folder events),
+    /// the heartbeat, the syncs of repositories the watcher marked, and SIGHUP's reload.
+    /// Returns the tasks still in flight.
+    async fn main_loop(&mut self, reload: &Reload) -> JoinSet<()> {
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        // Rows of this host that the daemon does not keep (a one-off `sync --root` of
+        // another folder, a repository removed while it was down) leave the store.
+        tasks.spawn(self.prune_rows());
+        // Clones added or removed under the root are found by watching its folders, and
+        // by the periodic rescan.
+        let root_changed = Arc::new(tokio::sync::Notify::new());
+        let root_watcher = match rescan::RootWatcher::start(root_changed.clone()) {
+            Ok(w) => {
+                let w = Arc::new(w);
+                self.follow_root(&w).await;
+                Some(w)
             }
-            _ = dirty.wake.notified() => {}
-            _ = tokio::time::sleep_until(wake_at) => {}
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-        }
-        if reload_now {
-            notify(&[sd_notify::NotifyState::Reloading]);
-            match reload() {
-                Err(err) => {
-                    tracing::error!("configuration not reloaded; the old one stays in force: {err}")
+            Err(err) => {
+                tracing::warn!(%err, "cannot watch the root; new clones are found by the periodic rescan");
+                None
+            }
+        };
+        let now = tokio::time::Instant::now;
+        let mut next_rescan = now() + self.config.pull.rescan;
+        // Whether the next rescan is one a folder event brought forward.
+        let mut root_moved = false;
+        let mut next_heartbeat = now() + self.config.pull.heartbeat;
+        let mut lookup = Lookup::of(&self.handle.registry.current());
+        let full_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut next_full = now() + jittered(self.config.pull.interval);
+        let mut next_due: Option<Instant> = None;
+        loop {
+            let wake_at = next_due
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or(next_full)
+                .min(next_full)
+                .min(next_rescan)
+                .min(next_heartbeat);
+            let mut reload_now = false;
+            tokio::select! {
+                _ = self.signals.term.recv() => break,
+                _ = self.signals.int.recv() => break,
+                _ = self.signals.hup.recv() => reload_now = true,
+                _ = root_changed.notified() => {
+                    next_rescan = next_rescan.min(now() + rescan::SETTLE);
+                    root_moved = true;
                 }
-                Ok(fresh) => {
-                    warn_restart_settings(&config, &fresh);
-                    if lists.resolve_and_apply(&fresh, "configuration", &mut tasks) {
-                        tracing::info!(repos = registry.current().len(), "configuration reloaded");
-                        if let Some(w) = root_watcher.clone() {
-                            let (root, list) = (fresh.root.clone(), fresh.repositories.clone());
-                            tokio::task::spawn_blocking(move || w.follow(&root, list.as_deref()));
-                        }
-                        if fresh.pull.interval != config.pull.interval {
-                            next_full = tokio::time::Instant::now() + jittered(fresh.pull.interval);
-                        }
-                        lookup = Lookup::of(&registry.current());
-                        config = Config {
-                            hostname: config.hostname.clone(),
-                            backend: config.backend,
-                            local: config.local.clone(),
-                            aws: config.aws.clone(),
-                            ..fresh
-                        };
+                _ = self.dirty.wake.notified() => {}
+                _ = tokio::time::sleep_until(wake_at) => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                Some(ended) = self.workers.ended(), if !self.workers.is_empty() => {
+                    match ended {
+                        Ended::Returned(name) => tracing::error!(worker = name, "a part of the daemon stopped; restart gitsync to start it again"),
+                        Ended::Failed(err) => tracing::error!(%err, "a part of the daemon failed; restart gitsync to start it again"),
                     }
                 }
             }
-            notify(&[sd_notify::NotifyState::Ready]);
-        }
-        if tokio::time::Instant::now() >= next_rescan {
-            next_rescan = tokio::time::Instant::now() + config.pull.rescan;
-            lists.resolve_and_apply(&config, "root", &mut tasks);
-            lookup = Lookup::of(&registry.current());
-            // The store is read on the periodic rescan only, not on every folder event.
-            if !std::mem::take(&mut root_moved) {
-                tasks.spawn(prune_rows(
-                    backend.store.clone(),
-                    syncer.clone(),
-                    registry.clone(),
-                    config.hostname.clone(),
-                ));
+            if reload_now {
+                notify(&[sd_notify::NotifyState::Reloading]);
+                match reload() {
+                    Err(err) => {
+                        tracing::error!(
+                            "configuration not reloaded; the old one stays in force: {err}"
+                        )
+                    }
+                    Ok(fresh) => {
+                        warn_restart_settings(&self.config, &fresh);
+                        if self.resolve_and_apply(&fresh, "configuration", &mut tasks) {
+                            tracing::info!(
+                                repos = self.handle.registry.current().len(),
+                                "configuration reloaded"
+                            );
+                            if fresh.pull.interval != self.config.pull.interval {
+                                next_full = now() + jittered(fresh.pull.interval);
+                            }
+                            lookup = Lookup::of(&self.handle.registry.current());
+                            self.config = Config {
+                                hostname: self.config.hostname.clone(),
+                                backend: self.config.backend,
+                                local: self.config.local.clone(),
+                                aws: self.config.aws.clone(),
+                                ..fresh
+                            };
+                            if let Some(w) = &root_watcher {
+                                self.follow_root(w).await;
+                            }
+                        }
+                    }
+                }
+                notify(&[sd_notify::NotifyState::Ready]);
             }
-            if let Some(w) = root_watcher.clone() {
-                let (root, list) = (config.root.clone(), config.repositories.clone());
-                let _ = tokio::task::spawn_blocking(move || w.follow(&root, list.as_deref())).await;
+            if now() >= next_rescan {
+                next_rescan = now() + self.config.pull.rescan;
+                self.resolve_and_apply(&self.config, "root", &mut tasks);
+                lookup = Lookup::of(&self.handle.registry.current());
+                // The store is read on the periodic rescan only, not on every folder event.
+                if !std::mem::take(&mut root_moved) {
+                    tasks.spawn(self.prune_rows());
+                }
+                if let Some(w) = &root_watcher {
+                    self.follow_root(w).await;
+                }
+            }
+            if now() >= next_heartbeat {
+                next_heartbeat = now() + self.config.pull.heartbeat;
+                let beats = self.beats.clone();
+                tasks.spawn(async move { beats.beat().await });
+            }
+            if now() >= next_full {
+                next_full = now() + jittered(self.config.pull.interval);
+                let watching = self.watcher.as_ref().is_some_and(RepoWatcher::is_complete);
+                self.handle.syncer.set_watching(watching);
+                if !full_running.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    let running = full_running.clone();
+                    let syncer = self.handle.syncer.clone();
+                    let repos = self.handle.registry.current();
+                    let beats = self.beats.clone();
+                    tasks.spawn(async move {
+                        let outcomes = syncer.sync_all(&repos, true).await;
+                        beats.checked_now();
+                        let failed = outcomes.iter().filter(|o| !o.ok).count();
+                        tracing::info!(repos = repos.len(), failed, "periodic update done");
+                        running.store(false, std::sync::atomic::Ordering::SeqCst);
+                    });
+                }
+            }
+            let (due, next) = self.dirty.take_due(Instant::now(), |name| {
+                lookup
+                    .git_dirs
+                    .get(name)
+                    .is_some_and(|dir| dir.join("index.lock").exists())
+            });
+            next_due = next;
+            for name in due {
+                if let Some(repo) = lookup.by_name.get(&name).cloned() {
+                    tasks.spawn(self.sync_marked(repo));
+                }
             }
         }
-        if tokio::time::Instant::now() >= next_heartbeat {
-            next_heartbeat = tokio::time::Instant::now() + config.pull.heartbeat;
-            let beats = beats.clone();
-            tasks.spawn(async move { beats.beat().await });
+        tasks
+    }
+
+    /// Stops: nothing new starts, the work in flight finishes (up to 30 s, or until a
+    /// second signal), the workers are aborted and the hand-off socket removed.
+    async fn stop(mut self, mut in_flight: JoinSet<()>) {
+        tracing::info!("stopping: waiting for work in flight");
+        notify(&[sd_notify::NotifyState::Stopping]);
+        let drained = async { while in_flight.join_next().await.is_some() {} };
+        tokio::select! {
+            _ = drained => tracing::info!("stopped"),
+            _ = tokio::time::sleep(STOP_GRACE) => tracing::warn!("stopped with work still in flight"),
+            _ = self.signals.term.recv() => tracing::warn!("second signal: stopping now"),
+            _ = self.signals.int.recv() => tracing::warn!("second signal: stopping now"),
         }
-        if tokio::time::Instant::now() >= next_full {
-            next_full = tokio::time::Instant::now() + jittered(config.pull.interval);
-            syncer.set_watching(watcher.as_ref().is_some_and(RepoWatcher::is_complete));
-            if !full_running.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                let running = full_running.clone();
-                let syncer = syncer.clone();
-                let repos = registry.current();
-                let beats = beats.clone();
-                tasks.spawn(async move {
-                    let outcomes = syncer.sync_all(&repos, true).await;
-                    beats.checked_now();
-                    let failed = outcomes.iter().filter(|o| !o.ok).count();
-                    tracing::info!(repos = repos.len(), failed, "periodic update done");
-                    running.store(false, std::sync::atomic::Ordering::SeqCst);
-                });
-            }
-        }
-        let (due, next) = dirty.take_due(Instant::now(), |name| {
-            lookup
-                .git_dirs
-                .get(name)
-                .is_some_and(|dir| dir.join("index.lock").exists())
-        });
-        next_due = next;
-        for name in due {
-            if let Some(repo) = lookup.by_name.get(&name).cloned() {
-                let (syncer, publisher, reflogs) =
-                    (syncer.clone(), publisher.clone(), reflogs.clone());
-                let host = config.hostname.clone();
-                tasks.spawn(async move {
-                    // A push made where no hook ran is still seen: published first, as
-                    // the other machines wait for it.
-                    reflogs.publish_new(&repo, &publisher, &host).await;
-                    syncer.sync(&repo, false).await;
-                });
-            }
+        self.workers.abort_all();
+        if let Err(err) = std::fs::remove_file(&self.socket) {
+            tracing::debug!(socket = %self.socket.display(), %err, "cannot remove socket");
         }
     }
 
-    tracing::info!("stopping: waiting for work in flight");
-    notify(&[sd_notify::NotifyState::Stopping]);
-    let drained = async { while tasks.join_next().await.is_some() {} };
-    tokio::select! {
-        _ = drained => tracing::info!("stopped"),
-        _ = tokio::time::sleep(STOP_GRACE) => tracing::warn!("stopped with work still in flight"),
-        _ = term.recv() => tracing::warn!("second signal: stopping now"),
-        _ = int.recv() => tracing::warn!("second signal: stopping now"),
+    /// A sync of a repository the watcher marked. A push made where no hook ran is still
+    /// seen: published first, as the other machines wait for it.
+    fn sync_marked(&self, repo: Repo) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (syncer, publisher, reflogs) = (
+            self.handle.syncer.clone(),
+            self.handle.publisher.clone(),
+            self.reflogs.clone(),
+        );
+        let host = self.config.hostname.clone();
+        async move {
+            reflogs.publish_new(&repo, &publisher, &host).await;
+            syncer.sync(&repo, false).await;
+        }
     }
-    background.abort_all();
-    if let Err(err) = std::fs::remove_file(&socket) {
-        tracing::debug!(socket = %socket.display(), %err, "cannot remove socket");
+
+    /// Removes this host's rows for repositories the daemon does not keep (see
+    /// [`prune_rows`]).
+    fn prune_rows(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        prune_rows(
+            self.store.clone(),
+            self.handle.syncer.clone(),
+            self.handle.registry.clone(),
+            self.config.hostname.clone(),
+        )
     }
-    drop(watcher);
-    Ok(())
+
+    /// Points the root's folder watcher at the configured root and list.
+    async fn follow_root(&self, watcher: &Arc<rescan::RootWatcher>) {
+        let (w, root, list) = (
+            watcher.clone(),
+            self.config.root.clone(),
+            self.config.repositories.clone(),
+        );
+        let _ = tokio::task::spawn_blocking(move || w.follow(&root, list.as_deref())).await;
+    }
+
+    /// Resolves `config`'s repository list and applies it: repositories added are watched,
+    /// get the hook (`hooks.install`) and are synced; those removed stop being watched and
+    /// their rows leave the store. `why` (`configuration` or `root`) goes to the log.
+    /// Returns false when the list cannot be resolved (the old one stays).
+    fn resolve_and_apply(&self, config: &Config, why: &str, tasks: &mut JoinSet<()>) -> bool {
+        let repos = match discover::resolve(&config.root, config.repositories.as_deref()) {
+            Ok(repos) => repos,
+            Err(err) => {
+                tracing::error!(%err, "repository list not changed; the old one stays in force");
+                return false;
+            }
+        };
+        let (added, removed) = self.handle.registry.replace(repos);
+        for repo in removed {
+            if let Some(watcher) = &self.watcher {
+                watcher.remove(&repo);
+            }
+            self.dirty.forget(&repo.name);
+            tracing::info!(repo = %repo.name, from = why, "repository gone; its row leaves the store");
+            let syncer = self.handle.syncer.clone();
+            tasks.spawn(async move {
+                if let Err(err) = syncer.drop_repo(&repo.name).await {
+                    tracing::warn!(repo = %repo.name, %err, "cannot remove the row of a repository that is gone; `gitsync forget` removes it");
+                }
+            });
+        }
+        for repo in &added {
+            self.handle.syncer.adopt(&repo.name);
+            if let Some(watcher) = &self.watcher {
+                watcher.add(repo);
+            }
+            tracing::info!(repo = %repo.name, from = why, "repository added");
+        }
+        if config.hooks_install && !added.is_empty() {
+            install_hooks(&added);
+        }
+        for repo in added {
+            let (syncer, publisher, reflogs) = (
+                self.handle.syncer.clone(),
+                self.handle.publisher.clone(),
+                self.reflogs.clone(),
+            );
+            let host = self.config.hostname.clone();
+            tasks.spawn(async move {
+                syncer.sync(&repo, true).await;
+                reflogs.publish_new(&repo, &publisher, &host).await;
+            });
+        }
+        true
+    }
 }
 
 /// This host's liveness record, written at start-up and every `pull.heartbeat`.
@@ -586,94 +672,6 @@ fn warn_restart_settings(old: &Config, fresh: &Config) {
                 setting = what,
                 "changed in the configuration; takes effect at the next restart"
             );
-        }
-    }
-}
-
-/// What changes when the repository list changes (a reload, or a clone added or removed
-/// under the root).
-struct Lists<'a> {
-    registry: &'a Registry,
-    watcher: Option<&'a RepoWatcher>,
-    dirty: &'a Arc<Dirty>,
-    syncer: &'a Arc<Syncer>,
-    publisher: &'a Arc<Publisher>,
-    reflogs: &'a Arc<landed::Reflogs>,
-    host: &'a str,
-}
-
-impl Lists<'_> {
-    /// Resolves `config`'s repository list and applies it: repositories added are watched,
-    /// get the hook (`hooks.install`) and are synced; those removed stop being watched and
-    /// their rows leave the store. `why` (`configuration` or `root`) goes to the log.
-    /// Returns false when the list cannot be resolved (the old one stays).
-    fn resolve_and_apply(&self, config: &Config, why: &str, tasks: &mut JoinSet<()>) -> bool {
-        let repos = match discover::resolve(&config.root, config.repositories.as_deref()) {
-            Ok(repos) => repos,
-            Err(err) => {
-                tracing::error!(%err, "repository list not changed; the old one stays in force");
-                return false;
-            }
-        };
-        let (added, removed) = self.registry.replace(repos);
-        for repo in removed {
-            if let Some(watcher) = self.watcher {
-                watcher.remove(&repo);
-            }
-            self.dirty.forget(&repo.name);
-            tracing::info!(repo = %repo.name, from = why, "repository gone; its row leaves the store");
-            let syncer = self.syncer.clone();
-            tasks.spawn(async move {
-                if let Err(err) = syncer.drop_repo(&repo.name).await {
-                    tracing::warn!(repo = %repo.name, %err, "cannot remove the row of a repository that is gone; `gitsync forget` removes it");
-                }
-            });
-        }
-        for repo in &added {
-            self.syncer.adopt(&repo.name);
-            if let Some(watcher) = self.watcher {
-                watcher.add(repo);
-            }
-            tracing::info!(repo = %repo.name, from = why, "repository added");
-        }
-        if config.hooks_install && !added.is_empty() {
-            install_hooks(&added);
-        }
-        for repo in added {
-            let (syncer, publisher, reflogs) = (
-                self.syncer.clone(),
-                self.publisher.clone(),
-                self.reflogs.clone(),
-            );
-            let host = self.host.to_string();
-            tasks.spawn(async move {
-                syncer.sync(&repo, true).await;
-                reflogs.publish_new(&repo, &publisher, &host).await;
-            });
-        }
-        true
-    }
-}
-
-/// Retries, with capped and jittered backoff (1 s doubling to 60 s), the states and
-/// pushes that the backend could not take, so that the latest ones are published as soon
-/// as it answers again.
-async fn retry_unsent(syncer: Arc<Syncer>, publisher: Arc<Publisher>) {
-    let mut backoff =
-        crate::util::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-    loop {
-        tokio::time::sleep(crate::util::backoff::Backoff::jittered(backoff.ceiling())).await;
-        if !syncer.has_unsent() && !publisher.has_pending() {
-            backoff.reset();
-            continue;
-        }
-        let states = syncer.flush_unsent().await;
-        let pushes = publisher.flush_pending().await;
-        if states && pushes {
-            backoff.reset();
-        } else {
-            // The next sleep is twice as long (capped).
-            let _ = backoff.failed();
         }
     }
 }

@@ -673,7 +673,10 @@ impl UpdateTriggers {
 /// branch's tip differs from what the targets were last shipped, looking when the daemon
 /// sees the repository's HEAD move ([`UpdateTriggers`]) and at least every 30 s (a failed
 /// ship is retried after 30 s), unless a rollback pinned the deploy. Returns the triggers.
-pub fn spawn_all(deploys: Vec<Deploy>, tasks: &mut tokio::task::JoinSet<()>) -> UpdateTriggers {
+pub fn spawn_all(
+    deploys: Vec<Deploy>,
+    tasks: &mut crate::util::workers::Workers,
+) -> UpdateTriggers {
     let mut entries = Vec::new();
     for deploy in deploys.into_iter().filter(|d| d.spec.on_update) {
         let notify = Arc::new(tokio::sync::Notify::new());
@@ -682,7 +685,7 @@ pub fn spawn_all(deploys: Vec<Deploy>, tasks: &mut tokio::task::JoinSet<()>) -> 
             .canonicalize()
             .unwrap_or_else(|_| deploy.repo.clone());
         entries.push((repo, notify.clone()));
-        tasks.spawn(async move {
+        tasks.spawn("deploy", async move {
             let mut last_try: Option<(String, std::time::Instant)> = None;
             // A corrupt state is said once, not every 2 s.
             let mut said_corrupt = false;

@@ -204,14 +204,17 @@ pub(crate) fn same_source(url: &str) -> String {
 
 /// Starts one task per mirror under the daemon: a run at start-up, then every interval,
 /// and on push when `on_push` is set. Returns the triggers the push path calls.
-pub fn spawn_all(mirrors: Vec<BucketMirror>, tasks: &mut tokio::task::JoinSet<()>) -> PushTriggers {
+pub fn spawn_all(
+    mirrors: Vec<BucketMirror>,
+    tasks: &mut crate::util::workers::Workers,
+) -> PushTriggers {
     let mut entries = Vec::new();
     for mirror in mirrors {
         let notify = Arc::new(Notify::new());
         if mirror.spec.on_push {
             entries.push((same_source(&mirror.spec.source), notify.clone()));
         }
-        tasks.spawn(async move {
+        tasks.spawn("bucket mirror", async move {
             loop {
                 let outcome = mirror.run_once(false).await;
                 log_outcome(&outcome);

@@ -2,7 +2,7 @@
 //! atuin-common and jj's `*_util.rs`): files written atomically and JSON state files
 //! ([`fs`]), credentials kept out of text ([`redact`]), the AWS SDK's set-up and errors in
 //! one line ([`aws`]), one retry rhythm ([`backoff`]), one way to start a child process
-//! ([`child`]), and words for people ([`words`]).
+//! ([`child`]), named long-running tasks ([`workers`]), and words for people ([`words`]).
 //!
 //! The layer rule, checked by a test in `src/lib.rs`: `cli` -> `daemon` -> features
 //! (`partition`, `mirror`, `webhook`, `deploy`) -> services (`git`, `backend`, `store`,
@@ -15,3 +15,4 @@ pub mod child;
 pub mod fs;
 pub mod redact;
 pub mod words;
+pub mod workers;

@@ -249,14 +249,14 @@ impl Webhooks {
 /// Errors: the listen address cannot be bound, or TLS files cannot be read.
 pub async fn start(
     hooks: Arc<Webhooks>,
-    tasks: &mut tokio::task::JoinSet<()>,
+    tasks: &mut crate::util::workers::Workers,
 ) -> Result<(), String> {
     if hooks.config.worker.unwrap_or(true) {
         worker::spawn(hooks.clone(), tasks);
     }
     if hooks.config.intake.unwrap_or(true) {
         let server = intake::bind(hooks.clone()).await?;
-        tasks.spawn(server);
+        tasks.spawn("webhook intake", server);
     }
     Ok(())
 }

@@ -105,18 +105,21 @@ fn backoff() -> Backoff {
 }
 
 /// Starts the workers of this host.
-pub fn spawn(hooks: Arc<Webhooks>, tasks: &mut tokio::task::JoinSet<()>) {
+pub fn spawn(hooks: Arc<Webhooks>, tasks: &mut crate::util::workers::Workers) {
     match &hooks.queue {
         Queue::Local { wake, .. } => {
             for (name, mirror) in &hooks.mirrors {
                 let Some(notify) = wake.get(name).cloned() else {
                     continue;
                 };
-                tasks.spawn(local_worker(hooks.clone(), mirror.clone(), notify));
+                tasks.spawn(
+                    "webhook worker",
+                    local_worker(hooks.clone(), mirror.clone(), notify),
+                );
             }
         }
         Queue::Sqs { .. } => {
-            tasks.spawn(sqs_worker(hooks.clone()));
+            tasks.spawn("webhook queue worker", sqs_worker(hooks.clone()));
         }
     }
 }
