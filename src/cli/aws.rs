@@ -70,13 +70,13 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
             let queue = webhooks.sqs_queue.clone().unwrap_or_default();
             let step = setup::ensure_webhook_queue(&sdk, &queue)
                 .await
-                .map_err(|e| CliError::Failed(e.to_string()))?;
+                .map_err(CliError::failed)?;
             println!("{}: {}", step.resource, describe(step.action));
             Ok(ExitCode::SUCCESS)
         });
     }
     let Some(aws_config) = config.aws.as_ref() else {
-        return Err(CliError::Failed(format!(
+        return Err(CliError::failed(format!(
             "{}: no `aws` section; add one (see the README's AWS set-up) first",
             config.file.as_ref().map_or_else(
                 || "the configuration".to_string(),
@@ -92,14 +92,14 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
             Action::Setup { write_config } => {
                 let report = setup::setup(&sdk, &names)
                     .await
-                    .map_err(|e| CliError::Failed(e.to_string()))?;
+                    .map_err(CliError::failed)?;
                 let mut steps = report.steps.clone();
                 if let Some(webhooks) = &webhook_queue {
                     let queue = webhooks.sqs_queue.clone().unwrap_or_default();
                     steps.push(
                         setup::ensure_webhook_queue(&sdk, &queue)
                             .await
-                            .map_err(|e| CliError::Failed(e.to_string()))?,
+                            .map_err(CliError::failed)?,
                     );
                 }
                 for step in &steps {
@@ -122,7 +122,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                 }
                 if write_config {
                     let file = config.file.clone().ok_or_else(|| {
-                        CliError::Failed("no config file to write into: `gitsync init` writes one".to_string())
+                        CliError::failed("no config file to write into: `gitsync init` writes one".to_string())
                     })?;
                     write_aws_lines(&file, &block)?;
                     println!("\n{}: backend and aws lines written (the old file is {}.bak)", file.display(), file.display());
@@ -135,13 +135,13 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
             Action::Teardown { forget } => {
                 let steps = setup::teardown(&sdk, &names)
                     .await
-                    .map_err(|e| CliError::Failed(e.to_string()))?;
+                    .map_err(CliError::failed)?;
                 for step in &steps {
                     println!("{}: {}", step.resource, describe(step.action));
                 }
                 let store = crate::backend::open_store(&config)
                     .await
-                    .map_err(|e| CliError::Failed(e.to_string()))?;
+                    .map_err(CliError::failed)?;
                 let rows = store
                     .list(Some(&config.hostname))
                     .await
@@ -159,7 +159,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                     let n = store
                         .forget(host, None)
                         .await
-                        .map_err(|e| CliError::Failed(format!("cannot forget {host}: {e}")))?;
+                        .map_err(|e| CliError::failed(format!("cannot forget {host}: {e}")))?;
                     println!("{host}: {n} row{} forgotten, and its heartbeat", if n == 1 { "" } else { "s" });
                 } else if rows > 0 {
                     println!(
@@ -186,7 +186,7 @@ fn ask(question: &str) -> bool {
 /// keeps the old one as `<file>.bak`.
 fn write_aws_lines(file: &std::path::Path, block: &str) -> Result<(), CliError> {
     let fail = |what: &str, e: &dyn std::fmt::Display| {
-        CliError::Failed(format!("{}: {what}: {e}", file.display()))
+        CliError::failed(format!("{}: {what}: {e}", file.display()))
     };
     let text = std::fs::read_to_string(file).map_err(|e| fail("cannot read", &e))?;
     let edited = crate::config::edit::replace_top_level(&text, "aws", block);
@@ -198,7 +198,7 @@ fn write_aws_lines(file: &std::path::Path, block: &str) -> Result<(), CliError> 
         .map_err(|e| fail("cannot write", &e))?;
     std::io::Write::write_all(&mut tmp, edited.as_bytes()).map_err(|e| fail("cannot write", &e))?;
     crate::config::load(tmp.path(), true, None, false).map_err(|e| {
-        CliError::Failed(format!(
+        CliError::failed(format!(
             "the edited configuration would not load, nothing written:\n{e}"
         ))
     })?;

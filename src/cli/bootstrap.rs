@@ -233,14 +233,14 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
             let store = crate::backend::open_store(&config).await?;
             store.list(None).await
         })
-        .map_err(|e| CliError::Failed(format!("cannot read states: {e}")))?;
+        .map_err(|e| CliError::failed(format!("cannot read states: {e}")))?;
     if let Some(from) = &args.from
         && !states.iter().any(|s| &s.host == from)
     {
         let mut hosts: Vec<&str> = states.iter().map(|s| s.host.as_str()).collect();
         hosts.sort();
         hosts.dedup();
-        return Err(CliError::Usage(format!(
+        return Err(CliError::usage(format!(
             "no host {from:?} in the store; it knows: {}",
             if hosts.is_empty() {
                 "none yet".to_string()

@@ -58,7 +58,7 @@ pub enum Action {
 
 fn chosen(all: Vec<Deploy>, name: Option<&str>) -> Result<Vec<Deploy>, CliError> {
     if all.is_empty() {
-        return Err(CliError::Usage(
+        return Err(CliError::usage(
             "the configuration has no `deploy` section (see the README's Tree deploy)".to_string(),
         ));
     }
@@ -68,7 +68,7 @@ fn chosen(all: Vec<Deploy>, name: Option<&str>) -> Result<Vec<Deploy>, CliError>
             let known: Vec<String> = all.iter().map(|d| d.spec.name.clone()).collect();
             let picked: Vec<Deploy> = all.into_iter().filter(|d| d.spec.name == n).collect();
             if picked.is_empty() {
-                return Err(CliError::Usage(format!(
+                return Err(CliError::usage(format!(
                     "no deploy named {n:?}; the configuration has: {}",
                     known.join(", ")
                 )));
@@ -89,7 +89,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     match &args.action {
         None => {
             for d in chosen(all, args.name.as_deref())? {
-                d.targets(&args.targets).map_err(CliError::Usage)?;
+                d.targets(&args.targets).map_err(CliError::usage)?;
                 let opts = ShipOptions {
                     targets: args.targets.clone(),
                     rev: args.rev.clone(),
@@ -130,7 +130,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
             for d in chosen(all, name.as_deref())? {
                 let results = runtime
                     .block_on(d.verify(targets))
-                    .map_err(CliError::Failed)?;
+                    .map_err(CliError::failed)?;
                 for (target, result) in results {
                     let line = match result {
                         Ok(Check::InSync) => "in sync".to_string(),
@@ -165,7 +165,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
             for d in chosen(all, Some(name))? {
                 let results = runtime
                     .block_on(d.rollback(targets))
-                    .map_err(CliError::Usage)?;
+                    .map_err(CliError::usage)?;
                 for (target, result) in results {
                     match result {
                         Ok((from, to)) => println!(
@@ -184,7 +184,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         }
         Some(Action::Status) => {
             for d in chosen(all, None)? {
-                let state = d.state().map_err(CliError::Failed)?;
+                let state = d.state().map_err(CliError::failed)?;
                 println!(
                     "{}: scan: {}{}",
                     d.spec.name,

@@ -21,7 +21,7 @@ pub struct Args {
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let _guard = crate::logging::init_cli();
     if args.repos.is_empty() && args.host.is_none() {
-        return Err(CliError::Usage(
+        return Err(CliError::usage(
             "name the repositories to forget (`gitsync forget work/api`), or a host (`gitsync forget --host old-laptop`)"
                 .to_string(),
         ));
@@ -32,12 +32,15 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     runtime.block_on(async {
         let store = crate::backend::open_store(&config)
             .await
-            .map_err(|e| CliError::Failed(format!("cannot open the store: {e}")))?;
+            .map_err(|e| {
+                CliError::failed(format!("cannot open the store: {e}"))
+                    .hinted("`gitsync doctor` checks the backend and says what to do")
+            })?;
         if args.repos.is_empty() {
             let n = store
                 .forget(&host, None)
                 .await
-                .map_err(|e| CliError::Failed(format!("cannot forget host {host}: {e}")))?;
+                .map_err(|e| CliError::failed(format!("cannot forget host {host}: {e}")))?;
             println!(
                 "{host}: {n} row{} forgotten, and its heartbeat",
                 if n == 1 { "" } else { "s" }
@@ -47,7 +50,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                 let n = store
                     .forget(&host, Some(repo))
                     .await
-                    .map_err(|e| CliError::Failed(format!("cannot forget {repo}: {e}")))?;
+                    .map_err(|e| CliError::failed(format!("cannot forget {repo}: {e}")))?;
                 if n == 0 {
                     println!("{repo} ({host}): not in the store");
                 } else {

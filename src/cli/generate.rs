@@ -36,7 +36,7 @@ pub enum What {
 const MAN_EXTRA: &str = include_str!("man.roff");
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
-    move |e| CliError::Failed(format!("{}: {e}", path.display()))
+    move |e| CliError::failed(format!("{}: {e}", path.display()))
 }
 
 /// Writes the files. Exit code 0, or 1 when a file cannot be written.

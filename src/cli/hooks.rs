@@ -64,7 +64,7 @@ fn select(all: &[Repo], wanted: &[String]) -> Result<Vec<Repo>, CliError> {
             continue;
         }
         let path = std::fs::canonicalize(Path::new(name))
-            .map_err(|e| CliError::Usage(format!("{name}: not a configured repository ({e})")))?;
+            .map_err(|e| CliError::usage(format!("{name}: not a configured repository ({e})")))?;
         let found = all
             .iter()
             .find(|r| std::fs::canonicalize(&r.path).is_ok_and(|p| p == path));
@@ -74,7 +74,7 @@ fn select(all: &[Repo], wanted: &[String]) -> Result<Vec<Repo>, CliError> {
                 name: name.clone(),
                 path,
             }),
-            None => return Err(CliError::Usage(format!("{name}: not a git repository"))),
+            None => return Err(CliError::usage(format!("{name}: not a git repository"))),
         }
     }
     Ok(out)
@@ -86,7 +86,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let _guard = crate::logging::init_cli();
     let config = super::load_config(cli, args.root.as_deref(), true)?;
     let all = discover::resolve(&config.root, config.repositories.as_deref())
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+        .map_err(CliError::failed)?;
     let (Action::Install { repos, .. }
     | Action::Uninstall { repos, .. }
     | Action::Status { repos }) = &args.action;
@@ -96,7 +96,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     );
     let repos = select(&all, repos)?;
     let binary = std::env::current_exe()
-        .map_err(|e| CliError::Failed(format!("cannot tell where gitsync is: {e}")))?;
+        .map_err(|e| CliError::failed(format!("cannot tell where gitsync is: {e}")))?;
     let mut failed = false;
     for repo in &repos {
         let place = match hooks::placement(&repo.path) {

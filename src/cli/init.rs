@@ -22,24 +22,24 @@ pub struct Args {
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let path = config::default_path(cli.config.as_deref());
     if path.exists() && !args.force {
-        return Err(CliError::Failed(format!(
-            "{} exists already; pass --force to replace it",
-            path.display()
-        )));
+        return Err(
+            CliError::failed(format!("{} exists already", path.display()))
+                .hinted("pass --force to replace it"),
+        );
     }
     let mut text = config::EXAMPLE.to_string();
     if let Some(root) = &args.root {
         let root = std::path::absolute(root).unwrap_or_else(|_| root.clone());
-        let quoted = serde_json::to_string(&root.display().to_string())
-            .map_err(|e| CliError::Failed(e.to_string()))?;
+        let quoted =
+            serde_json::to_string(&root.display().to_string()).map_err(CliError::failed)?;
         text = text.replacen("root: ~/src", &format!("root: {quoted}"), 1);
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
-            .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", dir.display())))?;
+            .map_err(|e| CliError::failed(format!("cannot create {}: {e}", dir.display())))?;
     }
     std::fs::write(&path, text)
-        .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?;
+        .map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display())))?;
     println!("wrote {}", path.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -89,7 +89,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let (mirrors, once, dry_run) = match &args.action {
         None => {
             if args.source.is_empty() || args.source.len() != args.target.len() {
-                return Err(CliError::Usage(
+                return Err(CliError::usage(
                     "give --source URL --target URL pairs (as many --target as --source), or `gitsync mirror run`"
                         .to_string(),
                 ));
@@ -99,7 +99,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                 .iter()
                 .find(|t| !(t.starts_with("s3://") || t.starts_with("file:///")))
             {
-                return Err(CliError::Usage(format!(
+                return Err(CliError::usage(format!(
                     "--target {bad:?}: use s3://bucket/prefix or file:///path"
                 )));
             }
@@ -122,7 +122,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         }) => {
             let all = BucketMirror::all(&config);
             if all.is_empty() {
-                return Err(CliError::Usage(
+                return Err(CliError::usage(
                     "the configuration has no `mirrors`; add one (see `gitsync init`), or use `gitsync mirror --source URL --target URL`".to_string(),
                 ));
             }
@@ -131,7 +131,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                 .find(|n| !all.iter().any(|m| &m.spec.name == *n))
             {
                 let known: Vec<&str> = all.iter().map(|m| m.spec.name.as_str()).collect();
-                return Err(CliError::Usage(format!(
+                return Err(CliError::usage(format!(
                     "no mirror named {unknown:?}; the configuration has: {}",
                     known.join(", ")
                 )));

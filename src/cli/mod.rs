@@ -94,25 +94,89 @@ pub enum Command {
     FastForwardHelper(fast_forward::Args),
 }
 
-/// A failed command and the exit code it maps to.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// Exit code 2.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// Exit code 1.
-    #[error("{0}")]
-    Failed(String),
-    /// Exit code 2: the command line asks for something that cannot be done.
-    #[error("{0}")]
-    Usage(String),
+/// What kind of failure a [`CliError`] is; it decides the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The command could not do its work (exit code 1).
+    Failed,
+    /// The command line asks for something that cannot be done (exit code 2).
+    Usage,
+    /// The configuration is invalid (exit code 2).
+    Config,
+}
+
+/// A failed command, in jj's shape (`CommandError { kind, error, hints }`): what kind of
+/// failure it is (the exit code), the error itself with its typed source, and hints that
+/// say what to do, printed after it as `hint: ...` lines.
+#[derive(Debug)]
+pub struct CliError {
+    kind: ErrorKind,
+    error: Box<dyn std::error::Error + Send + Sync>,
+    hints: Vec<String>,
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for CliError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.error.as_ref())
+    }
 }
 
 impl CliError {
+    /// A command that could not do its work: `error` is a typed error or a message
+    /// (`String`, `&str`). Exit code 1.
+    pub fn failed(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> CliError {
+        CliError {
+            kind: ErrorKind::Failed,
+            error: error.into(),
+            hints: Vec::new(),
+        }
+    }
+
+    /// A command line that asks for something that cannot be done. Exit code 2.
+    pub fn usage(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> CliError {
+        CliError {
+            kind: ErrorKind::Usage,
+            error: error.into(),
+            hints: Vec::new(),
+        }
+    }
+
+    /// The same error with one more hint: a sentence that says what to do.
+    pub fn hinted(mut self, hint: impl Into<String>) -> CliError {
+        self.hints.push(hint.into());
+        self
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Its hints, in the order they were added.
+    pub fn hints(&self) -> &[String] {
+        &self.hints
+    }
+
     fn code(&self) -> u8 {
-        match self {
-            CliError::Config(_) | CliError::Usage(_) => 2,
-            CliError::Failed(_) => 1,
+        match self.kind {
+            ErrorKind::Config | ErrorKind::Usage => 2,
+            ErrorKind::Failed => 1,
+        }
+    }
+}
+
+impl From<ConfigError> for CliError {
+    fn from(error: ConfigError) -> CliError {
+        CliError {
+            kind: ErrorKind::Config,
+            error: Box::new(error),
+            hints: vec!["`gitsync init` writes a commented example configuration".to_string()],
         }
     }
 }
@@ -192,8 +256,8 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("gitsync: {err}");
-            if let CliError::Config(_) = err {
-                eprintln!("hint: `gitsync init` writes a commented example configuration");
+            for hint in err.hints() {
+                eprintln!("hint: {hint}");
             }
             ExitCode::from(err.code())
         }
@@ -206,5 +270,5 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))
+        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))
 }

@@ -77,8 +77,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         let dir = dir
             .clone()
             .unwrap_or_else(|| crate::config::gitsync_home().join("partition/keys"));
-        let (recipient, public) =
-            partition::crypto::keygen(&dir).map_err(|e| CliError::Failed(e.to_string()))?;
+        let (recipient, public) = partition::crypto::keygen(&dir).map_err(CliError::failed)?;
         println!(
             "wrote {}/identity.age, recipient.txt, signing.key, signing.pub",
             dir.display()
@@ -88,7 +87,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         return Ok(ExitCode::SUCCESS);
     }
     let config = super::load_config(cli, None, false)?;
-    let settings = Settings::from_config(&config).map_err(|e| CliError::Failed(e.to_string()))?;
+    let settings = Settings::from_config(&config).map_err(CliError::failed)?;
     let (round, compact, producing) = match &args.action {
         Action::Produce { round, compact } => (round.clone(), *compact, true),
         Action::Consume { round } => (round.clone(), false, false),
@@ -98,7 +97,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     runtime.block_on(async {
         let store = crate::store::open(&settings.store, &settings.s3)
             .await
-            .map_err(|e| CliError::Failed(e.to_string()))?;
+            .map_err(CliError::failed)?;
         let interval = round.interval.unwrap_or(settings.interval);
         loop {
             let spinner = super::progress::Progress::spinner(if producing {

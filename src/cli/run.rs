@@ -39,10 +39,10 @@ pub enum LogFormat {
 /// repositories get the user's usual permissions.
 fn detach(home: &std::path::Path) -> Result<(), CliError> {
     std::fs::create_dir_all(home)
-        .map_err(|e| CliError::Failed(format!("{}: {e}", home.display())))?;
+        .map_err(|e| CliError::failed(format!("{}: {e}", home.display())))?;
     let stderr_path = home.join("daemon.stderr");
     let stderr = std::fs::File::create(&stderr_path)
-        .map_err(|e| CliError::Failed(format!("{}: {e}", stderr_path.display())))?;
+        .map_err(|e| CliError::failed(format!("{}: {e}", stderr_path.display())))?;
     let mask = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     nix::sys::stat::umask(mask);
     daemonize::Daemonize::new()
@@ -50,7 +50,7 @@ fn detach(home: &std::path::Path) -> Result<(), CliError> {
         .umask(mask.bits())
         .stderr(stderr)
         .start()
-        .map_err(|e| CliError::Failed(format!("cannot run in the background: {e}")))
+        .map_err(|e| CliError::failed(format!("cannot run in the background: {e}")))
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. Exit code 0 after a graceful stop; 1 when
@@ -58,14 +58,14 @@ fn detach(home: &std::path::Path) -> Result<(), CliError> {
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let config = super::load_config(cli, args.root.as_deref(), true)?;
     if let Some(other) = pidfile::running(&config.home) {
-        return Err(CliError::Failed(
+        return Err(CliError::failed(
             pidfile::PidfileError::Running { pid: other.pid }.to_string(),
         ));
     }
     if args.daemon {
         detach(&config.home)?;
     }
-    let _pidfile = pidfile::acquire(&config.home).map_err(|e| CliError::Failed(e.to_string()))?;
+    let _pidfile = pidfile::acquire(&config.home).map_err(CliError::failed)?;
     let _guard = crate::logging::init_daemon(&config.home, args.log_format == LogFormat::Json);
     let runtime = super::runtime()?;
     let file = cli.config.clone();
@@ -79,6 +79,6 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     });
     runtime
         .block_on(crate::daemon::run(config, reload))
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+        .map_err(CliError::failed)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -59,11 +59,14 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                 known,
             })
         })
-        .map_err(|e| CliError::Failed(format!("cannot read states: {e}")))?;
+        .map_err(|e| {
+            CliError::failed(format!("cannot read states: {e}"))
+                .hinted("`gitsync doctor` checks the backend and says what to do")
+        })?;
     if let Some(host) = &args.host
         && !known.contains(host)
     {
-        return Err(CliError::Usage(if known.is_empty() {
+        return Err(CliError::usage(if known.is_empty() {
             format!("no host {host:?}: the store has no host yet (is `gitsync run` running?)")
         } else {
             format!("no host {host:?}; the store knows: {}", known.join(", "))
@@ -79,8 +82,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
             .iter()
             .map(|s| with_liveness(s, hosts.iter().find(|h| h.host == s.host), now))
             .collect();
-        let text =
-            serde_json::to_string_pretty(&records).map_err(|e| CliError::Failed(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&records).map_err(CliError::failed)?;
         println!("{text}");
     } else {
         println!("{}", daemon_line(&config.home, now));

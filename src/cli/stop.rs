@@ -20,12 +20,12 @@ pub fn run() -> Result<ExitCode, CliError> {
     let pid = i32::try_from(info.pid)
         .ok()
         .filter(|p| *p > 0)
-        .ok_or_else(|| CliError::Failed(format!("bad pid {} in the pidfile", info.pid)))?;
+        .ok_or_else(|| CliError::failed(format!("bad pid {} in the pidfile", info.pid)))?;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGTERM,
     )
-    .map_err(|e| CliError::Failed(format!("cannot signal pid {pid}: {e}")))?;
+    .map_err(|e| CliError::failed(format!("cannot signal pid {pid}: {e}")))?;
     let start = Instant::now();
     while start.elapsed() < WAIT {
         // The lock goes first, then the process finishes exiting.
@@ -35,8 +35,9 @@ pub fn run() -> Result<ExitCode, CliError> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Err(CliError::Failed(format!(
+    Err(CliError::failed(format!(
         "pid {pid} is still finishing work after {} s",
         WAIT.as_secs()
-    )))
+    ))
+    .hinted("run `gitsync stop` again to wait longer"))
 }

@@ -25,7 +25,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     runtime.block_on(async {
         let setup = crate::daemon::setup(&config)
             .await
-            .map_err(|e| CliError::Failed(e.to_string()))?;
+            .map_err(CliError::failed)?;
         // Another live machine under this hostname: publishing would overwrite its rows.
         let me = crate::daemon::identity::me(&config.home);
         if let Ok(records) = setup.backend.store.hosts(Some(&config.hostname)).await
@@ -33,7 +33,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                 .iter()
                 .find_map(|r| crate::daemon::identity::conflict(&me, r, chrono::Utc::now()))
         {
-            return Err(CliError::Failed(taken));
+            return Err(CliError::failed(taken));
         }
         let progress = super::progress::Progress::new(setup.repos.len() as u64, "syncing");
         let outcomes = setup

@@ -97,7 +97,7 @@ impl SqsQueue {
 }
 
 fn no_section() -> CliError {
-    CliError::Usage(
+    CliError::usage(
         "the configuration has no `webhooks` section (see the README's Webhook mirrors)"
             .to_string(),
     )
@@ -110,7 +110,7 @@ fn load(
     let config = super::load_config(cli, None, false)?;
     runtime
         .block_on(Webhooks::from_config(&config))
-        .map_err(CliError::Failed)?
+        .map_err(CliError::failed)?
         .ok_or_else(no_section)
 }
 
@@ -123,8 +123,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         let config = super::load_config(cli, None, false)?;
         let rows = rows(&config).ok_or_else(no_section)?;
         if *json {
-            let text =
-                serde_json::to_string_pretty(&rows).map_err(|e| CliError::Failed(e.to_string()))?;
+            let text = serde_json::to_string_pretty(&rows).map_err(CliError::failed)?;
             println!("{text}");
         } else {
             print!("{}", table(&rows));
@@ -138,7 +137,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         Action::Test { name } => test(&hooks, name, &runtime),
         Action::Run { names } => {
             if let Some(unknown) = names.iter().find(|n| !hooks.mirrors.contains_key(*n)) {
-                return Err(CliError::Usage(format!(
+                return Err(CliError::usage(format!(
                     "no webhook mirror named {unknown:?}"
                 )));
             }
@@ -289,7 +288,7 @@ fn test(
     runtime: &tokio::runtime::Runtime,
 ) -> Result<ExitCode, CliError> {
     let mirror = hooks.mirrors.get(name).ok_or_else(|| {
-        CliError::Usage(format!(
+        CliError::usage(format!(
             "no webhook mirror named {name:?}; the configuration has: {}",
             hooks.mirrors.keys().cloned().collect::<Vec<_>>().join(", ")
         ))
@@ -298,7 +297,7 @@ fn test(
         mirror.provider,
         verify::Provider::Backlog | verify::Provider::Generic { .. }
     ) {
-        return Err(CliError::Usage(format!(
+        return Err(CliError::usage(format!(
             "{} has no ping event; push to the source to test {name}",
             mirror.spec.provider
         )));

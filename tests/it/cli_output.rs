@@ -87,6 +87,38 @@ fn no_configuration_and_a_bad_root_say_what_to_do() {
     );
 }
 
+/// An error is one line saying what went wrong, then `hint:` lines saying what to do.
+#[test]
+fn an_error_is_one_line_and_what_to_do_follows_as_hints() {
+    let env = Env::new();
+    let home = env.home("hints");
+    let first = env.gitsync(&home, &["init"]);
+    assert!(first.status.success(), "{first:?}");
+    let again = env.gitsync(&home, &["init"]);
+    let stderr = String::from_utf8_lossy(&again.stderr).to_string();
+    assert_eq!(again.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with("gitsync: ") && lines[0].ends_with("config.yml exists already"),
+        "{stderr}"
+    );
+    assert_eq!(lines[1], "hint: pass --force to replace it", "{stderr}");
+    // A config error: exit code 2, and the hint that writes an example.
+    let config = home.join(".gitsync/config.yml");
+    std::fs::write(&config, "root: [\n").expect("write");
+    let broken = env.gitsync(&home, &["status"]);
+    let stderr = String::from_utf8_lossy(&broken.stderr).to_string();
+    assert_eq!(broken.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("hint: `gitsync init`")),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn sync_says_what_it_did_unless_quiet() {
     let env = Env::new();
