@@ -89,7 +89,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     match &args.action {
         None => {
             for d in chosen(all, args.name.as_deref())? {
-                d.targets(&args.targets).map_err(CliError::usage)?;
+                d.targets(&args.targets)?;
                 let opts = ShipOptions {
                     targets: args.targets.clone(),
                     rev: args.rev.clone(),
@@ -128,9 +128,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         }
         Some(Action::Verify { name, targets }) => {
             for d in chosen(all, name.as_deref())? {
-                let results = runtime
-                    .block_on(d.verify(targets))
-                    .map_err(CliError::failed)?;
+                let results = runtime.block_on(d.verify(targets))?;
                 for (target, result) in results {
                     let line = match result {
                         Ok(Check::InSync) => "in sync".to_string(),
@@ -163,9 +161,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         }
         Some(Action::Rollback { name, targets }) => {
             for d in chosen(all, Some(name))? {
-                let results = runtime
-                    .block_on(d.rollback(targets))
-                    .map_err(CliError::usage)?;
+                let results = runtime.block_on(d.rollback(targets))?;
                 for (target, result) in results {
                     match result {
                         Ok((from, to)) => println!(
@@ -184,7 +180,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         }
         Some(Action::Status) => {
             for d in chosen(all, None)? {
-                let state = d.state().map_err(CliError::failed)?;
+                let state = d.state()?;
                 println!(
                     "{}: scan: {}{}",
                     d.spec.name,
@@ -222,4 +218,15 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::from(1)
     })
+}
+
+impl From<crate::deploy::DeployError> for CliError {
+    /// A target or revision the deploy does not have is a usage error (exit code 2);
+    /// anything else a failure (exit code 1).
+    fn from(error: crate::deploy::DeployError) -> CliError {
+        match error {
+            crate::deploy::DeployError::Usage(_) => CliError::usage(error),
+            other => CliError::failed(other),
+        }
+    }
 }

@@ -334,7 +334,7 @@ fn check_jobs(report: &mut Report, config: &Config) {
                 Err(why) => report.line(
                     Level::Fail,
                     &format!("webhook mirror {}", spec.name),
-                    &why,
+                    &why.to_string(),
                     Some("set the variable or create the file the config names (for the unit: an EnvironmentFile= or a LoadCredential=)"),
                 ),
             }
@@ -366,7 +366,7 @@ fn check_jobs(report: &mut Report, config: &Config) {
             .map(crate::config::expand_tilde)
             .filter(|key| !key.exists());
         match (scanner, identity) {
-            (Err(why), _) => report.line(Level::Fail, &what, &why, None),
+            (Err(why), _) => report.line(Level::Fail, &what, &why.to_string(), None),
             (Ok(_), Some(key)) => report.line(
                 Level::Fail,
                 &what,

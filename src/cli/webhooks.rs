@@ -69,7 +69,12 @@ impl SqsQueue {
                     webhook::queue::sqs_depth(section),
                 )
                 .await
-                .unwrap_or_else(|_| Err("no answer within 5 s".to_string()))
+                .unwrap_or_else(|_| {
+                    Err(webhook::WebhookError::Queue(
+                        "no answer within 5 s".to_string(),
+                    ))
+                })
+                .map_err(|e| e.to_string())
             })
         });
         let (waiting, in_flight, error) = match counts {

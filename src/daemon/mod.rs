@@ -60,7 +60,7 @@ pub enum DaemonError {
     Running(handoff::ListenError),
     /// The webhook intake or its queue cannot start (address taken, secret missing, ...).
     #[error("webhook mirrors: {0}")]
-    Webhooks(String),
+    Webhooks(#[source] crate::webhook::WebhookError),
     /// Another live machine publishes under this hostname.
     #[error("{0}")]
     HostTaken(String),

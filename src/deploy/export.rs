@@ -7,6 +7,7 @@
 //! The user's repository is only read: its objects, through `--git-dir`, with
 //! `GIT_INDEX_FILE` pointing at the export's own index.
 
+use super::DeployError;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,9 +32,14 @@ impl Export {
     /// Moves the export to commit `rev` of the repository whose git folder is `git_dir`.
     ///
     /// Errors: git's message (an unknown revision, a broken repository).
-    pub async fn update(&self, git_dir: &Path, rev: &str, timeout: Duration) -> Result<(), String> {
+    pub async fn update(
+        &self,
+        git_dir: &Path,
+        rev: &str,
+        timeout: Duration,
+    ) -> Result<(), DeployError> {
         let tree = self.tree();
-        std::fs::create_dir_all(&tree).map_err(|e| format!("{}: {e}", tree.display()))?;
+        std::fs::create_dir_all(&tree).map_err(DeployError::io(&tree))?;
         let git_dir = git_dir.display().to_string();
         let work_tree = tree.display().to_string();
         let env = vec![(
@@ -60,11 +66,7 @@ impl Export {
             timeout,
             &env,
         )
-        .await
-        .map_err(|e| match e {
-            ops::GitError::Failed { stderr, .. } => stderr,
-            other => other.to_string(),
-        })?;
+        .await?;
         Ok(())
     }
 }
@@ -98,7 +100,7 @@ fn manifest_line(sha: &str, path: &str) -> String {
 /// change since the last call are reused from `cache` (a JSON file).
 ///
 /// Errors: a file that cannot be read.
-pub fn manifest(tree: &Path, files: &[PathBuf], cache: &Path) -> Result<String, String> {
+pub fn manifest(tree: &Path, files: &[PathBuf], cache: &Path) -> Result<String, DeployError> {
     use std::os::unix::fs::MetadataExt;
     let mut known: BTreeMap<String, Stamp> = std::fs::read(cache)
         .ok()
@@ -109,8 +111,7 @@ pub fn manifest(tree: &Path, files: &[PathBuf], cache: &Path) -> Result<String, 
     for rel_path in files {
         let path = tree.join(rel_path);
         let rel = &rel_path.to_string_lossy().into_owned();
-        let meta =
-            std::fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let meta = std::fs::symlink_metadata(&path).map_err(DeployError::io(&path))?;
         if !meta.file_type().is_file() {
             continue;
         }
@@ -121,11 +122,9 @@ pub fn manifest(tree: &Path, files: &[PathBuf], cache: &Path) -> Result<String, 
         let sha = match hit {
             Some(s) => s.sha256,
             None => {
-                let mut file =
-                    std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let mut file = std::fs::File::open(&path).map_err(DeployError::io(&path))?;
                 let mut hasher = sha2::Sha256::new();
-                std::io::copy(&mut file, &mut hasher)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                std::io::copy(&mut file, &mut hasher).map_err(DeployError::io(&path))?;
                 hex::encode(hasher.finalize())
             }
         };

@@ -3,6 +3,7 @@
 //! ([`scan`]), as atomic releases with a symlink flip ([`ship`]) over the system ssh
 //! ([`ssh`]), to many targets in parallel, verified and rolled back on demand.
 
+pub mod error;
 pub mod export;
 pub mod scan;
 pub mod ship;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, DeployConfig, DeployTarget};
 use crate::git::ops;
 use crate::util::words::short_id;
+pub use error::DeployError;
 
 /// Default releases kept per target.
 pub const DEFAULT_KEEP: usize = 5;
@@ -123,7 +125,7 @@ pub struct ShipOptions {
 }
 
 /// The result of one ship.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ShipReport {
     /// The commit shipped.
     pub rev: String,
@@ -132,7 +134,7 @@ pub struct ShipReport {
     /// How long the export and the scan took.
     pub scan_took: Duration,
     /// Per target: what happened.
-    pub targets: Vec<(String, Result<String, String>)>,
+    pub targets: Vec<(String, Result<String, DeployError>)>,
 }
 
 impl ShipReport {
@@ -174,9 +176,12 @@ impl Deploy {
     /// ones) never share the export folder nor interleave on a target.
     ///
     /// Errors: the lock file cannot be made or locked.
-    async fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+    async fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, DeployError> {
         let path = self.dir.join("lock");
-        let cannot = |e: std::io::Error| format!("cannot lock {}: {e}", path.display());
+        let cannot = |source| DeployError::Lock {
+            path: path.clone(),
+            source,
+        };
         if let Some(held) = crate::flock::try_exclusive(&path).map_err(cannot)? {
             return Ok(held);
         }
@@ -200,8 +205,8 @@ impl Deploy {
     /// The saved state (the default before the first run).
     ///
     /// Errors: the state file cannot be read or is corrupt (its path and what to do).
-    pub fn state(&self) -> Result<DeployState, String> {
-        crate::util::fs::read_json(&self.state_path()).map_err(|e| e.to_string())
+    pub fn state(&self) -> Result<DeployState, DeployError> {
+        Ok(crate::util::fs::read_json(&self.state_path())?)
     }
 
     fn save(&self, state: &DeployState) {
@@ -210,25 +215,21 @@ impl Deploy {
         }
     }
 
-    async fn git(&self, args: &[&str]) -> Result<String, String> {
-        ops::run(&self.repo, args, self.git_timeout)
+    async fn git(&self, args: &[&str]) -> Result<String, DeployError> {
+        Ok(ops::run(&self.repo, args, self.git_timeout)
             .await
-            .map(|s| s.trim().to_string())
-            .map_err(|e| match e {
-                ops::GitError::Failed { stderr, .. } => stderr,
-                other => other.to_string(),
-            })
+            .map(|s| s.trim().to_string())?)
     }
 
     /// The repository's git folder (absolute).
-    async fn git_dir(&self) -> Result<PathBuf, String> {
+    async fn git_dir(&self) -> Result<PathBuf, DeployError> {
         self.git(&["rev-parse", "--absolute-git-dir"])
             .await
             .map(PathBuf::from)
     }
 
     /// The branch shipped: the configured one, or the repository's current branch.
-    pub async fn branch(&self) -> Result<String, String> {
+    pub async fn branch(&self) -> Result<String, DeployError> {
         match &self.spec.branch {
             Some(b) => Ok(b.clone()),
             None => self.git(&["symbolic-ref", "--short", "HEAD"]).await,
@@ -238,7 +239,7 @@ impl Deploy {
     /// The commit `rev` (or the branch's tip) names.
     ///
     /// Errors: an unknown revision.
-    pub async fn resolve(&self, rev: Option<&str>) -> Result<String, String> {
+    pub async fn resolve(&self, rev: Option<&str>) -> Result<String, DeployError> {
         let name = match rev {
             Some(r) => r.to_string(),
             None => format!("refs/heads/{}", self.branch().await?),
@@ -250,18 +251,20 @@ impl Deploy {
             &format!("{name}^{{commit}}"),
         ])
         .await
-        .map_err(|_| format!("{name} is not a commit of {}", self.repo.display()))
+        .map_err(|_| {
+            DeployError::Usage(format!("{name} is not a commit of {}", self.repo.display()))
+        })
     }
 
     /// The configured targets, or those `names` picks.
     ///
     /// Errors: a name no target has.
-    pub fn targets(&self, names: &[String]) -> Result<Vec<DeployTarget>, String> {
+    pub fn targets(&self, names: &[String]) -> Result<Vec<DeployTarget>, DeployError> {
         if let Some(unknown) = names
             .iter()
             .find(|n| !self.spec.targets.iter().any(|t| &t.name == *n))
         {
-            return Err(format!(
+            return Err(DeployError::Usage(format!(
                 "deploy {} has no target {unknown:?}; it has: {}",
                 self.spec.name,
                 self.spec
@@ -270,7 +273,7 @@ impl Deploy {
                     .map(|t| t.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
-            ));
+            )));
         }
         Ok(self
             .spec
@@ -304,7 +307,7 @@ impl Deploy {
     /// ships nothing; one target failing does not stop the others.
     ///
     /// Errors: the revision is unknown or the export fails (nothing shipped).
-    pub async fn ship(&self, opts: &ShipOptions) -> Result<ShipReport, String> {
+    pub async fn ship(&self, opts: &ShipOptions) -> Result<ShipReport, DeployError> {
         let targets = self.targets(&opts.targets)?;
         // Held until the state is saved: the export scanned is the export shipped.
         let _lock = self.lock().await?;
@@ -444,7 +447,7 @@ impl Deploy {
                     }
                     Err(e) => {
                         entry.result = Some(ShipResult::Failed);
-                        entry.error = Some(e.clone());
+                        entry.error = Some(e.to_string());
                     }
                 }
             }
@@ -479,7 +482,7 @@ impl Deploy {
         target: &DeployTarget,
         tree: &Path,
         rev: &str,
-    ) -> Result<(String, u64, ShipResult), String> {
+    ) -> Result<(String, u64, ShipResult), DeployError> {
         let current = ship::current(ssh, &target.path).await?;
         let Some(current) = current else {
             return Ok((
@@ -507,13 +510,16 @@ impl Deploy {
                 ssh.host,
                 target.path.trim_end_matches('/')
             ));
-        let out = command.output().await.map_err(|e| e.to_string())?;
+        let out = command
+            .output()
+            .await
+            .map_err(|e| DeployError::Target(e.to_string()))?;
         if !out.status.success() {
-            return Err(format!(
+            return Err(DeployError::Target(format!(
                 "rsync --dry-run exit {}: {}",
                 out.status.code().unwrap_or(-1),
                 ship::rsync_cause(&String::from_utf8_lossy(&out.stderr))
-            ));
+            )));
         }
         let (mut added, mut changed, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
         for (flags, path) in out.stdout.split(|b| *b == b'\n').filter_map(ship::itemized) {
@@ -558,7 +564,7 @@ impl Deploy {
     pub async fn verify(
         &self,
         names: &[String],
-    ) -> Result<Vec<(String, Result<ship::Check, String>)>, String> {
+    ) -> Result<Vec<(String, Result<ship::Check, DeployError>)>, DeployError> {
         let want = self.resolve(None).await?;
         let shape = self.shape(&want);
         let mut out = Vec::new();
@@ -571,11 +577,11 @@ impl Deploy {
                     ssh.close().await;
                     result
                 }
-                None => Err(format!(
+                None => Err(DeployError::Target(format!(
                     "this machine has no record of what it shipped as {}: `gitsync deploy {} --repair` ships it again and records it",
                     short_id(&want),
                     self.spec.name
-                )),
+                ))),
             };
             out.push((target.name.clone(), result));
         }
@@ -598,7 +604,7 @@ impl Deploy {
     /// whose stat data did not change).
     ///
     /// Errors: a file cannot be read or the record cannot be written.
-    fn record(&self, tree: &Path, rev: &str, listed: &[(u8, PathBuf)]) -> Result<(), String> {
+    fn record(&self, tree: &Path, rev: &str, listed: &[(u8, PathBuf)]) -> Result<(), DeployError> {
         let files: Vec<PathBuf> = listed
             .iter()
             .filter(|(kind, _)| *kind == b'f')
@@ -606,7 +612,7 @@ impl Deploy {
             .collect();
         let manifest = export::manifest(tree, &files, &self.dir.join("hashes.json"))?;
         let shape = ship::Shape::of(tree, listed, &export::parse_manifest(&manifest))?;
-        crate::util::fs::write_json(&self.shape_path(rev), &shape).map_err(|e| e.to_string())
+        Ok(crate::util::fs::write_json(&self.shape_path(rev), &shape)?)
     }
 
     /// Flips `current` back one release on each target (or those named): each call walks
@@ -617,7 +623,7 @@ impl Deploy {
     pub async fn rollback(
         &self,
         names: &[String],
-    ) -> Result<Vec<(String, Result<(String, String), String>)>, String> {
+    ) -> Result<Vec<(String, Result<(String, String), DeployError>)>, DeployError> {
         let targets = self.targets(names)?;
         let _lock = self.lock().await?;
         let mut state = self.state()?;

@@ -18,6 +18,7 @@
 //! systemd unit's `PATH` has neither `~/.local/bin` nor a virtualenv). Only `off` ships
 //! without a scan.
 
+use super::DeployError;
 use std::path::{Path, PathBuf};
 
 use crate::config::deploy::kind_of_path;
@@ -119,7 +120,7 @@ pub fn on_path(name: &str) -> Option<PathBuf> {
 
 /// The scanner `tool` names (`auto`: the first installed; a path: that program), or why
 /// there is none.
-pub fn pick(tool: &str) -> Result<(String, PathBuf), String> {
+pub fn pick(tool: &str) -> Result<(String, PathBuf), DeployError> {
     if let Some(kind) = kind_of_path(tool) {
         let path = crate::config::expand_tilde(tool);
         let runnable = std::fs::metadata(&path).is_ok_and(|m| {
@@ -129,10 +130,10 @@ pub fn pick(tool: &str) -> Result<(String, PathBuf), String> {
         return if runnable {
             Ok((kind.to_string(), path))
         } else {
-            Err(format!(
+            Err(DeployError::Scanner(format!(
                 "scan.tool {}: no program there (install the scanner there, or fix the path)",
                 path.display()
-            ))
+            )))
         };
     }
     let candidates: Vec<&str> = match tool {
@@ -144,10 +145,10 @@ pub fn pick(tool: &str) -> Result<(String, PathBuf), String> {
             return Ok((name.to_string(), path));
         }
     }
-    Err(format!(
+    Err(DeployError::Scanner(format!(
         "no secret scanner found on PATH (looked for {}; a systemd unit's PATH has neither ~/.local/bin nor a virtualenv): install gitleaks (see the README), or set scan.tool to its path, such as ~/.local/bin/gitleaks",
         candidates.join(", ")
-    ))
+    )))
 }
 
 /// Scans `tree` with `tool` (`auto`, a scanner's name, or `off`); `config`: the rules file
@@ -167,7 +168,7 @@ pub fn scan(
     }
     let (name, binary) = match pick(tool) {
         Ok(found) => found,
-        Err(why) => return Verdict::Failed(why),
+        Err(why) => return Verdict::Failed(why.to_string()),
     };
     if let Err(e) = std::fs::create_dir_all(scratch) {
         return Verdict::Failed(format!("{}: {e}", scratch.display()));
@@ -181,7 +182,7 @@ pub fn scan(
     };
     let view = match View::build(tree, &scratch.join("view"), &known.clean, &known.hashed) {
         Ok(view) => view,
-        Err(why) => return Verdict::Failed(why),
+        Err(why) => return Verdict::Failed(why.to_string()),
     };
     let save = |mut known: ScanCache, contents: Vec<String>, hashed| {
         if let (Some(file), Some(key)) = (cache, key.clone()) {
@@ -354,8 +355,10 @@ impl View {
         dir: &Path,
         clean: &std::collections::HashSet<String>,
         before: &std::collections::HashMap<String, Hashed>,
-    ) -> Result<View, String> {
-        let fail = |e: &dyn std::fmt::Display| format!("cannot prepare the scan: {e}");
+    ) -> Result<View, DeployError> {
+        let fail = |e: &dyn std::fmt::Display| {
+            DeployError::Scanner(format!("cannot prepare the scan: {e}"))
+        };
         if dir.exists() {
             std::fs::remove_dir_all(dir).map_err(|e| fail(&e))?;
         }
@@ -513,8 +516,10 @@ const SCAN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 /// outside the async runtime, whatever its exit status.
 ///
 /// Errors: it cannot start, or it was stopped.
-fn run(command: Child) -> Result<std::process::Output, String> {
-    command.output_blocking().map_err(|e| e.to_string())
+fn run(command: Child) -> Result<std::process::Output, DeployError> {
+    command
+        .output_blocking()
+        .map_err(|e| DeployError::Scanner(e.to_string()))
 }
 
 /// A scanner's command: `binary`, stopped after [`SCAN_TIMEOUT`].
@@ -554,7 +559,7 @@ fn gitleaks(binary: &Path, config: Option<&Path>, tree: &Path, scratch: &Path) -
         .env_remove("GITLEAKS_CONFIG_TOML");
     let output = match run(command) {
         Ok(o) => o,
-        Err(why) => return Verdict::Failed(why),
+        Err(why) => return Verdict::Failed(why.to_string()),
     };
     let code = output.status.code();
     if !matches!(code, Some(0) | Some(2)) {
@@ -625,7 +630,7 @@ fn kingfisher(binary: &Path, config: Option<&Path>, tree: &Path, scratch: &Path)
     }
     let output = match run(command) {
         Ok(o) => o,
-        Err(why) => return Verdict::Failed(why),
+        Err(why) => return Verdict::Failed(why.to_string()),
     };
     let code = output.status.code();
     if !matches!(code, Some(0) | Some(200) | Some(205)) {
@@ -705,7 +710,7 @@ fn detect_secrets(binary: &Path, tree: &Path, scratch: &Path) -> Verdict {
         .env("HOME", scratch);
     let output = match run(command) {
         Ok(o) => o,
-        Err(why) => return Verdict::Failed(why),
+        Err(why) => return Verdict::Failed(why.to_string()),
     };
     if output.status.code() != Some(0) {
         return Verdict::Failed(format!(

@@ -9,6 +9,7 @@
 //! What each release holds is recorded on the machine that shipped it ([`Shape`]), and
 //! `verify` compares the target with that record, never with anything the target says.
 
+use super::DeployError;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,18 +42,20 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Limit of one rsync.
 const RSYNC_TIMEOUT: Duration = Duration::from_secs(3600);
 
-fn remote_err(step: &str) -> impl Fn((Option<i32>, String)) -> String + '_ {
-    move |(code, msg)| match code {
-        Some(255) => format!("{step}: cannot connect: {msg}"),
-        Some(c) => format!("{step}: exit {c}: {msg}"),
-        None => format!("{step}: {msg}"),
+fn remote_err(step: &str) -> impl Fn((Option<i32>, String)) -> DeployError + '_ {
+    move |(code, msg)| {
+        DeployError::Target(match code {
+            Some(255) => format!("{step}: cannot connect: {msg}"),
+            Some(c) => format!("{step}: exit {c}: {msg}"),
+            None => format!("{step}: {msg}"),
+        })
     }
 }
 
 /// Where `current` points (`None` for a new layout), changing nothing.
 ///
 /// Errors: the target is unreachable.
-pub async fn current(ssh: &Ssh, path: &str) -> Result<Option<String>, String> {
+pub async fn current(ssh: &Ssh, path: &str) -> Result<Option<String>, DeployError> {
     let p = quote(path)?;
     let script = format!("P={p}; if [ -L \"$P/current\" ]; then readlink \"$P/current\"; fi");
     let out = ssh
@@ -76,7 +79,7 @@ fn release_of(readlink: &str) -> Option<String> {
 /// and destination).
 ///
 /// Errors: an ssh option that cannot be quoted.
-pub fn rsync_command(ssh: &Ssh, excludes: &[String]) -> Result<Child, String> {
+pub fn rsync_command(ssh: &Ssh, excludes: &[String]) -> Result<Child, DeployError> {
     let mut command = Child::new("rsync", RSYNC_TIMEOUT);
     command
         .args(["-a", "--delete"])
@@ -90,13 +93,13 @@ pub fn rsync_command(ssh: &Ssh, excludes: &[String]) -> Result<Child, String> {
 }
 
 /// What a failure to run rsync says: install it when it is missing.
-fn rsync_error(err: ChildError) -> String {
-    match err {
+fn rsync_error(err: ChildError) -> DeployError {
+    DeployError::Target(match err {
         ChildError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             format!("cannot run rsync: {source} (apt-get install -y rsync)")
         }
         other => other.to_string(),
-    }
+    })
 }
 
 /// One line of rsync's `--itemize-changes` (`%i %n`, with `-8`): the 11-character
@@ -162,7 +165,7 @@ fn itemized_entries(stdout: &[u8]) -> Vec<(u8, PathBuf)> {
 
 /// Keeps the record of a release from its entries (kind `f`, `d` or `L`, and path, as rsync
 /// listed them); its error stops the ship before the flip.
-pub type Record = dyn Fn(&[(u8, PathBuf)]) -> Result<(), String> + Sync;
+pub type Record = dyn Fn(&[(u8, PathBuf)]) -> Result<(), DeployError> + Sync;
 
 /// One entry of a release as shipped.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -202,7 +205,7 @@ impl Shape {
         tree: &Path,
         listed: &[(u8, PathBuf)],
         manifest: &BTreeMap<String, String>,
-    ) -> Result<Shape, String> {
+    ) -> Result<Shape, DeployError> {
         use std::os::unix::fs::PermissionsExt;
         let mut entries = BTreeMap::new();
         for (kind, rel) in listed {
@@ -210,12 +213,11 @@ impl Shape {
             let full = tree.join(rel);
             let entry = match kind {
                 b'f' => {
-                    let meta = std::fs::symlink_metadata(&full)
-                        .map_err(|e| format!("{}: {e}", full.display()))?;
+                    let meta = std::fs::symlink_metadata(&full).map_err(DeployError::io(&full))?;
                     let sha256 = manifest
                         .get(&key)
                         .cloned()
-                        .ok_or_else(|| format!("{key}: not hashed"))?;
+                        .ok_or_else(|| DeployError::Target(format!("{key}: not hashed")))?;
                     Entry::File {
                         sha256,
                         executable: meta.permissions().mode() & 0o111 != 0,
@@ -223,7 +225,7 @@ impl Shape {
                 }
                 b'L' => Entry::Symlink {
                     target: std::fs::read_link(&full)
-                        .map_err(|e| format!("{}: {e}", full.display()))?
+                        .map_err(DeployError::io(&full))?
                         .to_string_lossy()
                         .into_owned(),
                 },
@@ -274,7 +276,7 @@ pub async fn ship(
     keep: usize,
     repair: bool,
     record: &Record,
-) -> Result<Shipped, String> {
+) -> Result<Shipped, DeployError> {
     let (path, rev) = (release.path, release.rev);
     let previous = current(ssh, path).await?;
     if previous.as_deref() == Some(rev) {
@@ -328,7 +330,11 @@ pub async fn ship(
 /// usual name. Every step leaves `current` on a whole tree.
 ///
 /// Errors: a message for this target; `current` still names a whole tree.
-pub async fn repair(ssh: &Ssh, release: &Release<'_>, record: &Record) -> Result<Shipped, String> {
+pub async fn repair(
+    ssh: &Ssh,
+    release: &Release<'_>,
+    record: &Record,
+) -> Result<Shipped, DeployError> {
     let (path, rev) = (release.path, release.rev);
     let scratch = format!("{rev}.repair");
     let r = quote(rev)?;
@@ -371,7 +377,7 @@ async fn transfer(
     what: &Release<'_>,
     into: &str,
     previous: Option<&str>,
-) -> Result<(Vec<(u8, PathBuf)>, u64), String> {
+) -> Result<(Vec<(u8, PathBuf)>, u64), DeployError> {
     let Release {
         path,
         export,
@@ -391,11 +397,11 @@ async fn transfer(
     let output = command.output().await.map_err(rsync_error)?;
     let stdout = output.stdout;
     if !output.status.success() {
-        return Err(format!(
+        return Err(DeployError::Target(format!(
             "rsync exit {}: {}",
             output.status.code().unwrap_or(-1),
             rsync_cause(&String::from_utf8_lossy(&output.stderr))
-        ));
+        )));
     }
     let entries = itemized_entries(&stdout);
     let mut sent = bytes_sent(&String::from_utf8_lossy(&stdout));
@@ -411,13 +417,13 @@ async fn transfer(
         let out = command
             .output()
             .await
-            .map_err(|e| format!("rsync of .git: {}", rsync_error(e)))?;
+            .map_err(|e| DeployError::Target(format!("rsync of .git: {}", rsync_error(e))))?;
         if !out.status.success() {
-            return Err(format!(
+            return Err(DeployError::Target(format!(
                 "rsync of .git: exit {}: {}",
                 out.status.code().unwrap_or(-1),
                 rsync_cause(&String::from_utf8_lossy(&out.stderr))
-            ));
+            )));
         }
         sent += bytes_sent(&String::from_utf8_lossy(&out.stdout));
     }
@@ -439,7 +445,7 @@ pub fn rsync_cause(stderr: &str) -> &str {
 /// After a failed ship: removes the half-written `releases/<rev>/` (unless `current` or
 /// `.gitsync-previous` names it), so a full disk gets its space back and no partial release
 /// is left behind. Returns `error` with what became of `current`, or why the clean-up failed.
-async fn discard(ssh: &Ssh, path: &str, rev: &str, error: String) -> String {
+async fn discard(ssh: &Ssh, path: &str, rev: &str, error: DeployError) -> DeployError {
     let script = match (quote(path.trim_end_matches('/')), quote(rev)) {
         (Ok(p), Ok(r)) => format!(
             "cd {p} || exit 0; R={r}; C=$(readlink current 2>/dev/null | sed 's|^releases/||'); \
@@ -449,7 +455,7 @@ async fn discard(ssh: &Ssh, path: &str, rev: &str, error: String) -> String {
         ),
         _ => return error,
     };
-    match ssh.run(&script, None, STEP_TIMEOUT).await {
+    DeployError::Target(match ssh.run(&script, None, STEP_TIMEOUT).await {
         Ok(out) if out.trim() == "current" => {
             format!("{error}; current already names the new release")
         }
@@ -457,7 +463,7 @@ async fn discard(ssh: &Ssh, path: &str, rev: &str, error: String) -> String {
         Err((_, msg)) => format!(
             "{error}; the current release is untouched, but the partial releases/{rev} could not be removed: {msg}"
         ),
-    }
+    })
 }
 
 /// What `verify` found on one target.
@@ -494,7 +500,7 @@ pub async fn verify(
     want: &str,
     shape: &Shape,
     include_git: bool,
-) -> Result<Check, String> {
+) -> Result<Check, DeployError> {
     let p = quote(path.trim_end_matches('/'))?;
     let script = format!(
         "set -e; cd {p}; if [ ! -L current ]; then echo NONE; exit 0; fi; \
@@ -600,7 +606,7 @@ pub async fn verify(
 /// Runs under the target's lock ([`super::target_lock::lock`]).
 ///
 /// Errors: no older release on the target (kept: `keep`), or the target is unreachable.
-pub async fn rollback(ssh: &Ssh, path: &str) -> Result<(String, String), String> {
+pub async fn rollback(ssh: &Ssh, path: &str) -> Result<(String, String), DeployError> {
     let p = quote(path.trim_end_matches('/'))?;
     let script = format!(
         "set -e; cd {p}; FROM=$(readlink current 2>/dev/null | sed 's|^releases/||'); \

@@ -4,6 +4,7 @@
 //! connection per target per ship (`ControlMaster=auto`), and every remote argument quoted
 //! for the remote shell (`shlex`).
 
+use super::DeployError;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,10 +27,10 @@ pub struct Ssh {
 /// Quotes `text` for a POSIX shell.
 ///
 /// Errors: text that cannot be quoted (a NUL byte).
-pub fn quote(text: &str) -> Result<String, String> {
+pub fn quote(text: &str) -> Result<String, DeployError> {
     shlex::try_quote(text)
         .map(|q| q.into_owned())
-        .map_err(|_| format!("{text:?} cannot be passed to a remote shell"))
+        .map_err(|_| DeployError::Unquotable(text.to_string()))
 }
 
 impl Ssh {
@@ -95,7 +96,7 @@ impl Ssh {
     /// The `ssh ...` command line rsync runs (`-e`), every part quoted.
     ///
     /// Errors: an option that cannot be quoted.
-    pub fn rsync_shell(&self) -> Result<String, String> {
+    pub fn rsync_shell(&self) -> Result<String, DeployError> {
         let mut parts = vec!["ssh".to_string()];
         for o in self.options() {
             parts.push(quote(&o)?);

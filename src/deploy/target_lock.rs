@@ -7,6 +7,7 @@
 //! locked. Any other tool can take the same lock (`flock <path>/.gitsync-lock <command>`)
 //! to keep gitsync out while it works.
 
+use super::DeployError;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -47,7 +48,7 @@ impl TargetLock {
 /// `path/releases`, and holds the lock until its standard input ends. It prints `busy`
 /// when another holder has the lock, then `locked` once it has it (`unlocked` when the
 /// target has no `flock`).
-fn script(path: &str, init: bool) -> Result<String, String> {
+fn script(path: &str, init: bool) -> Result<String, DeployError> {
     let p = quote(path.trim_end_matches('/'))?;
     let hold = "sh -c 'echo locked; exec cat >/dev/null'";
     Ok(format!(
@@ -74,11 +75,11 @@ pub async fn holding<T>(
     target: &str,
     path: &str,
     init: bool,
-    work: impl std::future::Future<Output = Result<T, String>>,
-) -> Result<T, String> {
+    work: impl std::future::Future<Output = Result<T, DeployError>>,
+) -> Result<T, DeployError> {
     let lock = lock(ssh, target, path, init)
         .await
-        .map_err(|e| format!("lock: {e}"))?;
+        .map_err(|e| DeployError::Target(format!("lock: {e}")))?;
     let result = work.await;
     lock.release().await;
     result
@@ -90,7 +91,12 @@ pub async fn holding<T>(
 ///
 /// Errors: the target is unreachable, the folder is not a release layout, or another ship
 /// held the lock for all of [`WAIT`].
-pub async fn lock(ssh: &Ssh, target: &str, path: &str, init: bool) -> Result<TargetLock, String> {
+pub async fn lock(
+    ssh: &Ssh,
+    target: &str,
+    path: &str,
+    init: bool,
+) -> Result<TargetLock, DeployError> {
     // Not a `Child` run to its end: this ssh session lives as long as the lock, and its
     // standard input is the lease. It asks nothing all the same.
     let mut command = tokio::process::Command::new("ssh");
@@ -106,9 +112,9 @@ pub async fn lock(ssh: &Ssh, target: &str, path: &str, init: bool) -> Result<Tar
         .kill_on_drop(true);
     let mut child = command
         .spawn()
-        .map_err(|e| format!("cannot run ssh: {e}"))?;
+        .map_err(|e| DeployError::Target(format!("cannot run ssh: {e}")))?;
     let Some(stdout) = child.stdout.take() else {
-        return Err("ssh gave no output pipe".to_string());
+        return Err(DeployError::Target("ssh gave no output pipe".to_string()));
     };
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let limit = WAIT + Duration::from_secs(60);
@@ -136,13 +142,13 @@ pub async fn lock(ssh: &Ssh, target: &str, path: &str, init: bool) -> Result<Tar
             let output = child
                 .wait_with_output()
                 .await
-                .map_err(|e| format!("ssh: {e}"))?;
+                .map_err(|e| DeployError::Target(format!("ssh: {e}")))?;
             let stderr = String::from_utf8_lossy(&output.stderr);
             let last = stderr
                 .lines()
                 .rfind(|l| !l.trim().is_empty())
                 .unwrap_or("no message");
-            Err(match output.status.code() {
+            Err(DeployError::Target(match output.status.code() {
                 Some(BUSY) => format!(
                     "another deploy held the target's lock for {} minutes: try again when it is done (`{path}/.gitsync-lock`)",
                     WAIT.as_secs() / 60
@@ -150,12 +156,12 @@ pub async fn lock(ssh: &Ssh, target: &str, path: &str, init: bool) -> Result<Tar
                 Some(255) => format!("cannot connect: {last}"),
                 Some(code) => format!("exit {code}: {last}"),
                 None => format!("ssh stopped: {last}"),
-            })
+            }))
         }
-        Err(_) => Err(format!(
+        Err(_) => Err(DeployError::Target(format!(
             "no answer from the target within {} minutes",
             limit.as_secs() / 60
-        )),
+        ))),
     }
 }
 

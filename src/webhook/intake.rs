@@ -15,6 +15,7 @@
 //! | 413 | the body is over `webhooks.max_body` (default 1 MiB) |
 //! | 503 | the job could not be stored; the forge should retry |
 
+use super::WebhookError;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -194,7 +195,7 @@ async fn handle(
         at: chrono::Utc::now(),
     };
     if let Err(err) = hooks.queue.put(&job, &dedup).await {
-        return answer(StatusCode::SERVICE_UNAVAILABLE, &name, &err);
+        return answer(StatusCode::SERVICE_UNAVAILABLE, &name, &err.to_string());
     }
     if let Some(id) = &delivery.id
         && let Err(err) = hooks.deliveries.record(&name, id)
@@ -218,20 +219,22 @@ pub fn router(hooks: Arc<Webhooks>) -> axum::Router {
 /// Errors: the address is taken or invalid, or the TLS files cannot be read.
 pub async fn bind(
     hooks: Arc<Webhooks>,
-) -> Result<impl std::future::Future<Output = ()> + Send + 'static, String> {
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static, WebhookError> {
     let listen = hooks
         .config
         .listen
         .clone()
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-    let addr: SocketAddr = listen
-        .parse()
-        .map_err(|_| format!("webhooks.listen {listen:?} is not an address and port"))?;
+    let addr: SocketAddr = listen.parse().map_err(|_| {
+        WebhookError::Listen(format!(
+            "webhooks.listen {listen:?} is not an address and port"
+        ))
+    })?;
     let listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| format!("webhooks: cannot listen on {addr}: {e}"))?;
+        .map_err(|e| WebhookError::Listen(format!("webhooks: cannot listen on {addr}: {e}")))?;
     listener
         .set_nonblocking(true)
-        .map_err(|e| format!("webhooks: {e}"))?;
+        .map_err(|e| WebhookError::Listen(format!("webhooks: {e}")))?;
     let tls = match &hooks.config.tls {
         Some(tls) => Some(
             axum_server::tls_rustls::RustlsConfig::from_pem_file(
@@ -239,7 +242,7 @@ pub async fn bind(
                 crate::config::expand_tilde(&tls.key),
             )
             .await
-            .map_err(|e| format!("webhooks.tls: {e}"))?,
+            .map_err(|e| WebhookError::Listen(format!("webhooks.tls: {e}")))?,
         ),
         None => None,
     };

@@ -7,12 +7,14 @@
 //! [`worker`] runs the jobs with retries and a reconciliation interval. The source and
 //! target always come from the config, by mirror name, never from the request.
 
+pub mod error;
 pub mod intake;
 pub mod limit;
 pub mod queue;
 pub mod run;
 pub mod verify;
 pub mod worker;
+pub use error::WebhookError;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -61,18 +63,20 @@ fn read_secret(
     env: Option<&str>,
     file: Option<&str>,
     what: &str,
-) -> Result<Option<Vec<u8>>, String> {
+) -> Result<Option<Vec<u8>>, WebhookError> {
     if let Some(var) = env {
         return match std::env::var(var) {
             Ok(v) if !v.is_empty() => Ok(Some(v.trim().as_bytes().to_vec())),
-            _ => Err(format!("{what}: the environment variable {var} is not set")),
+            _ => Err(WebhookError::Secret(format!(
+                "{what}: the environment variable {var} is not set"
+            ))),
         };
     }
     if let Some(path) = file {
         let path = crate::config::expand_tilde(path);
         return std::fs::read_to_string(&path)
             .map(|s| Some(s.trim().as_bytes().to_vec()))
-            .map_err(|e| format!("{what}: {}: {e}", path.display()));
+            .map_err(|e| WebhookError::Secret(format!("{what}: {}: {e}", path.display())));
     }
     Ok(None)
 }
@@ -82,21 +86,23 @@ impl PushMirror {
     /// its ssh key and known_hosts files exist.
     ///
     /// Errors: a message naming the mirror and what is missing.
-    pub fn resolve(spec: &WebhookMirrorConfig) -> Result<PushMirror, String> {
+    pub fn resolve(spec: &WebhookMirrorConfig) -> Result<PushMirror, WebhookError> {
         let name = &spec.name;
         let provider = verify::Provider::parse(
             &spec.provider,
             spec.gitlab_signing,
             spec.signature_header.as_deref(),
         )
-        .map_err(|e| format!("mirror {name}: {e}"))?;
+        .map_err(|e| WebhookError::Setting(format!("mirror {name}: {e}")))?;
         let secret = read_secret(
             spec.secret_env.as_deref(),
             spec.secret_file.as_deref(),
             &format!("mirror {name}: webhook secret"),
         )?;
         if provider.needs_secret() && secret.is_none() {
-            return Err(format!("mirror {name}: no webhook secret configured"));
+            return Err(WebhookError::Secret(format!(
+                "mirror {name}: no webhook secret configured"
+            )));
         }
         let path_token = read_secret(
             spec.path_token_env.as_deref(),
@@ -112,7 +118,7 @@ impl PushMirror {
             spec.branches.as_deref().unwrap_or(&["*".to_string()]),
             spec.tags.unwrap_or(true),
         )
-        .map_err(|e| format!("mirror {name}: {e}"))?;
+        .map_err(|e| WebhookError::Setting(format!("mirror {name}: {e}")))?;
         let token = |env: &Option<String>, file: &Option<String>, what: &str| {
             read_secret(
                 env.as_deref(),
@@ -140,10 +146,10 @@ impl PushMirror {
             ("known_hosts", &known_hosts),
         ] {
             if let Some(file) = file.as_ref().filter(|f| !f.is_file()) {
-                return Err(format!(
+                return Err(WebhookError::Setting(format!(
                     "mirror {name}: {field} {} is not a file",
                     file.display()
-                ));
+                )));
             }
         }
         Ok(PushMirror {
@@ -206,7 +212,7 @@ impl Webhooks {
     /// an error at start-up, not at the first webhook). `None` when there is no section.
     ///
     /// Errors: a message naming the mirror and what is missing.
-    pub async fn from_config(config: &Config) -> Result<Option<Arc<Webhooks>>, String> {
+    pub async fn from_config(config: &Config) -> Result<Option<Arc<Webhooks>>, WebhookError> {
         let Some(section) = &config.webhooks else {
             return Ok(None);
         };
@@ -250,7 +256,7 @@ impl Webhooks {
 pub async fn start(
     hooks: Arc<Webhooks>,
     tasks: &mut crate::util::workers::Workers,
-) -> Result<(), String> {
+) -> Result<(), WebhookError> {
     if hooks.config.worker.unwrap_or(true) {
         worker::spawn(hooks.clone(), tasks);
     }

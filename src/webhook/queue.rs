@@ -19,6 +19,7 @@
 //! The log is rewritten with the remembered ids when it reaches 20,000 lines: one append
 //! per delivery, however many came before.
 
+use super::WebhookError;
 use std::collections::BTreeMap;
 use std::collections::{HashSet, VecDeque};
 use std::io::Write;
@@ -230,7 +231,7 @@ impl Queue {
     /// Opens the queue `section` asks for (`sqs`: looks the queue URL up).
     ///
     /// Errors: the SQS queue does not exist or cannot be reached.
-    pub async fn open(section: &WebhooksConfig, dir: &Path) -> Result<Queue, String> {
+    pub async fn open(section: &WebhooksConfig, dir: &Path) -> Result<Queue, WebhookError> {
         if section.queue.as_deref() == Some("sqs") {
             let name = section.sqs_queue.clone().unwrap_or_default();
             let client = sqs_client(section).await;
@@ -240,10 +241,10 @@ impl Queue {
                 .send()
                 .await
                 .map_err(|e| {
-                    format!(
+                    WebhookError::Queue(format!(
                         "webhook queue {name}: {} (`gitsync aws setup` creates it)",
                         crate::util::aws::one_line(&e)
-                    )
+                    ))
                 })?
                 .queue_url()
                 .unwrap_or_default()
@@ -263,19 +264,20 @@ impl Queue {
     /// Queues `job` durably; `dedup`: the SQS deduplication id.
     ///
     /// Errors: the job could not be stored (the intake answers 503).
-    pub async fn put(&self, job: &Job, dedup: &str) -> Result<(), String> {
+    pub async fn put(&self, job: &Job, dedup: &str) -> Result<(), WebhookError> {
         match self {
             Queue::Local { queue, wake } => {
                 queue
                     .put(job)
-                    .map_err(|e| format!("cannot queue the job: {e}"))?;
+                    .map_err(|e| WebhookError::Queue(format!("cannot queue the job: {e}")))?;
                 if let Some(n) = wake.get(&job.mirror) {
                     n.notify_one();
                 }
                 Ok(())
             }
             Queue::Sqs { client, url } => {
-                let body = serde_json::to_string(job).map_err(|e| e.to_string())?;
+                let body =
+                    serde_json::to_string(job).map_err(|e| WebhookError::Queue(e.to_string()))?;
                 client
                     .send_message()
                     .queue_url(url)
@@ -284,7 +286,12 @@ impl Queue {
                     .message_deduplication_id(dedup)
                     .send()
                     .await
-                    .map_err(|e| format!("SQS SendMessage: {}", crate::util::aws::one_line(&e)))?;
+                    .map_err(|e| {
+                        WebhookError::Queue(format!(
+                            "SQS SendMessage: {}",
+                            crate::util::aws::one_line(&e)
+                        ))
+                    })?;
                 Ok(())
             }
         }
@@ -311,10 +318,10 @@ pub async fn sqs_client(section: &WebhooksConfig) -> aws_sdk_sqs::Client {
 /// together (SQS does not count per message group).
 ///
 /// Errors: the queue cannot be found or read (one line).
-pub async fn sqs_depth(section: &WebhooksConfig) -> Result<(u64, u64), String> {
+pub async fn sqs_depth(section: &WebhooksConfig) -> Result<(u64, u64), WebhookError> {
     use aws_sdk_sqs::types::QueueAttributeName as A;
     let Queue::Sqs { client, url } = Queue::open(section, Path::new("")).await? else {
-        return Err("the queue is not sqs".to_string());
+        return Err(WebhookError::Queue("the queue is not sqs".to_string()));
     };
     let out = client
         .get_queue_attributes()
@@ -323,7 +330,12 @@ pub async fn sqs_depth(section: &WebhooksConfig) -> Result<(u64, u64), String> {
         .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
         .send()
         .await
-        .map_err(|e| format!("SQS GetQueueAttributes: {}", crate::util::aws::one_line(&e)))?;
+        .map_err(|e| {
+            WebhookError::Queue(format!(
+                "SQS GetQueueAttributes: {}",
+                crate::util::aws::one_line(&e)
+            ))
+        })?;
     let count = |name: A| {
         out.attributes()
             .and_then(|a| a.get(&name))

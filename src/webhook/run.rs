@@ -14,6 +14,7 @@
 //!
 //! One diverged or rejected ref does not stop the others (no `--atomic`).
 
+use super::WebhookError;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -102,17 +103,19 @@ impl Filter {
     /// The filter for `patterns` (default `["*"]` and `**`-style as globset reads them).
     ///
     /// Errors: a pattern globset cannot read.
-    pub fn new(patterns: &[String], tags: bool) -> Result<Self, String> {
+    pub fn new(patterns: &[String], tags: bool) -> Result<Self, WebhookError> {
         let mut builder = globset::GlobSetBuilder::new();
         for p in patterns {
             let glob = globset::GlobBuilder::new(p)
                 .literal_separator(true)
                 .build()
-                .map_err(|e| format!("branch pattern {p:?}: {e}"))?;
+                .map_err(|e| WebhookError::Setting(format!("branch pattern {p:?}: {e}")))?;
             builder.add(glob);
         }
         Ok(Filter {
-            branches: builder.build().map_err(|e| e.to_string())?,
+            branches: builder
+                .build()
+                .map_err(|e| WebhookError::Setting(e.to_string()))?,
             tags,
         })
     }
@@ -151,7 +154,7 @@ pub enum RunError {
     Target(String),
     /// The plan of a push could not be recorded first (nothing was pushed).
     #[error("cannot record the push before making it: {0}")]
-    Journal(String),
+    Journal(#[source] super::WebhookError),
 }
 
 impl PushMirrorState {
@@ -164,7 +167,7 @@ impl PushMirrorState {
 }
 
 /// Saves a mirror's state (the caller's file); called before a push goes out.
-pub type Journal<'a> = &'a (dyn Fn(&PushMirrorState) -> Result<(), String> + Sync);
+pub type Journal<'a> = &'a (dyn Fn(&PushMirrorState) -> Result<(), WebhookError> + Sync);
 
 fn stderr_of(e: GitError) -> String {
     match e {

@@ -10,6 +10,7 @@
 //! Center event payload pages (`X-Hub-Signature: sha256=...`), Backlog's webhook page (an
 //! unsigned form `payload=`).
 
+use super::WebhookError;
 use hmac::{Hmac, Mac};
 use http::HeaderMap;
 use sha2::Sha256;
@@ -48,7 +49,11 @@ impl Provider {
     /// The provider named `name` in the config (`generic` uses `header`).
     ///
     /// Errors: the unknown name.
-    pub fn parse(name: &str, gitlab_signing: bool, header: Option<&str>) -> Result<Self, String> {
+    pub fn parse(
+        name: &str,
+        gitlab_signing: bool,
+        header: Option<&str>,
+    ) -> Result<Self, WebhookError> {
         Ok(match name {
             "github" => Provider::Github,
             "gitlab" => Provider::Gitlab {
@@ -62,7 +67,9 @@ impl Provider {
             "generic" => Provider::Generic {
                 header: header.unwrap_or("X-Signature-256").to_string(),
             },
-            other => return Err(format!("unknown provider {other:?}")),
+            other => {
+                return Err(WebhookError::Setting(format!("unknown provider {other:?}")));
+            }
         })
     }
 

@@ -32,8 +32,7 @@ pub async fn run_mirror(hooks: &Webhooks, mirror: &PushMirror) -> bool {
         }
     };
     let started = std::time::Instant::now();
-    let journal =
-        |s: &run::PushMirrorState| crate::util::fs::write_json(&path, s).map_err(|e| e.to_string());
+    let journal = |s: &run::PushMirrorState| Ok(crate::util::fs::write_json(&path, s)?);
     let result = run::run(
         &hooks.cache_root(),
         &mirror.remotes,

@@ -15,6 +15,7 @@ use gix::bstr::ByteSlice;
 use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
 use nix::unistd::AccessFlags;
 
+use super::FfError;
 use super::content::{self, Verdict};
 use super::journal::{Sig, Step, Writer};
 use super::locks::IndexLock;
@@ -148,12 +149,12 @@ impl Transaction {
 
     /// Journals `step` (before it is done); a journal that cannot be written stops the
     /// fast-forward before the step.
-    fn record(&mut self, step: Step) -> Result<(), String> {
+    fn record(&mut self, step: Step) -> Result<(), FfError> {
         self.record_all(std::slice::from_ref(&step))
     }
 
     /// Journals `steps` in one write, in order, before any of them is done.
-    fn record_all(&mut self, steps: &[Step]) -> Result<(), String> {
+    fn record_all(&mut self, steps: &[Step]) -> Result<(), FfError> {
         if let Some(journal) = self.journal.as_mut() {
             let lines: Vec<String> = steps.iter().map(Step::encode).collect();
             journal.lines(&lines)?;
@@ -203,7 +204,7 @@ impl Transaction {
                 .branch
                 .as_str()
                 .try_into()
-                .map_err(|_| format!("not a branch name: {}", request.branch))?,
+                .map_err(|_| FfError::Repo(format!("not a branch name: {}", request.branch)))?,
             deref: false,
         };
         let (name, email) = committer(repo);
@@ -220,8 +221,8 @@ impl Transaction {
                     }),
                 )
                 .map(drop)
-                .map_err(|e| e.to_string()),
-            _ => Err("no committer identity".to_string()),
+                .map_err(|e| FfError::Repo(e.to_string())),
+            _ => Err(FfError::Repo("no committer identity".to_string())),
         };
         if let Err(err) = moved {
             if crate::git::remotes::ref_target(repo, &request.branch).as_deref()
@@ -291,13 +292,14 @@ impl Transaction {
         let staging = f.staging();
         for folder in [&staging, &f.files_staging] {
             if folder.exists() {
-                fs::remove_dir_all(folder)
-                    .map_err(|e| format!("cannot clear {}: {e}", folder.display()))?;
+                fs::remove_dir_all(folder).map_err(|e| {
+                    FfError::Files(format!("cannot clear {}: {e}", folder.display()))
+                })?;
             }
         }
         // The git folder's part first: while it exists, a recovery looks for the rest.
         fs::create_dir_all(&staging)
-            .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
+            .map_err(|e| FfError::Files(format!("cannot create {}: {e}", staging.display())))?;
         let files = &f.files_staging;
         fs::create_dir_all(files.join("old"))
             .and_then(|()| fs::create_dir_all(files.join("new")))
@@ -500,7 +502,7 @@ impl Transaction {
         index::write(&new_index, &staged_index)?;
         self.move_ref(repo, request)?;
         fs::rename(&staged_index, &index_path)
-            .map_err(|e| format!("cannot put the new index in place: {e}"))?;
+            .map_err(|e| FfError::Index(format!("cannot put the new index in place: {e}")))?;
         self.lock = None;
         self.after_merge(repo, request);
         Ok(changes.len())
@@ -640,7 +642,7 @@ impl Transaction {
         if let Some(parent) = to.parent()
             && made.insert(parent.to_path_buf())
         {
-            fs::create_dir_all(parent).map_err(|e| format!("cannot stage: {e}"))?;
+            fs::create_dir_all(parent).map_err(|e| FfError::Files(format!("cannot stage: {e}")))?;
         }
         self.record(Step::Out(rel.to_path_buf(), sig))?;
         rename_noreplace(&from, &to).map_err(|e| io_reason(rel, &e))?;
@@ -819,9 +821,9 @@ fn committer(repo: &gix::Repository) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
 /// The index at `path` (an empty one when there is none), its checksum verified.
 ///
 /// Errors: a message when it cannot be read.
-fn read_index(path: &Path) -> Result<gix::index::File, String> {
+fn read_index(path: &Path) -> Result<gix::index::File, FfError> {
     gix::index::File::at_or_default(path, gix::hash::Kind::Sha1, false, Default::default())
-        .map_err(|e| format!("cannot read index: {e}"))
+        .map_err(|e| FfError::Index(format!("cannot read index: {e}")))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use gix::bstr::ByteSlice;
 
+use super::FfError;
 use super::journal::Sig;
 use super::tree::oid;
 use super::{Change, Folders};
@@ -80,7 +81,7 @@ pub(super) fn write_blobs(
     repo: &gix::Repository,
     to: &Path,
     ins: &[&Change],
-) -> Result<HashMap<PathBuf, Sig>, String> {
+) -> Result<HashMap<PathBuf, Sig>, FfError> {
     let mut sigs = HashMap::with_capacity(ins.len());
     let mut made: HashSet<PathBuf> = HashSet::new();
     for change in ins {
@@ -88,11 +89,11 @@ pub(super) fn write_blobs(
         if let Some(parent) = target.parent()
             && made.insert(parent.to_path_buf())
         {
-            fs::create_dir_all(parent).map_err(|e| format!("cannot stage: {e}"))?;
+            fs::create_dir_all(parent).map_err(|e| FfError::Files(format!("cannot stage: {e}")))?;
         }
         let blob = repo
             .find_object(oid(&change.new_id)?)
-            .map_err(|e| format!("cannot read {}: {e}", change.path.display()))?;
+            .map_err(|e| FfError::Files(format!("cannot read {}: {e}", change.path.display())))?;
         let written = if change.new_mode == 0o120000 {
             std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(blob.data.as_bstr()), &target)
                 .and_then(|()| target.symlink_metadata())
@@ -112,7 +113,8 @@ pub(super) fn write_blobs(
                     file.metadata()
                 })
         };
-        let meta = written.map_err(|e| format!("cannot stage {}: {e}", change.path.display()))?;
+        let meta = written
+            .map_err(|e| FfError::Files(format!("cannot stage {}: {e}", change.path.display())))?;
         sigs.insert(change.path.clone(), Sig::from_meta(&meta));
     }
     Ok(sigs)

@@ -17,6 +17,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::FfError;
 use super::journal::Sig;
 use super::{Change, Folders, GITLINK, Refused};
 
@@ -248,7 +249,7 @@ pub(super) fn check(
 fn hash_with_filters(
     folders: &Folders,
     changes: &[(usize, &Change)],
-) -> Result<Vec<Option<String>>, String> {
+) -> Result<Vec<Option<String>>, FfError> {
     let mut input = Vec::new();
     let mut asked = Vec::new();
     for (_, c) in changes {

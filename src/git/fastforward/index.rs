@@ -17,6 +17,7 @@ use std::path::Path;
 use gix::bstr::{BStr, BString, ByteSlice};
 use gix::index::entry::{Flags, Mode, Stage, Stat};
 
+use super::FfError;
 use super::tree::oid;
 use super::{Change, GITLINK};
 
@@ -40,9 +41,11 @@ fn mode_of(mode: u32) -> Mode {
 /// Errors: a message naming the path when the index cannot take the fast-forward, as
 /// `read-tree -m` refuses: a change staged on a path the push changes, an unmerged entry,
 /// or a file where the new commit has a folder (or the reverse).
-pub(super) fn two_way(index: &mut gix::index::File, changes: &[Change]) -> Result<(), String> {
+pub(super) fn two_way(index: &mut gix::index::File, changes: &[Change]) -> Result<(), FfError> {
     let refuse = |path: &BStr, why: &str| {
-        format!("the index cannot take the fast-forward: {path}: {why} (commit or unstage it)")
+        FfError::Index(format!(
+            "the index cannot take the fast-forward: {path}: {why} (commit or unstage it)"
+        ))
     };
     let mut gone: HashSet<BString> = HashSet::new();
     let mut added = Vec::new();
@@ -143,15 +146,17 @@ pub(super) fn fill_stat(
     index: &mut gix::index::File,
     worktree: &Path,
     ins: &[&Change],
-) -> Result<(), String> {
+) -> Result<(), FfError> {
     for change in ins {
         let Some(entry) = index.entry_mut_by_path_and_stage(path_of(change), Stage::Unconflicted)
         else {
             continue;
         };
         let meta = gix::index::fs::Metadata::from_path_no_follow(&worktree.join(&change.path))
-            .map_err(|e| format!("cannot look at {}: {e}", change.path.display()))?;
-        entry.stat = Stat::from_fs(&meta).map_err(|e| e.to_string())?;
+            .map_err(|e| {
+                FfError::Index(format!("cannot look at {}: {e}", change.path.display()))
+            })?;
+        entry.stat = Stat::from_fs(&meta).map_err(|e| FfError::Index(e.to_string()))?;
     }
     Ok(())
 }
@@ -159,7 +164,7 @@ pub(super) fn fill_stat(
 /// Writes `index` to `to` whole or not at all (through `<to>.new` and a rename).
 ///
 /// Errors: a message when it cannot be written.
-pub(super) fn write(index: &gix::index::File, to: &Path) -> Result<(), String> {
+pub(super) fn write(index: &gix::index::File, to: &Path) -> Result<(), FfError> {
     let aside = to.with_extension("new");
     let written = (|| -> std::io::Result<()> {
         let mut out = std::io::BufWriter::new(fs::File::create(&aside)?);
@@ -172,6 +177,6 @@ pub(super) fn write(index: &gix::index::File, to: &Path) -> Result<(), String> {
     })();
     written.map_err(|e| {
         let _ = fs::remove_file(&aside);
-        format!("cannot write the new index: {e}")
+        FfError::Index(format!("cannot write the new index: {e}"))
     })
 }

@@ -7,6 +7,7 @@
 //! (paths hex-encoded, so any byte may appear in a file name) and `ref` once the branch
 //! moved. This module must not touch the worktree.
 
+use super::FfError;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
@@ -130,7 +131,7 @@ impl Journal {
     /// Reads a journal's text. A line cut short by a kill is skipped.
     ///
     /// Errors: a message when the header (the `pid` line) is missing.
-    pub fn parse(text: &str) -> Result<Journal, String> {
+    pub fn parse(text: &str) -> Result<Journal, FfError> {
         let mut journal = Journal {
             pid: 0,
             lock_ino: 0,
@@ -155,7 +156,9 @@ impl Journal {
             }
         }
         if journal.pid == 0 {
-            return Err("the journal of an interrupted fast-forward is unreadable".to_string());
+            return Err(FfError::Journal(
+                "the journal of an interrupted fast-forward is unreadable".to_string(),
+            ));
         }
         Ok(journal)
     }
@@ -172,7 +175,7 @@ impl Writer {
     /// so a journal that exists always names its process.
     ///
     /// Errors: the I/O error, with the path.
-    pub fn create(path: &Path, header: &str) -> Result<Writer, String> {
+    pub fn create(path: &Path, header: &str) -> Result<Writer, FfError> {
         let aside = path.with_extension("new");
         let write = || -> std::io::Result<fs::File> {
             let mut file = fs::File::create(&aside)?;
@@ -180,22 +183,22 @@ impl Writer {
             fs::rename(&aside, path)?;
             Ok(file)
         };
-        write()
-            .map(|file| Writer { file })
-            .map_err(|e| format!("cannot write the journal {}: {e}", path.display()))
+        write().map(|file| Writer { file }).map_err(|e| {
+            FfError::Journal(format!("cannot write the journal {}: {e}", path.display()))
+        })
     }
 
     /// Appends one line.
     ///
     /// Errors: the I/O error (a full disk): the caller stops before doing the step.
-    pub fn line(&mut self, line: &str) -> Result<(), String> {
+    pub fn line(&mut self, line: &str) -> Result<(), FfError> {
         self.lines(&[line])
     }
 
     /// Appends `lines`, one after another, in one write.
     ///
     /// Errors: the I/O error (a full disk): the caller stops before doing any of the steps.
-    pub fn lines<S: AsRef<str>>(&mut self, lines: &[S]) -> Result<(), String> {
+    pub fn lines<S: AsRef<str>>(&mut self, lines: &[S]) -> Result<(), FfError> {
         let mut buf = Vec::with_capacity(lines.iter().map(|l| l.as_ref().len() + 1).sum());
         for line in lines {
             buf.extend_from_slice(line.as_ref().as_bytes());
@@ -203,7 +206,7 @@ impl Writer {
         }
         self.file
             .write_all(&buf)
-            .map_err(|e| format!("cannot write the journal: {e}"))
+            .map_err(|e| FfError::Journal(format!("cannot write the journal: {e}")))
     }
 }
 

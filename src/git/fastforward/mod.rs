@@ -37,10 +37,12 @@
 mod apply;
 mod checkout;
 mod content;
+mod error;
 mod index;
 mod journal;
 mod locks;
 mod tree;
+pub use error::FfError;
 
 use std::ffi::OsStr;
 use std::fs;
@@ -192,20 +194,22 @@ impl Folders {
     /// The folders of the worktree at `worktree`.
     ///
     /// Errors: a message when it is not a repository with a worktree.
-    pub fn of(worktree: &Path) -> Result<Folders, String> {
+    pub fn of(worktree: &Path) -> Result<Folders, FfError> {
         Folders::open(worktree).map(|(folders, _)| folders)
     }
 
     /// [`Folders::of`], with the repository opened on the way (for the fast-forward, which
     /// reads it again).
-    fn open(worktree: &Path) -> Result<(Folders, gix::Repository), String> {
-        let repo = gix::open(worktree).map_err(|e| format!("cannot open repository: {e}"))?;
+    fn open(worktree: &Path) -> Result<(Folders, gix::Repository), FfError> {
+        let repo = gix::open(worktree)
+            .map_err(|e| FfError::Repo(format!("cannot open repository: {e}")))?;
         let top = repo
             .workdir()
-            .ok_or_else(|| "the repository has no worktree".to_string())?
+            .ok_or_else(|| FfError::Repo("the repository has no worktree".to_string()))?
             .to_path_buf();
-        let worktree = std::path::absolute(top).map_err(|e| e.to_string())?;
-        let git_dir = std::path::absolute(repo.git_dir()).map_err(|e| e.to_string())?;
+        let worktree = std::path::absolute(top).map_err(|e| FfError::Files(e.to_string()))?;
+        let git_dir =
+            std::path::absolute(repo.git_dir()).map_err(|e| FfError::Files(e.to_string()))?;
         let device = |p: &Path| fs::metadata(p).ok().map(|m| m.dev());
         let files_staging = if device(&git_dir) == device(&worktree) {
             git_dir.join("gitsync/ff")
@@ -215,7 +219,8 @@ impl Folders {
         let folders = Folders {
             worktree,
             git_dir,
-            common_dir: std::path::absolute(repo.common_dir()).map_err(|e| e.to_string())?,
+            common_dir: std::path::absolute(repo.common_dir())
+                .map_err(|e| FfError::Files(e.to_string()))?,
             files_staging,
         };
         Ok((folders, repo))
@@ -286,16 +291,16 @@ pub fn run(request: &Request) -> Outcome {
 ///
 /// Errors: a message when a fast-forward is still running (its helper holds the lock) or
 /// the journal cannot be read.
-pub fn recover(folders: &Folders) -> Result<(), String> {
+pub fn recover(folders: &Folders) -> Result<(), FfError> {
     if !interrupted(&folders.git_dir) {
         return Ok(());
     }
-    let _helper = locks::HelperLock::take(folders).map_err(|r| r.reason)?;
+    let _helper = locks::HelperLock::take(folders).map_err(|r| FfError::Busy(r.reason))?;
     recover_locked(folders)
 }
 
 /// [`recover`], with gitsync's lock already held.
-fn recover_locked(folders: &Folders) -> Result<(), String> {
+fn recover_locked(folders: &Folders) -> Result<(), FfError> {
     let staging = folders.staging();
     if !staging.exists() {
         return Ok(());
@@ -307,11 +312,14 @@ fn recover_locked(folders: &Folders) -> Result<(), String> {
             // Killed before the journal existed: nothing of the user's was touched yet.
             if folders.files_staging != staging && folders.files_staging.exists() {
                 fs::remove_dir_all(&folders.files_staging).map_err(|e| {
-                    format!("cannot remove {}: {e}", folders.files_staging.display())
+                    FfError::Files(format!(
+                        "cannot remove {}: {e}",
+                        folders.files_staging.display()
+                    ))
                 })?;
             }
             fs::remove_dir_all(&staging)
-                .map_err(|e| format!("cannot remove {}: {e}", staging.display()))?;
+                .map_err(|e| FfError::Files(format!("cannot remove {}: {e}", staging.display())))?;
             return Ok(());
         }
         Err(reason) => return Err(reason),
@@ -328,7 +336,7 @@ fn recover_locked(folders: &Folders) -> Result<(), String> {
         let staged_index = staging.join("index");
         if staged_index.exists() {
             fs::rename(&staged_index, folders.git_dir.join("index"))
-                .map_err(|e| format!("cannot put the new index in place: {e}"))?;
+                .map_err(|e| FfError::Index(format!("cannot put the new index in place: {e}")))?;
         }
     } else {
         tx.roll_back();
@@ -373,7 +381,7 @@ impl Change {
     }
 }
 
-fn git(folders: &Folders, args: &[&str], index: Option<&Path>) -> Result<Vec<u8>, String> {
+fn git(folders: &Folders, args: &[&str], index: Option<&Path>) -> Result<Vec<u8>, FfError> {
     git_input(folders, args, index, None)
 }
 
@@ -382,7 +390,7 @@ fn git_input(
     args: &[&str],
     index: Option<&Path>,
     input: Option<&[u8]>,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, FfError> {
     let mut command = Command::new("git");
     crate::util::child::quiet(&mut command);
     command
@@ -416,7 +424,7 @@ fn git_input(
     }
     let mut child = command
         .spawn()
-        .map_err(|e| format!("cannot run git: {e}"))?;
+        .map_err(|e| FfError::Git(format!("cannot run git: {e}")))?;
     let writer = match (input, child.stdin.take()) {
         (Some(input), Some(mut stdin)) => {
             let input = input.to_vec();
@@ -429,7 +437,7 @@ fn git_input(
     };
     let out = child
         .wait_with_output()
-        .map_err(|e| format!("cannot run git: {e}"))?;
+        .map_err(|e| FfError::Git(format!("cannot run git: {e}")))?;
     if let Some(writer) = writer {
         let _ = writer.join();
     }
@@ -437,10 +445,10 @@ fn git_input(
         Ok(out.stdout)
     } else {
         let name = args.first().copied().unwrap_or("");
-        Err(format!(
+        Err(FfError::Git(format!(
             "git {name} failed: {}",
             crate::util::redact::redact_text(String::from_utf8_lossy(&out.stderr).trim())
-        ))
+        )))
     }
 }
 

@@ -12,25 +12,27 @@ use gix::ObjectId;
 use gix::diff::tree::recorder::Change as Recorded;
 
 use super::Change;
+use super::FfError;
 
 /// The commit id `hex` as an object id.
 ///
 /// Errors: a message naming `hex` when it is not a full hex object id.
-pub(super) fn oid(hex: &str) -> Result<ObjectId, String> {
-    ObjectId::from_hex(hex.as_bytes()).map_err(|_| format!("not a commit id: {hex:?}"))
+pub(super) fn oid(hex: &str) -> Result<ObjectId, FfError> {
+    ObjectId::from_hex(hex.as_bytes())
+        .map_err(|_| FfError::Repo(format!("not a commit id: {hex:?}")))
 }
 
 /// Whether the commit `from` is `to` or one of its ancestors.
 ///
 /// Errors: a message when either commit cannot be read.
-pub(super) fn is_ancestor(repo: &gix::Repository, from: &str, to: &str) -> Result<bool, String> {
+pub(super) fn is_ancestor(repo: &gix::Repository, from: &str, to: &str) -> Result<bool, FfError> {
     let (from, to) = (oid(from)?, oid(to)?);
     if from == to {
         return Ok(true);
     }
     let base = repo
         .merge_base(from, to)
-        .map_err(|e| format!("cannot read the history: {e}"))?;
+        .map_err(|e| FfError::Repo(format!("cannot read the history: {e}")))?;
     Ok(base.is_some_and(|base| base.detach() == from))
 }
 
@@ -39,11 +41,15 @@ pub(super) fn is_ancestor(repo: &gix::Repository, from: &str, to: &str) -> Resul
 /// and ids, in the order of git's trees.
 ///
 /// Errors: a message when a commit or tree cannot be read.
-pub(super) fn changes(repo: &gix::Repository, from: &str, to: &str) -> Result<Vec<Change>, String> {
-    let tree_of = |hex: &str| -> Result<gix::Tree<'_>, String> {
+pub(super) fn changes(
+    repo: &gix::Repository,
+    from: &str,
+    to: &str,
+) -> Result<Vec<Change>, FfError> {
+    let tree_of = |hex: &str| -> Result<gix::Tree<'_>, FfError> {
         repo.find_commit(oid(hex)?)
             .and_then(|commit| commit.tree())
-            .map_err(|e| format!("cannot read the tree of {hex}: {e}"))
+            .map_err(|e| FfError::Repo(format!("cannot read the tree of {hex}: {e}")))
     };
     let (old, new) = (tree_of(from)?, tree_of(to)?);
     let mut recorder = gix::diff::tree::Recorder::default();
@@ -54,7 +60,7 @@ pub(super) fn changes(repo: &gix::Repository, from: &str, to: &str) -> Result<Ve
         &repo.objects,
         &mut recorder,
     )
-    .map_err(|e| format!("cannot compare the trees: {e}"))?;
+    .map_err(|e| FfError::Repo(format!("cannot compare the trees: {e}")))?;
     let mut out = Vec::with_capacity(recorder.records.len());
     let zero = ObjectId::null(repo.object_hash());
     let mode = |m: gix::objs::tree::EntryMode| {
