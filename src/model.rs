@@ -244,13 +244,17 @@ impl PushEvent {
     /// sender (`--upload-pack=...` as a ref) is refused here, before anything runs.
     ///
     /// Errors: a message naming the field that is wrong.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidEvent> {
         for (field, oid) in [("old", &self.old), ("new", &self.new)] {
             let hex = oid
                 .bytes()
                 .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
             if !hex || !(oid.len() == 40 || oid.len() == 64) {
-                return Err(format!("{field} is not an object id: {oid:?}"));
+                return Err(InvalidEvent {
+                    field,
+                    expected: "an object id",
+                    value: oid.clone(),
+                });
             }
         }
         let name = self.ref_name.as_str();
@@ -258,7 +262,11 @@ impl PushEvent {
             || gix::refs::FullName::try_from(name).is_err()
             || name.starts_with('-')
         {
-            return Err(format!("ref is not a valid ref name: {name:?}"));
+            return Err(InvalidEvent {
+                field: "ref",
+                expected: "a valid ref name",
+                value: name.to_string(),
+            });
         }
         let repo = std::path::Path::new(&self.repo);
         if self.repo.is_empty()
@@ -267,13 +275,27 @@ impl PushEvent {
                 .components()
                 .any(|c| matches!(c, std::path::Component::ParentDir))
         {
-            return Err(format!(
-                "repo is not a path under the root: {:?}",
-                self.repo
-            ));
+            return Err(InvalidEvent {
+                field: "repo",
+                expected: "a path under the root",
+                value: self.repo.clone(),
+            });
         }
         Ok(())
     }
+}
+
+/// Why a push event is refused ([`PushEvent::validate`]): the field that is wrong, what
+/// it must be, and what it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} is not {expected}: {value:?}")]
+pub struct InvalidEvent {
+    /// The field (`old`, `new`, `ref` or `repo`).
+    pub field: &'static str,
+    /// What it must be, as "an object id".
+    pub expected: &'static str,
+    /// What it was.
+    pub value: String,
 }
 
 /// The all-zero object id git uses for "no commit" (a created or deleted ref).
@@ -388,16 +410,16 @@ mod tests {
         assert_eq!(good.validate(), Ok(()));
         let mut bad = good.clone();
         bad.new = "not-hex-at-all-0000000000000000000000000".to_string();
-        assert!(bad.validate().unwrap_err().starts_with("new"));
+        assert_eq!(bad.validate().map_err(|e| e.field), Err("new"));
         let mut bad = good.clone();
         bad.ref_name = "--upload-pack=touch /tmp/x".to_string();
-        assert!(bad.validate().unwrap_err().starts_with("ref"));
+        assert_eq!(bad.validate().map_err(|e| e.field), Err("ref"));
         let mut bad = good.clone();
         bad.ref_name = "refs/heads/a..b".to_string();
         assert!(bad.validate().is_err());
         let mut bad = good.clone();
         bad.repo = "../../etc".to_string();
-        assert!(bad.validate().unwrap_err().starts_with("repo"));
+        assert_eq!(bad.validate().map_err(|e| e.field), Err("repo"));
     }
 
     #[test]

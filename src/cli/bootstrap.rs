@@ -164,12 +164,14 @@ pub fn plan(states: &[RepoState], here: &str, from: Option<&str>, root: &Path) -
 /// renamed when the other host names it differently. Returns the time it took.
 ///
 /// Errors: git's message in one line (a missing credential says what to set up).
-async fn clone_one(wanted: &Wanted, root: &Path) -> Result<Duration, String> {
+async fn clone_one(wanted: &Wanted, root: &Path) -> Result<Duration, CloneError> {
     let start = Instant::now();
     let target = root.join(&wanted.repo);
     if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(|source| CloneError::Folder {
+            path: parent.to_path_buf(),
+            source,
+        })?;
     }
     let target_text = target.display().to_string();
     // A `file://` remote on this machine is cloned as git clones a path: objects are hard
@@ -186,7 +188,7 @@ async fn clone_one(wanted: &Wanted, root: &Path) -> Result<Duration, String> {
     let timeout = Duration::from_secs(3600);
     crate::git::ops::run(root, &args, timeout)
         .await
-        .map_err(|e| one_line(&e.to_string()))?;
+        .map_err(CloneError::git)?;
     if local.is_some() {
         crate::git::ops::run(
             &target,
@@ -194,16 +196,37 @@ async fn clone_one(wanted: &Wanted, root: &Path) -> Result<Duration, String> {
             timeout,
         )
         .await
-        .map_err(|e| one_line(&e.to_string()))?;
+        .map_err(CloneError::git)?;
     }
     if let (Some(local), Some(remote)) = (&wanted.branch, &wanted.remote_branch)
         && local != remote
     {
         crate::git::ops::run(&target, &["branch", "-m", remote, local], timeout)
             .await
-            .map_err(|e| one_line(&e.to_string()))?;
+            .map_err(CloneError::git)?;
     }
     Ok(start.elapsed())
+}
+
+/// Why one clone of a bootstrap failed (the others go on).
+#[derive(Debug, thiserror::Error)]
+enum CloneError {
+    /// The folder the clone goes into cannot be made.
+    #[error("cannot create {}: {source}", path.display())]
+    Folder {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// git failed: its message in one line.
+    #[error("{0}")]
+    Git(String),
+}
+
+impl CloneError {
+    fn git(error: crate::git::ops::GitError) -> CloneError {
+        CloneError::Git(one_line(&error.to_string()))
+    }
 }
 
 /// `branch main`, or `the default branch` when the other host had none checked out.

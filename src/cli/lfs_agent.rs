@@ -15,6 +15,7 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
+use crate::mirror::MirrorError;
 use crate::mirror::lfs::{Checked, LfsObject, download_verified, object_key};
 
 /// Arguments of `gitsync lfs-agent` (none: git-lfs drives it over stdin and stdout).
@@ -36,15 +37,15 @@ fn git_out(args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn base_of(remote: &str) -> Result<Base, String> {
+fn base_of(remote: &str) -> Result<Base, MirrorError> {
     let url = git_out(&["remote", "get-url", remote])
         .or_else(|| Some(remote.to_string()).filter(|r| r.contains("://")))
-        .ok_or_else(|| format!("no remote {remote:?} in this repository"))?;
+        .ok_or_else(|| MirrorError::Lfs(format!("no remote {remote:?} in this repository")))?;
     let url = url.trim_end_matches('/').to_string();
     if url.starts_with("http://") || url.starts_with("https://") {
         let client = reqwest::Client::builder()
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| MirrorError::Lfs(e.to_string()))?;
         return Ok(Base::Http(client, url));
     }
     let path = url.strip_prefix("file://").unwrap_or(&url);
@@ -52,13 +53,14 @@ fn base_of(remote: &str) -> Result<Base, String> {
 }
 
 /// Fetches one object into a new file in `tmp`; returns its path.
-async fn fetch(base: &Base, object: &LfsObject, tmp: &Path) -> Result<PathBuf, String> {
-    std::fs::create_dir_all(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+async fn fetch(base: &Base, object: &LfsObject, tmp: &Path) -> Result<PathBuf, MirrorError> {
+    std::fs::create_dir_all(tmp)
+        .map_err(|e| MirrorError::Lfs(format!("{}: {e}", tmp.display())))?;
     let file = tempfile::Builder::new()
         .prefix("gitsync-")
         .tempfile_in(tmp)
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    let (_, path) = file.keep().map_err(|e| e.to_string())?;
+        .map_err(|e| MirrorError::Lfs(format!("{}: {e}", tmp.display())))?;
+    let (_, path) = file.keep().map_err(|e| MirrorError::Lfs(e.to_string()))?;
     let result = match base {
         Base::Http(client, url) => {
             let request = client.get(format!("{url}/{}", object_key(&object.oid)));
@@ -78,21 +80,23 @@ async fn fetch(base: &Base, object: &LfsObject, tmp: &Path) -> Result<PathBuf, S
     }
 }
 
-fn verify_copy(src: &Path, dst: &Path, object: &LfsObject) -> Result<(), String> {
-    let mut input = std::fs::File::open(src).map_err(|e| format!("object {}: {e}", object.oid))?;
-    let mut output = std::fs::File::create(dst).map_err(|e| format!("{}: {e}", dst.display()))?;
+fn verify_copy(src: &Path, dst: &Path, object: &LfsObject) -> Result<(), MirrorError> {
+    let mut input = std::fs::File::open(src)
+        .map_err(|e| MirrorError::Lfs(format!("object {}: {e}", object.oid)))?;
+    let mut output = std::fs::File::create(dst)
+        .map_err(|e| MirrorError::Lfs(format!("{}: {e}", dst.display())))?;
     let mut check = Checked::new(object);
     let mut buf = vec![0u8; 64 << 10];
     loop {
         let n = std::io::Read::read(&mut input, &mut buf)
-            .map_err(|e| format!("object {}: {e}", object.oid))?;
+            .map_err(|e| MirrorError::Lfs(format!("object {}: {e}", object.oid)))?;
         if n == 0 {
             break;
         }
         check.update(&buf[..n])?;
         output
             .write_all(&buf[..n])
-            .map_err(|e| format!("{}: {e}", dst.display()))?;
+            .map_err(|e| MirrorError::Lfs(format!("{}: {e}", dst.display())))?;
     }
     check.finish()
 }
@@ -129,7 +133,10 @@ pub fn run(_args: &Args) -> ExitCode {
                         base = Some(b);
                         reply(&mut stdout, json!({}))
                     }
-                    Err(e) => reply(&mut stdout, json!({"error": {"code": 32, "message": e}})),
+                    Err(e) => reply(
+                        &mut stdout,
+                        json!({"error": {"code": 32, "message": e.to_string()}}),
+                    ),
                 }
             }
             "download" => {
@@ -140,8 +147,8 @@ pub fn run(_args: &Args) -> ExitCode {
                 };
                 let valid = oid.len() == 64 && oid.bytes().all(|b| b.is_ascii_hexdigit());
                 let result = match (&base, valid) {
-                    (_, false) => Err(format!("{oid:?} is not an LFS oid")),
-                    (None, _) => Err("download before init".to_string()),
+                    (_, false) => Err(MirrorError::Lfs(format!("{oid:?} is not an LFS oid"))),
+                    (None, _) => Err(MirrorError::Lfs("download before init".to_string())),
                     (Some(base), true) => runtime.block_on(fetch(base, &object, &tmp)),
                 };
                 match result {
@@ -151,7 +158,7 @@ pub fn run(_args: &Args) -> ExitCode {
                     ),
                     Err(e) => reply(
                         &mut stdout,
-                        json!({"event": "complete", "oid": oid, "error": {"code": 2, "message": e}}),
+                        json!({"event": "complete", "oid": oid, "error": {"code": 2, "message": e.to_string()}}),
                     ),
                 }
             }

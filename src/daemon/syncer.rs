@@ -365,7 +365,7 @@ impl Syncer {
                             blocked = Some(reason);
                         }
                     }
-                    Err(reason) => blocked = Some(reason),
+                    Err(refused) => blocked = Some(refused.reason),
                 }
             }
         }
@@ -436,13 +436,13 @@ impl Syncer {
         repo: &Repo,
         snapshot: &state::Snapshot,
         target: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), fastforward::Refused> {
         let (Some(branch), Some(from)) = (&snapshot.state.branch, &snapshot.state.head) else {
-            return Err("HEAD is detached".to_string());
+            return Err("HEAD is detached".into());
         };
         if let Some(wait) = self.dirty.edit_quiet_in(&repo.name, EDIT_QUIET) {
             self.dirty.mark_after(&repo.name, wait);
-            return Err(fastforward::BEING_EDITED.to_string());
+            return Err(fastforward::Refused::passing(fastforward::BEING_EDITED));
         }
         self.dirty.suppress_edits(&repo.name, true);
         let outcome =
@@ -477,14 +477,12 @@ impl Syncer {
                 if retry == fastforward::Retry::Soon {
                     self.dirty.mark_after(&repo.name, EDIT_QUIET);
                 }
-                if kept.is_empty() {
-                    Err(reason)
+                let reason = if kept.is_empty() {
+                    reason
                 } else {
-                    Err(format!(
-                        "{reason}; your saves were kept in {}",
-                        kept.join(", ")
-                    ))
-                }
+                    format!("{reason}; your saves were kept in {}", kept.join(", "))
+                };
+                Err(fastforward::Refused { reason, retry })
             }
         }
     }

@@ -170,6 +170,11 @@ const SETTLE: Duration = Duration::from_millis(20);
 /// that is running holds a lock itself, so nothing moves. What is held is recorded in
 /// `<common>/gitsync/branch-locks` (pid, inode, path), so that locks left by a process
 /// that was killed are removed by the next run, and only those.
+/// A branch lock (`index.lock` of a worktree) that is taken already: a git command runs.
+#[derive(Debug, thiserror::Error)]
+#[error("{} exists: a git command is running", .0.display())]
+struct LockTaken(std::path::PathBuf);
+
 struct Locks {
     held: Vec<(std::path::PathBuf, u64)>,
     record: std::path::PathBuf,
@@ -191,7 +196,7 @@ impl Locks {
     }
 
     /// Takes every lock, or none. Errors: the first lock that is taken already.
-    fn take(common: &Path) -> Result<Locks, String> {
+    fn take(common: &Path) -> Result<Locks, LockTaken> {
         use std::os::unix::fs::MetadataExt;
         let mut locks = Locks {
             held: Vec::new(),
@@ -208,12 +213,7 @@ impl Locks {
                     let ino = file.metadata().map(|m| m.ino()).unwrap_or(0);
                     locks.held.push((path, ino));
                 }
-                Err(_) => {
-                    return Err(format!(
-                        "{} exists: a git command is running",
-                        path.display()
-                    ));
-                }
+                Err(_) => return Err(LockTaken(path)),
             }
         }
         let text: String = locks
@@ -307,7 +307,7 @@ pub async fn apply(
     let _locks = match Locks::take(common) {
         Ok(locks) => locks,
         Err(why) => {
-            let refused = plan.movable.iter().map(|b| (b.clone(), why.clone()));
+            let refused = plan.movable.iter().map(|b| (b.clone(), why.to_string()));
             return (moved, refused.collect());
         }
     };

@@ -36,8 +36,15 @@ pub struct RefUpdate {
 }
 
 /// How one update ended: `Ok` when the remote's ref is now what was asked (moved, created,
-/// deleted or already so), else git's reason (`stale info`, `non-fast-forward`, ...).
-pub type RefResult = Result<(), String>;
+/// deleted or already so), else why the remote refused it.
+pub type RefResult = Result<(), Rejected>;
+
+/// A ref update the remote refused: git's reason as `git push --porcelain` prints it
+/// (`[rejected] (stale info)`, `[remote rejected] (pre-receive hook declined)`, ...), or
+/// `not reported` when git said nothing of it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejected(pub String);
 
 /// Pushes `updates` from the repository `dir` to `remote` (a URL or a remote's name) in
 /// one `git push --porcelain --no-verify`, with `env` (see [`credential_env`]) and
@@ -83,7 +90,7 @@ pub async fn push(
             reported
                 .get(&u.name)
                 .cloned()
-                .unwrap_or_else(|| Err("not reported".to_string()))
+                .unwrap_or_else(|| Err(Rejected("not reported".to_string())))
         })
         .collect())
 }
@@ -100,7 +107,7 @@ fn porcelain(stdout: &str) -> BTreeMap<String, RefResult> {
             let (_, to) = fields.next()?.rsplit_once(':')?;
             let summary = fields.next().unwrap_or("").trim();
             let result = match flag {
-                "!" => Err(summary.to_string()),
+                "!" => Err(Rejected(summary.to_string())),
                 " " | "+" | "-" | "*" | "=" => Ok(()),
                 _ => return None,
             };
@@ -227,7 +234,7 @@ mod tests {
         }
         assert_eq!(
             got.get("refs/heads/taken"),
-            Some(&Err("[rejected] (stale info)".to_string()))
+            Some(&Err(Rejected("[rejected] (stale info)".to_string())))
         );
     }
 }

@@ -6,7 +6,7 @@
 //! not counted, but each initialized one with work of its own is listed (`submodules`).
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use gix::bstr::{BString, ByteSlice};
@@ -38,7 +38,7 @@ pub fn read(host: &str, repo: &str, path: &Path) -> Snapshot {
     match read_inner(host, repo, path) {
         Ok(snapshot) => snapshot,
         Err(message) => Snapshot {
-            state: RepoState::error(host, repo, message),
+            state: RepoState::error(host, repo, message.to_string()),
             upstream_head: None,
             index_locked: false,
             index_lock_note: None,
@@ -47,13 +47,36 @@ pub fn read(host: &str, repo: &str, path: &Path) -> Snapshot {
     }
 }
 
-pub(super) fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
-    move |e| format!("{what}: {e}")
+/// Why a repository's state cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The repository's folder is gone.
+    #[error("{} does not exist", .0.display())]
+    Missing(PathBuf),
+    /// A part of the repository cannot be read: which part, and gix's message.
+    #[error("{what}: {message}")]
+    Read {
+        /// The part, as "cannot read HEAD".
+        what: &'static str,
+        /// gix's message.
+        message: String,
+    },
+    /// The worktree cannot be compared with the index, or walked for untracked files.
+    #[error("{0}")]
+    Worktree(String),
 }
 
-fn read_inner(host: &str, repo_name: &str, path: &Path) -> Result<Snapshot, String> {
+/// A [`StateError::Read`] of `what` for a gix error.
+pub(super) fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> StateError {
+    move |e| StateError::Read {
+        what,
+        message: e.to_string(),
+    }
+}
+
+fn read_inner(host: &str, repo_name: &str, path: &Path) -> Result<Snapshot, StateError> {
     if !path.exists() {
-        return Err(format!("{} does not exist", path.display()));
+        return Err(StateError::Missing(path.to_path_buf()));
     }
     let repo = gix::open(path).map_err(err("cannot open repository"))?;
     let head = repo.head().map_err(err("cannot read HEAD"))?;
@@ -210,7 +233,7 @@ fn count_commits(
     repo: &gix::Repository,
     from: gix::ObjectId,
     hidden: gix::ObjectId,
-) -> Result<u32, String> {
+) -> Result<u32, StateError> {
     if from == hidden {
         return Ok(0);
     }
@@ -251,7 +274,7 @@ fn index_matches_head(index: &gix::index::File, head_tree: Option<gix::ObjectId>
 fn worktree_counts(
     repo: &gix::Repository,
     head_tree: Option<gix::ObjectId>,
-) -> Result<Counts, String> {
+) -> Result<Counts, StateError> {
     if repo.workdir().is_none() {
         return Ok(Counts::default());
     }

@@ -16,13 +16,13 @@ use gix::index::entry::Mode;
 use nix::dir::{Dir, Type};
 use nix::fcntl::OFlag;
 
-use super::state::err;
+use super::state::{StateError, err};
 
 /// Returns the number of untracked entries `git status --porcelain` would list for the
 /// worktree of `repo`, given its `index`.
 ///
 /// Errors: a message when the configuration or gix's directory walk fails.
-pub(crate) fn count(repo: &gix::Repository, index: &gix::index::State) -> Result<u32, String> {
+pub(crate) fn count(repo: &gix::Repository, index: &gix::index::State) -> Result<u32, StateError> {
     let Some(workdir) = repo.workdir() else {
         return Ok(0);
     };
@@ -120,7 +120,7 @@ fn all_tracked(workdir: &Path, index: &gix::index::State) -> bool {
 
 /// The directory walk `git status` does for untracked files, per `status.showUntrackedFiles`
 /// (`no`: none; `all`: every file; otherwise a wholly untracked folder counts once).
-fn walk_options(repo: &gix::Repository) -> Result<Option<gix::dirwalk::Options>, String> {
+fn walk_options(repo: &gix::Repository) -> Result<Option<gix::dirwalk::Options>, StateError> {
     use gix::dir::walk::EmissionMode;
     let mode = repo
         .config_snapshot()

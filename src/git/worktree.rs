@@ -17,7 +17,7 @@ use gix::status::plumbing::index_as_worktree;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, SFlag, fstatat};
 
-use super::state::err;
+use super::state::{StateError, err};
 
 /// Index entries that gix skips without looking at the worktree (`Flags::UPTODATE` and the
 /// skip-worktree, assume-unchanged and fsmonitor-valid bits of `index-format.txt`).
@@ -34,7 +34,7 @@ const SKIPPED: Flags = Flags::UPTODATE
 pub(crate) fn unstaged(
     repo: &gix::Repository,
     index: &gix::index::State,
-) -> Result<HashSet<BString>, String> {
+) -> Result<HashSet<BString>, StateError> {
     let options = options(repo)?;
     let doubtful = doubtful(repo, index, &options)?;
     if doubtful.entries().is_empty() {
@@ -47,7 +47,7 @@ pub(crate) fn unstaged(
 /// `core.checkStat`, `core.trustctime`), for one thread.
 ///
 /// Errors: a message naming the configuration that cannot be read.
-fn options(repo: &gix::Repository) -> Result<index_as_worktree::Options, String> {
+fn options(repo: &gix::Repository) -> Result<index_as_worktree::Options, StateError> {
     Ok(index_as_worktree::Options {
         fs: repo
             .filesystem_options()
@@ -70,7 +70,7 @@ fn doubtful(
     repo: &gix::Repository,
     index: &gix::index::State,
     options: &index_as_worktree::Options,
-) -> Result<gix::index::State, String> {
+) -> Result<gix::index::State, StateError> {
     let mut doubtful = gix::index::State::new(repo.object_hash());
     doubtful.set_timestamp(index.timestamp());
     let Some(workdir) = repo.workdir() else {
@@ -82,7 +82,9 @@ fn doubtful(
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|e| format!("cannot open worktree {}: {e}", workdir.display()))?;
+    .map_err(|e| {
+        StateError::Worktree(format!("cannot open worktree {}: {e}", workdir.display()))
+    })?;
 
     let mut dirs = DirStack::new(root);
     for entry in index.entries() {
@@ -259,8 +261,10 @@ fn compare_with_gix(
     index: &gix::index::State,
     doubtful: &gix::index::State,
     options: index_as_worktree::Options,
-) -> Result<HashSet<BString>, String> {
-    let workdir = repo.workdir().ok_or_else(|| "no worktree".to_string())?;
+) -> Result<HashSet<BString>, StateError> {
+    let workdir = repo
+        .workdir()
+        .ok_or_else(|| StateError::Worktree("no worktree".to_string()))?;
     let attributes = repo
         .attributes_only(
             index,

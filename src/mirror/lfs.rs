@@ -235,13 +235,13 @@ impl<'a> Checked<'a> {
     /// Takes the next `chunk`.
     ///
     /// Errors: more bytes than the pointer names.
-    pub fn update(&mut self, chunk: &[u8]) -> Result<(), String> {
+    pub fn update(&mut self, chunk: &[u8]) -> Result<(), MirrorError> {
         self.size += chunk.len() as u64;
         if self.size > self.object.size {
-            return Err(format!(
+            return Err(MirrorError::Lfs(format!(
                 "object {}: more than the {} bytes its pointer names",
                 self.object.oid, self.object.size
-            ));
+            )));
         }
         self.hasher.update(chunk);
         Ok(())
@@ -250,13 +250,13 @@ impl<'a> Checked<'a> {
     /// Ends the check.
     ///
     /// Errors: the size or the sha256 differ from the object's.
-    pub fn finish(self) -> Result<(), String> {
+    pub fn finish(self) -> Result<(), MirrorError> {
         let got = hex::encode(self.hasher.finalize());
         if self.size != self.object.size || got != self.object.oid {
-            return Err(format!(
+            return Err(MirrorError::Lfs(format!(
                 "object {}: the content does not match (got {} bytes with sha256 {got})",
                 self.object.oid, self.size
-            ));
+            )));
         }
         Ok(())
     }
@@ -271,36 +271,36 @@ pub async fn download_verified(
     request: reqwest::RequestBuilder,
     object: &LfsObject,
     file: &Path,
-) -> Result<(), String> {
+) -> Result<(), MirrorError> {
     use tokio::io::AsyncWriteExt;
     let mut response = request
         .send()
         .await
-        .map_err(|e| format!("object {}: {}", object.oid, without_url(&e)))?;
+        .map_err(|e| MirrorError::Lfs(format!("object {}: {}", object.oid, without_url(&e))))?;
     if !response.status().is_success() {
-        return Err(format!(
+        return Err(MirrorError::Lfs(format!(
             "object {}: the server answered {}",
             object.oid,
             response.status()
-        ));
+        )));
     }
     let mut out = tokio::fs::File::create(file)
         .await
-        .map_err(|e| format!("{}: {e}", file.display()))?;
+        .map_err(|e| MirrorError::Lfs(format!("{}: {e}", file.display())))?;
     let mut check = Checked::new(object);
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| format!("object {}: {}", object.oid, without_url(&e)))?
+        .map_err(|e| MirrorError::Lfs(format!("object {}: {}", object.oid, without_url(&e))))?
     {
         check.update(&chunk)?;
         out.write_all(&chunk)
             .await
-            .map_err(|e| format!("{}: {e}", file.display()))?;
+            .map_err(|e| MirrorError::Lfs(format!("{}: {e}", file.display())))?;
     }
     out.flush()
         .await
-        .map_err(|e| format!("{}: {e}", file.display()))?;
+        .map_err(|e| MirrorError::Lfs(format!("{}: {e}", file.display())))?;
     check.finish()
 }
 
@@ -404,9 +404,7 @@ pub async fn copy_new(
             request = request.header(k, v);
         }
         let file = dir.path().join(&object.oid);
-        download_verified(request, object, &file)
-            .await
-            .map_err(MirrorError::Lfs)?;
+        download_verified(request, object, &file).await?;
         store
             .put_file(&object_key(&object.oid), &file)
             .await

@@ -275,7 +275,7 @@ async fn write_pack(
     let name = format!("pack-{hex}");
     let pack = dir.join(format!("{name}.pack"));
     let idx = dir.join(format!("{name}.idx"));
-    let (objects, bytes) = pack_header(&pack).map_err(MirrorError::Pack)?;
+    let (objects, bytes) = pack_header(&pack)?;
     if objects == 0 {
         return Ok(None);
     }
@@ -292,18 +292,22 @@ async fn write_pack(
 
 /// The object count of a pack file (its header: `PACK`, version, count; gitformat-pack)
 /// and its size in bytes.
-fn pack_header(path: &Path) -> Result<(u32, u64), String> {
+fn pack_header(path: &Path) -> Result<(u32, u64), MirrorError> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| MirrorError::Pack(format!("{}: {e}", path.display())))?;
     let size = file
         .metadata()
-        .map_err(|e| format!("{}: {e}", path.display()))?
+        .map_err(|e| MirrorError::Pack(format!("{}: {e}", path.display())))?
         .len();
     let mut header = [0u8; 12];
     file.read_exact(&mut header)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| MirrorError::Pack(format!("{}: {e}", path.display())))?;
     if &header[..4] != b"PACK" {
-        return Err(format!("{} is not a pack", path.display()));
+        return Err(MirrorError::Pack(format!(
+            "{} is not a pack",
+            path.display()
+        )));
     }
     Ok((
         u32::from_be_bytes([header[8], header[9], header[10], header[11]]),

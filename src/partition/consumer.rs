@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::manifest::{self, PairRecord};
 use super::producer::MANIFEST_KEY;
-use super::{PairOutcome, PartitionError, Settings, crypto};
+use super::{PairError, PairOutcome, PartitionError, Settings, crypto};
 use crate::git::ops;
 use crate::git::refsync::{self, Expect, RefUpdate};
 use crate::model::is_zero_oid;
@@ -57,7 +57,7 @@ async fn import(
     cache: &Path,
     identity: &age::x25519::Identity,
     scratch: &Path,
-) -> Result<usize, String> {
+) -> Result<usize, PairError> {
     let mut fetched = 0;
     for bundle in &record.bundles {
         if has_commit(cache, &bundle.tip, settings).await {
@@ -65,22 +65,20 @@ async fn import(
         }
         let sealed = scratch.join("bundle.age");
         let plain = scratch.join("bundle");
-        store
-            .get_file(&bundle.key, &sealed)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (sha, _) = super::sha256_file(&sealed).map_err(|e| e.to_string())?;
+        store.get_file(&bundle.key, &sealed).await?;
+        let (sha, _) = super::sha256_file(&sealed)
+            .map_err(|e| PairError::Bundle(format!("bundle {}: {e}", bundle.key)))?;
         if sha != bundle.sha256 {
-            return Err(format!(
+            return Err(PairError::Bundle(format!(
                 "bundle {} is corrupt: sha256 {sha}, the manifest says {}",
                 bundle.key, bundle.sha256
-            ));
+            )));
         }
         let (id, s2, p2) = (identity.clone(), sealed.clone(), plain.clone());
         tokio::task::spawn_blocking(move || crypto::decrypt_file(&s2, &p2, &id))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("bundle {}: {e}", bundle.key))?;
+            .map_err(|e| PairError::Bundle(e.to_string()))?
+            .map_err(|e| PairError::Bundle(format!("bundle {}: {e}", bundle.key)))?;
         let plain_text = plain.display().to_string();
         ops::run(
             cache,
@@ -88,7 +86,7 @@ async fn import(
             settings.git_timeout,
         )
         .await
-        .map_err(|e| format!("bundle {} does not verify: {e}", bundle.key))?;
+        .map_err(|e| PairError::Bundle(format!("bundle {} does not verify: {e}", bundle.key)))?;
         ops::run(
             cache,
             &[
@@ -100,17 +98,16 @@ async fn import(
             ],
             settings.git_timeout,
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         let _ = std::fs::remove_file(&sealed);
         let _ = std::fs::remove_file(&plain);
         fetched += 1;
     }
     if !has_commit(cache, &record.tip, settings).await {
-        return Err(format!(
+        return Err(PairError::Bundle(format!(
             "the bundles do not contain {} (a missing prerequisite?)",
             record.tip
-        ));
+        )));
     }
     Ok(fetched)
 }
@@ -122,10 +119,8 @@ async fn push(
     record: &PairRecord,
     applied: Option<&Applied>,
     cache: &Path,
-) -> Result<(), String> {
-    let url = settings
-        .url_of(&record.destination)
-        .map_err(|e| e.to_string())?;
+) -> Result<(), PairError> {
+    let url = settings.url_of(&record.destination)?;
     let branch = &record.destination.branch;
     let target = format!("refs/heads/{branch}");
     let env = settings.git_env();
@@ -150,7 +145,7 @@ async fn push(
     }
     let results = refsync::push(cache, &url, &updates, &env, settings.git_timeout)
         .await
-        .map_err(|e| crate::util::redact::redact_text(&e.to_string()))?;
+        .map_err(|e| PairError::Push(crate::util::redact::redact_text(&e.to_string())))?;
     let refused: Vec<String> = updates
         .iter()
         .zip(&results)
@@ -164,10 +159,10 @@ async fn push(
     if refused.is_empty() {
         Ok(())
     } else {
-        Err(format!(
+        Err(PairError::Push(format!(
             "the destination refused {}",
             crate::util::redact::redact_text(&refused.join(", "))
-        ))
+        )))
     }
 }
 
@@ -260,15 +255,14 @@ pub async fn run_once(
             .join(format!("{}.git", record.id));
         let result = async {
             if !cache.join("HEAD").exists() {
-                std::fs::create_dir_all(&cache).map_err(|e| e.to_string())?;
-                ops::run(&cache, &["init", "--bare", "--quiet"], settings.git_timeout)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                std::fs::create_dir_all(&cache)
+                    .map_err(|e| PairError::Bundle(format!("{}: {e}", cache.display())))?;
+                ops::run(&cache, &["init", "--bare", "--quiet"], settings.git_timeout).await?;
             }
             let fetched =
                 import(settings, store, record, &cache, &identity, scratch.path()).await?;
             push(settings, record, applied.as_ref(), &cache).await?;
-            Ok::<usize, String>(fetched)
+            Ok::<usize, PairError>(fetched)
         }
         .await;
         match result {
@@ -308,7 +302,7 @@ pub async fn run_once(
                         super::end_name(&record.destination)
                     ),
                     action: "failed".to_string(),
-                    error: Some(err),
+                    error: Some(crate::util::redact::redact_text(&err.to_string())),
                 });
             }
         }

@@ -22,6 +22,29 @@ use sha2::Digest;
 
 use crate::config::{Config, PairEnd, PartitionConfig, SyncPair, expand_tilde};
 
+/// Why one pair failed: reported in that pair's result while the other pairs go on.
+#[derive(Debug, thiserror::Error)]
+pub enum PairError {
+    /// The pair's source or destination cannot be resolved.
+    #[error(transparent)]
+    Setting(#[from] PartitionError),
+    /// A git command failed (fetch, bundle, push).
+    #[error(transparent)]
+    Git(#[from] crate::git::ops::GitError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A bundle cannot be read, decrypted or verified, or lacks the pair's commit.
+    #[error("{0}")]
+    Bundle(String),
+    /// The source has no such branch.
+    #[error("the source has no branch {0}")]
+    NoBranch(String),
+    /// The destination refused the push.
+    #[error("{0}")]
+    Push(String),
+}
+
 /// A partition failure that stops a whole round (a failure of one pair is reported in
 /// that pair's result instead).
 #[derive(Debug, thiserror::Error)]

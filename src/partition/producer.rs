@@ -8,7 +8,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use super::manifest::{self, BundleRecord, FORMAT, Manifest, PairRecord};
-use super::{Pair, PairOutcome, PartitionError, Settings, crypto};
+use super::{Pair, PairError, PairOutcome, PartitionError, Settings, crypto};
 use crate::git::ops;
 use crate::store::{BlobStore, StoreError};
 
@@ -43,7 +43,7 @@ fn state_path(settings: &Settings) -> PathBuf {
 
 /// Brings the bare cache of `url` up to date (see [`crate::git::bare_cache`]); returns
 /// its path.
-async fn refresh_mirror(settings: &Settings, url: &str) -> Result<PathBuf, String> {
+async fn refresh_mirror(settings: &Settings, url: &str) -> Result<PathBuf, PairError> {
     crate::git::bare_cache::refresh(
         &settings.dir.join("mirrors"),
         url,
@@ -51,7 +51,7 @@ async fn refresh_mirror(settings: &Settings, url: &str) -> Result<PathBuf, Strin
         &settings.git_env(),
     )
     .await
-    .map_err(|e| e.to_string())
+    .map_err(PairError::from)
 }
 
 async fn rev(dir: &Path, name: &str, settings: &Settings) -> Option<String> {
@@ -95,16 +95,14 @@ async fn export(
     to: &[age::x25519::Recipient],
     compact: bool,
     scratch: &Path,
-) -> Result<(PairRecord, String), String> {
-    let source = settings
-        .url_of(&pair.spec.source)
-        .map_err(|e| e.to_string())?;
+) -> Result<(PairRecord, String), PairError> {
+    let source = settings.url_of(&pair.spec.source)?;
     let branch = &pair.spec.source.branch;
     let mirror = refresh_mirror(settings, &source).await?;
     let head = format!("refs/heads/{branch}");
     let tip = rev(&mirror, &format!("{head}^{{commit}}"), settings)
         .await
-        .ok_or_else(|| format!("the source has no branch {branch}"))?;
+        .ok_or_else(|| PairError::NoBranch(branch.clone()))?;
     let tags = if pair.spec.tags {
         tags_of(&mirror, settings).await
     } else {
@@ -162,14 +160,12 @@ async fn export(
             let (to, plain2, sealed2) = (to.to_vec(), plain.clone(), sealed.clone());
             tokio::task::spawn_blocking(move || crypto::encrypt_file(&plain2, &sealed2, &to))
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
-            let (sha256, size) = super::sha256_file(&sealed).map_err(|e| e.to_string())?;
+                .map_err(|e| PairError::Bundle(e.to_string()))?
+                .map_err(|e| PairError::Bundle(e.to_string()))?;
+            let (sha256, size) = super::sha256_file(&sealed)
+                .map_err(|e| PairError::Bundle(format!("{}: {e}", sealed.display())))?;
             let key = format!("{BUNDLE_PREFIX}{sha256}");
-            store
-                .put_file(&key, &sealed)
-                .await
-                .map_err(|e| e.to_string())?;
+            store.put_file(&key, &sealed).await?;
             let _ = std::fs::remove_file(&plain);
             let _ = std::fs::remove_file(&sealed);
             action = format!("{action} ({})", crate::util::words::human_size(size));
@@ -185,7 +181,7 @@ async fn export(
         Err(ops::GitError::Failed { stderr, .. }) if stderr.contains("empty bundle") => {
             action = "tags updated".to_string();
         }
-        Err(err) => return Err(err.to_string()),
+        Err(err) => return Err(err.into()),
     }
     Ok((
         PairRecord {
@@ -350,7 +346,7 @@ pub async fn run_once(
                     id: pair.id.clone(),
                     name: super::pair_name(&pair.spec.source, &pair.spec.destination),
                     action: "failed".to_string(),
-                    error: Some(crate::util::redact::redact_text(&err)),
+                    error: Some(crate::util::redact::redact_text(&err.to_string())),
                 });
             }
         }

@@ -41,17 +41,19 @@ pub fn message_group(repo: &str) -> String {
 }
 
 /// Reads a message body: the event itself (raw delivery) or inside an SNS envelope.
-fn parse_body(body: &str) -> Result<PushEvent, String> {
+///
+/// Errors: serde's error for the body read as an event (or for the envelope's `Message`).
+fn parse_body(body: &str) -> Result<PushEvent, serde_json::Error> {
     match serde_json::from_str::<PushEvent>(body) {
         Ok(event) => Ok(event),
         Err(raw_err) => {
-            let envelope: serde_json::Value =
-                serde_json::from_str(body).map_err(|_| raw_err.to_string())?;
-            let inner = envelope
-                .get("Message")
-                .and_then(|m| m.as_str())
-                .ok_or_else(|| raw_err.to_string())?;
-            serde_json::from_str::<PushEvent>(inner).map_err(|e| e.to_string())
+            let Ok(envelope) = serde_json::from_str::<serde_json::Value>(body) else {
+                return Err(raw_err);
+            };
+            let Some(inner) = envelope.get("Message").and_then(|m| m.as_str()) else {
+                return Err(raw_err);
+            };
+            serde_json::from_str::<PushEvent>(inner)
         }
     }
 }
@@ -187,9 +189,9 @@ mod tests {
         assert!(odd.starts_with("repo-") && odd.len() == 37, "{odd}");
         let event = PushEvent::new("a", "r", "/x", "refs/heads/main", "0", "1");
         let raw = serde_json::to_string(&event).expect("json");
-        assert_eq!(parse_body(&raw), Ok(event.clone()));
+        assert_eq!(parse_body(&raw).ok(), Some(event.clone()));
         let envelope = serde_json::json!({"Type": "Notification", "Message": raw}).to_string();
-        assert_eq!(parse_body(&envelope), Ok(event));
+        assert_eq!(parse_body(&envelope).ok(), Some(event));
         assert!(parse_body("{\"Message\": 3}").is_err());
         assert!(parse_body("garbage").is_err());
     }
