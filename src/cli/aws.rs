@@ -54,7 +54,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let webhook_queue = config
         .webhooks
         .as_ref()
-        .filter(|w| w.queue.as_deref() == Some("sqs"))
+        .filter(|w| w.queue == Some(crate::config::QueueKind::Sqs))
         .cloned();
     if let (None, Some(webhooks), Action::Setup { .. }) =
         (&config.aws, &webhook_queue, &args.action)

@@ -198,14 +198,14 @@ fn rows(config: &crate::config::Config) -> Option<Vec<Row>> {
     let section = config.webhooks.as_ref()?;
     let dir = config.home.join("webhooks");
     let queue = crate::webhook::queue::LocalQueue::new(dir.join("queue"));
-    let local = section.queue.as_deref() != Some("sqs");
+    let local = section.queue != Some(crate::config::QueueKind::Sqs);
     let sqs = (!local).then(|| SqsQueue::read(section));
     let rows: Vec<Row> = section
         .mirrors
         .iter()
         .map(|m| Row {
             mirror: m.name.clone(),
-            provider: m.provider.clone(),
+            provider: m.provider.to_string(),
             // A corrupt state shows as empty here; the mirror's next run names the file.
             state: crate::util::fs::read_json(&crate::webhook::run::state_path(&dir, &m.name))
                 .unwrap_or_default(),

@@ -96,17 +96,5 @@ pub(super) fn validate(deploys: &[DeployConfig], push: &mut dyn FnMut(&str, Stri
                 format!("{mode:?}: use `yes` or `accept-new`"),
             );
         }
-        if let Some(tool) = d.scan.as_ref().and_then(|s| s.tool.as_deref())
-            && !SCANNERS.contains(&tool)
-            && kind_of_path(tool).is_none()
-        {
-            push(
-                &key("scan.tool"),
-                format!(
-                    "{tool:?}: use one of {}, or the path of a scanner whose file name starts with its name (~/.local/bin/gitleaks)",
-                    SCANNERS.join(", ")
-                ),
-            );
-        }
     }
 }

@@ -10,6 +10,9 @@
 pub mod deploy;
 pub mod edit;
 mod locate;
+mod mirrors;
+mod partition;
+mod pull;
 mod schema;
 pub mod webhooks;
 
@@ -18,8 +21,8 @@ use std::time::Duration;
 
 pub use schema::{
     AwsConfig, BackendKind, DeployConfig, DeployScan, DeploySsh, DeployTarget, GitlabConfig,
-    HooksConfig, LocalConfig, MirrorConfig, PairEnd, PartitionConfig, PartitionRole, RawConfig,
-    SyncPair, TlsConfig, WebhookMirrorConfig, WebhooksConfig,
+    HooksConfig, LocalConfig, MirrorConfig, PairEnd, PartitionConfig, PartitionRole, ProviderName,
+    QueueKind, RawConfig, ScanTool, SyncPair, TlsConfig, WebhookMirrorConfig, WebhooksConfig,
 };
 
 /// The example configuration written by `gitsync init`, also shipped in `packaging/`.
@@ -414,88 +417,18 @@ fn validate(
         }
     }
 
-    let pull = raw.pull.unwrap_or_default();
-    let interval = pull
-        .interval
-        .map(|d| d.0)
-        .unwrap_or(Duration::from_secs(300));
-    if interval < Duration::from_secs(1) {
-        push("pull.interval", "must be at least 1s".to_string());
-    }
-    let fetch_timeout = pull
-        .fetch_timeout
-        .map(|d| d.0)
-        .unwrap_or(Duration::from_secs(120));
-    if fetch_timeout < Duration::from_secs(1) {
-        push("pull.fetch_timeout", "must be at least 1s".to_string());
-    }
-    let rescan = pull.rescan.map(|d| d.0).unwrap_or(Duration::from_secs(60));
-    if rescan < Duration::from_secs(1) {
-        push("pull.rescan", "must be at least 1s".to_string());
-    }
-    let heartbeat = pull
-        .heartbeat
-        .map(|d| d.0)
-        .unwrap_or(Duration::from_secs(60));
-    if heartbeat < Duration::from_secs(1) {
-        push("pull.heartbeat", "must be at least 1s".to_string());
-    }
-
+    let pull = pull::settings(raw.pull.unwrap_or_default(), &mut push);
     let mirrors = raw.mirrors.clone().unwrap_or_default();
-    let mut names = std::collections::BTreeSet::new();
-    for (i, mirror) in mirrors.iter().enumerate() {
-        let key = |field: &str| format!("mirrors[{i}].{field}");
-        if mirror.name.is_empty()
-            || !mirror
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        {
-            push(
-                &key("name"),
-                format!(
-                    "{:?}: use letters, digits, `.`, `_` and `-` only",
-                    mirror.name
-                ),
-            );
-        } else if !names.insert(mirror.name.clone()) {
-            push(
-                &key("name"),
-                format!("{:?} is used by two mirrors", mirror.name),
-            );
-        }
-        if mirror.source.trim().is_empty() {
-            push(
-                &key("source"),
-                "empty: give a URL git can fetch".to_string(),
-            );
-        }
-        if !(mirror.target.starts_with("s3://") || mirror.target.starts_with("file:///")) {
-            push(
-                &key("target"),
-                format!(
-                    "{:?}: use s3://bucket/prefix or file:///path",
-                    crate::util::redact::redact_url(&mirror.target)
-                ),
-            );
-        }
-        if mirror.max_packs.is_some_and(|n| n < 2) {
-            push(&key("max_packs"), "must be at least 2".to_string());
-        }
-        if mirror
-            .interval
-            .as_ref()
-            .is_some_and(|d| d.0 < Duration::from_secs(1))
-        {
-            push(&key("interval"), "must be at least 1s".to_string());
-        }
-    }
+    mirrors::validate(&mirrors, &mut push);
 
     if let Some(webhooks) = &raw.webhooks {
         webhooks::validate(webhooks, &mut push);
     }
     if let Some(deploys) = &raw.deploy {
         deploy::validate(deploys, &mut push);
+    }
+    if let Some(section) = &raw.partition {
+        partition::validate(section, &mut push);
     }
 
     let home = gitsync_home();
@@ -522,14 +455,7 @@ fn validate(
                 .or_else(|| Some(home.join("hub").display().to_string())),
         },
         aws: raw.aws,
-        pull: PullSettings {
-            fast_forward: pull.fast_forward.unwrap_or(true),
-            interval,
-            fetch_timeout,
-            other_branches: pull.other_branches.unwrap_or(true),
-            rescan,
-            heartbeat,
-        },
+        pull,
         hooks_install: raw.hooks.and_then(|h| h.install).unwrap_or(true),
         partition: raw.partition,
         mirrors,

@@ -103,10 +103,96 @@ pub struct DeploySsh {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeployScan {
-    /// `gitleaks`, `kingfisher`, `detect-secrets`, `auto` (default) or `off`.
-    pub tool: Option<String>,
+    /// `gitleaks`, `kingfisher`, `detect-secrets`, `auto` (default), `off`, or a scanner's
+    /// path.
+    pub tool: Option<ScanTool>,
     /// The scanner's rules file (gitleaks / kingfisher TOML); gitsync's default otherwise.
     pub config: Option<String>,
+}
+
+/// `webhooks.queue`: where accepted jobs wait for a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueKind {
+    /// Files under `~/.gitsync/webhooks/queue` (the default).
+    Local,
+    /// An SQS FIFO queue (`webhooks.sqs_queue`), shared by the hosts that run workers.
+    Sqs,
+}
+
+/// `webhooks.mirrors[].provider`: whose webhook format and signature the intake checks
+/// (each forge's webhook documentation; `generic` is Standard Webhooks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderName {
+    /// GitHub (`X-Hub-Signature-256`).
+    Github,
+    /// GitLab (`X-Gitlab-Token`, or signed with `gitlab_signing`).
+    Gitlab,
+    /// Gitea (`X-Gitea-Signature`).
+    Gitea,
+    /// Forgejo (`X-Forgejo-Signature`).
+    Forgejo,
+    /// Bitbucket Cloud (`X-Hub-Signature`).
+    Bitbucket,
+    /// Bitbucket Server / Data Center (`X-Hub-Signature`).
+    BitbucketServer,
+    /// Backlog (unsigned: needs a path token).
+    Backlog,
+    /// Standard Webhooks (`webhook-signature`), or a header named by `signature_header`.
+    Generic,
+}
+
+impl ProviderName {
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderName::Github => "github",
+            ProviderName::Gitlab => "gitlab",
+            ProviderName::Gitea => "gitea",
+            ProviderName::Forgejo => "forgejo",
+            ProviderName::Bitbucket => "bitbucket",
+            ProviderName::BitbucketServer => "bitbucket-server",
+            ProviderName::Backlog => "backlog",
+            ProviderName::Generic => "generic",
+        }
+    }
+}
+
+impl std::fmt::Display for ProviderName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `deploy[].scan.tool`: a scanner by name, `auto` (the first installed), `off`, or the
+/// path of a scanner whose file name starts with its name (`~/.local/bin/gitleaks`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ScanTool(String);
+
+impl ScanTool {
+    /// As written in the config.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ScanTool {
+    type Error = String;
+
+    /// Errors: a word that is none of the scanners and a path that names none.
+    fn try_from(tool: String) -> Result<ScanTool, String> {
+        use super::deploy::{SCANNERS, kind_of_path};
+        if SCANNERS.contains(&tool.as_str()) || kind_of_path(&tool).is_some() {
+            Ok(ScanTool(tool))
+        } else {
+            Err(format!(
+                "{tool:?}: use one of {}, or the path of a scanner whose file name starts with its name (~/.local/bin/gitleaks)",
+                SCANNERS.join(", ")
+            ))
+        }
+    }
 }
 
 /// `webhooks`: the intake (an HTTP server under `gitsync run`), its queue, and the mirrors
@@ -122,7 +208,7 @@ pub struct WebhooksConfig {
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
     /// `local` (files under `~/.gitsync/webhooks`, default) or `sqs`.
-    pub queue: Option<String>,
+    pub queue: Option<QueueKind>,
     /// The SQS FIFO queue for `queue: sqs`.
     pub sqs_queue: Option<String>,
     /// S3/SQS endpoint of an AWS-compatible server, for `queue: sqs`.
@@ -159,7 +245,7 @@ pub struct WebhookMirrorConfig {
     pub name: String,
     /// `github`, `gitlab`, `gitea`, `forgejo`, `bitbucket`, `bitbucket-server`, `backlog`
     /// or `generic`.
-    pub provider: String,
+    pub provider: ProviderName,
     /// Environment variable holding the webhook secret.
     pub secret_env: Option<String>,
     /// File holding the webhook secret.

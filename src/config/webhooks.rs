@@ -1,18 +1,6 @@
 //! Checks of the `webhooks` section, each problem reported with its key.
 
-use super::schema::WebhooksConfig;
-
-/// The providers gitsync verifies, as written in the config.
-pub const PROVIDERS: [&str; 8] = [
-    "github",
-    "gitlab",
-    "gitea",
-    "forgejo",
-    "bitbucket",
-    "bitbucket-server",
-    "backlog",
-    "generic",
-];
+use super::schema::{ProviderName, QueueKind, WebhooksConfig};
 
 /// Reports every problem of `webhooks` through `push(key, message)`.
 pub(super) fn validate(webhooks: &WebhooksConfig, push: &mut dyn FnMut(&str, String)) {
@@ -32,9 +20,9 @@ pub(super) fn validate(webhooks: &WebhooksConfig, push: &mut dyn FnMut(&str, Str
             );
         }
     }
-    match webhooks.queue.as_deref() {
-        None | Some("local") => {}
-        Some("sqs") => match webhooks.sqs_queue.as_deref() {
+    match webhooks.queue {
+        None | Some(QueueKind::Local) => {}
+        Some(QueueKind::Sqs) => match webhooks.sqs_queue.as_deref() {
             Some(q) if q.ends_with(".fifo") => {}
             Some(q) => push(
                 "webhooks.sqs_queue",
@@ -45,7 +33,6 @@ pub(super) fn validate(webhooks: &WebhooksConfig, push: &mut dyn FnMut(&str, Str
                 "missing: `queue: sqs` needs the FIFO queue's name".to_string(),
             ),
         },
-        Some(other) => push("webhooks.queue", format!("{other:?}: use `local` or `sqs`")),
     }
     if webhooks.max_body.is_some_and(|n| n < 1024) {
         push(
@@ -69,13 +56,7 @@ pub(super) fn validate(webhooks: &WebhooksConfig, push: &mut dyn FnMut(&str, Str
         } else if !names.insert(m.name.clone()) {
             push(&key("name"), format!("{:?} is used by two mirrors", m.name));
         }
-        if !PROVIDERS.contains(&m.provider.as_str()) {
-            push(
-                &key("provider"),
-                format!("{:?}: use one of {}", m.provider, PROVIDERS.join(", ")),
-            );
-        }
-        if m.provider == "backlog" {
+        if m.provider == ProviderName::Backlog {
             if m.path_token_env.is_none() && m.path_token_file.is_none() {
                 push(
                     &key("path_token_env"),

@@ -194,8 +194,8 @@ impl Deploy {
         self.spec
             .scan
             .as_ref()
-            .and_then(|s| s.tool.clone())
-            .unwrap_or_else(|| "auto".to_string())
+            .and_then(|s| s.tool.as_ref())
+            .map_or_else(|| "auto".to_string(), |t| t.as_str().to_string())
     }
 
     fn state_path(&self) -> PathBuf {

@@ -89,7 +89,7 @@ impl PushMirror {
     pub fn resolve(spec: &WebhookMirrorConfig) -> Result<PushMirror, WebhookError> {
         let name = &spec.name;
         let provider = verify::Provider::parse(
-            &spec.provider,
+            spec.provider.as_str(),
             spec.gitlab_signing,
             spec.signature_header.as_deref(),
         )

@@ -232,7 +232,7 @@ impl Queue {
     ///
     /// Errors: the SQS queue does not exist or cannot be reached.
     pub async fn open(section: &WebhooksConfig, dir: &Path) -> Result<Queue, WebhookError> {
-        if section.queue.as_deref() == Some("sqs") {
+        if section.queue == Some(crate::config::QueueKind::Sqs) {
             let name = section.sqs_queue.clone().unwrap_or_default();
             let client = sqs_client(section).await;
             let url = client

@@ -132,6 +132,33 @@ fn bad_configs_exit_2_with_file_line_and_key() {
         ),
         &["webhooks.mirrors[0].secret_file: `secret_env` is set too"],
     );
+    // Closed sets are enums of the schema: a word outside them is named with its line,
+    // with the words that are allowed, and the other problems are reported with it.
+    refused(
+        &env,
+        "closed-sets",
+        &format!(
+            "root: {root}\nrepositories: []\nwebhooks:\n  queue: kafka\n  mirrors:\n    - name: api\n      source: file:///src.git\n      provider: gitlabb\n      secret_env: S\n      target: https://example.invalid/t.git\ndeploy:\n  - name: site\n    repo: site\n    targets: [{{name: web, host: h, path: /srv/site}}]\n    scan:\n      tool: trufflehog\n"
+        ),
+        &[
+            ":4: webhooks.queue: unknown variant `kafka`, expected `local` or `sqs`",
+            ":8: webhooks.mirrors[0].provider: unknown variant `gitlabb`, expected one of `github`, `gitlab`",
+            ":16: deploy[0].scan.tool: \"trufflehog\": use one of auto, gitleaks",
+        ],
+    );
+    // The partition section is checked at load, not only when partition sync starts.
+    refused(
+        &env,
+        "partition-without-store",
+        &format!("root: {root}\npartition:\n  role: producer\n"),
+        &[":3: partition.role: needs `partition.store`"],
+    );
+    refused(
+        &env,
+        "partition-bad-store",
+        &format!("root: {root}\npartition:\n  store: https://bucket\n"),
+        &[":3: partition.store: \"https://bucket\": use s3://bucket/prefix or file:///path"],
+    );
 
     // A configuration file that cannot be read at all: a folder in its place.
     let home = env.home("unreadable");

@@ -31,8 +31,11 @@ fn two_daemons_sharing_a_hub_see_each_other() {
         let daemon = env.spawn(&home, &[]);
         daemons.push((home, daemon));
     }
-    for (home, daemon) in &daemons {
+    // Both ready first: host-a's start-up can end before host-b has published anything.
+    for (_, daemon) in &daemons {
         daemon.wait_log("ready", Duration::from_secs(30));
+    }
+    for (home, _) in &daemons {
         let states = env.status(home, &[]);
         for (host, repo) in [
             ("host-a", "shared"),
