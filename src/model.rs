@@ -203,12 +203,19 @@ pub struct HostRecord {
     /// When the host last read every repository (its last full update ended), UTC.
     #[serde(default)]
     pub checked_at: Option<DateTime<Utc>>,
+    /// When its daemon stopped gracefully (`gitsync stop`, a unit stopped, a clean
+    /// shutdown), UTC; absent while it runs or after a crash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<DateTime<Utc>>,
 }
 
 impl HostRecord {
     /// How long the host has been silent at `now` when that is more than 3 heartbeat
-    /// intervals (it is `offline`); `None` while it is alive.
+    /// intervals, or since its daemon stopped (it is `offline`); `None` while it is alive.
     pub fn offline_for(&self, now: DateTime<Utc>) -> Option<std::time::Duration> {
+        if let Some(stopped) = self.stopped_at {
+            return Some((now - stopped).to_std().unwrap_or_default());
+        }
         let silent = (now - self.last_seen).to_std().ok()?;
         let window = std::time::Duration::from_secs(3 * self.heartbeat_secs.unwrap_or(60).max(1));
         (silent > window).then_some(silent)

@@ -14,6 +14,10 @@ pub struct Args {
     /// The host whose rows to forget [default: this machine's hostname].
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
+    /// Forget a host that is online too (its daemon publishes its rows again at its next
+    /// heartbeat).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Removes the rows. Exit code 0 when done (a row that was not there is said so), 1 when
@@ -37,6 +41,22 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                     .hinted("`gitsync doctor` checks the backend and says what to do")
             })?;
         if args.repos.is_empty() {
+            let now = chrono::Utc::now();
+            let live = store
+                .hosts(Some(&host))
+                .await
+                .map_err(|e| CliError::failed(format!("cannot read host {host}: {e}")))?
+                .into_iter()
+                .find(|h| h.offline_for(now).is_none());
+            if let Some(live) = live.filter(|_| !args.force) {
+                return Err(CliError::usage(format!(
+                    "host {host} is online (heartbeat {} s ago): its daemon would publish its rows again",
+                    (now - live.last_seen).num_seconds().max(0)
+                ))
+                .hinted(format!(
+                    "stop gitsync on {host} first (`gitsync stop`), or pass --force"
+                )));
+            }
             let n = store
                 .forget(&host, None)
                 .await

@@ -148,10 +148,11 @@ fn with_liveness(
                 checked(s, host).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
             ),
         );
-        let (word, offline) = match host.map(|h| h.offline_for(now)) {
+        let (word, offline) = match host.map(|h| (h.offline_for(now), h.stopped_at)) {
             None => ("unknown", None),
-            Some(None) => ("online", None),
-            Some(Some(d)) => ("offline", Some(d.as_secs())),
+            Some((None, _)) => ("online", None),
+            Some((Some(d), Some(_))) => ("stopped", Some(d.as_secs())),
+            Some((Some(d), None)) => ("offline", Some(d.as_secs())),
         };
         map.insert("host_state".to_string(), serde_json::json!(word));
         if let Some(secs) = offline {
@@ -178,6 +179,11 @@ fn hosts_lines(hosts: &[HostRecord], tz: chrono_tz::Tz, now: DateTime<Utc>) -> S
             .map(|m| format!(", {m}"))
             .unwrap_or_default();
         match h.offline_for(now) {
+            Some(_) if h.stopped_at.is_some() => out.push_str(&format!(
+                "host {}: stopped {} ago (gitsync stop or a clean shutdown){machine}\n",
+                h.host,
+                age(h.stopped_at.unwrap_or(h.last_seen), now),
+            )),
             None => out.push_str(&format!(
                 "host {}: online, heartbeat {} ago, gitsync {}{machine}\n",
                 h.host,
@@ -299,9 +305,10 @@ pub fn table(
     for s in states {
         let updated = s.updated_at.with_timezone(&tz);
         let host = live.hosts.iter().find(|h| h.host == s.host);
-        let host_cell = match host.and_then(|h| h.offline_for(now)) {
-            Some(_) => format!("{} (offline)", s.host),
-            None => s.host.clone(),
+        let host_cell = match host.map(|h| (h.offline_for(now), h.stopped_at)) {
+            Some((Some(_), Some(_))) => format!("{} (stopped)", s.host),
+            Some((Some(_), None)) => format!("{} (offline)", s.host),
+            _ => s.host.clone(),
         };
         rows.push(vec![
             host_cell,

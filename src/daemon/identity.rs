@@ -94,6 +94,7 @@ mod tests {
             last_seen: Utc::now() - chrono::Duration::seconds(seen_secs_ago),
             heartbeat_secs: Some(10),
             checked_at: None,
+            stopped_at: None,
         }
     }
 

@@ -375,21 +375,33 @@ impl Running {
                         )
                     }
                     Ok(fresh) => {
-                        warn_restart_settings(&self.config, &fresh);
+                        let waiting = warn_restart_settings(&self.config, &fresh);
                         if self.resolve_and_apply(&fresh, "configuration", &mut tasks) {
-                            tracing::info!(
-                                repos = self.handle.registry.current().len(),
-                                "configuration reloaded"
-                            );
+                            let repos = self.handle.registry.current().len();
+                            if waiting.is_empty() {
+                                tracing::info!(repos, "configuration reloaded");
+                            } else {
+                                tracing::info!(
+                                    repos,
+                                    "configuration reloaded; {} take effect at the next restart",
+                                    waiting.join(", ")
+                                );
+                            }
                             if fresh.pull.interval != self.config.pull.interval {
                                 next_full = now() + jittered(fresh.pull.interval);
                             }
                             lookup = Lookup::of(&self.handle.registry.current());
+                            // What needs a restart stays as it runs, so that the next
+                            // reload names it again.
                             self.config = Config {
                                 hostname: self.config.hostname.clone(),
                                 backend: self.config.backend,
                                 local: self.config.local.clone(),
                                 aws: self.config.aws.clone(),
+                                mirrors: self.config.mirrors.clone(),
+                                webhooks: self.config.webhooks.clone(),
+                                deploy: self.config.deploy.clone(),
+                                partition: self.config.partition.clone(),
                                 ..fresh
                             };
                             if let Some(w) = &root_watcher {
@@ -464,6 +476,9 @@ impl Running {
             _ = self.signals.int.recv() => tracing::warn!("second signal: stopping now"),
         }
         self.workers.abort_all();
+        if !self.handle.syncer.is_refused() {
+            self.beats.stopped().await;
+        }
         if let Err(err) = std::fs::remove_file(&self.socket) {
             tracing::debug!(socket = %self.socket.display(), %err, "cannot remove socket");
         }
@@ -580,6 +595,22 @@ impl Heartbeat {
             last_seen: chrono::Utc::now(),
             heartbeat_secs: Some(self.every.as_secs().max(1)),
             checked_at: *self.checked.lock().unwrap_or_else(|p| p.into_inner()),
+            stopped_at: None,
+        }
+    }
+
+    /// Says the daemon stopped, so the other machines show this host `stopped` at once
+    /// instead of `online` until its heartbeat window runs out. Bounded to 5 s (an
+    /// unreachable store does not hold up the stop).
+    async fn stopped(&self) {
+        let record = crate::model::HostRecord {
+            stopped_at: Some(chrono::Utc::now()),
+            ..self.record()
+        };
+        match tokio::time::timeout(Duration::from_secs(5), self.store.heartbeat(&record)).await {
+            Ok(Ok(())) => tracing::info!("published that this host stopped"),
+            Ok(Err(err)) => tracing::warn!(%err, "cannot publish that this host stopped"),
+            Err(_) => tracing::warn!("cannot publish that this host stopped: no answer in 5 s"),
         }
     }
 
@@ -588,8 +619,11 @@ impl Heartbeat {
     }
 
     /// Writes the record, unless another live machine has taken the hostname meanwhile:
-    /// then nothing is published (states included) until it is gone.
+    /// then nothing is published (states included) until it is gone. When the record is
+    /// gone (`gitsync forget --host` removed this host's rows while it ran), every state is
+    /// published again after it.
     async fn beat(&self) {
+        let mut forgotten = false;
         if let Ok(records) = self.store.hosts(Some(&self.host)).await {
             let taken = records
                 .iter()
@@ -599,9 +633,18 @@ impl Heartbeat {
                 tracing::error!("not publishing: {taken}");
                 return;
             }
+            forgotten = records.is_empty();
         }
         if let Err(err) = self.store.heartbeat(&self.record()).await {
             tracing::debug!(%err, "cannot record heartbeat");
+            return;
+        }
+        if forgotten {
+            let n = self.syncer.republish().await;
+            tracing::warn!(
+                states = n,
+                "this host's rows were removed from the store while it ran (gitsync forget --host): published again"
+            );
         }
     }
 }
@@ -655,25 +698,32 @@ async fn prune_rows(
     }
 }
 
-/// Names in the log the settings of a reloaded configuration that need a restart
-/// (hostname, backend).
-fn warn_restart_settings(old: &Config, fresh: &Config) {
-    for (what, changed) in [
+/// Names in the log, one line each, the sections of a reloaded configuration that changed
+/// and need a restart (the backend, and the components started once: mirrors, webhooks,
+/// deploys, partition sync); returns their names.
+fn warn_restart_settings(old: &Config, fresh: &Config) -> Vec<&'static str> {
+    let debug_differs =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let mut changed = Vec::new();
+    for (what, differs) in [
         ("hostname", old.hostname != fresh.hostname),
         ("backend", old.backend != fresh.backend),
         ("local.path", old.hub_path() != fresh.hub_path()),
-        (
-            "aws",
-            format!("{:?}", old.aws) != format!("{:?}", fresh.aws),
-        ),
+        ("aws", debug_differs(&old.aws, &fresh.aws)),
+        ("mirrors", old.mirrors != fresh.mirrors),
+        ("webhooks", old.webhooks != fresh.webhooks),
+        ("deploy", old.deploy != fresh.deploy),
+        ("partition", debug_differs(&old.partition, &fresh.partition)),
     ] {
-        if changed {
+        if differs {
             tracing::warn!(
                 setting = what,
-                "changed in the configuration; takes effect at the next restart"
+                "{what} changed in the configuration; takes effect at the next restart (`gitsync stop`, then `gitsync run`, or `systemctl restart`)"
             );
+            changed.push(what);
         }
     }
+    changed
 }
 
 /// Installs the pre-push hook into every repository (start-up, `hooks.install: true`);

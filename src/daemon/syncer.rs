@@ -132,7 +132,8 @@ impl Syncer {
             .store(refused, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn is_refused(&self) -> bool {
+    /// Whether publishing is stopped ([`Syncer::set_refused`]).
+    pub fn is_refused(&self) -> bool {
         self.refused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
@@ -166,6 +167,37 @@ impl Syncer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(repo);
+    }
+
+    /// Stores again the last state of every repository this host keeps (not those
+    /// dropped): after `gitsync forget --host` removed its rows while it ran. Returns how
+    /// many were stored; one that cannot be stored waits with the unsent ones.
+    pub async fn republish(&self) -> usize {
+        let slots: Vec<(String, Arc<Mutex<Option<RepoState>>>)> = self
+            .last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut stored = 0;
+        for (repo, slot) in slots {
+            if self.is_dropped(&repo) {
+                continue;
+            }
+            let last = slot.lock().await;
+            let Some(state) = last.as_ref() else {
+                continue;
+            };
+            match self.store.put(state).await {
+                Ok(()) => stored += 1,
+                Err(err) => {
+                    tracing::debug!(%repo, %err, "cannot store the state again; retried later");
+                    self.unsent().insert(repo.clone(), state.clone());
+                }
+            }
+        }
+        stored
     }
 
     /// Takes `states` (this host's records in the store, read at start-up) as what was

@@ -123,22 +123,96 @@ fn git_error(dir: &Path, args: &[&str], timeout: Duration, err: ChildError) -> G
             command,
             timeout,
         },
-        ChildError::Failed { stderr, .. } => failed(dir, &command, stderr),
+        ChildError::Failed { stderr, .. } => failed(dir, args, stderr),
     }
 }
 
-/// The [`GitError::Failed`] of `git <command>` in `dir` whose standard error (already
-/// redacted) is `stderr`, with what to do first when a credential is missing.
-pub fn failed(dir: &Path, command: &str, stderr: String) -> GitError {
-    let stderr = match missing_credential(&stderr) {
+/// The [`GitError::Failed`] of `git <args>` in `dir` whose standard error (already
+/// redacted) is `stderr`, with what to do first when a credential is missing (for an
+/// unknown ssh host key, the `ssh` command that accepts it, from the remote `args` name).
+pub fn failed(dir: &Path, args: &[&str], stderr: String) -> GitError {
+    let ssh = stderr
+        .to_ascii_lowercase()
+        .contains("host key verification failed")
+        .then(|| ssh_command(dir, args))
+        .flatten();
+    let stderr = match missing_credential(&stderr, ssh.as_deref()) {
         Some(hint) => format!("{hint} ({stderr})"),
         None => stderr,
     };
     GitError::Failed {
         dir: dir.to_path_buf(),
-        command: command.to_string(),
+        command: args.first().copied().unwrap_or_default().to_string(),
         stderr,
     }
+}
+
+/// The `ssh` command that reaches the remote a git command in `dir` talks to: the first
+/// argument after the subcommand that is not an option is an ssh URL
+/// (`ssh://[user@]host[:port]/path`, or scp-like `[user@]host:path`, git-clone(1) "GIT
+/// URLS") or the name of a remote with one (`origin` when `args` name none). `None` for
+/// other transports.
+pub fn ssh_command(dir: &Path, args: &[&str]) -> Option<String> {
+    let url_of = |name: &str| -> Option<String> {
+        let repo = gix::open(dir).ok()?;
+        let url = repo
+            .config_snapshot()
+            .string(format!("remote.{name}.url").as_str())?
+            .to_string();
+        Some(url)
+    };
+    let url = match args.iter().skip(1).find(|a| !a.starts_with('-')) {
+        Some(a) if ssh_destination(a).is_some() => a.to_string(),
+        Some(a) => url_of(a).or_else(|| url_of("origin"))?,
+        None => url_of("origin")?,
+    };
+    let (user, host, port) = ssh_destination(&url)?;
+    let mut command = "ssh".to_string();
+    if let Some(port) = port {
+        command.push_str(&format!(" -p {port}"));
+    }
+    command.push(' ');
+    if let Some(user) = user {
+        command.push_str(&format!("{user}@"));
+    }
+    command.push_str(&host);
+    Some(command)
+}
+
+/// The user, host and port of an ssh URL (see [`ssh_command`]); `None` for another kind.
+fn ssh_destination(url: &str) -> Option<(Option<String>, String, Option<u16>)> {
+    let split_user = |authority: &str| match authority.rsplit_once('@') {
+        Some((user, host)) => (Some(user.to_string()), host.to_string()),
+        None => (None, authority.to_string()),
+    };
+    if let Some(rest) = ["ssh://", "git+ssh://", "ssh+git://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme))
+    {
+        let authority = rest.split('/').next()?;
+        let (user, hostport) = split_user(authority);
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || hostport.starts_with('[') => {
+                (host.to_string(), port.parse().ok())
+            }
+            _ => (hostport, None),
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        return (!host.is_empty()).then_some((user, host, port));
+    }
+    if url.contains("://") {
+        return None;
+    }
+    // scp-like: a colon before any slash.
+    let (authority, _) = url.split_once(':')?;
+    if authority.contains('/') || authority.is_empty() {
+        return None;
+    }
+    let (user, host) = split_user(authority);
+    Some((user, host, None))
 }
 
 async fn run_inner(
@@ -161,25 +235,31 @@ async fn run_inner(
 
 /// What is missing when git or ssh wanted to ask the user something, as a sentence with
 /// what to do; `None` when the failure is of another kind.
-pub fn missing_credential(stderr: &str) -> Option<&'static str> {
+///
+/// `ssh`: the command that reaches the remote (see [`ssh_command`]), named in the hint for
+/// an unknown host key.
+pub fn missing_credential(stderr: &str, ssh: Option<&str>) -> Option<String> {
     let s = stderr.to_ascii_lowercase();
     if s.contains("host key verification failed") {
-        Some(
-            "the remote's ssh host key is not known yet: connect once by hand (`ssh HOST`) to accept it",
-        )
+        Some(format!(
+            "the remote's ssh host key is not known yet: connect once by hand (`{}`) to accept it",
+            ssh.unwrap_or("ssh HOST")
+        ))
     } else if s.contains("permission denied (publickey")
         || s.contains("read_passphrase")
         || s.contains("enter passphrase")
     {
         Some(
-            "ssh needs a key it cannot use without you: add it to ssh-agent (`ssh-add`), or use a key without a passphrase",
+            "ssh needs a key it cannot use without you: add it to ssh-agent (`ssh-add`), or use a key without a passphrase"
+                .to_string(),
         )
     } else if s.contains("terminal prompts disabled")
         || s.contains("could not read username")
         || s.contains("could not read password")
     {
         Some(
-            "no stored credentials for this remote: set up a credential helper (`git config --global credential.helper store`, or your platform's), then fetch once by hand",
+            "no stored credentials for this remote: set up a credential helper (`git config --global credential.helper store`, or your platform's), then fetch once by hand"
+                .to_string(),
         )
     } else {
         None
@@ -240,4 +320,33 @@ pub async fn ls_remote(
             (!name.ends_with("^{}")).then(|| (name.to_string(), oid.to_string()))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_destinations_are_read_from_git_urls() {
+        let d = |url: &str| ssh_destination(url);
+        assert_eq!(
+            d("ssh://git@example.com:2222/r.git"),
+            Some((Some("git".into()), "example.com".into(), Some(2222)))
+        );
+        assert_eq!(
+            d("ssh://example.com/r.git"),
+            Some((None, "example.com".into(), None))
+        );
+        assert_eq!(
+            d("ssh://[::1]:22/r.git"),
+            Some((None, "::1".into(), Some(22)))
+        );
+        assert_eq!(
+            d("git@github.com:o/r.git"),
+            Some((Some("git".into()), "github.com".into(), None))
+        );
+        assert_eq!(d("https://example.com/r.git"), None);
+        assert_eq!(d("/srv/git/r.git"), None);
+        assert_eq!(d("./a:b"), None);
+    }
 }

@@ -82,7 +82,7 @@ pub async fn push(
     if !output.status.success() && reported.is_empty() {
         let stderr =
             crate::util::redact::redact_text(String::from_utf8_lossy(&output.stderr).trim());
-        return Err(ops::failed(dir, "push", stderr));
+        return Err(ops::failed(dir, &argv, stderr));
     }
     Ok(updates
         .iter()

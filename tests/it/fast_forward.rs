@@ -191,6 +191,51 @@ fn running_daemon_fast_forwards_within_one_interval() {
     assert_eq!(daemon.stop(), Some(0));
 }
 
+/// An unknown ssh host key: the hint is the ssh command that accepts it, with the
+/// remote's own user, host and port (it said `ssh HOST` before).
+#[test]
+fn an_unknown_ssh_host_key_names_the_ssh_command_that_accepts_it() {
+    let env = Env::new();
+    let (_bare, clone) = env.remote_and_clone("k", "root/k");
+    env.git(
+        &clone,
+        &[
+            "remote",
+            "set-url",
+            "origin",
+            "ssh://deploy@gitsync.invalid:2222/k.git",
+        ],
+    );
+    // A stand-in for ssh meeting a host key it does not know, in batch mode.
+    let ssh = env.path("fake-ssh");
+    std::fs::write(
+        &ssh,
+        "#!/bin/sh\necho 'No ED25519 host key is known for [gitsync.invalid]:2222 and you have requested strict checking.' >&2\necho 'Host key verification failed.' >&2\nexit 255\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let home = env.home("a");
+    let out = env
+        .gitsync_command(
+            &home,
+            &["sync", "--root", env.path("root").to_str().expect("utf8")],
+        )
+        .env("GIT_SSH_COMMAND", &ssh)
+        .env("GIT_SSH_VARIANT", "ssh")
+        .output()
+        .expect("run");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("connect once by hand (`ssh -p 2222 deploy@gitsync.invalid`)"),
+        "{said}"
+    );
+}
+
 #[test]
 fn a_remote_whose_ssh_key_wants_a_passphrase_fails_at_once_with_what_to_do() {
     let env = Env::new();

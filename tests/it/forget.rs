@@ -94,3 +94,56 @@ fn forget_removes_rows_on_dynamodb() {
     });
     check(&env, &a);
 }
+
+/// `forget --host` of a host whose daemon runs is refused (its rows would come back at
+/// once, and it had said nothing); with `--force` the rows go, and the running daemon
+/// publishes them all again at its next heartbeat instead of leaving them missing.
+#[test]
+fn a_live_host_is_forgotten_only_with_force_and_publishes_its_rows_again() {
+    let env = Env::new();
+    let hub = env.path("hub");
+    let root = env.path("root-a");
+    for r in ["r1", "r2"] {
+        env.remote_and_clone(r, &format!("root-a/{r}"));
+    }
+    let a = env.home("a");
+    env.config(
+        &a,
+        &format!(
+            "hostname: host-a\nroot: {}\nlocal:\n  path: {}\npull:\n  interval: 1h\n  heartbeat: 1s\n",
+            root.display(),
+            hub.display()
+        ),
+    );
+    let mut daemon = env.spawn(&a, &[]);
+    daemon.wait_log("ready", std::time::Duration::from_secs(30));
+    let b = env.home("b");
+    common::host_config(&env, "b", &env.path("root-b"), &hub);
+    std::fs::create_dir_all(env.path("root-b")).expect("root-b");
+    let both = vec![
+        ("host-a".to_string(), "r1".to_string()),
+        ("host-a".to_string(), "r2".to_string()),
+    ];
+    assert_eq!(rows(&env, &b), both);
+
+    let o = env.gitsync(&b, &["forget", "--host", "host-a"]);
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    assert!(out(&o).contains("host host-a is online"), "{}", out(&o));
+    assert!(
+        out(&o).contains("hint: stop gitsync on host-a first"),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(rows(&env, &b), both, "nothing forgotten");
+
+    let o = env.gitsync(&b, &["forget", "--host", "host-a", "--force"]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(out(&o).contains("host-a: 2 rows forgotten"), "{}", out(&o));
+    common::wait_for_logged(
+        "host-a's rows to come back",
+        std::time::Duration::from_secs(20),
+        &[&daemon],
+        || (rows(&env, &b) == both).then_some(()),
+    );
+    assert_eq!(daemon.stop(), Some(0));
+}

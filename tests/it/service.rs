@@ -91,7 +91,28 @@ fn both_units_pass_systemd_analyze_verify() {
             assert!(unit.contains(needed), "{source} lacks {needed}");
         }
     }
+    // A user manager has no network-online.target; the units read an optional environment
+    // file for AWS variables and webhook secrets, and the README says how to use both with
+    // a binary from `cargo install` and with systemd credentials.
+    let user = std::fs::read_to_string(units.join("gitsync.service")).expect("unit");
+    assert!(!user.contains("network-online.target"), "{user}");
+    assert!(
+        user.contains("EnvironmentFile=-%h/.gitsync/environment"),
+        "{user}"
+    );
+    let readme = std::fs::read_to_string(units.join("../README.md")).expect("README");
+    for needed in [
+        "ExecStart=%h/.cargo/bin/gitsync run",
+        "LoadCredential=",
+        "~/.gitsync/environment",
+    ] {
+        assert!(readme.contains(needed), "the README lacks {needed}");
+    }
     let system = std::fs::read_to_string(units.join("gitsync@.service")).expect("unit");
+    assert!(
+        system.contains("EnvironmentFile=-/etc/gitsync/%i.env"),
+        "{system}"
+    );
     for needed in [
         "User=%i",
         "ProtectSystem=full",
@@ -176,6 +197,7 @@ fn run_daemon_takes_the_pidfile_refuses_a_second_and_stops() {
     );
     let out = env.gitsync(&home, &["run", "--daemon"]);
     assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
     let pidfile = home.join(".gitsync/gitsync.pid");
     let pid = wait_for("the pidfile", WAIT, || {
         let pid = std::fs::read_to_string(&pidfile)
@@ -185,6 +207,13 @@ fn run_daemon_takes_the_pidfile_refuses_a_second_and_stops() {
             .ok()?;
         alive(pid).then_some(pid)
     });
+    // It says what it started, where it logs and how to stop it.
+    assert!(
+        said.contains(&format!("gitsync runs in the background (pid {pid})"))
+            && said.contains(".gitsync/gitsync.log.")
+            && said.contains("stop: gitsync stop"),
+        "{said}"
+    );
     wait_for("the daemon ready", WAIT, || {
         let log = std::fs::read_dir(home.join(".gitsync"))
             .ok()?
@@ -263,6 +292,11 @@ fn sighup_adds_a_repository_and_a_broken_config_keeps_the_old_one() {
     .expect("write");
     hup(daemon.child.id());
     daemon.wait_log("configuration reloaded", WAIT);
+    assert!(
+        !daemon.log_text().contains("next restart"),
+        "{}",
+        daemon.log_text()
+    );
     wait_for("two synced without a restart", WAIT, || {
         find(&env.status(&home, &[]), None, "two").map(|_| ())
     });
@@ -302,6 +336,37 @@ fn sighup_adds_a_repository_and_a_broken_config_keeps_the_old_one() {
             (state["untracked"] == 1).then_some(())
         })
     });
+
+    // Sections started once (a mirror here) are named as needing a restart, on this
+    // reload and on the next one, not passed over with "configuration reloaded".
+    let with_mirror = format!(
+        "root: {}\nrepositories: [one, two]\npull:\n  interval: 1h\nmirrors:\n  - name: m\n    source: {}\n    target: file://{}\n",
+        root.display(),
+        root.join("one").display(),
+        env.path("mirror-target").display()
+    );
+    std::fs::write(&config, &with_mirror).expect("write");
+    for round in 1..=2 {
+        let before = daemon
+            .log_text()
+            .matches("take effect at the next restart")
+            .count();
+        hup(daemon.child.id());
+        wait_for("the reload to name the mirrors", WAIT, || {
+            let log = daemon.log_text();
+            (log.matches("configuration reloaded; mirrors take effect at the next restart")
+                .count()
+                > before)
+                .then_some(())
+        });
+        assert!(
+            daemon
+                .log_text()
+                .contains("mirrors changed in the configuration; takes effect at the next restart"),
+            "round {round}: {}",
+            daemon.log_text()
+        );
+    }
     assert_eq!(daemon.stop(), Some(0));
 }
 

@@ -135,6 +135,31 @@ fn a_killed_host_shows_offline_after_its_heartbeat_window() {
     assert_eq!(host_state(&env).as_deref(), Some("online"));
 }
 
+/// A graceful stop is published: the host shows `stopped` at once (its heartbeat window is
+/// an hour here, so only the stop can explain it), and a restart brings it back online.
+#[test]
+fn a_stopped_host_shows_stopped_at_once() {
+    let env = Env::new();
+    let root = env.path("root");
+    env.remote_and_clone("r", "root/r");
+    let (home, mut daemon) = daemon_on(&env, &root, "  heartbeat: 1h\n");
+    let host_state = |env: &Env| {
+        env.status(&home, &[])
+            .iter()
+            .find(|s| s["repo"] == "r")
+            .map(|s| s["host_state"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(host_state(&env).as_deref(), Some("online"));
+    assert_eq!(daemon.stop(), Some(0), "{}", daemon.log_text());
+    assert_eq!(host_state(&env).as_deref(), Some("stopped"));
+    let text = String::from_utf8_lossy(&env.gitsync(&home, &["status"]).stdout).to_string();
+    assert!(text.contains("host host-a: stopped"), "{text}");
+    assert!(text.contains("host-a (stopped)"), "{text}");
+    let daemon = env.spawn(&home, &[]);
+    daemon.wait_log("ready", Duration::from_secs(30));
+    assert_eq!(host_state(&env).as_deref(), Some("online"));
+}
+
 #[test]
 fn a_second_machine_with_the_same_hostname_is_refused() {
     let env = Env::new();

@@ -286,5 +286,6 @@ fn decode_host(item: &Item) -> Option<HostRecord> {
         last_seen,
         heartbeat_secs: None,
         checked_at: None,
+        stopped_at: None,
     })
 }
