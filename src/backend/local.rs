@@ -38,10 +38,20 @@ pub struct LocalHub {
     logs: Mutex<std::collections::HashMap<String, u64>>,
     /// Problems already logged (each is said once).
     warned: Mutex<std::collections::HashSet<String>>,
+    /// The hub folder's device and inode at open: a share unmounted (or the folder
+    /// replaced) under a running daemon shows as another pair.
+    identity: (u64, u64),
 }
 
 /// The most one `receive` reads of one event log, in bytes (the rest comes next time).
 const MAX_READ: u64 = 16 << 20;
+
+/// A folder's device and inode number.
+fn folder_identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
+}
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> BackendError + '_ {
     move |source| BackendError::Io {
@@ -74,10 +84,23 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BackendError> {
 }
 
 impl LocalHub {
-    /// Opens (creating if needed) the hub at `root` for `host`.
+    /// Opens the hub at `root` for `host`, creating its subfolders; the folder itself is
+    /// created only when `create` (the default hub under `~/.gitsync`): a configured hub
+    /// that is missing is most likely a share that is not mounted, and publishing into an
+    /// empty local folder would let the machines drift apart unseen.
     ///
-    /// Errors: the hub folder cannot be created.
-    pub fn open(root: &Path, host: &str) -> Result<Self, BackendError> {
+    /// Errors: [`BackendError::Config`] for a missing hub folder (without `create`), with
+    /// what to do; [`BackendError::Io`] when a subfolder cannot be created.
+    pub fn open(root: &Path, host: &str, create: bool) -> Result<Self, BackendError> {
+        if !create && !root.is_dir() {
+            return Err(BackendError::Config(format!(
+                "the hub folder {} (local.path) does not exist: mount the share it lives on, or create it (`mkdir -p {}`) if this machine starts the hub",
+                root.display(),
+                root.display()
+            )));
+        }
+        std::fs::create_dir_all(root).map_err(io_err(root))?;
+        let identity = folder_identity(root).map_err(io_err(root))?;
         for sub in ["state", "events", "offsets", "hosts"] {
             let dir = root.join(sub);
             std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
@@ -91,7 +114,22 @@ impl LocalHub {
             offsets: Mutex::new(std::collections::HashMap::new()),
             logs: Mutex::new(std::collections::HashMap::new()),
             warned: Mutex::new(std::collections::HashSet::new()),
+            identity,
         })
+    }
+
+    /// Checks that the hub folder is the one opened (same device and inode).
+    ///
+    /// Errors: [`BackendError::Config`] when it is gone or another folder (an unmounted
+    /// share), with what to do.
+    fn still_there(&self) -> Result<(), BackendError> {
+        match folder_identity(&self.root) {
+            Ok(now) if now == self.identity => Ok(()),
+            _ => Err(BackendError::Config(format!(
+                "the hub folder {} is gone or is another folder than at start-up (an unmounted share?): nothing is written there until it is back; mount it and restart gitsync",
+                self.root.display()
+            ))),
+        }
     }
 
     fn host_path(&self, host: &str) -> PathBuf {
@@ -355,12 +393,14 @@ impl StateStore for LocalHub {
     }
 
     async fn health(&self) -> Result<(), BackendError> {
+        self.still_there()?;
         let probe = self.root.join("hosts").join(".probe");
         write_atomic(&probe, b"ok")?;
         std::fs::remove_file(&probe).map_err(io_err(&probe))
     }
 
     async fn put(&self, state: &RepoState) -> Result<(), BackendError> {
+        self.still_there()?;
         let path = self.state_path(&state.host, &state.repo);
         let bytes = serde_json::to_vec_pretty(state).map_err(|e| BackendError::Malformed {
             path: path.display().to_string(),
@@ -404,6 +444,7 @@ impl StateStore for LocalHub {
     }
 
     async fn heartbeat(&self, record: &HostRecord) -> Result<(), BackendError> {
+        self.still_there()?;
         let path = self.host_path(&record.host);
         let bytes = serde_json::to_vec(record).map_err(|e| BackendError::Malformed {
             path: path.display().to_string(),
@@ -477,6 +518,7 @@ impl EventBus for LocalHub {
     }
 
     async fn publish(&self, event: &PushEvent) -> Result<(), BackendError> {
+        self.still_there()?;
         let path = self
             .root
             .join("events")
@@ -583,8 +625,8 @@ mod tests {
     /// A hub in a temporary folder, opened for hosts `a` and `b`.
     fn two_hosts() -> (tempfile::TempDir, LocalHub, LocalHub) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let a = LocalHub::open(dir.path(), "a").expect("open a");
-        let b = LocalHub::open(dir.path(), "b").expect("open b");
+        let a = LocalHub::open(dir.path(), "a", true).expect("open a");
+        let b = LocalHub::open(dir.path(), "b", true).expect("open b");
         (dir, a, b)
     }
 
@@ -661,7 +703,7 @@ mod tests {
             }
         }
         // A restart reads nothing again.
-        let again = LocalHub::open(dir.path(), "b").expect("reopen b");
+        let again = LocalHub::open(dir.path(), "b", true).expect("reopen b");
         assert!(
             again
                 .receive(Duration::from_millis(100))
@@ -762,7 +804,7 @@ mod tests {
     #[tokio::test]
     async fn states_round_trip_with_encoded_names() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let hub = LocalHub::open(dir.path(), "h").expect("open");
+        let hub = LocalHub::open(dir.path(), "h", true).expect("open");
         let state = RepoState::error("h", "work/x%y", "boom".to_string());
         hub.put(&state).await.expect("put");
         let listed = hub.list(None).await.expect("list");

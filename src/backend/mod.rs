@@ -127,15 +127,25 @@ pub struct Backend {
     pub bus: Arc<dyn EventBus>,
 }
 
+/// Whether the hub is the default one under `~/.gitsync`, which gitsync may create (a
+/// configured `local.path` must exist already).
+fn default_hub(config: &Config) -> bool {
+    config.hub_path() == config.home.join("hub")
+}
+
 /// Opens the backend named by `config.backend` for `config.hostname`. Contacts nothing
 /// remote: an unreachable backend shows up as errors of the calls, not here.
 ///
-/// Errors: I/O errors creating the local hub folder; [`BackendError::Config`] for an
-/// incomplete `aws` section.
+/// Errors: [`BackendError::Config`] for a configured hub folder that does not exist or an
+/// incomplete `aws` section; I/O errors creating the hub's subfolders.
 pub async fn open(config: &Config) -> Result<Backend, BackendError> {
     match config.backend {
         BackendKind::Local => {
-            let hub = Arc::new(local::LocalHub::open(&config.hub_path(), &config.hostname)?);
+            let hub = Arc::new(local::LocalHub::open(
+                &config.hub_path(),
+                &config.hostname,
+                default_hub(config),
+            )?);
             Ok(Backend {
                 store: hub.clone(),
                 bus: hub,
@@ -155,6 +165,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, BackendE
         BackendKind::Local => Ok(Arc::new(local::LocalHub::open(
             &config.hub_path(),
             &config.hostname,
+            default_hub(config),
         )?)),
         BackendKind::Aws => aws::open_store(config).await,
     }

@@ -133,6 +133,14 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                 }
             }
             Action::Teardown { forget } => {
+                // The daemon reads this queue: removed under it, it would loop on errors.
+                if let Some(daemon) = crate::daemon::pidfile::running(&config.home) {
+                    return Err(CliError::usage(format!(
+                        "gitsync runs here (pid {}) and reads this host's queue",
+                        daemon.pid
+                    ))
+                    .hinted("stop it first (`gitsync stop`, or `systemctl --user stop gitsync`), then tear down"));
+                }
                 let steps = setup::teardown(&sdk, &names)
                     .await
                     .map_err(CliError::failed)?;

@@ -473,7 +473,14 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     if let Some(config) = &config {
         match crate::discover::resolve(&config.root, config.repositories.as_deref()) {
             Ok(repos) => {
-                if repos.is_empty() {
+                if config.keeps_no_repositories() {
+                    report.line(
+                        Level::Ok,
+                        "repositories",
+                        "none kept on purpose (`repositories: []`)",
+                        None,
+                    );
+                } else if repos.is_empty() {
                     report.line(
                         Level::Warn,
                         "repositories",

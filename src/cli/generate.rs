@@ -60,7 +60,7 @@ pub fn run(args: &Args) -> Result<ExitCode, CliError> {
                 clap_complete::Shell::Zsh,
                 clap_complete::Shell::Fish,
             ] {
-                let mut command = Cli::command();
+                let mut command = super::public_command();
                 clap_complete::generate_to(shell, &mut command, "gitsync", dir).map_err(io(dir))?;
             }
         }

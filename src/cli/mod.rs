@@ -88,6 +88,7 @@ pub enum Command {
     #[command(hide = true)]
     Generate(generate::Args),
     /// What an installed git hook calls (never fails, prints nothing unless GITSYNC_LOG).
+    #[command(hide = true)]
     Hook(hook::Args),
     /// The fast-forward of one worktree, in a process of its own (run by the daemon).
     #[command(hide = true, name = "fast-forward-helper")]
@@ -246,7 +247,7 @@ pub fn main() -> ExitCode {
         Command::Deploy(args) => deploy::run(&cli, args),
         Command::Generate(args) => generate::run(args),
         Command::Completions { shell } => {
-            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut command = public_command();
             clap_complete::generate(*shell, &mut command, "gitsync", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
@@ -262,6 +263,23 @@ pub fn main() -> ExitCode {
             ExitCode::from(err.code())
         }
     }
+}
+
+/// The command line as completions offer it: without the hidden subcommands (`hook`,
+/// `fast-forward-helper`, `generate`), which only gitsync itself and packaging call
+/// (clap_complete's generators list hidden subcommands too).
+pub(crate) fn public_command() -> clap::Command {
+    let full = <Cli as clap::CommandFactory>::command();
+    let mut public = clap::Command::new("gitsync")
+        .about(full.get_about().cloned().unwrap_or_default())
+        .version(env!("CARGO_PKG_VERSION"));
+    for arg in full.get_arguments().filter(|a| !a.is_hide_set()) {
+        public = public.arg(arg.clone());
+    }
+    for sub in full.get_subcommands().filter(|s| !s.is_hide_set()) {
+        public = public.subcommand(sub.clone());
+    }
+    public
 }
 
 /// A multi-threaded tokio runtime, built after any daemonizing.

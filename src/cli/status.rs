@@ -73,7 +73,11 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         }));
     }
     let now = Utc::now();
-    let missing = missing_here(&states, &config.hostname, &config.root);
+    let missing = if config.keeps_no_repositories() {
+        Vec::new()
+    } else {
+        missing_here(&states, &config.hostname, &config.root)
+    };
     let shown = |host: &str| args.host.as_deref().is_none_or(|h| h == host);
     let states: Vec<RepoState> = states.into_iter().filter(|s| shown(&s.host)).collect();
     let hosts: Vec<HostRecord> = hosts.into_iter().filter(|h| shown(&h.host)).collect();

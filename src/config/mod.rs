@@ -324,10 +324,13 @@ fn validate(
     }
 
     let mut cli_problems = Vec::new();
+    // `repositories: []`: a host that only runs mirrors, webhooks, deploys or partition
+    // sync keeps no repository, so it needs no root.
+    let keeps_none = raw.repositories.as_ref().is_some_and(|r| r.is_empty());
     let root = match (root_override, raw.root.as_deref()) {
         (Some(root), _) => Some(root.to_path_buf()),
         (None, Some(root)) => Some(expand_tilde(root)),
-        (None, None) if !need_root => None,
+        (None, None) if !need_root || keeps_none => None,
         (None, None) if text.is_none() => {
             cli_problems.push(Problem {
                 file: PathBuf::new(),
@@ -466,6 +469,12 @@ fn validate(
 }
 
 impl Config {
+    /// Whether the configuration keeps no repository on purpose (`repositories: []`): a
+    /// host that only runs mirrors, webhooks, deploys or partition sync.
+    pub fn keeps_no_repositories(&self) -> bool {
+        self.repositories.as_ref().is_some_and(|r| r.is_empty())
+    }
+
     /// The local backend's hub folder, `~` expanded (default `~/.gitsync/hub`).
     pub fn hub_path(&self) -> PathBuf {
         self.local

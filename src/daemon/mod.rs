@@ -267,7 +267,7 @@ async fn start(config: Config) -> Result<Running, DaemonError> {
     syncer.set_watching(watcher.as_ref().is_some_and(RepoWatcher::is_complete));
     let failed = outcomes.iter().filter(|o| !o.ok).count();
     beats.checked_now();
-    if repos.is_empty() {
+    if repos.is_empty() && !config.keeps_no_repositories() {
         tracing::warn!(root = %config.root.display(), "no repositories under the root (check `root` and `repositories`); clones made there later are picked up");
     }
     tracing::info!(
@@ -321,6 +321,8 @@ impl Running {
         // by the periodic rescan.
         let root_changed = Arc::new(tokio::sync::Notify::new());
         let root_watcher = match rescan::RootWatcher::start(root_changed.clone()) {
+            // No root to watch: this host keeps no repository.
+            Ok(_) if self.config.keeps_no_repositories() => None,
             Ok(w) => {
                 let w = Arc::new(w);
                 self.follow_root(&w).await;
@@ -636,7 +638,13 @@ impl Heartbeat {
             forgotten = records.is_empty();
         }
         if let Err(err) = self.store.heartbeat(&self.record()).await {
-            tracing::debug!(%err, "cannot record heartbeat");
+            match err {
+                // The hub is gone or another folder (an unmounted share): said every beat.
+                backend::BackendError::Config(_) => {
+                    tracing::error!(%err, "cannot record heartbeat")
+                }
+                _ => tracing::debug!(%err, "cannot record heartbeat"),
+            }
             return;
         }
         if forgotten {

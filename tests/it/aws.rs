@@ -139,6 +139,24 @@ fn a_push_on_a_brings_b_to_the_new_commit_over_aws() {
         });
     }
     assert!(!b.log_text().contains("ERROR"), "{}", b.log_text());
+    // Tearing down the queue a running daemon reads is refused, and removes nothing.
+    let down = env.gitsync(&home_b, &["aws", "teardown"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&down.stdout),
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_eq!(down.status.code(), Some(2), "{said}");
+    assert!(said.contains("gitsync runs here"), "{said}");
+    assert!(said.contains("hint: stop it first"), "{said}");
+    assert!(!said.contains("deleted"), "{said}");
+    let again = env.gitsync(&home_b, &["aws", "setup"]);
+    assert!(
+        String::from_utf8_lossy(&again.stdout)
+            .contains("SQS FIFO queue host-b.fifo: exists, unchanged"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
 }
 
 #[tokio::test]

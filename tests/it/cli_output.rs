@@ -168,9 +168,50 @@ fn completions_go_to_standard_output() {
             out.status.success() && text.contains("gitsync") && text.contains("deploy"),
             "{shell}: {text}"
         );
+        // Only what a user types: not the commands gitsync and its hooks call.
+        for internal in ["fast-forward-helper", "hook pre-push", "generate"] {
+            let word = internal.split(' ').next().unwrap_or(internal);
+            let offered = match shell {
+                "fish" => text.contains(&format!("-a \"{word}\"")),
+                _ => text.contains(&format!("{word})")) || text.contains(&format!("'{word}:")),
+            };
+            assert!(!offered, "{shell} completes {word}: {text}");
+        }
     }
     assert_eq!(
         env.gitsync(&home, &["completions", "nosuch"]).status.code(),
         Some(2)
     );
+}
+
+/// A host that keeps no repository (`repositories: []`: it only runs mirrors, webhooks,
+/// deploys or partition sync) needs no `root`, and nothing warns it about an empty root.
+#[test]
+fn a_host_that_keeps_no_repository_needs_no_root() {
+    let env = Env::new();
+    let home = env.home("relay");
+    env.config(
+        &home,
+        &format!(
+            "hostname: relay\nrepositories: []\nlocal:\n  path: {}\npull:\n  interval: 1h\n",
+            env.path("hub").display()
+        ),
+    );
+    let doctor = env.gitsync(&home, &["doctor"]);
+    let said = String::from_utf8_lossy(&doctor.stdout).to_string();
+    assert!(said.contains("none kept on purpose"), "{said}");
+    assert!(
+        !said.contains("root:") && !said.contains("`root`") && !said.contains("fail"),
+        "{said}"
+    );
+    let mut daemon = env.spawn(&home, &[]);
+    daemon.wait_log("ready", std::time::Duration::from_secs(30));
+    assert!(
+        !daemon.log_text().contains("no repositories under the root"),
+        "{}",
+        daemon.log_text()
+    );
+    let status = env.gitsync(&home, &["status"]);
+    assert!(status.status.success(), "{status:?}");
+    assert_eq!(daemon.stop(), Some(0), "{}", daemon.log_text());
 }

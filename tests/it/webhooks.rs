@@ -1113,6 +1113,7 @@ fn with_an_sqs_queue_the_intake_and_the_worker_run_on_different_hosts() {
     scene.start();
     // Host B: the worker only, another HOME.
     let worker_home = scene.env.home("worker");
+    std::fs::create_dir_all(scene.env.path("hub-b")).expect("hub-b");
     let yaml = format!(
         "hostname: worker\nroot: {}\nrepositories: []\nlocal:\n  path: {}\nwebhooks:\n{sqs}  intake: false\n  mirrors:\n{mirror}",
         scene.env.dir.path().display(),

@@ -135,6 +135,58 @@ fn a_killed_host_shows_offline_after_its_heartbeat_window() {
     assert_eq!(host_state(&env).as_deref(), Some("online"));
 }
 
+/// A configured hub folder that does not exist (a share that is not mounted) is refused by
+/// every command, with what to do, and not created; a hub that is swapped for another
+/// folder under a running daemon (unmounted) is noticed, and nothing is written there.
+#[test]
+fn a_missing_or_unmounted_hub_is_refused_not_created() {
+    let env = Env::new();
+    let root = env.path("root");
+    env.remote_and_clone("r", "root/r");
+    let home = env.home("a");
+    let share = env.path("share/gitsync-hub");
+    env.config(
+        &home,
+        &format!(
+            "hostname: host-a\nroot: {}\nlocal:\n  path: {}\npull:\n  interval: 1h\n",
+            root.display(),
+            share.display()
+        ),
+    );
+    for args in [&["status"][..], &["sync"][..], &["run"][..]] {
+        let out = env.gitsync(&home, args);
+        let said = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {said}");
+        assert!(
+            said.contains("does not exist: mount the share it lives on"),
+            "{args:?}: {said}"
+        );
+        assert!(!share.exists(), "{args:?} created the hub");
+    }
+    let doctor = env.gitsync(&home, &["doctor"]);
+    let said = String::from_utf8_lossy(&doctor.stdout).to_string();
+    assert!(said.contains("does not exist"), "{said}");
+    assert!(!share.exists(), "doctor created the hub");
+
+    // Mounted (made), a daemon runs; then the share goes away under it.
+    let (home, daemon) = daemon_on(&env, &root, "  heartbeat: 1s\n");
+    let hub = env.path("hub");
+    std::fs::rename(&hub, env.path("hub-mounted")).expect("unmount");
+    std::fs::create_dir(&hub).expect("the empty mount point");
+    daemon.wait_log(
+        "is gone or is another folder than at start-up",
+        Duration::from_secs(20),
+    );
+    env.write(&env.path("root/r"), "edit.txt", "a change to publish\n");
+    std::thread::sleep(Duration::from_secs(2));
+    let written: Vec<_> = std::fs::read_dir(&hub).expect("read").collect();
+    assert!(
+        written.is_empty(),
+        "written into the mount point: {written:?}"
+    );
+    let _ = home;
+}
+
 /// A graceful stop is published: the host shows `stopped` at once (its heartbeat window is
 /// an hour here, so only the stop can explain it), and a restart brings it back online.
 #[test]

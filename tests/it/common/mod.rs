@@ -31,6 +31,9 @@ impl Env {
             dir: tempfile::tempdir().expect("tempdir"),
         };
         env.home("default");
+        // The shared hub the tests configure as `local.path`, made as a user makes it: a
+        // configured hub must exist (gitsync creates only its default one).
+        std::fs::create_dir_all(env.path("hub")).expect("hub");
         env
     }
 
