@@ -11,7 +11,8 @@
 //!   carries events, [`store`] keeps objects in S3 or a folder, [`discover`] finds the
 //!   repositories under the root;
 //! - [`config`] loads the configuration file, [`model`] holds the shared data types;
-//! - [`util`] (files, redaction, the AWS SDK, words), [`logging`], [`flock`].
+//! - [`util`] (files, redaction, the AWS SDK, child processes, backoff, named workers,
+//!   words), [`logging`], [`flock`].
 //!
 //! # Invariants
 //! Every module keeps these; the code cites them by number.

@@ -20,7 +20,9 @@ pub fn kind_of_path(tool: &str) -> Option<&'static str> {
     KINDS.into_iter().find(|k| name.starts_with(k))
 }
 
-fn plain_name(name: &str) -> bool {
+/// Whether `name` is a plain name (letters, digits, `.`, `_`, `-`): a mirror's, a webhook
+/// mirror's or a deploy's, used in paths and URLs.
+pub(super) fn plain_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()

@@ -9,12 +9,7 @@ pub(super) fn validate(mirrors: &[MirrorConfig], push: &mut dyn FnMut(&str, Stri
     let mut names = std::collections::BTreeSet::new();
     for (i, mirror) in mirrors.iter().enumerate() {
         let key = |field: &str| format!("mirrors[{i}].{field}");
-        if mirror.name.is_empty()
-            || !mirror
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        {
+        if !super::deploy::plain_name(&mirror.name) {
             push(
                 &key("name"),
                 format!(

@@ -43,12 +43,7 @@ pub(super) fn validate(webhooks: &WebhooksConfig, push: &mut dyn FnMut(&str, Str
     let mut names = std::collections::BTreeSet::new();
     for (i, m) in webhooks.mirrors.iter().enumerate() {
         let key = |field: &str| format!("webhooks.mirrors[{i}].{field}");
-        if m.name.is_empty()
-            || !m
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        {
+        if !super::deploy::plain_name(&m.name) {
             push(
                 &key("name"),
                 format!("{:?}: use letters, digits, `.`, `_` and `-` only", m.name),

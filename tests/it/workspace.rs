@@ -102,18 +102,21 @@ fn only_clones_matching_the_patterns_are_picked_up() {
     assert_eq!(repos_of(&env, &home, "host-a"), ["work/taken"]);
 }
 
+/// The `host_state` that `status --json` gives with repository `repo`'s row.
+fn host_state_of(env: &Env, home: &Path, repo: &str) -> Option<String> {
+    env.status(home, &[])
+        .iter()
+        .find(|s| s["repo"] == repo)
+        .map(|s| s["host_state"].as_str().unwrap_or_default().to_string())
+}
+
 #[test]
 fn a_killed_host_shows_offline_after_its_heartbeat_window() {
     let env = Env::new();
     let root = env.path("root");
     env.remote_and_clone("r", "root/r");
     let (home, mut daemon) = daemon_on(&env, &root, "  heartbeat: 1s\n");
-    let host_state = |env: &Env| {
-        env.status(&home, &[])
-            .iter()
-            .find(|s| s["repo"] == "r")
-            .map(|s| s["host_state"].as_str().unwrap_or_default().to_string())
-    };
+    let host_state = |env: &Env| host_state_of(env, &home, "r");
     assert_eq!(host_state(&env).as_deref(), Some("online"));
     let table = env.gitsync(&home, &["status"]);
     let text = String::from_utf8_lossy(&table.stdout).to_string();
@@ -195,12 +198,7 @@ fn a_stopped_host_shows_stopped_at_once() {
     let root = env.path("root");
     env.remote_and_clone("r", "root/r");
     let (home, mut daemon) = daemon_on(&env, &root, "  heartbeat: 1h\n");
-    let host_state = |env: &Env| {
-        env.status(&home, &[])
-            .iter()
-            .find(|s| s["repo"] == "r")
-            .map(|s| s["host_state"].as_str().unwrap_or_default().to_string())
-    };
+    let host_state = |env: &Env| host_state_of(env, &home, "r");
     assert_eq!(host_state(&env).as_deref(), Some("online"));
     assert_eq!(daemon.stop(), Some(0), "{}", daemon.log_text());
     assert_eq!(host_state(&env).as_deref(), Some("stopped"));
