@@ -57,6 +57,9 @@ pub enum Step {
     Exists(String),
     /// Cannot be cloned: (repo, why).
     Unusable(String, String),
+    /// Has no remote on any host (a local-only repository): nothing to clone it from.
+    /// (repo, the host that has it.)
+    LocalOnly(String, String),
 }
 
 /// `https://user:***@host/x` -> `https://user@host/x`, `https://***@host/x` ->
@@ -130,10 +133,7 @@ pub fn plan(states: &[RepoState], here: &str, from: Option<&str>, root: &Path) -
             .iter()
             .find(|s| s.remote_url.as_deref().is_some_and(|u| !u.is_empty()))
         else {
-            steps.push(Step::Unusable(
-                repo.to_string(),
-                format!("{} recorded no remote URL (no upstream)", seen[0].host),
-            ));
+            steps.push(Step::LocalOnly(repo.to_string(), seen[0].host.clone()));
             continue;
         };
         let url = clone_url(s.remote_url.as_deref().unwrap_or_default());
@@ -285,12 +285,16 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
             _ => None,
         })
         .collect();
-    let (mut exist, mut unusable) = (0, 0);
+    let (mut exist, mut unusable, mut local) = (0, 0, 0);
     for step in &steps {
         match step {
             Step::Exists(repo) => {
                 exist += 1;
                 println!("{repo}: skipped (already here)");
+            }
+            Step::LocalOnly(repo, host) => {
+                local += 1;
+                println!("{repo}: skipped (local to {host}: it has no remote to clone from)");
             }
             Step::Unusable(repo, why) => {
                 unusable += 1;
@@ -363,8 +367,13 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         progress.finish();
         failed
     });
+    let local_words = if local > 0 {
+        format!(", {local} local to another host")
+    } else {
+        String::new()
+    };
     println!(
-        "{} repositor{}: {} cloned, {exist} already here, {} failed{}",
+        "{} repositor{}: {} cloned, {exist} already here{local_words}, {} failed{}",
         steps.len(),
         if steps.len() == 1 { "y" } else { "ies" },
         clones.len() - failed,
@@ -434,7 +443,13 @@ mod tests {
         assert!(steps.contains(&Step::Clone(clone)), "{steps:?}");
         assert!(steps.contains(&Step::Exists("there".to_string())));
         assert!(steps.contains(&Step::Exists("mine".to_string())));
-        for bad in ["../escape", "nourl", "opt"] {
+        assert!(
+            steps
+                .iter()
+                .any(|s| matches!(s, Step::LocalOnly(r, h) if r == "nourl" && h == "b")),
+            "{steps:?}"
+        );
+        for bad in ["../escape", "opt"] {
             assert!(
                 steps
                     .iter()

@@ -366,7 +366,7 @@ fn validate(
     }
 
     let timezone = match raw.timezone.as_deref() {
-        None => chrono_tz::Tz::UTC,
+        None => local_timezone(),
         Some(name) => match name.parse::<chrono_tz::Tz>() {
             Ok(tz) => tz,
             Err(_) => {
@@ -483,6 +483,22 @@ impl Config {
             .map(expand_tilde)
             .unwrap_or_else(|| self.home.join("hub"))
     }
+}
+
+/// The machine's time zone, as `git log` shows times: `TZ` when it names an IANA zone
+/// (`Europe/Budapest`, `:Europe/Budapest`), else the system's (`/etc/localtime`, through
+/// the `iana-time-zone` crate), else UTC.
+pub fn local_timezone() -> chrono_tz::Tz {
+    let from_env = std::env::var("TZ")
+        .ok()
+        .and_then(|tz| tz.trim_start_matches(':').parse::<chrono_tz::Tz>().ok());
+    from_env
+        .or_else(|| {
+            iana_time_zone::get_timezone()
+                .ok()
+                .and_then(|tz| tz.parse::<chrono_tz::Tz>().ok())
+        })
+        .unwrap_or(chrono_tz::Tz::UTC)
 }
 
 /// The machine's hostname, or `localhost` when it cannot be read.

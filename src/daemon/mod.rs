@@ -267,6 +267,8 @@ async fn start(config: Config) -> Result<Running, DaemonError> {
     syncer.set_watching(watcher.as_ref().is_some_and(RepoWatcher::is_complete));
     let failed = outcomes.iter().filter(|o| !o.ok).count();
     beats.checked_now();
+    // CHECKED on the other machines moves now, not at the next heartbeat.
+    beats.beat().await;
     if repos.is_empty() && !config.keeps_no_repositories() {
         tracing::warn!(root = %config.root.display(), "no repositories under the root (check `root` and `repositories`); clones made there later are picked up");
     }
@@ -443,6 +445,7 @@ impl Running {
                     tasks.spawn(async move {
                         let outcomes = syncer.sync_all(&repos, true).await;
                         beats.checked_now();
+                        beats.beat().await;
                         let failed = outcomes.iter().filter(|o| !o.ok).count();
                         tracing::info!(repos = repos.len(), failed, "periodic update done");
                         running.store(false, std::sync::atomic::Ordering::SeqCst);

@@ -215,3 +215,31 @@ fn a_host_that_keeps_no_repository_needs_no_root() {
     assert!(status.status.success(), "{status:?}");
     assert_eq!(daemon.stop(), Some(0), "{}", daemon.log_text());
 }
+
+/// Times are shown in the machine's time zone by default, as `git log` shows them (they
+/// were UTC unless `timezone` was set); `timezone` still wins.
+#[test]
+fn status_shows_times_in_the_machines_time_zone() {
+    let env = Env::new();
+    let home = env.home("tz");
+    let root = env.path("root");
+    std::fs::create_dir_all(&root).expect("root");
+    env.clone_of(&env.remote_and_clone("r", "seed").0, "root/r");
+    common::host_config(&env, "tz", &root, &env.path("hub"));
+    env.sync_root(&home);
+    let status = |tz: &str| {
+        let out = env
+            .gitsync_command(&home, &["status"])
+            .env("TZ", tz)
+            .output()
+            .expect("status");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let tokyo = status("Asia/Tokyo");
+    assert!(tokyo.contains("JST"), "{tokyo}");
+    assert!(!tokyo.contains("UTC"), "{tokyo}");
+    let config = home.join(".gitsync/config.yml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, format!("{text}timezone: UTC\n")).expect("write");
+    assert!(status("Asia/Tokyo").contains("UTC"));
+}

@@ -200,6 +200,12 @@ fn a_stopped_host_shows_stopped_at_once() {
     let (home, mut daemon) = daemon_on(&env, &root, "  heartbeat: 1h\n");
     let host_state = |env: &Env| host_state_of(env, &home, "r");
     assert_eq!(host_state(&env).as_deref(), Some("online"));
+    // CHECKED moves when the start-up update ends, not at the next heartbeat (an hour).
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.path("hub/hosts/host-a.json")).expect("host record"),
+    )
+    .expect("JSON");
+    assert!(record["checked_at"].is_string(), "{record}");
     assert_eq!(daemon.stop(), Some(0), "{}", daemon.log_text());
     assert_eq!(host_state(&env).as_deref(), Some("stopped"));
     let text = String::from_utf8_lossy(&env.gitsync(&home, &["status"]).stdout).to_string();
@@ -475,4 +481,40 @@ fn sync_moves_branches_that_are_not_checked_out_unless_told_not_to() {
             "{row}"
         );
     }
+}
+
+/// A repository another host keeps without a remote (local-only) cannot be cloned: it is
+/// skipped and said so, and bootstrap still succeeds (it counted it failed, exit 1, on
+/// every run).
+#[test]
+fn bootstrap_skips_a_local_only_repository_of_another_host() {
+    let env = Env::new();
+    let hub = env.path("hub");
+    let root_b = env.path("root-b");
+    let notes = root_b.join("notes");
+    std::fs::create_dir_all(&notes).expect("mkdir");
+    env.git(&notes, &["init", "-q", "-b", "main"]);
+    env.commit(&notes, "n.txt", "mine\n", "local only");
+    common::host_config(&env, "b", &root_b, &hub);
+    let sync = env.gitsync(&env.home("b"), &["sync"]);
+    assert!(sync.status.success(), "{sync:?}");
+    let root_a = env.path("root-a");
+    std::fs::create_dir_all(&root_a).expect("mkdir");
+    common::host_config(&env, "a", &root_a, &hub);
+    let run = env.gitsync(&env.home("a"), &["bootstrap"]);
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(run.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("notes: skipped (local to host-b: it has no remote to clone from)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 repository: 0 cloned, 0 already here, 1 local to another host, 0 failed"),
+        "{out}"
+    );
+    assert!(!root_a.join("notes").exists());
 }
