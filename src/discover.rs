@@ -46,7 +46,12 @@ fn relative_name(root: &Path, path: &Path) -> String {
     }
 }
 
-/// Every repository under `root` (the root itself included), sorted by name.
+/// The name prefix of a folder being made for a repository (`bootstrap` clones into
+/// `.gitsync-clone.<name>` beside its place, then renames it): discovery skips it.
+pub const STAGING_PREFIX: &str = ".gitsync-clone.";
+
+/// Every repository under `root` (the root itself included), sorted by name; folders
+/// named [`STAGING_PREFIX`]`*` are skipped.
 pub fn walk(root: &Path) -> Vec<Repo> {
     let mut found = Vec::new();
     let walker = ignore::WalkBuilder::new(root)
@@ -55,7 +60,11 @@ pub fn walk(root: &Path) -> Vec<Repo> {
         .filter_entry(|entry| {
             let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
             let inside_repo = entry.depth() > 0 && entry.path().parent().is_some_and(is_repo);
-            is_dir && entry.file_name() != ".git" && !inside_repo
+            let staging = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(STAGING_PREFIX));
+            is_dir && entry.file_name() != ".git" && !inside_repo && !staging
         })
         .build();
     for entry in walker.flatten() {

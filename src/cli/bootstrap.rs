@@ -161,18 +161,48 @@ pub fn plan(states: &[RepoState], here: &str, from: Option<&str>, root: &Path) -
 }
 
 /// Clones `wanted` into `root`: `git clone` of the tracked branch, then the local branch
-/// renamed when the other host names it differently. Returns the time it took.
+/// renamed when the other host names it differently. The clone is made beside its place
+/// under a name discovery skips ([`crate::discover::STAGING_PREFIX`]) and renamed into
+/// place once whole, so a running daemon never adopts a clone that is still being made
+/// or that fails. Returns the time it took.
 ///
-/// Errors: git's message in one line (a missing credential says what to set up).
+/// Errors: git's message in one line (a missing credential says what to set up); nothing
+/// is left behind.
 async fn clone_one(wanted: &Wanted, root: &Path) -> Result<Duration, CloneError> {
     let start = Instant::now();
     let target = root.join(&wanted.repo);
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| CloneError::Folder {
-            path: parent.to_path_buf(),
+    let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
+        return Err(CloneError::Git(format!(
+            "{} is not a folder below the root",
+            wanted.repo
+        )));
+    };
+    std::fs::create_dir_all(parent).map_err(|source| CloneError::Folder {
+        path: parent.to_path_buf(),
+        source,
+    })?;
+    let staging = parent.join(format!(
+        "{}{}",
+        crate::discover::STAGING_PREFIX,
+        name.to_string_lossy()
+    ));
+    // Left by a bootstrap that was killed.
+    let _ = std::fs::remove_dir_all(&staging);
+    let made = clone_into(wanted, root, &staging).await.and_then(|()| {
+        std::fs::rename(&staging, &target).map_err(|source| CloneError::Folder {
+            path: target.clone(),
             source,
-        })?;
+        })
+    });
+    if made.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
     }
+    made.map(|()| start.elapsed())
+}
+
+/// `git clone` of `wanted` into `target` (run in `root`), its recorded URL kept as the
+/// remote, its branch named as on the other host.
+async fn clone_into(wanted: &Wanted, root: &Path, target: &Path) -> Result<(), CloneError> {
     let target_text = target.display().to_string();
     // A `file://` remote on this machine is cloned as git clones a path: objects are hard
     // links, not a pack made and indexed again. The remote stays the recorded URL.
@@ -191,7 +221,7 @@ async fn clone_one(wanted: &Wanted, root: &Path) -> Result<Duration, CloneError>
         .map_err(CloneError::git)?;
     if local.is_some() {
         crate::git::ops::run(
-            &target,
+            target,
             &["remote", "set-url", "origin", &wanted.url],
             timeout,
         )
@@ -201,11 +231,11 @@ async fn clone_one(wanted: &Wanted, root: &Path) -> Result<Duration, CloneError>
     if let (Some(local), Some(remote)) = (&wanted.branch, &wanted.remote_branch)
         && local != remote
     {
-        crate::git::ops::run(&target, &["branch", "-m", remote, local], timeout)
+        crate::git::ops::run(target, &["branch", "-m", remote, local], timeout)
             .await
             .map_err(CloneError::git)?;
     }
-    Ok(start.elapsed())
+    Ok(())
 }
 
 /// Why one clone of a bootstrap failed (the others go on).

@@ -518,3 +518,67 @@ fn bootstrap_skips_a_local_only_repository_of_another_host() {
     );
     assert!(!root_a.join("notes").exists());
 }
+
+/// A clone that bootstrap is still making, or that fails, is never adopted by the daemon
+/// running on that machine (it was: hook installed and an error row published until the
+/// failed clone's folder went away).
+#[test]
+fn a_running_daemon_never_adopts_a_clone_bootstrap_is_making() {
+    let env = Env::new();
+    let hub = env.path("hub");
+    // Host b keeps `slow`, whose remote is reached over ssh: a stand-in ssh that runs the
+    // command here serves it.
+    let (bare, _) = env.remote_and_clone("slow", "elsewhere/slow");
+    let root_b = env.path("root-b");
+    std::fs::create_dir_all(&root_b).expect("root-b");
+    let url = format!("ssh://gitsync.invalid{}", bare.display());
+    env.git(&root_b, &["clone", "-q", bare.to_str().expect("utf8"), "slow"]);
+    env.git(&root_b.join("slow"), &["remote", "set-url", "origin", &url]);
+    let script = |name: &str, body: &str| {
+        let path = env.path(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        path
+    };
+    let serving = script("serving-ssh", "for last; do :; done\nexec sh -c \"$last\"");
+    common::host_config(&env, "b", &root_b, &hub);
+    let sync = env
+        .gitsync_command(&env.home("b"), &["sync"])
+        .env("GIT_SSH_COMMAND", &serving)
+        .env("GIT_SSH_VARIANT", "ssh")
+        .output()
+        .expect("sync");
+    assert!(sync.status.success(), "{sync:?}");
+
+    // Host a runs its daemon; its bootstrap reaches the remote slowly, then fails.
+    let root_a = env.path("root-a");
+    std::fs::create_dir_all(&root_a).expect("root-a");
+    common::host_config(&env, "a", &root_a, &hub);
+    let home_a = env.home("a");
+    let mut daemon = env.spawn(&home_a, &[]);
+    daemon.wait_log("ready", Duration::from_secs(30));
+    let failing = script(
+        "failing-ssh",
+        "sleep 4\necho 'ssh: connect to host gitsync.invalid port 22: Connection refused' >&2\nexit 255",
+    );
+    let run = env
+        .gitsync_command(&home_a, &["bootstrap"])
+        .env("GIT_SSH_COMMAND", &failing)
+        .env("GIT_SSH_VARIANT", "ssh")
+        .output()
+        .expect("bootstrap");
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    let log = daemon.log_text();
+    assert!(
+        !log.contains("repository added"),
+        "the daemon adopted a clone in the making:\n{log}"
+    );
+    assert!(!root_a.join("slow").exists());
+    assert!(
+        std::fs::read_dir(&root_a).expect("ls").next().is_none(),
+        "something was left in the root"
+    );
+    assert_eq!(daemon.stop(), Some(0));
+}
