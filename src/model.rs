@@ -207,6 +207,10 @@ pub struct HostRecord {
     /// shutdown), UTC; absent while it runs or after a crash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<DateTime<Utc>>,
+    /// What keeps the running daemon from working, for the other machines to see (its
+    /// event queue is missing, the bus cannot be read); absent while all is well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 impl HostRecord {

@@ -159,6 +159,9 @@ fn with_liveness(
             Some((Some(d), None)) => ("offline", Some(d.as_secs())),
         };
         map.insert("host_state".to_string(), serde_json::json!(word));
+        if let Some(problem) = host.and_then(|h| h.problem.as_deref()) {
+            map.insert("host_problem".to_string(), serde_json::json!(problem));
+        }
         if let Some(secs) = offline {
             map.insert("host_offline_secs".to_string(), serde_json::json!(secs));
         }
@@ -183,6 +186,11 @@ fn hosts_lines(hosts: &[HostRecord], tz: chrono_tz::Tz, now: DateTime<Utc>) -> S
             .map(|m| format!(", {m}"))
             .unwrap_or_default();
         match h.offline_for(now) {
+            None if h.problem.is_some() => out.push_str(&format!(
+                "host {}: online but not working: {}{machine}\n",
+                h.host,
+                h.problem.as_deref().unwrap_or_default()
+            )),
             Some(_) if h.stopped_at.is_some() => out.push_str(&format!(
                 "host {}: stopped {} ago (gitsync stop or a clean shutdown){machine}\n",
                 h.host,

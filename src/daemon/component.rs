@@ -42,6 +42,9 @@ pub struct Handle {
     pub registry: Arc<Registry>,
     /// The publisher of this host's pushes.
     pub publisher: Arc<Publisher>,
+    /// Why the daemon cannot do its work now (events cannot be received), published with
+    /// the heartbeat.
+    pub problem: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// One part of the daemon beside its main loop.
@@ -149,12 +152,15 @@ impl Component {
                 .await
                 .map_err(DaemonError::Webhooks)?,
             Component::Events => {
-                let receiver = Arc::new(Receiver::new(
-                    handle.host.clone(),
-                    handle.bus.clone(),
-                    handle.syncer.clone(),
-                    handle.registry.clone(),
-                ));
+                let receiver = Arc::new(
+                    Receiver::new(
+                        handle.host.clone(),
+                        handle.bus.clone(),
+                        handle.syncer.clone(),
+                        handle.registry.clone(),
+                    )
+                    .reporting_to(handle.problem.clone()),
+                );
                 workers.spawn(name, receiver.run());
             }
             Component::Deploys(deploys) => handle

@@ -95,6 +95,7 @@ mod tests {
             heartbeat_secs: Some(10),
             checked_at: None,
             stopped_at: None,
+            problem: None,
         }
     }
 

@@ -179,7 +179,9 @@ async fn start(config: Config) -> Result<Running, DaemonError> {
         dirty,
         backend,
     } = setup(&config).await?;
+    let problem = Arc::new(std::sync::Mutex::new(None));
     let beats = Arc::new(Heartbeat {
+        problem: problem.clone(),
         me: identity::me(&config.home),
         host: config.hostname.clone(),
         started_at: chrono::Utc::now(),
@@ -228,6 +230,7 @@ async fn start(config: Config) -> Result<Running, DaemonError> {
         syncer: syncer.clone(),
         registry: registry.clone(),
         publisher: publisher.clone(),
+        problem,
     };
     let mut workers = Workers::new();
     // The webhook intake before the start-up update, so that a forge's webhook is answered
@@ -587,6 +590,8 @@ struct Heartbeat {
     checked: std::sync::Mutex<Option<chrono::DateTime<chrono::Utc>>>,
     store: Arc<dyn backend::StateStore>,
     syncer: Arc<Syncer>,
+    /// What keeps the daemon from working now (see [`component::Handle::problem`]).
+    problem: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Heartbeat {
@@ -601,6 +606,11 @@ impl Heartbeat {
             heartbeat_secs: Some(self.every.as_secs().max(1)),
             checked_at: *self.checked.lock().unwrap_or_else(|p| p.into_inner()),
             stopped_at: None,
+            problem: self
+                .problem
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 

@@ -76,6 +76,9 @@ pub struct Receiver {
     repos: Arc<Registry>,
     seen: Mutex<Seen>,
     index: tokio::sync::Mutex<Option<RemoteIndex>>,
+    /// Why events cannot be received now, shared with the heartbeat (`None` when they
+    /// can).
+    problem: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Receiver {
@@ -93,7 +96,19 @@ impl Receiver {
             repos,
             seen: Mutex::new(Seen::default()),
             index: tokio::sync::Mutex::new(None),
+            problem: Arc::new(std::sync::Mutex::new(None)),
         }
+    }
+
+    /// The same receiver, saying why events cannot be received into `problem` (the
+    /// daemon's heartbeat publishes it), and clearing it when they can again.
+    pub fn reporting_to(mut self, problem: Arc<std::sync::Mutex<Option<String>>>) -> Self {
+        self.problem = problem;
+        self
+    }
+
+    fn set_problem(&self, problem: Option<String>) {
+        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = problem;
     }
 
     /// Receives and handles events until the task is dropped. Bus failures are logged once
@@ -107,13 +122,30 @@ impl Receiver {
                     if backoff.failing() {
                         tracing::info!(bus = self.bus.name(), "event bus reachable again");
                         backoff.reset();
+                        self.set_problem(None);
                     }
                     self.handle_all(deliveries).await;
                 }
                 Err(err) => {
+                    let text = err.to_string();
+                    let missing = ["NonExistentQueue", "QueueDoesNotExist", "does not exist"]
+                        .iter()
+                        .any(|m| text.contains(m));
+                    let problem = if missing {
+                        format!(
+                            "this host's event queue is missing: `gitsync aws setup` creates it ({text})"
+                        )
+                    } else {
+                        format!("cannot receive events: {text}")
+                    };
                     if !backoff.failing() {
-                        tracing::warn!(bus = self.bus.name(), %err, "cannot receive events; retrying");
+                        if missing {
+                            tracing::error!(bus = self.bus.name(), "{problem}; retrying");
+                        } else {
+                            tracing::warn!(bus = self.bus.name(), %err, "cannot receive events; retrying");
+                        }
                     }
+                    self.set_problem(Some(problem));
                     tokio::time::sleep(backoff.failed()).await;
                 }
             }

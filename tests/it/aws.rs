@@ -572,3 +572,47 @@ fn aws_setup_reconciles_finds_the_topic_and_writes_the_config() {
     assert!(text.contains("host-a: 1 row forgotten"), "{text}");
     assert!(env.status(&home, &[]).is_empty());
 }
+
+/// This host's queue deleted under its running daemon (a teardown from elsewhere): the
+/// daemon says so as an error, and every machine's `status` shows the host as online but
+/// not working, with what to do, until the queue is back.
+#[test]
+fn a_missing_queue_is_the_hosts_problem_until_it_is_back() {
+    let env = Env::new();
+    let moto = Moto::start();
+    env.remote_and_clone("proj", "root-b/proj");
+    let root = env.path("root-b");
+    let home = env.home("b");
+    let config = format!("{}  heartbeat: 1s\n", moto.host_config("b", &root));
+    env.config(&home, &config);
+    let setup = env.gitsync(&home, &["aws", "setup"]);
+    assert!(setup.status.success(), "{setup:?}");
+    let mut daemon = env.spawn(&home, &[]);
+    daemon.wait_log("ready", WAIT);
+    // The same host's configuration in another home, where no daemon runs.
+    let elsewhere = env.home("b-elsewhere");
+    env.config(&elsewhere, &config);
+    let down = env.gitsync(&elsewhere, &["aws", "teardown"]);
+    assert!(down.status.success(), "{down:?}");
+    let problem = |home: &std::path::Path| {
+        let states = env.status(home, &[]);
+        find(&states, Some("host-b"), "proj")?["host_problem"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let said = wait_for("the missing queue in status", Duration::from_secs(60), || {
+        problem(&home)
+    });
+    assert!(said.contains("event queue is missing"), "{said}");
+    assert!(said.contains("`gitsync aws setup` creates it"), "{said}");
+    let text = String::from_utf8_lossy(&env.gitsync(&home, &["status"]).stdout).to_string();
+    assert!(text.contains("host host-b: online but not working"), "{text}");
+    assert!(daemon.log_text().contains("ERROR"), "{}", daemon.log_text());
+    // Back: the problem goes away.
+    let up = env.gitsync(&elsewhere, &["aws", "setup"]);
+    assert!(up.status.success(), "{up:?}");
+    wait_for("the problem to clear", Duration::from_secs(120), || {
+        problem(&home).is_none().then_some(())
+    });
+    assert_eq!(daemon.stop(), Some(0));
+}

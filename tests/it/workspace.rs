@@ -532,7 +532,10 @@ fn a_running_daemon_never_adopts_a_clone_bootstrap_is_making() {
     let root_b = env.path("root-b");
     std::fs::create_dir_all(&root_b).expect("root-b");
     let url = format!("ssh://gitsync.invalid{}", bare.display());
-    env.git(&root_b, &["clone", "-q", bare.to_str().expect("utf8"), "slow"]);
+    env.git(
+        &root_b,
+        &["clone", "-q", bare.to_str().expect("utf8"), "slow"],
+    );
     env.git(&root_b.join("slow"), &["remote", "set-url", "origin", &url]);
     let script = |name: &str, body: &str| {
         let path = env.path(name);

@@ -287,5 +287,6 @@ fn decode_host(item: &Item) -> Option<HostRecord> {
         heartbeat_secs: None,
         checked_at: None,
         stopped_at: None,
+        problem: None,
     })
 }
