@@ -13,6 +13,7 @@ pub struct Args {
     #[command(subcommand)]
     pub action: Option<Action>,
     /// The deploy to ship [default: all].
+    #[arg(value_name = "DEPLOY")]
     pub name: Option<String>,
     /// Only these targets (may repeat).
     #[arg(long = "target", value_name = "T")]
@@ -39,6 +40,7 @@ pub enum Action {
     /// when every target is in sync, 1 otherwise).
     Verify {
         /// The deploy [default: all].
+        #[arg(value_name = "DEPLOY")]
         name: Option<String>,
         /// Only these targets.
         #[arg(long = "target", value_name = "T")]
@@ -47,6 +49,7 @@ pub enum Action {
     /// Flip `current` back to the previous release.
     Rollback {
         /// The deploy.
+        #[arg(value_name = "DEPLOY")]
         name: String,
         /// Only these targets.
         #[arg(long = "target", value_name = "T")]

@@ -10,6 +10,7 @@ use super::{Cli, CliError};
 pub struct Args {
     /// Repository names (as `gitsync status` shows them) to forget; none with `--host`:
     /// every row of that host.
+    #[arg(value_name = "REPO")]
     pub repos: Vec<String>,
     /// The host whose rows to forget [default: this machine's hostname].
     #[arg(long, value_name = "HOST")]

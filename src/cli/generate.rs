@@ -45,13 +45,34 @@ pub fn run(args: &Args) -> Result<ExitCode, CliError> {
     match &args.what {
         What::Man { dir } => {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
-            clap_mangen::generate_to(command, dir).map_err(io(dir))?;
+            clap_mangen::generate_to(command.clone(), dir).map_err(io(dir))?;
             // The main page gets what --help cannot say: every configuration key, the
             // files, the environment and the exit codes.
             let main = dir.join("gitsync.1");
             let mut page = std::fs::read_to_string(&main).map_err(io(&main))?;
             page.push_str(MAN_EXTRA);
             std::fs::write(&main, page).map_err(io(&main))?;
+            // Each subcommand's page gets the files, the environment and the exit codes too,
+            // and points at gitsync(1) for the configuration; the hidden subcommands (what
+            // gitsync and its hooks call) get no page.
+            let common = MAN_EXTRA
+                .find(".SH FILES")
+                .map_or(MAN_EXTRA, |at| &MAN_EXTRA[at..]);
+            for sub in command.get_subcommands() {
+                let file = dir.join(format!("gitsync-{}.1", sub.get_name()));
+                if sub.is_hide_set() {
+                    let _ = std::fs::remove_file(&file);
+                    continue;
+                }
+                let Ok(mut page) = std::fs::read_to_string(&file) else {
+                    continue;
+                };
+                page.push_str(common);
+                page.push_str(
+                    ".SH SEE ALSO\n\\fBgitsync\\fR(1): every configuration key, and the other commands.\n",
+                );
+                std::fs::write(&file, page).map_err(io(&file))?;
+            }
         }
         What::Completions { dir } => {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
@@ -60,8 +81,8 @@ pub fn run(args: &Args) -> Result<ExitCode, CliError> {
                 clap_complete::Shell::Zsh,
                 clap_complete::Shell::Fish,
             ] {
-                let mut command = super::public_command();
-                clap_complete::generate_to(shell, &mut command, "gitsync", dir).map_err(io(dir))?;
+                let file = dir.join(clap_complete::Generator::file_name(&shell, "gitsync"));
+                std::fs::write(&file, super::completions::script(shell)).map_err(io(&file))?;
             }
         }
     }

@@ -37,6 +37,7 @@ pub enum Action {
     /// Run the mirrors of the configuration (all, or those named), every `interval`.
     Run {
         /// Mirror names from the configuration [default: all].
+        #[arg(value_name = "MIRROR")]
         names: Vec<String>,
         /// One run of each, then exit (0 when every mirror succeeded, 1 otherwise).
         #[arg(long)]

@@ -5,6 +5,7 @@
 
 mod aws;
 mod bootstrap;
+mod completions;
 mod deploy;
 mod doctor;
 pub mod fast_forward;
@@ -15,6 +16,7 @@ mod hooks;
 mod init;
 mod lfs_agent;
 mod mirror;
+mod names;
 mod partition;
 mod progress;
 mod run;
@@ -90,6 +92,9 @@ pub enum Command {
     /// What an installed git hook calls (never fails, prints nothing unless GITSYNC_LOG).
     #[command(hide = true)]
     Hook(hook::Args),
+    /// The names shell completion offers (what the completion scripts call).
+    #[command(hide = true)]
+    Names(names::Args),
     /// The fast-forward of one worktree, in a process of its own (run by the daemon).
     #[command(hide = true, name = "fast-forward-helper")]
     FastForwardHelper(fast_forward::Args),
@@ -238,6 +243,7 @@ pub fn main() -> ExitCode {
         Command::Bootstrap(args) => bootstrap::run(&cli, args),
         Command::Hooks(args) => hooks::run(&cli, args),
         Command::Hook(args) => Ok(hook::run(args)),
+        Command::Names(args) => Ok(names::run(&cli, args)),
         Command::Aws(args) => aws::run(&cli, args),
         Command::Doctor(args) => doctor::run(&cli, args),
         Command::Partition(args) => partition::run(&cli, args),
@@ -247,8 +253,7 @@ pub fn main() -> ExitCode {
         Command::Deploy(args) => deploy::run(&cli, args),
         Command::Generate(args) => generate::run(args),
         Command::Completions { shell } => {
-            let mut command = public_command();
-            clap_complete::generate(*shell, &mut command, "gitsync", &mut std::io::stdout());
+            print!("{}", completions::script(*shell));
             Ok(ExitCode::SUCCESS)
         }
         Command::FastForwardHelper(args) => Ok(fast_forward::run(args)),

@@ -26,11 +26,13 @@ pub enum Action {
     /// end to end: address, TLS, secret).
     Test {
         /// The mirror.
+        #[arg(value_name = "MIRROR")]
         name: String,
     },
     /// Run mirrors now, in the foreground, without a webhook (all, or those named).
     Run {
         /// Mirror names [default: all].
+        #[arg(value_name = "MIRROR")]
         names: Vec<String>,
     },
 }

@@ -600,13 +600,18 @@ fn a_missing_queue_is_the_hosts_problem_until_it_is_back() {
             .as_str()
             .map(str::to_string)
     };
-    let said = wait_for("the missing queue in status", Duration::from_secs(60), || {
-        problem(&home)
-    });
+    let said = wait_for(
+        "the missing queue in status",
+        Duration::from_secs(60),
+        || problem(&home),
+    );
     assert!(said.contains("event queue is missing"), "{said}");
     assert!(said.contains("`gitsync aws setup` creates it"), "{said}");
     let text = String::from_utf8_lossy(&env.gitsync(&home, &["status"]).stdout).to_string();
-    assert!(text.contains("host host-b: online but not working"), "{text}");
+    assert!(
+        text.contains("host host-b: online but not working"),
+        "{text}"
+    );
     assert!(daemon.log_text().contains("ERROR"), "{}", daemon.log_text());
     // Back: the problem goes away.
     let up = env.gitsync(&elsewhere, &["aws", "setup"]);

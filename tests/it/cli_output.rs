@@ -243,3 +243,90 @@ fn status_shows_times_in_the_machines_time_zone() {
     std::fs::write(&config, format!("{text}timezone: UTC\n")).expect("write");
     assert!(status("Asia/Tokyo").contains("UTC"));
 }
+
+/// Completion offers the names a command takes, asked of `gitsync names` when the shell
+/// completes: repositories after `forget`, hosts after `--host`, deploys after `deploy`
+/// (bash is run for real; zsh and fish are checked for the functions that ask).
+#[test]
+fn completion_offers_repository_host_deploy_and_mirror_names() {
+    let env = Env::new();
+    let home = env.home("names");
+    let root = env.path("root");
+    std::fs::create_dir_all(&root).expect("root");
+    env.clone_of(&env.remote_and_clone("r", "seed").0, "root/api");
+    env.config(
+        &home,
+        &format!(
+            "hostname: host-names\nroot: {}\nlocal:\n  path: {}\npull:\n  interval: 1h\nmirrors:\n  - name: backup\n    source: {}\n    target: file://{}\ndeploy:\n  - name: site\n    repo: api\n    targets: [{{name: web, host: h, path: /srv/site}}]\n",
+            root.display(),
+            env.path("hub").display(),
+            root.join("api").display(),
+            env.path("mirror").display()
+        ),
+    );
+    env.sync_root(&home);
+    for (kind, want) in [
+        ("repos", "api"),
+        ("hosts", "host-names"),
+        ("deploys", "site"),
+        ("mirrors", "backup"),
+    ] {
+        let out = env.gitsync(&home, &["names", kind]);
+        assert!(out.status.success(), "{kind}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{want}\n"),
+            "{kind}"
+        );
+    }
+    let bin_dir = std::path::Path::new(common::BIN)
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let complete = |words: &str| {
+        let script = format!(
+            "source <(gitsync completions bash)\nCOMP_WORDS=({words} \"\"); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); COMP_LINE=\"{words} \"; COMP_POINT=${{#COMP_LINE}}\n_gitsync_with_names gitsync \"\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"\nprintf '%s\\n' \"${{COMPREPLY[@]}}\"\n"
+        );
+        let out = env
+            .gitsync_command(&home, &[])
+            .get_envs()
+            .fold(std::process::Command::new("bash"), |mut c, (k, v)| {
+                match v {
+                    Some(v) => c.env(k, v),
+                    None => c.env_remove(k),
+                };
+                c
+            })
+            .env("PATH", &path)
+            .args(["-c", &script])
+            .output()
+            .expect("bash");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let offered = complete("gitsync forget");
+    assert!(offered.lines().any(|l| l == "api"), "forget: {offered}");
+    let offered = complete("gitsync status --host");
+    assert_eq!(offered.trim(), "host-names", "--host: {offered}");
+    let offered = complete("gitsync deploy");
+    assert!(offered.lines().any(|l| l == "site"), "deploy: {offered}");
+    let offered = complete("gitsync mirror run");
+    assert!(
+        offered.lines().any(|l| l == "backup"),
+        "mirror run: {offered}"
+    );
+    for shell in ["zsh", "fish"] {
+        let out = env.gitsync(&home, &["completions", shell]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        for kind in ["repos", "hosts", "deploys", "mirrors"] {
+            assert!(
+                text.contains(&format!("gitsync names {kind}")),
+                "{shell} does not ask for {kind}"
+            );
+        }
+    }
+}

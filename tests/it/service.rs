@@ -49,6 +49,26 @@ fn both_units_pass_systemd_analyze_verify() {
         .output()
         .expect("generate man");
     assert!(out.status.success(), "{}", text(&out));
+    // Every subcommand's page says what the main page says of files, environment and exit
+    // codes, and points at gitsync(1); what gitsync itself calls has no page.
+    for sub in ["status", "run", "deploy", "forget"] {
+        let page = std::fs::read_to_string(man.join(format!("man1/gitsync-{sub}.1")))
+            .expect("a subcommand page");
+        for section in [
+            ".SH FILES",
+            ".SH ENVIRONMENT",
+            ".SH EXIT STATUS",
+            ".SH SEE ALSO",
+        ] {
+            assert!(page.contains(section), "gitsync-{sub}(1) lacks {section}");
+        }
+    }
+    for hidden in ["hook", "fast-forward-helper", "generate", "names"] {
+        assert!(
+            !man.join(format!("man1/gitsync-{hidden}.1")).exists(),
+            "a page for {hidden}"
+        );
+    }
     let runtime = env.path("xdg-runtime");
     std::fs::create_dir_all(&runtime).expect("mkdir");
     std::fs::set_permissions(
