@@ -103,7 +103,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                 &Liveness {
                     hosts: &hosts,
                     missing: &missing,
-                    here: &config.hostname
+                    here: &config.hostname,
+                    empty_because: empty_because(&config),
                 },
                 config.timezone,
                 now
@@ -213,6 +214,18 @@ fn hosts_lines(hosts: &[HostRecord], tz: chrono_tz::Tz, now: DateTime<Utc>) -> S
     out
 }
 
+/// Why an empty table is expected here: this host keeps no repository, or its daemon runs
+/// (and has found none); `None` when the daemon may simply not be running.
+fn empty_because(config: &crate::config::Config) -> Option<&'static str> {
+    if config.keeps_no_repositories() {
+        Some("this host keeps none (`repositories: []`)")
+    } else if crate::daemon::pidfile::running(&config.home).is_some() {
+        Some("the daemon runs and has found none under the root")
+    } else {
+        None
+    }
+}
+
 /// Whether the daemon runs here: pid, version and uptime.
 fn daemon_line(home: &std::path::Path, now: DateTime<Utc>) -> String {
     match crate::daemon::pidfile::running(home) {
@@ -292,6 +305,9 @@ pub struct Liveness<'a> {
     pub missing: &'a [(String, Vec<String>)],
     /// This host's name.
     pub here: &'a str,
+    /// Why no repository may be reported, for the line under an empty table: `None` asks
+    /// whether `gitsync run` runs; `Some` says this instead.
+    pub empty_because: Option<&'a str>,
 }
 
 /// Renders the states as an aligned table, times in `tz`: UPDATED is when the state
@@ -372,7 +388,10 @@ pub fn table(
         out.push('\n');
     }
     if states.is_empty() && live.missing.is_empty() {
-        out.push_str("(no repositories reported yet: is `gitsync run` running?)\n");
+        match live.empty_because {
+            Some(why) => out.push_str(&format!("(no repositories reported: {why})\n")),
+            None => out.push_str("(no repositories reported yet: is `gitsync run` running?)\n"),
+        }
     }
     out
 }

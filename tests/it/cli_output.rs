@@ -213,6 +213,10 @@ fn a_host_that_keeps_no_repository_needs_no_root() {
     );
     let status = env.gitsync(&home, &["status"]);
     assert!(status.status.success(), "{status:?}");
+    let said = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(said.contains("daemon: running"), "{said}");
+    assert!(!said.contains("is `gitsync run` running?"), "{said}");
+    assert!(said.contains("this host keeps none"), "{said}");
     assert_eq!(daemon.stop(), Some(0), "{}", daemon.log_text());
 }
 
