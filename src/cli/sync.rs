@@ -41,7 +41,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
             .sync_all_reporting(&setup.repos, true, &|o| progress.step(&o.repo))
             .await;
         progress.finish();
-        if outcomes.is_empty() {
+        if outcomes.is_empty() && !config.keeps_no_repositories() {
             eprintln!(
                 "gitsync: warning: no repositories under {} (check `root` and `repositories`)",
                 config.root.display()

@@ -204,6 +204,10 @@ fn a_host_that_keeps_no_repository_needs_no_root() {
         !said.contains("root:") && !said.contains("`root`") && !said.contains("fail"),
         "{said}"
     );
+    let sync = env.gitsync(&home, &["sync"]);
+    let said = String::from_utf8_lossy(&sync.stderr).to_string();
+    assert!(sync.status.success(), "{said}");
+    assert!(!said.contains("warning"), "{said}");
     let mut daemon = env.spawn(&home, &[]);
     daemon.wait_log("ready", std::time::Duration::from_secs(30));
     assert!(
