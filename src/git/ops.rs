@@ -153,13 +153,11 @@ pub fn failed(dir: &Path, args: &[&str], stderr: String) -> GitError {
 /// URLS") or the name of a remote with one (`origin` when `args` name none). `None` for
 /// other transports.
 pub fn ssh_command(dir: &Path, args: &[&str]) -> Option<String> {
-    let url_of = |name: &str| -> Option<String> {
-        let repo = gix::open(dir).ok()?;
-        let url = repo
-            .config_snapshot()
-            .string(format!("remote.{name}.url").as_str())?
-            .to_string();
-        Some(url)
+    let url_of = |name: &str| {
+        super::remotes::list(dir)
+            .into_iter()
+            .find(|r| r.name == name)
+            .map(|r| r.url)
     };
     let url = match args.iter().skip(1).find(|a| !a.starts_with('-')) {
         Some(a) if ssh_destination(a).is_some() => a.to_string(),
@@ -179,40 +177,15 @@ pub fn ssh_command(dir: &Path, args: &[&str]) -> Option<String> {
     Some(command)
 }
 
-/// The user, host and port of an ssh URL (see [`ssh_command`]); `None` for another kind.
+/// The user, host and port of an ssh URL, as gix reads git's URL forms (see
+/// [`ssh_command`]); `None` for another transport.
 fn ssh_destination(url: &str) -> Option<(Option<String>, String, Option<u16>)> {
-    let split_user = |authority: &str| match authority.rsplit_once('@') {
-        Some((user, host)) => (Some(user.to_string()), host.to_string()),
-        None => (None, authority.to_string()),
-    };
-    if let Some(rest) = ["ssh://", "git+ssh://", "ssh+git://"]
-        .iter()
-        .find_map(|scheme| url.strip_prefix(scheme))
-    {
-        let authority = rest.split('/').next()?;
-        let (user, hostport) = split_user(authority);
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || hostport.starts_with('[') => {
-                (host.to_string(), port.parse().ok())
-            }
-            _ => (hostport, None),
-        };
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        return (!host.is_empty()).then_some((user, host, port));
-    }
-    if url.contains("://") {
+    let parsed = gix::url::parse(gix::bstr::BStr::new(url)).ok()?;
+    if parsed.scheme != gix::url::Scheme::Ssh {
         return None;
     }
-    // scp-like: a colon before any slash.
-    let (authority, _) = url.split_once(':')?;
-    if authority.contains('/') || authority.is_empty() {
-        return None;
-    }
-    let (user, host) = split_user(authority);
-    Some((user, host, None))
+    let host = parsed.host()?.to_string();
+    Some((parsed.user().map(str::to_string), host, parsed.port))
 }
 
 async fn run_inner(

@@ -172,7 +172,7 @@ fn a_missing_or_unmounted_hub_is_refused_not_created() {
     assert!(!share.exists(), "doctor created the hub");
 
     // Mounted (made), a daemon runs; then the share goes away under it.
-    let (home, daemon) = daemon_on(&env, &root, "  heartbeat: 1s\n");
+    let (_, daemon) = daemon_on(&env, &root, "  heartbeat: 1s\n");
     let hub = env.path("hub");
     std::fs::rename(&hub, env.path("hub-mounted")).expect("unmount");
     std::fs::create_dir(&hub).expect("the empty mount point");
@@ -187,7 +187,6 @@ fn a_missing_or_unmounted_hub_is_refused_not_created() {
         written.is_empty(),
         "written into the mount point: {written:?}"
     );
-    let _ = home;
 }
 
 /// A graceful stop is published: the host shows `stopped` at once (its heartbeat window is
