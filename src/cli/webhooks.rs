@@ -153,7 +153,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                 if !names.is_empty() && !names.contains(name) {
                     continue;
                 }
-                let done = runtime.block_on(webhook::worker::run_mirror(&hooks, mirror));
+                let done = runtime.block_on(webhook::worker::run_mirror(&hooks, mirror, true));
                 let state = hooks.state(name).unwrap_or_default();
                 println!("{}", row_line(name, &state));
                 // A ref refused as diverged is not mirrored: exit 1, so that cron sees it.

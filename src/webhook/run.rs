@@ -13,6 +13,14 @@
 //!   mirror pushed there (lease on it); a ref that exists only at the target survives.
 //!
 //! One diverged or rejected ref does not stop the others (no `--atomic`).
+//!
+//! A run a webhook asked for, after a run that pushed, lists the target once: the push's
+//! own. It pushes what changed at the source since the last run, each ref leased on the id
+//! this mirror pushed there; only when the target refuses one (it moved on its own) does
+//! the run read the target with `git ls-remote` and decide by the rules above. A `full`
+//! run (start-up, reconciliation, `gitsync webhooks run`) always reads the target first.
+//! Creations, and branches moved to a descendant, go without a lease (git's own
+//! fast-forward rule refuses anything else).
 
 use super::WebhookError;
 use std::collections::BTreeMap;
@@ -220,6 +228,11 @@ async fn remote_refs(
 
 /// The heads and tags of the cache.
 async fn local_refs(cache: &Path, timeout: Duration) -> Result<BTreeMap<String, String>, GitError> {
+    // Read in this process (gix) on the path a webhook waits on; git when gix cannot.
+    let path = cache.to_path_buf();
+    if let Ok(Some(refs)) = tokio::task::spawn_blocking(move || refs_read_in_process(&path)).await {
+        return Ok(refs);
+    }
     let out = ops::run(
         cache,
         &[
@@ -236,6 +249,21 @@ async fn local_refs(cache: &Path, timeout: Duration) -> Result<BTreeMap<String, 
         .filter_map(|l| l.split_once(' '))
         .map(|(oid, name)| (name.to_string(), oid.to_string()))
         .collect())
+}
+
+/// The heads and tags of the repository at `dir` and the ids they hold (a tag's own
+/// object id, not peeled), as `git for-each-ref` lists them; `None` when gix cannot read
+/// them or a ref there is symbolic.
+fn refs_read_in_process(dir: &Path) -> Option<BTreeMap<String, String>> {
+    let repo = gix::open(dir).ok()?;
+    let platform = repo.references().ok()?;
+    let mut refs = BTreeMap::new();
+    for r in platform.local_branches().ok()?.chain(platform.tags().ok()?) {
+        let r = r.ok()?;
+        let id = r.inner.target.try_id()?.to_string();
+        refs.insert(r.inner.name.as_bstr().to_string(), id);
+    }
+    Some(refs)
 }
 
 async fn is_ancestor(cache: &Path, old: &str, new: &str, timeout: Duration) -> bool {
@@ -258,6 +286,7 @@ pub async fn run(
     state: &mut PushMirrorState,
     journal: Journal<'_>,
     timeout: Duration,
+    full: bool,
 ) -> Result<RunReport, RunError> {
     let cache =
         crate::git::bare_cache::refresh(cache_root, &remotes.source, timeout, &remotes.source_env)
@@ -269,6 +298,30 @@ pub async fn run(
         .into_iter()
         .filter(|(name, _)| filter.carries(name))
         .collect();
+    let mut report = RunReport::default();
+    if !full && !state.pushed.is_empty() && state.pending.is_empty() {
+        let updates = since_last_run(&source, filter, state);
+        if updates.is_empty() {
+            return Ok(report);
+        }
+        for u in &updates {
+            if let Some(new) = &u.new {
+                state.pending.insert(u.name.clone(), new.clone());
+            }
+        }
+        journal(state).map_err(RunError::Journal)?;
+        push(&cache, remotes, &updates, state, &mut report, timeout).await?;
+        if report.rejected.is_empty() {
+            state.pending.clear();
+            return Ok(report);
+        }
+        // The target moved on its own: read it, and decide ref by ref.
+        tracing::info!(
+            refused = report.rejected.len(),
+            "the target is not where this mirror left it; reading it"
+        );
+        report.rejected.clear();
+    }
     let target: BTreeMap<String, String> =
         remote_refs(&cache, &remotes.target, &remotes.target_env, timeout)
             .await
@@ -277,27 +330,35 @@ pub async fn run(
             .filter(|(name, _)| filter.carries(name))
             .collect();
 
-    let mut report = RunReport::default();
     let mut updates = Vec::new();
     for (name, new) in &source {
         match target.get(name) {
             None => updates.push(RefUpdate {
                 name: name.clone(),
                 new: Some(new.clone()),
-                expect: Expect::Absent,
+                expect: Expect::FastForward,
             }),
             Some(current) if current == new => {
                 state.pushed.insert(name.clone(), new.clone());
             }
             Some(current) => {
-                if state.ours(name, current)
-                    || force
-                    || is_ancestor(&cache, current, new, timeout).await
-                {
+                if state.ours(name, current) || force {
                     updates.push(RefUpdate {
                         name: name.clone(),
                         new: Some(new.clone()),
                         expect: Expect::At(current.clone()),
+                    });
+                } else if is_ancestor(&cache, current, new, timeout).await {
+                    // A tag moves only with a lease: git refuses to move one without force.
+                    let expect = if name.starts_with("refs/tags/") {
+                        Expect::At(current.clone())
+                    } else {
+                        Expect::FastForward
+                    };
+                    updates.push(RefUpdate {
+                        name: name.clone(),
+                        new: Some(new.clone()),
+                        expect,
                     });
                 } else {
                     report.diverged.push(name.clone());
@@ -331,6 +392,43 @@ pub async fn run(
     // The target was read back: what landed is in `pushed`, the rest is not ours.
     state.pending.clear();
     Ok(report)
+}
+
+/// The updates that bring the target from where this mirror left it (`state.pushed`) to
+/// `source`: moved refs leased on the id pushed last, new refs without a lease (git
+/// refuses one that exists at the target unless it is a fast-forward), refs gone at the
+/// source deleted under a lease.
+fn since_last_run(
+    source: &BTreeMap<String, String>,
+    filter: &Filter,
+    state: &PushMirrorState,
+) -> Vec<RefUpdate> {
+    let mut updates = Vec::new();
+    for (name, new) in source {
+        match state.pushed.get(name) {
+            Some(old) if old == new => {}
+            Some(old) => updates.push(RefUpdate {
+                name: name.clone(),
+                new: Some(new.clone()),
+                expect: Expect::At(old.clone()),
+            }),
+            None => updates.push(RefUpdate {
+                name: name.clone(),
+                new: Some(new.clone()),
+                expect: Expect::FastForward,
+            }),
+        }
+    }
+    for (name, old) in &state.pushed {
+        if filter.carries(name) && !source.contains_key(name) {
+            updates.push(RefUpdate {
+                name: name.clone(),
+                new: None,
+                expect: Expect::At(old.clone()),
+            });
+        }
+    }
+    updates
 }
 
 /// One compare-and-swap push of `updates` ([`refsync::push`]); records what landed, as

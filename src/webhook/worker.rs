@@ -19,8 +19,10 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Runs `mirror` once, saves its state, logs one line. Returns whether the run succeeded
-/// (refs refused as diverged are a success: retrying cannot change them).
-pub async fn run_mirror(hooks: &Webhooks, mirror: &PushMirror) -> bool {
+/// (refs refused as diverged are a success: retrying cannot change them). `full` reads the
+/// target before pushing (start-up, reconciliation, a manual run); otherwise the run trusts
+/// where it left the target until the target refuses a ref ([`run::run`]).
+pub async fn run_mirror(hooks: &Webhooks, mirror: &PushMirror, full: bool) -> bool {
     let name = &mirror.spec.name;
     let path = run::state_path(&hooks.dir, name);
     let mut state = match hooks.state(name) {
@@ -41,6 +43,7 @@ pub async fn run_mirror(hooks: &Webhooks, mirror: &PushMirror) -> bool {
         &mut state,
         &journal,
         hooks.git_timeout,
+        full,
     )
     .await;
     state.runs += 1;
@@ -134,7 +137,7 @@ async fn local_worker(hooks: Arc<Webhooks>, mirror: PushMirror, notify: Arc<Noti
     loop {
         let job = queue.take(&name);
         if job.is_some() || due {
-            let ok = run_mirror(&hooks, &mirror).await;
+            let ok = run_mirror(&hooks, &mirror, due).await;
             if job.is_some() {
                 queue.done(&name, ok);
             }
@@ -212,7 +215,7 @@ async fn sqs_worker(hooks: Arc<Webhooks>) {
             let Some(mirror) = hooks.mirrors.get(&name) else {
                 continue;
             };
-            let ok = run_mirror(&hooks, mirror).await;
+            let ok = run_mirror(&hooks, mirror, false).await;
             for handle in handles {
                 if ok {
                     let _ = client
@@ -244,7 +247,7 @@ async fn sqs_worker(hooks: Arc<Webhooks>) {
         if last_reconcile.elapsed() >= interval {
             last_reconcile = std::time::Instant::now();
             for mirror in hooks.mirrors.values() {
-                run_mirror(&hooks, mirror).await;
+                run_mirror(&hooks, mirror, true).await;
             }
         }
     }

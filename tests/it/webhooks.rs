@@ -1522,3 +1522,118 @@ fn a_run_lists_the_targets_refs_once_and_reads_what_landed_from_the_push() {
         "{listings:#?}"
     );
 }
+
+/// Issue 22: a run a webhook asks for, after the start-up run, lists the target once (the
+/// push's own listing), not once more with `ls-remote` first.
+#[test]
+fn a_webhook_run_lists_the_target_once() {
+    let mut scene = Scene::new(&["api"]);
+    let m = scene.mirror("api", "github", "");
+    scene.configure(&m, "");
+    scene.start();
+    scene.wait_in_sync("api", "the start-up run");
+    let log = scene.env.path("http.log");
+    let before = std::fs::read_to_string(&log).expect("server log").len();
+    let sha = scene.commit_and_push("b.txt");
+    let (headers, body) = push_hook("github", &sha, "once");
+    assert_eq!(post(&scene.url("/hooks/api"), &headers, body).0, 202);
+    scene.wait_in_sync("api", "the pushed commit");
+    let text = std::fs::read_to_string(&log).expect("server log");
+    let listings: Vec<&str> = text[before..]
+        .lines()
+        .filter(|l| l.contains("\"GET /api.git/info/refs"))
+        .collect();
+    assert_eq!(listings.len(), 1, "the push's listing only: {listings:#?}");
+    assert!(
+        listings[0].contains("service=git-receive-pack"),
+        "{listings:#?}"
+    );
+}
+
+/// Issue 22: a first fill of many refs goes out in one push (a wildcard refspec, or refs
+/// staged in the cache), refuses the one the target already has at another commit, and
+/// leaves no staged ref behind in the cache.
+#[test]
+fn a_first_fill_of_many_refs_lands_every_ref_but_the_targets_own() {
+    let scene = Scene::new(&["whole", "partial"]);
+    // 80 branches and 80 tags, at commits along a short history.
+    let mut commits = Vec::new();
+    for i in 0..8 {
+        commits.push(
+            scene
+                .env
+                .commit(&scene.work, "h.txt", &format!("{i}\n"), &format!("c{i}")),
+        );
+    }
+    for i in 0..80 {
+        let at = &commits[i % commits.len()];
+        scene
+            .env
+            .git(&scene.work, &["branch", &format!("b{i:03}"), at]);
+        scene
+            .env
+            .git(&scene.work, &["tag", &format!("t{i:03}"), at]);
+    }
+    scene.env.git(
+        &scene.work,
+        &[
+            "push",
+            "-q",
+            "origin",
+            "refs/heads/*:refs/heads/*",
+            "refs/tags/*:refs/tags/*",
+        ],
+    );
+    // The partial target has b007 at a commit of its own.
+    let own = scene.env.path("own");
+    scene.env.git(
+        scene.env.dir.path(),
+        &["init", "-q", "-b", "main", own.to_str().expect("utf8")],
+    );
+    let theirs = scene.env.commit(&own, "x.txt", "theirs\n", "their own");
+    let partial = scene.served.join("partial.git");
+    scene.env.git(
+        &own,
+        &[
+            "push",
+            "-q",
+            partial.to_str().expect("utf8"),
+            "main:refs/heads/b007",
+        ],
+    );
+    let mirrors = format!(
+        "{}{}",
+        scene.mirror("whole", "github", ""),
+        scene.mirror("partial", "github", "")
+    );
+    scene.configure(&mirrors, "");
+    let run = |name: &str| {
+        scene
+            .env
+            .gitsync_command(&scene.home, &["webhooks", "run", name])
+            .envs(scene.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("webhooks run")
+    };
+    let out = run("whole");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(scene.target_refs("whole"), scene.source_refs());
+
+    let out = run("partial");
+    assert_eq!(out.status.code(), Some(1), "b007 is diverged");
+    let mut want = scene.source_refs();
+    want.insert("refs/heads/b007".to_string(), theirs);
+    assert_eq!(scene.target_refs("partial"), want);
+    let caches = scene.home.join(".gitsync/webhooks/cache");
+    for cache in std::fs::read_dir(&caches).expect("caches").flatten() {
+        let path = cache.path();
+        if path.extension().is_some_and(|e| e == "git") {
+            let left = scene.env.git(&path, &["for-each-ref", "refs/gitsync-push"]);
+            assert!(left.trim().is_empty(), "staged refs left behind: {left}");
+        }
+    }
+}
