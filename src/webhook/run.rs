@@ -272,8 +272,18 @@ async fn is_ancestor(cache: &Path, old: &str, new: &str, timeout: Duration) -> b
         .is_ok()
 }
 
+/// How a run treats the target.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mode {
+    /// Overwrite refs that moved at the target on their own (through a lease on them).
+    pub force: bool,
+    /// Read the target before pushing, whatever the last run left there.
+    pub full: bool,
+}
+
 /// Runs the mirror once: `cache_root` holds the bare caches, `state` is read and updated,
-/// and `journal` saves it with the push's plan ([`PushMirrorState::pending`]) before the push.
+/// and `journal` saves it with the push's plan ([`PushMirrorState::pending`]) before the push;
+/// `mode` says whether to force and whether to read the target first.
 ///
 /// Errors: [`RunError`] when the source cannot be fetched, the target cannot be read or
 /// pushed to at all, or the plan cannot be saved; refs refused one by one are in the
@@ -282,12 +292,12 @@ pub async fn run(
     cache_root: &Path,
     remotes: &Remotes,
     filter: &Filter,
-    force: bool,
+    mode: Mode,
     state: &mut PushMirrorState,
     journal: Journal<'_>,
     timeout: Duration,
-    full: bool,
 ) -> Result<RunReport, RunError> {
+    let Mode { force, full } = mode;
     let cache =
         crate::git::bare_cache::refresh(cache_root, &remotes.source, timeout, &remotes.source_env)
             .await

@@ -39,11 +39,13 @@ pub async fn run_mirror(hooks: &Webhooks, mirror: &PushMirror, full: bool) -> bo
         &hooks.cache_root(),
         &mirror.remotes,
         &mirror.filter,
-        mirror.spec.force,
+        run::Mode {
+            force: mirror.spec.force,
+            full,
+        },
         &mut state,
         &journal,
         hooks.git_timeout,
-        full,
     )
     .await;
     state.runs += 1;
