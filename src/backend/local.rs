@@ -519,10 +519,12 @@ impl EventBus for LocalHub {
 
     async fn publish(&self, event: &PushEvent) -> Result<(), BackendError> {
         self.still_there()?;
+        // An event announced on behalf of another sender (a forge's webhook) goes to that
+        // sender's log, which this host reads too: it must pull that push as well.
         let path = self
             .root
             .join("events")
-            .join(format!("{}.jsonl", encode_name(&self.host)));
+            .join(format!("{}.jsonl", encode_name(&event.host)));
         let mut line = serde_json::to_vec(event).map_err(|e| BackendError::Malformed {
             path: path.display().to_string(),
             message: e.to_string(),

@@ -22,7 +22,8 @@ use std::time::Duration;
 pub use schema::{
     AwsConfig, BackendKind, DeployConfig, DeployScan, DeploySsh, DeployTarget, GitlabConfig,
     HooksConfig, LocalConfig, MirrorConfig, PairEnd, PartitionConfig, PartitionRole, ProviderName,
-    QueueKind, RawConfig, ScanTool, SyncPair, TlsConfig, WebhookMirrorConfig, WebhooksConfig,
+    QueueKind, RawConfig, ScanTool, SyncPair, TlsConfig, WebhookMirrorConfig, WebhookSyncConfig,
+    WebhooksConfig,
 };
 
 /// The example configuration written by `gitsync init`, also shipped in `packaging/`.

@@ -225,6 +225,33 @@ pub struct WebhooksConfig {
     /// The mirrors.
     #[serde(default)]
     pub mirrors: Vec<WebhookMirrorConfig>,
+    /// Forge push webhooks for the repositories this host keeps, at
+    /// `POST /hooks/sync/<provider>`: a verified push is announced on the event bus, and
+    /// every host that has the repository pulls it.
+    #[serde(default)]
+    pub sync: Vec<WebhookSyncConfig>,
+}
+
+/// One entry of `webhooks.sync`: a forge whose push webhooks this host accepts for the
+/// core.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSyncConfig {
+    /// `github`, `gitlab`, `gitea`, `forgejo`, `bitbucket` or `generic`.
+    pub provider: ProviderName,
+    /// Environment variable holding the webhook secret.
+    pub secret_env: Option<String>,
+    /// File holding the webhook secret.
+    pub secret_file: Option<String>,
+    /// For `generic`: the header holding the hex HMAC-SHA256 (default `X-Signature-256`).
+    pub signature_header: Option<String>,
+    /// For `gitlab`: verify GitLab's signing token (`webhook-signature`) instead of
+    /// `X-Gitlab-Token`.
+    #[serde(default)]
+    pub gitlab_signing: bool,
+    /// Source addresses allowed (CIDR blocks; empty: any).
+    #[serde(default)]
+    pub allow_from: Vec<String>,
 }
 
 /// `webhooks.tls`.

@@ -4,6 +4,7 @@ use super::schema::{ProviderName, QueueKind, WebhooksConfig};
 
 /// Reports every problem of `webhooks` through `push(key, message)`.
 pub(super) fn validate(webhooks: &WebhooksConfig, push: &mut dyn FnMut(&str, String)) {
+    validate_sync(webhooks, push);
     if let Some(listen) = &webhooks.listen
         && listen.parse::<std::net::SocketAddr>().is_err()
     {
@@ -106,6 +107,52 @@ pub(super) fn validate(webhooks: &WebhooksConfig, push: &mut dyn FnMut(&str, Str
                         .to_string(),
                 );
             }
+        }
+    }
+}
+
+/// Reports every problem of `webhooks.sync` through `push(key, message)`.
+fn validate_sync(webhooks: &WebhooksConfig, push: &mut dyn FnMut(&str, String)) {
+    let mut providers = std::collections::BTreeSet::new();
+    for (i, s) in webhooks.sync.iter().enumerate() {
+        let key = |field: &str| format!("webhooks.sync[{i}].{field}");
+        if matches!(s.provider, ProviderName::Backlog) {
+            push(
+                &key("provider"),
+                "backlog signs nothing: use github, gitlab, gitea, forgejo, bitbucket, bitbucket-server or generic".to_string(),
+            );
+        } else if !providers.insert(s.provider.as_str()) {
+            push(
+                &key("provider"),
+                format!("{} is listed twice", s.provider.as_str()),
+            );
+        }
+        match (&s.secret_env, &s.secret_file) {
+            (None, None) => push(
+                &key("secret_env"),
+                "missing: name the environment variable (or `secret_file`) holding the webhook secret".to_string(),
+            ),
+            (Some(_), Some(_)) => push(
+                &key("secret_file"),
+                "`secret_env` is set too: name one place for it".to_string(),
+            ),
+            _ => {}
+        }
+        for (j, cidr) in s.allow_from.iter().enumerate() {
+            if parse_net(cidr).is_none() {
+                push(
+                    &key(&format!("allow_from[{j}]")),
+                    format!("{cidr:?} is not an address or CIDR block"),
+                );
+            }
+        }
+    }
+    for (i, m) in webhooks.mirrors.iter().enumerate() {
+        if m.name == "sync" && !webhooks.sync.is_empty() {
+            push(
+                &format!("webhooks.mirrors[{i}].name"),
+                "\"sync\" is taken by `webhooks.sync` (its URLs are /hooks/sync/<provider>): rename the mirror".to_string(),
+            );
         }
     }
 }

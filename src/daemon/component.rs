@@ -148,9 +148,17 @@ impl Component {
                     }
                 });
             }
-            Component::Webhooks(hooks) => crate::webhook::start(hooks, workers)
-                .await
-                .map_err(DaemonError::Webhooks)?,
+            Component::Webhooks(hooks) => {
+                let registry = handle.registry.clone();
+                let _ = hooks.sink.set(crate::webhook::sync::Sink {
+                    host: handle.host.clone(),
+                    bus: handle.bus.clone(),
+                    repos: Arc::new(move || registry.current()),
+                });
+                crate::webhook::start(hooks, workers)
+                    .await
+                    .map_err(DaemonError::Webhooks)?
+            }
             Component::Events => {
                 let receiver = Arc::new(
                     Receiver::new(

@@ -56,7 +56,7 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet
         .unwrap_or(peer)
 }
 
-fn answer(status: StatusCode, mirror: &str, text: &str) -> Response {
+pub(super) fn answer(status: StatusCode, mirror: &str, text: &str) -> Response {
     if status.is_success() {
         tracing::info!(mirror, status = status.as_u16(), "webhook: {text}");
     } else {
@@ -83,6 +83,57 @@ async fn without_token(
     body: Body,
 ) -> Response {
     handle(hooks, peer, name, None, headers, body).await
+}
+
+/// The body of a request to `who` (a mirror, or `sync/<provider>`), read within
+/// [`BODY_TIMEOUT`] and the size limit, when its type is JSON or a form (any type for
+/// `generic`); else the answer that refuses it (415, 413 or 408).
+pub(super) async fn body_of(
+    hooks: &Webhooks,
+    who: &str,
+    headers: &HeaderMap,
+    body: Body,
+    generic: bool,
+) -> Result<axum::body::Bytes, Response> {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !generic
+        && !content_type.starts_with("application/json")
+        && !content_type.starts_with("application/x-www-form-urlencoded")
+    {
+        return Err(answer(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            who,
+            "send application/json or application/x-www-form-urlencoded",
+        ));
+    }
+    let limit = hooks.config.max_body.unwrap_or(DEFAULT_MAX_BODY);
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            who,
+            "body over the size limit",
+        ));
+    }
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(answer(
+            StatusCode::REQUEST_TIMEOUT,
+            who,
+            "the body took too long",
+        )),
+        Ok(Err(_)) => Err(answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            who,
+            "body over the size limit",
+        )),
+        Ok(Ok(bytes)) => Ok(bytes),
+    }
 }
 
 async fn handle(
@@ -116,43 +167,10 @@ async fn handle(
             &format!("source address {client} is not allowed"),
         );
     }
-    let content_type = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
     let generic = matches!(mirror.provider, verify::Provider::Generic { .. });
-    if !generic
-        && !content_type.starts_with("application/json")
-        && !content_type.starts_with("application/x-www-form-urlencoded")
-    {
-        return answer(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            &name,
-            "send application/json or application/x-www-form-urlencoded",
-        );
-    }
-    let limit = hooks.config.max_body.unwrap_or(DEFAULT_MAX_BODY);
-    let declared = headers
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return answer(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &name,
-            "body over the size limit",
-        );
-    }
-    let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
-        Err(_) => return answer(StatusCode::REQUEST_TIMEOUT, &name, "the body took too long"),
-        Ok(Err(_)) => {
-            return answer(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &name,
-                "body over the size limit",
-            );
-        }
-        Ok(Ok(bytes)) => bytes,
+    let bytes = match body_of(&hooks, &name, &headers, body, generic).await {
+        Ok(bytes) => bytes,
+        Err(refused) => return refused,
     };
     let delivery =
         match verify::verify(&mirror.provider, &headers, &bytes, mirror.secret.as_deref()) {
@@ -206,9 +224,11 @@ async fn handle(
     answer(StatusCode::ACCEPTED, &name, "queued")
 }
 
-/// The router: `POST /hooks/{name}` and `POST /hooks/{name}/{token}`.
+/// The router: `POST /hooks/{name}`, `POST /hooks/{name}/{token}` and (the core's forge
+/// webhooks, [`super::sync`]) `POST /hooks/sync/{provider}`.
 pub fn router(hooks: Arc<Webhooks>) -> axum::Router {
     axum::Router::new()
+        .route("/hooks/sync/{provider}", post(super::sync::receive))
         .route("/hooks/{name}", post(without_token))
         .route("/hooks/{name}/{token}", post(with_token))
         .with_state(hooks)

@@ -12,6 +12,7 @@ pub mod intake;
 pub mod limit;
 pub mod queue;
 pub mod run;
+pub mod sync;
 pub mod verify;
 pub mod worker;
 pub use error::WebhookError;
@@ -205,6 +206,11 @@ pub struct Webhooks {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Limit of one git command.
     pub git_timeout: Duration,
+    /// The core's forge webhooks (`webhooks.sync`), by provider name.
+    pub sync: BTreeMap<String, sync::SyncHook>,
+    /// Where their pushes go, once the daemon has an event bus (set by the daemon before
+    /// the intake listens; until then they are answered 503).
+    pub sink: std::sync::OnceLock<sync::Sink>,
 }
 
 impl Webhooks {
@@ -220,6 +226,13 @@ impl Webhooks {
         for spec in &section.mirrors {
             mirrors.insert(spec.name.clone(), PushMirror::resolve(spec)?);
         }
+        let mut sync = BTreeMap::new();
+        for spec in &section.sync {
+            sync.insert(
+                spec.provider.as_str().to_string(),
+                sync::SyncHook::resolve(spec)?,
+            );
+        }
         let dir = config.home.join("webhooks");
         let queue = queue::Queue::open(section, &dir).await?;
         Ok(Some(Arc::new(Webhooks {
@@ -234,6 +247,8 @@ impl Webhooks {
                 .filter_map(|c| crate::config::webhooks::parse_net(c))
                 .collect(),
             git_timeout: config.pull.fetch_timeout.max(Duration::from_secs(600)),
+            sync,
+            sink: std::sync::OnceLock::new(),
         })))
     }
 

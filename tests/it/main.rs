@@ -15,6 +15,7 @@ mod deploy;
 mod fast_forward;
 mod ff_races;
 mod ff_safety;
+mod forge_sync;
 mod forget;
 mod hooks;
 mod lost_work;

@@ -231,7 +231,9 @@ fn refs_of(env: &Env, repo: &std::path::Path) -> BTreeMap<String, String> {
 
 /// POSTs `body` with `headers`; returns the status and the answer's text (status 0 and
 /// the error when no answer came within 30 s).
-fn post(url: &str, headers: &[(&str, String)], body: Vec<u8>) -> (u16, String) {
+/// POSTs `body` with `headers` to `url`: the status (0 when no answer came within 30 s)
+/// and the answer's text.
+pub(crate) fn post(url: &str, headers: &[(&str, String)], body: Vec<u8>) -> (u16, String) {
     let url = url.to_string();
     let headers: Vec<(String, String)> = headers
         .iter()
