@@ -273,6 +273,11 @@ mod tests {
                 .expect("write");
             git(&["add", "."]);
             git(&["commit", "-q", "-m", &format!("commit {round}")]);
+            if round == 0 {
+                // The cache of a local source is a hard-linked clone: it holds the source's
+                // own files, packed here; what later refreshes fetch must stay packed.
+                git(&["gc", "-q"]);
+            }
             if round == 1 {
                 // A cache made before the setting: it is set on the next refresh.
                 let cache = path_of(&root, &url);
@@ -288,6 +293,42 @@ mod tests {
                 .expect("refresh");
             assert_eq!(loose(&cache), 0, "round {round}: no loose objects");
         }
+    }
+
+    #[tokio::test]
+    async fn a_local_source_is_cloned_with_its_heads_and_tags_only() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let source = dir.path().join("src");
+        let git = |args: &[&str]| git_in(&source, dir.path(), args);
+        std::fs::create_dir_all(&source).expect("mkdir");
+        git(&["init", "-q", "-b", "main"]);
+        std::fs::write(source.join("a.txt"), "a\n").expect("write");
+        git(&["add", "."]);
+        git(&["commit", "-q", "-m", "one"]);
+        git(&["tag", "v1"]);
+        git(&["update-ref", "refs/remotes/origin/x", "HEAD"]);
+        git(&["update-ref", "refs/pull/1/head", "HEAD"]);
+        let url = format!("file://{}", source.display());
+        let cache = refresh(
+            &dir.path().join("cache"),
+            &url,
+            Duration::from_secs(60),
+            &[],
+        )
+        .await
+        .expect("refresh");
+        let out = std::process::Command::new("git")
+            .args(["for-each-ref", "--format=%(refname)"])
+            .current_dir(&cache)
+            .output()
+            .expect("git");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "refs/heads/main\nrefs/tags/v1\n"
+        );
+        let config = std::fs::read_to_string(cache.join("config")).expect("config");
+        assert!(config.contains(&format!("url = {url}")), "{config}");
+        assert!(config.contains("+refs/tags/*:refs/tags/*"), "{config}");
     }
 
     #[test]
