@@ -125,6 +125,8 @@ pub struct PullSettings {
     pub rescan: Duration,
     /// Time between two heartbeats of this host.
     pub heartbeat: Duration,
+    /// Time between two cheap polls of the remotes (`None`: off).
+    pub poll: Option<Duration>,
 }
 
 /// Where gitsync keeps its own files: `$HOME/.gitsync`.

@@ -19,6 +19,10 @@ pub(super) fn settings(pull: RawPull, push: &mut dyn FnMut(&str, String)) -> Pul
     let fetch_timeout = duration("pull.fetch_timeout", pull.fetch_timeout, 120);
     let rescan = duration("pull.rescan", pull.rescan, 60);
     let heartbeat = duration("pull.heartbeat", pull.heartbeat, 60);
+    let poll = pull.poll.map(|d| d.0);
+    if poll.is_some_and(|d| d < Duration::from_secs(5)) {
+        push("pull.poll", "must be at least 5s".to_string());
+    }
     PullSettings {
         fast_forward: pull.fast_forward.unwrap_or(true),
         interval,
@@ -26,5 +30,6 @@ pub(super) fn settings(pull: RawPull, push: &mut dyn FnMut(&str, String)) -> Pul
         other_branches: pull.other_branches.unwrap_or(true),
         rescan,
         heartbeat,
+        poll,
     }
 }

@@ -524,6 +524,9 @@ pub struct RawPull {
     /// Time between two heartbeats of this host in the store (default 1m); a host silent
     /// for more than 3 of its intervals is shown `offline`.
     pub heartbeat: Option<HumanDuration>,
+    /// Time between two cheap polls of every repository's remote (`git ls-remote` of the
+    /// refs its branches track; a fetch only when one moved), such as `30s` (default: off).
+    pub poll: Option<HumanDuration>,
 }
 
 /// `hooks.*`.

@@ -17,6 +17,7 @@ pub mod handoff;
 pub mod identity;
 pub mod landed;
 pub mod pidfile;
+pub mod poll;
 pub mod publisher;
 pub mod receiver;
 pub mod registry;
@@ -346,12 +347,16 @@ impl Running {
         let mut lookup = Lookup::of(&self.handle.registry.current());
         let full_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut next_full = now() + jittered(self.config.pull.interval);
+        // `pull.poll`: far in the future when off.
+        let poll_every = |c: &Config| c.pull.poll.unwrap_or(Duration::from_secs(365 * 86_400));
+        let mut next_poll = now() + jittered(poll_every(&self.config));
         let mut next_due: Option<Instant> = None;
         loop {
             let wake_at = next_due
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or(next_full)
                 .min(next_full)
+                .min(next_poll)
                 .min(next_rescan)
                 .min(next_heartbeat);
             let mut reload_now = false;
@@ -396,6 +401,9 @@ impl Running {
                             }
                             if fresh.pull.interval != self.config.pull.interval {
                                 next_full = now() + jittered(fresh.pull.interval);
+                            }
+                            if fresh.pull.poll != self.config.pull.poll {
+                                next_poll = now() + jittered(poll_every(&fresh));
                             }
                             lookup = Lookup::of(&self.handle.registry.current());
                             // What needs a restart stays as it runs, so that the next
@@ -451,6 +459,26 @@ impl Running {
                         beats.beat().await;
                         let failed = outcomes.iter().filter(|o| !o.ok).count();
                         tracing::info!(repos = repos.len(), failed, "periodic update done");
+                        running.store(false, std::sync::atomic::Ordering::SeqCst);
+                    });
+                }
+            }
+            if now() >= next_poll {
+                next_poll = now() + jittered(poll_every(&self.config));
+                // Not while a full update runs: it fetches everything anyway.
+                if !full_running.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    let running = full_running.clone();
+                    let syncer = self.handle.syncer.clone();
+                    let repos = self.handle.registry.current();
+                    let timeout = self.config.pull.fetch_timeout;
+                    tasks.spawn(async move {
+                        let polled = poll::poll_all(&syncer, &repos, timeout).await;
+                        tracing::debug!(
+                            asked = polled.asked,
+                            synced = polled.synced.len(),
+                            failed = polled.failed,
+                            "poll done"
+                        );
                         running.store(false, std::sync::atomic::Ordering::SeqCst);
                     });
                 }

@@ -170,6 +170,68 @@ pub fn checked_out(path: &Path) -> CheckedOut {
     }
 }
 
+/// One remote ref a local branch tracks, and what this repository last fetched of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracked {
+    /// The remote's name (`origin`).
+    pub remote: String,
+    /// The ref at the remote (`refs/heads/main`).
+    pub remote_ref: String,
+    /// Its remote-tracking ref here (`refs/remotes/origin/main`), through the remote's
+    /// fetch refspecs.
+    pub tracking: String,
+    /// The id its remote-tracking ref holds here (`refs/remotes/origin/main`), or `None`
+    /// when there is none yet.
+    pub fetched: Option<String>,
+}
+
+/// The remote refs the local branches of the repository at `path` track (their upstreams
+/// on configured remotes, `branch.<name>.remote` and `branch.<name>.merge`), each with
+/// the id last fetched of it; empty when the repository cannot be opened.
+pub fn tracked(path: &Path) -> Vec<Tracked> {
+    let Ok(repo) = gix::open(path) else {
+        return Vec::new();
+    };
+    let Ok(platform) = repo.references() else {
+        return Vec::new();
+    };
+    let Ok(branches) = platform.local_branches() else {
+        return Vec::new();
+    };
+    let config = repo.config_snapshot();
+    let mut out = Vec::new();
+    for branch in branches.flatten() {
+        let short = branch.name().shorten().to_str_lossy().into_owned();
+        let Some(remote) = config
+            .string(format!("branch.{short}.remote").as_str())
+            .map(|r| r.to_str_lossy().into_owned())
+            .filter(|r| r != "." && !r.contains('/') && !r.contains(':'))
+        else {
+            continue;
+        };
+        let Some(merge) = config
+            .string(format!("branch.{short}.merge").as_str())
+            .map(|m| m.to_str_lossy().into_owned())
+        else {
+            continue;
+        };
+        let Some(tracking) = tracking_ref(&repo, &remote, &merge) else {
+            continue;
+        };
+        let fetched = ref_target(&repo, &tracking);
+        let entry = Tracked {
+            remote,
+            remote_ref: merge,
+            tracking,
+            fetched,
+        };
+        if !out.contains(&entry) {
+            out.push(entry);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

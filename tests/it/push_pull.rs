@@ -386,3 +386,47 @@ fn hooks_folders_in_the_worktree_or_shared_are_left_alone_and_pushes_still_arriv
         a.log_text().contains("seen_by=\"watcher\"") || a.log_text().contains("seen_by=watcher")
     );
 }
+
+/// Issue 24, item 3: with `pull.poll`, a push made without gitsync (plain git, no event)
+/// is pulled at the next poll, and a poll that finds nothing new fetches nothing (git
+/// writes FETCH_HEAD on every fetch).
+#[test]
+fn a_poll_fetches_only_when_a_tracked_ref_moved() {
+    let env = Env::new();
+    let (bare, clone) = env.remote_and_clone("proj", "root/proj");
+    let home = env.home("a");
+    env.config(
+        &home,
+        &format!(
+            "hostname: host-a\nroot: {}\nlocal:\n  path: {}\npull:\n  interval: 1h\n  poll: 5s\n",
+            env.path("root").display(),
+            env.path("hub").display()
+        ),
+    );
+    let daemon = env.spawn(&home, &[]);
+    daemon.wait_log("ready", Duration::from_secs(60));
+    let fetch_head = clone.join(".git/FETCH_HEAD");
+    let stamp = || {
+        std::fs::metadata(&fetch_head)
+            .and_then(|m| m.modified())
+            .ok()
+    };
+    let before = stamp();
+    // Two polls with nothing new.
+    common::wait_for_logged("two polls", Duration::from_secs(60), &[&daemon], || {
+        (daemon.log_text().matches("poll done").count() >= 2).then_some(())
+    });
+    assert_eq!(stamp(), before, "a poll with nothing new fetched");
+    let sha = env.push_new_commit(&bare, "later.txt", "pushed without gitsync\n");
+    common::wait_for_logged(
+        "the clone at the pushed commit",
+        Duration::from_secs(60),
+        &[&daemon],
+        || (env.head(&clone) == sha).then_some(()),
+    );
+    assert!(
+        daemon.log_text().contains("poll: a tracked ref moved"),
+        "{}",
+        daemon.log_text()
+    );
+}

@@ -147,6 +147,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+        # One line per answer, for benchmarks that count bytes served.
+        sys.stderr.write("SENT %s %s %d\n" % (self.command, path, len(body)))
 
 
 ThreadingHTTPServer.allow_reuse_address = True
