@@ -121,6 +121,8 @@ try:
         run("git", "commit", "-qam", f"one file {r}", cwd=repo)
         ours, out = timed(binary, "deploy", "web")
         ours_t.append(ours)
+        if r == 0:
+            print("  gitsync said: " + out.strip().replace("\n", "\n  gitsync said: "))
         found = re.search(r"transfer ([\d.]+) s", out)
         if not found:
             sys.exit(f"the ship did not say its transfer time: {out}")
