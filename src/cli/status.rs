@@ -81,10 +81,21 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let shown = |host: &str| args.host.as_deref().is_none_or(|h| h == host);
     let states: Vec<RepoState> = states.into_iter().filter(|s| shown(&s.host)).collect();
     let hosts: Vec<HostRecord> = hosts.into_iter().filter(|h| shown(&h.host)).collect();
+    let seen = crate::daemon::reach::read(&config.home);
+    let reach = |s: &RepoState| {
+        (s.host == config.hostname)
+            .then(|| crate::daemon::reach::describe(&config, seen.get(&s.repo), now))
+    };
     if args.json {
         let records: Vec<serde_json::Value> = states
             .iter()
-            .map(|s| with_liveness(s, hosts.iter().find(|h| h.host == s.host), now))
+            .map(|s| {
+                let mut value = with_liveness(s, hosts.iter().find(|h| h.host == s.host), now);
+                if let (Some(ways), serde_json::Value::Object(map)) = (reach(s), &mut value) {
+                    map.insert("reach".to_string(), serde_json::json!(ways));
+                }
+                value
+            })
             .collect();
         let text = serde_json::to_string_pretty(&records).map_err(CliError::failed)?;
         println!("{text}");
@@ -110,9 +121,34 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                 now
             )
         );
+        let mine: Vec<(String, Vec<String>)> = states
+            .iter()
+            .filter_map(|s| reach(s).map(|ways| (s.repo.clone(), ways)))
+            .collect();
+        print!("{}", reach_section(&config, &mine));
         print!("{}", super::webhooks::status_section(&config));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How pushes made elsewhere reach this host's repositories (`mine`: name and ways, from
+/// [`crate::daemon::reach::describe`]); empty when it keeps none.
+fn reach_section(config: &crate::config::Config, mine: &[(String, Vec<String>)]) -> String {
+    if mine.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("\npushes made elsewhere reach {}:\n", config.hostname);
+    if config.hooks_install {
+        out.push_str("  from machines that run gitsync: at once (pre-push hook)\n");
+    }
+    let width = mine.iter().map(|(r, _)| r.len()).max().unwrap_or(0);
+    for (repo, ways) in mine {
+        out.push_str(&format!("  {repo:<width$}  {}\n", ways.join(", ")));
+    }
+    if mine.iter().all(|(_, ways)| ways.len() == 1) && config.pull.poll.is_none() {
+        out.push_str("  a forge webhook (webhooks.sync) or pull.poll brings them sooner\n");
+    }
+    out
 }
 
 /// A repository another host reports and this one (`here`) neither reports nor has under

@@ -19,6 +19,7 @@ pub mod landed;
 pub mod pidfile;
 pub mod poll;
 pub mod publisher;
+pub mod reach;
 pub mod receiver;
 pub mod registry;
 pub mod report;

@@ -263,6 +263,17 @@ impl Receiver {
                 self.remember(&event.id);
             }
         }
+        // For `status`: this repository gets pushes through a forge's webhook.
+        if let Some(provider) = events
+            .iter()
+            .rev()
+            .find_map(|e| super::reach::provider_of(&e.host))
+        {
+            let home = crate::config::gitsync_home();
+            if let Err(err) = super::reach::record(&home, &repo.name, provider) {
+                tracing::debug!(%err, "cannot record the webhook seen");
+            }
+        }
     }
 
     fn seen_before(&self, id: &str) -> bool {

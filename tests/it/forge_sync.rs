@@ -193,6 +193,25 @@ fn pushes_reach_both_hosts(aws: Option<&Moto>) {
         assert_eq!(code, 200, "{said}");
         assert!(said.contains("duplicate"), "{said}");
     }
+    // Issue 24, item 4: status says how pushes reach each repository of its host.
+    for (home, host) in [(&home_a, "host-a"), (&home_b, "host-b")] {
+        common::wait_for("the webhook in status", WAIT, || {
+            let rows = env.status(home, &[]);
+            let row = common::find(&rows, Some(host), "proj")?;
+            let ways = row["reach"].as_array()?;
+            (ways[0].as_str()?.starts_with("webhook gitlab (last ")
+                && ways.last()?.as_str()? == "every 1h")
+                .then_some(())
+        });
+        let out = env.gitsync(home, &["status"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.contains(&format!("pushes made elsewhere reach {host}:"))
+                && text.contains("at once (pre-push hook)")
+                && text.contains("webhook gitlab (last "),
+            "{text}"
+        );
+    }
     // A provider that is not configured: 404.
     let (headers, body) = forge_push("github", &url, "0", "0", "x", SECRET);
     assert_eq!(post(&hook_url("gitea"), &headers, body).0, 404);
