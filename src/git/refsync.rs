@@ -158,14 +158,31 @@ impl Staged {
 
     /// Creates the refs (`git update-ref --stdin`, one transaction).
     async fn write(&self, dir: &Path, timeout: Duration) -> Result<(), GitError> {
+        self.update(dir, |name, id| format!("create {name} {id}\n"), timeout)
+            .await
+    }
+
+    /// Deletes the refs; a failure leaves refs that only keep objects alive in `dir`.
+    async fn remove(&self, dir: &Path, timeout: Duration) {
+        if let Err(err) = self
+            .update(dir, |name, _| format!("delete {name}\n"), timeout)
+            .await
+        {
+            tracing::warn!(%err, prefix = %self.prefix, "cannot remove the refs staged for a push");
+        }
+    }
+
+    /// One `git update-ref --stdin` transaction of a `line` (name, id) per staged ref.
+    async fn update(
+        &self,
+        dir: &Path,
+        line: impl Fn(&str, &str) -> String,
+        timeout: Duration,
+    ) -> Result<(), GitError> {
         if self.refs.is_empty() {
             return Ok(());
         }
-        let input: String = self
-            .refs
-            .iter()
-            .map(|(name, id)| format!("create {name} {id}\n"))
-            .collect();
+        let input: String = self.refs.iter().map(|(name, id)| line(name, id)).collect();
         ops::run_input(
             dir,
             &["update-ref", "--stdin"],
@@ -175,29 +192,6 @@ impl Staged {
         )
         .await
         .map(|_| ())
-    }
-
-    /// Deletes the refs; a failure leaves refs that only keep objects alive in `dir`.
-    async fn remove(&self, dir: &Path, timeout: Duration) {
-        if self.refs.is_empty() {
-            return;
-        }
-        let input: String = self
-            .refs
-            .iter()
-            .map(|(name, _)| format!("delete {name}\n"))
-            .collect();
-        if let Err(err) = ops::run_input(
-            dir,
-            &["update-ref", "--stdin"],
-            input.as_bytes(),
-            timeout,
-            &[],
-        )
-        .await
-        {
-            tracing::warn!(%err, prefix = %self.prefix, "cannot remove the refs staged for a push");
-        }
     }
 }
 

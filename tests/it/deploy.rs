@@ -793,7 +793,11 @@ fn overlapping_deploys_never_ship_a_blocked_secret() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let seed = fastrand::u64(..);
+    // GITSYNC_DEPLOY_SEED replays a failure.
+    let seed = std::env::var("GITSYNC_DEPLOY_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
     let mut rng = fastrand::Rng::with_seed(seed);
     for round in 0..rounds {
         let mut daemon = scene.daemon();
@@ -862,10 +866,23 @@ fn overlapping_deploys_never_ship_a_blocked_secret() {
                     file.display()
                 );
             }
-            assert_eq!(
-                files,
-                archive(&scene.env, &scene.repo, &name),
-                "seed {seed} round {round}: release {name} is not its commit"
+            let want = archive(&scene.env, &scene.repo, &name);
+            let differ: Vec<String> = files
+                .keys()
+                .chain(want.keys())
+                .filter(|p| files.get(*p) != want.get(*p))
+                .map(|p| {
+                    format!(
+                        "{} ({:?} bytes shipped, {:?} in the commit)",
+                        p.display(),
+                        files.get(p).map(Vec::len),
+                        want.get(p).map(Vec::len)
+                    )
+                })
+                .collect();
+            assert!(
+                differ.is_empty(),
+                "seed {seed} round {round}: release {name} is not its commit: {differ:?}"
             );
         }
         let current = scene.current("vm01").expect("a current release");
