@@ -286,7 +286,11 @@ pub async fn ship(
         return self::repair(ssh, release, record).await;
     }
     let started = std::time::Instant::now();
-    let (entries, sent) = match transfer(ssh, release, rev, previous.as_deref()).await {
+    // Written under a name that is no release (`ls` leaves dot-names out, so neither a
+    // rollback nor the pruning sees it) and renamed at the flip: a ship killed halfway
+    // leaves no half-written `releases/<rev>` behind.
+    let partial = format!(".{rev}.partial");
+    let (entries, sent) = match transfer(ssh, release, &partial, previous.as_deref()).await {
         Ok(done) => done,
         Err(e) => return Err(discard(ssh, path, rev, e).await),
     };
@@ -300,6 +304,8 @@ pub async fn ship(
     let prev = quote(previous.as_deref().unwrap_or(""))?;
     let script = format!(
         "set -e; cd {p}; R={r}; PREV={prev}; \
+         rm -rf \"releases/$R\"; mv \"releases/.$R.partial\" \"releases/$R\"; \
+         for d in releases/.*.partial; do if [ -e \"$d\" ]; then rm -rf \"$d\"; fi; done; \
          touch \"releases/$R\"; \
          ln -sfn \"releases/$R\" current.tmp.$$; mv -T current.tmp.$$ current; \
          if [ -n \"$PREV\" ]; then printf '%s\\n' \"$PREV\" > .gitsync-previous.tmp; mv .gitsync-previous.tmp .gitsync-previous; fi; \
@@ -442,16 +448,15 @@ pub fn rsync_cause(stderr: &str) -> &str {
         .unwrap_or("no message")
 }
 
-/// After a failed ship: removes the half-written `releases/<rev>/` (unless `current` or
-/// `.gitsync-previous` names it), so a full disk gets its space back and no partial release
-/// is left behind. Returns `error` with what became of `current`, or why the clean-up failed.
+/// After a failed ship: removes the half-written `releases/.<rev>.partial/`, so a full disk
+/// gets its space back (`releases/<rev>` itself is only ever a whole release). Returns
+/// `error` with what became of `current`, or why the clean-up failed.
 async fn discard(ssh: &Ssh, path: &str, rev: &str, error: DeployError) -> DeployError {
     let script = match (quote(path.trim_end_matches('/')), quote(rev)) {
         (Ok(p), Ok(r)) => format!(
             "cd {p} || exit 0; R={r}; C=$(readlink current 2>/dev/null | sed 's|^releases/||'); \
-             P=$(cat .gitsync-previous 2>/dev/null || true); \
-             if [ \"$R\" = \"$C\" ]; then echo current; \
-             elif [ \"$R\" != \"$P\" ]; then rm -rf \"releases/$R\"; fi"
+             rm -rf \"releases/.$R.partial\"; \
+             if [ \"$R\" = \"$C\" ]; then echo current; fi"
         ),
         _ => return error,
     };
@@ -461,7 +466,7 @@ async fn discard(ssh: &Ssh, path: &str, rev: &str, error: DeployError) -> Deploy
         }
         Ok(_) => format!("{error}; the current release is untouched"),
         Err((_, msg)) => format!(
-            "{error}; the current release is untouched, but the partial releases/{rev} could not be removed: {msg}"
+            "{error}; the current release is untouched, but the partial releases/.{rev}.partial could not be removed: {msg}"
         ),
     })
 }

@@ -739,6 +739,8 @@ fn releases(dir: &Path) -> Vec<String> {
             entries
                 .flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
+                // A ship under way writes `.<rev>.partial`: not a release.
+                .filter(|name| !name.starts_with('.'))
                 .collect()
         })
         .unwrap_or_default();
@@ -1373,4 +1375,99 @@ fn a_later_ship_scans_only_new_contents_and_new_rules_scan_everything() {
     assert!(text.contains("notes/ids.txt"), "{text}");
     let last = *counts().last().expect("a scan");
     assert!(last >= 33, "new rules scan every file: {:?}", counts());
+}
+
+/// A ship killed at a random instant (its process group: gitsync, rsync and ssh, as a
+/// daemon stopped mid-ship aborts it) never leaves a `releases/<rev>` that is not whole:
+/// a release is written as `releases/.<rev>.partial` and renamed at the flip, so a
+/// rollback cannot land on a half-written tree. On the code before, the killed transfer
+/// wrote into `releases/<rev>` itself.
+#[test]
+fn a_ship_killed_halfway_leaves_no_half_written_release() {
+    use std::os::unix::process::CommandExt;
+    let scene = Scene::new();
+    scene.configure(&[("vm01", scene.sshd.port)], "    scan: {tool: off}\n");
+    scene.ship();
+    let cases: u64 = std::env::var("GITSYNC_DEPLOY_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        * 2;
+    let seed = fastrand::u64(..);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    // A commit of 300 new files of 100 KiB: a transfer that takes a while.
+    let big_commit = |case: u64| {
+        for i in 0..300 {
+            scene.env.write(
+                &scene.repo,
+                &format!("big/c{case}/f{i:03}.bin"),
+                &format!("{case}-{i:03} ").repeat(10_000),
+            );
+        }
+        scene.env.git(&scene.repo, &["add", "-A"]);
+        scene
+            .env
+            .git(&scene.repo, &["commit", "-qm", &format!("case {case}")]);
+    };
+    // How long a whole ship of such a commit takes here: the kills land within it.
+    big_commit(cases);
+    let started = std::time::Instant::now();
+    scene.ship();
+    let whole = started.elapsed().as_millis() as u64;
+    for case in 0..cases {
+        big_commit(case);
+        let mut child = scene
+            .env
+            .gitsync_command(&scene.home, &["deploy", "web"])
+            .env("PATH", venv_path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start a ship");
+        std::thread::sleep(Duration::from_millis(rng.u64(whole / 5..whole.max(10))));
+        let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = child.wait();
+        // The server's side of the killed session (rsync's receiver, a flip script already
+        // started) runs to its end on its own: wait until nothing works in the target.
+        let target = scene.target_dir("vm01");
+        common::wait_for(
+            "the server side of the killed ship to end",
+            Duration::from_secs(30),
+            || {
+                let busy = std::process::Command::new("pgrep")
+                    .args(["-f", target.to_str().expect("utf8")])
+                    .output()
+                    .expect("pgrep (Debian package procps)");
+                (!busy.status.success()).then_some(())
+            },
+        );
+        // Whatever the instant: every release is its commit, and current is one of them.
+        for name in releases(&target) {
+            let files = shipped(&target.join("releases").join(&name));
+            assert!(
+                files == archive(&scene.env, &scene.repo, &name),
+                "seed {seed} case {case}: releases/{name} is not its commit"
+            );
+        }
+        let current = scene.current("vm01").expect("a current release");
+        assert!(
+            releases(&target).contains(&current),
+            "seed {seed}: {current}"
+        );
+        // A rollback lands on a whole release too.
+        let (code, text) = scene.gitsync(&["deploy", "rollback", "web"]);
+        if code == 0 {
+            let back = scene.current("vm01").expect("current");
+            assert_eq!(
+                shipped(&target.join("releases").join(&back)),
+                archive(&scene.env, &scene.repo, &back),
+                "seed {seed} case {case}: the rollback landed on a partial release: {text}"
+            );
+        }
+        // The next ship completes.
+        let (code, text) = scene.gitsync(&["deploy", "web"]);
+        assert_eq!(code, 0, "seed {seed}: {text}");
+    }
 }
