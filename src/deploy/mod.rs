@@ -329,40 +329,16 @@ impl Deploy {
         let scratch = self.dir.join("scan");
         let cache = self.dir.join("scan-cache.json");
         let scan_tree = tree.clone();
-        let verdict = tokio::task::spawn_blocking(move || {
+        let scanning = tokio::task::spawn_blocking(move || {
             scan::scan(&tool, config.as_deref(), &scan_tree, &scratch, Some(&cache))
-        })
-        .await
-        .unwrap_or_else(|e| scan::Verdict::Failed(format!("the scan stopped: {e}")));
-        let scan_took = started.elapsed();
-        let mut state = self.state()?;
-        state.rev = Some(rev.clone());
-        state.scan = Some(verdict.describe());
-        if opts.explicit && !opts.dry_run {
-            state.pinned = None;
-        }
-        if !verdict.passes() {
-            tracing::error!(target: crate::logging::OUTCOME, deploy = %self.spec.name, rev = %short_id(&rev), "{}", verdict.describe());
-            for t in &targets {
-                let entry = state.targets.entry(t.name.clone()).or_default();
-                entry.result = Some(ShipResult::Blocked);
-                entry.error = Some(verdict.describe());
-                entry.at = Some(chrono::Utc::now());
-            }
-            if !opts.dry_run {
-                self.save(&state);
-            }
-            return Ok(ShipReport {
-                rev,
-                verdict,
-                scan_took,
-                targets: Vec::new(),
-            });
-        }
+        });
+        // The targets are reached, locked and prepared while the scan runs; nothing is sent
+        // before the gate says the scan passed (see `ship::ship`).
+        let (open, gate) = tokio::sync::watch::channel(None);
         let semaphore = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
         let mut tasks = tokio::task::JoinSet::new();
         let extra = self.spec.include_git.then(|| git_dir.clone());
-        for target in targets {
+        for target in targets.clone() {
             let me = self.clone();
             let tree = tree.clone();
             let rev = rev.clone();
@@ -371,11 +347,15 @@ impl Deploy {
             let dry_run = opts.dry_run;
             let init = opts.init;
             let repair = opts.repair;
+            let mut gate = gate.clone();
             tasks.spawn(async move {
                 let _permit = semaphore.acquire().await;
                 let ssh = me.ssh_for(&target);
                 let result = if dry_run {
-                    me.dry_run(&ssh, &target, &tree, &rev).await
+                    match ship::passed(&mut gate).await {
+                        true => me.dry_run(&ssh, &target, &tree, &rev).await,
+                        false => Err(DeployError::Target("the secret scan did not pass".to_string())),
+                    }
                 } else {
                     let (me2, tree2, rev2) = (me.clone(), tree.clone(), rev.clone());
                     let record = move |listed: &[(u8, PathBuf)]| me2.record(&tree2, &rev2, listed);
@@ -392,6 +372,7 @@ impl Deploy {
                         me.spec.keep.unwrap_or(DEFAULT_KEEP),
                         repair,
                         &record,
+                        gate,
                     );
                     let shipped =
                         target_lock::holding(&ssh, &target.name, &target.path, init, work).await;
@@ -410,14 +391,16 @@ impl Deploy {
                             previous,
                             bytes_sent,
                             files,
+                            prepare,
                             transfer,
                             flip,
                         } => (
                             format!(
-                                "{} -> {}: {files} files, {} sent (transfer {:.1} s, flip {:.1} s)",
+                                "{} -> {}: {files} files, {} sent (prepare {:.1} s, transfer {:.1} s, flip {:.1} s)",
                                 previous.as_deref().map(short_id).unwrap_or("new"),
                                 short_id(&rev),
                                 crate::util::words::human_size(bytes_sent),
+                                prepare.as_secs_f64(),
                                 transfer.as_secs_f64(),
                                 flip.as_secs_f64()
                             ),
@@ -428,6 +411,37 @@ impl Deploy {
                 };
                 ssh.close().await;
                 (target.name, result)
+            });
+        }
+        let verdict = scanning
+            .await
+            .unwrap_or_else(|e| scan::Verdict::Failed(format!("the scan stopped: {e}")));
+        let scan_took = started.elapsed();
+        let _ = open.send(Some(verdict.passes()));
+        let mut state = self.state()?;
+        state.rev = Some(rev.clone());
+        state.scan = Some(verdict.describe());
+        if opts.explicit && !opts.dry_run {
+            state.pinned = None;
+        }
+        if !verdict.passes() {
+            tracing::error!(target: crate::logging::OUTCOME, deploy = %self.spec.name, rev = %short_id(&rev), "{}", verdict.describe());
+            for t in &targets {
+                let entry = state.targets.entry(t.name.clone()).or_default();
+                entry.result = Some(ShipResult::Blocked);
+                entry.error = Some(verdict.describe());
+                entry.at = Some(chrono::Utc::now());
+            }
+            if !opts.dry_run {
+                self.save(&state);
+            }
+            // Every target lets its lock go and removes what it prepared.
+            while tasks.join_next().await.is_some() {}
+            return Ok(ShipReport {
+                rev,
+                verdict,
+                scan_took,
+                targets: Vec::new(),
             });
         }
         let mut results = Vec::new();

@@ -28,6 +28,9 @@ pub enum Shipped {
         bytes_sent: u64,
         /// Files in the release.
         files: usize,
+        /// How long the hard-linked copy of the previous release took (see [`prepare`]);
+        /// it runs while the secret scan does.
+        prepare: Duration,
         /// How long rsync took (the transfer and its record).
         transfer: Duration,
         /// How long the flip of `current` (and the clean-up of old releases) took.
@@ -261,24 +264,53 @@ pub struct Release<'a> {
     pub extra: Option<&'a Path>,
 }
 
-/// One ship to one target: rsync the export into `releases/<rev>/` (`--delete`,
-/// `--link-dest` against the current release), then flip `current` and prune releases
-/// beyond `keep` (never the current one, never the previous one). `record` is given the
-/// release's entries (kind and path, from rsync) before the flip, to keep what was shipped
-/// (see [`Shape`]); a failure there ships nothing. With `repair`, a target already on the
-/// commit gets it again whole (see [`repair`]); without, it is left alone. Runs under the
-/// target's lock ([`super::target_lock::lock`], which also makes the layout).
+/// Whether the secret scan let the ship go on: `Some(true)` once it passed, `Some(false)`
+/// once it blocked, `None` while it runs. A closed channel counts as blocked.
+pub type Gate = tokio::sync::watch::Receiver<Option<bool>>;
+
+/// Waits for the scan's answer on `gate`: true when the ship may go on.
+pub async fn passed(gate: &mut Gate) -> bool {
+    matches!(
+        gate.wait_for(Option::is_some).await.map(|v| *v),
+        Ok(Some(true))
+    )
+}
+
+/// One ship to one target, started while the secret scan still runs: [`prepare`] reads
+/// `current` and lays the new release down as a hard-linked copy of it; then, once `gate`
+/// says the scan passed, rsync brings that copy to the export (`--delete`), `current` flips
+/// and releases beyond `keep` are pruned (never the current one, never the previous one).
+/// `record` is given the release's entries (kind and path, from rsync) before the flip, to
+/// keep what was shipped (see [`Shape`]); a failure there ships nothing. With `repair`, a
+/// target already on the commit gets it again whole (see [`repair`]); without, it is left
+/// alone. Runs under the target's lock ([`super::target_lock::lock`], which also makes the
+/// layout).
 ///
-/// Errors: a message for this target; `current` is untouched by any failure.
+/// Errors: a message for this target ("the secret scan did not pass" when `gate` closed
+/// on a block); `current` is untouched by any failure.
 pub async fn ship(
     ssh: &Ssh,
     release: &Release<'_>,
     keep: usize,
     repair: bool,
     record: &Record,
+    mut gate: Gate,
 ) -> Result<Shipped, DeployError> {
     let (path, rev) = (release.path, release.rev);
-    let previous = current(ssh, path).await?;
+    let started = std::time::Instant::now();
+    let prepared = prepare(ssh, path, rev).await;
+    let prepare_took = started.elapsed();
+    let blocked = || DeployError::Target("the secret scan did not pass".to_string());
+    let (previous, copied) = match prepared {
+        Ok(found) => found,
+        Err(e) => return Err(discard(ssh, path, rev, e).await),
+    };
+    if !passed(&mut gate).await {
+        return Err(match copied {
+            true => discard(ssh, path, rev, blocked()).await,
+            false => blocked(),
+        });
+    }
     if previous.as_deref() == Some(rev) {
         if !repair {
             return Ok(Shipped::AlreadyThere);
@@ -290,7 +322,11 @@ pub async fn ship(
     // rollback nor the pruning sees it) and renamed at the flip: a ship killed halfway
     // leaves no half-written `releases/<rev>` behind.
     let partial = format!(".{rev}.partial");
-    let (entries, sent) = match transfer(ssh, release, &partial, previous.as_deref()).await {
+    // Into a hard-linked copy rsync only replaces what changed, each file by a rename of
+    // a new one (never a write into the shared inode). Without a copy (a new layout, or a
+    // target whose `cp` cannot link), `--link-dest` links the unchanged files.
+    let link_dest = if copied { None } else { previous.as_deref() };
+    let (entries, sent) = match transfer(ssh, release, &partial, link_dest).await {
         Ok(done) => done,
         Err(e) => return Err(discard(ssh, path, rev, e).await),
     };
@@ -324,6 +360,7 @@ pub async fn ship(
         previous,
         bytes_sent: sent,
         files,
+        prepare: prepare_took,
         transfer: transferred,
         flip: started.elapsed(),
     })
@@ -368,21 +405,56 @@ pub async fn repair(
         previous: Some(rev.to_string()),
         bytes_sent: sent,
         files: entries.iter().filter(|(k, _)| *k == b'f').count(),
+        prepare: Duration::ZERO,
         transfer: transferred,
         flip: started.elapsed(),
     })
 }
 
+/// Where `current` points (`None` for a new layout) and, when that is a release other
+/// than `rev`, whether `releases/.<rev>.partial/` was laid down as a hard-linked copy of it
+/// (`cp -al`, GNU coreutils and BusyBox; a stale partial of an earlier ship is removed
+/// first). A copy costs one `link(2)` per file on the target, and it runs while the secret
+/// scan does, so the transfer after it only sends and renames what changed.
+///
+/// Errors: the target is unreachable.
+pub async fn prepare(
+    ssh: &Ssh,
+    path: &str,
+    rev: &str,
+) -> Result<(Option<String>, bool), DeployError> {
+    let p = quote(path.trim_end_matches('/'))?;
+    let r = quote(rev)?;
+    let script = format!(
+        "P={p}; R={r}; C=; if [ -L \"$P/current\" ]; then C=$(readlink \"$P/current\"); fi; \
+         printf '%s\\n' \"$C\"; B=${{C#releases/}}; B=${{B%/}}; \
+         case \"$C\" in releases/?*) ;; *) exit 0;; esac; \
+         if [ \"$B\" = \"$R\" ] || [ ! -d \"$P/releases/$B\" ]; then exit 0; fi; \
+         rm -rf \"$P/releases/.$R.partial\"; \
+         if cp -al \"$P/releases/$B\" \"$P/releases/.$R.partial\" 2>/dev/null; then echo copied; \
+         else rm -rf \"$P/releases/.$R.partial\"; fi"
+    );
+    let out = ssh
+        .run(&script, None, STEP_TIMEOUT)
+        .await
+        .map_err(remote_err("prepare"))?;
+    let mut lines = out.lines();
+    let previous = lines.next().and_then(release_of);
+    Ok((previous, lines.any(|l| l == "copied")))
+}
+
 /// rsync of the export (and of `extra`, the git folder) into `releases/<into>/`, with
-/// `--link-dest` against `previous`. Returns the release's entries (kind and path) and the
-/// bytes sent.
+/// `--link-dest` against `link_dest` when given. Files the excludes name are deleted from
+/// the release (`--delete-excluded`: a copy of an older release may hold them), but its
+/// `.git` only when no git folder is shipped. Returns the release's entries (kind and
+/// path) and the bytes sent.
 ///
 /// Errors: rsync cannot run or exits non-zero (its code and the cause it printed).
 async fn transfer(
     ssh: &Ssh,
     what: &Release<'_>,
     into: &str,
-    previous: Option<&str>,
+    link_dest: Option<&str>,
 ) -> Result<(Vec<(u8, PathBuf)>, u64), DeployError> {
     let Release {
         path,
@@ -393,8 +465,12 @@ async fn transfer(
     } = *what;
     let release = format!("{}/releases/{into}/", path.trim_end_matches('/'));
     let mut command = rsync_command(ssh, excludes)?;
-    command.args(["--mkpath", "--stats", "-ii", "-8"]);
-    if let Some(prev) = previous {
+    command.args(["--mkpath", "--stats", "-ii", "-8", "--delete-excluded"]);
+    if extra.is_some() {
+        // Filter rules apply in order: this one goes before `--exclude=/.git`.
+        command.arg("--filter=protect /.git");
+    }
+    if let Some(prev) = link_dest {
         command.arg(format!("--link-dest=../{prev}"));
     }
     command

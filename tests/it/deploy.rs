@@ -1311,12 +1311,14 @@ fn a_later_ship_scans_only_new_contents_and_new_rules_scan_everything() {
     let bin = scene.env.path("scanners");
     std::fs::create_dir_all(&bin).expect("mkdir");
     let seen = scene.env.path("scanned.log");
+    let asked = scene.env.path("versions.log");
     let wrapper = bin.join("gitleaks");
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\nif [ \"$1\" = dir ]; then for a; do last=\"$a\"; done; ls \"$last\" | wc -l >> '{}'; fi\nexec '{}' \"$@\"\n",
+            "#!/bin/sh\nif [ \"$1\" = dir ]; then for a; do last=\"$a\"; done; ls \"$last\" | wc -l >> '{}'; fi\nif [ \"$1\" = version ]; then echo asked >> '{}'; fi\nexec '{}' \"$@\"\n",
             seen.display(),
+            asked.display(),
             real.display()
         ),
     )
@@ -1375,6 +1377,205 @@ fn a_later_ship_scans_only_new_contents_and_new_rules_scan_everything() {
     assert!(text.contains("notes/ids.txt"), "{text}");
     let last = *counts().last().expect("a scan");
     assert!(last >= 33, "new rules scan every file: {:?}", counts());
+
+    // The scanner's version is asked once while its binary stays the same file (gitleaks
+    // takes half a second to say it); a new binary is asked again, and everything is
+    // scanned under its version.
+    let versions = || {
+        std::fs::read_to_string(&asked)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    assert_eq!(versions(), 1, "one binary, asked once over four ships");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = dir ]; then for a; do last=\"$a\"; done; ls \"$last\" | wc -l >> '{}'; fi\nif [ \"$1\" = version ]; then echo asked >> '{}'; echo 9.99.0; exit 0; fi\nexec '{}' \"$@\"\n",
+            seen.display(),
+            asked.display(),
+            real.display()
+        ),
+    )
+    .expect("a new scanner");
+    std::fs::write(&rules, "[extend]\nuseDefault = true\n").expect("rules");
+    let before = counts().len();
+    scene.ship();
+    assert_eq!(versions(), 2, "a new binary is asked again");
+    assert!(
+        counts()[before..].iter().sum::<usize>() >= 33,
+        "a new scanner version scans every file: {:?}",
+        counts()
+    );
+}
+
+/// Every file of a release as it is on disk: inode, mode, modification time and bytes.
+fn files_on_disk(dir: &Path) -> BTreeMap<PathBuf, (u64, u32, i64, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    for entry in walkdir(dir) {
+        let meta = std::fs::symlink_metadata(&entry).expect("meta");
+        if meta.is_file() {
+            let rel = entry.strip_prefix(dir).expect("prefix").to_path_buf();
+            let bytes = std::fs::read(&entry).expect("read");
+            out.insert(rel, (meta.ino(), meta.mode(), meta.mtime(), bytes));
+        }
+    }
+    out
+}
+
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if std::fs::symlink_metadata(&path).expect("meta").is_dir() {
+                stack.push(path.clone());
+            }
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Replaces `from` with `to` in the config of the scene's machine.
+fn edit_config(scene: &Scene, from: &str, to: &str) {
+    let path = scene.home.join(".gitsync/config.yml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    assert!(text.contains(from), "{from:?} in {text}");
+    std::fs::write(&path, text.replace(from, to)).expect("config");
+}
+
+/// Issue 22: a release is laid down as a hard-linked copy of the live one while the scan
+/// runs, and rsync brings it to the commit. Nothing of the live release may change on the
+/// way: not a byte, a mode or a time, whatever the commit changes (content, the execute
+/// bit alone, files newly excluded, every file's time after the export is rebuilt, the
+/// shipped `.git`), and a ship the scan blocks leaves no copy behind.
+#[test]
+fn a_release_is_a_linked_copy_and_the_live_one_never_changes() {
+    use std::os::unix::fs::PermissionsExt;
+    let scene = Scene::new();
+    let port = scene.sshd.port;
+    let git_key = "    include_git: true\n    scan: {tool: gitleaks}\n";
+    scene.configure(&[("vm01", port)], git_key);
+    scene.commit("tool.sh", "echo tool\n");
+    scene.commit("notes.txt", "plain notes\n");
+    let out = scene.ship();
+    assert!(out.contains("(prepare "), "{out}");
+    let releases = scene.target_dir("vm01").join("releases");
+    let mut live = scene.current("vm01").expect("current");
+    let head = |s: &Scene| {
+        s.env
+            .git(&s.repo, &["rev-parse", "HEAD"])
+            .trim()
+            .to_string()
+    };
+    let git_log = |release: &Path| {
+        let out = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(release.join(".git"))
+            .args(["log", "-1", "--format=%H"])
+            .output()
+            .expect("git");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(
+        git_log(&releases.join(&live)),
+        live,
+        "include_git ships .git"
+    );
+
+    type Step = fn(&Scene);
+    let steps: [(&str, Step); 5] = [
+        ("a content change", |s| {
+            s.commit("index.html", "<h1>two</h1>\n");
+        }),
+        ("the execute bit alone", |s| {
+            s.env
+                .git(&s.repo, &["update-index", "--chmod=+x", "tool.sh"]);
+            s.env.git(&s.repo, &["commit", "-qm", "executable"]);
+        }),
+        ("a file newly excluded", |s| {
+            s.commit("index.html", "<h1>three</h1>\n");
+            edit_config(
+                s,
+                "excludes: [\"*.log\"]",
+                "excludes: [\"*.log\", notes.txt]",
+            );
+        }),
+        ("every file rewritten by a rebuilt export", |s| {
+            let dir = s.home.join(".gitsync/deploy/web");
+            std::fs::remove_file(dir.join("index")).expect("drop the export's index");
+            std::thread::sleep(Duration::from_millis(1100));
+            s.commit("index.html", "<h1>four</h1>\n");
+        }),
+        ("no .git any more", |s| {
+            s.commit("index.html", "<h1>five</h1>\n");
+            edit_config(s, "    include_git: true\n", "");
+        }),
+    ];
+    for (what, step) in steps {
+        let before = files_on_disk(&releases.join(&live));
+        step(&scene);
+        let out = scene.ship();
+        let rev = head(&scene);
+        assert_eq!(
+            scene.current("vm01").as_deref(),
+            Some(rev.as_str()),
+            "{what}: {out}"
+        );
+        assert_eq!(
+            files_on_disk(&releases.join(&live)),
+            before,
+            "{what}: the release that was live changed while the next was written"
+        );
+        let new = releases.join(&rev);
+        let mut want = archive(&scene.env, &scene.repo, &rev);
+        if !matches!(what, "a content change" | "the execute bit alone") {
+            want.remove(Path::new("notes.txt"));
+        }
+        assert_eq!(shipped(&new), want, "{what}: the new release is its commit");
+        let exec = std::fs::metadata(new.join("tool.sh"))
+            .expect("tool.sh")
+            .permissions()
+            .mode()
+            & 0o111;
+        assert_eq!(
+            exec != 0,
+            what != "a content change",
+            "{what}: the execute bit"
+        );
+        let has_git = what != "no .git any more";
+        assert_eq!(new.join(".git").exists(), has_git, "{what}: .git");
+        if has_git {
+            assert_eq!(
+                git_log(&new),
+                rev,
+                "{what}: the shipped .git is the commit's"
+            );
+        }
+        live = rev;
+    }
+
+    // A ship the scan blocks: the copy laid down during the scan is gone, the lock free.
+    scene.commit("config.env", &format!("AWS_ACCESS_KEY_ID={AWS_KEY}\n"));
+    let (code, text) = scene.gitsync(&["deploy", "web"]);
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(scene.current("vm01").as_deref(), Some(live.as_str()));
+    let left: Vec<String> = std::fs::read_dir(&releases)
+        .expect("releases")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "a blocked ship left {left:?}");
+    scene.env.git(&scene.repo, &["rm", "-q", "config.env"]);
+    scene.env.git(&scene.repo, &["commit", "-qm", "no secret"]);
+    let out = scene.ship();
+    assert_eq!(
+        scene.current("vm01").as_deref(),
+        Some(head(&scene).as_str()),
+        "{out}"
+    );
 }
 
 /// A ship killed at a random instant (its process group: gitsync, rsync and ssh, as a
