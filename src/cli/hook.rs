@@ -33,6 +33,9 @@ pub enum Hook {
         /// The URL pushed to.
         url: String,
     },
+    /// Publish the ref updates a bare repository received (what the `post-receive` hook
+    /// of `gitsync hooks install --server` runs, detached from the push).
+    PostReceive(super::post_receive::Args),
 }
 
 fn say(message: std::fmt::Arguments<'_>) {
@@ -43,7 +46,13 @@ fn say(message: std::fmt::Arguments<'_>) {
 
 /// Runs the hook. Always exit code 0.
 pub fn run(args: &Args) -> ExitCode {
-    let Hook::PrePush { remote, url } = &args.hook;
+    let (remote, url) = match &args.hook {
+        Hook::PrePush { remote, url } => (remote, url),
+        Hook::PostReceive(args) => {
+            let _guard = crate::logging::init_cli();
+            return super::post_receive::run(args);
+        }
+    };
     let mut input = String::new();
     // Invalid UTF-8 or a read error leaves what was read; bad lines are skipped anyway.
     let _ = std::io::stdin()

@@ -1,5 +1,6 @@
 //! `gitsync hooks install|uninstall|status [REPO...]`: the pre-push hook in each
-//! configured repository (or in the repositories named).
+//! configured repository (or in the repositories named); with `--server DIR.git`, the
+//! post-receive hook of a bare repository on a server instead.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,6 +18,15 @@ pub struct Args {
     /// Folder whose repositories to use (overrides `root` in the config file).
     #[arg(long, value_name = "DIR", global = true)]
     pub root: Option<PathBuf>,
+    /// A bare repository on this machine (a server that your machines push to over ssh):
+    /// its `post-receive` hook publishes every push on the event bus, whoever pushed.
+    /// Repeat for more; the repositories named after the action are then not used.
+    #[arg(long, value_name = "DIR.git", global = true)]
+    pub server: Vec<PathBuf>,
+    /// With `--server`: the URL your machines fetch that repository by, as in their
+    /// remotes (`ssh://nas/srv/git/site.git`); default `ssh://<hostname><DIR>`.
+    #[arg(long, value_name = "URL", global = true, requires = "server")]
+    pub url: Option<String>,
 }
 
 /// The hook actions; each takes repository names (relative to the root) or paths, and
@@ -84,6 +94,9 @@ fn select(all: &[Repo], wanted: &[String]) -> Result<Vec<Repo>, CliError> {
 /// failed (its line says why).
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let _guard = crate::logging::init_cli();
+    if !args.server.is_empty() {
+        return run_server(args);
+    }
     let config = super::load_config(cli, args.root.as_deref(), true)?;
     let all = discover::resolve(&config.root, config.repositories.as_deref())
         .map_err(CliError::failed)?;
@@ -148,6 +161,71 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
             Ok(line) => println!("{}: {line} ({})", repo.name, dir.join("pre-push").display()),
             Err(err) => {
                 println!("{}: {err}", repo.name);
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `hooks install|uninstall|status --server DIR.git...`: the post-receive hook of each bare
+/// repository named, one line each. Exit code 1 when any failed (its line says why).
+///
+/// Errors: gitsync's own path cannot be told.
+fn run_server(args: &Args) -> Result<ExitCode, CliError> {
+    let binary = std::env::current_exe()
+        .map_err(|e| CliError::failed(format!("cannot tell where gitsync is: {e}")))?;
+    let kind = &hooks::POST_RECEIVE;
+    let url = args.url.as_deref().unwrap_or("");
+    let mut failed = false;
+    for repo in &args.server {
+        let name = repo.display();
+        let dir = match hooks::hooks_dir(repo) {
+            Ok(dir) => dir,
+            Err(err) => {
+                println!("{name}: {err}");
+                failed = true;
+                continue;
+            }
+        };
+        let line = match &args.action {
+            Action::Status { .. } => Ok(format!(
+                "{}; pushes to it reach your machines through the server hook",
+                hooks::state_of(kind, &dir, &binary, url)
+                    .describe()
+                    .replace("pre-push", kind.name)
+            )),
+            Action::Install { .. } => {
+                hooks::install_of(kind, &dir, &binary, url).map(|before| match before {
+                    HookState::Installed { .. } => "already installed".to_string(),
+                    HookState::Foreign => {
+                        format!("installed; your hook is kept as {}", kind.chained)
+                    }
+                    HookState::Outdated => "updated".to_string(),
+                    HookState::Missing => "installed".to_string(),
+                })
+            }
+            Action::Uninstall { .. } => {
+                hooks::uninstall_of(kind, &dir, &binary, url).map(|before| match before {
+                    HookState::Installed { chained: true } => {
+                        "removed; your hook is back".to_string()
+                    }
+                    HookState::Installed { chained: false } | HookState::Outdated => {
+                        "removed".to_string()
+                    }
+                    HookState::Missing => "not installed".to_string(),
+                    HookState::Foreign => "not installed (your own hook left alone)".to_string(),
+                })
+            }
+        };
+        match line {
+            Ok(line) => println!("{name}: {line} ({})", dir.join(kind.name).display()),
+            Err(err) => {
+                println!("{name}: {err}");
                 failed = true;
             }
         }

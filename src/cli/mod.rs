@@ -18,6 +18,7 @@ mod lfs_agent;
 mod mirror;
 mod names;
 mod partition;
+mod post_receive;
 mod progress;
 mod run;
 mod status;

@@ -24,9 +24,17 @@ pub struct Seen {
     pub at: DateTime<Utc>,
 }
 
+/// What [`provider_of`] says of an event a bare repository's post-receive hook sent
+/// (`server hook via <host>`, `gitsync hooks install --server`).
+pub const SERVER_HOOK: &str = "server hook";
+
 /// The provider of an event sent as `<provider> webhook via <host>`
-/// ([`crate::webhook::sync::announcer`]), or `None` for a host's own push.
+/// ([`crate::webhook::sync::announcer`]), [`SERVER_HOOK`] for one sent as `server hook via
+/// <host>`, or `None` for a host's own push.
 pub fn provider_of(sender: &str) -> Option<&str> {
+    if sender.starts_with("server hook via ") {
+        return Some(SERVER_HOOK);
+    }
     sender.split_once(" webhook via ").map(|(p, _)| p)
 }
 
@@ -60,7 +68,10 @@ pub fn describe(config: &Config, seen: Option<&Seen>, now: DateTime<Utc>) -> Vec
     if let Some(s) = seen {
         let ago = (now - s.at).to_std().unwrap_or_default();
         let ago = humantime::format_duration(std::time::Duration::from_secs(ago.as_secs()));
-        ways.push(format!("webhook {} (last {ago} ago)", s.provider));
+        match s.provider.as_str() {
+            SERVER_HOOK => ways.push(format!("server hook (last {ago} ago)")),
+            provider => ways.push(format!("webhook {provider} (last {ago} ago)")),
+        }
     }
     let words = |d: std::time::Duration| humantime::format_duration(d).to_string();
     match config.pull.poll {
@@ -78,5 +89,6 @@ mod tests {
     fn the_provider_is_read_from_the_sender() {
         assert_eq!(provider_of("github webhook via host-a"), Some("github"));
         assert_eq!(provider_of("host-a"), None);
+        assert_eq!(provider_of("server hook via nas"), Some(SERVER_HOOK));
     }
 }

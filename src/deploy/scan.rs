@@ -307,10 +307,11 @@ struct Version {
 fn version(name: &str, binary: &Path, memo: &Path) -> Option<String> {
     let real = std::fs::canonicalize(binary).ok()?;
     let stamp = Hashed::of(&std::fs::metadata(&real).ok()?, String::new());
-    if let Ok(known) = crate::util::fs::read_json::<Version>(memo) {
-        if known.binary == real && known.stamp == stamp {
-            return Some(known.said);
-        }
+    if let Ok(known) = crate::util::fs::read_json::<Version>(memo)
+        && known.binary == real
+        && known.stamp == stamp
+    {
+        return Some(known.said);
     }
     let mut version = scanner(binary);
     match name {

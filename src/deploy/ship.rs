@@ -279,7 +279,8 @@ pub async fn passed(gate: &mut Gate) -> bool {
 /// One ship to one target, started while the secret scan still runs: [`prepare`] reads
 /// `current` and lays the new release down as a hard-linked copy of it; then, once `gate`
 /// says the scan passed, rsync brings that copy to the export (`--delete`), `current` flips
-/// and releases beyond `keep` are pruned (never the current one, never the previous one).
+/// (releases beyond `keep` were pruned by [`prepare`]: never the current one, never the
+/// previous one).
 /// `record` is given the release's entries (kind and path, from rsync) before the flip, to
 /// keep what was shipped (see [`Shape`]); a failure there ships nothing. With `repair`, a
 /// target already on the commit gets it again whole (see [`repair`]); without, it is left
@@ -298,7 +299,7 @@ pub async fn ship(
 ) -> Result<Shipped, DeployError> {
     let (path, rev) = (release.path, release.rev);
     let started = std::time::Instant::now();
-    let prepared = prepare(ssh, path, rev).await;
+    let prepared = prepare(ssh, path, rev, keep).await;
     let prepare_took = started.elapsed();
     let blocked = || DeployError::Target("the secret scan did not pass".to_string());
     let (previous, copied) = match prepared {
@@ -344,12 +345,7 @@ pub async fn ship(
          for d in releases/.*.partial; do if [ -e \"$d\" ]; then rm -rf \"$d\"; fi; done; \
          touch \"releases/$R\"; \
          ln -sfn \"releases/$R\" current.tmp.$$; mv -T current.tmp.$$ current; \
-         if [ -n \"$PREV\" ]; then printf '%s\\n' \"$PREV\" > .gitsync-previous.tmp; mv .gitsync-previous.tmp .gitsync-previous; fi; \
-         n=0; for d in $(ls -1t releases); do \
-           case \"$d\" in *[!0-9a-f]*) continue;; esac; \
-           n=$((n+1)); \
-           if [ \"$n\" -gt {keep} ] && [ \"$d\" != \"$R\" ] && [ \"$d\" != \"$PREV\" ]; then rm -rf \"releases/$d\"; fi; \
-         done"
+         if [ -n \"$PREV\" ]; then printf '%s\\n' \"$PREV\" > .gitsync-previous.tmp; mv .gitsync-previous.tmp .gitsync-previous; fi"
     );
     let started = std::time::Instant::now();
     if let Err(e) = ssh.run(&script, None, STEP_TIMEOUT).await {
@@ -415,13 +411,18 @@ pub async fn repair(
 /// than `rev`, whether `releases/.<rev>.partial/` was laid down as a hard-linked copy of it
 /// (`cp -al`, GNU coreutils and BusyBox; a stale partial of an earlier ship is removed
 /// first). A copy costs one `link(2)` per file on the target, and it runs while the secret
-/// scan does, so the transfer after it only sends and renames what changed.
+/// scan does, so the transfer after it only sends and renames what changed. Releases
+/// beyond the newest `keep - 1` (by modification time, which the flip sets) are removed
+/// first, to make room for the new one: never the current one, never the one
+/// `.gitsync-previous` names. Removing 20,000 files takes as long as linking them; here it
+/// costs the ship nothing.
 ///
 /// Errors: the target is unreachable.
 pub async fn prepare(
     ssh: &Ssh,
     path: &str,
     rev: &str,
+    keep: usize,
 ) -> Result<(Option<String>, bool), DeployError> {
     let p = quote(path.trim_end_matches('/'))?;
     let r = quote(rev)?;
@@ -430,6 +431,12 @@ pub async fn prepare(
          printf '%s\\n' \"$C\"; B=${{C#releases/}}; B=${{B%/}}; \
          case \"$C\" in releases/?*) ;; *) exit 0;; esac; \
          if [ \"$B\" = \"$R\" ] || [ ! -d \"$P/releases/$B\" ]; then exit 0; fi; \
+         PREV=$(cat \"$P/.gitsync-previous\" 2>/dev/null || true); \
+         n=0; for d in $(ls -1t \"$P/releases\"); do \
+           case \"$d\" in *[!0-9a-f]*) continue;; esac; \
+           n=$((n+1)); \
+           if [ \"$n\" -ge {keep} ] && [ \"$d\" != \"$B\" ] && [ \"$d\" != \"$PREV\" ] && [ \"$d\" != \"$R\" ]; then rm -rf \"$P/releases/$d\"; fi; \
+         done; \
          rm -rf \"$P/releases/.$R.partial\"; \
          if cp -al \"$P/releases/$B\" \"$P/releases/.$R.partial\" 2>/dev/null; then echo copied; \
          else rm -rf \"$P/releases/.$R.partial\"; fi"

@@ -1,4 +1,5 @@
-//! Installing gitsync's `pre-push` hook beside the user's own.
+//! Installing gitsync's hooks beside the user's own: `pre-push` in the user's clones, and
+//! `post-receive` in a bare repository on a server (`hooks install --server`).
 //!
 //! The hooks folder is found as git finds it (githooks(5)): `core.hooksPath` when set (a
 //! relative value is relative to the worktree's top level), otherwise `hooks/` in the
@@ -18,6 +19,33 @@ pub const MARKER: &str = "# gitsync-managed-hook";
 /// What the user's own `pre-push` is renamed to.
 pub const CHAINED: &str = "pre-push.gitsync-chained";
 
+/// One of gitsync's hooks: its name in the hooks folder (githooks(5)), its script (with
+/// `@GITSYNC_BIN@`, `@GITSYNC_HOME@` and `@GITSYNC_URL@` to fill in), and what a user's
+/// own hook of that name is renamed to while gitsync's runs it first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
+    /// The hook's file name.
+    pub name: &'static str,
+    /// The script.
+    pub script: &'static str,
+    /// The chained hook's file name.
+    pub chained: &'static str,
+}
+
+/// `pre-push` in a user's clone: hands each push to the daemon.
+pub const PRE_PUSH: Kind = Kind {
+    name: "pre-push",
+    script: SCRIPT,
+    chained: CHAINED,
+};
+
+/// `post-receive` in a bare repository on a server: publishes each ref update.
+pub const POST_RECEIVE: Kind = Kind {
+    name: "post-receive",
+    script: include_str!("../../hooks/post-receive"),
+    chained: "post-receive.gitsync-chained",
+};
+
 /// Why a hook could not be installed, removed or inspected.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
@@ -33,8 +61,10 @@ pub enum HookError {
         #[source]
         source: std::io::Error,
     },
-    /// Both a foreign `pre-push` and a chained hook exist: installing would lose one.
-    #[error("{0} and {CHAINED} both exist and neither is gitsync's; move one away first")]
+    /// Both a foreign hook and a chained hook exist: installing would lose one.
+    #[error(
+        "{0} and its .gitsync-chained copy both exist and neither is gitsync's; move one away first"
+    )]
     Conflict(PathBuf),
 }
 
@@ -164,14 +194,21 @@ pub fn placement(repo: &Path) -> Result<Placement, HookError> {
     }
 }
 
-/// The script with `binary` as the gitsync to call, handing pushes to the daemon whose
-/// folder is `home` (`~/.gitsync` of the user who installed it).
+/// The pre-push script with `binary` as the gitsync to call, handing pushes to the daemon
+/// whose folder is `home` (`~/.gitsync` of the user who installed it).
 pub fn script_for(binary: &Path, home: &Path) -> String {
+    script_of(&PRE_PUSH, binary, home, "")
+}
+
+/// The script of `kind` with `binary`, `home` and `url` (the URL clients fetch a server's
+/// bare repository by; empty for pre-push) filled in.
+pub fn script_of(kind: &Kind, binary: &Path, home: &Path, url: &str) -> String {
     // Single-quoted in the script: an embedded quote closes and reopens the string.
-    let quote = |p: &Path| p.to_string_lossy().replace('\'', r"'\''");
-    SCRIPT
-        .replace("@GITSYNC_BIN@", &quote(binary))
-        .replace("@GITSYNC_HOME@", &quote(home))
+    let quote = |p: &str| p.replace('\'', r"'\''");
+    kind.script
+        .replace("@GITSYNC_BIN@", &quote(&binary.to_string_lossy()))
+        .replace("@GITSYNC_HOME@", &quote(&home.to_string_lossy()))
+        .replace("@GITSYNC_URL@", &quote(url))
 }
 
 /// The gitsync folder hooks installed from this process hand pushes to: `~/.gitsync`.
@@ -194,9 +231,14 @@ fn exists(path: &Path) -> bool {
     path.symlink_metadata().is_ok()
 }
 
-/// What `dir` (a hooks folder) holds, compared with the script for `binary`.
+/// What `dir` (a hooks folder) holds, compared with the pre-push script for `binary`.
 pub fn state_in(dir: &Path, binary: &Path) -> HookState {
-    let hook = dir.join("pre-push");
+    state_of(&PRE_PUSH, dir, binary, "")
+}
+
+/// What `dir` holds of hook `kind`, compared with its script for `binary` and `url`.
+pub fn state_of(kind: &Kind, dir: &Path, binary: &Path, url: &str) -> HookState {
+    let hook = dir.join(kind.name);
     if !exists(&hook) {
         return HookState::Missing;
     }
@@ -204,10 +246,10 @@ pub fn state_in(dir: &Path, binary: &Path) -> HookState {
         return HookState::Foreign;
     }
     let current = std::fs::read_to_string(&hook)
-        .is_ok_and(|text| text == script_for(binary, &default_home()));
+        .is_ok_and(|text| text == script_of(kind, binary, &default_home(), url));
     if current {
         HookState::Installed {
-            chained: exists(&dir.join(CHAINED)),
+            chained: exists(&dir.join(kind.chained)),
         }
     } else {
         HookState::Outdated
@@ -220,12 +262,24 @@ pub fn state_in(dir: &Path, binary: &Path) -> HookState {
 /// Errors: [`HookError::Io`]; [`HookError::Conflict`] when a foreign hook and a chained
 /// hook both exist.
 pub fn install_in(dir: &Path, binary: &Path) -> Result<HookState, HookError> {
-    let before = state_in(dir, binary);
-    let hook = dir.join("pre-push");
+    install_of(&PRE_PUSH, dir, binary, "")
+}
+
+/// [`install_in`] for hook `kind`, its script calling `binary` with `url`.
+///
+/// Errors: as [`install_in`].
+pub fn install_of(
+    kind: &Kind,
+    dir: &Path,
+    binary: &Path,
+    url: &str,
+) -> Result<HookState, HookError> {
+    let before = state_of(kind, dir, binary, url);
+    let hook = dir.join(kind.name);
     match before {
         HookState::Installed { .. } => return Ok(before),
         HookState::Foreign => {
-            let chained = dir.join(CHAINED);
+            let chained = dir.join(kind.chained);
             if exists(&chained) {
                 return Err(HookError::Conflict(hook));
             }
@@ -236,10 +290,10 @@ pub fn install_in(dir: &Path, binary: &Path) -> Result<HookState, HookError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     // Written beside and renamed over, so git never runs half a script.
     let mut tmp = tempfile::Builder::new()
-        .prefix(".pre-push.gitsync-")
+        .prefix(&format!(".{}.gitsync-", kind.name))
         .tempfile_in(dir)
         .map_err(io_err(dir))?;
-    tmp.write_all(script_for(binary, &default_home()).as_bytes())
+    tmp.write_all(script_of(kind, binary, &default_home(), url).as_bytes())
         .map_err(io_err(&hook))?;
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o755))
@@ -256,10 +310,22 @@ pub fn install_in(dir: &Path, binary: &Path) -> Result<HookState, HookError> {
 ///
 /// Errors: [`HookError::Io`].
 pub fn uninstall_in(dir: &Path, binary: &Path) -> Result<HookState, HookError> {
-    let before = state_in(dir, binary);
-    let hook = dir.join("pre-push");
+    uninstall_of(&PRE_PUSH, dir, binary, "")
+}
+
+/// [`uninstall_in`] for hook `kind` (`url` only decides whether it is current).
+///
+/// Errors: as [`uninstall_in`].
+pub fn uninstall_of(
+    kind: &Kind,
+    dir: &Path,
+    binary: &Path,
+    url: &str,
+) -> Result<HookState, HookError> {
+    let before = state_of(kind, dir, binary, url);
+    let hook = dir.join(kind.name);
     if matches!(before, HookState::Installed { .. } | HookState::Outdated) {
-        let chained = dir.join(CHAINED);
+        let chained = dir.join(kind.chained);
         if exists(&chained) {
             std::fs::rename(&chained, &hook).map_err(io_err(&chained))?;
         } else {

@@ -188,7 +188,8 @@ fn ships_exactly_the_commit_as_atomic_releases_with_hard_links() {
     // Issue 22: the ship says where its time went.
     assert!(
         out.contains("(export and scan ")
-            && out.contains("(transfer ")
+            && out.contains("(prepare ")
+            && out.contains(" s, transfer ")
             && out.contains(" s, flip "),
         "{out}"
     );

@@ -22,6 +22,7 @@ mod lost_work;
 mod mirror;
 mod partition;
 mod push_pull;
+mod server_hook;
 mod service;
 mod state_matches_git;
 mod webhooks;
