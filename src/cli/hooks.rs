@@ -95,7 +95,7 @@ fn select(all: &[Repo], wanted: &[String]) -> Result<Vec<Repo>, CliError> {
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let _guard = crate::logging::init_cli();
     if !args.server.is_empty() {
-        return run_server(args);
+        return run_server(cli, args);
     }
     let config = super::load_config(cli, args.root.as_deref(), true)?;
     let all = discover::resolve(&config.root, config.repositories.as_deref())
@@ -176,9 +176,32 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
 /// repository named, one line each. Exit code 1 when any failed (its line says why).
 ///
 /// Errors: gitsync's own path cannot be told.
-fn run_server(args: &Args) -> Result<ExitCode, CliError> {
+fn run_server(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let binary = std::env::current_exe()
         .map_err(|e| CliError::failed(format!("cannot tell where gitsync is: {e}")))?;
+    // Where the hook will publish: said once, so a missing config is seen now, not after
+    // the first push.
+    let file = crate::config::default_path(cli.config.as_deref());
+    if matches!(args.action, Action::Install { .. }) {
+        match crate::config::load(&file, true, None, false) {
+            Ok(config) => println!(
+                "pushes are announced as from `server hook via {}` on {}",
+                config.hostname,
+                match config.backend {
+                    crate::config::BackendKind::Local =>
+                        format!("the local hub at {}", config.hub_path().display()),
+                    crate::config::BackendKind::Aws => "the AWS event bus (SNS)".to_string(),
+                }
+            ),
+            Err(_) if !file.exists() => println!(
+                "warning: no {}: until one names the event bus your machines use (`local.path` or `aws`), the hook keeps every push in ~/.gitsync/spool/post-receive",
+                file.display()
+            ),
+            Err(err) => println!(
+                "warning: {err}\nuntil that is fixed, the hook keeps every push in ~/.gitsync/spool/post-receive"
+            ),
+        }
+    }
     let kind = &hooks::POST_RECEIVE;
     let url = args.url.as_deref().unwrap_or("");
     let mut failed = false;

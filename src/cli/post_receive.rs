@@ -212,26 +212,39 @@ pub fn run(args: &Args) -> ExitCode {
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(crate::config::gitsync_home);
-    let config = match crate::config::load(&home.join("config.yml"), false, None, false) {
+    // The config must exist: without one the events would go to a hub nobody reads.
+    let config = crate::config::load(&home.join("config.yml"), true, None, false);
+    let hostname = config
+        .as_ref()
+        .map_or_else(|_| crate::config::system_hostname(), |c| c.hostname.clone());
+    let git_dir = std::fs::canonicalize(&args.git_dir).unwrap_or_else(|_| args.git_dir.clone());
+    let url = match args.url.as_str() {
+        "" => format!("ssh://{hostname}{}", git_dir.display()),
+        url => url.to_string(),
+    };
+    let events = events_of(&input, &sender(&hostname), &git_dir, &url);
+    let config = match config {
         Ok(config) => config,
         Err(err) => {
-            tracing::error!(%err, "post-receive: the config cannot be read; nothing published");
+            tracing::error!(%err, "post-receive: no usable config; the push is kept for later");
+            for event in &events {
+                if let Err(err) = spool(&home, event) {
+                    tracing::error!(%err, "cannot keep the push for later");
+                }
+            }
             return ExitCode::SUCCESS;
         }
     };
-    let git_dir = std::fs::canonicalize(&args.git_dir).unwrap_or_else(|_| args.git_dir.clone());
-    let url = match args.url.as_str() {
-        "" => format!("ssh://{}{}", config.hostname, git_dir.display()),
-        url => url.to_string(),
-    };
-    let events = events_of(&input, &sender(&config.hostname), &git_dir, &url);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            tracing::error!(%err, "post-receive: no runtime");
+            tracing::error!(%err, "post-receive: no runtime; the push is kept for later");
+            for event in &events {
+                let _ = spool(&home, event);
+            }
             return ExitCode::SUCCESS;
         }
     };
