@@ -624,9 +624,17 @@ impl Deploy {
             .filter(|(kind, _)| *kind == b'f')
             .map(|(_, path)| path.clone())
             .collect();
+        let started = std::time::Instant::now();
         let manifest = export::manifest(tree, &files, &self.dir.join("hashes.json"))?;
+        let hashed = started.elapsed();
         let shape = ship::Shape::of(tree, listed, &export::parse_manifest(&manifest))?;
-        Ok(crate::util::fs::write_json(&self.shape_path(rev), &shape)?)
+        let written = crate::util::fs::write_json(&self.shape_path(rev), &shape);
+        tracing::debug!(
+            manifest_ms = hashed.as_millis(),
+            shape_ms = (started.elapsed() - hashed).as_millis(),
+            "deploy: release recorded"
+        );
+        Ok(written?)
     }
 
     /// Flips `current` back one release on each target (or those named): each call walks

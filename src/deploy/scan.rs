@@ -175,22 +175,34 @@ pub fn scan(
     }
     // The cache's key; none (a full scan, nothing remembered) when the scanner's version
     // or the rules cannot be read.
+    let started = std::time::Instant::now();
     let key = cache
         .and_then(|file| cache_key(&name, &binary, config, &file.with_extension("version.json")));
     let known = match (cache, &key) {
         (Some(file), Some(key)) => ScanCache::read(file, key),
         _ => ScanCache::default(),
     };
+    let read = started.elapsed();
     let view = match View::build(tree, &scratch.join("view"), &known.clean, &known.hashed) {
         Ok(view) => view,
         Err(why) => return Verdict::Failed(why.to_string()),
     };
+    tracing::debug!(
+        cache_read_ms = read.as_millis(),
+        view_ms = (started.elapsed() - read).as_millis(),
+        files = view.contents.len(),
+        new = view.paths.len(),
+        "scan: cache read and view built"
+    );
     let save = |mut known: ScanCache, contents: Vec<String>, hashed| {
         if let (Some(file), Some(key)) = (cache, key.clone()) {
             known.key = key;
             known.clean.extend(contents);
             known.hashed = hashed;
-            if let Err(e) = known.write(file) {
+            let started = std::time::Instant::now();
+            let written = known.write(file);
+            tracing::debug!(ms = started.elapsed().as_millis(), "scan: cache written");
+            if let Err(e) = written {
                 tracing::warn!(file = %file.display(), %e, "cannot save the scan cache; the next ship scans everything again");
             }
         }
