@@ -16,6 +16,18 @@ pub struct Args {
     /// Show only this host.
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
+    /// Keep showing it: redrawn (on a terminal) or printed again whenever it changes,
+    /// until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    /// With `--watch`: how often to read the states again, as watch(1) (`2s`, `500ms`).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "1s",
+        requires = "watch"
+    )]
+    pub interval: humantime::Duration,
 }
 
 /// What `status` shows, read from the store.
@@ -26,18 +38,101 @@ struct Seen {
     known: Vec<String>,
 }
 
-/// Prints the states. Exit code 1 when the backend cannot be read.
+/// Prints the states; with `--watch`, again whenever they change, until interrupted. Exit
+/// code 1 when the backend cannot be read.
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let _guard = crate::logging::init_cli();
     let config = super::load_config(cli, None, false)?;
     let runtime = super::runtime()?;
-    let Seen {
-        states,
-        hosts,
-        known,
-    } = runtime
+    if !args.watch {
+        let seen = read(&runtime, &config)?;
+        print!("{}", render(&config, args, seen, Utc::now())?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    watch(&runtime, &config, args)
+}
+
+/// `status --watch`: the view read every `--interval`; on a terminal redrawn over the last
+/// one when it changed, as watch(1) does; otherwise printed after the last one when the
+/// store's records changed, the JSON one on one line. A store that cannot be read is said in the view and tried again. Ends
+/// on Ctrl-C or when its output is closed.
+///
+/// Errors: an unknown `--host`, or output that cannot be written for another reason.
+fn watch(
+    runtime: &tokio::runtime::Runtime,
+    config: &crate::config::Config,
+    args: &Args,
+) -> Result<ExitCode, CliError> {
+    use std::io::{IsTerminal, Write};
+    let terminal = std::io::stdout().is_terminal();
+    let mut last = String::new();
+    loop {
+        let now = Utc::now();
+        // Off a terminal a view is printed when the store's records change, not when only
+        // the ages it shows ("5s ago") move on.
+        let mut key = String::new();
+        let view = match read(runtime, config) {
+            Ok(seen) => {
+                key = serde_json::to_string(&(&seen.states, &seen.hosts)).unwrap_or_default();
+                render(config, args, seen, now)?
+            }
+            Err(err) if args.json => {
+                format!("{{\"error\": {}}}\n", serde_json::json!(err.to_string()))
+            }
+            Err(err) => format!("{err}\n"),
+        };
+        let view = match (args.json, terminal) {
+            (true, false) => view.split_whitespace().collect::<Vec<_>>().join(" ") + "\n",
+            _ => view,
+        };
+        let compared = match terminal {
+            true => view.clone(),
+            false if key.is_empty() => view.clone(),
+            false => key,
+        };
+        if compared != last {
+            let frame = match terminal {
+                // Home, clear the screen, then a header as watch(1) prints one.
+                true => format!(
+                    "\x1b[H\x1b[2J{}\n\n{view}",
+                    words::header(args.interval, now.with_timezone(&config.timezone))
+                ),
+                false => view.clone(),
+            };
+            let mut out = std::io::stdout().lock();
+            if out
+                .write_all(frame.as_bytes())
+                .and_then(|()| out.flush())
+                .is_err()
+            {
+                return Ok(ExitCode::SUCCESS);
+            }
+            last = compared;
+        }
+        std::thread::sleep(args.interval.into());
+    }
+}
+
+mod words {
+    /// The first line of a `status --watch` frame: how often, and when it was read.
+    pub fn header(every: humantime::Duration, at: chrono::DateTime<chrono_tz::Tz>) -> String {
+        format!(
+            "Every {every}: gitsync status    {}",
+            at.format("%Y-%m-%d %H:%M:%S")
+        )
+    }
+}
+
+/// Reads what `status` shows from the store.
+///
+/// Errors: the store cannot be opened or read.
+fn read(
+    runtime: &tokio::runtime::Runtime,
+    config: &crate::config::Config,
+) -> Result<Seen, CliError> {
+    runtime
         .block_on(async {
-            let store = crate::backend::open_store(&config).await?;
+            let store = crate::backend::open_store(config).await?;
             let all = store.list(None).await?;
             let hosts = match store.hosts(None).await {
                 Ok(hosts) => hosts,
@@ -62,7 +157,24 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         .map_err(|e| {
             CliError::failed(format!("cannot read states: {e}"))
                 .hinted("`gitsync doctor` checks the backend and says what to do")
-        })?;
+        })
+}
+
+/// The text `status` prints for what was `seen` at `now`: the table (or the JSON array)
+/// and the sections under it.
+///
+/// Errors: an unknown `--host`.
+fn render(
+    config: &crate::config::Config,
+    args: &Args,
+    seen: Seen,
+    now: DateTime<Utc>,
+) -> Result<String, CliError> {
+    let Seen {
+        states,
+        hosts,
+        known,
+    } = seen;
     if let Some(host) = &args.host
         && !known.contains(host)
     {
@@ -72,7 +184,6 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
             format!("no host {host:?}; the store knows: {}", known.join(", "))
         }));
     }
-    let now = Utc::now();
     let missing = if config.keeps_no_repositories() {
         Vec::new()
     } else {
@@ -84,8 +195,9 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let seen = crate::daemon::reach::read(&config.home);
     let reach = |s: &RepoState| {
         (s.host == config.hostname)
-            .then(|| crate::daemon::reach::describe(&config, seen.get(&s.repo), now))
+            .then(|| crate::daemon::reach::describe(config, seen.get(&s.repo), now))
     };
+    let mut out = String::new();
     if args.json {
         let records: Vec<serde_json::Value> = states
             .iter()
@@ -97,38 +209,36 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                 value
             })
             .collect();
-        let text = serde_json::to_string_pretty(&records).map_err(CliError::failed)?;
-        println!("{text}");
+        out = serde_json::to_string_pretty(&records).map_err(CliError::failed)?;
+        out.push('\n');
     } else {
-        println!("{}", daemon_line(&config.home, now));
-        print!("{}", hosts_lines(&hosts, config.timezone, now));
+        out.push_str(&daemon_line(&config.home, now));
+        out.push('\n');
+        out.push_str(&hosts_lines(&hosts, config.timezone, now));
         let missing = if shown(&config.hostname) {
             missing
         } else {
             Vec::new()
         };
-        print!(
-            "{}",
-            table(
-                &states,
-                &Liveness {
-                    hosts: &hosts,
-                    missing: &missing,
-                    here: &config.hostname,
-                    empty_because: empty_because(&config),
-                },
-                config.timezone,
-                now
-            )
-        );
+        out.push_str(&table(
+            &states,
+            &Liveness {
+                hosts: &hosts,
+                missing: &missing,
+                here: &config.hostname,
+                empty_because: empty_because(config),
+            },
+            config.timezone,
+            now,
+        ));
         let mine: Vec<(String, Vec<String>)> = states
             .iter()
             .filter_map(|s| reach(s).map(|ways| (s.repo.clone(), ways)))
             .collect();
-        print!("{}", reach_section(&config, &mine));
-        print!("{}", super::webhooks::status_section(&config));
+        out.push_str(&reach_section(config, &mine));
+        out.push_str(&super::webhooks::status_section(config));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(out)
 }
 
 /// How pushes made elsewhere reach this host's repositories (`mine`: name and ways, from

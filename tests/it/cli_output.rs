@@ -338,3 +338,65 @@ fn completion_offers_repository_host_deploy_and_mirror_names() {
         }
     }
 }
+
+/// Issue 25, item 4: `status --watch` shows the states again when they change, until it
+/// is stopped; with `--json`, one JSON array a line.
+#[test]
+fn status_watch_shows_a_change_without_being_run_again() {
+    let env = Env::new();
+    let home = env.home("watch");
+    let root = env.path("root");
+    std::fs::create_dir_all(&root).expect("root");
+    let repo = env.clone_of(&env.remote_and_clone("r", "seed").0, "root/r");
+    common::host_config(&env, "watch", &root, &env.path("hub"));
+    env.sync_root(&home);
+    let watch = |json: bool, name: &str| {
+        let file = env.path(name);
+        let mut args = vec!["status", "--watch", "--interval", "100ms"];
+        if json {
+            args.push("--json");
+        }
+        let child = env
+            .gitsync_command(&home, &args)
+            .stdout(std::fs::File::create(&file).expect("out"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("status --watch");
+        (child, file)
+    };
+    let (mut table, table_out) = watch(false, "table.txt");
+    let (mut json, json_out) = watch(true, "json.txt");
+    let read = |f: &std::path::Path| std::fs::read_to_string(f).unwrap_or_default();
+    common::wait_for("the first view", std::time::Duration::from_secs(30), || {
+        (read(&table_out).contains(" r ") || read(&table_out).contains(" r\n"))
+            .then_some(())
+            .filter(|()| read(&json_out).contains("\"repo\""))
+    });
+    assert!(!read(&table_out).contains("ahead"), "{}", read(&table_out));
+    // A commit of this machine's own; a sync records it. Nobody runs status again.
+    env.commit(&repo, "a.txt", "edited\n", "local work");
+    env.sync_root(&home);
+    common::wait_for(
+        "the change shown",
+        std::time::Duration::from_secs(30),
+        || {
+            let lines: Vec<serde_json::Value> = read(&json_out)
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("one JSON array a line"))
+                .collect();
+            let ahead = lines
+                .last()?
+                .as_array()?
+                .iter()
+                .any(|s| s["state"] == "ahead");
+            (ahead && read(&table_out).contains("ahead")).then_some(())
+        },
+    );
+    for child in [&mut table, &mut json] {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        child.wait().expect("stopped by its id");
+    }
+}
