@@ -116,7 +116,7 @@ try:
     run("rsync", "-a", "--exclude=.git", "-e", ssh, f"{repo}/", f"root@127.0.0.1:{live}/")
     ours_t, seed_t, floor_t, transfer_t, seed_scan_t = [], [], [], [], []
     for r in range(rounds):
-        releases_before = du(targets / "vm" / "releases")
+        previous_release = (targets / "vm" / "current").resolve()
         (repo / "d00" / "f0.txt").write_text(f"one changed file, round {r}\n")
         run("git", "commit", "-qam", f"one file {r}", cwd=repo)
         ours, out = timed(binary, "deploy", "web")
@@ -129,7 +129,10 @@ try:
         transfer_t.append(float(found.group(1)))
         state = json.loads((home / ".gitsync/deploy/web/state.json").read_text())
         sent = state["targets"]["vm"]["bytes_sent"]
-        new_release = du(targets / "vm" / "releases") - releases_before
+        # du counts a file with several links once across its arguments: the second line is
+        # what the new release holds that the previous one does not.
+        both = run("du", "-sb", str(previous_release), str((targets / "vm" / "current").resolve()))
+        new_release = int(both.stdout.split(b"\n")[1].split()[0])
         start = time.monotonic()
         scan_dir = work / f"seed-scan-{r}"
         scan_dir.mkdir()
