@@ -54,6 +54,7 @@ pub mod git;
 pub mod logging;
 pub mod mirror;
 pub mod model;
+pub mod observe;
 pub mod partition;
 pub mod store;
 pub mod util;

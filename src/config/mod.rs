@@ -102,6 +102,9 @@ pub struct Config {
     pub webhooks: Option<WebhooksConfig>,
     /// Tree deploys (`deploy`), validated.
     pub deploy: Vec<DeployConfig>,
+    /// Where the daemon serves `/metrics`, `/healthz` and `/readyz` (`observe.listen`);
+    /// `None`: nowhere.
+    pub observe_listen: Option<std::net::SocketAddr>,
     /// Whether `gitsync run` installs the pre-push hook at start-up (`hooks.install`,
     /// default true).
     pub hooks_install: bool,
@@ -436,6 +439,20 @@ fn validate(
     if let Some(section) = &raw.partition {
         partition::validate(section, &mut push);
     }
+    let observe_listen = raw
+        .observe
+        .as_ref()
+        .and_then(|o| o.listen.as_deref())
+        .and_then(|listen| match listen.parse::<std::net::SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                push(
+                    "observe.listen",
+                    format!("{listen:?} is not an address and port such as 127.0.0.1:9187"),
+                );
+                None
+            }
+        });
 
     let home = gitsync_home();
     let local = raw.local.unwrap_or_default();
@@ -467,6 +484,7 @@ fn validate(
         mirrors,
         webhooks: raw.webhooks,
         deploy: raw.deploy.unwrap_or_default(),
+        observe_listen,
         home,
     })
 }

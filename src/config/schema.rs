@@ -39,6 +39,16 @@ pub struct RawConfig {
     pub webhooks: Option<WebhooksConfig>,
     /// Trees shipped to servers over rsync+ssh as atomic releases.
     pub deploy: Option<Vec<DeployConfig>>,
+    /// Metrics and health endpoints for monitoring.
+    pub observe: Option<ObserveConfig>,
+}
+
+/// The `observe` section: where `/metrics`, `/healthz` and `/readyz` are served.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObserveConfig {
+    /// `host:port` to listen on, such as `127.0.0.1:9187`; nothing is served without it.
+    pub listen: Option<String>,
 }
 
 /// One entry of `deploy`: a branch of a repository shipped to servers.

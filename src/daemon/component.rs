@@ -3,6 +3,7 @@
 //!
 //! - `hand-off`: the pre-push hook's socket; each notice goes to the [`Publisher`].
 //! - `webhooks`: the forge webhook intake and its mirror workers.
+//! - `observe`: `/metrics`, `/healthz` and `/readyz` on `observe.listen`.
 //! - `events`: the [`Receiver`] of the other machines' events.
 //! - `deploys`: tree deploys; hears of moved HEADs from the [`Syncer`].
 //! - `mirrors`: bucket mirrors; hears of pushes from the [`Publisher`].
@@ -53,6 +54,8 @@ pub enum Component {
     HandOff(UnixListener),
     /// The webhook intake and workers.
     Webhooks(Arc<crate::webhook::Webhooks>),
+    /// The metrics and health endpoints, on this address, reading this store.
+    Observe(std::net::SocketAddr, Arc<dyn crate::backend::StateStore>),
     /// The receiver of the other machines' events.
     Events,
     /// The tree deploys.
@@ -73,6 +76,7 @@ impl Component {
         match self {
             Component::HandOff(_) => "hand-off",
             Component::Webhooks(_) => "webhooks",
+            Component::Observe(..) => "observe",
             Component::Events => "events",
             Component::Deploys(_) => "deploys",
             Component::Mirrors(_) => "mirrors",
@@ -84,16 +88,21 @@ impl Component {
 
     /// The components that start before the start-up update: the hand-off on `listener`
     /// (`None` when its socket could not be bound: pushes are spooled meanwhile), the
-    /// webhook intake when `config` has a `webhooks` section, and systemd's watchdog when
-    /// the unit asks for one.
+    /// webhook intake when `config` has a `webhooks` section, the metrics and health
+    /// endpoints when it has `observe.listen` (they read `store`; `/readyz` says 503 until
+    /// the start-up update is done), and systemd's watchdog when the unit asks for one.
     ///
     /// Errors: [`DaemonError::Webhooks`] when the webhook section cannot be resolved (a
     /// secret is missing).
     pub async fn early(
         config: &Config,
         listener: Option<UnixListener>,
+        store: Arc<dyn crate::backend::StateStore>,
     ) -> Result<Vec<Component>, DaemonError> {
         let mut early: Vec<Component> = listener.into_iter().map(Component::HandOff).collect();
+        if let Some(listen) = config.observe_listen {
+            early.push(Component::Observe(listen, store));
+        }
         if let Some(hooks) = crate::webhook::Webhooks::from_config(config)
             .await
             .map_err(DaemonError::Webhooks)?
@@ -158,6 +167,16 @@ impl Component {
                 crate::webhook::start(hooks, workers)
                     .await
                     .map_err(DaemonError::Webhooks)?
+            }
+            Component::Observe(listen, store) => {
+                let observed = crate::observe::Observed {
+                    metrics: handle.syncer.metrics(),
+                    store,
+                };
+                let server = crate::observe::serve(listen, observed)
+                    .await
+                    .map_err(|source| DaemonError::Observe { listen, source })?;
+                workers.spawn(name, server);
             }
             Component::Events => {
                 let receiver = Arc::new(

@@ -66,6 +66,15 @@ pub enum DaemonError {
     /// Another live machine publishes under this hostname.
     #[error("{0}")]
     HostTaken(String),
+    /// The `observe.listen` address cannot be bound.
+    #[error("observe.listen {listen}: {source}")]
+    Observe {
+        /// The address.
+        listen: std::net::SocketAddr,
+        /// Why it cannot be bound.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// How long a graceful stop waits for work in flight.
@@ -237,7 +246,7 @@ async fn start(config: Config) -> Result<Running, DaemonError> {
     let mut workers = Workers::new();
     // The webhook intake before the start-up update, so that a forge's webhook is answered
     // (and queued) however long that update takes.
-    for component in Component::early(&config, listener).await? {
+    for component in Component::early(&config, listener, backend.store.clone()).await? {
         component.start(&handle, &mut workers).await?;
     }
     if config.hooks_install {
@@ -271,6 +280,7 @@ async fn start(config: Config) -> Result<Running, DaemonError> {
     let outcomes = syncer.sync_all(&repos, true).await;
     syncer.set_watching(watcher.as_ref().is_some_and(RepoWatcher::is_complete));
     let failed = outcomes.iter().filter(|o| !o.ok).count();
+    syncer.metrics().set_ready();
     beats.checked_now();
     // CHECKED on the other machines moves now, not at the next heartbeat.
     beats.beat().await;

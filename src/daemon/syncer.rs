@@ -18,6 +18,7 @@ use crate::discover::Repo;
 use crate::git::fastforward::{self, Outcome as Moved};
 use crate::git::{branches, ops, pull, remotes, state, submodules};
 use crate::model::RepoState;
+use crate::observe::metrics::Fetched;
 use crate::util::words::short_id;
 
 /// How long a worktree must have had no edit before it is fast-forwarded: a user who keeps
@@ -91,6 +92,8 @@ pub struct Syncer {
     refused: std::sync::atomic::AtomicBool,
     /// The deploys (`on_update`) to wake when a repository's HEAD moves.
     deploys: std::sync::OnceLock<crate::deploy::UpdateTriggers>,
+    /// What `/metrics` shows: counts, durations and the latest states.
+    metrics: Arc<crate::observe::Metrics>,
 }
 
 impl Syncer {
@@ -116,7 +119,13 @@ impl Syncer {
             dropped: std::sync::Mutex::new(std::collections::HashSet::new()),
             refused: std::sync::atomic::AtomicBool::new(false),
             deploys: std::sync::OnceLock::new(),
+            metrics: Arc::new(crate::observe::Metrics::default()),
         }
+    }
+
+    /// The metrics this syncer records into (for `/metrics` and `/readyz`).
+    pub fn metrics(&self) -> Arc<crate::observe::Metrics> {
+        self.metrics.clone()
     }
 
     /// Sets the deploys to wake when a repository's HEAD moves (once; later calls are
@@ -158,6 +167,7 @@ impl Syncer {
         let mut last = slot.lock().await;
         *last = None;
         self.unsent().remove(repo);
+        self.metrics.forget(repo);
         self.store.forget(&self.host, Some(repo)).await
     }
 
@@ -327,14 +337,21 @@ impl Syncer {
             // A push event's fetch is on the way to a pull the user waits for: the periodic
             // ones run git's auto maintenance.
             let maintenance = !matches!(fetch, Fetch::Remote(_));
-            match ops::fetch(
+            let started = std::time::Instant::now();
+            let fetched = ops::fetch(
                 &repo.path,
                 remote.as_deref(),
                 maintenance,
                 self.pull.fetch_timeout,
             )
-            .await
-            {
+            .await;
+            let result = match &fetched {
+                Ok(true) => Fetched::Updated,
+                Ok(false) => Fetched::Unchanged,
+                Err(_) => Fetched::Failed,
+            };
+            self.metrics.fetched(&repo.name, result, started.elapsed());
+            match fetched {
                 // Nothing new from the remote, and the watcher reports every local change:
                 // the state published last is still right.
                 Ok(false) if self.watching() && !self.dirty.is_pending(&repo.name) => {
@@ -377,11 +394,18 @@ impl Syncer {
         let mut forwarded = None;
         match pull::decide(&snapshot, self.pull.fast_forward) {
             pull::Decision::Nothing => {}
-            pull::Decision::Blocked(reason) => blocked = Some(reason),
+            pull::Decision::Blocked(reason) => {
+                if snapshot.state.behind > 0 {
+                    self.metrics.refused(&repo.name, &reason);
+                }
+                blocked = Some(reason);
+            }
             pull::Decision::FastForward(target) => {
                 touched = true;
+                let started = std::time::Instant::now();
                 match self.fast_forward(repo, &snapshot, &target).await {
                     Ok(()) => {
+                        self.metrics.fast_forwarded(&repo.name, started.elapsed());
                         forwarded = Some(Forwarded {
                             from: snapshot.state.head.clone().unwrap_or_default(),
                             to: target.clone(),
@@ -397,7 +421,10 @@ impl Syncer {
                             blocked = Some(reason);
                         }
                     }
-                    Err(refused) => blocked = Some(refused.reason),
+                    Err(refused) => {
+                        self.metrics.refused(&repo.name, &refused.reason);
+                        blocked = Some(refused.reason);
+                    }
                 }
             }
         }
@@ -429,6 +456,9 @@ impl Syncer {
             && let Some(deploys) = self.deploys.get()
         {
             deploys.moved(&repo.path);
+        }
+        if !self.is_dropped(&repo.name) {
+            self.metrics.record_state(&current);
         }
         let changed = last.as_ref().is_none_or(|prev| !prev.same_as(&current))
             && !self.is_dropped(&repo.name)

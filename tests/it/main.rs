@@ -20,6 +20,7 @@ mod forget;
 mod hooks;
 mod lost_work;
 mod mirror;
+mod observe;
 mod partition;
 mod push_pull;
 mod server_hook;

@@ -1,0 +1,122 @@
+//! What the daemon shows to monitoring on `observe.listen` (off unless set; a loopback
+//! address is the usual choice), served by axum as the webhook intake is:
+//!
+//! - `GET /metrics`: [`Metrics`] in the OpenMetrics text format when the scraper asks
+//!   for it (`Accept: application/openmetrics-text`, as Prometheus does), else in
+//!   Prometheus' text format 0.0.4 (what `curl` and `promtool check metrics` read);
+//! - `GET /healthz`: 200 while the process answers;
+//! - `GET /readyz`: 200 once the start-up update finished and the state store answers;
+//!   503 with the reason in the body before that, or when the store does not answer (the
+//!   local hub's folder is gone, AWS cannot be reached). On the local backend the store
+//!   is also the event bus.
+
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+pub use metrics::Metrics;
+
+/// How long `/readyz` and `/metrics` wait for the store.
+const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the endpoints read.
+#[derive(Clone)]
+pub struct Observed {
+    /// The syncer's metrics and readiness.
+    pub metrics: Arc<Metrics>,
+    /// The state store (host records for the heartbeat ages; its health for `/readyz`).
+    pub store: Arc<dyn crate::backend::StateStore>,
+}
+
+/// The routes: `/metrics`, `/healthz`, `/readyz`.
+pub fn router(observed: Observed) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", axum::routing::get(healthz))
+        .route("/readyz", axum::routing::get(readyz))
+        .route("/metrics", axum::routing::get(metrics))
+        .with_state(observed)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(observed): State<Observed>) -> (StatusCode, String) {
+    let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+    if !observed.metrics.is_ready() {
+        return (
+            unavailable,
+            "not ready: the start-up update has not finished\n".to_string(),
+        );
+    }
+    match tokio::time::timeout(STORE_TIMEOUT, observed.store.health()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n".to_string()),
+        Ok(Err(err)) => (
+            unavailable,
+            format!("not ready: the state store does not answer: {err}\n"),
+        ),
+        Err(_) => (
+            unavailable,
+            format!(
+                "not ready: the state store did not answer within {} s\n",
+                STORE_TIMEOUT.as_secs()
+            ),
+        ),
+    }
+}
+
+async fn metrics(State(observed): State<Observed>, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let hosts = match tokio::time::timeout(STORE_TIMEOUT, observed.store.hosts(None)).await {
+        Ok(Ok(hosts)) => hosts,
+        Ok(Err(err)) => {
+            tracing::debug!(%err, "metrics: cannot read host records");
+            Vec::new()
+        }
+        Err(_) => Vec::new(),
+    };
+    match observed.metrics.encode(&hosts, chrono::Utc::now()) {
+        Ok(text) if openmetrics => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            metrics::prometheus_text(&text),
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Binds `listen` and returns the server, to run as a daemon worker.
+///
+/// Errors: the address cannot be bound (taken, not this machine's).
+pub async fn serve(
+    listen: SocketAddr,
+    observed: Observed,
+) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(%listen, "serving /metrics, /healthz and /readyz");
+    Ok(async move {
+        if let Err(err) = axum::serve(listener, router(observed)).await {
+            tracing::error!(%err, "the observe endpoints stopped");
+        }
+    })
+}

@@ -1,0 +1,208 @@
+//! Issue 25, item 1: `/metrics`, `/healthz` and `/readyz` on `observe.listen`. Two daemons
+//! on one hub; host B's start-up update waits on a remote that accepts and never answers,
+//! so `/readyz` says 503 until it is let go. Then a real push from A and a pull B refuses
+//! (an edit not committed) show in B's metrics, which Prometheus' own `promtool check
+//! metrics` reads without a complaint. `/readyz` says 503 again when the hub is gone.
+
+use crate::common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Env, host_config, wait_for_logged};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// GET `path` on 127.0.0.1:`port`: the status code and the body (`None` when nothing
+/// answers).
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    get_accepting(port, path, "*/*")
+}
+
+/// [`get`] with an `Accept` header.
+fn get_accepting(port: u16, path: &str, accept: &str) -> Option<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let code = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    // axum answers with a length, not chunks, for these bodies.
+    Some((code, body))
+}
+
+/// The value of the sample `name{labels}` in an exposition (`labels` as written, sorted
+/// as the encoder writes them), if there is one.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is required: apt-get install -y --no-install-recommends prometheus (make deps)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}\n---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
+}
+
+fn add_observe(home: &Path, port: u16) {
+    let config = home.join(".gitsync/config.yml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        format!("{text}  fetch_timeout: 5m\nobserve:\n  listen: 127.0.0.1:{port}\n"),
+    )
+    .expect("config");
+}
+
+#[test]
+fn metrics_and_health_follow_the_daemon() {
+    let env = Env::new();
+    let hub = env.path("hub");
+    let (bare, a_clone) = env.remote_and_clone("proj", "root-a/proj");
+    let b_clone = env.clone_of(&bare, "root-b/proj");
+    // B's second repository: its remote accepts connections and never answers.
+    let hang = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hang_port = hang.local_addr().expect("addr").port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for stream in hang.incoming().flatten() {
+            keep.lock().expect("lock").push(stream);
+        }
+    });
+    let slow = env.clone_of(&bare, "root-b/slow");
+    env.git(
+        &slow,
+        &[
+            "remote",
+            "set-url",
+            "origin",
+            &format!("git://127.0.0.1:{hang_port}/slow.git"),
+        ],
+    );
+    let (home_a, home_b) = (env.home("a"), env.home("b"));
+    host_config(&env, "a", &env.path("root-a"), &hub);
+    host_config(&env, "b", &env.path("root-b"), &hub);
+    let port = free_port();
+    add_observe(&home_b, port);
+    let a = env.spawn(&home_a, &[]);
+    let b = env.spawn(&home_b, &[]);
+
+    // Up before the start-up update; not ready while it waits on the silent remote.
+    common::wait_for("/healthz", WAIT, || {
+        get(port, "/healthz").filter(|(c, _)| *c == 200)
+    });
+    let (code, body) = get(port, "/readyz").expect("readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("start-up update"), "{body}");
+    common::wait_for("the silent remote asked", WAIT, || {
+        (!held.lock().expect("lock").is_empty()).then_some(())
+    });
+    // Let it go: the fetch fails at once, the start-up update ends, B is ready.
+    held.lock().expect("lock").clear();
+    wait_for_logged("B ready", WAIT, &[&b], || {
+        get(port, "/readyz").filter(|(c, b)| *c == 200 && b == "ready\n")
+    });
+    a.wait_log("ready", WAIT);
+
+    // A real push from A: B fetches and fast-forwards.
+    let sha = env.commit(&a_clone, "new.txt", "from a\n", "from a");
+    let push = env.git_as(&home_a, &a_clone, &["push", "-q", "origin", "main"]);
+    assert!(push.status.success(), "push: {push:?}");
+    wait_for_logged("B at the pushed commit", WAIT, &[&a, &b], || {
+        (env.head(&b_clone) == sha).then_some(())
+    });
+    // A pull B refuses: an edit of B's not committed, then another push.
+    env.write(&b_clone, "a.txt", "B's edit, not committed\n");
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = env.commit(&a_clone, "a.txt", "from a again\n", "again");
+    let push = env.git_as(&home_a, &a_clone, &["push", "-q", "origin", "main"]);
+    assert!(push.status.success(), "push: {push:?}");
+    let text = wait_for_logged("the refusal in /metrics", WAIT, &[&a, &b], || {
+        let (code, text) = get(port, "/metrics")?;
+        (code == 200
+            && sample(
+                &text,
+                "gitsync_pull_refusals_total{repo=\"proj\",reason=\"uncommitted\"}",
+            )? >= 1.0)
+            .then_some(text)
+    });
+    assert_ne!(
+        env.head(&b_clone),
+        refused,
+        "B's edit was kept, the pull refused"
+    );
+    promtool_check(&text);
+    let value =
+        |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    assert_eq!(value("gitsync_fast_forwards_total{repo=\"proj\"}"), 1.0);
+    assert!(value("gitsync_fetches_total{repo=\"proj\",result=\"updated\"}") >= 2.0);
+    assert!(value("gitsync_fetches_total{repo=\"slow\",result=\"failed\"}") >= 1.0);
+    assert_eq!(value("gitsync_repository_pull_blocked{repo=\"proj\"}"), 1.0);
+    assert_eq!(
+        value("gitsync_repository_behind_commits{repo=\"proj\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("gitsync_repository_uncommitted_paths{repo=\"proj\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("gitsync_repository_state{repo=\"proj\",state=\"behind\"}"),
+        1.0
+    );
+    assert_eq!(value("gitsync_ready"), 1.0);
+    assert!(value("gitsync_fast_forward_duration_seconds_count") >= 1.0);
+    let age = value("gitsync_host_heartbeat_age_seconds{host=\"host-a\"}");
+    assert!((0.0..3600.0).contains(&age), "{age}");
+    assert!(!text.contains("# EOF"), "{text}");
+    // What Prometheus asks for: OpenMetrics, counters named without `_total` in their
+    // family, and the end marker.
+    let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+    let (code, open) = get_accepting(port, "/metrics", accept).expect("metrics");
+    assert_eq!(code, 200);
+    assert!(open.contains("# TYPE gitsync_fetches counter"), "{open}");
+    assert!(open.trim_end().ends_with("# EOF"), "{open}");
+
+    // The hub is gone: not ready, and why.
+    std::fs::rename(&hub, env.path("hub-away")).expect("move the hub");
+    let (code, body) = wait_for_logged("/readyz 503 without the hub", WAIT, &[&b], || {
+        get(port, "/readyz").filter(|(c, _)| *c == 503)
+    });
+    assert!(body.contains("state store"), "{code} {body}");
+}
