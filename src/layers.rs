@@ -21,6 +21,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("mirror", 3),
     ("webhook", 3),
     ("deploy", 3),
+    ("observe", 3),
     ("daemon", 4),
     ("cli", 5),
 ];
