@@ -135,26 +135,10 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                 "left alone: {why} (pushes are seen by the watcher; --force to write there)"
             )),
             (Action::Install { .. }, None) => {
-                hooks::install_in(&dir, &binary).map(|before| match before {
-                    HookState::Installed { .. } => "already installed".to_string(),
-                    HookState::Foreign => {
-                        format!("installed; your hook is kept as {}", hooks::CHAINED)
-                    }
-                    HookState::Outdated => "updated".to_string(),
-                    HookState::Missing => "installed".to_string(),
-                })
+                hooks::install_in(&dir, &binary).map(|before| installed(&before, &hooks::PRE_PUSH))
             }
             (Action::Uninstall { .. }, None) => {
-                hooks::uninstall_in(&dir, &binary).map(|before| match before {
-                    HookState::Installed { chained: true } => {
-                        "removed; your hook is back".to_string()
-                    }
-                    HookState::Installed { chained: false } | HookState::Outdated => {
-                        "removed".to_string()
-                    }
-                    HookState::Missing => "not installed".to_string(),
-                    HookState::Foreign => "not installed (your own hook left alone)".to_string(),
-                })
+                hooks::uninstall_in(&dir, &binary).map(|before| removed(&before))
             }
         };
         match line {
@@ -223,26 +207,10 @@ fn run_server(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
                     .replace("pre-push", kind.name)
             )),
             Action::Install { .. } => {
-                hooks::install_of(kind, &dir, &binary, url).map(|before| match before {
-                    HookState::Installed { .. } => "already installed".to_string(),
-                    HookState::Foreign => {
-                        format!("installed; your hook is kept as {}", kind.chained)
-                    }
-                    HookState::Outdated => "updated".to_string(),
-                    HookState::Missing => "installed".to_string(),
-                })
+                hooks::install_of(kind, &dir, &binary, url).map(|before| installed(&before, kind))
             }
             Action::Uninstall { .. } => {
-                hooks::uninstall_of(kind, &dir, &binary, url).map(|before| match before {
-                    HookState::Installed { chained: true } => {
-                        "removed; your hook is back".to_string()
-                    }
-                    HookState::Installed { chained: false } | HookState::Outdated => {
-                        "removed".to_string()
-                    }
-                    HookState::Missing => "not installed".to_string(),
-                    HookState::Foreign => "not installed (your own hook left alone)".to_string(),
-                })
+                hooks::uninstall_of(kind, &dir, &binary, url).map(|before| removed(&before))
             }
         };
         match line {
@@ -258,4 +226,24 @@ fn run_server(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What an install did, from the state `before` it, for hook `kind`.
+fn installed(before: &HookState, kind: &hooks::Kind) -> String {
+    match before {
+        HookState::Installed { .. } => "already installed".to_string(),
+        HookState::Foreign => format!("installed; your hook is kept as {}", kind.chained),
+        HookState::Outdated => "updated".to_string(),
+        HookState::Missing => "installed".to_string(),
+    }
+}
+
+/// What an uninstall did, from the state `before` it.
+fn removed(before: &HookState) -> String {
+    match before {
+        HookState::Installed { chained: true } => "removed; your hook is back".to_string(),
+        HookState::Installed { chained: false } | HookState::Outdated => "removed".to_string(),
+        HookState::Missing => "not installed".to_string(),
+        HookState::Foreign => "not installed (your own hook left alone)".to_string(),
+    }
 }
