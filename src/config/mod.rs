@@ -105,6 +105,8 @@ pub struct Config {
     /// Where the daemon serves `/metrics`, `/healthz` and `/readyz` (`observe.listen`);
     /// `None`: nowhere.
     pub observe_listen: Option<std::net::SocketAddr>,
+    /// The URLs each notification is posted to (`notify[].webhook`).
+    pub notify_webhooks: Vec<String>,
     /// Whether `gitsync run` installs the pre-push hook at start-up (`hooks.install`,
     /// default true).
     pub hooks_install: bool,
@@ -439,6 +441,28 @@ fn validate(
     if let Some(section) = &raw.partition {
         partition::validate(section, &mut push);
     }
+    let mut notify_webhooks = Vec::new();
+    for (i, target) in raw.notify.iter().flatten().enumerate() {
+        let key = format!("notify[{i}]");
+        match (&target.webhook, target.desktop) {
+            (Some(url), None) if url.starts_with("https://") || url.starts_with("http://") => {
+                notify_webhooks.push(url.clone());
+            }
+            (Some(url), None) => push(
+                &format!("{key}.webhook"),
+                format!("{url:?} is not an http:// or https:// URL"),
+            ),
+            (None, Some(false)) => {}
+            (None, Some(true)) => push(
+                &format!("{key}.desktop"),
+                "desktop notifications are not available in this version; use a webhook (an ntfy topic such as https://ntfy.sh/<topic>)".to_string(),
+            ),
+            _ => push(
+                &key,
+                "a target is one of `webhook: URL` or `desktop: true`".to_string(),
+            ),
+        }
+    }
     let observe_listen = raw
         .observe
         .as_ref()
@@ -485,6 +509,7 @@ fn validate(
         webhooks: raw.webhooks,
         deploy: raw.deploy.unwrap_or_default(),
         observe_listen,
+        notify_webhooks,
         home,
     })
 }

@@ -41,6 +41,18 @@ pub struct RawConfig {
     pub deploy: Option<Vec<DeployConfig>>,
     /// Metrics and health endpoints for monitoring.
     pub observe: Option<ObserveConfig>,
+    /// Where to send a message when something starts or stops failing.
+    pub notify: Option<Vec<NotifyTarget>>,
+}
+
+/// One `notify` target: exactly one key.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyTarget {
+    /// An HTTP(S) URL that gets each message as a POST body (an ntfy topic, a webhook).
+    pub webhook: Option<String>,
+    /// Freedesktop notifications over D-Bus (not available yet: refused with a message).
+    pub desktop: Option<bool>,
 }
 
 /// The `observe` section: where `/metrics`, `/healthz` and `/readyz` are served.

@@ -4,6 +4,8 @@
 //! - `hand-off`: the pre-push hook's socket; each notice goes to the [`Publisher`].
 //! - `webhooks`: the forge webhook intake and its mirror workers.
 //! - `observe`: `/metrics`, `/healthz` and `/readyz` on `observe.listen`.
+//! - `notify`: a message to each `notify` target when a repository starts or stops
+//!   failing.
 //! - `events`: the [`Receiver`] of the other machines' events.
 //! - `deploys`: tree deploys; hears of moved HEADs from the [`Syncer`].
 //! - `mirrors`: bucket mirrors; hears of pushes from the [`Publisher`].
@@ -56,6 +58,8 @@ pub enum Component {
     Webhooks(Arc<crate::webhook::Webhooks>),
     /// The metrics and health endpoints, on this address, reading this store.
     Observe(std::net::SocketAddr, Arc<dyn crate::backend::StateStore>),
+    /// Notifications to these webhook URLs.
+    Notify(Vec<String>),
     /// The receiver of the other machines' events.
     Events,
     /// The tree deploys.
@@ -77,6 +81,7 @@ impl Component {
             Component::HandOff(_) => "hand-off",
             Component::Webhooks(_) => "webhooks",
             Component::Observe(..) => "observe",
+            Component::Notify(_) => "notify",
             Component::Events => "events",
             Component::Deploys(_) => "deploys",
             Component::Mirrors(_) => "mirrors",
@@ -102,6 +107,9 @@ impl Component {
         let mut early: Vec<Component> = listener.into_iter().map(Component::HandOff).collect();
         if let Some(listen) = config.observe_listen {
             early.push(Component::Observe(listen, store));
+        }
+        if !config.notify_webhooks.is_empty() {
+            early.push(Component::Notify(config.notify_webhooks.clone()));
         }
         if let Some(hooks) = crate::webhook::Webhooks::from_config(config)
             .await
@@ -177,6 +185,14 @@ impl Component {
                     .await
                     .map_err(|source| DaemonError::Observe { listen, source })?;
                 workers.spawn(name, server);
+            }
+            Component::Notify(webhooks) => {
+                let (notifier, messages) = crate::observe::notify::Notifier::new(&handle.host);
+                handle.syncer.set_notifier(Arc::new(notifier));
+                workers.spawn(
+                    name,
+                    crate::observe::notify::Notifier::deliver(webhooks, messages),
+                );
             }
             Component::Events => {
                 let receiver = Arc::new(

@@ -94,6 +94,8 @@ pub struct Syncer {
     deploys: std::sync::OnceLock<crate::deploy::UpdateTriggers>,
     /// What `/metrics` shows: counts, durations and the latest states.
     metrics: Arc<crate::observe::Metrics>,
+    /// Sends a message when a repository starts or stops failing (`notify:`).
+    notifier: std::sync::OnceLock<Arc<crate::observe::notify::Notifier>>,
 }
 
 impl Syncer {
@@ -120,7 +122,13 @@ impl Syncer {
             refused: std::sync::atomic::AtomicBool::new(false),
             deploys: std::sync::OnceLock::new(),
             metrics: Arc::new(crate::observe::Metrics::default()),
+            notifier: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets the notifier each new state is shown to (once; later calls are ignored).
+    pub fn set_notifier(&self, notifier: Arc<crate::observe::notify::Notifier>) {
+        let _ = self.notifier.set(notifier);
     }
 
     /// The metrics this syncer records into (for `/metrics` and `/readyz`).
@@ -168,6 +176,9 @@ impl Syncer {
         *last = None;
         self.unsent().remove(repo);
         self.metrics.forget(repo);
+        if let Some(notifier) = self.notifier.get() {
+            notifier.forget(repo);
+        }
         self.store.forget(&self.host, Some(repo)).await
     }
 
@@ -459,6 +470,9 @@ impl Syncer {
         }
         if !self.is_dropped(&repo.name) {
             self.metrics.record_state(&current);
+            if let Some(notifier) = self.notifier.get() {
+                notifier.observe(&current);
+            }
         }
         let changed = last.as_ref().is_none_or(|prev| !prev.same_as(&current))
             && !self.is_dropped(&repo.name)

@@ -11,6 +11,7 @@
 //!   is also the event bus.
 
 pub mod metrics;
+pub mod notify;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

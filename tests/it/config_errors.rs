@@ -80,6 +80,20 @@ fn bad_configs_exit_2_with_file_line_and_key() {
         &[":3: pull.interval: invalid duration \"soon\""],
     );
     refused(&env, "missing-root", "timezone: UTC\n", &["root: missing"]);
+    // Issue 25: the observe and notify sections.
+    refused(
+        &env,
+        "observe-and-notify",
+        &format!(
+            "root: {root}\nobserve:\n  listen: nope\nnotify:\n  - webhook: ftp://x\n  - desktop: true\n  - {{}}\n"
+        ),
+        &[
+            ":3: observe.listen: \"nope\" is not an address",
+            ":5: notify[0].webhook: \"ftp://x\" is not an http:// or https:// URL",
+            ":6: notify[1].desktop: desktop notifications are not available",
+            ":7: notify[2]: a target is one of",
+        ],
+    );
     refused(
         &env,
         "root-not-there",

@@ -206,3 +206,109 @@ fn metrics_and_health_follow_the_daemon() {
     });
     assert!(body.contains("state store"), "{code} {body}");
 }
+
+/// A loopback HTTP receiver: each POST's `Title` header and body, in order.
+fn receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = got.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 4096];
+            let message = loop {
+                let Ok(n) = stream.read(&mut buf) else {
+                    break None;
+                };
+                if n == 0 {
+                    break None;
+                }
+                raw.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&raw).into_owned();
+                let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                    continue;
+                };
+                let header = |name: &str| {
+                    head.lines().find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                    })
+                };
+                let length: usize = header("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    break Some((
+                        header("title").unwrap_or_default(),
+                        body[..length].to_string(),
+                    ));
+                }
+            };
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            if let Some(message) = message {
+                keep.lock().expect("lock").push(message);
+            }
+        }
+    });
+    (port, got)
+}
+
+/// Issue 25, item 3: a repository whose remote fails at every try (a fetch each second)
+/// sends one "failing" message to the `notify` webhook however many tries fail, and one
+/// "recovered" when the remote is back.
+#[test]
+fn a_failing_repository_notifies_once_and_once_when_it_recovers() {
+    let env = Env::new();
+    let hub = env.path("hub");
+    let (bare, _clone) = env.remote_and_clone("proj", "root/proj");
+    let home = env.home("n");
+    host_config(&env, "n", &env.path("root"), &hub);
+    let (port, got) = receiver();
+    let config = home.join(".gitsync/config.yml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        format!(
+            "{}notify:\n  - webhook: http://127.0.0.1:{port}/gitsync-alerts\n",
+            text.replace("interval: 1h", "interval: 1s")
+        ),
+    )
+    .expect("config");
+    let daemon = env.spawn(&home, &[]);
+    daemon.wait_log("ready", WAIT);
+    let messages = || got.lock().expect("lock").clone();
+    assert!(messages().is_empty(), "nothing wrong yet: {:?}", messages());
+
+    // The remote goes away: a fetch fails every second.
+    let away = env.path("proj-away.git");
+    std::fs::rename(&bare, &away).expect("remote away");
+    wait_for_logged("the failing message", WAIT, &[&daemon], || {
+        (messages().len() == 1).then_some(())
+    });
+    let failures = |d: &common::Daemon| d.log_text().matches("fetch failed").count();
+    let first = failures(&daemon);
+    wait_for_logged("five more failed tries", WAIT, &[&daemon], || {
+        (failures(&daemon) >= first + 5).then_some(())
+    });
+    // Back: one more message, and no more after further tries.
+    std::fs::rename(&away, &bare).expect("remote back");
+    wait_for_logged("the recovered message", WAIT, &[&daemon], || {
+        (messages().len() == 2).then_some(())
+    });
+    let fetched = daemon.log_text().matches("syncing").count();
+    wait_for_logged("three more syncs", WAIT, &[&daemon], || {
+        (daemon.log_text().matches("syncing").count() >= fetched + 3).then_some(())
+    });
+    let all = messages();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[0].0, "gitsync");
+    assert!(
+        all[0]
+            .1
+            .starts_with("proj on host-n is failing: fetch failed"),
+        "{all:?}"
+    );
+    assert_eq!(all[1].1, "proj on host-n recovered (it was failing)");
+}

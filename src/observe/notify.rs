@@ -1,0 +1,173 @@
+//! Notifications once per change of state (`notify:`): a repository of this host that
+//! becomes failing, diverged or blocked gets one message, and one more when it recovers;
+//! never one per retry (Gitea's mirror notifications flood, go-gitea/gitea#21610, is what
+//! this avoids). A target is an HTTP POST of the message as the body, as ntfy takes it
+//! (<https://docs.ntfy.sh/publish/>: the body is the message, `Title` its title); any
+//! webhook URL that takes a text body works the same.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::model::{RepoState, Summary};
+
+/// How long one POST may take.
+const POST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What is wrong with a repository, for notifications: a word and the detail.
+fn condition(state: &RepoState) -> Option<(&'static str, String)> {
+    if state.state == Summary::Error {
+        return Some(("failing", state.error.clone().unwrap_or_default()));
+    }
+    if state.state == Summary::Diverged {
+        return Some((
+            "diverged",
+            format!(
+                "{} ahead, {} behind its upstream",
+                state.ahead, state.behind
+            ),
+        ));
+    }
+    match &state.pull_blocked {
+        Some(reason) if state.behind > 0 => Some(("blocked", reason.clone())),
+        _ => None,
+    }
+}
+
+/// Turns states into messages, once per change, and sends them.
+#[derive(Debug)]
+pub struct Notifier {
+    host: String,
+    /// By repository: the condition it was last seen in.
+    seen: Mutex<HashMap<String, &'static str>>,
+    outbox: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+impl Notifier {
+    /// A notifier for host `host`; returns it and the messages to deliver with
+    /// [`Notifier::deliver`].
+    pub fn new(host: &str) -> (Notifier, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let (outbox, messages) = tokio::sync::mpsc::unbounded_channel();
+        let notifier = Notifier {
+            host: host.to_string(),
+            seen: Mutex::new(HashMap::new()),
+            outbox,
+        };
+        (notifier, messages)
+    }
+
+    /// Looks at the latest `state` of one repository: returns the message its change of
+    /// condition calls for (and queues it), or `None` when nothing changed.
+    pub fn observe(&self, state: &RepoState) -> Option<String> {
+        let now = condition(state);
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let before = seen.get(&state.repo).copied();
+        let message = match (before, &now) {
+            (None, None) => None,
+            (Some(was), None) => {
+                seen.remove(&state.repo);
+                Some(format!(
+                    "{} on {} recovered (it was {was})",
+                    state.repo, self.host
+                ))
+            }
+            (Some(was), Some((word, _))) if was == *word => None,
+            (_, Some((word, detail))) => {
+                seen.insert(state.repo.clone(), word);
+                Some(format!(
+                    "{} on {} is {word}: {detail}",
+                    state.repo, self.host
+                ))
+            }
+        };
+        if let Some(text) = &message {
+            tracing::info!(repo = %state.repo, "notify: {text}");
+            let _ = self.outbox.send(text.clone());
+        }
+        message
+    }
+
+    /// Forgets repository `repo` (no longer kept), without a message.
+    pub fn forget(&self, repo: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(repo);
+    }
+
+    /// Posts each message of `messages` to every webhook, in order, until the channel
+    /// closes. A target that fails is logged; the message is not retried (the next change
+    /// of state sends the next one).
+    pub async fn deliver(
+        webhooks: Vec<String>,
+        mut messages: tokio::sync::mpsc::UnboundedReceiver<String>,
+    ) {
+        let client = match reqwest::Client::builder().timeout(POST_TIMEOUT).build() {
+            Ok(client) => client,
+            Err(err) => {
+                tracing::error!(%err, "notifications: no HTTP client; none will be sent");
+                return;
+            }
+        };
+        while let Some(text) = messages.recv().await {
+            for url in &webhooks {
+                let sent = client
+                    .post(url)
+                    .header("Title", "gitsync")
+                    .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                    .body(text.clone())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(answer) if answer.status().is_success() => {}
+                    Ok(answer) => {
+                        tracing::warn!(url = %crate::util::redact::redact_url(url), status = %answer.status(), "notification refused")
+                    }
+                    Err(err) => {
+                        tracing::warn!(url = %crate::util::redact::redact_url(url), %err, "notification not sent")
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(summary: Summary, error: Option<&str>) -> RepoState {
+        let mut s = RepoState::error("h", "proj", error.unwrap_or_default().to_string());
+        s.state = summary;
+        s.error = error.map(str::to_string);
+        s
+    }
+
+    #[test]
+    fn a_thousand_failing_retries_give_one_message_and_one_for_the_recovery() {
+        let (notifier, mut messages) = Notifier::new("h");
+        for i in 0..1_000 {
+            // The detail changes at each retry (a count, a time): still one message.
+            notifier.observe(&state(
+                Summary::Error,
+                Some(&format!("fetch failed (try {i})")),
+            ));
+        }
+        notifier.observe(&state(Summary::UpToDate, None));
+        notifier.observe(&state(Summary::UpToDate, None));
+        let mut got = Vec::new();
+        while let Ok(m) = messages.try_recv() {
+            got.push(m);
+        }
+        assert_eq!(
+            got,
+            [
+                "proj on h is failing: fetch failed (try 0)",
+                "proj on h recovered (it was failing)"
+            ]
+        );
+        // Another kind of trouble is another message.
+        notifier.observe(&state(Summary::Diverged, None));
+        assert!(messages.try_recv().is_ok_and(|m| m.contains("is diverged")));
+    }
+}
