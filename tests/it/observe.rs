@@ -207,8 +207,11 @@ fn metrics_and_health_follow_the_daemon() {
     assert!(body.contains("state store"), "{code} {body}");
 }
 
-/// A loopback HTTP receiver: each POST's `Title` header and body, in order.
-fn receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+/// The POSTs a [`receiver`] got: each one's `Title` header and body, in order.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// A loopback HTTP receiver on the port it returns.
+fn receiver() -> (u16, Received) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
