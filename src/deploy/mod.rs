@@ -318,6 +318,9 @@ impl Deploy {
         };
         let started = std::time::Instant::now();
         export.update(&git_dir, &rev, self.git_timeout).await?;
+        // Read before anything reaches a target: a state that cannot be read stops the
+        // ship here, not after the targets were prepared.
+        let mut state = self.state()?;
         let tree = export.tree();
         let tool = self.scan_tool();
         let config = self
@@ -418,7 +421,6 @@ impl Deploy {
             .unwrap_or_else(|e| scan::Verdict::Failed(format!("the scan stopped: {e}")));
         let scan_took = started.elapsed();
         let _ = open.send(Some(verdict.passes()));
-        let mut state = self.state()?;
         state.rev = Some(rev.clone());
         state.scan = Some(verdict.describe());
         if opts.explicit && !opts.dry_run {
