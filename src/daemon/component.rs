@@ -57,7 +57,11 @@ pub enum Component {
     /// The webhook intake and workers.
     Webhooks(Arc<crate::webhook::Webhooks>),
     /// The metrics and health endpoints, on this address, reading this store.
-    Observe(std::net::SocketAddr, Arc<dyn crate::backend::StateStore>),
+    Observe(
+        std::net::SocketAddr,
+        Arc<dyn crate::backend::StateStore>,
+        Arc<dyn Fn() -> Vec<crate::observe::metrics::JobRun> + Send + Sync>,
+    ),
     /// Notifications to these webhook URLs.
     Notify(Vec<String>),
     /// The receiver of the other machines' events.
@@ -106,7 +110,7 @@ impl Component {
     ) -> Result<Vec<Component>, DaemonError> {
         let mut early: Vec<Component> = listener.into_iter().map(Component::HandOff).collect();
         if let Some(listen) = config.observe_listen {
-            early.push(Component::Observe(listen, store));
+            early.push(Component::Observe(listen, store, job_runs(config)));
         }
         if !config.notify_webhooks.is_empty() {
             early.push(Component::Notify(config.notify_webhooks.clone()));
@@ -176,10 +180,11 @@ impl Component {
                     .await
                     .map_err(DaemonError::Webhooks)?
             }
-            Component::Observe(listen, store) => {
+            Component::Observe(listen, store, jobs) => {
                 let observed = crate::observe::Observed {
                     metrics: handle.syncer.metrics(),
                     store,
+                    jobs,
                 };
                 let server = crate::observe::serve(listen, observed)
                     .await
@@ -226,6 +231,59 @@ impl Component {
         tracing::debug!(component = name, "started");
         Ok(())
     }
+}
+
+/// What `/metrics` reads of the replication jobs `config` has: each deploy's last ship
+/// (the newest of its targets'; ok when none failed or was blocked) and each webhook
+/// mirror's last run, from their state files.
+fn job_runs(
+    config: &Config,
+) -> Arc<dyn Fn() -> Vec<crate::observe::metrics::JobRun> + Send + Sync> {
+    use crate::observe::metrics::JobRun;
+    let deploys = crate::deploy::Deploy::all(config);
+    let hooks_dir = config.home.join("webhooks");
+    let mirrors: Vec<String> = config
+        .webhooks
+        .iter()
+        .flat_map(|w| w.mirrors.iter().map(|m| m.name.clone()))
+        .collect();
+    Arc::new(move || {
+        let mut runs = Vec::new();
+        for deploy in &deploys {
+            let state = deploy.state().unwrap_or_default();
+            let at = state.targets.values().filter_map(|t| t.at).max();
+            let ok = at.map(|_| {
+                state.targets.values().all(|t| {
+                    !matches!(
+                        t.result,
+                        Some(
+                            crate::deploy::ShipResult::Failed | crate::deploy::ShipResult::Blocked
+                        )
+                    )
+                })
+            });
+            runs.push(JobRun {
+                kind: "deploy",
+                name: deploy.spec.name.clone(),
+                at,
+                ok,
+            });
+        }
+        for name in &mirrors {
+            let state: crate::webhook::run::PushMirrorState =
+                crate::util::fs::read_json(&crate::webhook::run::state_path(&hooks_dir, name))
+                    .unwrap_or_default();
+            runs.push(JobRun {
+                kind: "webhook_mirror",
+                name: name.clone(),
+                at: state.last_run,
+                ok: state
+                    .result
+                    .map(|r| r == crate::webhook::run::RunResult::Ok),
+            });
+        }
+        runs
+    })
 }
 
 /// Pings systemd's watchdog every `every` (half its `WatchdogSec`), for as long as the

@@ -51,6 +51,26 @@ struct HostLabel {
     host: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    kind: String,
+    name: String,
+}
+
+/// The last run of one replication job (a tree deploy, a webhook mirror), as its state
+/// file has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRun {
+    /// `deploy` or `webhook_mirror`.
+    pub kind: &'static str,
+    /// Its name in the config.
+    pub name: String,
+    /// When its last run ended; `None` before the first.
+    pub at: Option<DateTime<Utc>>,
+    /// Whether that run did all it had to (`None` before the first).
+    pub ok: Option<bool>,
+}
+
 /// What a fetch brought.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fetched {
@@ -198,12 +218,13 @@ impl Metrics {
     }
 
     /// The OpenMetrics text of every metric, with the heartbeat ages of `hosts` (as the
-    /// store has them) at `now`.
+    /// store has them) at `now`, and the last runs of the replication `jobs`.
     ///
     /// Errors: formatting into the text failed (it does not, into a `String`).
     pub fn encode(
         &self,
         hosts: &[HostRecord],
+        jobs: &[JobRun],
         now: DateTime<Utc>,
     ) -> Result<String, std::fmt::Error> {
         let mut registry = Registry::with_prefix("gitsync");
@@ -305,6 +326,33 @@ impl Metrics {
             Unit::Seconds,
             heartbeat,
         );
+        let job_at = Family::<JobLabels, Gauge<f64, AtomicU64>>::default();
+        let job_ok = Family::<JobLabels, Gauge>::default();
+        for job in jobs {
+            let label = JobLabels {
+                kind: job.kind.to_string(),
+                name: job.name.clone(),
+            };
+            if let Some(at) = job.at {
+                job_at
+                    .get_or_create(&label)
+                    .set(at.timestamp_millis() as f64 / 1000.0);
+            }
+            if let Some(ok) = job.ok {
+                job_ok.get_or_create(&label).set(i64::from(ok));
+            }
+        }
+        registry.register_with_unit(
+            "job_last_run_timestamp",
+            "When each deploy and webhook mirror last ran, Unix time",
+            Unit::Seconds,
+            job_at,
+        );
+        registry.register(
+            "job_last_run_ok",
+            "1 when the last run of each deploy and webhook mirror did all it had to",
+            job_ok,
+        );
         let ready = Gauge::<i64>::default();
         ready.set(i64::from(self.is_ready()));
         registry.register("ready", "1 once the start-up update finished", ready);
@@ -349,7 +397,17 @@ mod tests {
     fn the_text_format_names_counters_with_total_and_has_no_eof() {
         let metrics = Metrics::default();
         metrics.fetched("r", Fetched::Updated, Duration::from_millis(20));
-        let open = metrics.encode(&[], Utc::now()).expect("encode");
+        let jobs = [JobRun {
+            kind: "deploy",
+            name: "web".to_string(),
+            at: Some(Utc::now()),
+            ok: Some(false),
+        }];
+        let open = metrics.encode(&[], &jobs, Utc::now()).expect("encode");
+        assert!(
+            open.contains("gitsync_job_last_run_ok{kind=\"deploy\",name=\"web\"} 0"),
+            "{open}"
+        );
         assert!(open.contains("# TYPE gitsync_fetches counter") && open.ends_with("# EOF\n"));
         let text = prometheus_text(&open);
         assert!(

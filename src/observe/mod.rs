@@ -33,6 +33,8 @@ pub struct Observed {
     pub metrics: Arc<Metrics>,
     /// The state store (host records for the heartbeat ages; its health for `/readyz`).
     pub store: Arc<dyn crate::backend::StateStore>,
+    /// Reads the last runs of the deploys and webhook mirrors (from their state files).
+    pub jobs: Arc<dyn Fn() -> Vec<metrics::JobRun> + Send + Sync>,
 }
 
 /// The routes: `/metrics`, `/healthz`, `/readyz`.
@@ -85,7 +87,11 @@ async fn metrics(State(observed): State<Observed>, headers: HeaderMap) -> Respon
         }
         Err(_) => Vec::new(),
     };
-    match observed.metrics.encode(&hosts, chrono::Utc::now()) {
+    let read = observed.jobs.clone();
+    let jobs = tokio::task::spawn_blocking(move || read())
+        .await
+        .unwrap_or_default();
+    match observed.metrics.encode(&hosts, &jobs, chrono::Utc::now()) {
         Ok(text) if openmetrics => (
             [(
                 header::CONTENT_TYPE,

@@ -120,6 +120,22 @@ fn metrics_and_health_follow_the_daemon() {
     host_config(&env, "b", &env.path("root-b"), &hub);
     let port = free_port();
     add_observe(&home_b, port);
+    // A deploy of B's whose last ship failed (its state file as a ship leaves it): shown as
+    // a replication job that is not ok. It never ships here (`on_update` is off).
+    let config = home_b.join(".gitsync/config.yml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        format!("{text}deploy:\n  - name: web\n    repo: proj\n    branch: main\n    targets:\n      - {{name: vm, host: root@127.0.0.1, path: /srv/nowhere}}\n"),
+    )
+    .expect("config");
+    let deploy_state = home_b.join(".gitsync/deploy/web/state.json");
+    std::fs::create_dir_all(deploy_state.parent().expect("parent")).expect("mkdir");
+    std::fs::write(
+        &deploy_state,
+        r#"{"targets": {"vm": {"rev": null, "at": "2026-12-01T10:00:00Z", "result": "failed", "error": "cannot connect"}}, "rev": null}"#,
+    )
+    .expect("deploy state");
     let a = env.spawn(&home_a, &[]);
     let b = env.spawn(&home_b, &[]);
 
@@ -187,6 +203,14 @@ fn metrics_and_health_follow_the_daemon() {
         1.0
     );
     assert_eq!(value("gitsync_ready"), 1.0);
+    assert_eq!(
+        value("gitsync_job_last_run_ok{kind=\"deploy\",name=\"web\"}"),
+        0.0
+    );
+    assert_eq!(
+        value("gitsync_job_last_run_timestamp_seconds{kind=\"deploy\",name=\"web\"}"),
+        1_796_119_200.0
+    );
     assert!(value("gitsync_fast_forward_duration_seconds_count") >= 1.0);
     let age = value("gitsync_host_heartbeat_age_seconds{host=\"host-a\"}");
     assert!((0.0..3600.0).contains(&age), "{age}");
