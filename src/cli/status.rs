@@ -44,22 +44,32 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let _guard = crate::logging::init_cli();
     let config = super::load_config(cli, None, false)?;
     let runtime = super::runtime()?;
+    let store = runtime
+        .block_on(crate::backend::open_store(&config))
+        .map_err(unreadable)?;
     if !args.watch {
-        let seen = read(&runtime, &config)?;
+        let seen = read(&runtime, &store)?;
         print!("{}", render(&config, args, seen, Utc::now())?);
         return Ok(ExitCode::SUCCESS);
     }
-    watch(&runtime, &config, args)
+    watch(&runtime, &store, &config, args)
+}
+
+/// The error of a store that cannot be opened or read.
+fn unreadable(err: crate::backend::BackendError) -> CliError {
+    CliError::failed(format!("cannot read states: {err}"))
+        .hinted("`gitsync doctor` checks the backend and says what to do")
 }
 
 /// `status --watch`: the view read every `--interval`; on a terminal redrawn over the last
 /// one when it changed, as watch(1) does; otherwise printed after the last one when the
-/// store's records changed, the JSON one on one line. A store that cannot be read is said in the view and tried again. Ends
-/// on Ctrl-C or when its output is closed.
+/// store's records changed, the JSON one on one line. `store` is opened once; a read that
+/// fails is said in the view and tried again. Ends on Ctrl-C or when its output is closed.
 ///
 /// Errors: an unknown `--host`, or output that cannot be written for another reason.
 fn watch(
     runtime: &tokio::runtime::Runtime,
+    store: &std::sync::Arc<dyn crate::backend::StateStore>,
     config: &crate::config::Config,
     args: &Args,
 ) -> Result<ExitCode, CliError> {
@@ -71,7 +81,7 @@ fn watch(
         // Off a terminal a view is printed when the store's records change, not when only
         // the ages it shows ("5s ago") move on.
         let mut key = String::new();
-        let view = match read(runtime, config) {
+        let view = match read(runtime, store) {
             Ok(seen) => {
                 key = serde_json::to_string(&(&seen.states, &seen.hosts)).unwrap_or_default();
                 render(config, args, seen, now)?
@@ -123,16 +133,15 @@ mod words {
     }
 }
 
-/// Reads what `status` shows from the store.
+/// Reads what `status` shows from `store`.
 ///
-/// Errors: the store cannot be opened or read.
+/// Errors: the store cannot be read.
 fn read(
     runtime: &tokio::runtime::Runtime,
-    config: &crate::config::Config,
+    store: &std::sync::Arc<dyn crate::backend::StateStore>,
 ) -> Result<Seen, CliError> {
     runtime
         .block_on(async {
-            let store = crate::backend::open_store(config).await?;
             let all = store.list(None).await?;
             let hosts = match store.hosts(None).await {
                 Ok(hosts) => hosts,
@@ -154,10 +163,7 @@ fn read(
                 known,
             })
         })
-        .map_err(|e| {
-            CliError::failed(format!("cannot read states: {e}"))
-                .hinted("`gitsync doctor` checks the backend and says what to do")
-        })
+        .map_err(unreadable)
 }
 
 /// The text `status` prints for what was `seen` at `now`: the table (or the JSON array)

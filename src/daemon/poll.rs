@@ -19,7 +19,7 @@ use crate::git::remotes::{self, Tracked};
 /// What one poll of every repository did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Polled {
-    /// Remotes asked (one `ls-remote` each).
+    /// Remotes asked (one fetch of their tracked refs each).
     pub asked: usize,
     /// Repositories fetched and synced because a tracked ref moved.
     pub synced: Vec<String>,
@@ -27,19 +27,19 @@ pub struct Polled {
     pub failed: usize,
 }
 
-/// The remotes among `tracked` (as before the poll) where a ref differs from `listed`
-/// (remote -> ref -> id, as the poll's fetch left them; a remote not listed could not be
-/// asked, a ref missing under a listed remote is gone).
-pub fn moved(
-    tracked: &[Tracked],
-    listed: &BTreeMap<String, BTreeMap<String, String>>,
-) -> Vec<String> {
+/// The remotes among `answered` where a ref of `before` (the tracked refs as they were
+/// before the poll) is not what `after` (as the poll's fetch left them) has.
+pub fn moved(before: &[Tracked], after: &[Tracked], answered: &[&str]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for t in tracked {
-        let Some(refs) = listed.get(&t.remote) else {
-            continue;
-        };
-        if refs.get(&t.remote_ref) != t.fetched.as_ref() && !out.contains(&t.remote) {
+    for t in before
+        .iter()
+        .filter(|t| answered.contains(&t.remote.as_str()))
+    {
+        let now = after
+            .iter()
+            .find(|a| a.remote == t.remote && a.remote_ref == t.remote_ref)
+            .and_then(|a| a.fetched.as_ref());
+        if now != t.fetched.as_ref() && !out.contains(&t.remote) {
             out.push(t.remote.clone());
         }
     }
@@ -87,7 +87,7 @@ pub async fn poll_all(syncer: &Arc<Syncer>, repos: &[Repo], timeout: Duration) -
         for t in &tracked {
             by_remote.entry(t.remote.as_str()).or_default().push(t);
         }
-        let mut listed: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        let mut answered = Vec::new();
         for (remote, refs) in by_remote {
             polled.asked += 1;
             if let Err(err) = fetch_tracked(&repo.path, remote, &refs, timeout).await {
@@ -95,19 +95,14 @@ pub async fn poll_all(syncer: &Arc<Syncer>, repos: &[Repo], timeout: Duration) -
                 tracing::debug!(repo = %repo.name, remote, %err, "poll: cannot ask the remote");
                 continue;
             }
-            listed.insert(remote.to_string(), BTreeMap::new());
+            answered.push(remote);
         }
         // What the fetch brought, read back: a tracked ref that moved at the remote moved here.
         let path = repo.path.clone();
         let after = tokio::task::spawn_blocking(move || remotes::tracked(&path))
             .await
             .unwrap_or_default();
-        for t in &after {
-            if let (Some(refs), Some(id)) = (listed.get_mut(&t.remote), &t.fetched) {
-                refs.insert(t.remote_ref.clone(), id.clone());
-            }
-        }
-        for remote in moved(&tracked, &listed) {
+        for remote in moved(&tracked, &after, &answered) {
             tracing::info!(repo = %repo.name, remote, "poll: a tracked ref moved; fetching");
             syncer.sync_with(repo, Fetch::Remote(remote)).await;
             if !polled.synced.contains(&repo.name) {
@@ -132,36 +127,28 @@ mod tests {
     }
 
     #[test]
-    fn a_remote_moved_when_a_tracked_ref_differs_appears_or_vanishes() {
-        let tracked = vec![
+    fn a_remote_moved_when_a_tracked_ref_differs_or_appears() {
+        let before = vec![
             t("origin", "refs/heads/main", Some("a")),
             t("origin", "refs/heads/dev", None),
             t("fork", "refs/heads/x", Some("b")),
         ];
-        let listed = |o: &[(&str, &str)], f: &[(&str, &str)]| {
-            let map = |v: &[(&str, &str)]| {
-                v.iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect::<BTreeMap<_, _>>()
-            };
-            BTreeMap::from([("origin".to_string(), map(o)), ("fork".to_string(), map(f))])
-        };
-        let same = listed(&[("refs/heads/main", "a")], &[("refs/heads/x", "b")]);
-        assert!(moved(&tracked, &same).is_empty());
-        let main_moved = listed(&[("refs/heads/main", "c")], &[("refs/heads/x", "b")]);
-        assert_eq!(moved(&tracked, &main_moved), vec!["origin"]);
-        let dev_appeared = listed(
-            &[("refs/heads/main", "a"), ("refs/heads/dev", "d")],
-            &[("refs/heads/x", "b")],
-        );
-        assert_eq!(moved(&tracked, &dev_appeared), vec!["origin"]);
-        let x_deleted = listed(&[("refs/heads/main", "a")], &[]);
-        assert_eq!(moved(&tracked, &x_deleted), vec!["fork"]);
+        let both = ["origin", "fork"];
+        assert!(moved(&before, &before, &both).is_empty());
+        let main_moved = vec![
+            t("origin", "refs/heads/main", Some("c")),
+            t("fork", "refs/heads/x", Some("b")),
+        ];
+        assert_eq!(moved(&before, &main_moved, &both), vec!["origin"]);
+        let dev_appeared = vec![
+            t("origin", "refs/heads/main", Some("a")),
+            t("origin", "refs/heads/dev", Some("d")),
+            t("fork", "refs/heads/x", Some("b")),
+        ];
+        assert_eq!(moved(&before, &dev_appeared, &both), vec!["origin"]);
+        let x_gone = vec![t("origin", "refs/heads/main", Some("a"))];
+        assert_eq!(moved(&before, &x_gone, &both), vec!["fork"]);
         // A remote that could not be asked is not called moved.
-        let only_origin = BTreeMap::from([(
-            "origin".to_string(),
-            BTreeMap::from([("refs/heads/main".to_string(), "a".to_string())]),
-        )]);
-        assert!(moved(&tracked, &only_origin).is_empty());
+        assert!(moved(&before, &x_gone, &["origin"]).is_empty());
     }
 }

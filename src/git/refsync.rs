@@ -77,6 +77,52 @@ pub async fn push(
 /// At least this many lease-free updates go out through [`Staged`] refs.
 const STAGE_FROM: usize = 64;
 
+/// The heads and tags of the repository at `dir` and the ids they hold (a tag's own object
+/// id, not peeled): name -> id, as `git for-each-ref refs/heads refs/tags` lists them. Read
+/// in this process (gix) where it can, by git otherwise.
+///
+/// Errors: [`GitError`] from git when gix cannot read them.
+pub async fn heads_and_tags(
+    dir: &Path,
+    timeout: Duration,
+) -> Result<BTreeMap<String, String>, GitError> {
+    let path = dir.to_path_buf();
+    if let Ok(Some(refs)) = tokio::task::spawn_blocking(move || refs_read_in_process(&path)).await {
+        return Ok(refs);
+    }
+    let out = ops::run(
+        dir,
+        &[
+            "for-each-ref",
+            "--format=%(objectname) %(refname)",
+            "refs/heads",
+            "refs/tags",
+        ],
+        timeout,
+    )
+    .await?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(oid, name)| (name.to_string(), oid.to_string()))
+        .collect())
+}
+
+/// The heads and tags of the repository at `dir` and the ids they hold (a tag's own
+/// object id, not peeled), as `git for-each-ref` lists them; `None` when gix cannot read
+/// them or a ref there is symbolic.
+fn refs_read_in_process(dir: &Path) -> Option<BTreeMap<String, String>> {
+    let repo = gix::open(dir).ok()?;
+    let platform = repo.references().ok()?;
+    let mut refs = BTreeMap::new();
+    for r in platform.local_branches().ok()?.chain(platform.tags().ok()?) {
+        let r = r.ok()?;
+        let id = r.inner.target.try_id()?.to_string();
+        refs.insert(r.inner.name.as_bstr().to_string(), id);
+    }
+    Some(refs)
+}
+
 /// How many lease-free updates go out: when they are exactly the pushing repository's own
 /// heads (or tags), at the same ids, as on a mirror's first fill, through
 /// `refs/heads/*:refs/heads/*` (`refs/tags/*:refs/tags/*`); the rest as refs written under
@@ -102,26 +148,14 @@ impl Staged {
             std::process::id(),
             fastrand::u32(..)
         );
-        let own = ops::run(
-            dir,
-            &[
-                "for-each-ref",
-                "--format=%(objectname) %(refname)",
-                "refs/heads",
-                "refs/tags",
-            ],
-            timeout,
-        )
-        .await
-        .unwrap_or_default();
+        let own = heads_and_tags(dir, timeout).await.unwrap_or_default();
         let mut wildcards = Vec::new();
         let mut covered = std::collections::BTreeSet::new();
         for space in ["refs/heads/", "refs/tags/"] {
             let local: BTreeMap<&str, &str> = own
-                .lines()
-                .filter_map(|l| l.split_once(' '))
-                .filter(|(_, name)| name.starts_with(space))
-                .map(|(id, name)| (name, id))
+                .iter()
+                .filter(|(name, _)| name.starts_with(space))
+                .map(|(name, id)| (name.as_str(), id.as_str()))
                 .collect();
             let wanted: BTreeMap<&str, &str> = stageable
                 .iter()

@@ -226,46 +226,6 @@ async fn remote_refs(
         .collect())
 }
 
-/// The heads and tags of the cache.
-async fn local_refs(cache: &Path, timeout: Duration) -> Result<BTreeMap<String, String>, GitError> {
-    // Read in this process (gix) on the path a webhook waits on; git when gix cannot.
-    let path = cache.to_path_buf();
-    if let Ok(Some(refs)) = tokio::task::spawn_blocking(move || refs_read_in_process(&path)).await {
-        return Ok(refs);
-    }
-    let out = ops::run(
-        cache,
-        &[
-            "for-each-ref",
-            "--format=%(objectname) %(refname)",
-            "refs/heads",
-            "refs/tags",
-        ],
-        timeout,
-    )
-    .await?;
-    Ok(out
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(oid, name)| (name.to_string(), oid.to_string()))
-        .collect())
-}
-
-/// The heads and tags of the repository at `dir` and the ids they hold (a tag's own
-/// object id, not peeled), as `git for-each-ref` lists them; `None` when gix cannot read
-/// them or a ref there is symbolic.
-fn refs_read_in_process(dir: &Path) -> Option<BTreeMap<String, String>> {
-    let repo = gix::open(dir).ok()?;
-    let platform = repo.references().ok()?;
-    let mut refs = BTreeMap::new();
-    for r in platform.local_branches().ok()?.chain(platform.tags().ok()?) {
-        let r = r.ok()?;
-        let id = r.inner.target.try_id()?.to_string();
-        refs.insert(r.inner.name.as_bstr().to_string(), id);
-    }
-    Some(refs)
-}
-
 async fn is_ancestor(cache: &Path, old: &str, new: &str, timeout: Duration) -> bool {
     ops::run(cache, &["merge-base", "--is-ancestor", old, new], timeout)
         .await
@@ -302,7 +262,7 @@ pub async fn run(
         crate::git::bare_cache::refresh(cache_root, &remotes.source, timeout, &remotes.source_env)
             .await
             .map_err(|e| RunError::Source(stderr_of(e)))?;
-    let source: BTreeMap<String, String> = local_refs(&cache, timeout)
+    let source: BTreeMap<String, String> = refsync::heads_and_tags(&cache, timeout)
         .await
         .map_err(|e| RunError::Source(stderr_of(e)))?
         .into_iter()
