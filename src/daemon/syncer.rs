@@ -343,8 +343,21 @@ impl Syncer {
             Fetch::Default => Some(checked.fetch_remote.clone()),
             Fetch::Remote(name) => Some(Some(name.clone())),
         };
+        // The worktree's part of the state is read while the fetch runs (a fetch writes
+        // remote-tracking refs only) when a read follows anyway: a push event's fetch, or
+        // any fetch while the watcher does not yet report local changes.
+        let mut early_read = None;
+        let mut refs_moved = false;
         if let Some(remote) = remote.as_ref().filter(|_| repo.path.exists()) {
             touched = true;
+            if (matches!(fetch, Fetch::Remote(_)) || !self.watching())
+                && !fastforward::interrupted(&watcher::git_dir_of(&repo.path))
+            {
+                let (host, name, path) = (self.host.clone(), repo.name.clone(), repo.path.clone());
+                early_read = Some(tokio::task::spawn_blocking(move || {
+                    state::read(&host, &name, &path)
+                }));
+            }
             // A push event's fetch is on the way to a pull the user waits for: the periodic
             // ones run git's auto maintenance.
             let maintenance = !matches!(fetch, Fetch::Remote(_));
@@ -356,6 +369,7 @@ impl Syncer {
                 self.pull.fetch_timeout,
             )
             .await;
+            refs_moved = !matches!(fetched, Ok(false));
             let result = match &fetched {
                 Ok(true) => Fetched::Updated,
                 Ok(false) => Fetched::Unchanged,
@@ -394,13 +408,24 @@ impl Syncer {
         let local_first = look_at_branches && checked.tracks_local;
         if local_first {
             branches_behind = self.other_branches(repo).await;
+            refs_moved = true;
         }
         if fastforward::interrupted(&watcher::git_dir_of(&repo.path)) {
             touched = true;
             let outcome = pull::recover(&repo.path, self.pull.fetch_timeout).await;
             tracing::warn!(repo = %repo.name, ?outcome, "interrupted fast-forward recovered");
+            if let Some(early) = early_read.take() {
+                let _ = early.await;
+            }
         }
-        let mut snapshot = self.read(repo).await;
+        let mut snapshot = match early_read {
+            Some(early) => match early.await {
+                Ok(earlier) if refs_moved => self.refresh(repo, earlier).await,
+                Ok(earlier) => earlier,
+                Err(_) => self.read(repo).await,
+            },
+            None => self.read(repo).await,
+        };
         let mut blocked = None;
         let mut forwarded = None;
         match pull::decide(&snapshot, self.pull.fast_forward) {
@@ -615,6 +640,18 @@ impl Syncer {
             tracing::info!(repo = %repo.name, branch = %b.branch, %why, "branch not fast-forwarded");
         }
         plan.stuck + refused.len() as u32
+    }
+
+    /// [`state::refresh`] of `earlier` on a blocking thread: the refs read again, the rest
+    /// kept.
+    async fn refresh(&self, repo: &Repo, earlier: state::Snapshot) -> state::Snapshot {
+        let (host, name, path) = (self.host.clone(), repo.name.clone(), repo.path.clone());
+        match tokio::task::spawn_blocking(move || state::refresh(&host, &name, &path, earlier))
+            .await
+        {
+            Ok(snapshot) => snapshot,
+            Err(_) => self.read(repo).await,
+        }
     }
 
     async fn read(&self, repo: &Repo) -> state::Snapshot {

@@ -29,7 +29,7 @@ fn canonical(path: &Path) -> PathBuf {
 }
 
 /// The git processes whose working folder lies inside `worktree` or `git_dir`, other than
-/// this process and its ancestors' own. Processes of other users (whose `cwd` cannot be
+/// this process and the git commands it started itself. Processes of other users (whose `cwd` cannot be
 /// read) are not seen. Never fails: an unreadable `/proc` gives an empty list.
 pub fn git_running_in(worktree: &Path, git_dir: &Path) -> Vec<GitProcess> {
     let (worktree, git_dir) = (canonical(worktree), canonical(git_dir));
@@ -61,7 +61,7 @@ pub fn git_running_in(worktree: &Path, git_dir: &Path) -> Vec<GitProcess> {
         let Ok(cwd) = std::fs::read_link(dir.join("cwd")) else {
             continue;
         };
-        if !inside(&cwd, &roots) {
+        if !inside(&cwd, &roots) || parent_of(&dir) == Some(me) {
             continue;
         }
         let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
@@ -85,6 +85,14 @@ pub fn git_running_in(worktree: &Path, git_dir: &Path) -> Vec<GitProcess> {
     }
     found.sort_by_key(|p| p.pid);
     found
+}
+
+/// The parent's process id of the process whose `/proc` folder is `dir`: the fourth field
+/// of `stat` (proc(5)), after the command in parentheses (which may hold spaces).
+fn parent_of(dir: &Path) -> Option<i32> {
+    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Subcommands that never write the index, HEAD, a branch or the worktree: editors and
@@ -258,31 +266,49 @@ mod tests {
 
         std::fs::remove_file(&lock).expect("unlock");
         // A git process with its cwd inside: `git commit -F -` waits on its input. (Read-only
-        // commands such as `git hash-object --stdin` are not counted.)
-        let mut child = std::process::Command::new("git")
-            .args([
-                "-c",
-                "user.name=t",
-                "commit",
-                "-q",
-                "--allow-empty",
-                "-F",
-                "-",
-            ])
-            .current_dir(dir.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn git");
+        // commands such as `git hash-object --stdin` are not counted.) Started through a
+        // shell, it is somebody else's; started by this process, it is not reported.
+        let commit = |through_shell: bool| {
+            let git = "git -c user.name=t commit -q --allow-empty -F -";
+            let mut command = if through_shell {
+                let mut sh = std::process::Command::new("sh");
+                sh.args(["-c", &format!("{git}; true")]);
+                sh
+            } else {
+                let mut words = git.split(' ');
+                let mut own = std::process::Command::new(words.next().expect("git"));
+                own.args(words);
+                own
+            };
+            command
+                .current_dir(dir.path())
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn git")
+        };
+        let mut child = commit(true);
         let seen = (0..50).any(|_| {
             std::thread::sleep(Duration::from_millis(20));
             git_running_in(dir.path(), &git_dir)
                 .iter()
-                .any(|p| p.pid == child.id() as i32 && p.command.contains("commit"))
+                .any(|p| p.command.contains("commit"))
         });
         drop(child.stdin.take());
         let _ = child.wait();
         assert!(seen, "the running git was not found");
         assert!(git_running_in(dir.path(), &git_dir).is_empty());
+
+        let mut own = commit(false);
+        let own_pid = own.id() as i32;
+        let started = (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            parent_of(Path::new(&format!("/proc/{own_pid}"))) == Some(std::process::id() as i32)
+        });
+        let listed = git_running_in(dir.path(), &git_dir);
+        drop(own.stdin.take());
+        let _ = own.wait();
+        assert!(started, "the own git's parent was not read");
+        assert!(listed.is_empty(), "an own child was listed: {listed:?}");
     }
 }

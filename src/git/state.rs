@@ -74,77 +74,160 @@ pub(super) fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Sta
     }
 }
 
+/// Re-reads only the refs of the repository at `path` (its HEAD, upstream and ahead/behind)
+/// and takes the rest (the worktree's counts, submodules, operation, lock) from `earlier`,
+/// a [`read`] made while a fetch was running: a fetch writes remote-tracking refs only,
+/// so the worktree's part is still current. When HEAD moved meanwhile (a commit, a
+/// switch), or `earlier` is an error, the whole state is read again.
+///
+/// Returns the snapshot as [`read`] does; never fails.
+pub fn refresh(host: &str, repo: &str, path: &Path, earlier: Snapshot) -> Snapshot {
+    if earlier.state.error.is_some() {
+        return read(host, repo, path);
+    }
+    let refs = match gix::open(path)
+        .map_err(err("cannot open repository"))
+        .and_then(|r| Refs::read(&r))
+    {
+        Ok(refs) => refs,
+        Err(_) => return read(host, repo, path),
+    };
+    let same_head = refs.head_id.map(|id| id.to_string()) == earlier.state.head
+        && refs.branch() == earlier.state.branch;
+    if !same_head {
+        return read(host, repo, path);
+    }
+    let mut snapshot = earlier;
+    let s = &mut snapshot.state;
+    s.upstream = refs.upstream.clone();
+    s.remote_url = refs.remote_url.clone();
+    s.ahead = refs.ahead;
+    s.behind = refs.behind;
+    s.state = refs.summary();
+    s.updated_at = Utc::now();
+    snapshot.upstream_head = refs.upstream_head.map(|id| id.to_string());
+    snapshot.remote = refs.remote;
+    snapshot
+}
+
+/// The part of a state that refs alone decide: cheap to read (no worktree walk).
+struct Refs {
+    detached: bool,
+    head_id: Option<gix::ObjectId>,
+    branch_ref: Option<gix::refs::FullName>,
+    upstream: Option<String>,
+    upstream_head: Option<gix::ObjectId>,
+    upstream_configured: bool,
+    remote: Option<String>,
+    remote_url: Option<String>,
+    ahead: u32,
+    behind: u32,
+}
+
+impl Refs {
+    /// Reads HEAD, the branch's upstream (configured, and whether its ref exists) and how
+    /// far apart the two are.
+    fn read(repo: &gix::Repository) -> Result<Refs, StateError> {
+        let head = repo.head().map_err(err("cannot read HEAD"))?;
+        let detached = head.is_detached();
+        let head_id = head.id().map(|id| id.detach());
+        let branch_ref = head.referent_name().map(|n| n.to_owned());
+        drop(head);
+
+        // Upstream: configured (branch.<name>.merge) and whether its tracking ref exists.
+        let mut upstream = None;
+        let mut upstream_head = None;
+        let mut upstream_configured = false;
+        let mut remote = None;
+        let mut remote_url = None;
+        if let Some(name) = &branch_ref {
+            let config = repo.config_snapshot();
+            let short = name.shorten().to_str_lossy().into_owned();
+            // The upstream's ref: the remote-tracking ref, or, for a local upstream (`git
+            // branch --track B other`: remote "."), the local branch itself.
+            let tracking = match repo
+                .branch_remote_tracking_ref_name(name.as_ref(), gix::remote::Direction::Fetch)
+            {
+                Some(tracking) => Some(tracking.map_err(err("cannot read upstream"))?),
+                None => super::remotes::local_upstream(repo, &short),
+            };
+            if let Some(tracking) = tracking {
+                upstream_configured = true;
+                upstream = Some(tracking.shorten().to_str_lossy().into_owned());
+                if let Some(mut reference) = repo
+                    .try_find_reference(tracking.as_ref())
+                    .map_err(err("cannot read upstream ref"))?
+                {
+                    let id = reference
+                        .peel_to_id()
+                        .map_err(err("cannot resolve upstream"))?;
+                    upstream_head = Some(id.detach());
+                }
+            }
+            remote = super::remotes::fetch_remote(repo, &short);
+            remote_url = remote.as_ref().and_then(|r| {
+                config
+                    .string(format!("remote.{r}.url").as_str())
+                    .map(|u| redact_url(&u.to_str_lossy()))
+            });
+        }
+
+        let (mut ahead, mut behind) = (0u32, 0u32);
+        if let (Some(head), Some(up)) = (head_id, upstream_head) {
+            ahead = count_commits(repo, head, up)?;
+            behind = count_commits(repo, up, head)?;
+        }
+        Ok(Refs {
+            detached,
+            head_id,
+            branch_ref,
+            upstream,
+            upstream_head,
+            upstream_configured,
+            remote,
+            remote_url,
+            ahead,
+            behind,
+        })
+    }
+
+    /// The branch's short name (`main`), or `None` when HEAD is detached.
+    fn branch(&self) -> Option<String> {
+        if self.detached {
+            return None;
+        }
+        self.branch_ref
+            .as_ref()
+            .map(|n| n.shorten().to_str_lossy().into_owned())
+    }
+
+    /// The summary the refs give.
+    fn summary(&self) -> Summary {
+        if self.detached {
+            Summary::Detached
+        } else if self.head_id.is_none() || !self.upstream_configured {
+            Summary::NoUpstream
+        } else if self.upstream_head.is_none() {
+            Summary::UpstreamGone
+        } else {
+            match (self.ahead, self.behind) {
+                (0, 0) => Summary::UpToDate,
+                (_, 0) => Summary::Ahead,
+                (0, _) => Summary::Behind,
+                _ => Summary::Diverged,
+            }
+        }
+    }
+}
+
 fn read_inner(host: &str, repo_name: &str, path: &Path) -> Result<Snapshot, StateError> {
     if !path.exists() {
         return Err(StateError::Missing(path.to_path_buf()));
     }
     let repo = gix::open(path).map_err(err("cannot open repository"))?;
-    let head = repo.head().map_err(err("cannot read HEAD"))?;
-    let detached = head.is_detached();
-    let head_id = head.id().map(|id| id.detach());
-    let branch_ref = head.referent_name().map(|n| n.to_owned());
-    drop(head);
-    let branch = branch_ref
-        .as_ref()
-        .map(|n| n.shorten().to_str_lossy().into_owned());
-
-    // Upstream: configured (branch.<name>.merge) and whether its tracking ref exists.
-    let mut upstream = None;
-    let mut upstream_head = None;
-    let mut upstream_configured = false;
-    let mut remote = None;
-    let mut remote_url = None;
-    if let Some(name) = &branch_ref {
-        let config = repo.config_snapshot();
-        let short = name.shorten().to_str_lossy().into_owned();
-        // The upstream's ref: the remote-tracking ref, or, for a local upstream (`git branch
-        // --track B other`: remote "."), the local branch itself.
-        let tracking = match repo
-            .branch_remote_tracking_ref_name(name.as_ref(), gix::remote::Direction::Fetch)
-        {
-            Some(tracking) => Some(tracking.map_err(err("cannot read upstream"))?),
-            None => super::remotes::local_upstream(&repo, &short),
-        };
-        if let Some(tracking) = tracking {
-            upstream_configured = true;
-            upstream = Some(tracking.shorten().to_str_lossy().into_owned());
-            if let Some(mut reference) = repo
-                .try_find_reference(tracking.as_ref())
-                .map_err(err("cannot read upstream ref"))?
-            {
-                let id = reference
-                    .peel_to_id()
-                    .map_err(err("cannot resolve upstream"))?;
-                upstream_head = Some(id.detach());
-            }
-        }
-        remote = super::remotes::fetch_remote(&repo, &short);
-        remote_url = remote.as_ref().and_then(|r| {
-            config
-                .string(format!("remote.{r}.url").as_str())
-                .map(|u| redact_url(&u.to_str_lossy()))
-        });
-    }
-
-    let (mut ahead, mut behind) = (0u32, 0u32);
-    if let (Some(head), Some(up)) = (head_id, upstream_head) {
-        ahead = count_commits(&repo, head, up)?;
-        behind = count_commits(&repo, up, head)?;
-    }
-    let state = if detached {
-        Summary::Detached
-    } else if head_id.is_none() || !upstream_configured {
-        Summary::NoUpstream
-    } else if upstream_head.is_none() {
-        Summary::UpstreamGone
-    } else {
-        match (ahead, behind) {
-            (0, 0) => Summary::UpToDate,
-            (_, 0) => Summary::Ahead,
-            (0, _) => Summary::Behind,
-            _ => Summary::Diverged,
-        }
-    };
+    let refs = Refs::read(&repo)?;
+    let head_id = refs.head_id;
+    let state = refs.summary();
 
     let mut head_tree = None;
     let last_commit = match head_id {
@@ -200,12 +283,12 @@ fn read_inner(host: &str, repo_name: &str, path: &Path) -> Result<Snapshot, Stat
         state: RepoState {
             host: host.to_string(),
             repo: repo_name.to_string(),
-            branch: if detached { None } else { branch },
+            branch: refs.branch(),
             head: head_id.map(|id| id.to_string()),
-            upstream,
-            remote_url,
-            ahead,
-            behind,
+            upstream: refs.upstream,
+            remote_url: refs.remote_url,
+            ahead: refs.ahead,
+            behind: refs.behind,
             staged: counts.staged,
             unstaged: counts.unstaged,
             untracked: counts.untracked,
@@ -220,10 +303,10 @@ fn read_inner(host: &str, repo_name: &str, path: &Path) -> Result<Snapshot, Stat
             submodules,
             branches_behind: 0,
         },
-        upstream_head: upstream_head.map(|id| id.to_string()),
+        upstream_head: refs.upstream_head.map(|id| id.to_string()),
         index_locked,
         index_lock_note,
-        remote,
+        remote: refs.remote,
     })
 }
 

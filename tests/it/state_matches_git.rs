@@ -304,3 +304,122 @@ fn state_equals_porcelain_v2_on_crafted_states() {
     let conflict = find(&states, None, "conflict").expect("conflict");
     assert_eq!(conflict["operation"], "merge");
 }
+
+/// `state::refresh` (the refs read again after a fetch that ran beside the first read)
+/// gives what a whole read gives, for random worktree states and random things that happen
+/// between the two reads: a push fetched, a fetch that brings nothing, a local commit, a
+/// switch, a detach, the upstream ref deleted, a second upstream commit. The worktree's
+/// counts come from the first read unless HEAD moved, and then everything is read again.
+#[test]
+fn a_refresh_after_a_fetch_equals_a_whole_read() {
+    use gitsync::git::state;
+    let env = Env::new();
+    let seed = std::env::var("GITSYNC_ATTACK_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("GITSYNC_ATTACK_SEED={seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let cases: usize = std::env::var("GITSYNC_ATTACK_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60)
+        / 3;
+    let refs_of = |s: &state::Snapshot| {
+        (
+            s.state.branch.clone(),
+            s.state.head.clone(),
+            s.state.upstream.clone(),
+            s.state.ahead,
+            s.state.behind,
+            s.state.state,
+            s.upstream_head.clone(),
+            s.remote.clone(),
+        )
+    };
+    let worktree_of = |s: &state::Snapshot| {
+        (
+            s.state.staged,
+            s.state.unstaged,
+            s.state.untracked,
+            s.state.conflicted,
+            s.state.submodules.clone(),
+            s.index_locked,
+        )
+    };
+    for n in 0..cases.max(4) {
+        let name = format!("refresh-{n}");
+        let (bare, clone) = env.remote_and_clone(&name, &format!("root/{name}"));
+        // A random worktree: staged, unstaged, untracked, or clean.
+        for _ in 0..rng.usize(0..3) {
+            match rng.u8(0..3) {
+                0 => env.write(&clone, "a.txt", &format!("edit {}\n", rng.u32(..))),
+                1 => {
+                    env.write(&clone, "b.txt", &format!("staged {}\n", rng.u32(..)));
+                    env.git(&clone, &["add", "b.txt"]);
+                }
+                _ => env.write(&clone, &format!("new-{}.txt", rng.u8(..)), "u\n"),
+            }
+        }
+        if rng.bool() {
+            env.push_new_commit(&bare, "c.txt", &format!("before {n}\n"));
+            env.git(&clone, &["fetch", "-q"]);
+        }
+        let earlier = state::read("h", &name, &clone);
+        let what = rng.u8(0..7);
+        let head_moves = match what {
+            0 => {
+                env.push_new_commit(&bare, "c.txt", &format!("pushed {n}\n"));
+                env.git(&clone, &["fetch", "-q"]);
+                false
+            }
+            1 => {
+                env.git(&clone, &["fetch", "-q"]);
+                false
+            }
+            2 => {
+                env.git(&clone, &["commit", "-q", "--allow-empty", "-m", "local"]);
+                true
+            }
+            3 => {
+                env.git(&clone, &["switch", "-q", "-c", "other"]);
+                true
+            }
+            4 => {
+                env.git(&clone, &["switch", "-q", "--detach"]);
+                true
+            }
+            5 => {
+                env.git(&clone, &["update-ref", "-d", "refs/remotes/origin/main"]);
+                false
+            }
+            _ => {
+                env.push_new_commit(&bare, "c.txt", &format!("one {n}\n"));
+                env.push_new_commit(&bare, "d.txt", &format!("two {n}\n"));
+                env.git(&clone, &["fetch", "-q"]);
+                false
+            }
+        };
+        let refreshed = state::refresh("h", &name, &clone, earlier.clone());
+        let whole = state::read("h", &name, &clone);
+        assert_eq!(
+            refs_of(&refreshed),
+            refs_of(&whole),
+            "case {n} (action {what}): the refs differ from a whole read"
+        );
+        let expected = if head_moves { &whole } else { &earlier };
+        assert_eq!(
+            worktree_of(&refreshed),
+            worktree_of(expected),
+            "case {n} (action {what}): the worktree's part"
+        );
+        assert_eq!(
+            refreshed.state.last_commit, whole.state.last_commit,
+            "case {n}"
+        );
+        assert_eq!(
+            refreshed.state.remote_url, whole.state.remote_url,
+            "case {n}"
+        );
+    }
+}

@@ -287,7 +287,16 @@ impl Transaction {
     /// Carries out the fast-forward of `request`; returns how many paths changed.
     ///
     /// Errors: the reason it did not happen; the caller then calls [`Self::roll_back`].
-    pub fn attempt(&mut self, repo: &gix::Repository, request: &Request) -> Result<usize, Refused> {
+    ///
+    /// `no_git_running` is called once, before the index is locked or anything in the
+    /// worktree or the branch changes: its refusal ends the attempt (see
+    /// [`super::procs::git_running_in`]).
+    pub fn attempt(
+        &mut self,
+        repo: &gix::Repository,
+        request: &Request,
+        no_git_running: impl FnOnce() -> Result<(), Refused>,
+    ) -> Result<usize, Refused> {
         let f = self.folders.clone();
         let staging = f.staging();
         for folder in [&staging, &f.files_staging] {
@@ -336,6 +345,7 @@ impl Transaction {
         if changes.is_empty() {
             // A push that changes no file (an empty commit, a commit and its revert): the
             // branch moves, the index and the worktree stay as they are.
+            no_git_running()?;
             self.move_ref(repo, request)?;
             self.after_merge(repo, request);
             return Ok(0);
@@ -481,6 +491,7 @@ impl Transaction {
         drop(index);
 
         // 7. Under index.lock: nothing moved meanwhile, then the swap.
+        no_git_running()?;
         let candidate = staging.join("lock");
         let journal = self
             .journal

@@ -256,14 +256,23 @@ pub fn run(request: &Request) -> Outcome {
     if let Err(reason) = recover_locked(&folders) {
         return Outcome::blocked(reason);
     }
-    if let Some(p) = procs::git_running_in(&folders.worktree, &folders.git_dir).first() {
-        return Outcome::blocked(Refused::passing(format!(
-            "not now: a git command is running in this repository ({}, pid {})",
-            p.command, p.pid
-        )));
-    }
+    // The git commands running in the repository are looked for in /proc (a walk of every
+    // process) on a thread of its own while the fast-forward stages its files; the answer
+    // is waited for before anything the user can see changes.
+    let (worktree, git_dir) = (folders.worktree.clone(), folders.git_dir.clone());
+    let scan = std::thread::spawn(move || procs::git_running_in(&worktree, &git_dir));
+    let running = move || -> Result<(), Refused> {
+        let found = scan.join().unwrap_or_default();
+        match found.first() {
+            Some(p) => Err(Refused::passing(format!(
+                "not now: a git command is running in this repository ({}, pid {})",
+                p.command, p.pid
+            ))),
+            None => Ok(()),
+        }
+    };
     let mut tx = Transaction::new(folders);
-    let outcome = match tx.attempt(&repo, request) {
+    let outcome = match tx.attempt(&repo, request, running) {
         Ok(files) => Outcome::Moved {
             files,
             kept: Vec::new(),
