@@ -168,6 +168,53 @@ impl RepoState {
         self.staged == 0 && self.unstaged == 0 && self.conflicted == 0
     }
 
+    /// The dirty markers in gita's style, as `gitsync status` and the status page show
+    /// them: `+` staged, `*` unstaged, `?` untracked, `!` conflicted, `$` stashed; and `S`,
+    /// a submodule with work of its own. Empty when none applies.
+    pub fn markers(&self) -> String {
+        let mut out = String::new();
+        for (n, mark) in [
+            (self.staged, '+'),
+            (self.unstaged, '*'),
+            (self.untracked, '?'),
+            (self.conflicted, '!'),
+            (self.stashes, '$'),
+        ] {
+            if n > 0 {
+                out.push(mark);
+            }
+        }
+        if !self.submodules.is_empty() {
+            out.push('S');
+        }
+        out
+    }
+
+    /// The NOTE column of `gitsync status` and the status page: the error, else why the
+    /// pull was refused, else the submodules with work of their own; then how many other
+    /// branches are behind. Empty when there is nothing to say.
+    pub fn note(&self) -> String {
+        let main = if let Some(text) = self.error.clone().or_else(|| self.pull_blocked.clone()) {
+            text
+        } else {
+            match self.submodules.as_slice() {
+                [] => String::new(),
+                [one] => format!("submodule {one}"),
+                [one, rest @ ..] => format!("submodule {one} (+{} more)", rest.len()),
+            }
+        };
+        let others = match self.branches_behind {
+            0 => String::new(),
+            1 => "1 other branch behind".to_string(),
+            n => format!("{n} other branches behind"),
+        };
+        match (main.is_empty(), others.is_empty()) {
+            (_, true) => main,
+            (true, false) => others,
+            (false, false) => format!("{main}; {others}"),
+        }
+    }
+
     /// Whether two states say the same thing, ignoring `updated_at`: used so that nothing
     /// is written to the store when nothing changed.
     pub fn same_as(&self, other: &RepoState) -> bool {

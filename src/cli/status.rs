@@ -393,51 +393,6 @@ fn daemon_line(home: &std::path::Path, now: DateTime<Utc>) -> String {
     }
 }
 
-/// Dirty markers in gita's style: `+` staged, `*` unstaged, `?` untracked, `!` conflicted,
-/// `$` stashed; and `S`, a submodule with work of its own.
-fn markers(s: &RepoState) -> String {
-    let mut out = String::new();
-    for (n, mark) in [
-        (s.staged, '+'),
-        (s.unstaged, '*'),
-        (s.untracked, '?'),
-        (s.conflicted, '!'),
-        (s.stashes, '$'),
-    ] {
-        if n > 0 {
-            out.push(mark);
-        }
-    }
-    if !s.submodules.is_empty() {
-        out.push('S');
-    }
-    out
-}
-
-/// The NOTE column: the error, else why the pull was refused, else the submodules with
-/// work of their own.
-fn note(s: &RepoState) -> String {
-    let main = if let Some(text) = s.error.clone().or_else(|| s.pull_blocked.clone()) {
-        text
-    } else {
-        match s.submodules.as_slice() {
-            [] => String::new(),
-            [one] => format!("submodule {one}"),
-            [one, rest @ ..] => format!("submodule {one} (+{} more)", rest.len()),
-        }
-    };
-    let others = match s.branches_behind {
-        0 => String::new(),
-        1 => "1 other branch behind".to_string(),
-        n => format!("{n} other branches behind"),
-    };
-    match (main.is_empty(), others.is_empty()) {
-        (_, true) => main,
-        (true, false) => others,
-        (false, false) => format!("{main}; {others}"),
-    }
-}
-
 fn age(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let secs = (now - then).num_seconds().max(0);
     match secs {
@@ -500,14 +455,14 @@ pub fn table(
             } else {
                 "-".to_string()
             },
-            markers(s),
+            s.markers(),
             format!(
                 "{} ({} ago)",
                 updated.format("%Y-%m-%d %H:%M %Z"),
                 age(s.updated_at, now)
             ),
             format!("{} ago", age(checked(s, host), now)),
-            note(s),
+            s.note(),
         ]);
     }
     for (repo, on) in live.missing {
@@ -556,15 +511,15 @@ mod tests {
     fn a_submodule_with_work_is_marked_and_named() {
         let mut s = RepoState::error("h", "r", String::new());
         s.error = None;
-        assert_eq!((markers(&s), note(&s)), (String::new(), String::new()));
+        assert_eq!((s.markers(), s.note()), (String::new(), String::new()));
         s.submodules = vec![
             "lib: 1 modified".to_string(),
             "doc: 2 untracked".to_string(),
         ];
         s.stashes = 1;
-        assert_eq!(markers(&s), "$S");
-        assert_eq!(note(&s), "submodule lib: 1 modified (+1 more)");
+        assert_eq!(s.markers(), "$S");
+        assert_eq!(s.note(), "submodule lib: 1 modified (+1 more)");
         s.pull_blocked = Some("submodule lib: 1 modified".to_string());
-        assert_eq!(note(&s), "submodule lib: 1 modified");
+        assert_eq!(s.note(), "submodule lib: 1 modified");
     }
 }

@@ -182,6 +182,7 @@ impl Component {
             }
             Component::Observe(listen, store, jobs) => {
                 let observed = crate::observe::Observed {
+                    here: handle.host.clone(),
                     metrics: handle.syncer.metrics(),
                     store,
                     jobs,
@@ -241,6 +242,7 @@ fn job_runs(
 ) -> Arc<dyn Fn() -> Vec<crate::observe::metrics::JobRun> + Send + Sync> {
     use crate::observe::metrics::JobRun;
     let deploys = crate::deploy::Deploy::all(config);
+    let bucket_mirrors = crate::mirror::BucketMirror::all(config);
     let hooks_dir = config.home.join("webhooks");
     let mirrors: Vec<String> = config
         .webhooks
@@ -280,6 +282,15 @@ fn job_runs(
                 ok: state
                     .result
                     .map(|r| r == crate::webhook::run::RunResult::Ok),
+            });
+        }
+        for mirror in &bucket_mirrors {
+            let last = mirror.last_run();
+            runs.push(JobRun {
+                kind: "bucket_mirror",
+                name: mirror.spec.name.clone(),
+                at: last.map(|l| l.at),
+                ok: last.map(|l| l.ok),
             });
         }
         runs

@@ -107,12 +107,37 @@ impl BucketMirror {
             .join(format!("{}.json", self.spec.name))
     }
 
+    /// Where the last run's end, result and duration are kept ([`LastRun`]).
+    pub fn last_run_path(&self) -> PathBuf {
+        self.dir
+            .join("state")
+            .join(format!("{}.last-run.json", self.spec.name))
+    }
+
+    /// The last run that was not a dry run, or `None` before the first (or when its file
+    /// cannot be read).
+    pub fn last_run(&self) -> Option<LastRun> {
+        crate::util::fs::read_json::<Option<LastRun>>(&self.last_run_path())
+            .ok()
+            .flatten()
+    }
+
     /// One run: refresh the source's cache, then publish what the target lacks.
     /// `dry_run` writes nothing to the target (the local cache is still brought up to
     /// date). Never panics; the error names what failed.
     pub async fn run_once(&self, dry_run: bool) -> Outcome {
         let started = Instant::now();
         let result = self.run_inner(dry_run).await;
+        if !dry_run {
+            let last = LastRun {
+                at: chrono::Utc::now(),
+                ok: result.is_ok(),
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            if let Err(err) = crate::util::fs::write_json(&self.last_run_path(), &Some(last)) {
+                tracing::debug!(mirror = %self.spec.name, %err, "cannot save the last run");
+            }
+        }
         Outcome {
             name: self.spec.name.clone(),
             result,
@@ -175,6 +200,18 @@ impl BucketMirror {
         }
         Ok(report)
     }
+}
+
+/// A bucket mirror's last run, kept in `~/.gitsync/mirror/state/<name>.last-run.json` for
+/// `/metrics` and the status page.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LastRun {
+    /// When it ended.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// Whether it published all it had to.
+    pub ok: bool,
+    /// How long it took, in seconds.
+    pub seconds: f64,
 }
 
 /// Triggers for the mirrors whose `on_push` is set: the daemon calls

@@ -61,7 +61,7 @@ struct JobLabels {
 /// file has it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRun {
-    /// `deploy` or `webhook_mirror`.
+    /// `deploy`, `webhook_mirror` or `bucket_mirror`.
     pub kind: &'static str,
     /// Its name in the config.
     pub name: String,
@@ -129,6 +129,9 @@ pub fn refusal_kind(reason: &str) -> &'static str {
 #[derive(Debug)]
 pub struct Metrics {
     ready: AtomicBool,
+    /// Woken whenever a repository's state is recorded or forgotten (the status page's
+    /// event stream waits on it).
+    changed: tokio::sync::Notify,
     states: Mutex<BTreeMap<String, RepoState>>,
     fetches: Family<FetchLabels, Counter>,
     fast_forwards: Family<RepoLabel, Counter>,
@@ -141,6 +144,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             ready: AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
             states: Mutex::new(BTreeMap::new()),
             fetches: Family::default(),
             fast_forwards: Family::default(),
@@ -168,12 +172,35 @@ impl Metrics {
 
     /// Keeps `state` as its repository's latest.
     pub fn record_state(&self, state: &RepoState) {
-        self.states().insert(state.repo.clone(), state.clone());
+        let changed = self
+            .states()
+            .insert(state.repo.clone(), state.clone())
+            .is_none_or(|before| !before.same_as(state));
+        if changed {
+            self.changed.notify_one();
+        }
+    }
+
+    /// The latest state of each repository of this host, as recorded, by name.
+    pub fn latest(&self) -> Vec<RepoState> {
+        self.states().values().cloned().collect()
+    }
+
+    /// Wakes whoever waits in [`Metrics::changed`] (or the next to wait).
+    pub fn wake(&self) {
+        self.changed.notify_one();
+    }
+
+    /// Waits until a state is recorded that differs from the one before, or a repository
+    /// is forgotten (at most one wake-up is kept while nobody waits).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     /// Forgets repository `repo` (no longer kept): its series leave `/metrics`.
     pub fn forget(&self, repo: &str) {
         self.states().remove(repo);
+        self.changed.notify_one();
         let label = RepoLabel {
             repo: repo.to_string(),
         };

@@ -8,10 +8,12 @@
 //! - `GET /readyz`: 200 once the start-up update finished and the state store answers;
 //!   503 with the reason in the body before that, or when the store does not answer (the
 //!   local hub's folder is gone, AWS cannot be reached). On the local backend the store
-//!   is also the event bus.
+//!   is also the event bus;
+//! - `GET /`: the live status page ([`page`]), with its script, style and event stream.
 
 pub mod metrics;
 pub mod notify;
+pub mod page;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +31,8 @@ const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 /// What the endpoints read.
 #[derive(Clone)]
 pub struct Observed {
+    /// This host's name.
+    pub here: String,
     /// The syncer's metrics and readiness.
     pub metrics: Arc<Metrics>,
     /// The state store (host records for the heartbeat ages; its health for `/readyz`).
@@ -37,13 +41,14 @@ pub struct Observed {
     pub jobs: Arc<dyn Fn() -> Vec<metrics::JobRun> + Send + Sync>,
 }
 
-/// The routes: `/metrics`, `/healthz`, `/readyz`.
-pub fn router(observed: Observed) -> axum::Router {
+/// The routes: `/metrics`, `/healthz`, `/readyz`, and the page's (see [`page::router`]).
+pub fn router(observed: Observed, page: page::Page) -> axum::Router {
     axum::Router::new()
         .route("/healthz", axum::routing::get(healthz))
         .route("/readyz", axum::routing::get(readyz))
         .route("/metrics", axum::routing::get(metrics))
         .with_state(observed)
+        .merge(page::router(page))
 }
 
 async fn healthz() -> &'static str {
@@ -120,10 +125,16 @@ pub async fn serve(
     observed: Observed,
 ) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(%listen, "serving /metrics, /healthz and /readyz");
+    tracing::info!(%listen, "serving the status page at http://{listen}/, and /metrics, /healthz and /readyz");
+    let (page, keep_current) = page::Page::new(observed.clone());
     Ok(async move {
-        if let Err(err) = axum::serve(listener, router(observed)).await {
-            tracing::error!(%err, "the observe endpoints stopped");
+        tokio::select! {
+            served = axum::serve(listener, router(observed, page)) => {
+                if let Err(err) = served {
+                    tracing::error!(%err, "the observe endpoints stopped");
+                }
+            }
+            () = keep_current => {}
         }
     })
 }

@@ -339,3 +339,130 @@ fn a_failing_repository_notifies_once_and_once_when_it_recovers() {
     );
     assert_eq!(all[1].1, "proj on host-n recovered (it was failing)");
 }
+
+/// Issue 25, item 2: the status page in headless Chromium. It shows both hosts' rows; a
+/// push from host B moves host A's row (its head, through a fast-forward) without a
+/// reload, through the event stream; a repository whose name is HTML shows as text; the
+/// page asks nothing of anyone but the daemon; on a phone's width nothing scrolls
+/// sideways. Screenshots go to the test's output folder.
+#[test]
+fn the_status_page_shows_a_push_from_another_host_without_a_reload() {
+    let env = Env::new();
+    let hub = env.path("hub");
+    let (bare, a_clone) = env.remote_and_clone("proj", "root-a/proj");
+    let b_clone = env.clone_of(&bare, "root-b/proj");
+    // A repository whose folder name is markup: the page must show it as text.
+    let hostile = "x<img src=y onerror=\"document.body.dataset.pwned=1;window.pwned=1\">";
+    let (other, _) = env.remote_and_clone("other", &format!("root-a/{hostile}"));
+    let _ = other;
+    let (home_a, home_b) = (env.home("a"), env.home("b"));
+    host_config(&env, "a", &env.path("root-a"), &hub);
+    host_config(&env, "b", &env.path("root-b"), &hub);
+    let port = free_port();
+    add_observe(&home_a, port);
+    let a = env.spawn(&home_a, &[]);
+    let b = env.spawn(&home_b, &[]);
+    wait_for_logged("A ready", WAIT, &[&a, &b], || {
+        get(port, "/readyz").filter(|(c, _)| *c == 200)
+    });
+    b.wait_log("ready", WAIT);
+
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page");
+    std::fs::create_dir_all(&out).expect("output folder");
+    let mut page = common::chromium::Chromium::start(&env.path("chromium-profile"));
+    let url = format!("http://127.0.0.1:{port}/");
+    page.navigate(&url);
+    let head_of = |page: &mut common::chromium::Chromium, host: &str| {
+        page.eval(&format!(
+            "(() => {{ const r = document.querySelector('#repos tr[data-host=\"{host}\"][data-repo=\"proj\"]'); return r ? r.querySelector('td.head').textContent : null; }})()"
+        ))
+    };
+    let before = env.head(&a_clone)[..7].to_string();
+    wait_for_logged("both rows on the page", WAIT, &[&a, &b], || {
+        (head_of(&mut page, "host-a") == before && head_of(&mut page, "host-b") == before)
+            .then_some(())
+    });
+    let origin = page.eval("performance.timeOrigin");
+    // Record, in the page, when host A's row first shows the pushed commit.
+    let sha = env.commit(&b_clone, "new.txt", "from b\n", "from b");
+    let short = sha[..7].to_string();
+    page.eval(&format!(
+        "window.__seen = null; new MutationObserver(() => {{ const r = document.querySelector('#repos tr[data-host=\"host-a\"][data-repo=\"proj\"] td.head'); if (r && r.textContent === '{short}' && !window.__seen) window.__seen = Date.now(); }}).observe(document.body, {{subtree: true, childList: true, characterData: true}}); 0"
+    ));
+    let push = env.git_as(&home_b, &b_clone, &["push", "-q", "origin", "main"]);
+    assert!(push.status.success(), "push: {push:?}");
+    wait_for_logged("A's row at the pushed commit", WAIT, &[&a, &b], || {
+        (head_of(&mut page, "host-a") == short).then_some(())
+    });
+    assert_eq!(env.head(&a_clone), sha, "A fast-forwarded");
+    assert_eq!(
+        page.eval("performance.timeOrigin"),
+        origin,
+        "the page was not reloaded"
+    );
+    // How long after A's state changed the page showed it (A's `updated_at` is when its
+    // daemon recorded the fast-forward): reported, not bounded, as CI machines are busy.
+    let seen = page.eval("window.__seen").as_f64().expect("seen");
+    let updated = env
+        .status(&home_a, &[])
+        .into_iter()
+        .find(|s| s["host"] == "host-a" && s["repo"] == "proj")
+        .and_then(|s| s["updated_at"].as_str().map(str::to_string))
+        .expect("A's state");
+    let updated = chrono::DateTime::parse_from_rfc3339(&updated)
+        .expect("time")
+        .timestamp_millis() as f64;
+    eprintln!(
+        "status page: A's row changed {:.0} ms after A recorded the fast-forward",
+        seen - updated
+    );
+    assert!(
+        seen >= updated - 1000.0,
+        "seen before the change: {seen} {updated}"
+    );
+
+    // The markup name is text, and nothing of it ran.
+    let names = page
+        .eval("Array.from(document.querySelectorAll('#repos td.repo')).map(td => td.textContent)");
+    assert!(
+        names
+            .as_array()
+            .expect("names")
+            .iter()
+            .any(|n| n.as_str() == Some(hostile)),
+        "{names}"
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('#repos img').length"),
+        0
+    );
+    assert_eq!(
+        page.eval("document.body.dataset.pwned || null"),
+        serde_json::Value::Null
+    );
+    assert_eq!(
+        page.eval("document.getElementById('live').dataset.live"),
+        "live"
+    );
+    // A laptop's window and a phone: nothing reaches past the right edge.
+    let fits = "document.documentElement.scrollWidth <= window.innerWidth + 1 && Array.from(document.querySelectorAll('td, li, h1, p')).every(e => e.scrollWidth <= e.clientWidth + 1 && e.getBoundingClientRect().right <= window.innerWidth + 1)";
+    for (name, width, height, mobile) in [("laptop", 1024, 700, false), ("phone", 390, 844, true)] {
+        page.call(
+            "Emulation.setDeviceMetricsOverride",
+            serde_json::json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}),
+        );
+        let fit = page.eval(fits);
+        page.screenshot(&out.join(format!("{name}.png")));
+        assert_eq!(
+            fit, true,
+            "the page reaches past the right edge on a {name}"
+        );
+    }
+
+    let asked = page.requested();
+    assert!(asked.iter().any(|u| u.ends_with("/events")), "{asked:?}");
+    for u in &asked {
+        assert!(u.starts_with(&url), "a request left the daemon: {u}");
+    }
+    eprintln!("status page screenshots: {}", out.display());
+}

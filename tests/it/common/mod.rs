@@ -3,6 +3,7 @@
 //! config, so the developer's own git settings never leak in.
 #![allow(dead_code)]
 
+pub mod chromium;
 pub mod disk;
 pub mod ff;
 pub mod moto;
