@@ -347,7 +347,6 @@ impl Syncer {
         // remote-tracking refs only) when a read follows anyway: a push event's fetch, or
         // any fetch while the watcher does not yet report local changes.
         let mut early_read = None;
-        let mut refs_moved = false;
         if let Some(remote) = remote.as_ref().filter(|_| repo.path.exists()) {
             touched = true;
             if (matches!(fetch, Fetch::Remote(_)) || !self.watching())
@@ -369,7 +368,6 @@ impl Syncer {
                 self.pull.fetch_timeout,
             )
             .await;
-            refs_moved = !matches!(fetched, Ok(false));
             let result = match &fetched {
                 Ok(true) => Fetched::Updated,
                 Ok(false) => Fetched::Unchanged,
@@ -408,7 +406,6 @@ impl Syncer {
         let local_first = look_at_branches && checked.tracks_local;
         if local_first {
             branches_behind = self.other_branches(repo).await;
-            refs_moved = true;
         }
         if fastforward::interrupted(&watcher::git_dir_of(&repo.path)) {
             touched = true;
@@ -418,10 +415,11 @@ impl Syncer {
                 let _ = early.await;
             }
         }
+        // The refs are read again even when this fetch brought nothing: another fetch (a
+        // terminal's, one a killed daemon left running) may have moved them meanwhile.
         let mut snapshot = match early_read {
             Some(early) => match early.await {
-                Ok(earlier) if refs_moved => self.refresh(repo, earlier).await,
-                Ok(earlier) => earlier,
+                Ok(earlier) => self.refresh(repo, earlier).await,
                 Err(_) => self.read(repo).await,
             },
             None => self.read(repo).await,
