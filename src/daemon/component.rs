@@ -60,10 +60,16 @@ pub enum Component {
     Observe(
         std::net::SocketAddr,
         Arc<dyn crate::backend::StateStore>,
-        Arc<dyn Fn() -> Vec<crate::observe::metrics::JobRun> + Send + Sync>,
+        JobRuns,
     ),
-    /// Notifications to these webhook URLs.
-    Notify(Vec<String>),
+    /// Notifications to these webhook URLs, of this host's repositories, of the hosts in
+    /// the store and of the jobs' last runs (looked at every `Duration`).
+    Notify(
+        Vec<String>,
+        Arc<dyn crate::backend::StateStore>,
+        JobRuns,
+        Duration,
+    ),
     /// The receiver of the other machines' events.
     Events,
     /// The tree deploys.
@@ -85,7 +91,7 @@ impl Component {
             Component::HandOff(_) => "hand-off",
             Component::Webhooks(_) => "webhooks",
             Component::Observe(..) => "observe",
-            Component::Notify(_) => "notify",
+            Component::Notify(..) => "notify",
             Component::Events => "events",
             Component::Deploys(_) => "deploys",
             Component::Mirrors(_) => "mirrors",
@@ -110,10 +116,20 @@ impl Component {
     ) -> Result<Vec<Component>, DaemonError> {
         let mut early: Vec<Component> = listener.into_iter().map(Component::HandOff).collect();
         if let Some(listen) = config.observe_listen {
-            early.push(Component::Observe(listen, store, job_runs(config)));
+            early.push(Component::Observe(listen, store.clone(), job_runs(config)));
         }
         if !config.notify_webhooks.is_empty() {
-            early.push(Component::Notify(config.notify_webhooks.clone()));
+            // Hosts and jobs are looked at once a heartbeat, at most every 30 s.
+            let every = config
+                .pull
+                .heartbeat
+                .clamp(Duration::from_secs(1), Duration::from_secs(30));
+            early.push(Component::Notify(
+                config.notify_webhooks.clone(),
+                store.clone(),
+                job_runs(config),
+                every,
+            ));
         }
         if let Some(hooks) = crate::webhook::Webhooks::from_config(config)
             .await
@@ -192,13 +208,15 @@ impl Component {
                     .map_err(|source| DaemonError::Observe { listen, source })?;
                 workers.spawn(name, server);
             }
-            Component::Notify(webhooks) => {
+            Component::Notify(webhooks, store, jobs, every) => {
                 let (notifier, messages) = crate::observe::notify::Notifier::new(&handle.host);
-                handle.syncer.set_notifier(Arc::new(notifier));
+                let notifier = Arc::new(notifier);
+                handle.syncer.set_notifier(notifier.clone());
                 workers.spawn(
                     name,
                     crate::observe::notify::Notifier::deliver(webhooks, messages),
                 );
+                workers.spawn(name, notifier.watch(store, jobs, every));
             }
             Component::Events => {
                 let receiver = Arc::new(
@@ -237,9 +255,10 @@ impl Component {
 /// What `/metrics` reads of the replication jobs `config` has: each deploy's last ship
 /// (the newest of its targets'; ok when none failed or was blocked) and each webhook
 /// mirror's last run, from their state files.
-fn job_runs(
-    config: &Config,
-) -> Arc<dyn Fn() -> Vec<crate::observe::metrics::JobRun> + Send + Sync> {
+/// Reads the last run of each deploy, webhook mirror and bucket mirror.
+type JobRuns = Arc<dyn Fn() -> Vec<crate::observe::metrics::JobRun> + Send + Sync>;
+
+fn job_runs(config: &Config) -> JobRuns {
     use crate::observe::metrics::JobRun;
     let deploys = crate::deploy::Deploy::all(config);
     let bucket_mirrors = crate::mirror::BucketMirror::all(config);

@@ -1,5 +1,7 @@
 //! Notifications once per change of state (`notify:`): a repository of this host that
-//! becomes failing, diverged or blocked gets one message, and one more when it recovers;
+//! becomes failing, diverged or blocked, another host that goes offline (its heartbeat
+//! stops without a clean stop), and a deploy, webhook mirror or bucket mirror of this
+//! host whose last run failed, each get one message, and one more when it recovers;
 //! never one per retry (Gitea's mirror notifications flood, go-gitea/gitea#21610, is what
 //! this avoids). A target is an HTTP POST of the message as the body, as ntfy takes it
 //! (<https://docs.ntfy.sh/publish/>: the body is the message, `Title` its title); any
@@ -34,12 +36,23 @@ fn condition(state: &RepoState) -> Option<(&'static str, String)> {
     }
 }
 
+/// What a message is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Subject {
+    /// A repository of this host, by name.
+    Repo(String),
+    /// Another host, by name.
+    Host(String),
+    /// A job of this host: its kind (`deploy`, ...) and name.
+    Job(&'static str, String),
+}
+
 /// Turns states into messages, once per change, and sends them.
 #[derive(Debug)]
 pub struct Notifier {
     host: String,
-    /// By repository: the condition it was last seen in.
-    seen: Mutex<HashMap<String, &'static str>>,
+    /// By subject: the condition it was last seen in.
+    seen: Mutex<HashMap<Subject, &'static str>>,
     outbox: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
@@ -59,29 +72,80 @@ impl Notifier {
     /// Looks at the latest `state` of one repository: returns the message its change of
     /// condition calls for (and queues it), or `None` when nothing changed.
     pub fn observe(&self, state: &RepoState) -> Option<String> {
-        let now = condition(state);
+        let name = format!("{} on {}", state.repo, self.host);
+        self.change(Subject::Repo(state.repo.clone()), condition(state), &name)
+    }
+
+    /// Looks at every host's record at `now`: a host other than this one that went
+    /// offline (no heartbeat for three of its intervals, and no clean stop) gets a
+    /// message, and one more when it is back. A host that stopped cleanly (`gitsync stop`)
+    /// is left as it was. Returns the messages queued.
+    pub fn observe_hosts(
+        &self,
+        hosts: &[crate::model::HostRecord],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<String> {
+        let mut sent = Vec::new();
+        for h in hosts.iter().filter(|h| h.host != self.host) {
+            if h.stopped_at.is_some() {
+                continue;
+            }
+            let now = h.offline_for(now).map(|silent| {
+                let silent = std::time::Duration::from_secs(silent.as_secs());
+                (
+                    "offline",
+                    format!("no heartbeat for {}", humantime::format_duration(silent)),
+                )
+            });
+            let name = h.host.clone();
+            sent.extend(self.change(Subject::Host(h.host.clone()), now, &name));
+        }
+        sent
+    }
+
+    /// Looks at the last run of each of this host's jobs: one whose last run failed gets a
+    /// message, and one more when a run succeeds. A job never run is left as it was.
+    /// Returns the messages queued.
+    pub fn observe_jobs(&self, jobs: &[super::metrics::JobRun]) -> Vec<String> {
+        let mut sent = Vec::new();
+        for job in jobs {
+            let Some(ok) = job.ok else { continue };
+            let now = (!ok).then(|| ("failing", "its last run failed".to_string()));
+            let name = format!(
+                "{} {} on {}",
+                job.kind.replace('_', " "),
+                job.name,
+                self.host
+            );
+            sent.extend(self.change(Subject::Job(job.kind, job.name.clone()), now, &name));
+        }
+        sent
+    }
+
+    /// Records `now`, the condition of `subject` (called `name` in messages), and queues
+    /// the message its change calls for.
+    fn change(
+        &self,
+        subject: Subject,
+        now: Option<(&'static str, String)>,
+        name: &str,
+    ) -> Option<String> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let before = seen.get(&state.repo).copied();
+        let before = seen.get(&subject).copied();
         let message = match (before, &now) {
             (None, None) => None,
             (Some(was), None) => {
-                seen.remove(&state.repo);
-                Some(format!(
-                    "{} on {} recovered (it was {was})",
-                    state.repo, self.host
-                ))
+                seen.remove(&subject);
+                Some(format!("{name} recovered (it was {was})"))
             }
             (Some(was), Some((word, _))) if was == *word => None,
             (_, Some((word, detail))) => {
-                seen.insert(state.repo.clone(), word);
-                Some(format!(
-                    "{} on {} is {word}: {detail}",
-                    state.repo, self.host
-                ))
+                seen.insert(subject, word);
+                Some(format!("{name} is {word}: {detail}"))
             }
         };
         if let Some(text) = &message {
-            tracing::info!(repo = %state.repo, "notify: {text}");
+            tracing::info!("notify: {text}");
             let _ = self.outbox.send(text.clone());
         }
         message
@@ -92,7 +156,42 @@ impl Notifier {
         self.seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(repo);
+            .remove(&Subject::Repo(repo.to_string()));
+    }
+
+    /// Every `every`, reads the hosts' records from `store` and the jobs' last runs from
+    /// `jobs`, and notifies their changes ([`Notifier::observe_hosts`],
+    /// [`Notifier::observe_jobs`]); runs until the task is dropped. A store that does not
+    /// answer is skipped until the next time.
+    pub async fn watch(
+        self: std::sync::Arc<Self>,
+        store: std::sync::Arc<dyn crate::backend::StateStore>,
+        jobs: std::sync::Arc<dyn Fn() -> Vec<super::metrics::JobRun> + Send + Sync>,
+        every: Duration,
+    ) {
+        loop {
+            let hosts = match store.hosts(None).await {
+                Ok(hosts) => {
+                    self.observe_hosts(&hosts, chrono::Utc::now());
+                    hosts.len()
+                }
+                Err(err) => {
+                    tracing::debug!(%err, "notify: cannot read the hosts");
+                    0
+                }
+            };
+            let read = jobs.clone();
+            let runs = tokio::task::spawn_blocking(move || read())
+                .await
+                .unwrap_or_default();
+            self.observe_jobs(&runs);
+            tracing::debug!(
+                hosts,
+                jobs = runs.len(),
+                "notify: looked at the hosts and jobs"
+            );
+            tokio::time::sleep(every).await;
+        }
     }
 
     /// Posts each message of `messages` to every webhook, in order, until the channel

@@ -340,6 +340,106 @@ fn a_failing_repository_notifies_once_and_once_when_it_recovers() {
     assert_eq!(all[1].1, "proj on host-n recovered (it was failing)");
 }
 
+/// Issue 25, item 3: another host that goes offline, and a deploy whose last run failed,
+/// each give one message when it starts and one when it is over, however many times they
+/// are looked at meanwhile. A host that stops cleanly (`gitsync stop`) gives none.
+#[test]
+fn a_host_going_offline_and_a_failing_deploy_notify_once_each_way() {
+    let env = Env::new();
+    let hub = env.path("hub");
+    let (bare, _a) = env.remote_and_clone("proj", "root-a/proj");
+    env.clone_of(&bare, "root-b/proj");
+    let env_ref = &env;
+    let (home_a, home_b) = (env.home("a"), env.home("b"));
+    let (port, got) = receiver();
+    for (name, extra) in [
+        (
+            "a",
+            format!(
+                "notify:\n  - webhook: http://127.0.0.1:{port}/alerts\ndeploy:\n  - name: web\n    repo: proj\n    branch: main\n    targets:\n      - {{name: vm, host: root@127.0.0.1, path: /srv/nowhere}}\n"
+            ),
+        ),
+        ("b", String::new()),
+    ] {
+        let config = host_config(env_ref, name, &env.path(&format!("root-{name}")), &hub);
+        let text = std::fs::read_to_string(&config).expect("config");
+        std::fs::write(&config, format!("{text}  heartbeat: 1s\n{extra}")).expect("config");
+    }
+    // The deploy's last ship failed (its state file as a ship leaves it); it never ships
+    // here (`on_update` is off).
+    let deploy_state = home_a.join(".gitsync/deploy/web/state.json");
+    std::fs::create_dir_all(deploy_state.parent().expect("parent")).expect("mkdir");
+    let ship = |result: &str| {
+        std::fs::write(
+            &deploy_state,
+            format!(r#"{{"targets": {{"vm": {{"rev": null, "at": "2026-12-01T10:00:00Z", "result": "{result}"}}}}, "rev": null}}"#),
+        )
+        .expect("deploy state");
+    };
+    ship("failed");
+    let a = env.spawn(&home_a, &[]);
+    let mut b = env.spawn(&home_b, &[]);
+    a.wait_log("ready", WAIT);
+    let _ = bare;
+    b.wait_log("ready", WAIT);
+    let messages = || {
+        got.lock()
+            .expect("lock")
+            .iter()
+            .map(|(_, body)| body.clone())
+            .collect::<Vec<_>>()
+    };
+    let looked = |d: &common::Daemon| d.log_text().matches("notify: looked at").count();
+    wait_for_logged("the failing deploy", WAIT, &[&a, &b], || {
+        messages()
+            .contains(&"deploy web on host-a is failing: its last run failed".to_string())
+            .then_some(())
+    });
+    ship("shipped");
+    wait_for_logged("the deploy recovered", WAIT, &[&a, &b], || {
+        messages()
+            .contains(&"deploy web on host-a recovered (it was failing)".to_string())
+            .then_some(())
+    });
+
+    // B is killed: no clean stop, its heartbeat ends.
+    b.child.kill().expect("SIGKILL");
+    let _ = b.child.wait();
+    wait_for_logged("B offline", WAIT, &[&a], || {
+        messages()
+            .iter()
+            .any(|m| m.starts_with("host-b is offline: no heartbeat for"))
+            .then_some(())
+    });
+    let at = looked(&a);
+    wait_for_logged("A's further heartbeats", WAIT, &[&a], || {
+        (looked(&a) >= at + 4).then_some(())
+    });
+    let b = env.spawn(&home_b, &[]);
+    b.wait_log("ready", WAIT);
+    wait_for_logged("B back", WAIT, &[&a, &b], || {
+        messages()
+            .contains(&"host-b recovered (it was offline)".to_string())
+            .then_some(())
+    });
+    // A clean stop says nothing.
+    let out = env.gitsync(&home_b, &["stop"]);
+    assert!(out.status.success(), "{out:?}");
+    let at = looked(&a);
+    wait_for_logged("A's heartbeats after B's stop", WAIT, &[&a], || {
+        (looked(&a) >= at + 6).then_some(())
+    });
+    let all = messages();
+    assert_eq!(all.len(), 4, "{all:#?}");
+    assert_eq!(
+        all.iter()
+            .filter(|m| m.contains("host-b is offline"))
+            .count(),
+        1,
+        "{all:#?}"
+    );
+}
+
 /// Issue 25, item 2: the status page in headless Chromium. It shows both hosts' rows; a
 /// push from host B moves host A's row (its head, through a fast-forward) without a
 /// reload, through the event stream; a repository whose name is HTML shows as text; the
