@@ -30,6 +30,7 @@ deps:
 	@command -v git-lfs >/dev/null || { apt-get update -qq && apt-get install -y -qq git-lfs; }
 	@command -v chattr >/dev/null || { apt-get update -qq && apt-get install -y -qq e2fsprogs; }
 	@command -v pgrep >/dev/null || { apt-get update -qq && apt-get install -y -qq procps; }
+	@command -v dbus-daemon >/dev/null || { apt-get update -qq && apt-get install -y -qq dbus-daemon; }
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }
 	@command -v promtool >/dev/null || { \
 		printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d; \

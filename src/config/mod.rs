@@ -107,6 +107,8 @@ pub struct Config {
     pub observe_listen: Option<std::net::SocketAddr>,
     /// The URLs each notification is posted to (`notify[].webhook`).
     pub notify_webhooks: Vec<String>,
+    /// Whether each notification is also shown on the desktop (`notify[].desktop`).
+    pub notify_desktop: bool,
     /// Whether `gitsync run` installs the pre-push hook at start-up (`hooks.install`,
     /// default true).
     pub hooks_install: bool,
@@ -442,6 +444,7 @@ fn validate(
         partition::validate(section, &mut push);
     }
     let mut notify_webhooks = Vec::new();
+    let mut notify_desktop = false;
     for (i, target) in raw.notify.iter().flatten().enumerate() {
         let key = format!("notify[{i}]");
         match (&target.webhook, target.desktop) {
@@ -452,11 +455,7 @@ fn validate(
                 &format!("{key}.webhook"),
                 format!("{url:?} is not an http:// or https:// URL"),
             ),
-            (None, Some(false)) => {}
-            (None, Some(true)) => push(
-                &format!("{key}.desktop"),
-                "desktop notifications are not available in this version; use a webhook (an ntfy topic such as https://ntfy.sh/<topic>)".to_string(),
-            ),
+            (None, Some(desktop)) => notify_desktop |= desktop,
             _ => push(
                 &key,
                 "a target is one of `webhook: URL` or `desktop: true`".to_string(),
@@ -510,6 +509,7 @@ fn validate(
         deploy: raw.deploy.unwrap_or_default(),
         observe_listen,
         notify_webhooks,
+        notify_desktop,
         home,
     })
 }

@@ -51,7 +51,8 @@ pub struct RawConfig {
 pub struct NotifyTarget {
     /// An HTTP(S) URL that gets each message as a POST body (an ntfy topic, a webhook).
     pub webhook: Option<String>,
-    /// Freedesktop notifications over D-Bus (not available yet: refused with a message).
+    /// Freedesktop notifications over D-Bus (the Desktop Notifications Specification's
+    /// `org.freedesktop.Notifications.Notify`, on the session bus).
     pub desktop: Option<bool>,
 }
 

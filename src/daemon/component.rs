@@ -65,7 +65,7 @@ pub enum Component {
     /// Notifications to these webhook URLs, of this host's repositories, of the hosts in
     /// the store and of the jobs' last runs (looked at every `Duration`).
     Notify(
-        Vec<String>,
+        crate::observe::notify::Targets,
         Arc<dyn crate::backend::StateStore>,
         JobRuns,
         Duration,
@@ -118,14 +118,18 @@ impl Component {
         if let Some(listen) = config.observe_listen {
             early.push(Component::Observe(listen, store.clone(), job_runs(config)));
         }
-        if !config.notify_webhooks.is_empty() {
+        let targets = crate::observe::notify::Targets {
+            webhooks: config.notify_webhooks.clone(),
+            desktop: config.notify_desktop,
+        };
+        if !targets.is_empty() {
             // Hosts and jobs are looked at once a heartbeat, at most every 30 s.
             let every = config
                 .pull
                 .heartbeat
                 .clamp(Duration::from_secs(1), Duration::from_secs(30));
             early.push(Component::Notify(
-                config.notify_webhooks.clone(),
+                targets,
                 store.clone(),
                 job_runs(config),
                 every,
@@ -208,13 +212,13 @@ impl Component {
                     .map_err(|source| DaemonError::Observe { listen, source })?;
                 workers.spawn(name, server);
             }
-            Component::Notify(webhooks, store, jobs, every) => {
+            Component::Notify(targets, store, jobs, every) => {
                 let (notifier, messages) = crate::observe::notify::Notifier::new(&handle.host);
                 let notifier = Arc::new(notifier);
                 handle.syncer.set_notifier(notifier.clone());
                 workers.spawn(
                     name,
-                    crate::observe::notify::Notifier::deliver(webhooks, messages),
+                    crate::observe::notify::Notifier::deliver(targets, messages),
                 );
                 workers.spawn(name, notifier.watch(store, jobs, every));
             }

@@ -5,7 +5,10 @@
 //! never one per retry (Gitea's mirror notifications flood, go-gitea/gitea#21610, is what
 //! this avoids). A target is an HTTP POST of the message as the body, as ntfy takes it
 //! (<https://docs.ntfy.sh/publish/>: the body is the message, `Title` its title); any
-//! webhook URL that takes a text body works the same.
+//! webhook URL that takes a text body works the same. Or the desktop: a notification on
+//! the session bus (`DBUS_SESSION_BUS_ADDRESS`), through the Desktop Notifications
+//! Specification's `org.freedesktop.Notifications.Notify`, with `gitsync` as the
+//! application and summary and the message as the body.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -33,6 +36,36 @@ fn condition(state: &RepoState) -> Option<(&'static str, String)> {
     match &state.pull_blocked {
         Some(reason) if state.behind > 0 => Some(("blocked", reason.clone())),
         _ => None,
+    }
+}
+
+/// Where messages go (`notify:`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Targets {
+    /// URLs each message is posted to.
+    pub webhooks: Vec<String>,
+    /// Whether each message is also shown on the desktop.
+    pub desktop: bool,
+}
+
+impl Targets {
+    /// Whether there is nowhere to send a message.
+    pub fn is_empty(&self) -> bool {
+        self.webhooks.is_empty() && !self.desktop
+    }
+}
+
+/// Shows `text` as a desktop notification; a failure (no session bus, no notification
+/// server on it) is logged.
+async fn show_on_desktop(text: &str) {
+    let shown = notify_rust::Notification::new()
+        .appname("gitsync")
+        .summary("gitsync")
+        .body(text)
+        .show_async()
+        .await;
+    if let Err(err) = shown {
+        tracing::warn!(%err, "desktop notification not shown (is there a session bus with a notification server?)");
     }
 }
 
@@ -194,13 +227,15 @@ impl Notifier {
         }
     }
 
-    /// Posts each message of `messages` to every webhook, in order, until the channel
-    /// closes. A target that fails is logged; the message is not retried (the next change
-    /// of state sends the next one).
+    /// Posts each message of `messages` to every webhook of `targets`, and shows it on
+    /// the desktop when `targets.desktop`, in order, until the channel closes. A target
+    /// that fails is logged; the message is not retried (the next change of state sends
+    /// the next one).
     pub async fn deliver(
-        webhooks: Vec<String>,
+        targets: Targets,
         mut messages: tokio::sync::mpsc::UnboundedReceiver<String>,
     ) {
+        let Targets { webhooks, desktop } = targets;
         let client = match reqwest::Client::builder().timeout(POST_TIMEOUT).build() {
             Ok(client) => client,
             Err(err) => {
@@ -209,6 +244,9 @@ impl Notifier {
             }
         };
         while let Some(text) = messages.recv().await {
+            if desktop {
+                show_on_desktop(&text).await;
+            }
             for url in &webhooks {
                 let sent = client
                     .post(url)

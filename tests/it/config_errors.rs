@@ -85,13 +85,13 @@ fn bad_configs_exit_2_with_file_line_and_key() {
         &env,
         "observe-and-notify",
         &format!(
-            "root: {root}\nobserve:\n  listen: nope\nnotify:\n  - webhook: ftp://x\n  - desktop: true\n  - {{}}\n"
+            "root: {root}\nobserve:\n  listen: nope\nnotify:\n  - webhook: ftp://x\n  - desktop: true\n    webhook: https://ntfy.sh/t\n  - {{}}\n"
         ),
         &[
             ":3: observe.listen: \"nope\" is not an address",
             ":5: notify[0].webhook: \"ftp://x\" is not an http:// or https:// URL",
-            ":6: notify[1].desktop: desktop notifications are not available",
-            ":7: notify[2]: a target is one of",
+            ":6: notify[1]: a target is one of",
+            ":8: notify[2]: a target is one of",
         ],
     );
     refused(

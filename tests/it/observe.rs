@@ -440,6 +440,133 @@ fn a_host_going_offline_and_a_failing_deploy_notify_once_each_way() {
     );
 }
 
+/// The notifications a [`NotificationServer`] was asked to show: (application, summary,
+/// body), in order.
+type Shown = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+
+/// A desktop's notification server (the Desktop Notifications Specification's
+/// `org.freedesktop.Notifications`), which only records what it is asked to show.
+struct NotificationServer {
+    shown: Shown,
+}
+
+#[zbus::interface(name = "org.freedesktop.Notifications")]
+impl NotificationServer {
+    #[allow(clippy::too_many_arguments)]
+    fn notify(
+        &self,
+        app_name: String,
+        _replaces_id: u32,
+        _app_icon: String,
+        summary: String,
+        body: String,
+        _actions: Vec<String>,
+        _hints: std::collections::HashMap<String, zbus::OwnedVariant>,
+        _expire_timeout: i32,
+    ) -> u32 {
+        let mut shown = self.shown.lock().expect("lock");
+        shown.push((app_name, summary, body));
+        shown.len() as u32
+    }
+
+    fn get_capabilities(&self) -> Vec<String> {
+        vec!["body".to_string()]
+    }
+
+    fn get_server_information(&self) -> (String, String, String, String) {
+        let s = |v: &str| v.to_string();
+        (s("test"), s("gitsync tests"), s("1"), s("1.2"))
+    }
+}
+
+/// Issue 25, item 3: `desktop: true` shows one notification when a repository starts
+/// failing and one when it recovers, on a session bus the test starts with `dbus-daemon`
+/// and a notification server of its own on it.
+#[test]
+fn desktop_notifications_reach_the_session_bus_once_each_way() {
+    let env = Env::new();
+    let hub = env.path("hub");
+    let (bare, _clone) = env.remote_and_clone("proj", "root/proj");
+    let mut bus = Command::new("dbus-daemon")
+        .args(["--session", "--nofork", "--print-address=1"])
+        .arg(format!("--address=unix:path={}", env.path("bus").display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dbus-daemon is required: apt-get install -y dbus-daemon (make deps)");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(bus.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("the bus's address");
+    let address = line.trim().to_string();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let shown = Shown::default();
+    let _server = runtime
+        .block_on(async {
+            zbus::connection::Builder::address(address.as_str())
+                .name("org.freedesktop.Notifications")
+                .serve_at(
+                    "/org/freedesktop/Notifications",
+                    NotificationServer {
+                        shown: shown.clone(),
+                    },
+                )
+                .build()
+                .await
+        })
+        .expect("the notification server");
+    let home = env.home("n");
+    host_config(&env, "n", &env.path("root"), &hub);
+    let config = home.join(".gitsync/config.yml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        format!(
+            "{}notify:\n  - desktop: true\n",
+            text.replace("interval: 1h", "interval: 1s")
+        ),
+    )
+    .expect("config");
+    let daemon = env.spawn_env(&home, &[], &[("DBUS_SESSION_BUS_ADDRESS", &address)]);
+    daemon.wait_log("ready", WAIT);
+    let seen = || shown.lock().expect("lock").clone();
+    let away = env.path("proj-away.git");
+    std::fs::rename(&bare, &away).expect("remote away");
+    wait_for_logged("the failing notification", WAIT, &[&daemon], || {
+        (seen().len() == 1).then_some(())
+    });
+    let failures = |d: &common::Daemon| d.log_text().matches("fetch failed").count();
+    let first = failures(&daemon);
+    wait_for_logged("five more failed tries", WAIT, &[&daemon], || {
+        (failures(&daemon) >= first + 5).then_some(())
+    });
+    std::fs::rename(&away, &bare).expect("remote back");
+    wait_for_logged("the recovered notification", WAIT, &[&daemon], || {
+        (seen().len() == 2).then_some(())
+    });
+    let synced = daemon.log_text().matches("syncing").count();
+    wait_for_logged("three more syncs", WAIT, &[&daemon], || {
+        (daemon.log_text().matches("syncing").count() >= synced + 3).then_some(())
+    });
+    let all = seen();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(
+        (all[0].0.as_str(), all[0].1.as_str()),
+        ("gitsync", "gitsync")
+    );
+    assert!(
+        all[0]
+            .2
+            .starts_with("proj on host-n is failing: fetch failed"),
+        "{all:?}"
+    );
+    assert_eq!(all[1].2, "proj on host-n recovered (it was failing)");
+    let _ = bus.kill();
+    let _ = bus.wait();
+}
+
 /// Issue 25, item 2: the status page in headless Chromium. It shows both hosts' rows; a
 /// push from host B moves host A's row (its head, through a fast-forward) without a
 /// reload, through the event stream; a repository whose name is HTML shows as text; the
