@@ -166,6 +166,8 @@ impl Receiver {
             if !spawned.insert(event.id.clone()) || !self.wanted(event) {
                 continue;
             }
+            let lag = (chrono::Utc::now() - event.at).to_std().unwrap_or_default();
+            self.syncer.metrics().event_received(lag);
             let targets = self.targets(event).await;
             if targets.is_empty() {
                 tracing::debug!(repo = %event.repo, host = %event.host, "push event for a repository not here; ignored");

@@ -138,6 +138,7 @@ pub struct Metrics {
     refusals: Family<RefusalLabels, Counter>,
     fetch_seconds: Histogram,
     fast_forward_seconds: Histogram,
+    event_lag_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -151,6 +152,7 @@ impl Default for Metrics {
             refusals: Family::default(),
             fetch_seconds: duration_histogram(),
             fast_forward_seconds: duration_histogram(),
+            event_lag_seconds: duration_histogram(),
         }
     }
 }
@@ -232,6 +234,12 @@ impl Metrics {
             })
             .inc();
         self.fast_forward_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Records that a push event of another host arrived `lag` after it was published
+    /// (by the pushing host's clock: a clock ahead of this one counts as no lag).
+    pub fn event_received(&self, lag: Duration) {
+        self.event_lag_seconds.observe(lag.as_secs_f64());
     }
 
     /// Counts a pull of `repo` refused for `reason` (words, see [`refusal_kind`]).
@@ -337,6 +345,12 @@ impl Metrics {
             "How long fast-forwards took",
             Unit::Seconds,
             self.fast_forward_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "event_lag",
+            "Time from another host's push event to its arrival here (the event bus's lag)",
+            Unit::Seconds,
+            self.event_lag_seconds.clone(),
         );
         let heartbeat = Family::<HostLabel, Gauge<f64, AtomicU64>>::default();
         for host in hosts {

@@ -212,6 +212,8 @@ fn metrics_and_health_follow_the_daemon() {
         1_796_119_200.0
     );
     assert!(value("gitsync_fast_forward_duration_seconds_count") >= 1.0);
+    // A's two push events reached B through the hub.
+    assert!(value("gitsync_event_lag_seconds_count") >= 2.0, "{text}");
     let age = value("gitsync_host_heartbeat_age_seconds{host=\"host-a\"}");
     assert!((0.0..3600.0).contains(&age), "{age}");
     assert!(!text.contains("# EOF"), "{text}");
