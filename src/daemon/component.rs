@@ -287,11 +287,20 @@ fn job_runs(config: &Config) -> JobRuns {
                     )
                 })
             });
+            // The ship's duration, as its last target to end recorded it.
+            let took = state
+                .targets
+                .values()
+                .filter(|t| t.at.is_some() && t.at == at)
+                .filter_map(|t| t.took_ms)
+                .max()
+                .map(Duration::from_millis);
             runs.push(JobRun {
                 kind: "deploy",
                 name: deploy.spec.name.clone(),
                 at,
                 ok,
+                took,
             });
         }
         for name in &mirrors {
@@ -305,6 +314,7 @@ fn job_runs(config: &Config) -> JobRuns {
                 ok: state
                     .result
                     .map(|r| r == crate::webhook::run::RunResult::Ok),
+                took: state.took_ms.map(Duration::from_millis),
             });
         }
         for mirror in &bucket_mirrors {
@@ -314,6 +324,7 @@ fn job_runs(config: &Config) -> JobRuns {
                 name: mirror.spec.name.clone(),
                 at: last.map(|l| l.at),
                 ok: last.map(|l| l.ok),
+                took: last.map(|l| Duration::from_secs_f64(l.seconds.max(0.0))),
             });
         }
         runs

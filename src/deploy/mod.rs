@@ -54,6 +54,9 @@ pub struct TargetState {
     /// Bytes rsync sent in the last ship.
     #[serde(default)]
     pub bytes_sent: u64,
+    /// How long the last ship took, from its start to this target's end, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub took_ms: Option<u64>,
 }
 
 /// How the last ship to a target ended, as `state.json` stores it (the words `deploy
@@ -454,6 +457,7 @@ impl Deploy {
             if !opts.dry_run {
                 let entry = state.targets.entry(name.clone()).or_default();
                 entry.at = Some(chrono::Utc::now());
+                entry.took_ms = Some(started.elapsed().as_millis() as u64);
                 match &result {
                     Ok((_, bytes, kind)) => {
                         entry.rev = Some(rev.clone());

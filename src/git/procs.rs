@@ -29,8 +29,9 @@ fn canonical(path: &Path) -> PathBuf {
 }
 
 /// The git processes whose working folder lies inside `worktree` or `git_dir`, other than
-/// this process and the git commands it started itself. Processes of other users (whose `cwd` cannot be
-/// read) are not seen. Never fails: an unreadable `/proc` gives an empty list.
+/// this process and the git commands it started itself. Processes of other users (whose
+/// `cwd` cannot be read) are not seen. Never fails: an unreadable `/proc` gives an empty
+/// list.
 pub fn git_running_in(worktree: &Path, git_dir: &Path) -> Vec<GitProcess> {
     let (worktree, git_dir) = (canonical(worktree), canonical(git_dir));
     let roots = [worktree.as_path(), git_dir.as_path()];

@@ -69,6 +69,8 @@ pub struct JobRun {
     pub at: Option<DateTime<Utc>>,
     /// Whether that run did all it had to (`None` before the first).
     pub ok: Option<bool>,
+    /// How long that run took, when its state file says.
+    pub took: Option<Duration>,
 }
 
 /// What a fetch brought.
@@ -369,6 +371,7 @@ impl Metrics {
         );
         let job_at = Family::<JobLabels, Gauge<f64, AtomicU64>>::default();
         let job_ok = Family::<JobLabels, Gauge>::default();
+        let job_took = Family::<JobLabels, Gauge<f64, AtomicU64>>::default();
         for job in jobs {
             let label = JobLabels {
                 kind: job.kind.to_string(),
@@ -382,17 +385,26 @@ impl Metrics {
             if let Some(ok) = job.ok {
                 job_ok.get_or_create(&label).set(i64::from(ok));
             }
+            if let Some(took) = job.took {
+                job_took.get_or_create(&label).set(took.as_secs_f64());
+            }
         }
         registry.register_with_unit(
             "job_last_run_timestamp",
-            "When each deploy and webhook mirror last ran, Unix time",
+            "When each deploy and mirror last ran, Unix time",
             Unit::Seconds,
             job_at,
         );
         registry.register(
             "job_last_run_ok",
-            "1 when the last run of each deploy and webhook mirror did all it had to",
+            "1 when the last run of each deploy and mirror did all it had to",
             job_ok,
+        );
+        registry.register_with_unit(
+            "job_last_run_duration",
+            "How long the last run of each deploy and mirror took",
+            Unit::Seconds,
+            job_took,
         );
         let ready = Gauge::<i64>::default();
         ready.set(i64::from(self.is_ready()));
@@ -443,10 +455,17 @@ mod tests {
             name: "web".to_string(),
             at: Some(Utc::now()),
             ok: Some(false),
+            took: Some(Duration::from_millis(1500)),
         }];
         let open = metrics.encode(&[], &jobs, Utc::now()).expect("encode");
         assert!(
             open.contains("gitsync_job_last_run_ok{kind=\"deploy\",name=\"web\"} 0"),
+            "{open}"
+        );
+        assert!(
+            open.contains(
+                "gitsync_job_last_run_duration_seconds{kind=\"deploy\",name=\"web\"} 1.5"
+            ),
             "{open}"
         );
         assert!(open.contains("# TYPE gitsync_fetches counter") && open.ends_with("# EOF\n"));

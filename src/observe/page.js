@@ -87,7 +87,8 @@ function renderJobs(jobs) {
       const name = document.createElement("strong");
       name.textContent = j.name;
       const what = document.createElement("span");
-      what.textContent = " " + j.result + (j.at ? ", last run " : "");
+      const took = j.seconds == null ? "" : " (took " + j.seconds.toFixed(1) + " s)";
+      what.textContent = " " + j.result + took + (j.at ? ", last run " : "");
       const when = document.createElement("span");
       if (j.at) stamp(when, j.at);
       li.append(name, what, when);

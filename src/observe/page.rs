@@ -98,6 +98,8 @@ pub struct JobRow {
     pub at: Option<DateTime<Utc>>,
     /// `ok`, `failed`, or `never run`.
     pub result: &'static str,
+    /// How long that run took, in seconds, when known.
+    pub seconds: Option<f64>,
 }
 
 fn liveness(host: Option<&HostRecord>, now: DateTime<Utc>) -> &'static str {
@@ -168,6 +170,7 @@ pub fn view(
                 Some(true) => "ok",
                 Some(false) => "failed",
             },
+            seconds: j.took.map(|t| t.as_secs_f64()),
         })
         .collect();
     jobs.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));

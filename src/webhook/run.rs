@@ -59,6 +59,9 @@ pub struct PushMirrorState {
     /// Runs since the state was created.
     #[serde(default)]
     pub runs: u64,
+    /// How long the last run took, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub took_ms: Option<u64>,
 }
 
 /// How a mirror's last run ended, as its state file stores it (the words `webhooks status`

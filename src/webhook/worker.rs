@@ -50,6 +50,7 @@ pub async fn run_mirror(hooks: &Webhooks, mirror: &PushMirror, full: bool) -> bo
     .await;
     state.runs += 1;
     state.last_run = Some(chrono::Utc::now());
+    state.took_ms = Some(started.elapsed().as_millis() as u64);
     let ok = match &result {
         Ok(report) => {
             state.refs_pushed = report.pushed.len();

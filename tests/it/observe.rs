@@ -133,7 +133,7 @@ fn metrics_and_health_follow_the_daemon() {
     std::fs::create_dir_all(deploy_state.parent().expect("parent")).expect("mkdir");
     std::fs::write(
         &deploy_state,
-        r#"{"targets": {"vm": {"rev": null, "at": "2026-12-01T10:00:00Z", "result": "failed", "error": "cannot connect"}}, "rev": null}"#,
+        r#"{"targets": {"vm": {"rev": null, "at": "2026-12-01T10:00:00Z", "result": "failed", "error": "cannot connect", "took_ms": 2500}}, "rev": null}"#,
     )
     .expect("deploy state");
     let a = env.spawn(&home_a, &[]);
@@ -211,6 +211,10 @@ fn metrics_and_health_follow_the_daemon() {
         value("gitsync_job_last_run_timestamp_seconds{kind=\"deploy\",name=\"web\"}"),
         1_796_119_200.0
     );
+    assert_eq!(
+        value("gitsync_job_last_run_duration_seconds{kind=\"deploy\",name=\"web\"}"),
+        2.5
+    );
     assert!(value("gitsync_fast_forward_duration_seconds_count") >= 1.0);
     // A's two push events reached B through the hub.
     assert!(value("gitsync_event_lag_seconds_count") >= 2.0, "{text}");
@@ -287,49 +291,60 @@ fn receiver() -> (u16, Received) {
 /// Issue 25, item 3: a repository whose remote fails at every try (a fetch each second)
 /// sends one "failing" message to the `notify` webhook however many tries fail, and one
 /// "recovered" when the remote is back.
+/// The home of host `n` (root `root`, hub `hub`), which fetches every second and sends
+/// its notifications to `targets` (the YAML list under `notify:`).
+fn notifying_host(env: &Env, hub: &Path, targets: &str) -> std::path::PathBuf {
+    let home = env.home("n");
+    let config = host_config(env, "n", &env.path("root"), hub);
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text.replace("interval: 1h", "interval: 1s");
+    std::fs::write(&config, format!("{text}notify:\n{targets}")).expect("config");
+    home
+}
+
+/// Takes the remote `bare` of the daemon's one repository away until `sent()` (the
+/// messages sent so far) is 1 and five more fetches failed, then puts it back until
+/// `sent()` is 2 and three more syncs went by. The daemon fetches every second.
+fn fail_and_recover(env: &Env, daemon: &common::Daemon, bare: &Path, sent: &dyn Fn() -> usize) {
+    // The remote goes away: a fetch fails every second.
+    let away = env.path("proj-away.git");
+    std::fs::rename(bare, &away).expect("remote away");
+    wait_for_logged("the failing message", WAIT, &[daemon], || {
+        (sent() == 1).then_some(())
+    });
+    let count = |what: &str| daemon.log_text().matches(what).count();
+    let first = count("fetch failed");
+    wait_for_logged("five more failed tries", WAIT, &[daemon], || {
+        (count("fetch failed") >= first + 5).then_some(())
+    });
+    // Back: one more message, and no more after further tries.
+    std::fs::rename(&away, bare).expect("remote back");
+    wait_for_logged("the recovered message", WAIT, &[daemon], || {
+        (sent() == 2).then_some(())
+    });
+    let synced = count("syncing");
+    wait_for_logged("three more syncs", WAIT, &[daemon], || {
+        (count("syncing") >= synced + 3).then_some(())
+    });
+}
+
 #[test]
 fn a_failing_repository_notifies_once_and_once_when_it_recovers() {
     let env = Env::new();
     let hub = env.path("hub");
     let (bare, _clone) = env.remote_and_clone("proj", "root/proj");
-    let home = env.home("n");
-    host_config(&env, "n", &env.path("root"), &hub);
     let (port, got) = receiver();
-    let config = home.join(".gitsync/config.yml");
-    let text = std::fs::read_to_string(&config).expect("config");
-    std::fs::write(
-        &config,
-        format!(
-            "{}notify:\n  - webhook: http://127.0.0.1:{port}/gitsync-alerts\n",
-            text.replace("interval: 1h", "interval: 1s")
-        ),
-    )
-    .expect("config");
+    let home = notifying_host(
+        &env,
+        &hub,
+        &format!("  - webhook: http://127.0.0.1:{port}/gitsync-alerts\n"),
+    );
     let daemon = env.spawn(&home, &[]);
     daemon.wait_log("ready", WAIT);
     let messages = || got.lock().expect("lock").clone();
     assert!(messages().is_empty(), "nothing wrong yet: {:?}", messages());
 
-    // The remote goes away: a fetch fails every second.
-    let away = env.path("proj-away.git");
-    std::fs::rename(&bare, &away).expect("remote away");
-    wait_for_logged("the failing message", WAIT, &[&daemon], || {
-        (messages().len() == 1).then_some(())
-    });
-    let failures = |d: &common::Daemon| d.log_text().matches("fetch failed").count();
-    let first = failures(&daemon);
-    wait_for_logged("five more failed tries", WAIT, &[&daemon], || {
-        (failures(&daemon) >= first + 5).then_some(())
-    });
-    // Back: one more message, and no more after further tries.
-    std::fs::rename(&away, &bare).expect("remote back");
-    wait_for_logged("the recovered message", WAIT, &[&daemon], || {
-        (messages().len() == 2).then_some(())
-    });
-    let fetched = daemon.log_text().matches("syncing").count();
-    wait_for_logged("three more syncs", WAIT, &[&daemon], || {
-        (daemon.log_text().matches("syncing").count() >= fetched + 3).then_some(())
-    });
+    fail_and_recover(&env, &daemon, &bare, &|| messages().len());
     let all = messages();
     assert_eq!(all.len(), 2, "{all:?}");
     assert_eq!(all[0].0, "gitsync");
@@ -519,39 +534,11 @@ fn desktop_notifications_reach_the_session_bus_once_each_way() {
                 .await
         })
         .expect("the notification server");
-    let home = env.home("n");
-    host_config(&env, "n", &env.path("root"), &hub);
-    let config = home.join(".gitsync/config.yml");
-    let text = std::fs::read_to_string(&config).expect("config");
-    std::fs::write(
-        &config,
-        format!(
-            "{}notify:\n  - desktop: true\n",
-            text.replace("interval: 1h", "interval: 1s")
-        ),
-    )
-    .expect("config");
+    let home = notifying_host(&env, &hub, "  - desktop: true\n");
     let daemon = env.spawn_env(&home, &[], &[("DBUS_SESSION_BUS_ADDRESS", &address)]);
     daemon.wait_log("ready", WAIT);
     let seen = || shown.lock().expect("lock").clone();
-    let away = env.path("proj-away.git");
-    std::fs::rename(&bare, &away).expect("remote away");
-    wait_for_logged("the failing notification", WAIT, &[&daemon], || {
-        (seen().len() == 1).then_some(())
-    });
-    let failures = |d: &common::Daemon| d.log_text().matches("fetch failed").count();
-    let first = failures(&daemon);
-    wait_for_logged("five more failed tries", WAIT, &[&daemon], || {
-        (failures(&daemon) >= first + 5).then_some(())
-    });
-    std::fs::rename(&away, &bare).expect("remote back");
-    wait_for_logged("the recovered notification", WAIT, &[&daemon], || {
-        (seen().len() == 2).then_some(())
-    });
-    let synced = daemon.log_text().matches("syncing").count();
-    wait_for_logged("three more syncs", WAIT, &[&daemon], || {
-        (daemon.log_text().matches("syncing").count() >= synced + 3).then_some(())
-    });
+    fail_and_recover(&env, &daemon, &bare, &|| seen().len());
     let all = seen();
     assert_eq!(all.len(), 2, "{all:?}");
     assert_eq!(
