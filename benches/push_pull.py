@@ -28,6 +28,7 @@ if not os.access(binary, os.X_OK):
     sys.exit(f"{binary} missing: run `cargo build --release` first")
 work = pathlib.Path(tempfile.mkdtemp(prefix="gitsync-pushpull-"))
 hub = work / "hub"
+hub.mkdir()  # a configured hub must exist (the daemon refuses a missing share)
 
 
 def make_home(name):
@@ -104,6 +105,10 @@ def wait(what, pred, timeout=30.0):
         if pred():
             return
         time.sleep(0.01)
+    for home in (home_a, home_b):
+        log = home / "daemon.log"
+        if log.exists():
+            sys.stderr.write(f"--- {log}\n{log.read_text()[-3000:]}\n")
     sys.exit(f"timed out waiting for {what}")
 
 

@@ -51,6 +51,8 @@ def run(*args, cwd=None, h=None):
 
 
 def config(h, host, root, extra=""):
+    # A configured hub must exist (the daemon refuses a share that is not mounted).
+    (work / "hub").mkdir(exist_ok=True)
     (h / ".gitsync" / "config.yml").write_text(
         f"hostname: {host}\nroot: {root}\nlocal:\n  path: {work / 'hub'}\n"
         f"pull:\n  interval: 1h\n  rescan: 1h\n{extra}")
