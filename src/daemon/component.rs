@@ -202,6 +202,7 @@ impl Component {
             }
             Component::Observe(listen, store, jobs) => {
                 let observed = crate::observe::Observed {
+                    bus_problem: handle.problem.clone(),
                     here: handle.host.clone(),
                     metrics: handle.syncer.metrics(),
                     store,

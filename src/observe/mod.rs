@@ -5,10 +5,10 @@
 //!   for it (`Accept: application/openmetrics-text`, as Prometheus does), else in
 //!   Prometheus' text format 0.0.4 (what `curl` and `promtool check metrics` read);
 //! - `GET /healthz`: 200 while the process answers;
-//! - `GET /readyz`: 200 once the start-up update finished and the state store answers;
-//!   503 with the reason in the body before that, or when the store does not answer (the
-//!   local hub's folder is gone, AWS cannot be reached). On the local backend the store
-//!   is also the event bus;
+//! - `GET /readyz`: 200 once the start-up update finished, the state store answers and
+//!   the event bus's last receive worked; 503 with the reason in the body before that,
+//!   when the store does not answer (the local hub's folder is gone, AWS cannot be
+//!   reached), or when events cannot be received (the host's SQS queue is gone);
 //! - `GET /`: the live status page ([`page`]), with its script, style and event stream.
 
 pub mod metrics;
@@ -39,6 +39,9 @@ pub struct Observed {
     pub store: Arc<dyn crate::backend::StateStore>,
     /// Reads the last runs of the deploys and webhook mirrors (from their state files).
     pub jobs: Arc<dyn Fn() -> Vec<metrics::JobRun> + Send + Sync>,
+    /// Why events cannot be received now, as the event receiver last said (`None` while
+    /// its receives work).
+    pub bus_problem: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// The routes: `/metrics`, `/healthz`, `/readyz`, and the page's (see [`page::router`]).
@@ -64,7 +67,20 @@ async fn readyz(State(observed): State<Observed>) -> (StatusCode, String) {
         );
     }
     match tokio::time::timeout(STORE_TIMEOUT, observed.store.health()).await {
-        Ok(Ok(())) => (StatusCode::OK, "ready\n".to_string()),
+        Ok(Ok(())) => {
+            let bus_problem = observed
+                .bus_problem
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(problem) = bus_problem {
+                return (
+                    unavailable,
+                    format!("not ready: the event bus does not answer: {problem}\n"),
+                );
+            }
+            (StatusCode::OK, "ready\n".to_string())
+        }
         Ok(Err(err)) => (
             unavailable,
             format!("not ready: the state store does not answer: {err}\n"),

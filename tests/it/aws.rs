@@ -574,8 +574,9 @@ fn aws_setup_reconciles_finds_the_topic_and_writes_the_config() {
 }
 
 /// This host's queue deleted under its running daemon (a teardown from elsewhere): the
-/// daemon says so as an error, and every machine's `status` shows the host as online but
-/// not working, with what to do, until the queue is back.
+/// daemon says so as an error, every machine's `status` shows the host as online but not
+/// working, with what to do, and `/readyz` answers 503 with the reason, until the queue
+/// is back.
 #[test]
 fn a_missing_queue_is_the_hosts_problem_until_it_is_back() {
     let env = Env::new();
@@ -583,7 +584,11 @@ fn a_missing_queue_is_the_hosts_problem_until_it_is_back() {
     env.remote_and_clone("proj", "root-b/proj");
     let root = env.path("root-b");
     let home = env.home("b");
-    let config = format!("{}  heartbeat: 1s\n", moto.host_config("b", &root));
+    let port = crate::observe::free_port();
+    let config = format!(
+        "{}  heartbeat: 1s\nobserve:\n  listen: 127.0.0.1:{port}\n",
+        moto.host_config("b", &root)
+    );
     env.config(&home, &config);
     let setup = env.gitsync(&home, &["aws", "setup"]);
     assert!(setup.status.success(), "{setup:?}");
@@ -613,11 +618,20 @@ fn a_missing_queue_is_the_hosts_problem_until_it_is_back() {
         "{text}"
     );
     assert!(daemon.log_text().contains("ERROR"), "{}", daemon.log_text());
+    let (code, body) = crate::observe::get(port, "/readyz").expect("readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("the event bus does not answer") && body.contains("event queue is missing"),
+        "{body}"
+    );
     // Back: the problem goes away.
     let up = env.gitsync(&elsewhere, &["aws", "setup"]);
     assert!(up.status.success(), "{up:?}");
     wait_for("the problem to clear", Duration::from_secs(120), || {
         problem(&home).is_none().then_some(())
+    });
+    wait_for("ready again", Duration::from_secs(60), || {
+        crate::observe::get(port, "/readyz").filter(|(c, _)| *c == 200)
     });
     assert_eq!(daemon.stop(), Some(0));
 }

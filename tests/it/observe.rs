@@ -18,7 +18,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// GET `path` on 127.0.0.1:`port`: the status code and the body (`None` when nothing
 /// answers).
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) fn get(port: u16, path: &str) -> Option<(u16, String)> {
     get_accepting(port, path, "*/*")
 }
 
@@ -72,7 +72,7 @@ fn promtool_check(text: &str) {
     );
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port")
