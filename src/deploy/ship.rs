@@ -77,15 +77,20 @@ fn release_of(readlink: &str) -> Option<String> {
         .filter(|r| !r.is_empty())
 }
 
-/// `rsync -a --delete -e <ssh>` with gitsync's own files and `excludes` left out, stopped
-/// after an hour: the base of every transfer to a target (callers add their flags, source
-/// and destination).
+/// `rsync -a --delete --modify-window=-1 -e <ssh>` with gitsync's own files and `excludes`
+/// left out, stopped after an hour: the base of every transfer to a target (callers add
+/// their flags, source and destination).
+///
+/// rsync's quick check takes a file whose size and modification time match as unchanged,
+/// and by default compares the times in whole seconds (rsync(1), `--modify-window`). Two
+/// commits that write a file of the same size within one second would then ship the
+/// older content; `-1` compares nanoseconds too (a receiver of rsync 3.1.3 or later).
 ///
 /// Errors: an ssh option that cannot be quoted.
 pub fn rsync_command(ssh: &Ssh, excludes: &[String]) -> Result<Child, DeployError> {
     let mut command = Child::new("rsync", RSYNC_TIMEOUT);
     command
-        .args(["-a", "--delete"])
+        .args(["-a", "--delete", "--modify-window=-1"])
         .arg("-e")
         .arg(ssh.rsync_shell()?)
         .arg("--exclude=/.git");
