@@ -271,6 +271,16 @@ impl HostRecord {
         let window = std::time::Duration::from_secs(3 * self.heartbeat_secs.unwrap_or(60).max(1));
         (silent > window).then_some(silent)
     }
+
+    /// The host's liveness at `now` in one word, as `status --json` (`host_state`) and the
+    /// status page say it: `online`, `stopped` (a clean stop) or `offline`.
+    pub fn liveness(&self, now: DateTime<Utc>) -> &'static str {
+        match (self.offline_for(now), self.stopped_at) {
+            (None, _) => "online",
+            (Some(_), Some(_)) => "stopped",
+            (Some(_), None) => "offline",
+        }
+    }
 }
 
 /// A push that landed on a remote, announced to the other machines.

@@ -305,12 +305,8 @@ fn with_liveness(
                 checked(s, host).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
             ),
         );
-        let (word, offline) = match host.map(|h| (h.offline_for(now), h.stopped_at)) {
-            None => ("unknown", None),
-            Some((None, _)) => ("online", None),
-            Some((Some(d), Some(_))) => ("stopped", Some(d.as_secs())),
-            Some((Some(d), None)) => ("offline", Some(d.as_secs())),
-        };
+        let word = host.map_or("unknown", |h| h.liveness(now));
+        let offline = host.and_then(|h| h.offline_for(now)).map(|d| d.as_secs());
         map.insert("host_state".to_string(), serde_json::json!(word));
         if let Some(problem) = host.and_then(|h| h.problem.as_deref()) {
             map.insert("host_problem".to_string(), serde_json::json!(problem));

@@ -30,6 +30,7 @@ use super::syncer::Syncer;
 use super::{DaemonError, handoff};
 use crate::backend::EventBus;
 use crate::config::{Config, PartitionRole};
+use crate::observe::JobRuns;
 use crate::util::workers::Workers;
 
 /// What every component may use: the daemon's shared parts, cheap to clone.
@@ -115,8 +116,9 @@ impl Component {
         store: Arc<dyn crate::backend::StateStore>,
     ) -> Result<Vec<Component>, DaemonError> {
         let mut early: Vec<Component> = listener.into_iter().map(Component::HandOff).collect();
+        let jobs = job_runs(config);
         if let Some(listen) = config.observe_listen {
-            early.push(Component::Observe(listen, store.clone(), job_runs(config)));
+            early.push(Component::Observe(listen, store.clone(), jobs.clone()));
         }
         let targets = crate::observe::notify::Targets {
             webhooks: config.notify_webhooks.clone(),
@@ -128,12 +130,7 @@ impl Component {
                 .pull
                 .heartbeat
                 .clamp(Duration::from_secs(1), Duration::from_secs(30));
-            early.push(Component::Notify(
-                targets,
-                store.clone(),
-                job_runs(config),
-                every,
-            ));
+            early.push(Component::Notify(targets, store.clone(), jobs, every));
         }
         if let Some(hooks) = crate::webhook::Webhooks::from_config(config)
             .await
@@ -260,9 +257,7 @@ impl Component {
 /// What `/metrics` reads of the replication jobs `config` has: each deploy's last ship
 /// (the newest of its targets'; ok when none failed or was blocked) and each webhook
 /// mirror's last run, from their state files.
-/// Reads the last run of each deploy, webhook mirror and bucket mirror.
-type JobRuns = Arc<dyn Fn() -> Vec<crate::observe::metrics::JobRun> + Send + Sync>;
-
+/// Reads the last run of each deploy, webhook mirror and bucket mirror of `config`.
 fn job_runs(config: &Config) -> JobRuns {
     use crate::observe::metrics::JobRun;
     let deploys = crate::deploy::Deploy::all(config);

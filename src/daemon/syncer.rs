@@ -411,9 +411,8 @@ impl Syncer {
             touched = true;
             let outcome = pull::recover(&repo.path, self.pull.fetch_timeout).await;
             tracing::warn!(repo = %repo.name, ?outcome, "interrupted fast-forward recovered");
-            if let Some(early) = early_read.take() {
-                let _ = early.await;
-            }
+            // A read from before the recovery says nothing of the worktree after it.
+            early_read = None;
         }
         // The refs are read again even when this fetch brought nothing: another fetch (a
         // terminal's, one a killed daemon left running) may have moved them meanwhile.

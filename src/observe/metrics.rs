@@ -94,6 +94,11 @@ impl Fetched {
     }
 }
 
+/// `t` as Unix time in seconds, to the millisecond.
+fn unix_seconds(t: DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
+}
+
 /// The buckets of the duration histograms: 10 ms to about 41 s, doubling.
 fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.01, 2.0, 13))
@@ -288,7 +293,7 @@ impl Metrics {
                 .set(i64::from(s.pull_blocked.is_some()));
             read_at
                 .get_or_create(&label)
-                .set(s.updated_at.timestamp_millis() as f64 / 1000.0);
+                .set(unix_seconds(s.updated_at));
         }
         registry.register(
             "repository_state",
@@ -378,9 +383,7 @@ impl Metrics {
                 name: job.name.clone(),
             };
             if let Some(at) = job.at {
-                job_at
-                    .get_or_create(&label)
-                    .set(at.timestamp_millis() as f64 / 1000.0);
+                job_at.get_or_create(&label).set(unix_seconds(at));
             }
             if let Some(ok) = job.ok {
                 job_ok.get_or_create(&label).set(i64::from(ok));

@@ -28,6 +28,33 @@ pub use metrics::Metrics;
 /// How long `/readyz` and `/metrics` wait for the store.
 const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Reads the last runs of the deploys and mirrors, from their state files.
+pub type JobRuns = Arc<dyn Fn() -> Vec<metrics::JobRun> + Send + Sync>;
+
+/// `jobs` read on a blocking thread (they read files); none when that thread fails.
+pub async fn job_runs(jobs: &JobRuns) -> Vec<metrics::JobRun> {
+    let read = jobs.clone();
+    tokio::task::spawn_blocking(move || read())
+        .await
+        .unwrap_or_default()
+}
+
+/// Every host's record in `store`; none when the store does not answer within
+/// [`STORE_TIMEOUT`] (logged at debug level).
+pub async fn host_records(store: &dyn crate::backend::StateStore) -> Vec<crate::model::HostRecord> {
+    match tokio::time::timeout(STORE_TIMEOUT, store.hosts(None)).await {
+        Ok(Ok(hosts)) => hosts,
+        Ok(Err(err)) => {
+            tracing::debug!(%err, "cannot read the host records");
+            Vec::new()
+        }
+        Err(_) => {
+            tracing::debug!("the host records were not read within {STORE_TIMEOUT:?}");
+            Vec::new()
+        }
+    }
+}
+
 /// What the endpoints read.
 #[derive(Clone)]
 pub struct Observed {
@@ -37,8 +64,8 @@ pub struct Observed {
     pub metrics: Arc<Metrics>,
     /// The state store (host records for the heartbeat ages; its health for `/readyz`).
     pub store: Arc<dyn crate::backend::StateStore>,
-    /// Reads the last runs of the deploys and webhook mirrors (from their state files).
-    pub jobs: Arc<dyn Fn() -> Vec<metrics::JobRun> + Send + Sync>,
+    /// Reads the last runs of the deploys and mirrors.
+    pub jobs: JobRuns,
     /// Why events cannot be received now, as the event receiver last said (`None` while
     /// its receives work).
     pub bus_problem: Arc<std::sync::Mutex<Option<String>>>,
@@ -100,18 +127,8 @@ async fn metrics(State(observed): State<Observed>, headers: HeaderMap) -> Respon
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
-    let hosts = match tokio::time::timeout(STORE_TIMEOUT, observed.store.hosts(None)).await {
-        Ok(Ok(hosts)) => hosts,
-        Ok(Err(err)) => {
-            tracing::debug!(%err, "metrics: cannot read host records");
-            Vec::new()
-        }
-        Err(_) => Vec::new(),
-    };
-    let read = observed.jobs.clone();
-    let jobs = tokio::task::spawn_blocking(move || read())
-        .await
-        .unwrap_or_default();
+    let hosts = host_records(observed.store.as_ref()).await;
+    let jobs = job_runs(&observed.jobs).await;
     match observed.metrics.encode(&hosts, &jobs, chrono::Utc::now()) {
         Ok(text) if openmetrics => (
             [(

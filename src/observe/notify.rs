@@ -199,27 +199,16 @@ impl Notifier {
     pub async fn watch(
         self: std::sync::Arc<Self>,
         store: std::sync::Arc<dyn crate::backend::StateStore>,
-        jobs: std::sync::Arc<dyn Fn() -> Vec<super::metrics::JobRun> + Send + Sync>,
+        jobs: super::JobRuns,
         every: Duration,
     ) {
         loop {
-            let hosts = match store.hosts(None).await {
-                Ok(hosts) => {
-                    self.observe_hosts(&hosts, chrono::Utc::now());
-                    hosts.len()
-                }
-                Err(err) => {
-                    tracing::debug!(%err, "notify: cannot read the hosts");
-                    0
-                }
-            };
-            let read = jobs.clone();
-            let runs = tokio::task::spawn_blocking(move || read())
-                .await
-                .unwrap_or_default();
+            let hosts = super::host_records(store.as_ref()).await;
+            self.observe_hosts(&hosts, chrono::Utc::now());
+            let runs = super::job_runs(&jobs).await;
             self.observe_jobs(&runs);
             tracing::debug!(
-                hosts,
+                hosts = hosts.len(),
                 jobs = runs.len(),
                 "notify: looked at the hosts and jobs"
             );

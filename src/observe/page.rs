@@ -102,13 +102,9 @@ pub struct JobRow {
     pub seconds: Option<f64>,
 }
 
+/// [`HostRecord::liveness`], or `unknown` for a host without a record.
 fn liveness(host: Option<&HostRecord>, now: DateTime<Utc>) -> &'static str {
-    match host.map(|h| (h.offline_for(now), h.stopped_at)) {
-        None => "unknown",
-        Some((None, _)) => "online",
-        Some((Some(_), Some(_))) => "stopped",
-        Some((Some(_), None)) => "offline",
-    }
+    host.map_or("unknown", |h| h.liveness(now))
 }
 
 /// Builds the view from the store's `states` and `hosts`, this host's `latest` states
@@ -208,14 +204,8 @@ impl Page {
             Ok(Ok(states)) => states,
             _ => Vec::new(),
         };
-        let hosts = match tokio::time::timeout(super::STORE_TIMEOUT, store.hosts(None)).await {
-            Ok(Ok(hosts)) => hosts,
-            _ => Vec::new(),
-        };
-        let read = self.observed.jobs.clone();
-        let jobs = tokio::task::spawn_blocking(move || read())
-            .await
-            .unwrap_or_default();
+        let hosts = super::host_records(store.as_ref()).await;
+        let jobs = super::job_runs(&self.observed.jobs).await;
         view(
             &self.observed.here,
             states,

@@ -79,14 +79,34 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
-fn add_observe(home: &Path, port: u16) {
+/// Appends `yaml` to the config file of `home`.
+fn append_config(home: &Path, yaml: &str) {
     let config = home.join(".gitsync/config.yml");
     let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, format!("{text}{yaml}")).expect("config");
+}
+
+fn add_observe(home: &Path, port: u16) {
+    append_config(
+        home,
+        &format!("  fetch_timeout: 5m\nobserve:\n  listen: 127.0.0.1:{port}\n"),
+    );
+}
+
+/// A deploy `web` of `proj` to a target that is never reached: `on_update` is off, so it
+/// ships only when told, which the tests never do.
+const WEB_DEPLOY: &str = "deploy:\n  - name: web\n    repo: proj\n    branch: main\n    targets:\n      - {name: vm, host: root@127.0.0.1, path: /srv/nowhere}\n";
+
+/// Writes the state file of `home`'s deploy `web` as a ship that ended with `result`
+/// (`failed`, `shipped`, ...) after 2.5 s leaves it.
+fn web_deploy_ended(home: &Path, result: &str) {
+    let state = home.join(".gitsync/deploy/web/state.json");
+    std::fs::create_dir_all(state.parent().expect("parent")).expect("mkdir");
     std::fs::write(
-        &config,
-        format!("{text}  fetch_timeout: 5m\nobserve:\n  listen: 127.0.0.1:{port}\n"),
+        &state,
+        format!(r#"{{"targets": {{"vm": {{"rev": null, "at": "2026-12-01T10:00:00Z", "result": "{result}", "took_ms": 2500}}}}, "rev": null}}"#),
     )
-    .expect("config");
+    .expect("deploy state");
 }
 
 #[test]
@@ -120,22 +140,9 @@ fn metrics_and_health_follow_the_daemon() {
     host_config(&env, "b", &env.path("root-b"), &hub);
     let port = free_port();
     add_observe(&home_b, port);
-    // A deploy of B's whose last ship failed (its state file as a ship leaves it): shown as
-    // a replication job that is not ok. It never ships here (`on_update` is off).
-    let config = home_b.join(".gitsync/config.yml");
-    let text = std::fs::read_to_string(&config).expect("config");
-    std::fs::write(
-        &config,
-        format!("{text}deploy:\n  - name: web\n    repo: proj\n    branch: main\n    targets:\n      - {{name: vm, host: root@127.0.0.1, path: /srv/nowhere}}\n"),
-    )
-    .expect("config");
-    let deploy_state = home_b.join(".gitsync/deploy/web/state.json");
-    std::fs::create_dir_all(deploy_state.parent().expect("parent")).expect("mkdir");
-    std::fs::write(
-        &deploy_state,
-        r#"{"targets": {"vm": {"rev": null, "at": "2026-12-01T10:00:00Z", "result": "failed", "error": "cannot connect", "took_ms": 2500}}, "rev": null}"#,
-    )
-    .expect("deploy state");
+    // A deploy of B's whose last ship failed: shown as a replication job that is not ok.
+    append_config(&home_b, WEB_DEPLOY);
+    web_deploy_ended(&home_b, "failed");
     let a = env.spawn(&home_a, &[]);
     let b = env.spawn(&home_b, &[]);
 
@@ -288,17 +295,14 @@ fn receiver() -> (u16, Received) {
     (port, got)
 }
 
-/// Issue 25, item 3: a repository whose remote fails at every try (a fetch each second)
-/// sends one "failing" message to the `notify` webhook however many tries fail, and one
-/// "recovered" when the remote is back.
 /// The home of host `n` (root `root`, hub `hub`), which fetches every second and sends
 /// its notifications to `targets` (the YAML list under `notify:`).
 fn notifying_host(env: &Env, hub: &Path, targets: &str) -> std::path::PathBuf {
     let home = env.home("n");
     let config = host_config(env, "n", &env.path("root"), hub);
     let text = std::fs::read_to_string(&config).expect("config");
-    let text = text.replace("interval: 1h", "interval: 1s");
-    std::fs::write(&config, format!("{text}notify:\n{targets}")).expect("config");
+    std::fs::write(&config, text.replace("interval: 1h", "interval: 1s")).expect("config");
+    append_config(&home, &format!("notify:\n{targets}"));
     home
 }
 
@@ -328,6 +332,9 @@ fn fail_and_recover(env: &Env, daemon: &common::Daemon, bare: &Path, sent: &dyn 
     });
 }
 
+/// Issue 25, item 3: a repository whose remote fails at every try (a fetch each second)
+/// sends one "failing" message to the `notify` webhook however many tries fail, and one
+/// "recovered" when the remote is back.
 #[test]
 fn a_failing_repository_notifies_once_and_once_when_it_recovers() {
     let env = Env::new();
@@ -366,38 +373,20 @@ fn a_host_going_offline_and_a_failing_deploy_notify_once_each_way() {
     let hub = env.path("hub");
     let (bare, _a) = env.remote_and_clone("proj", "root-a/proj");
     env.clone_of(&bare, "root-b/proj");
-    let env_ref = &env;
     let (home_a, home_b) = (env.home("a"), env.home("b"));
     let (port, got) = receiver();
-    for (name, extra) in [
-        (
-            "a",
-            format!(
-                "notify:\n  - webhook: http://127.0.0.1:{port}/alerts\ndeploy:\n  - name: web\n    repo: proj\n    branch: main\n    targets:\n      - {{name: vm, host: root@127.0.0.1, path: /srv/nowhere}}\n"
-            ),
-        ),
-        ("b", String::new()),
-    ] {
-        let config = host_config(env_ref, name, &env.path(&format!("root-{name}")), &hub);
-        let text = std::fs::read_to_string(&config).expect("config");
-        std::fs::write(&config, format!("{text}  heartbeat: 1s\n{extra}")).expect("config");
+    for name in ["a", "b"] {
+        host_config(&env, name, &env.path(&format!("root-{name}")), &hub);
+        append_config(&env.home(name), "  heartbeat: 1s\n");
     }
-    // The deploy's last ship failed (its state file as a ship leaves it); it never ships
-    // here (`on_update` is off).
-    let deploy_state = home_a.join(".gitsync/deploy/web/state.json");
-    std::fs::create_dir_all(deploy_state.parent().expect("parent")).expect("mkdir");
-    let ship = |result: &str| {
-        std::fs::write(
-            &deploy_state,
-            format!(r#"{{"targets": {{"vm": {{"rev": null, "at": "2026-12-01T10:00:00Z", "result": "{result}"}}}}, "rev": null}}"#),
-        )
-        .expect("deploy state");
-    };
-    ship("failed");
+    append_config(
+        &home_a,
+        &format!("notify:\n  - webhook: http://127.0.0.1:{port}/alerts\n{WEB_DEPLOY}"),
+    );
+    web_deploy_ended(&home_a, "failed");
     let a = env.spawn(&home_a, &[]);
     let mut b = env.spawn(&home_b, &[]);
     a.wait_log("ready", WAIT);
-    let _ = bare;
     b.wait_log("ready", WAIT);
     let messages = || {
         got.lock()
@@ -412,7 +401,7 @@ fn a_host_going_offline_and_a_failing_deploy_notify_once_each_way() {
             .contains(&"deploy web on host-a is failing: its last run failed".to_string())
             .then_some(())
     });
-    ship("shipped");
+    web_deploy_ended(&home_a, "shipped");
     wait_for_logged("the deploy recovered", WAIT, &[&a, &b], || {
         messages()
             .contains(&"deploy web on host-a recovered (it was failing)".to_string())
@@ -569,8 +558,7 @@ fn the_status_page_shows_a_push_from_another_host_without_a_reload() {
     let b_clone = env.clone_of(&bare, "root-b/proj");
     // A repository whose folder name is markup: the page must show it as text.
     let hostile = "x<img src=y onerror=\"document.body.dataset.pwned=1;window.pwned=1\">";
-    let (other, _) = env.remote_and_clone("other", &format!("root-a/{hostile}"));
-    let _ = other;
+    env.remote_and_clone("other", &format!("root-a/{hostile}"));
     let (home_a, home_b) = (env.home("a"), env.home("b"));
     host_config(&env, "a", &env.path("root-a"), &hub);
     host_config(&env, "b", &env.path("root-b"), &hub);
