@@ -34,7 +34,8 @@ home = work / "home"
 (home / ".gitconfig").write_text(
     "[user]\n\tname = bench\n\temail = bench@example.invalid\n[init]\n\tdefaultBranch = main\n")
 env = dict(os.environ, HOME=str(home), GIT_CONFIG_NOSYSTEM="1", LC_ALL="C",
-           PATH=f"{venv_bin}:{os.environ.get('PATH', '')}", GITSYNC_LOG="warn")
+           PATH=f"{venv_bin}:{os.environ.get('PATH', '')}",
+           GITSYNC_LOG=os.environ.get("BENCH_GITSYNC_LOG", "warn"))
 procs = []
 
 
@@ -42,9 +43,13 @@ def run(*args, cwd=None, **kw):
     return subprocess.run(list(args), cwd=cwd, env=env, check=True, capture_output=True, **kw)
 
 
+last_stderr = [""]
+
+
 def timed(*args, cwd=None):
     start = time.monotonic()
     out = run(*args, cwd=cwd)
+    last_stderr[0] = out.stderr.decode(errors="replace")
     return time.monotonic() - start, out.stdout.decode()
 
 
@@ -123,6 +128,8 @@ try:
         ours_t.append(ours)
         if r == 0:
             print("  gitsync said: " + out.strip().replace("\n", "\n  gitsync said: "))
+        if os.environ.get("BENCH_GITSYNC_LOG"):
+            print(f"  round {r}, gitsync logged:\n" + last_stderr[0])
         found = re.search(r"transfer ([\d.]+) s", out)
         if not found:
             sys.exit(f"the ship did not say its transfer time: {out}")

@@ -3,6 +3,7 @@
 //! ([`scan`]), as atomic releases with a symlink flip ([`ship`]) over the system ssh
 //! ([`ssh`]), to many targets in parallel, verified and rolled back on demand.
 
+pub mod delta;
 pub mod error;
 pub mod export;
 pub mod scan;
@@ -335,12 +336,24 @@ impl Deploy {
         let scratch = self.dir.join("scan");
         let cache = self.dir.join("scan-cache.json");
         let scan_tree = tree.clone();
-        let scanning = tokio::task::spawn_blocking(move || {
-            scan::scan(&tool, config.as_deref(), &scan_tree, &scratch, Some(&cache))
-        });
         // The targets are reached, locked and prepared while the scan runs; nothing is sent
         // before the gate says the scan passed (see `ship::ship`).
         let (open, gate) = tokio::sync::watch::channel(None);
+        let open = Arc::new(open);
+        let opener = open.clone();
+        let scanning = tokio::task::spawn_blocking(move || {
+            let passed = || {
+                let _ = opener.send(Some(true));
+            };
+            scan::scan(
+                &tool,
+                config.as_deref(),
+                &scan_tree,
+                &scratch,
+                Some(&cache),
+                &passed,
+            )
+        });
         let semaphore = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
         let mut tasks = tokio::task::JoinSet::new();
         let extra = self.spec.include_git.then(|| git_dir.clone());
@@ -364,7 +377,9 @@ impl Deploy {
                     }
                 } else {
                     let (me2, tree2, rev2) = (me.clone(), tree.clone(), rev.clone());
-                    let record = move |listed: &[(u8, PathBuf)]| me2.record(&tree2, &rev2, listed);
+                    let record: Arc<ship::Record> = Arc::new(move |listed: &[(u8, PathBuf)]| {
+                        me2.record(&tree2, &rev2, listed)
+                    });
                     let release = ship::Release {
                         path: &target.path,
                         export: &tree,

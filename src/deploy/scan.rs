@@ -154,7 +154,8 @@ pub fn pick(tool: &str) -> Result<(String, PathBuf), DeployError> {
 /// Scans `tree` with `tool` (`auto`, a scanner's name, or `off`); `config`: the rules file
 /// (gitleaks and kingfisher); `scratch`: a folder for the report and the default rules.
 /// With `cache` (a file), only the files whose content was not scanned clean before by the
-/// same scanner, version and rules are scanned ([`ScanCache`]); a clean scan adds them.
+/// same scanner, version and rules are scanned ([`ScanCache`]); a clean scan adds them,
+/// after telling `passed` (so that a ship can go on while the cache is written).
 /// Never panics; every failure is a blocking [`Verdict::Failed`].
 pub fn scan(
     tool: &str,
@@ -162,6 +163,7 @@ pub fn scan(
     tree: &Path,
     scratch: &Path,
     cache: Option<&Path>,
+    passed: &dyn Fn(),
 ) -> Verdict {
     if tool == "off" {
         return Verdict::Off;
@@ -210,6 +212,7 @@ pub fn scan(
     if view.paths.is_empty() && !view.contents.is_empty() {
         let _ = std::fs::remove_dir_all(&view.dir);
         let files = view.contents.len();
+        passed();
         save(known, Vec::new(), view.hashed);
         return Verdict::CleanBefore { tool: name, files };
     }
@@ -232,6 +235,7 @@ pub fn scan(
                 .collect(),
         },
         Verdict::Clean { tool } => {
+            passed();
             save(known, view.contents, view.hashed);
             Verdict::Clean { tool }
         }
@@ -941,10 +945,11 @@ mod tests {
             dir.path(),
             &dir.path().join("s"),
             None,
+            &|| panic!("a missing scanner never passes"),
         );
         assert!(!v.passes(), "{v:?}");
         assert!(v.describe().contains("nothing was shipped"));
-        assert!(scan("off", None, dir.path(), dir.path(), None).passes());
+        assert!(scan("off", None, dir.path(), dir.path(), None, &|| ()).passes());
     }
 
     #[test]

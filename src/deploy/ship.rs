@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::delta;
 use super::ssh::{Ssh, quote};
 use crate::util::child::{Child, ChildError};
 
@@ -28,10 +29,11 @@ pub enum Shipped {
         bytes_sent: u64,
         /// Files in the release.
         files: usize,
-        /// How long the hard-linked copy of the previous release took (see [`prepare`]);
-        /// it runs while the secret scan does.
+        /// How long laying the release down on the target took, from the lock to the
+        /// comparison with the export (see [`prepare`]); it runs while the secret scan
+        /// does.
         prepare: Duration,
-        /// How long rsync took (the transfer and its record).
+        /// How long rsync took, after the scan passed.
         transfer: Duration,
         /// How long the flip of `current` (and the clean-up of old releases) took.
         flip: Duration,
@@ -172,8 +174,9 @@ fn itemized_entries(stdout: &[u8]) -> Vec<(u8, PathBuf)> {
 }
 
 /// Keeps the record of a release from its entries (kind `f`, `d` or `L`, and path, as rsync
-/// listed them); its error stops the ship before the flip.
-pub type Record = dyn Fn(&[(u8, PathBuf)]) -> Result<(), DeployError> + Sync;
+/// listed them); its error stops the ship before the flip. It reads and hashes files, so
+/// it runs on a blocking thread.
+pub type Record = dyn Fn(&[(u8, PathBuf)]) -> Result<(), DeployError> + Send + Sync;
 
 /// One entry of a release as shipped.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -282,15 +285,20 @@ pub async fn passed(gate: &mut Gate) -> bool {
 }
 
 /// One ship to one target, started while the secret scan still runs: [`prepare`] reads
-/// `current` and lays the new release down as a hard-linked copy of it; then, once `gate`
-/// says the scan passed, rsync brings that copy to the export (`--delete`), `current` flips
-/// (releases beyond `keep` were pruned by [`prepare`]: never the current one, never the
-/// previous one).
-/// `record` is given the release's entries (kind and path, from rsync) before the flip, to
-/// keep what was shipped (see [`Shape`]); a failure there ships nothing. With `repair`, a
-/// target already on the commit gets it again whole (see [`repair`]); without, it is left
-/// alone. Runs under the target's lock ([`super::target_lock::lock`], which also makes the
-/// layout).
+/// `current`, lays an earlier release down as the new one's start and lists it; meanwhile
+/// the release is recorded (`record`, with its entries: kind and path, as rsync lists the
+/// export). [`delta::plan`] compares the listing with the export, the partial release
+/// loses what the new one does not hold, and the flip's session is opened
+/// ([`Ssh::arm`]). Once `gate` says the scan passed, only what differs is sent
+/// (`rsync --files-from`) and `current` flips (releases beyond `keep` were pruned by
+/// [`prepare`]: never the current one, never the previous one). Without an earlier release
+/// or a listing (a new layout, a target whose `cp` cannot link or whose `find` has no
+/// `-printf`), rsync walks the whole export after the gate (`--delete`, and `--link-dest`
+/// against the live release when nothing was laid down).
+/// A failure of `record` ships nothing; it may have recorded a release that a blocked scan
+/// then never ships. With `repair`, a target already on the commit gets it again whole
+/// (see [`repair`]); without, it is left alone. Runs under the target's lock
+/// ([`super::target_lock::lock`], which also makes the layout).
 ///
 /// Errors: a message for this target ("the secret scan did not pass" when `gate` closed
 /// on a block); `current` is untouched by any failure.
@@ -299,18 +307,72 @@ pub async fn ship(
     release: &Release<'_>,
     keep: usize,
     repair: bool,
-    record: &Record,
+    record: &std::sync::Arc<Record>,
     mut gate: Gate,
 ) -> Result<Shipped, DeployError> {
     let (path, rev) = (release.path, release.rev);
     let started = std::time::Instant::now();
-    let prepared = prepare(ssh, path, rev, keep).await;
-    let prepare_took = started.elapsed();
+    // The release's entries are listed and recorded here while the target is prepared.
+    let recording = async {
+        let entries =
+            export_entries(release.export, release.excludes, release.extra.is_some()).await?;
+        let record = std::sync::Arc::clone(record);
+        tokio::task::spawn_blocking(move || record(&entries).map(|()| entries))
+            .await
+            .map_err(|e| DeployError::Target(format!("the record stopped: {e}")))?
+    };
+    let (prepared, listed) = tokio::join!(prepare(ssh, path, rev, keep), recording);
+    tracing::debug!(
+        ms = started.elapsed().as_millis(),
+        listed = prepared.as_ref().is_ok_and(|p| p.listing.is_some()),
+        "deploy: target prepared"
+    );
     let blocked = || DeployError::Target("the secret scan did not pass".to_string());
-    let (previous, copied) = match prepared {
+    let Prepared {
+        previous,
+        copied,
+        listing,
+    } = match prepared {
         Ok(found) => found,
         Err(e) => return Err(discard(ssh, path, rev, e).await),
     };
+    // Written under a name that is no release (`ls` leaves dot-names out, so neither a
+    // rollback nor the pruning sees it) and renamed at the flip: a ship killed halfway
+    // leaves no half-written `releases/<rev>` behind.
+    let partial = format!(".{rev}.partial");
+    let entries = match listed {
+        Ok(entries) => entries,
+        Err(e) => return Err(discard(ssh, path, rev, e).await),
+    };
+    let r = quote(rev)?;
+    let p = quote(path.trim_end_matches('/'))?;
+    let prev = quote(previous.as_deref().unwrap_or(""))?;
+    let flip = format!(
+        "set -e; cd {p}; R={r}; PREV={prev}; \
+         rm -rf \"releases/$R\"; mv \"releases/.$R.partial\" \"releases/$R\"; \
+         for d in releases/.*.partial; do if [ -e \"$d\" ]; then rm -rf \"$d\"; fi; done; \
+         touch \"releases/$R\"; \
+         ln -sfn \"releases/$R\" current.tmp.$$; mv -T current.tmp.$$ current; \
+         if [ -n \"$PREV\" ]; then printf '%s\\n' \"$PREV\" > .gitsync-previous.tmp; mv .gitsync-previous.tmp .gitsync-previous; fi"
+    );
+    // The flip's session is opened now, while the scan runs; it flips when told to.
+    let armed = match previous.as_deref() == Some(rev) {
+        true => None,
+        false => match ssh.arm(&flip) {
+            Ok(armed) => Some(armed),
+            Err(e) => return Err(discard(ssh, path, rev, e).await),
+        },
+    };
+    let plan = match (copied, listing) {
+        (true, Some(listing)) if previous.as_deref() != Some(rev) => {
+            match prepare_delta(ssh, release, &partial, &entries, listing).await {
+                Ok(plan) => Some(plan),
+                Err(e) => return Err(discard(ssh, path, rev, e).await),
+            }
+        }
+        _ => None,
+    };
+    let prepare_took = started.elapsed();
     if !passed(&mut gate).await {
         return Err(match copied {
             true => discard(ssh, path, rev, blocked()).await,
@@ -321,39 +383,34 @@ pub async fn ship(
         if !repair {
             return Ok(Shipped::AlreadyThere);
         }
-        return self::repair(ssh, release, record).await;
+        return self::repair(ssh, release, record.as_ref()).await;
     }
     let started = std::time::Instant::now();
-    // Written under a name that is no release (`ls` leaves dot-names out, so neither a
-    // rollback nor the pruning sees it) and renamed at the flip: a ship killed halfway
-    // leaves no half-written `releases/<rev>` behind.
-    let partial = format!(".{rev}.partial");
-    // Into a hard-linked copy rsync only replaces what changed, each file by a rename of
-    // a new one (never a write into the shared inode). Without a copy (a new layout, or a
-    // target whose `cp` cannot link), `--link-dest` links the unchanged files.
-    let link_dest = if copied { None } else { previous.as_deref() };
-    let (entries, sent) = match transfer(ssh, release, &partial, link_dest).await {
+    let sent = match plan {
+        Some(plan) => send(ssh, release, &partial, &plan.send).await,
+        // Into a hard-linked copy rsync only replaces what changed, each file by a rename
+        // of a new one (never a write into the shared inode). Without a copy (a new
+        // layout, or a target whose `cp` cannot link), `--link-dest` links the unchanged
+        // files.
+        None => {
+            let link_dest = if copied { None } else { previous.as_deref() };
+            transfer(ssh, release, &partial, link_dest)
+                .await
+                .map(|(_, sent)| sent)
+        }
+    };
+    let sent = match sent {
         Ok(done) => done,
         Err(e) => return Err(discard(ssh, path, rev, e).await),
     };
-    if let Err(e) = record(&entries) {
-        return Err(discard(ssh, path, rev, e).await);
-    }
     let transferred = started.elapsed();
     let files = entries.iter().filter(|(k, _)| *k == b'f').count();
-    let r = quote(rev)?;
-    let p = quote(path.trim_end_matches('/'))?;
-    let prev = quote(previous.as_deref().unwrap_or(""))?;
-    let script = format!(
-        "set -e; cd {p}; R={r}; PREV={prev}; \
-         rm -rf \"releases/$R\"; mv \"releases/.$R.partial\" \"releases/$R\"; \
-         for d in releases/.*.partial; do if [ -e \"$d\" ]; then rm -rf \"$d\"; fi; done; \
-         touch \"releases/$R\"; \
-         ln -sfn \"releases/$R\" current.tmp.$$; mv -T current.tmp.$$ current; \
-         if [ -n \"$PREV\" ]; then printf '%s\\n' \"$PREV\" > .gitsync-previous.tmp; mv .gitsync-previous.tmp .gitsync-previous; fi"
-    );
     let started = std::time::Instant::now();
-    if let Err(e) = ssh.run(&script, None, STEP_TIMEOUT).await {
+    let flipped = match armed {
+        Some(armed) => armed.fire(STEP_TIMEOUT).await,
+        None => ssh.run(&flip, None, STEP_TIMEOUT).await,
+    };
+    if let Err(e) = flipped {
         // A failure before the flip leaves `current` as it was, and the release is removed.
         return Err(discard(ssh, path, rev, remote_err("flip")(e)).await);
     }
@@ -365,6 +422,43 @@ pub async fn ship(
         transfer: transferred,
         flip: started.elapsed(),
     })
+}
+
+/// Before the scan's answer: the plan that turns the copy `listing` describes into the
+/// export (whose entries are `entries`), with the copy's removals done (they only drop
+/// names the target had).
+///
+/// Errors: the export cannot be read, or the removal fails.
+async fn prepare_delta(
+    ssh: &Ssh,
+    release: &Release<'_>,
+    partial: &str,
+    entries: &[(u8, PathBuf)],
+    listing: std::collections::HashMap<Vec<u8>, delta::Remote>,
+) -> Result<delta::Plan, DeployError> {
+    let export = release.export.to_path_buf();
+    let keep_git = release.extra.is_some();
+    let entries = entries.to_vec();
+    let plan =
+        tokio::task::spawn_blocking(move || delta::plan(&export, &entries, &listing, keep_git))
+            .await
+            .map_err(|e| DeployError::Target(format!("the comparison stopped: {e}")))??;
+    tracing::debug!(
+        send = plan.send.len(),
+        remove = plan.remove.len(),
+        "deploy: compared with the copy"
+    );
+    if !plan.remove.is_empty() {
+        let dir = quote(&format!(
+            "{}/releases/{partial}",
+            release.path.trim_end_matches('/')
+        ))?;
+        let script = format!("cd {dir} && xargs -0 rm -rf --");
+        ssh.run(&script, Some(&delta::nul_list(&plan.remove)), STEP_TIMEOUT)
+            .await
+            .map_err(remote_err("prepare"))?;
+    }
+    Ok(plan)
 }
 
 /// Ships the commit `current` already names again, whole: rsync writes
@@ -412,15 +506,29 @@ pub async fn repair(
     })
 }
 
+/// What [`prepare`] found and did on a target.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The release `current` names (`None` for a new layout).
+    pub previous: Option<String>,
+    /// Whether `releases/.<rev>.partial/` holds an earlier release to turn into the new
+    /// one.
+    pub copied: bool,
+    /// The copy's entries ([`delta::LISTING`]), when the target could list them.
+    pub listing: Option<std::collections::HashMap<Vec<u8>, delta::Remote>>,
+}
+
 /// Where `current` points (`None` for a new layout) and, when that is a release other
-/// than `rev`, whether `releases/.<rev>.partial/` was laid down as a hard-linked copy of it
-/// (`cp -al`, GNU coreutils and BusyBox; a stale partial of an earlier ship is removed
-/// first). A copy costs one `link(2)` per file on the target, and it runs while the secret
-/// scan does, so the transfer after it only sends and renames what changed. Releases
-/// beyond the newest `keep - 1` (by modification time, which the flip sets) are removed
-/// first, to make room for the new one: never the current one, never the one
-/// `.gitsync-previous` names. Removing 20,000 files takes as long as linking them; here it
-/// costs the ship nothing.
+/// than `rev`, whether `releases/.<rev>.partial/` was laid down as an earlier release for
+/// the transfer to turn into the new one, with its listing ([`delta::LISTING`], GNU
+/// `find`). A stale partial of an earlier ship is removed first. Releases beyond the newest
+/// `keep - 1` (by modification time, which the flip sets) go, to make room for the new one:
+/// never the current one, never the one `.gitsync-previous` names. The newest of them is
+/// not removed but renamed into the partial (one `rename(2)`); without one, the partial is
+/// a hard-linked copy of the current release (`cp -al`, GNU coreutils and BusyBox: one
+/// `link(2)` per file, and removing 20,000 files takes as long). Either way the transfer
+/// then sends only what differs and replaces each changed file by a rename of a new one,
+/// never writing into an inode that other releases share.
 ///
 /// Errors: the target is unreachable.
 pub async fn prepare(
@@ -428,31 +536,127 @@ pub async fn prepare(
     path: &str,
     rev: &str,
     keep: usize,
-) -> Result<(Option<String>, bool), DeployError> {
+) -> Result<Prepared, DeployError> {
     let p = quote(path.trim_end_matches('/'))?;
     let r = quote(rev)?;
+    let listing = delta::LISTING;
     let script = format!(
         "P={p}; R={r}; C=; if [ -L \"$P/current\" ]; then C=$(readlink \"$P/current\"); fi; \
          printf '%s\\n' \"$C\"; B=${{C#releases/}}; B=${{B%/}}; \
          case \"$C\" in releases/?*) ;; *) exit 0;; esac; \
          if [ \"$B\" = \"$R\" ] || [ ! -d \"$P/releases/$B\" ]; then exit 0; fi; \
          PREV=$(cat \"$P/.gitsync-previous\" 2>/dev/null || true); \
-         n=0; for d in $(ls -1t \"$P/releases\"); do \
+         S=; n=0; for d in $(ls -1t \"$P/releases\"); do \
            case \"$d\" in *[!0-9a-f]*) continue;; esac; \
            n=$((n+1)); \
-           if [ \"$n\" -ge {keep} ] && [ \"$d\" != \"$B\" ] && [ \"$d\" != \"$PREV\" ] && [ \"$d\" != \"$R\" ]; then rm -rf \"$P/releases/$d\"; fi; \
+           if [ \"$n\" -ge {keep} ] && [ \"$d\" != \"$B\" ] && [ \"$d\" != \"$PREV\" ] && [ \"$d\" != \"$R\" ]; then \
+             if [ -z \"$S\" ]; then S=$d; else rm -rf \"$P/releases/$d\"; fi; fi; \
          done; \
          rm -rf \"$P/releases/.$R.partial\"; \
-         if cp -al \"$P/releases/$B\" \"$P/releases/.$R.partial\" 2>/dev/null; then echo copied; \
-         else rm -rf \"$P/releases/.$R.partial\"; fi"
+         if [ -n \"$S\" ] && mv \"$P/releases/$S\" \"$P/releases/.$R.partial\"; then echo copied; \
+         elif cp -al \"$P/releases/$B\" \"$P/releases/.$R.partial\" 2>/dev/null; then echo copied; \
+         else rm -rf \"$P/releases/.$R.partial\"; exit 0; fi; \
+         {{ cd \"$P/releases/.$R.partial\" && {listing}; }} 2>/dev/null || true"
     );
     let out = ssh
-        .run(&script, None, STEP_TIMEOUT)
+        .run_bytes(&script, None, STEP_TIMEOUT)
         .await
         .map_err(remote_err("prepare"))?;
-    let mut lines = out.lines();
-    let previous = lines.next().and_then(release_of);
-    Ok((previous, lines.any(|l| l == "copied")))
+    let (first, rest) = match out.iter().position(|b| *b == b'\n') {
+        Some(at) => (&out[..at], &out[at + 1..]),
+        None => (out.as_slice(), &[][..]),
+    };
+    let previous = release_of(&String::from_utf8_lossy(first));
+    let listed = rest.strip_prefix(b"copied\n");
+    Ok(Prepared {
+        previous,
+        copied: listed.is_some(),
+        listing: listed.and_then(delta::parse_listing),
+    })
+}
+
+/// Every entry of the release the export at `export` makes (kind `f`, `d` or `L`, and
+/// path), as rsync lists it with `excludes` (rsync's own dry run into a folder that does
+/// not exist: nothing is written). With `keep_git`, the release's `.git` is not among them.
+///
+/// Errors: rsync cannot run or fails.
+pub async fn export_entries(
+    export: &Path,
+    excludes: &[String],
+    keep_git: bool,
+) -> Result<Vec<(u8, PathBuf)>, DeployError> {
+    let mut command = Child::new("rsync", RSYNC_TIMEOUT);
+    command.args(["-a", "-n", "-ii", "-8", "--exclude=/.git"]);
+    if keep_git {
+        command.arg("--filter=protect /.git");
+    }
+    for e in excludes {
+        command.arg(format!("--exclude={e}"));
+    }
+    let nowhere = std::env::temp_dir().join(format!(
+        ".gitsync-nothing-{}-{}",
+        std::process::id(),
+        NOWHERE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    command
+        .arg(format!("{}/", export.display()))
+        .arg(format!("{}/", nowhere.display()));
+    let output = command.output().await.map_err(rsync_error)?;
+    if !output.status.success() {
+        return Err(DeployError::Target(format!(
+            "rsync's listing of the export: exit {}: {}",
+            output.status.code().unwrap_or(-1),
+            rsync_cause(&String::from_utf8_lossy(&output.stderr))
+        )));
+    }
+    Ok(itemized_entries(&output.stdout))
+}
+
+/// Tells the folders [`export_entries`] names apart.
+static NOWHERE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// After the scan passed: rsync sends `paths` (relative to the export, see [`delta::Plan`])
+/// into `releases/<into>/`, and the git folder (`extra`) as its `.git`. Returns the bytes
+/// sent.
+///
+/// Errors: rsync cannot run or exits non-zero (its code and the cause it printed).
+async fn send(
+    ssh: &Ssh,
+    what: &Release<'_>,
+    into: &str,
+    paths: &[PathBuf],
+) -> Result<u64, DeployError> {
+    let release = format!("{}/releases/{into}/", what.path.trim_end_matches('/'));
+    let mut sent = 0;
+    if !paths.is_empty() {
+        let mut command = Child::new("rsync", RSYNC_TIMEOUT);
+        command
+            .args(["-a", "--modify-window=-1", "--stats", "-8"])
+            .args(["--files-from=-", "--from0"])
+            .arg("-e")
+            .arg(ssh.rsync_shell()?)
+            .arg("--exclude=/.git");
+        for e in what.excludes {
+            command.arg(format!("--exclude={e}"));
+        }
+        command
+            .arg(format!("{}/", what.export.display()))
+            .arg(format!("{}:{release}", ssh.host))
+            .input(delta::nul_list(paths));
+        let output = command.output().await.map_err(rsync_error)?;
+        if !output.status.success() {
+            return Err(DeployError::Target(format!(
+                "rsync exit {}: {}",
+                output.status.code().unwrap_or(-1),
+                rsync_cause(&String::from_utf8_lossy(&output.stderr))
+            )));
+        }
+        sent += bytes_sent(&String::from_utf8_lossy(&output.stdout));
+    }
+    if let Some(git_dir) = what.extra {
+        sent += send_git(ssh, git_dir, &release).await?;
+    }
+    Ok(sent)
 }
 
 /// rsync of the export (and of `extra`, the git folder) into `releases/<into>/`, with
@@ -500,28 +704,35 @@ async fn transfer(
     let entries = itemized_entries(&stdout);
     let mut sent = bytes_sent(&String::from_utf8_lossy(&stdout));
     if let Some(git_dir) = extra {
-        // include_git: the repository's git folder as `.git` of the release.
-        let mut command = Child::new("rsync", RSYNC_TIMEOUT);
-        command
-            .args(["-a", "--delete", "--mkpath", "--stats"])
-            .arg("-e")
-            .arg(ssh.rsync_shell()?)
-            .arg(format!("{}/", git_dir.display()))
-            .arg(format!("{}:{release}.git/", ssh.host));
-        let out = command
-            .output()
-            .await
-            .map_err(|e| DeployError::Target(format!("rsync of .git: {}", rsync_error(e))))?;
-        if !out.status.success() {
-            return Err(DeployError::Target(format!(
-                "rsync of .git: exit {}: {}",
-                out.status.code().unwrap_or(-1),
-                rsync_cause(&String::from_utf8_lossy(&out.stderr))
-            )));
-        }
-        sent += bytes_sent(&String::from_utf8_lossy(&out.stdout));
+        sent += send_git(ssh, git_dir, &release).await?;
     }
     Ok((entries, sent))
+}
+
+/// include_git: the repository's git folder `git_dir` as `.git` of the release folder
+/// `release` (`path/releases/<name>/`). Returns the bytes sent.
+///
+/// Errors: rsync cannot run or exits non-zero.
+async fn send_git(ssh: &Ssh, git_dir: &Path, release: &str) -> Result<u64, DeployError> {
+    let mut command = Child::new("rsync", RSYNC_TIMEOUT);
+    command
+        .args(["-a", "--delete", "--mkpath", "--stats"])
+        .arg("-e")
+        .arg(ssh.rsync_shell()?)
+        .arg(format!("{}/", git_dir.display()))
+        .arg(format!("{}:{release}.git/", ssh.host));
+    let out = command
+        .output()
+        .await
+        .map_err(|e| DeployError::Target(format!("rsync of .git: {}", rsync_error(e))))?;
+    if !out.status.success() {
+        return Err(DeployError::Target(format!(
+            "rsync of .git: exit {}: {}",
+            out.status.code().unwrap_or(-1),
+            rsync_cause(&String::from_utf8_lossy(&out.stderr))
+        )));
+    }
+    Ok(bytes_sent(&String::from_utf8_lossy(&out.stdout)))
 }
 
 /// The line of rsync's standard error that says why it failed: its first `rsync: ...`

@@ -114,6 +114,21 @@ impl Ssh {
         input: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<String, (Option<i32>, String)> {
+        self.run_bytes(script, input, timeout)
+            .await
+            .map(|out| String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// [`Ssh::run`], returning standard output as the bytes it was (file names that are
+    /// not UTF-8 stay as they are).
+    ///
+    /// Errors: the exit code and the last line of standard error.
+    pub async fn run_bytes(
+        &self,
+        script: &str,
+        input: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, (Option<i32>, String)> {
         let mut command = Child::new("ssh", timeout);
         command
             .args(self.options())
@@ -138,16 +153,41 @@ impl Ssh {
             Err(e) => return Err((None, e.to_string())),
         };
         if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+            Ok(output.stdout)
         } else {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let last = stderr
-                .lines()
-                .rfind(|l| !l.trim().is_empty())
-                .unwrap_or("no message")
-                .to_string();
-            Err((output.status.code(), last))
+            Err((output.status.code(), last_line(&output.stderr)))
         }
+    }
+
+    /// Starts a session that runs `script` (POSIX sh, its values already quoted) only when
+    /// [`Armed::fire`] says so, so that the session's set-up (a process, a channel of the
+    /// multiplexed connection, a shell on the target) is not waited for then. The whole
+    /// script is on the target before anything runs: the session waits for the word
+    /// `run` on its standard input, and a session dropped unfired ends with nothing run
+    /// (its input ends first).
+    ///
+    /// Errors: ssh cannot be started.
+    pub fn arm(&self, script: &str) -> Result<Armed, DeployError> {
+        let mut command = tokio::process::Command::new("ssh");
+        crate::util::child::quiet(command.as_std_mut());
+        command
+            .args(self.options())
+            .arg("--")
+            .arg(&self.host)
+            .arg(format!(
+                "IFS= read -r go || exit 0; [ \"$go\" = run ] || exit 0; {{ {script}\n}}"
+            ))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let child = command
+            .spawn()
+            .map_err(|e| DeployError::Target(format!("cannot run ssh: {e}")))?;
+        Ok(Armed {
+            child,
+            host: self.host.clone(),
+        })
     }
 
     /// Closes the multiplexed connection (`ssh -O exit`), if one is open, and removes its
@@ -160,6 +200,58 @@ impl Ssh {
             .arg(&self.host);
         let _ = command.output().await;
         let _ = std::fs::remove_dir(&self.control);
+    }
+}
+
+/// The last line of `stderr` that says something, for a one-line error.
+fn last_line(stderr: &[u8]) -> String {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or("no message")
+        .to_string()
+}
+
+/// A session started by [`Ssh::arm`], waiting to run its script.
+#[derive(Debug)]
+pub struct Armed {
+    child: tokio::process::Child,
+    host: String,
+}
+
+impl Armed {
+    /// Runs the script and waits (at most `timeout`) for it to end. Returns standard
+    /// output.
+    ///
+    /// Errors: as [`Ssh::run`]'s: the exit code and the last line of standard error.
+    pub async fn fire(mut self, timeout: Duration) -> Result<String, (Option<i32>, String)> {
+        use tokio::io::AsyncWriteExt;
+        if let Some(mut stdin) = self.child.stdin.take() {
+            let written = stdin.write_all(b"run\n").await;
+            drop(stdin);
+            if let Err(e) = written {
+                return Err((None, format!("ssh to {}: {e}", self.host)));
+            }
+        }
+        let output = match tokio::time::timeout(timeout, self.child.wait_with_output()).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(e)) => return Err((None, format!("ssh to {}: {e}", self.host))),
+            Err(_) => {
+                return Err((
+                    None,
+                    format!(
+                        "ssh to {} took longer than {} and was stopped",
+                        self.host,
+                        humantime::format_duration(timeout)
+                    ),
+                ));
+            }
+        };
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err((output.status.code(), last_line(&output.stderr)))
+        }
     }
 }
 

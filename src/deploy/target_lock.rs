@@ -77,11 +77,23 @@ pub async fn holding<T>(
     init: bool,
     work: impl std::future::Future<Output = Result<T, DeployError>>,
 ) -> Result<T, DeployError> {
+    let started = std::time::Instant::now();
     let lock = lock(ssh, target, path, init)
         .await
         .map_err(|e| DeployError::Target(format!("lock: {e}")))?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis(),
+        target,
+        "deploy: target locked"
+    );
     let result = work.await;
+    let started = std::time::Instant::now();
     lock.release().await;
+    tracing::debug!(
+        ms = started.elapsed().as_millis(),
+        target,
+        "deploy: target let go"
+    );
     result
 }
 

@@ -602,10 +602,12 @@ fn on_update_ships_a_push_from_another_host_without_any_command() {
 }
 
 /// Random histories (files added, changed, deleted, renamed, turned into folders and back,
-/// symlinks, excluded files, binary content; names with spaces, quotes, glob and shell
+/// execute bits flipped, in the commit or by hand in the live release, symlinks, excluded
+/// files, binary content; names with spaces, quotes, glob and shell
 /// characters, a leading dash, non-ASCII, a backslash, a tab, a newline) shipped step by step, with rollbacks thrown
 /// in: after every ship the release equals `git archive` of the commit minus the excludes,
-/// `current` names it, and `verify` says in sync. Cases: `GITSYNC_DEPLOY_CASES` (default 3).
+/// and every entry's kind, bits, size and time equal the export's, the release that was
+/// live is unchanged (inodes too), `current` names the new one, and `verify` says in sync. Cases: `GITSYNC_DEPLOY_CASES` (default 3).
 #[test]
 fn randomized_histories_always_ship_exactly_the_commit() {
     let cases: u64 = std::env::var("GITSYNC_DEPLOY_CASES")
@@ -632,10 +634,16 @@ fn randomized_histories_always_ship_exactly_the_commit() {
         "#hash",
     ];
     let mut stems_used = std::collections::BTreeSet::new();
+    let mut drawn = 0;
     for case in 0..cases {
         for step in 0..rng.usize(4..8) {
             for _ in 0..rng.usize(1..5) {
-                let stem = STEMS[rng.usize(0..STEMS.len())];
+                // Each kind of name once first, then at random.
+                let stem = STEMS
+                    .get(drawn)
+                    .copied()
+                    .unwrap_or_else(|| STEMS[rng.usize(0..STEMS.len())]);
+                drawn += 1;
                 stems_used.insert(stem);
                 let name = format!(
                     "d{}/{}{}.{}",
@@ -645,7 +653,7 @@ fn randomized_histories_always_ship_exactly_the_commit() {
                     if rng.u8(0..5) == 0 { "log" } else { "txt" }
                 );
                 let path = scene.repo.join(&name);
-                match rng.u8(0..6) {
+                match rng.u8(0..7) {
                     0 if path.symlink_metadata().is_ok() => {
                         if path.is_dir() && !path.is_symlink() {
                             std::fs::remove_dir_all(&path).expect("rm");
@@ -663,6 +671,14 @@ fn randomized_histories_always_ship_exactly_the_commit() {
                         let _ = std::fs::remove_dir_all(&path);
                         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
                         let _ = std::os::unix::fs::symlink("../a.txt", &path);
+                    }
+                    4 if path.is_file() && !path.is_symlink() => {
+                        // The execute bit alone: the copy's inode is shared with the live
+                        // release, so this must not be a chmod in place.
+                        use std::os::unix::fs::PermissionsExt;
+                        let mode = path.metadata().expect("meta").permissions().mode() ^ 0o111;
+                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                            .expect("chmod");
                     }
                     3 => {
                         // A file where a folder was, or the other way round.
@@ -701,6 +717,24 @@ fn randomized_histories_always_ship_exactly_the_commit() {
                 .git(&scene.repo, &["rev-parse", "HEAD"])
                 .trim()
                 .to_string();
+            let live = scene.current("vm01").map(|r| {
+                let dir = scene.target_dir("vm01").join("releases").join(r);
+                // Drift on the target: someone flips a bit of a live file by hand. The
+                // next release must have the commit's bits, and the live file keep its own.
+                let files: Vec<PathBuf> = walkdir(&dir)
+                    .into_iter()
+                    .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
+                    .collect();
+                if !files.is_empty() && rng.u8(0..3) == 0 {
+                    use std::os::unix::fs::PermissionsExt;
+                    let file = &files[rng.usize(0..files.len())];
+                    let mode = file.metadata().expect("meta").permissions().mode() ^ 0o100;
+                    std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode))
+                        .expect("chmod");
+                }
+                let before = entries_on_disk(&dir, true);
+                (dir, before)
+            });
             let (code, text) = scene.gitsync(&["deploy", "web"]);
             assert_eq!(code, 0, "case {case} step {step}: {text}");
             assert_eq!(
@@ -709,6 +743,30 @@ fn randomized_histories_always_ship_exactly_the_commit() {
                 "{text}"
             );
             let release = scene.target_dir("vm01").join("releases").join(&rev);
+            // Every entry as a whole `rsync -a` of the export would leave it: kind, bits,
+            // size, time to the nanosecond, symlink target, bytes.
+            let export = scene.home.join(".gitsync/deploy/web/tree");
+            let (got, want) = (
+                entries_on_disk(&release, false),
+                entries_on_disk(&export, false),
+            );
+            let differ: Vec<(&PathBuf, Option<&DiskEntry>, Option<&DiskEntry>)> = got
+                .keys()
+                .chain(want.keys())
+                .filter(|k| got.get(*k) != want.get(*k))
+                .map(|k| (k, got.get(k), want.get(k)))
+                .collect();
+            assert!(
+                differ.is_empty(),
+                "case {case} step {step}: the release's entries differ from the export's: {differ:?}\n{text}"
+            );
+            if let Some((dir, before)) = live.filter(|(dir, _)| dir != &release) {
+                assert_eq!(
+                    entries_on_disk(&dir, true),
+                    before,
+                    "case {case} step {step}: the release that was live changed\n{text}"
+                );
+            }
             let (got, want) = (shipped(&release), archive(&scene.env, &scene.repo, &rev));
             let differ: Vec<&PathBuf> = got
                 .keys()
@@ -731,6 +789,47 @@ fn randomized_histories_always_ship_exactly_the_commit() {
         cases < 3 || stems_used == STEMS.into_iter().collect(),
         "every kind of name was drawn: {stems_used:?}"
     );
+}
+
+/// One entry of a tree on disk: kind (`f`, `d`, `l`), permission bits, size, modification
+/// time in nanoseconds, symlink target or file bytes, and (when asked) the inode.
+type DiskEntry = (char, u32, u64, i128, Vec<u8>, u64);
+
+/// Every entry under `dir` (not `dir` itself) but `.git` and any path with a component
+/// ending in `.log` (the scene's exclude), as [`DiskEntry`]; inodes only `with_inodes`.
+fn entries_on_disk(dir: &Path, with_inodes: bool) -> BTreeMap<PathBuf, DiskEntry> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = BTreeMap::new();
+    for path in walkdir(dir) {
+        let rel = path.strip_prefix(dir).expect("prefix").to_path_buf();
+        if rel.components().any(|c| {
+            let name = c.as_os_str();
+            name == ".git" || name.as_bytes().ends_with(b".log")
+        }) {
+            continue;
+        }
+        let meta = std::fs::symlink_metadata(&path).expect("meta");
+        let kind = if meta.is_dir() {
+            'd'
+        } else if meta.file_type().is_symlink() {
+            'l'
+        } else {
+            'f'
+        };
+        let body = match kind {
+            'l' => std::fs::read_link(&path)
+                .expect("readlink")
+                .into_os_string()
+                .into_encoded_bytes(),
+            'f' => std::fs::read(&path).expect("read"),
+            _ => Vec::new(),
+        };
+        let size = if kind == 'd' { 0 } else { meta.len() };
+        let mtime = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+        let ino = if with_inodes { meta.ino() } else { 0 };
+        out.insert(rel, (kind, meta.mode() & 0o7777, size, mtime, body, ino));
+    }
+    out
 }
 
 /// Every release folder on the target `dir`, by the commit it is named after.
