@@ -321,39 +321,17 @@ impl Deploy {
             dir: self.dir.clone(),
         };
         let started = std::time::Instant::now();
-        export.update(&git_dir, &rev, self.git_timeout).await?;
         // Read before anything reaches a target: a state that cannot be read stops the
         // ship here, not after the targets were prepared.
         let mut state = self.state()?;
         let tree = export.tree();
-        let tool = self.scan_tool();
-        let config = self
-            .spec
-            .scan
-            .as_ref()
-            .and_then(|s| s.config.as_deref())
-            .map(crate::config::expand_tilde);
-        let scratch = self.dir.join("scan");
-        let cache = self.dir.join("scan-cache.json");
-        let scan_tree = tree.clone();
         // The targets are reached, locked and prepared while the scan runs; nothing is sent
         // before the gate says the scan passed (see `ship::ship`).
         let (open, gate) = tokio::sync::watch::channel(None);
         let open = Arc::new(open);
-        let opener = open.clone();
-        let scanning = tokio::task::spawn_blocking(move || {
-            let passed = || {
-                let _ = opener.send(Some(true));
-            };
-            scan::scan(
-                &tool,
-                config.as_deref(),
-                &scan_tree,
-                &scratch,
-                Some(&cache),
-                &passed,
-            )
-        });
+        // What the release holds is recorded once, while the scan runs, for every target
+        // (see `ship::Recorded`).
+        let (recorded, recording) = tokio::sync::watch::channel(None);
         let semaphore = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
         let mut tasks = tokio::task::JoinSet::new();
         let extra = self.spec.include_git.then(|| git_dir.clone());
@@ -367,6 +345,7 @@ impl Deploy {
             let init = opts.init;
             let repair = opts.repair;
             let mut gate = gate.clone();
+            let recording = recording.clone();
             tasks.spawn(async move {
                 let _permit = semaphore.acquire().await;
                 let ssh = me.ssh_for(&target);
@@ -376,10 +355,6 @@ impl Deploy {
                         false => Err(DeployError::Target("the secret scan did not pass".to_string())),
                     }
                 } else {
-                    let (me2, tree2, rev2) = (me.clone(), tree.clone(), rev.clone());
-                    let record: Arc<ship::Record> = Arc::new(move |listed: &[(u8, PathBuf)]| {
-                        me2.record(&tree2, &rev2, listed)
-                    });
                     let release = ship::Release {
                         path: &target.path,
                         export: &tree,
@@ -392,7 +367,7 @@ impl Deploy {
                         &release,
                         me.spec.keep.unwrap_or(DEFAULT_KEEP),
                         repair,
-                        &record,
+                        recording,
                         gate,
                     );
                     let shipped =
@@ -432,6 +407,52 @@ impl Deploy {
                 };
                 ssh.close().await;
                 (target.name, result)
+            });
+        }
+        // The export moves to the commit while the targets are reached and locked.
+        if let Err(e) = export.update(&git_dir, &rev, self.git_timeout).await {
+            let _ = open.send(Some(false));
+            let _ = recorded.send(Some(Err(e.to_string())));
+            while tasks.join_next().await.is_some() {}
+            return Err(e);
+        }
+        let tool = self.scan_tool();
+        let config = self
+            .spec
+            .scan
+            .as_ref()
+            .and_then(|s| s.config.as_deref())
+            .map(crate::config::expand_tilde);
+        let scratch = self.dir.join("scan");
+        let cache = self.dir.join("scan-cache.json");
+        let scan_tree = tree.clone();
+        let opener = open.clone();
+        let scanning = tokio::task::spawn_blocking(move || {
+            let passed = || {
+                let _ = opener.send(Some(true));
+            };
+            scan::scan(
+                &tool,
+                config.as_deref(),
+                &scan_tree,
+                &scratch,
+                Some(&cache),
+                &passed,
+            )
+        });
+        if !opts.dry_run {
+            let (me, tree, rev) = (self.clone(), tree.clone(), rev.clone());
+            let keep_git = self.spec.include_git;
+            tokio::spawn(async move {
+                let made = async {
+                    let entries = ship::export_entries(&tree, &me.spec.excludes, keep_git).await?;
+                    tokio::task::spawn_blocking(move || {
+                        me.record(&tree, &rev, &entries).map(|()| Arc::new(entries))
+                    })
+                    .await
+                    .map_err(|e| DeployError::Target(format!("the record stopped: {e}")))?
+                };
+                let _ = recorded.send(Some(made.await.map_err(|e| e.to_string())));
             });
         }
         let verdict = scanning

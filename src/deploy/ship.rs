@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::delta;
 use super::ssh::{Ssh, quote};
-use crate::util::child::{Child, ChildError};
+use crate::util::child::{Child, ChildError, Held};
 
 /// What a ship did on one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,10 +173,29 @@ fn itemized_entries(stdout: &[u8]) -> Vec<(u8, PathBuf)> {
         .collect()
 }
 
-/// Keeps the record of a release from its entries (kind `f`, `d` or `L`, and path, as rsync
-/// listed them); its error stops the ship before the flip. It reads and hashes files, so
-/// it runs on a blocking thread.
-pub type Record = dyn Fn(&[(u8, PathBuf)]) -> Result<(), DeployError> + Send + Sync;
+/// The release's entries (kind `f`, `d` or `L`, and path, as [`export_entries`] lists them)
+/// once the machine has recorded them ([`Shape`]), made once per ship for every target:
+/// `None` while the record is made, then the entries, or why there is no record (which
+/// stops each target's ship before its flip).
+pub type Recorded = tokio::sync::watch::Receiver<Option<Result<Entries, String>>>;
+
+/// A release's entries, shared by the targets' ships.
+pub type Entries = std::sync::Arc<Vec<(u8, PathBuf)>>;
+
+/// Waits for the record on `recorded`.
+///
+/// Errors: the record failed, or was given up.
+async fn recorded(recorded: &mut Recorded) -> Result<Entries, DeployError> {
+    let fail = |why: &str| DeployError::Target(format!("the release was not recorded: {why}"));
+    match recorded.wait_for(Option::is_some).await {
+        Ok(value) => match &*value {
+            Some(Ok(entries)) => Ok(entries.clone()),
+            Some(Err(why)) => Err(fail(why)),
+            None => Err(fail("no answer")),
+        },
+        Err(_) => Err(fail("it stopped")),
+    }
+}
 
 /// One entry of a release as shipped.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -307,21 +326,12 @@ pub async fn ship(
     release: &Release<'_>,
     keep: usize,
     repair: bool,
-    record: &std::sync::Arc<Record>,
+    mut recording: Recorded,
     mut gate: Gate,
 ) -> Result<Shipped, DeployError> {
     let (path, rev) = (release.path, release.rev);
     let started = std::time::Instant::now();
-    // The release's entries are listed and recorded here while the target is prepared.
-    let recording = async {
-        let entries =
-            export_entries(release.export, release.excludes, release.extra.is_some()).await?;
-        let record = std::sync::Arc::clone(record);
-        tokio::task::spawn_blocking(move || record(&entries).map(|()| entries))
-            .await
-            .map_err(|e| DeployError::Target(format!("the record stopped: {e}")))?
-    };
-    let (prepared, listed) = tokio::join!(prepare(ssh, path, rev, keep), recording);
+    let prepared = prepare(ssh, path, rev, keep).await;
     tracing::debug!(
         ms = started.elapsed().as_millis(),
         listed = prepared.as_ref().is_ok_and(|p| p.listing.is_some()),
@@ -340,7 +350,7 @@ pub async fn ship(
     // rollback nor the pruning sees it) and renamed at the flip: a ship killed halfway
     // leaves no half-written `releases/<rev>` behind.
     let partial = format!(".{rev}.partial");
-    let entries = match listed {
+    let entries = match recorded(&mut recording).await {
         Ok(entries) => entries,
         Err(e) => return Err(discard(ssh, path, rev, e).await),
     };
@@ -365,8 +375,12 @@ pub async fn ship(
     };
     let plan = match (copied, listing) {
         (true, Some(listing)) if previous.as_deref() != Some(rev) => {
-            match prepare_delta(ssh, release, &partial, &entries, listing).await {
-                Ok(plan) => Some(plan),
+            let planned = match prepare_delta(ssh, release, &partial, &entries, listing).await {
+                Ok(plan) => start_send(ssh, release, &partial).map(|rsync| (plan, rsync)),
+                Err(e) => Err(e),
+            };
+            match planned {
+                Ok(ready) => Some(ready),
                 Err(e) => return Err(discard(ssh, path, rev, e).await),
             }
         }
@@ -383,11 +397,11 @@ pub async fn ship(
         if !repair {
             return Ok(Shipped::AlreadyThere);
         }
-        return self::repair(ssh, release, record.as_ref()).await;
+        return self::repair(ssh, release, &entries).await;
     }
     let started = std::time::Instant::now();
     let sent = match plan {
-        Some(plan) => send(ssh, release, &partial, &plan.send).await,
+        Some((plan, rsync)) => send(rsync, ssh, release, &partial, &plan.send).await,
         // Into a hard-linked copy rsync only replaces what changed, each file by a rename
         // of a new one (never a write into the shared inode). Without a copy (a new
         // layout, or a target whose `cp` cannot link), `--link-dest` links the unchanged
@@ -465,13 +479,14 @@ async fn prepare_delta(
 /// `releases/<rev>.repair/` from scratch (no `--link-dest`: a tampered file of the same
 /// size and time must not be linked back), `current` flips to it, the old release is
 /// replaced by a hard-linked copy of the repaired one, and `current` flips back to its
-/// usual name. Every step leaves `current` on a whole tree.
+/// usual name. Every step leaves `current` on a whole tree. `entries`: the release's, as
+/// recorded.
 ///
 /// Errors: a message for this target; `current` still names a whole tree.
 pub async fn repair(
     ssh: &Ssh,
     release: &Release<'_>,
-    record: &Record,
+    entries: &[(u8, PathBuf)],
 ) -> Result<Shipped, DeployError> {
     let (path, rev) = (release.path, release.rev);
     let scratch = format!("{rev}.repair");
@@ -482,8 +497,7 @@ pub async fn repair(
         .await
         .map_err(remote_err("repair"))?;
     let started = std::time::Instant::now();
-    let (entries, sent) = transfer(ssh, release, &scratch, None).await?;
-    record(&entries)?;
+    let (_, sent) = transfer(ssh, release, &scratch, None).await?;
     let transferred = started.elapsed();
     let started = std::time::Instant::now();
     let script = format!(
@@ -615,44 +629,55 @@ pub async fn export_entries(
 /// Tells the folders [`export_entries`] names apart.
 static NOWHERE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// After the scan passed: rsync sends `paths` (relative to the export, see [`delta::Plan`])
-/// into `releases/<into>/`, and the git folder (`extra`) as its `.git`. Returns the bytes
-/// sent.
+/// Before the scan's answer: rsync from the export into `releases/<into>/`, started (its
+/// ssh session, the rsync on the target, their handshake) but waiting for the list of
+/// paths to send on its standard input (`--files-from=- --from0`), so nothing of the
+/// export has crossed yet. [`send`] gives it the list.
 ///
-/// Errors: rsync cannot run or exits non-zero (its code and the cause it printed).
+/// Errors: an ssh option that cannot be quoted, or rsync cannot start.
+fn start_send(ssh: &Ssh, what: &Release<'_>, into: &str) -> Result<Held, DeployError> {
+    let release = format!("{}/releases/{into}/", what.path.trim_end_matches('/'));
+    let mut command = Child::new("rsync", RSYNC_TIMEOUT);
+    command
+        .args(["-a", "--modify-window=-1", "--stats", "-8"])
+        .args(["--files-from=-", "--from0"])
+        .arg("-e")
+        .arg(ssh.rsync_shell()?)
+        .arg("--exclude=/.git");
+    for e in what.excludes {
+        command.arg(format!("--exclude={e}"));
+    }
+    command
+        .arg(format!("{}/", what.export.display()))
+        .arg(format!("{}:{release}", ssh.host));
+    command.hold().map_err(rsync_error)
+}
+
+/// After the scan passed: the rsync of [`start_send`] sends `paths` (relative to the
+/// export, see [`delta::Plan`]) into `releases/<into>/`, and the git folder (`extra`)
+/// goes as its `.git`. Returns the bytes sent.
+///
+/// Errors: rsync exits non-zero (its code and the cause it printed).
 async fn send(
+    rsync: Held,
     ssh: &Ssh,
     what: &Release<'_>,
     into: &str,
     paths: &[PathBuf],
 ) -> Result<u64, DeployError> {
     let release = format!("{}/releases/{into}/", what.path.trim_end_matches('/'));
-    let mut sent = 0;
-    if !paths.is_empty() {
-        let mut command = Child::new("rsync", RSYNC_TIMEOUT);
-        command
-            .args(["-a", "--modify-window=-1", "--stats", "-8"])
-            .args(["--files-from=-", "--from0"])
-            .arg("-e")
-            .arg(ssh.rsync_shell()?)
-            .arg("--exclude=/.git");
-        for e in what.excludes {
-            command.arg(format!("--exclude={e}"));
-        }
-        command
-            .arg(format!("{}/", what.export.display()))
-            .arg(format!("{}:{release}", ssh.host))
-            .input(delta::nul_list(paths));
-        let output = command.output().await.map_err(rsync_error)?;
-        if !output.status.success() {
-            return Err(DeployError::Target(format!(
-                "rsync exit {}: {}",
-                output.status.code().unwrap_or(-1),
-                rsync_cause(&String::from_utf8_lossy(&output.stderr))
-            )));
-        }
-        sent += bytes_sent(&String::from_utf8_lossy(&output.stdout));
+    let output = rsync
+        .finish(delta::nul_list(paths))
+        .await
+        .map_err(rsync_error)?;
+    if !output.status.success() {
+        return Err(DeployError::Target(format!(
+            "rsync exit {}: {}",
+            output.status.code().unwrap_or(-1),
+            rsync_cause(&String::from_utf8_lossy(&output.stderr))
+        )));
     }
+    let mut sent = bytes_sent(&String::from_utf8_lossy(&output.stdout));
     if let Some(git_dir) = what.extra {
         sent += send_git(ssh, git_dir, &release).await?;
     }

@@ -180,6 +180,27 @@ impl Child {
         }
     }
 
+    /// Starts it with its standard input held open: it runs up to its first read of that
+    /// input, which [`Held::finish`] gives it later (so that its start-up, such as
+    /// rsync's connection, is not waited for then). Dropped unfinished, it is killed.
+    ///
+    /// Errors: [`ChildError::Spawn`] when it cannot start.
+    pub fn hold(mut self) -> Result<Held, ChildError> {
+        self.command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = self.command.spawn().map_err(|source| ChildError::Spawn {
+            program: self.program.clone(),
+            source,
+        })?;
+        Ok(Held {
+            child,
+            program: self.program,
+            timeout: self.timeout,
+        })
+    }
+
     /// Runs it as [`Child::output`] does; a non-zero exit is an error.
     ///
     /// Errors: as [`Child::output`], and [`ChildError::Failed`] with its standard error.
@@ -207,6 +228,40 @@ impl Child {
                 source,
             })?;
         runtime.block_on(self.output())
+    }
+}
+
+/// A child started by [`Child::hold`], waiting for its standard input.
+#[derive(Debug)]
+pub struct Held {
+    child: tokio::process::Child,
+    program: String,
+    timeout: Duration,
+}
+
+impl Held {
+    /// Writes `input` to its standard input, closes it, and waits for it to end, as
+    /// [`Child::output`] does (the timeout counts from here).
+    ///
+    /// Errors: as [`Child::output`].
+    pub async fn finish(mut self, input: Vec<u8>) -> Result<Output, ChildError> {
+        if let Some(mut stdin) = self.child.stdin.take() {
+            // As in `Child::output`: a child that exits early closes the pipe.
+            tokio::spawn(async move {
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut stdin, &input).await;
+            });
+        }
+        match tokio::time::timeout(self.timeout, self.child.wait_with_output()).await {
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(source)) => Err(ChildError::Spawn {
+                program: self.program,
+                source,
+            }),
+            Err(_) => Err(ChildError::Timeout {
+                program: self.program,
+                timeout: self.timeout,
+            }),
+        }
     }
 }
 
