@@ -289,22 +289,7 @@ impl Deploy {
     }
 
     fn ssh_for(&self, target: &DeployTarget) -> ssh::Ssh {
-        // One socket folder per connection: two targets on one host (or two deploys to it)
-        // would share `%C`, and one closing its master would cut the other's session off.
-        // Short path: `ControlPath` is limited to 108 bytes.
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let control = std::env::temp_dir()
-            .join(format!("gitsync-ssh-{}", std::process::id()))
-            .join(n.to_string());
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            let _ = std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&control);
-        }
-        ssh::Ssh::new(target, self.spec.ssh.as_ref(), &control)
+        ssh::Ssh::new(target, self.spec.ssh.as_ref(), ssh::control_dir())
     }
 
     /// Exports, scans, and ships to each target (in parallel, bounded). A blocked scan

@@ -1,11 +1,12 @@
 //! The system `ssh` and `rsync`, the way users run them: their keys, config and
 //! known_hosts; `BatchMode=yes` (never a prompt), a connection timeout, host keys checked
 //! (`StrictHostKeyChecking=yes` unless the config says `accept-new`), one multiplexed
-//! connection per target per ship (`ControlMaster=auto`), and every remote argument quoted
-//! for the remote shell (`shlex`).
+//! connection per user, host and port (`ControlMaster=auto`), kept for 60 seconds after its
+//! last session (`ControlPersist=60`, as Ansible does) so that the next ship does not wait
+//! for a new handshake, and every remote argument quoted for the remote shell (`shlex`).
 
 use super::DeployError;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{DeploySsh, DeployTarget};
@@ -22,6 +23,40 @@ pub struct Ssh {
     strict: String,
     connect_timeout: u64,
     control: PathBuf,
+    /// Whether `control` is the shared folder ([`control_dir`]), whose connections stay.
+    shared: bool,
+}
+
+/// The folder of the multiplexing sockets ([`Ssh::new`]): `$XDG_RUNTIME_DIR/gitsync-ssh`,
+/// else `<temp>/gitsync-ssh-<uid>`, made private (0700). One that is not this user's own
+/// private folder (made by someone else first, or a symlink) is not used: then each call
+/// gets a folder of its own in this process's, and its connection is closed after use
+/// ([`Ssh::close`]). Short, because a socket's path is limited to 108 bytes and ssh adds
+/// `%C` (40 characters) and a temporary suffix to it. Returns the folder and whether it is
+/// the shared one.
+pub fn control_dir() -> (PathBuf, bool) {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let uid = nix::unistd::getuid().as_raw();
+    let shared = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("gitsync-ssh"),
+        None => std::env::temp_dir().join(format!("gitsync-ssh-{uid}")),
+    };
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&shared);
+    let private = std::fs::symlink_metadata(&shared)
+        .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0);
+    if private && shared.as_os_str().len() <= 48 {
+        return (shared, true);
+    }
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let own = std::env::temp_dir()
+        .join(format!("gitsync-ssh-{}", std::process::id()))
+        .join(n.to_string());
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&own);
+    (own, false)
 }
 
 /// Quotes `text` for a POSIX shell.
@@ -35,8 +70,13 @@ pub fn quote(text: &str) -> Result<String, DeployError> {
 
 impl Ssh {
     /// The connection to `target` with `settings`; `control`: a private folder for the
-    /// multiplexing socket (short path: sockets are limited to 108 bytes).
-    pub fn new(target: &DeployTarget, settings: Option<&DeploySsh>, control: &Path) -> Ssh {
+    /// multiplexing socket (short path: sockets are limited to 108 bytes), `shared` when
+    /// other ships use it too (see [`control_dir`]).
+    pub fn new(
+        target: &DeployTarget,
+        settings: Option<&DeploySsh>,
+        (control, shared): (PathBuf, bool),
+    ) -> Ssh {
         let settings = settings.cloned().unwrap_or_default();
         Ssh {
             host: target.host.clone(),
@@ -53,7 +93,8 @@ impl Ssh {
                 .strict_host_key_checking
                 .unwrap_or_else(|| "yes".to_string()),
             connect_timeout: settings.connect_timeout.unwrap_or(10),
-            control: control.to_path_buf(),
+            control,
+            shared,
         }
     }
 
@@ -191,8 +232,13 @@ impl Ssh {
     }
 
     /// Closes the multiplexed connection (`ssh -O exit`), if one is open, and removes its
-    /// socket folder when that is empty.
+    /// socket folder when that is empty; a connection in the shared folder
+    /// ([`control_dir`]) is left for other ships, and ends 60 seconds after its last
+    /// session.
     pub async fn close(&self) {
+        if self.shared {
+            return;
+        }
         let mut command = Child::new("ssh", Duration::from_secs(10));
         command
             .args(self.options())
@@ -270,7 +316,7 @@ mod tests {
             port: Some(2222),
             path: "/srv/site".into(),
         };
-        let ssh = Ssh::new(&t, None, Path::new("/tmp/c"));
+        let ssh = Ssh::new(&t, None, (PathBuf::from("/tmp/c"), false));
         let shell = ssh.rsync_shell().expect("shell");
         assert!(
             shell.contains("StrictHostKeyChecking=yes") && shell.contains("-p 2222"),
