@@ -427,10 +427,9 @@ impl Deploy {
         });
         if !opts.dry_run {
             let (me, tree, rev) = (self.clone(), tree.clone(), rev.clone());
-            let keep_git = self.spec.include_git;
             tokio::spawn(async move {
                 let made = async {
-                    let entries = ship::export_entries(&tree, &me.spec.excludes, keep_git).await?;
+                    let entries = ship::export_entries(&tree, &me.spec.excludes).await?;
                     tokio::task::spawn_blocking(move || {
                         me.record(&tree, &rev, &entries).map(|()| Arc::new(entries))
                     })

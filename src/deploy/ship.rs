@@ -350,10 +350,6 @@ pub async fn ship(
     // rollback nor the pruning sees it) and renamed at the flip: a ship killed halfway
     // leaves no half-written `releases/<rev>` behind.
     let partial = format!(".{rev}.partial");
-    let entries = match recorded(&mut recording).await {
-        Ok(entries) => entries,
-        Err(e) => return Err(discard(ssh, path, rev, e).await),
-    };
     let r = quote(rev)?;
     let p = quote(path.trim_end_matches('/'))?;
     let prev = quote(previous.as_deref().unwrap_or(""))?;
@@ -368,10 +364,14 @@ pub async fn ship(
     // The flip's session is opened now, while the scan runs; it flips when told to.
     let armed = match previous.as_deref() == Some(rev) {
         true => None,
-        false => match ssh.arm(&flip) {
+        false => match ssh.arm(&flip, STEP_TIMEOUT) {
             Ok(armed) => Some(armed),
             Err(e) => return Err(discard(ssh, path, rev, e).await),
         },
+    };
+    let entries = match recorded(&mut recording).await {
+        Ok(entries) => entries,
+        Err(e) => return Err(discard(ssh, path, rev, e).await),
     };
     let plan = match (copied, listing) {
         (true, Some(listing)) if previous.as_deref() != Some(rev) => {
@@ -421,7 +421,7 @@ pub async fn ship(
     let files = entries.iter().filter(|(k, _)| *k == b'f').count();
     let started = std::time::Instant::now();
     let flipped = match armed {
-        Some(armed) => armed.fire(STEP_TIMEOUT).await,
+        Some(armed) => armed.fire().await,
         None => ssh.run(&flip, None, STEP_TIMEOUT).await,
     };
     if let Err(e) = flipped {
@@ -591,19 +591,16 @@ pub async fn prepare(
 
 /// Every entry of the release the export at `export` makes (kind `f`, `d` or `L`, and
 /// path), as rsync lists it with `excludes` (rsync's own dry run into a folder that does
-/// not exist: nothing is written). With `keep_git`, the release's `.git` is not among them.
+/// not exist: nothing is written). A `.git` at the top is never among them (it is shipped
+/// on its own, if at all).
 ///
 /// Errors: rsync cannot run or fails.
 pub async fn export_entries(
     export: &Path,
     excludes: &[String],
-    keep_git: bool,
 ) -> Result<Vec<(u8, PathBuf)>, DeployError> {
     let mut command = Child::new("rsync", RSYNC_TIMEOUT);
     command.args(["-a", "-n", "-ii", "-8", "--exclude=/.git"]);
-    if keep_git {
-        command.arg("--filter=protect /.git");
-    }
     for e in excludes {
         command.arg(format!("--exclude={e}"));
     }

@@ -179,25 +179,7 @@ impl Ssh {
         if let Some(input) = input {
             command.input(input.to_vec());
         }
-        let output = match command.output().await {
-            Ok(o) => o,
-            Err(ChildError::Timeout { .. }) => {
-                return Err((
-                    None,
-                    format!(
-                        "ssh to {} took longer than {} and was stopped",
-                        self.host,
-                        humantime::format_duration(timeout)
-                    ),
-                ));
-            }
-            Err(e) => return Err((None, e.to_string())),
-        };
-        if output.status.success() {
-            Ok(output.stdout)
-        } else {
-            Err((output.status.code(), last_line(&output.stderr)))
-        }
+        answer(&self.host, timeout, command.output().await)
     }
 
     /// Starts a session that runs `script` (POSIX sh, its values already quoted) only when
@@ -207,27 +189,25 @@ impl Ssh {
     /// `run` on its standard input, and a session dropped unfired ends with nothing run
     /// (its input ends first).
     ///
+    /// `timeout` counts from [`Armed::fire`].
+    ///
     /// Errors: ssh cannot be started.
-    pub fn arm(&self, script: &str) -> Result<Armed, DeployError> {
-        let mut command = tokio::process::Command::new("ssh");
-        crate::util::child::quiet(command.as_std_mut());
+    pub fn arm(&self, script: &str, timeout: Duration) -> Result<Armed, DeployError> {
+        let mut command = Child::new("ssh", timeout);
         command
             .args(self.options())
             .arg("--")
             .arg(&self.host)
             .arg(format!(
                 "IFS= read -r go || exit 0; [ \"$go\" = run ] || exit 0; {{ {script}\n}}"
-            ))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        let child = command
-            .spawn()
-            .map_err(|e| DeployError::Target(format!("cannot run ssh: {e}")))?;
+            ));
+        let held = command
+            .hold()
+            .map_err(|e| DeployError::Target(e.to_string()))?;
         Ok(Armed {
-            child,
+            held,
             host: self.host.clone(),
+            timeout,
         })
     }
 
@@ -258,46 +238,43 @@ fn last_line(stderr: &[u8]) -> String {
         .to_string()
 }
 
+/// What a finished ssh `output` of a session to `host` stopped after `timeout` says:
+/// standard output, or the exit code and the last line of standard error.
+fn answer(
+    host: &str,
+    timeout: Duration,
+    output: Result<std::process::Output, ChildError>,
+) -> Result<Vec<u8>, (Option<i32>, String)> {
+    match output {
+        Ok(output) if output.status.success() => Ok(output.stdout),
+        Ok(output) => Err((output.status.code(), last_line(&output.stderr))),
+        Err(ChildError::Timeout { .. }) => Err((
+            None,
+            format!(
+                "ssh to {host} took longer than {} and was stopped",
+                humantime::format_duration(timeout)
+            ),
+        )),
+        Err(e) => Err((None, e.to_string())),
+    }
+}
+
 /// A session started by [`Ssh::arm`], waiting to run its script.
 #[derive(Debug)]
 pub struct Armed {
-    child: tokio::process::Child,
+    held: crate::util::child::Held,
     host: String,
+    timeout: Duration,
 }
 
 impl Armed {
-    /// Runs the script and waits (at most `timeout`) for it to end. Returns standard
-    /// output.
+    /// Runs the script and waits for it to end. Returns standard output.
     ///
     /// Errors: as [`Ssh::run`]'s: the exit code and the last line of standard error.
-    pub async fn fire(mut self, timeout: Duration) -> Result<String, (Option<i32>, String)> {
-        use tokio::io::AsyncWriteExt;
-        if let Some(mut stdin) = self.child.stdin.take() {
-            let written = stdin.write_all(b"run\n").await;
-            drop(stdin);
-            if let Err(e) = written {
-                return Err((None, format!("ssh to {}: {e}", self.host)));
-            }
-        }
-        let output = match tokio::time::timeout(timeout, self.child.wait_with_output()).await {
-            Ok(Ok(output)) => output,
-            Ok(Err(e)) => return Err((None, format!("ssh to {}: {e}", self.host))),
-            Err(_) => {
-                return Err((
-                    None,
-                    format!(
-                        "ssh to {} took longer than {} and was stopped",
-                        self.host,
-                        humantime::format_duration(timeout)
-                    ),
-                ));
-            }
-        };
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-        } else {
-            Err((output.status.code(), last_line(&output.stderr)))
-        }
+    pub async fn fire(self) -> Result<String, (Option<i32>, String)> {
+        let output = self.held.finish(b"run\n".to_vec()).await;
+        answer(&self.host, self.timeout, output)
+            .map(|out| String::from_utf8_lossy(&out).into_owned())
     }
 }
 
