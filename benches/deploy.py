@@ -12,6 +12,8 @@ it), side by side with its baselines, in one run:
    release's own disk use (goal: at most 1% of the tree, the rest hard links).
 3. The scan's share of the ship time.
 
+BENCH_GITSYNC_LOG=gitsync=debug prints each ship's debug log (where its time went).
+
     cargo build --release && make deps && python3 benches/deploy.py
 """
 import json, os, pathlib, re, shutil, socket, statistics, subprocess, sys, tempfile, time
