@@ -289,7 +289,7 @@ impl Deploy {
     }
 
     fn ssh_for(&self, target: &DeployTarget) -> ssh::Ssh {
-        ssh::Ssh::new(target, self.spec.ssh.as_ref(), ssh::control_dir())
+        ssh::Ssh::new(target, self.spec.ssh.as_ref())
     }
 
     /// Exports, scans, and ships to each target (in parallel, bounded). A blocked scan
@@ -313,7 +313,6 @@ impl Deploy {
         // The targets are reached, locked and prepared while the scan runs; nothing is sent
         // before the gate says the scan passed (see `ship::ship`).
         let (open, gate) = tokio::sync::watch::channel(None);
-        let open = Arc::new(open);
         // What the release holds is recorded once, while the scan runs, for every target
         // (see `ship::Recorded`).
         let (recorded, recording) = tokio::sync::watch::channel(None);
@@ -543,7 +542,7 @@ impl Deploy {
         }
         let mut command = ship::rsync_command(ssh, &self.spec.excludes)?;
         command
-            .args(["--dry-run", "-i", "-8"])
+            .args(["--delete", "--dry-run", "-i", "-8"])
             .arg(format!("{}/", tree.display()))
             .arg(format!(
                 "{}:{}/releases/{current}/",
@@ -554,13 +553,7 @@ impl Deploy {
             .output()
             .await
             .map_err(|e| DeployError::Target(e.to_string()))?;
-        if !out.status.success() {
-            return Err(DeployError::Target(format!(
-                "rsync --dry-run exit {}: {}",
-                out.status.code().unwrap_or(-1),
-                ship::rsync_cause(&String::from_utf8_lossy(&out.stderr))
-            )));
-        }
+        ship::rsync_status("rsync --dry-run", &out)?;
         let (mut added, mut changed, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
         for (flags, path) in out.stdout.split(|b| *b == b'\n').filter_map(ship::itemized) {
             let path = path.display().to_string();

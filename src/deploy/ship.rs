@@ -79,9 +79,9 @@ fn release_of(readlink: &str) -> Option<String> {
         .filter(|r| !r.is_empty())
 }
 
-/// `rsync -a --delete --modify-window=-1 -e <ssh>` with gitsync's own files and `excludes`
-/// left out, stopped after an hour: the base of every transfer to a target (callers add
-/// their flags, source and destination).
+/// `rsync -a --modify-window=-1 -e <ssh>` with gitsync's own files and `excludes` left
+/// out ([`exclusions`]), stopped after an hour: the base of every transfer to a target
+/// (callers add their flags, such as `--delete`, source and destination).
 ///
 /// rsync's quick check takes a file whose size and modification time match as unchanged,
 /// and by default compares the times in whole seconds (rsync(1), `--modify-window`). Two
@@ -92,14 +92,32 @@ fn release_of(readlink: &str) -> Option<String> {
 pub fn rsync_command(ssh: &Ssh, excludes: &[String]) -> Result<Child, DeployError> {
     let mut command = Child::new("rsync", RSYNC_TIMEOUT);
     command
-        .args(["-a", "--delete", "--modify-window=-1"])
+        .args(["-a", "--modify-window=-1"])
         .arg("-e")
         .arg(ssh.rsync_shell()?)
-        .arg("--exclude=/.git");
-    for e in excludes {
-        command.arg(format!("--exclude={e}"));
-    }
+        .args(exclusions(excludes));
     Ok(command)
+}
+
+/// rsync's filter arguments for a release: a `.git` at the top, and `excludes`.
+fn exclusions(excludes: &[String]) -> impl Iterator<Item = String> + '_ {
+    std::iter::once("--exclude=/.git".to_string())
+        .chain(excludes.iter().map(|e| format!("--exclude={e}")))
+}
+
+/// Ok when rsync's `output` says it succeeded, else `what` (such as `rsync`) with its exit
+/// code and the cause it printed ([`rsync_cause`]).
+///
+/// Errors: that message.
+pub fn rsync_status(what: &str, output: &std::process::Output) -> Result<(), DeployError> {
+    match output.status.success() {
+        true => Ok(()),
+        false => Err(DeployError::Target(format!(
+            "{what} exit {}: {}",
+            output.status.code().unwrap_or(-1),
+            rsync_cause(&String::from_utf8_lossy(&output.stderr))
+        ))),
+    }
 }
 
 /// What a failure to run rsync says: install it when it is missing.
@@ -600,10 +618,9 @@ pub async fn export_entries(
     excludes: &[String],
 ) -> Result<Vec<(u8, PathBuf)>, DeployError> {
     let mut command = Child::new("rsync", RSYNC_TIMEOUT);
-    command.args(["-a", "-n", "-ii", "-8", "--exclude=/.git"]);
-    for e in excludes {
-        command.arg(format!("--exclude={e}"));
-    }
+    command
+        .args(["-a", "-n", "-ii", "-8"])
+        .args(exclusions(excludes));
     let nowhere = std::env::temp_dir().join(format!(
         ".gitsync-nothing-{}-{}",
         std::process::id(),
@@ -613,13 +630,7 @@ pub async fn export_entries(
         .arg(format!("{}/", export.display()))
         .arg(format!("{}/", nowhere.display()));
     let output = command.output().await.map_err(rsync_error)?;
-    if !output.status.success() {
-        return Err(DeployError::Target(format!(
-            "rsync's listing of the export: exit {}: {}",
-            output.status.code().unwrap_or(-1),
-            rsync_cause(&String::from_utf8_lossy(&output.stderr))
-        )));
-    }
+    rsync_status("rsync's listing of the export:", &output)?;
     Ok(itemized_entries(&output.stdout))
 }
 
@@ -634,17 +645,9 @@ static NOWHERE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 /// Errors: an ssh option that cannot be quoted, or rsync cannot start.
 fn start_send(ssh: &Ssh, what: &Release<'_>, into: &str) -> Result<Held, DeployError> {
     let release = format!("{}/releases/{into}/", what.path.trim_end_matches('/'));
-    let mut command = Child::new("rsync", RSYNC_TIMEOUT);
+    let mut command = rsync_command(ssh, what.excludes)?;
     command
-        .args(["-a", "--modify-window=-1", "--stats", "-8"])
-        .args(["--files-from=-", "--from0"])
-        .arg("-e")
-        .arg(ssh.rsync_shell()?)
-        .arg("--exclude=/.git");
-    for e in what.excludes {
-        command.arg(format!("--exclude={e}"));
-    }
-    command
+        .args(["--stats", "-8", "--files-from=-", "--from0"])
         .arg(format!("{}/", what.export.display()))
         .arg(format!("{}:{release}", ssh.host));
     command.hold().map_err(rsync_error)
@@ -667,13 +670,7 @@ async fn send(
         .finish(delta::nul_list(paths))
         .await
         .map_err(rsync_error)?;
-    if !output.status.success() {
-        return Err(DeployError::Target(format!(
-            "rsync exit {}: {}",
-            output.status.code().unwrap_or(-1),
-            rsync_cause(&String::from_utf8_lossy(&output.stderr))
-        )));
-    }
+    rsync_status("rsync", &output)?;
     let mut sent = bytes_sent(&String::from_utf8_lossy(&output.stdout));
     if let Some(git_dir) = what.extra {
         sent += send_git(ssh, git_dir, &release).await?;
@@ -703,7 +700,14 @@ async fn transfer(
     } = *what;
     let release = format!("{}/releases/{into}/", path.trim_end_matches('/'));
     let mut command = rsync_command(ssh, excludes)?;
-    command.args(["--mkpath", "--stats", "-ii", "-8", "--delete-excluded"]);
+    command.args([
+        "--delete",
+        "--mkpath",
+        "--stats",
+        "-ii",
+        "-8",
+        "--delete-excluded",
+    ]);
     if extra.is_some() {
         // Filter rules apply in order: this one goes before `--exclude=/.git`.
         command.arg("--filter=protect /.git");
@@ -715,16 +719,9 @@ async fn transfer(
         .arg(format!("{}/", export.display()))
         .arg(format!("{}:{release}", ssh.host));
     let output = command.output().await.map_err(rsync_error)?;
-    let stdout = output.stdout;
-    if !output.status.success() {
-        return Err(DeployError::Target(format!(
-            "rsync exit {}: {}",
-            output.status.code().unwrap_or(-1),
-            rsync_cause(&String::from_utf8_lossy(&output.stderr))
-        )));
-    }
-    let entries = itemized_entries(&stdout);
-    let mut sent = bytes_sent(&String::from_utf8_lossy(&stdout));
+    rsync_status("rsync", &output)?;
+    let entries = itemized_entries(&output.stdout);
+    let mut sent = bytes_sent(&String::from_utf8_lossy(&output.stdout));
     if let Some(git_dir) = extra {
         sent += send_git(ssh, git_dir, &release).await?;
     }
@@ -747,13 +744,7 @@ async fn send_git(ssh: &Ssh, git_dir: &Path, release: &str) -> Result<u64, Deplo
         .output()
         .await
         .map_err(|e| DeployError::Target(format!("rsync of .git: {}", rsync_error(e))))?;
-    if !out.status.success() {
-        return Err(DeployError::Target(format!(
-            "rsync of .git: exit {}: {}",
-            out.status.code().unwrap_or(-1),
-            rsync_cause(&String::from_utf8_lossy(&out.stderr))
-        )));
-    }
+    rsync_status("rsync of .git:", &out)?;
     Ok(bytes_sent(&String::from_utf8_lossy(&out.stdout)))
 }
 

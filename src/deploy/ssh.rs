@@ -34,7 +34,7 @@ pub struct Ssh {
 /// ([`Ssh::close`]). Short, because a socket's path is limited to 108 bytes and ssh adds
 /// `%C` (40 characters) and a temporary suffix to it. Returns the folder and whether it is
 /// the shared one.
-pub fn control_dir() -> (PathBuf, bool) {
+fn control_dir() -> (PathBuf, bool) {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     let uid = nix::unistd::getuid().as_raw();
     let shared = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
@@ -69,15 +69,11 @@ pub fn quote(text: &str) -> Result<String, DeployError> {
 }
 
 impl Ssh {
-    /// The connection to `target` with `settings`; `control`: a private folder for the
-    /// multiplexing socket (short path: sockets are limited to 108 bytes), `shared` when
-    /// other ships use it too (see [`control_dir`]).
-    pub fn new(
-        target: &DeployTarget,
-        settings: Option<&DeploySsh>,
-        (control, shared): (PathBuf, bool),
-    ) -> Ssh {
+    /// The connection to `target` with `settings`, its multiplexing socket in
+    /// [`control_dir`].
+    pub fn new(target: &DeployTarget, settings: Option<&DeploySsh>) -> Ssh {
         let settings = settings.cloned().unwrap_or_default();
+        let (control, shared) = control_dir();
         Ssh {
             host: target.host.clone(),
             port: target.port,
@@ -293,7 +289,7 @@ mod tests {
             port: Some(2222),
             path: "/srv/site".into(),
         };
-        let ssh = Ssh::new(&t, None, (PathBuf::from("/tmp/c"), false));
+        let ssh = Ssh::new(&t, None);
         let shell = ssh.rsync_shell().expect("shell");
         assert!(
             shell.contains("StrictHostKeyChecking=yes") && shell.contains("-p 2222"),

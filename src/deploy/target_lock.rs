@@ -87,13 +87,7 @@ pub async fn holding<T>(
         "deploy: target locked"
     );
     let result = work.await;
-    let started = std::time::Instant::now();
     lock.release().await;
-    tracing::debug!(
-        ms = started.elapsed().as_millis(),
-        target,
-        "deploy: target let go"
-    );
     result
 }
 

@@ -149,35 +149,12 @@ impl Child {
     /// Errors: [`ChildError::Spawn`] when it cannot start, [`ChildError::Timeout`] when it
     /// outlives the timeout (it is then killed).
     pub async fn output(mut self) -> Result<Output, ChildError> {
-        let program = self.program.clone();
-        let spawn = |source| ChildError::Spawn {
-            program: program.clone(),
-            source,
+        let input = self.input.take();
+        let stdin = match input {
+            Some(_) => Stdio::piped(),
+            None => Stdio::null(),
         };
-        self.command
-            .stdin(if self.input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = self.command.spawn().map_err(spawn)?;
-        if let (Some(input), Some(mut stdin)) = (self.input.take(), child.stdin.take()) {
-            // Written while the child runs; one that exits early closes the pipe, which is
-            // its own error to report.
-            tokio::spawn(async move {
-                let _ = tokio::io::AsyncWriteExt::write_all(&mut stdin, &input).await;
-            });
-        }
-        match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
-            Ok(Ok(output)) => Ok(output),
-            Ok(Err(source)) => Err(spawn(source)),
-            Err(_) => Err(ChildError::Timeout {
-                program: self.program,
-                timeout: self.timeout,
-            }),
-        }
+        self.start(stdin)?.finish(input.unwrap_or_default()).await
     }
 
     /// Starts it with its standard input held open: it runs up to its first read of that
@@ -185,9 +162,14 @@ impl Child {
     /// rsync's connection, is not waited for then). Dropped unfinished, it is killed.
     ///
     /// Errors: [`ChildError::Spawn`] when it cannot start.
-    pub fn hold(mut self) -> Result<Held, ChildError> {
+    pub fn hold(self) -> Result<Held, ChildError> {
+        self.start(Stdio::piped())
+    }
+
+    /// Spawns it with `stdin`, its output captured.
+    fn start(mut self, stdin: Stdio) -> Result<Held, ChildError> {
         self.command
-            .stdin(Stdio::piped())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let child = self.command.spawn().map_err(|source| ChildError::Spawn {
@@ -246,7 +228,8 @@ impl Held {
     /// Errors: as [`Child::output`].
     pub async fn finish(mut self, input: Vec<u8>) -> Result<Output, ChildError> {
         if let Some(mut stdin) = self.child.stdin.take() {
-            // As in `Child::output`: a child that exits early closes the pipe.
+            // Written while the child runs; one that exits early closes the pipe, which is
+            // its own error to report.
             tokio::spawn(async move {
                 let _ = tokio::io::AsyncWriteExt::write_all(&mut stdin, &input).await;
             });
