@@ -3,6 +3,7 @@
 //! ([`scan`]), as atomic releases with a symlink flip ([`ship`]) over the system ssh
 //! ([`ssh`]), to many targets in parallel, verified and rolled back on demand.
 
+pub mod ahead;
 pub mod delta;
 pub mod error;
 pub mod export;
@@ -393,13 +394,6 @@ impl Deploy {
                 (target.name, result)
             });
         }
-        // The export moves to the commit while the targets are reached and locked.
-        if let Err(e) = export.update(&git_dir, &rev, self.git_timeout).await {
-            let _ = open.send(Some(false));
-            let _ = recorded.send(Some(Err(e.to_string())));
-            while tasks.join_next().await.is_some() {}
-            return Err(e);
-        }
         let tool = self.scan_tool();
         let config = self
             .spec
@@ -409,6 +403,29 @@ impl Deploy {
             .map(crate::config::expand_tilde);
         let scratch = self.dir.join("scan");
         let cache = self.dir.join("scan-cache.json");
+        // The commit's new files are scanned from git's objects while the export moves
+        // (see `ahead`): the scanner's start does not wait for the export.
+        let ahead = {
+            let (tool, config, git_dir, rev) =
+                (tool.clone(), config.clone(), git_dir.clone(), rev.clone());
+            let (from, scratch) = (state.rev.clone(), scratch.join("ahead"));
+            tokio::task::spawn_blocking(move || {
+                from.and_then(|from| {
+                    ahead::Ahead::start(&tool, config.as_deref(), &git_dir, &from, &rev, &scratch)
+                })
+            })
+        };
+        // The export moves to the commit while the targets are reached and locked.
+        let updated = export.update(&git_dir, &rev, self.git_timeout).await;
+        let ahead = ahead.await.ok().flatten();
+        if let Err(e) = updated {
+            let _ = open.send(Some(false));
+            let _ = recorded.send(Some(Err(e.to_string())));
+            // Its scan is waited for off the runtime (`Ahead`'s drop).
+            drop(tokio::task::spawn_blocking(move || drop(ahead)));
+            while tasks.join_next().await.is_some() {}
+            return Err(e);
+        }
         let scan_tree = tree.clone();
         let opener = open.clone();
         let scanning = tokio::task::spawn_blocking(move || {
@@ -422,6 +439,7 @@ impl Deploy {
                 &scratch,
                 Some(&cache),
                 &passed,
+                ahead,
             )
         });
         if !opts.dry_run {

@@ -21,6 +21,7 @@
 use super::DeployError;
 use std::path::{Path, PathBuf};
 
+pub use super::ahead::Ahead;
 use crate::config::deploy::kind_of_path;
 use crate::util::child::Child;
 
@@ -156,6 +157,9 @@ pub fn pick(tool: &str) -> Result<(String, PathBuf), DeployError> {
 /// With `cache` (a file), only the files whose content was not scanned clean before by the
 /// same scanner, version and rules are scanned ([`ScanCache`]); a clean scan adds them,
 /// after telling `passed` (so that a ship can go on while the cache is written).
+/// With `ahead` (the commit's new files, scanned from git's objects while the export moved:
+/// [`Ahead`]), a file whose content it holds is left to its answer rather than scanned
+/// again; an answer that is neither clean nor a finding scans the whole tree without it.
 /// Never panics; every failure is a blocking [`Verdict::Failed`].
 pub fn scan(
     tool: &str,
@@ -164,6 +168,7 @@ pub fn scan(
     scratch: &Path,
     cache: Option<&Path>,
     passed: &dyn Fn(),
+    ahead: Option<Ahead>,
 ) -> Verdict {
     if tool == "off" {
         return Verdict::Off;
@@ -185,7 +190,14 @@ pub fn scan(
         _ => ScanCache::default(),
     };
     let read = started.elapsed();
-    let view = match View::build(tree, &scratch.join("view"), &known.clean, &known.hashed) {
+    let covered = ahead.as_ref().map(Ahead::contents);
+    let view = match View::build(
+        tree,
+        &scratch.join("view"),
+        &known.clean,
+        &known.hashed,
+        covered.unwrap_or(&std::collections::HashSet::new()),
+    ) {
         Ok(view) => view,
         Err(why) => return Verdict::Failed(why.to_string()),
     };
@@ -194,6 +206,7 @@ pub fn scan(
         view_ms = (started.elapsed() - read).as_millis(),
         files = view.contents.len(),
         new = view.paths.len(),
+        scanned_ahead = view.deferred,
         "scan: cache read and view built"
     );
     let save = |mut known: ScanCache, contents: Vec<String>, hashed| {
@@ -209,31 +222,45 @@ pub fn scan(
             }
         }
     };
-    if view.paths.is_empty() && !view.contents.is_empty() {
+    if view.paths.is_empty() && view.deferred == 0 && !view.contents.is_empty() {
         let _ = std::fs::remove_dir_all(&view.dir);
         let files = view.contents.len();
         passed();
         save(known, Vec::new(), view.hashed);
         return Verdict::CleanBefore { tool: name, files };
     }
-    let verdict = match name.as_str() {
-        "gitleaks" => gitleaks(&binary, config, &view.dir, scratch),
-        "kingfisher" => kingfisher(&binary, config, &view.dir, scratch),
-        "detect-secrets" => detect_secrets(&binary, &view.dir, scratch),
-        other => Verdict::Failed(format!("unknown scanner {other:?}")),
+    let verdict = if view.paths.is_empty() && view.deferred > 0 {
+        Verdict::Clean { tool: name.clone() }
+    } else {
+        let verdict = run_scanner(&name, &binary, config, &view.dir, scratch);
+        findings_at(verdict, &view.paths)
     };
     let _ = std::fs::remove_dir_all(&view.dir);
+    let verdict = match (verdict, ahead.filter(|_| view.deferred > 0)) {
+        (verdict, None) => verdict,
+        (failed @ Verdict::Failed(_), Some(_)) => failed,
+        (verdict, Some(ahead)) => {
+            let named = ahead.named().clone();
+            match (verdict, ahead.verdict()) {
+                (main, Verdict::Found { tool, findings }) => {
+                    let mut findings = at_every_copy(findings, &named, &view.hashed);
+                    if let Verdict::Found { findings: more, .. } = main {
+                        findings.extend(more);
+                    }
+                    findings.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+                    findings.dedup();
+                    Verdict::Found { tool, findings }
+                }
+                (found @ Verdict::Found { .. }, _) => found,
+                (clean, Verdict::Clean { .. }) => clean,
+                (_, other) => {
+                    tracing::warn!(answer = %other.describe(), "the scan started ahead of the export did not answer; scanning the tree without it");
+                    return scan(tool, config, tree, scratch, cache, passed, None);
+                }
+            }
+        }
+    };
     match verdict {
-        Verdict::Found { tool, findings } => Verdict::Found {
-            tool,
-            findings: findings
-                .into_iter()
-                .map(|f| Finding {
-                    file: view.original(&f.file),
-                    ..f
-                })
-                .collect(),
-        },
         Verdict::Clean { tool } => {
             passed();
             save(known, view.contents, view.hashed);
@@ -394,12 +421,16 @@ struct View {
     contents: Vec<String>,
     /// What each file of the tree was when its content was hashed, by tree path.
     hashed: std::collections::HashMap<String, Hashed>,
+    /// How many files were left out because their content is scanned elsewhere
+    /// ([`Ahead`]).
+    deferred: usize,
 }
 
 impl View {
     /// Builds the view of `tree` in `dir` (emptied first), leaving out the files whose
-    /// content name is in `clean`; a file whose stat data matches its entry in `before`
-    /// is not read again.
+    /// content name is in `clean` or in `covered` (scanned elsewhere: counted in
+    /// [`View::deferred`]); a file whose stat data matches its entry in `before` is not
+    /// read again.
     ///
     /// Errors: the tree cannot be walked, a file read, or the view written.
     fn build(
@@ -407,6 +438,7 @@ impl View {
         dir: &Path,
         clean: &std::collections::HashSet<String>,
         before: &std::collections::HashMap<String, Hashed>,
+        covered: &std::collections::HashSet<String>,
     ) -> Result<View, DeployError> {
         let fail = |e: &dyn std::fmt::Display| {
             DeployError::Scanner(format!("cannot prepare the scan: {e}"))
@@ -418,6 +450,7 @@ impl View {
         let mut paths = Vec::new();
         let mut contents = Vec::new();
         let mut hashed = std::collections::HashMap::new();
+        let mut deferred = 0;
         let walker = ignore::WalkBuilder::new(tree)
             .standard_filters(false)
             .follow_links(false)
@@ -434,16 +467,7 @@ impl View {
                 .to_string_lossy()
                 .into_owned();
             let n = paths.len();
-            let ext = entry
-                .path()
-                .extension()
-                .and_then(|e| e.to_str())
-                .map(str::to_ascii_lowercase)
-                .filter(|e| {
-                    e.len() <= 8
-                        && e.bytes().all(|b| b.is_ascii_alphanumeric())
-                        && !SKIPPED_EXTENSIONS.contains(&e.as_str())
-                });
+            let ext = view_extension(entry.path());
             let meta = entry.path().symlink_metadata().map_err(|e| fail(&e))?;
             let stamp = Hashed::of(&meta, String::new());
             let sha256 = match before.get(&rel) {
@@ -457,18 +481,19 @@ impl View {
                 }
                 _ => content_hash(entry.path()).map_err(|e| fail(&e))?,
             };
-            let content = format!("{sha256}.{}", ext.as_deref().unwrap_or(""));
+            let content = content_name(&sha256, ext.as_deref());
             hashed.insert(rel.clone(), Hashed { sha256, ..stamp });
             let seen = clean.contains(&content);
+            let elsewhere = !seen && covered.contains(&content);
             contents.push(content);
             if seen {
                 continue;
             }
-            let name = match &ext {
-                Some(ext) => format!("{n}.{ext}"),
-                None => n.to_string(),
-            };
-            let to = dir.join(&name);
+            if elsewhere {
+                deferred += 1;
+                continue;
+            }
+            let to = dir.join(view_name(n, ext.as_deref()));
             if std::fs::hard_link(entry.path(), &to).is_err() {
                 std::fs::copy(entry.path(), &to).map_err(|e| fail(&e))?;
             }
@@ -482,23 +507,113 @@ impl View {
             paths,
             contents,
             hashed,
+            deferred,
         })
     }
+}
 
-    /// The tree-relative path of the view file `file` (relative to the view, as a scanner
-    /// reports it); `file` itself when it names none.
-    fn original(&self, file: &str) -> String {
-        let name = Path::new(file)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or(file);
-        let digits: String = name.chars().take_while(char::is_ascii_digit).collect();
-        digits
-            .parse::<usize>()
-            .ok()
-            .and_then(|n| self.paths.get(n))
-            .cloned()
-            .unwrap_or_else(|| file.to_string())
+/// The extension a file at `path` keeps in a view (lower case, at most 8 letters or
+/// digits), unless it is one the scanners' path allowlists skip ([`SKIPPED_EXTENSIONS`]).
+pub(super) fn view_extension(path: &Path) -> Option<String> {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .filter(|e| {
+            e.len() <= 8
+                && e.bytes().all(|b| b.is_ascii_alphanumeric())
+                && !SKIPPED_EXTENSIONS.contains(&e.as_str())
+        })
+}
+
+/// The name of file number `n` in a view: `<n>.<ext>`, or `<n>` without an extension.
+pub(super) fn view_name(n: usize, ext: Option<&str>) -> String {
+    match ext {
+        Some(ext) => format!("{n}.{ext}"),
+        None => n.to_string(),
+    }
+}
+
+/// The content name the cache knows a file by ([`ScanCache`]): `<sha256>.<ext>`.
+pub(super) fn content_name(sha256: &str, ext: Option<&str>) -> String {
+    format!("{sha256}.{}", ext.unwrap_or(""))
+}
+
+/// The path, among `paths` (by number), of the view file `file` (relative to the view,
+/// as a scanner reports it); `file` itself when it names none.
+fn original(paths: &[String], file: &str) -> String {
+    let name = Path::new(file)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(file);
+    let digits: String = name.chars().take_while(char::is_ascii_digit).collect();
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| paths.get(n))
+        .cloned()
+        .unwrap_or_else(|| file.to_string())
+}
+
+/// `verdict` with the files of its findings named by their paths (`paths`, by view
+/// number) rather than by their view names.
+pub(super) fn findings_at(verdict: Verdict, paths: &[String]) -> Verdict {
+    match verdict {
+        Verdict::Found { tool, findings } => Verdict::Found {
+            tool,
+            findings: findings
+                .into_iter()
+                .map(|f| Finding {
+                    file: original(paths, &f.file),
+                    ..f
+                })
+                .collect(),
+        },
+        other => other,
+    }
+}
+
+/// `findings` (named by the paths of the files scanned ahead, whose content names `named`
+/// holds) found at every path of the tree that holds the same content (by `hashed`, the
+/// view's record of the tree): a file left to the scan ahead because its bytes are those
+/// of another path is named too.
+fn at_every_copy(
+    findings: Vec<Finding>,
+    named: &std::collections::HashMap<String, String>,
+    hashed: &std::collections::HashMap<String, Hashed>,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for finding in findings {
+        if let Some(content) = named.get(&finding.file) {
+            for (path, stamp) in hashed {
+                let ext = view_extension(Path::new(path));
+                if path != &finding.file && &content_name(&stamp.sha256, ext.as_deref()) == content
+                {
+                    out.push(Finding {
+                        file: path.clone(),
+                        ..finding.clone()
+                    });
+                }
+            }
+        }
+        out.push(finding);
+    }
+    out
+}
+
+/// Runs the scanner `name` (at `binary`, with the rules file `config`) over the view
+/// folder `dir`, its report and default rules in `scratch`.
+pub(super) fn run_scanner(
+    name: &str,
+    binary: &Path,
+    config: Option<&Path>,
+    dir: &Path,
+    scratch: &Path,
+) -> Verdict {
+    match name {
+        "gitleaks" => gitleaks(binary, config, dir, scratch),
+        "kingfisher" => kingfisher(binary, config, dir, scratch),
+        "detect-secrets" => detect_secrets(binary, dir, scratch),
+        other => Verdict::Failed(format!("unknown scanner {other:?}")),
     }
 }
 
@@ -513,7 +628,7 @@ fn content_hash(path: &Path) -> std::io::Result<String> {
 /// The UTF-8 text of the file at `path` when it is UTF-16 (little- or big-endian, with a
 /// byte-order mark, or without one when every other byte of its start is zero), else
 /// `None`. Files over 64 MiB are left alone.
-fn utf16_text(path: &Path) -> Option<String> {
+pub(super) fn utf16_text(path: &Path) -> Option<String> {
     let size = std::fs::metadata(path).ok()?.len();
     if !(4..=64 << 20).contains(&size) || size % 2 != 0 {
         return None;
@@ -857,20 +972,39 @@ mod tests {
             std::fs::write(tree.join(p), body).expect("write");
         }
         let none = std::collections::HashSet::new();
-        let first =
-            View::build(&tree, &dir.path().join("v1"), &none, &Default::default()).expect("view");
+        let first = View::build(
+            &tree,
+            &dir.path().join("v1"),
+            &none,
+            &Default::default(),
+            &Default::default(),
+        )
+        .expect("view");
         assert_eq!(first.hashed.len(), 3);
         // Linking a file into a view changes its change time: the next build reads those
         // again (and links nothing, everything being clean).
         let clean: std::collections::HashSet<String> = first.contents.iter().cloned().collect();
-        let settled =
-            View::build(&tree, &dir.path().join("v0"), &clean, &first.hashed).expect("view");
+        let settled = View::build(
+            &tree,
+            &dir.path().join("v0"),
+            &clean,
+            &first.hashed,
+            &Default::default(),
+        )
+        .expect("view");
         assert!(settled.paths.is_empty());
         // a.txt's remembered hash replaced: with its stat data unchanged, the remembered
         // hash is used (the file is not read again).
         let mut before = settled.hashed.clone();
         before.get_mut("a.txt").expect("a").sha256 = "remembered".to_string();
-        let second = View::build(&tree, &dir.path().join("v2"), &clean, &before).expect("view");
+        let second = View::build(
+            &tree,
+            &dir.path().join("v2"),
+            &clean,
+            &before,
+            &Default::default(),
+        )
+        .expect("view");
         assert_eq!(second.paths, ["a.txt"], "only a.txt's content name changed");
         assert!(second.contents.contains(&"remembered.txt".to_string()));
         // b.txt rewritten in place with the same size and its modification time put back:
@@ -885,8 +1019,14 @@ mod tests {
         file.set_modified(meta.modified().expect("mtime"))
             .expect("set mtime");
         drop(file);
-        let third =
-            View::build(&tree, &dir.path().join("v3"), &clean, &settled.hashed).expect("view");
+        let third = View::build(
+            &tree,
+            &dir.path().join("v3"),
+            &clean,
+            &settled.hashed,
+            &Default::default(),
+        )
+        .expect("view");
         assert_eq!(third.paths, ["b.txt"], "the edited file is scanned");
     }
 
@@ -908,6 +1048,7 @@ mod tests {
             &dir.path().join("view"),
             &Default::default(),
             &Default::default(),
+            &Default::default(),
         )
         .expect("view");
         let mut names: Vec<String> = std::fs::read_dir(&view.dir)
@@ -927,7 +1068,7 @@ mod tests {
         assert!(names.iter().any(|n| n.ends_with(".json")), "{names:?}");
         assert!(!names.iter().any(|n| n.contains("pdf")), "{names:?}");
         for name in &names {
-            let original = view.original(name);
+            let original = original(&view.paths, name);
             let body = std::fs::read_to_string(tree.join(&original)).expect("original");
             assert_eq!(
                 std::fs::read_to_string(view.dir.join(name)).expect("view"),
@@ -946,10 +1087,11 @@ mod tests {
             &dir.path().join("s"),
             None,
             &|| panic!("a missing scanner never passes"),
+            None,
         );
         assert!(!v.passes(), "{v:?}");
         assert!(v.describe().contains("nothing was shipped"));
-        assert!(scan("off", None, dir.path(), dir.path(), None, &|| ()).passes());
+        assert!(scan("off", None, dir.path(), dir.path(), None, &|| (), None).passes());
     }
 
     #[test]

@@ -1509,6 +1509,187 @@ fn a_later_ship_scans_only_new_contents_and_new_rules_scan_everything() {
     );
 }
 
+/// The scan started ahead of the export (issue 22) reads a commit's new files from git's
+/// objects; the export's own scan leaves it only the files whose exported bytes it read.
+/// Random commits add, rewrite and delete files that hold a key or not, as plain text,
+/// as UTF-16, under an extension the scanners' allowlists skip, and through a checkout
+/// filter that writes the key only into the export (the blob never holds it). After every
+/// commit the ship is blocked exactly when the export holds a key, the block names every
+/// file that holds one, and a ship that goes puts exactly the commit on the target.
+/// A one-file commit runs the scanner once, over the folder scanned ahead.
+/// `GITSYNC_DEPLOY_CASES` (halved) sets the cases, `GITSYNC_DEPLOY_SEED` replays one.
+#[test]
+fn the_scan_ahead_blocks_every_secret_the_export_holds() {
+    use std::os::unix::fs::PermissionsExt;
+    let cases = std::env::var("GITSYNC_DEPLOY_CASES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(1, |n| (n / 2).max(1));
+    let seed = std::env::var("GITSYNC_DEPLOY_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let real = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/gitleaks");
+    assert!(
+        real.exists(),
+        "run `make deps` (it installs gitleaks into .venv)"
+    );
+    for case in 0..cases {
+        let scene = Scene::new();
+        let bin = scene.env.path("scanners");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        let seen = scene.env.path("scanned.log");
+        let wrapper = bin.join("gitleaks");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nif [ \"$1\" = dir ]; then for a; do last=\"$a\"; done; echo \"$(ls \"$last\" | wc -l) $last\" >> '{}'; fi\nexec '{}' \"$@\"\n",
+                seen.display(),
+                real.display()
+            ),
+        )
+        .expect("wrapper");
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        scene.configure(
+            &[("vm01", scene.sshd.port)],
+            &format!("    scan: {{tool: {}}}\n", wrapper.display()),
+        );
+        // The checkout filter writes the key into what is checked out (the export), never
+        // into the blob.
+        let key_line = format!("AWS_ACCESS_KEY_ID={AWS_KEY}");
+        scene.env.git(
+            &scene.repo,
+            &[
+                "config",
+                "filter.inject.smudge",
+                &format!("sed s/PLACEHOLDER/{key_line}/"),
+            ],
+        );
+        scene.commit(".gitattributes", "*.cfg filter=inject\n");
+        scene.ship();
+        let runs = || -> Vec<(usize, String)> {
+            std::fs::read_to_string(&seen)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| {
+                    let (n, dir) = l.trim().split_once(' ').expect("count and folder");
+                    (n.parse().expect("a count"), dir.to_string())
+                })
+                .collect()
+        };
+        let before = runs().len();
+        let one = scene.commit("index.html", &format!("<h1>case {case}</h1>\n"));
+        scene.ship();
+        let after = &runs()[before..];
+        assert!(
+            after.len() == 1 && after[0].0 == 1 && after[0].1.contains("/scan/ahead/"),
+            "seed {seed}: a one-file commit is scanned once, ahead of the export: {after:?}"
+        );
+        assert_eq!(scene.current("vm01").as_deref(), Some(one.as_str()));
+
+        // path -> whether the export holds a key there
+        let mut model: BTreeMap<String, bool> = BTreeMap::new();
+        let dirs = ["", "a/", "a/b c/", "node_modules/"];
+        let names = ["x", "y", "z"];
+        for step in 0..6 {
+            let secrets: Vec<String> = model
+                .iter()
+                .filter(|(_, s)| **s)
+                .map(|(p, _)| p.clone())
+                .collect();
+            let what = if !secrets.is_empty() && rng.bool() {
+                let gone = secrets[rng.usize(..secrets.len())].clone();
+                scene.env.git(&scene.repo, &["rm", "-q", &gone]);
+                model.remove(&gone);
+                format!("remove {gone}")
+            } else {
+                let stem = format!(
+                    "{}{}",
+                    dirs[rng.usize(..dirs.len())],
+                    names[rng.usize(..names.len())]
+                );
+                // Keep one file per stem: a stem is one path at a time.
+                if let Some(old) = model
+                    .keys()
+                    .find(|p| p.starts_with(&format!("{stem}.")))
+                    .cloned()
+                {
+                    scene.env.git(&scene.repo, &["rm", "-q", &old]);
+                    model.remove(&old);
+                }
+                let kind = rng.usize(..6);
+                let (ext, bytes, secret): (&str, Vec<u8>, bool) = match kind {
+                    0 => (
+                        "txt",
+                        format!("clean {step} {}\n", rng.u32(..)).into_bytes(),
+                        false,
+                    ),
+                    1 => ("env", format!("{key_line}\n").into_bytes(), true),
+                    2 => ("png", format!("{key_line}\n").into_bytes(), true),
+                    3 => {
+                        let mut b = vec![0xff, 0xfe];
+                        for unit in format!("{key_line}\r\n").encode_utf16() {
+                            b.extend(unit.to_le_bytes());
+                        }
+                        ("txt", b, true)
+                    }
+                    4 => ("cfg", b"key = PLACEHOLDER\n".to_vec(), true),
+                    _ => (
+                        "cfg",
+                        format!("key = plain {}\n", rng.u32(..)).into_bytes(),
+                        false,
+                    ),
+                };
+                let path = format!("{stem}.{ext}");
+                let file = scene.repo.join(&path);
+                std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+                std::fs::write(&file, &bytes).expect("write");
+                scene.env.git(&scene.repo, &["add", "--", &path]);
+                model.insert(path.clone(), secret);
+                format!("write {path} (kind {kind})")
+            };
+            scene
+                .env
+                .git(&scene.repo, &["commit", "-qm", &format!("step {step}")]);
+            let head = scene.env.head(&scene.repo);
+            let live = scene.current("vm01");
+            let (code, text) = scene.gitsync(&["deploy", "web"]);
+            let holding: Vec<&String> = model.iter().filter(|(_, s)| **s).map(|(p, _)| p).collect();
+            if holding.is_empty() {
+                assert_eq!(
+                    code, 0,
+                    "seed {seed} case {case} step {step} ({what}): {text}"
+                );
+                assert_eq!(scene.current("vm01").as_deref(), Some(head.as_str()));
+                let release = scene.target_dir("vm01").join("releases").join(&head);
+                assert_eq!(
+                    shipped(&release),
+                    archive(&scene.env, &scene.repo, &head),
+                    "seed {seed} case {case} step {step}: the release is not the commit"
+                );
+            } else {
+                assert_eq!(
+                    code, 1,
+                    "seed {seed} case {case} step {step} ({what}): a key in {holding:?} was not blocked: {text}"
+                );
+                for path in &holding {
+                    assert!(
+                        text.contains(path.as_str()),
+                        "seed {seed} case {case} step {step} ({what}): {path} is not named: {text}"
+                    );
+                }
+                assert!(!text.contains(AWS_KEY), "the key itself is shown: {text}");
+                assert_eq!(
+                    scene.current("vm01"),
+                    live,
+                    "seed {seed}: something shipped"
+                );
+            }
+        }
+    }
+}
+
 /// Every file of a release as it is on disk: inode, mode, modification time and bytes.
 fn files_on_disk(dir: &Path) -> BTreeMap<PathBuf, (u64, u32, i64, Vec<u8>)> {
     let mut out = BTreeMap::new();
