@@ -347,14 +347,10 @@ impl Deploy {
                         excludes: &me.spec.excludes,
                         extra: extra.as_deref(),
                     };
-                    let work = ship::ship(
-                        &ssh,
-                        &release,
-                        me.spec.keep.unwrap_or(DEFAULT_KEEP),
-                        repair,
-                        recording,
-                        gate,
-                    );
+                    let keep = me.spec.keep.unwrap_or(DEFAULT_KEEP);
+                    let work = async |lock: &mut target_lock::TargetLock| {
+                        ship::ship(&ssh, lock, &release, keep, repair, recording, gate).await
+                    };
                     let shipped =
                         target_lock::holding(&ssh, &target.name, &target.path, init, work).await;
                     shipped.map(|s| match s {
@@ -689,7 +685,8 @@ impl Deploy {
         let mut out = Vec::new();
         for target in targets {
             let ssh = self.ssh_for(&target);
-            let work = ship::rollback(&ssh, &target.path);
+            let work =
+                async |_: &mut target_lock::TargetLock| ship::rollback(&ssh, &target.path).await;
             let result = target_lock::holding(&ssh, &target.name, &target.path, false, work).await;
             ssh.close().await;
             if let Ok((_, to)) = &result {

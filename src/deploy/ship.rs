@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use super::delta;
 use super::ssh::{Ssh, quote};
+use super::target_lock::TargetLock;
 use crate::util::child::{Child, ChildError, Held};
 
 /// What a ship did on one target.
@@ -325,8 +326,8 @@ pub async fn passed(gate: &mut Gate) -> bool {
 /// `current`, lays an earlier release down as the new one's start and lists it; meanwhile
 /// the release is recorded (`record`, with its entries: kind and path, as rsync lists the
 /// export). [`delta::plan`] compares the listing with the export, the partial release
-/// loses what the new one does not hold, and the flip's session is opened
-/// ([`Ssh::arm`]). Once `gate` says the scan passed, only what differs is sent
+/// loses what the new one does not hold, and rsync is started, waiting for its list of
+/// paths. Once `gate` says the scan passed, only what differs is sent
 /// (`rsync --files-from`) and `current` flips (releases beyond `keep` were pruned by
 /// [`prepare`]: never the current one, never the previous one). Without an earlier release
 /// or a listing (a new layout, a target whose `cp` cannot link or whose `find` has no
@@ -334,13 +335,15 @@ pub async fn passed(gate: &mut Gate) -> bool {
 /// against the live release when nothing was laid down).
 /// A failure of `record` ships nothing; it may have recorded a release that a blocked scan
 /// then never ships. With `repair`, a target already on the commit gets it again whole
-/// (see [`repair`]); without, it is left alone. Runs under the target's lock
-/// ([`super::target_lock::lock`], which also makes the layout).
+/// (see [`repair`]); without, it is left alone. Runs under the target's `lock`
+/// ([`super::target_lock::lock`], which also makes the layout), whose session runs the
+/// preparation and the flip.
 ///
 /// Errors: a message for this target ("the secret scan did not pass" when `gate` closed
 /// on a block); `current` is untouched by any failure.
 pub async fn ship(
     ssh: &Ssh,
+    lock: &mut TargetLock,
     release: &Release<'_>,
     keep: usize,
     repair: bool,
@@ -349,7 +352,7 @@ pub async fn ship(
 ) -> Result<Shipped, DeployError> {
     let (path, rev) = (release.path, release.rev);
     let started = std::time::Instant::now();
-    let prepared = prepare(ssh, path, rev, keep).await;
+    let prepared = prepare(lock, path, rev, keep).await;
     tracing::debug!(
         ms = started.elapsed().as_millis(),
         listed = prepared.as_ref().is_ok_and(|p| p.listing.is_some()),
@@ -379,26 +382,24 @@ pub async fn ship(
          ln -sfn \"releases/$R\" current.tmp.$$; mv -T current.tmp.$$ current; \
          if [ -n \"$PREV\" ]; then printf '%s\\n' \"$PREV\" > .gitsync-previous.tmp; mv .gitsync-previous.tmp .gitsync-previous; fi"
     );
-    // The flip's session is opened now, while the scan runs; it flips when told to.
-    let armed = match previous.as_deref() == Some(rev) {
-        true => None,
-        false => match ssh.arm(&flip, STEP_TIMEOUT) {
-            Ok(armed) => Some(armed),
+    // rsync is started now, while the record is made and compared: its session, the
+    // rsync on the target and their handshake are done by the time it has its list.
+    let delta = copied && listing.is_some() && previous.as_deref() != Some(rev);
+    let rsync = match delta {
+        true => match start_send(ssh, release, &partial) {
+            Ok(rsync) => Some(rsync),
             Err(e) => return Err(discard(ssh, path, rev, e).await),
         },
+        false => None,
     };
     let entries = match recorded(&mut recording).await {
         Ok(entries) => entries,
         Err(e) => return Err(discard(ssh, path, rev, e).await),
     };
-    let plan = match (copied, listing) {
-        (true, Some(listing)) if previous.as_deref() != Some(rev) => {
-            let planned = match prepare_delta(ssh, release, &partial, &entries, listing).await {
-                Ok(plan) => start_send(ssh, release, &partial).map(|rsync| (plan, rsync)),
-                Err(e) => Err(e),
-            };
-            match planned {
-                Ok(ready) => Some(ready),
+    let plan = match (rsync, listing) {
+        (Some(rsync), Some(listing)) => {
+            match prepare_delta(ssh, release, &partial, &entries, listing).await {
+                Ok(plan) => Some((plan, rsync)),
                 Err(e) => return Err(discard(ssh, path, rev, e).await),
             }
         }
@@ -438,10 +439,7 @@ pub async fn ship(
     let transferred = started.elapsed();
     let files = entries.iter().filter(|(k, _)| *k == b'f').count();
     let started = std::time::Instant::now();
-    let flipped = match armed {
-        Some(armed) => armed.fire().await,
-        None => ssh.run(&flip, None, STEP_TIMEOUT).await,
-    };
+    let flipped = lock.run(&flip, STEP_TIMEOUT).await;
     if let Err(e) = flipped {
         // A failure before the flip leaves `current` as it was, and the release is removed.
         return Err(discard(ssh, path, rev, remote_err("flip")(e)).await);
@@ -564,7 +562,7 @@ pub struct Prepared {
 ///
 /// Errors: the target is unreachable.
 pub async fn prepare(
-    ssh: &Ssh,
+    lock: &mut TargetLock,
     path: &str,
     rev: &str,
     keep: usize,
@@ -590,8 +588,8 @@ pub async fn prepare(
          else rm -rf \"$P/releases/.$R.partial\"; exit 0; fi; \
          {{ cd \"$P/releases/.$R.partial\" && {listing}; }} 2>/dev/null || true"
     );
-    let out = ssh
-        .run_bytes(&script, None, STEP_TIMEOUT)
+    let out = lock
+        .run_bytes(&script, STEP_TIMEOUT)
         .await
         .map_err(remote_err("prepare"))?;
     let (first, rest) = match out.iter().position(|b| *b == b'\n') {

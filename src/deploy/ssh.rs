@@ -178,35 +178,6 @@ impl Ssh {
         answer(&self.host, timeout, command.output().await)
     }
 
-    /// Starts a session that runs `script` (POSIX sh, its values already quoted) only when
-    /// [`Armed::fire`] says so, so that the session's set-up (a process, a channel of the
-    /// multiplexed connection, a shell on the target) is not waited for then. The whole
-    /// script is on the target before anything runs: the session waits for the word
-    /// `run` on its standard input, and a session dropped unfired ends with nothing run
-    /// (its input ends first).
-    ///
-    /// `timeout` counts from [`Armed::fire`].
-    ///
-    /// Errors: ssh cannot be started.
-    pub fn arm(&self, script: &str, timeout: Duration) -> Result<Armed, DeployError> {
-        let mut command = Child::new("ssh", timeout);
-        command
-            .args(self.options())
-            .arg("--")
-            .arg(&self.host)
-            .arg(format!(
-                "IFS= read -r go || exit 0; [ \"$go\" = run ] || exit 0; {{ {script}\n}}"
-            ));
-        let held = command
-            .hold()
-            .map_err(|e| DeployError::Target(e.to_string()))?;
-        Ok(Armed {
-            held,
-            host: self.host.clone(),
-            timeout,
-        })
-    }
-
     /// Closes the multiplexed connection (`ssh -O exit`), if one is open, and removes its
     /// socket folder when that is empty; a connection in the shared folder
     /// ([`control_dir`]) is left for other ships, and ends 60 seconds after its last
@@ -226,7 +197,7 @@ impl Ssh {
 }
 
 /// The last line of `stderr` that says something, for a one-line error.
-fn last_line(stderr: &[u8]) -> String {
+pub(super) fn last_line(stderr: &[u8]) -> String {
     String::from_utf8_lossy(stderr)
         .lines()
         .rfind(|l| !l.trim().is_empty())
@@ -252,25 +223,6 @@ fn answer(
             ),
         )),
         Err(e) => Err((None, e.to_string())),
-    }
-}
-
-/// A session started by [`Ssh::arm`], waiting to run its script.
-#[derive(Debug)]
-pub struct Armed {
-    held: crate::util::child::Held,
-    host: String,
-    timeout: Duration,
-}
-
-impl Armed {
-    /// Runs the script and waits for it to end. Returns standard output.
-    ///
-    /// Errors: as [`Ssh::run`]'s: the exit code and the last line of standard error.
-    pub async fn fire(self) -> Result<String, (Option<i32>, String)> {
-        let output = self.held.finish(b"run\n".to_vec()).await;
-        answer(&self.host, self.timeout, output)
-            .map(|out| String::from_utf8_lossy(&out).into_owned())
     }
 }
 
