@@ -424,9 +424,18 @@ impl Deploy {
         }
         let scan_tree = tree.clone();
         let opener = open.clone();
+        // The scan's view hashes every file of the export: the record uses those hashes
+        // rather than reading the tree again.
+        let (hashes, hashed) = tokio::sync::oneshot::channel();
+        let hashes = std::sync::Mutex::new(Some(hashes));
         let scanning = tokio::task::spawn_blocking(move || {
             let passed = || {
                 let _ = opener.send(Some(true));
+            };
+            let viewed = |files: &std::collections::HashMap<String, scan::Hashed>| {
+                if let Some(hashes) = hashes.lock().ok().and_then(|mut h| h.take()) {
+                    let _ = hashes.send(Arc::new(files.clone()));
+                }
             };
             scan::scan(
                 &tool,
@@ -434,7 +443,10 @@ impl Deploy {
                 &scan_tree,
                 &scratch,
                 Some(&cache),
-                &passed,
+                &scan::Told {
+                    passed: &passed,
+                    viewed: &viewed,
+                },
                 ahead,
             )
         });
@@ -443,8 +455,11 @@ impl Deploy {
             tokio::spawn(async move {
                 let made = async {
                     let entries = ship::export_entries(&tree, &me.spec.excludes).await?;
+                    // None when the scan is off or failed before its view.
+                    let hashed = hashed.await.ok();
                     tokio::task::spawn_blocking(move || {
-                        me.record(&tree, &rev, &entries).map(|()| Arc::new(entries))
+                        me.record(&tree, &rev, &entries, hashed.as_deref())
+                            .map(|()| Arc::new(entries))
                     })
                     .await
                     .map_err(|e| DeployError::Target(format!("the record stopped: {e}")))?
@@ -647,20 +662,33 @@ impl Deploy {
     }
 
     /// Records what a ship of `rev` wrote: the entries rsync `listed` (kind and path) as they
-    /// are in the exported `tree`, files with their sha256 (reusing `hashes.json` for files
-    /// whose stat data did not change).
+    /// are in the exported `tree`, files with their sha256 and execute bit. Those come from
+    /// `scanned` (the scan's view of the tree, by tree path) when given, else from reading
+    /// the tree (reusing `hashes.json` for files whose stat data did not change).
     ///
     /// Errors: a file cannot be read or the record cannot be written.
-    fn record(&self, tree: &Path, rev: &str, listed: &[(u8, PathBuf)]) -> Result<(), DeployError> {
-        let files: Vec<PathBuf> = listed
-            .iter()
-            .filter(|(kind, _)| *kind == b'f')
-            .map(|(_, path)| path.clone())
-            .collect();
+    fn record(
+        &self,
+        tree: &Path,
+        rev: &str,
+        listed: &[(u8, PathBuf)],
+        scanned: Option<&std::collections::HashMap<String, scan::Hashed>>,
+    ) -> Result<(), DeployError> {
         let started = std::time::Instant::now();
-        let manifest = export::manifest(tree, &files, &self.dir.join("hashes.json"))?;
+        let files = match scanned {
+            Some(scanned) => ship::Files::Scanned(scanned),
+            None => {
+                let files: Vec<PathBuf> = listed
+                    .iter()
+                    .filter(|(kind, _)| *kind == b'f')
+                    .map(|(_, path)| path.clone())
+                    .collect();
+                let manifest = export::manifest(tree, &files, &self.dir.join("hashes.json"))?;
+                ship::Files::Hashed(export::parse_manifest(&manifest))
+            }
+        };
         let hashed = started.elapsed();
-        let shape = ship::Shape::of(tree, listed, &export::parse_manifest(&manifest))?;
+        let shape = ship::Shape::of(tree, listed, &files)?;
         let written = crate::util::fs::write_json(&self.shape_path(rev), &shape);
         tracing::debug!(
             manifest_ms = hashed.as_millis(),

@@ -156,10 +156,11 @@ pub fn pick(tool: &str) -> Result<(String, PathBuf), DeployError> {
 /// (gitleaks and kingfisher); `scratch`: a folder for the report and the default rules.
 /// With `cache` (a file), only the files whose content was not scanned clean before by the
 /// same scanner, version and rules are scanned ([`ScanCache`]); a clean scan adds them,
-/// after telling `passed` (so that a ship can go on while the cache is written).
+/// after telling `tell.passed` (so that a ship can go on while the cache is written).
 /// With `ahead` (the commit's new files, scanned from git's objects while the export moved:
 /// [`Ahead`]), a file whose content it holds is left to its answer rather than scanned
 /// again; an answer that is neither clean nor a finding scans the whole tree without it.
+/// `tell` hears of the scan's progress ([`Told`]).
 /// Never panics; every failure is a blocking [`Verdict::Failed`].
 pub fn scan(
     tool: &str,
@@ -167,9 +168,10 @@ pub fn scan(
     tree: &Path,
     scratch: &Path,
     cache: Option<&Path>,
-    passed: &dyn Fn(),
+    tell: &Told<'_>,
     ahead: Option<Ahead>,
 ) -> Verdict {
+    let passed = tell.passed;
     if tool == "off" {
         return Verdict::Off;
     }
@@ -201,6 +203,7 @@ pub fn scan(
         Ok(view) => view,
         Err(why) => return Verdict::Failed(why.to_string()),
     };
+    (tell.viewed)(&view.hashed);
     tracing::debug!(
         cache_read_ms = read.as_millis(),
         view_ms = (started.elapsed() - read).as_millis(),
@@ -255,7 +258,7 @@ pub fn scan(
                 (clean, Verdict::Clean { .. }) => clean,
                 (_, other) => {
                     tracing::warn!(answer = %other.describe(), "the scan started ahead of the export did not answer; scanning the tree without it");
-                    return scan(tool, config, tree, scratch, cache, passed, None);
+                    return scan(tool, config, tree, scratch, cache, tell, None);
                 }
             }
         }
@@ -268,6 +271,17 @@ pub fn scan(
         }
         other => other,
     }
+}
+
+/// Who hears of a scan's progress ([`scan`]).
+pub struct Told<'a> {
+    /// Told that the scan passed, before its cache is written (so that a ship can go on
+    /// meanwhile).
+    pub passed: &'a dyn Fn(),
+    /// Told what every file of the tree holds (its stat data and SHA-256, by tree path)
+    /// once the view is built, before the scanner runs; not told when the scan is off or
+    /// fails before.
+    pub viewed: &'a dyn Fn(&std::collections::HashMap<String, Hashed>),
 }
 
 /// The contents scanned clean, by one scanner at one version with one set of rules
@@ -298,6 +312,9 @@ pub struct Hashed {
     pub ctime: i128,
     /// Inode number.
     pub ino: u64,
+    /// Permission bits (`st_mode & 0o7777`; absent from older caches: 0).
+    #[serde(default)]
+    pub mode: u32,
     /// The SHA-256 of the bytes (hex).
     pub sha256: String,
 }
@@ -311,6 +328,7 @@ impl Hashed {
             mtime: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
             ctime: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
             ino: meta.ino(),
+            mode: meta.mode() & 0o7777,
             sha256,
         }
     }
@@ -1086,12 +1104,29 @@ mod tests {
             dir.path(),
             &dir.path().join("s"),
             None,
-            &|| panic!("a missing scanner never passes"),
+            &Told {
+                passed: &|| panic!("a missing scanner never passes"),
+                viewed: &|_| (),
+            },
             None,
         );
         assert!(!v.passes(), "{v:?}");
         assert!(v.describe().contains("nothing was shipped"));
-        assert!(scan("off", None, dir.path(), dir.path(), None, &|| (), None).passes());
+        assert!(
+            scan(
+                "off",
+                None,
+                dir.path(),
+                dir.path(),
+                None,
+                &Told {
+                    passed: &|| (),
+                    viewed: &|_| ()
+                },
+                None
+            )
+            .passes()
+        );
     }
 
     #[test]

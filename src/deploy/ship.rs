@@ -245,33 +245,51 @@ pub struct Shape {
     pub entries: BTreeMap<String, Entry>,
 }
 
+/// What the files of an exported tree hold, for [`Shape::of`].
+#[derive(Debug)]
+pub enum Files<'a> {
+    /// Read by the secret scan's view: stat data (the permission bits among them) and
+    /// SHA-256, by tree path.
+    Scanned(&'a std::collections::HashMap<String, super::scan::Hashed>),
+    /// SHA-256 by tree path, from [`super::export::manifest`]; the permission bits are
+    /// read from the tree.
+    Hashed(BTreeMap<String, String>),
+}
+
 impl Shape {
     /// The shape of the entries `listed` (kind and path, from rsync) as they are in the
-    /// exported `tree`; file hashes come from `manifest` (path -> sha256).
+    /// exported `tree`; what its files hold comes from `files`.
     ///
-    /// Errors: an entry that cannot be read.
+    /// Errors: an entry that cannot be read, or a file `files` does not know.
     pub fn of(
         tree: &Path,
         listed: &[(u8, PathBuf)],
-        manifest: &BTreeMap<String, String>,
+        files: &Files<'_>,
     ) -> Result<Shape, DeployError> {
         use std::os::unix::fs::PermissionsExt;
         let mut entries = BTreeMap::new();
         for (kind, rel) in listed {
             let key = rel.to_string_lossy().into_owned();
             let full = tree.join(rel);
+            let unknown = || DeployError::Target(format!("{key}: not hashed"));
             let entry = match kind {
-                b'f' => {
-                    let meta = std::fs::symlink_metadata(&full).map_err(DeployError::io(&full))?;
-                    let sha256 = manifest
-                        .get(&key)
-                        .cloned()
-                        .ok_or_else(|| DeployError::Target(format!("{key}: not hashed")))?;
-                    Entry::File {
-                        sha256,
-                        executable: meta.permissions().mode() & 0o111 != 0,
+                b'f' => match files {
+                    Files::Scanned(scanned) => {
+                        let file = scanned.get(&key).ok_or_else(unknown)?;
+                        Entry::File {
+                            sha256: file.sha256.clone(),
+                            executable: file.mode & 0o111 != 0,
+                        }
                     }
-                }
+                    Files::Hashed(manifest) => {
+                        let meta =
+                            std::fs::symlink_metadata(&full).map_err(DeployError::io(&full))?;
+                        Entry::File {
+                            sha256: manifest.get(&key).cloned().ok_or_else(unknown)?,
+                            executable: meta.permissions().mode() & 0o111 != 0,
+                        }
+                    }
+                },
                 b'L' => Entry::Symlink {
                     target: std::fs::read_link(&full)
                         .map_err(DeployError::io(&full))?

@@ -636,6 +636,13 @@ fn randomized_histories_always_ship_exactly_the_commit() {
     let mut stems_used = std::collections::BTreeSet::new();
     let mut drawn = 0;
     for case in 0..cases {
+        // Every other case scans: the record then takes its hashes from the scan's view,
+        // else it reads the tree itself.
+        let scan = if case % 2 == 1 { "gitleaks" } else { "off" };
+        scene.configure(
+            &[("vm01", scene.sshd.port)],
+            &format!("    scan: {{tool: {scan}}}\n"),
+        );
         for step in 0..rng.usize(4..8) {
             for _ in 0..rng.usize(1..5) {
                 // Each kind of name once first, then at random.
