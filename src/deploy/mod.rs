@@ -7,6 +7,7 @@ pub mod ahead;
 pub mod delta;
 pub mod error;
 pub mod export;
+pub mod inline;
 pub mod scan;
 pub mod ship;
 pub mod ssh;

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::delta;
+use super::inline;
 use super::ssh::{Ssh, quote};
 use super::target_lock::TargetLock;
 use crate::util::child::{Child, ChildError, Held};
@@ -380,6 +381,7 @@ pub async fn ship(
     let Prepared {
         previous,
         copied,
+        inline,
         listing,
     } = match prepared {
         Ok(found) => found,
@@ -400,10 +402,12 @@ pub async fn ship(
          ln -sfn \"releases/$R\" current.tmp.$$; mv -T current.tmp.$$ current; \
          if [ -n \"$PREV\" ]; then printf '%s\\n' \"$PREV\" > .gitsync-previous.tmp; mv .gitsync-previous.tmp .gitsync-previous; fi"
     );
-    // rsync is started now, while the record is made and compared: its session, the
-    // rsync on the target and their handshake are done by the time it has its list.
+    // Unless a small change may go through the lock's session ([`inline`]), rsync is
+    // started now, while the record is made and compared: its session, the rsync on the
+    // target and their handshake are done by the time it has its list.
     let delta = copied && listing.is_some() && previous.as_deref() != Some(rev);
-    let rsync = match delta {
+    let inline = inline && release.extra.is_none();
+    let mut rsync = match delta && !inline {
         true => match start_send(ssh, release, &partial) {
             Ok(rsync) => Some(rsync),
             Err(e) => return Err(discard(ssh, path, rev, e).await),
@@ -414,14 +418,35 @@ pub async fn ship(
         Ok(entries) => entries,
         Err(e) => return Err(discard(ssh, path, rev, e).await),
     };
-    let plan = match (rsync, listing) {
-        (Some(rsync), Some(listing)) => {
-            match prepare_delta(ssh, release, &partial, &entries, listing).await {
-                Ok(plan) => Some((plan, rsync)),
-                Err(e) => return Err(discard(ssh, path, rev, e).await),
+    let plan = match listing.filter(|_| delta) {
+        Some(listing) => match prepare_delta(ssh, release, &partial, &entries, listing).await {
+            Ok(plan) => Some(plan),
+            Err(e) => return Err(discard(ssh, path, rev, e).await),
+        },
+        None => None,
+    };
+    // How the plan's paths go: written by the lock's shell, or by rsync.
+    let sender = match plan {
+        None => None,
+        Some(plan) => {
+            let written = match rsync.is_none() {
+                true => inline::script(
+                    release.export,
+                    &plan.send,
+                    &crate::util::words::short_id(rev),
+                ),
+                false => Ok(None),
+            };
+            match (written, rsync.take()) {
+                (Err(e), _) => return Err(discard(ssh, path, rev, e).await),
+                (Ok(Some(script)), _) => Some(Sender::Inline(script)),
+                (Ok(None), Some(rsync)) => Some(Sender::Rsync(plan, rsync)),
+                (Ok(None), None) => match start_send(ssh, release, &partial) {
+                    Ok(rsync) => Some(Sender::Rsync(plan, rsync)),
+                    Err(e) => return Err(discard(ssh, path, rev, e).await),
+                },
             }
         }
-        _ => None,
     };
     let prepare_took = started.elapsed();
     if !passed(&mut gate).await {
@@ -437,8 +462,18 @@ pub async fn ship(
         return self::repair(ssh, release, &entries).await;
     }
     let started = std::time::Instant::now();
-    let sent = match plan {
-        Some((plan, rsync)) => send(rsync, ssh, release, &partial, &plan.send).await,
+    let sent = match sender {
+        Some(Sender::Rsync(plan, rsync)) => send(rsync, ssh, release, &partial, &plan.send).await,
+        Some(Sender::Inline((script, size))) => {
+            let into = quote(&format!(
+                "{}/releases/{partial}",
+                path.trim_end_matches('/')
+            ))?;
+            lock.run(&format!("cd {into}\n{script}"), STEP_TIMEOUT)
+                .await
+                .map(|_| size)
+                .map_err(remote_err("send"))
+        }
         // Into a hard-linked copy rsync only replaces what changed, each file by a rename
         // of a new one (never a write into the shared inode). Without a copy (a new
         // layout, or a target whose `cp` cannot link), `--link-dest` links the unchanged
@@ -554,6 +589,15 @@ pub async fn repair(
     })
 }
 
+/// How a ship's planned paths reach the target ([`ship`]).
+enum Sender {
+    /// By the rsync started for them ([`start_send`]).
+    Rsync(delta::Plan, Held),
+    /// Written by the shell holding the lock ([`inline::script`]: the script and its size
+    /// in bytes).
+    Inline((String, u64)),
+}
+
 /// What [`prepare`] found and did on a target.
 #[derive(Debug)]
 pub struct Prepared {
@@ -562,6 +606,9 @@ pub struct Prepared {
     /// Whether `releases/.<rev>.partial/` holds an earlier release to turn into the new
     /// one.
     pub copied: bool,
+    /// Whether the target can take small changes through the lock's session
+    /// ([`inline::PROBE`]).
+    pub inline: bool,
     /// The copy's entries ([`delta::LISTING`]), when the target could list them.
     pub listing: Option<std::collections::HashMap<Vec<u8>, delta::Remote>>,
 }
@@ -604,7 +651,9 @@ pub async fn prepare(
          if [ -n \"$S\" ] && mv \"$P/releases/$S\" \"$P/releases/.$R.partial\"; then echo copied; \
          elif cp -al \"$P/releases/$B\" \"$P/releases/.$R.partial\" 2>/dev/null; then echo copied; \
          else rm -rf \"$P/releases/.$R.partial\"; exit 0; fi; \
-         {{ cd \"$P/releases/.$R.partial\" && {listing}; }} 2>/dev/null || true"
+         {probe}; \
+         {{ cd \"$P/releases/.$R.partial\" && {listing}; }} 2>/dev/null || true",
+        probe = inline::PROBE,
     );
     let out = lock
         .run_bytes(&script, STEP_TIMEOUT)
@@ -616,9 +665,14 @@ pub async fn prepare(
     };
     let previous = release_of(&String::from_utf8_lossy(first));
     let listed = rest.strip_prefix(b"copied\n");
+    let (inline, listed) = match listed.map(|l| l.strip_prefix(b"inline\n")) {
+        Some(Some(after)) => (true, Some(after)),
+        _ => (false, listed),
+    };
     Ok(Prepared {
         previous,
         copied: listed.is_some(),
+        inline,
         listing: listed.and_then(delta::parse_listing),
     })
 }
