@@ -433,16 +433,16 @@ pub async fn ship(
                 true => inline::script(
                     release.export,
                     &plan.send,
-                    &crate::util::words::short_id(rev),
+                    crate::util::words::short_id(rev),
                 ),
                 false => Ok(None),
             };
             match (written, rsync.take()) {
                 (Err(e), _) => return Err(discard(ssh, path, rev, e).await),
                 (Ok(Some(script)), _) => Some(Sender::Inline(script)),
-                (Ok(None), Some(rsync)) => Some(Sender::Rsync(plan, rsync)),
+                (Ok(None), Some(rsync)) => Some(Sender::Rsync(plan, Box::new(rsync))),
                 (Ok(None), None) => match start_send(ssh, release, &partial) {
-                    Ok(rsync) => Some(Sender::Rsync(plan, rsync)),
+                    Ok(rsync) => Some(Sender::Rsync(plan, Box::new(rsync))),
                     Err(e) => return Err(discard(ssh, path, rev, e).await),
                 },
             }
@@ -463,7 +463,7 @@ pub async fn ship(
     }
     let started = std::time::Instant::now();
     let sent = match sender {
-        Some(Sender::Rsync(plan, rsync)) => send(rsync, ssh, release, &partial, &plan.send).await,
+        Some(Sender::Rsync(plan, rsync)) => send(*rsync, ssh, release, &partial, &plan.send).await,
         Some(Sender::Inline((script, size))) => {
             let into = quote(&format!(
                 "{}/releases/{partial}",
@@ -592,7 +592,7 @@ pub async fn repair(
 /// How a ship's planned paths reach the target ([`ship`]).
 enum Sender {
     /// By the rsync started for them ([`start_send`]).
-    Rsync(delta::Plan, Held),
+    Rsync(delta::Plan, Box<Held>),
     /// Written by the shell holding the lock ([`inline::script`]: the script and its size
     /// in bytes).
     Inline((String, u64)),
