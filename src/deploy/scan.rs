@@ -320,6 +320,13 @@ pub struct Hashed {
 }
 
 impl Hashed {
+    /// Whether `other` has this file's stat data (size, times, inode, bits): then its
+    /// content is taken to be the same, as git's index trusts its stat data.
+    fn same_file(&self, other: &Hashed) -> bool {
+        (self.size, self.mtime, self.ctime, self.ino, self.mode)
+            == (other.size, other.mtime, other.ctime, other.ino, other.mode)
+    }
+
     /// The stat part of `meta`, with `sha256`.
     fn of(meta: &std::fs::Metadata, sha256: String) -> Hashed {
         use std::os::unix::fs::MetadataExt;
@@ -466,59 +473,53 @@ impl View {
         }
         std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
         let mut paths = Vec::new();
-        let mut contents = Vec::new();
-        let mut hashed = std::collections::HashMap::new();
+        let mut contents = Vec::with_capacity(before.len());
+        let mut hashed = std::collections::HashMap::with_capacity(before.len());
         let mut deferred = 0;
-        let walker = ignore::WalkBuilder::new(tree)
-            .standard_filters(false)
-            .follow_links(false)
-            .build();
-        for entry in walker {
-            let entry = entry.map_err(|e| fail(&e))?;
-            if !entry.file_type().is_some_and(|t| t.is_file()) {
-                continue;
-            }
-            let rel = entry
-                .path()
-                .strip_prefix(tree)
-                .map_err(|e| fail(&e))?
-                .to_string_lossy()
-                .into_owned();
-            let n = paths.len();
-            let ext = view_extension(entry.path());
-            let meta = entry.path().symlink_metadata().map_err(|e| fail(&e))?;
-            let stamp = Hashed::of(&meta, String::new());
-            let sha256 = match before.get(&rel) {
-                Some(known)
-                    if Hashed {
-                        sha256: String::new(),
-                        ..known.clone()
-                    } == stamp =>
-                {
-                    known.sha256.clone()
+        // Folders to read, as (path on disk, path in the tree); symlinks are not followed.
+        // Each entry's stat data is read relative to its folder (`fstatat`), not by path.
+        let mut folders = vec![(tree.to_path_buf(), String::new())];
+        while let Some((folder, prefix)) = folders.pop() {
+            for entry in std::fs::read_dir(&folder).map_err(|e| fail(&e))? {
+                let entry = entry.map_err(|e| fail(&e))?;
+                let kind = entry.file_type().map_err(|e| fail(&e))?;
+                let name = entry.file_name();
+                let rel = format!("{prefix}{}", name.to_string_lossy());
+                if kind.is_dir() {
+                    folders.push((entry.path(), format!("{rel}/")));
+                    continue;
                 }
-                _ => content_hash(entry.path()).map_err(|e| fail(&e))?,
-            };
-            let content = content_name(&sha256, ext.as_deref());
-            hashed.insert(rel.clone(), Hashed { sha256, ..stamp });
-            let seen = clean.contains(&content);
-            let elsewhere = !seen && covered.contains(&content);
-            contents.push(content);
-            if seen {
-                continue;
+                if !kind.is_file() {
+                    continue;
+                }
+                let n = paths.len();
+                let ext = view_extension(Path::new(&name));
+                let meta = entry.metadata().map_err(|e| fail(&e))?;
+                let stamp = Hashed::of(&meta, String::new());
+                let sha256 = match before.get(&rel) {
+                    Some(known) if known.same_file(&stamp) => known.sha256.clone(),
+                    _ => content_hash(&entry.path()).map_err(|e| fail(&e))?,
+                };
+                let content = content_name(&sha256, ext.as_deref());
+                let seen = clean.contains(&content);
+                let elsewhere = !seen && covered.contains(&content);
+                contents.push(content);
+                if seen || elsewhere {
+                    deferred += usize::from(elsewhere);
+                    hashed.insert(rel, Hashed { sha256, ..stamp });
+                    continue;
+                }
+                let from = entry.path();
+                let to = dir.join(view_name(n, ext.as_deref()));
+                if std::fs::hard_link(&from, &to).is_err() {
+                    std::fs::copy(&from, &to).map_err(|e| fail(&e))?;
+                }
+                if let Some(text) = utf16_text(&from) {
+                    std::fs::write(dir.join(format!("{n}.utf8")), text).map_err(|e| fail(&e))?;
+                }
+                hashed.insert(rel.clone(), Hashed { sha256, ..stamp });
+                paths.push(rel);
             }
-            if elsewhere {
-                deferred += 1;
-                continue;
-            }
-            let to = dir.join(view_name(n, ext.as_deref()));
-            if std::fs::hard_link(entry.path(), &to).is_err() {
-                std::fs::copy(entry.path(), &to).map_err(|e| fail(&e))?;
-            }
-            if let Some(text) = utf16_text(entry.path()) {
-                std::fs::write(dir.join(format!("{n}.utf8")), text).map_err(|e| fail(&e))?;
-            }
-            paths.push(rel);
         }
         Ok(View {
             dir: dir.to_path_buf(),
