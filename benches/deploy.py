@@ -10,7 +10,7 @@ it), side by side with its baselines, in one run:
    22); the ship's transfer (as it reports it) against plain `rsync -a --delete` of the
    same change (goal: at most 1.3x); bytes sent (goal: at most 1% of the tree) and the new
    release's own disk use (goal: at most 1% of the tree, the rest hard links).
-3. The scan's share of the ship time.
+3. The same ship with the scan off.
 
 BENCH_GITSYNC_LOG=gitsync=debug prints each ship's debug log (where its time went).
 
@@ -170,14 +170,15 @@ try:
           + ", ".join(f"{t:.2f}" for t in seed_t) + "; transfer " + ", ".join(f"{t:.2f}" for t in transfer_t)
           + "; plain rsync " + ", ".join(f"{t:.2f}" for t in floor_t))
 
-    # 3. The scan's share: the same ship with the scan off, on a fresh one-file commit.
+    # 3. The same ship with the scan off, on a fresh one-file commit.
     (repo / "d01" / "f1.txt").write_text("another changed file\n")
     run("git", "commit", "-qam", "another", cwd=repo)
     cfg = (home / ".gitsync/config.yml").read_text()
     (home / ".gitsync/config.yml").write_text(cfg.replace("tool: gitleaks", "tool: off"))
     unscanned, _ = timed(binary, "deploy", "web")
-    share = max(0.0, ours - unscanned) / ours
-    print(f"  the scan's share of the ship: {100 * share:.0f}% ({ours - unscanned:.2f} s of {ours:.2f} s; "
+    # Not the scan's share: with the scan on, its view also hashes the tree for the record,
+    # which a ship without it does itself.
+    print(f"  the same ship with the scan off: {unscanned:.2f} s (with it: {ours:.2f} s; "
           f"the seed's own scan took {seed_scan_time:.2f} s)")
 finally:
     for p in procs:

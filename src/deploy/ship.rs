@@ -346,8 +346,9 @@ pub async fn passed(gate: &mut Gate) -> bool {
 /// the release is recorded (`record`, with its entries: kind and path, as rsync lists the
 /// export). [`delta::plan`] compares the listing with the export, the partial release
 /// loses what the new one does not hold, and rsync is started, waiting for its list of
-/// paths. Once `gate` says the scan passed, only what differs is sent
-/// (`rsync --files-from`) and `current` flips (releases beyond `keep` were pruned by
+/// paths (a small change is written by the lock's shell instead: [`inline`]). Once `gate`
+/// says the scan passed, only what differs is sent (`rsync --files-from`, or that script)
+/// and `current` flips (releases beyond `keep` were pruned by
 /// [`prepare`]: never the current one, never the previous one). Without an earlier release
 /// or a listing (a new layout, a target whose `cp` cannot link or whose `find` has no
 /// `-printf`), rsync walks the whole export after the gate (`--delete`, and `--link-dest`
