@@ -5,8 +5,9 @@
 //! their handshake), which is most of what the ship does after the gate.
 //!
 //! The result is what rsync `-a` leaves: each file is written to a temporary name beside
-//! its place and renamed over it (never a write into an inode that other releases share),
-//! with the export's bytes, permission bits and modification time to the nanosecond, and
+//! its place and renamed over it (`mv -T`: never into a folder of that name, and never a
+//! write into an inode that other releases share), with the export's bytes, permission
+//! bits and modification time to the nanosecond, and
 //! the owner and group of the file it replaces (or of its folder, for a new file), as
 //! rsync run by the same user gives them. Folders get the export's bits and times last,
 //! deepest first. Only regular files and folders go this way, at most [`MOST_FILES`]
@@ -50,6 +51,10 @@ pub fn script(
     let mut folders = std::collections::BTreeSet::new();
     let mut bytes = 0u64;
     for rel in send {
+        // A name that is not UTF-8 goes by rsync.
+        if rel.to_str().is_none() {
+            return Ok(None);
+        }
         let full = export.join(rel);
         let meta = std::fs::symlink_metadata(&full).map_err(DeployError::io(&full))?;
         if meta.is_dir() {
@@ -97,7 +102,7 @@ pub fn script(
             "chmod {mode:o} {temp}\ntouch -m -d @{time} {temp}\n\
              if [ -e {dest} ]; then chown -h --reference={dest} {temp} 2>/dev/null || true; \
              else chown -h --reference={parent} {temp} 2>/dev/null || true; fi\n\
-             mv -f {temp} {dest}\n",
+             mv -fT {temp} {dest}\n",
             mode = meta.mode() & 0o7777,
         ));
     }
@@ -127,6 +132,8 @@ fn parent_of(rel: &Path) -> PathBuf {
 }
 
 /// `rel` quoted for the shell, as `./<rel>` so that no path reads as an option.
+///
+/// Errors: `rel` is not UTF-8 ([`script`] sends such names by rsync).
 fn quoted(rel: &Path) -> Result<String, DeployError> {
     let text = std::str::from_utf8(rel.as_os_str().as_bytes())
         .map_err(|_| DeployError::Unquotable(rel.display().to_string()))?;
@@ -196,11 +203,11 @@ mod tests {
             .expect("small");
         assert_eq!(size, text.len() as u64);
         assert!(
-            text.contains("mv -f './a b/.gitsync-inline-m-0' './a b/x.txt'"),
+            text.contains("mv -fT './a b/.gitsync-inline-m-0' './a b/x.txt'"),
             "{text}"
         );
         assert!(
-            text.find("mv -f").expect("mv") < text.find("chmod 755 './a b'").expect("folder"),
+            text.find("mv -fT").expect("mv") < text.find("chmod 755 './a b'").expect("folder"),
             "folders are set after the files: {text}"
         );
         assert_eq!(

@@ -470,7 +470,7 @@ pub async fn ship(
                 "{}/releases/{partial}",
                 path.trim_end_matches('/')
             ))?;
-            lock.run(&format!("cd {into}\n{script}"), STEP_TIMEOUT)
+            lock.run(&format!("set -e; cd {into}\n{script}"), STEP_TIMEOUT)
                 .await
                 .map(|_| size)
                 .map_err(remote_err("send"))
