@@ -35,6 +35,9 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         {
             return Err(CliError::failed(taken));
         }
+        // This process ends after one sync of each: git's auto maintenance finishes on its
+        // own, as the maintenance `git fetch` detaches does.
+        setup.syncer.set_maintenance_detached(true);
         let progress = super::progress::Progress::new(setup.repos.len() as u64, "syncing");
         let outcomes = setup
             .syncer

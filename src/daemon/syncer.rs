@@ -90,6 +90,8 @@ pub struct Syncer {
     dropped: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Set while another live machine publishes under this hostname: nothing is stored.
     refused: std::sync::atomic::AtomicBool,
+    /// Whether `git maintenance run --auto` is left to finish on its own.
+    maintenance_detached: std::sync::atomic::AtomicBool,
     /// The deploys (`on_update`) to wake when a repository's HEAD moves.
     deploys: std::sync::OnceLock<crate::deploy::UpdateTriggers>,
     /// What `/metrics` shows: counts, durations and the latest states.
@@ -120,6 +122,7 @@ impl Syncer {
             outage: Outage::new("state store"),
             dropped: std::sync::Mutex::new(std::collections::HashSet::new()),
             refused: std::sync::atomic::AtomicBool::new(false),
+            maintenance_detached: std::sync::atomic::AtomicBool::new(false),
             deploys: std::sync::OnceLock::new(),
             metrics: Arc::new(crate::observe::Metrics::default()),
             notifier: std::sync::OnceLock::new(),
@@ -147,6 +150,15 @@ impl Syncer {
     pub fn set_refused(&self, refused: bool) {
         self.refused
             .store(refused, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Leaves the `git maintenance run --auto` after a periodic fetch to finish on its
+    /// own (`true`) instead of waiting for it: for `gitsync sync`, whose process ends
+    /// after one sync of each repository. The daemon waits (its next sync of the
+    /// repository must not find that git command running).
+    pub fn set_maintenance_detached(&self, detached: bool) {
+        self.maintenance_detached
+            .store(detached, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether publishing is stopped ([`Syncer::set_refused`]).
@@ -328,13 +340,19 @@ impl Syncer {
         let mut touched = false;
         // The checked-out branch's remote and upstream, read once for the fetch and for the
         // order of the pulls below.
+        // The repository is opened once here for the reads of this sync (each reads refs,
+        // index and worktree afresh).
+        let path = repo.path.clone();
+        let (checked, opened) = tokio::task::spawn_blocking(move || match gix::open(&path) {
+            Ok(opened) => (remotes::checked_out_in(&opened), Some(opened.into_sync())),
+            Err(_) => (remotes::CheckedOut::default(), None),
+        })
+        .await
+        .unwrap_or_default();
         let checked = if matches!(fetch, Fetch::No) {
             remotes::CheckedOut::default()
         } else {
-            let path = repo.path.clone();
-            tokio::task::spawn_blocking(move || remotes::checked_out(&path))
-                .await
-                .unwrap_or_default()
+            checked
         };
         let remote = match &fetch {
             Fetch::No => None,
@@ -347,27 +365,34 @@ impl Syncer {
         // remote-tracking refs only) when a read follows anyway: a push event's fetch, or
         // any fetch while the watcher does not yet report local changes.
         let mut early_read = None;
+        // `git maintenance run --auto` after a periodic fetch, run before returning.
+        let mut maintenance_due = false;
         if let Some(remote) = remote.as_ref().filter(|_| repo.path.exists()) {
             touched = true;
             if (matches!(fetch, Fetch::Remote(_)) || !self.watching())
                 && !fastforward::interrupted(&watcher::git_dir_of(&repo.path))
             {
                 let (host, name, path) = (self.host.clone(), repo.name.clone(), repo.path.clone());
-                early_read = Some(tokio::task::spawn_blocking(move || {
-                    state::read(&host, &name, &path)
+                let opened = opened.clone();
+                early_read = Some(tokio::task::spawn_blocking(move || match opened {
+                    Some(opened) => state::read_in(&host, &name, &opened.to_thread_local()),
+                    None => state::read(&host, &name, &path),
                 }));
             }
-            // A push event's fetch is on the way to a pull the user waits for: the periodic
-            // ones run git's auto maintenance.
-            let maintenance = !matches!(fetch, Fetch::Remote(_));
             let started = std::time::Instant::now();
             let fetched = ops::fetch(
                 &repo.path,
                 remote.as_deref(),
-                maintenance,
+                false,
                 self.pull.fetch_timeout,
             )
             .await;
+            // A push event's fetch is on the way to a pull the user waits for: the periodic
+            // ones run git's auto maintenance, as `git fetch` would, but once the state is
+            // published, so that the pull does not wait for it (and the helper does not
+            // take it for a git command of the user's).
+            maintenance_due =
+                !matches!(fetch, Fetch::Remote(_)) && fetched.is_ok() && checked.auto_maintenance;
             let result = match &fetched {
                 Ok(true) => Fetched::Updated,
                 Ok(false) => Fetched::Unchanged,
@@ -380,6 +405,9 @@ impl Syncer {
                 Ok(false) if self.watching() && !self.dirty.is_pending(&repo.name) => {
                     if let Some(state) = last.as_ref().filter(|s| s.error.is_none()) {
                         self.dirty.forget(&repo.name);
+                        if maintenance_due {
+                            self.maintain(repo, &checked).await;
+                        }
                         return Outcome {
                             repo: repo.name.clone(),
                             ok: true,
@@ -407,6 +435,7 @@ impl Syncer {
         if local_first {
             branches_behind = self.other_branches(repo).await;
         }
+        let mut branches_pending = look_at_branches && !local_first;
         if fastforward::interrupted(&watcher::git_dir_of(&repo.path)) {
             touched = true;
             let outcome = pull::recover(&repo.path, self.pull.fetch_timeout).await;
@@ -418,10 +447,10 @@ impl Syncer {
         // terminal's, one a killed daemon left running) may have moved them meanwhile.
         let mut snapshot = match early_read {
             Some(early) => match early.await {
-                Ok(earlier) => self.refresh(repo, earlier).await,
-                Err(_) => self.read(repo).await,
+                Ok(earlier) => self.refresh(repo, opened.as_ref(), earlier).await,
+                Err(_) => self.read(repo, opened.as_ref()).await,
             },
-            None => self.read(repo).await,
+            None => self.read(repo, opened.as_ref()).await,
         };
         let mut blocked = None;
         let mut forwarded = None;
@@ -444,9 +473,23 @@ impl Syncer {
                             to: target.clone(),
                             commits: snapshot.state.behind,
                         });
-                        snapshot = self.read(repo).await;
+                        // The state after it, read while the other branches are looked at.
+                        let branches = async {
+                            if branches_pending {
+                                Some(self.other_branches(repo).await)
+                            } else {
+                                None
+                            }
+                        };
+                        let (read, behind) =
+                            tokio::join!(self.read(repo, opened.as_ref()), branches);
+                        snapshot = read;
+                        if let Some(behind) = behind {
+                            branches_behind = behind;
+                            branches_pending = false;
+                        }
                         if self.update_submodules(repo, &snapshot).await {
-                            snapshot = self.read(repo).await;
+                            snapshot = self.read(repo, opened.as_ref()).await;
                         }
                         if let pull::Decision::Blocked(reason) =
                             pull::decide(&snapshot, self.pull.fast_forward)
@@ -461,7 +504,7 @@ impl Syncer {
                 }
             }
         }
-        if look_at_branches && !local_first {
+        if branches_pending {
             branches_behind = self.other_branches(repo).await;
         }
         if touched {
@@ -516,6 +559,9 @@ impl Syncer {
                 }
             }
         }
+        if maintenance_due {
+            self.maintain(repo, &checked).await;
+        }
         Outcome {
             repo: repo.name.clone(),
             ok,
@@ -523,6 +569,28 @@ impl Syncer {
             fast_forwarded: forwarded.is_some(),
             forwarded,
             state: current,
+        }
+    }
+
+    /// `git maintenance run --auto` in `repo` (see [`ops::auto_maintenance`]), as `git
+    /// fetch` would have run it: waited for, or, after
+    /// [`Syncer::set_maintenance_detached`], started and left to finish on its own.
+    async fn maintain(&self, repo: &Repo, checked: &remotes::CheckedOut) {
+        let ran = if self
+            .maintenance_detached
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            ops::start_auto_maintenance(&repo.path)
+        } else {
+            ops::auto_maintenance(
+                &repo.path,
+                checked.maintenance_detaches,
+                self.pull.fetch_timeout,
+            )
+            .await
+        };
+        if let Err(err) = ran {
+            tracing::debug!(repo = %repo.name, %err, "git maintenance run --auto failed");
         }
     }
 
@@ -590,6 +658,9 @@ impl Syncer {
     /// --checkout --recursive`, which fetches a missing commit and refuses to overwrite
     /// local changes). Returns whether it ran.
     async fn update_submodules(&self, repo: &Repo, snapshot: &state::Snapshot) -> bool {
+        if snapshot.state.submodules.is_empty() {
+            return false;
+        }
         let (path, lines) = (repo.path.clone(), snapshot.state.submodules.clone());
         let paths = tokio::task::spawn_blocking(move || submodules::to_update(&path, &lines))
             .await
@@ -641,19 +712,41 @@ impl Syncer {
 
     /// [`state::refresh`] of `earlier` on a blocking thread: the refs read again, the rest
     /// kept.
-    async fn refresh(&self, repo: &Repo, earlier: state::Snapshot) -> state::Snapshot {
+    /// `opened` is the repository opened once for this sync, when it could be.
+    async fn refresh(
+        &self,
+        repo: &Repo,
+        opened: Option<&gix::ThreadSafeRepository>,
+        earlier: state::Snapshot,
+    ) -> state::Snapshot {
         let (host, name, path) = (self.host.clone(), repo.name.clone(), repo.path.clone());
-        match tokio::task::spawn_blocking(move || state::refresh(&host, &name, &path, earlier))
-            .await
+        let opened = opened.cloned();
+        match tokio::task::spawn_blocking(move || match opened {
+            Some(opened) => state::refresh_in(&host, &name, &opened.to_thread_local(), earlier),
+            None => state::refresh(&host, &name, &path, earlier),
+        })
+        .await
         {
             Ok(snapshot) => snapshot,
-            Err(_) => self.read(repo).await,
+            Err(_) => self.read(repo, None).await,
         }
     }
 
-    async fn read(&self, repo: &Repo) -> state::Snapshot {
+    /// [`state::read`] on a blocking thread, of `opened` when given (see
+    /// [`state::read_in`]).
+    async fn read(
+        &self,
+        repo: &Repo,
+        opened: Option<&gix::ThreadSafeRepository>,
+    ) -> state::Snapshot {
         let (host, name, path) = (self.host.clone(), repo.name.clone(), repo.path.clone());
-        match tokio::task::spawn_blocking(move || state::read(&host, &name, &path)).await {
+        let opened = opened.cloned();
+        match tokio::task::spawn_blocking(move || match opened {
+            Some(opened) => state::read_in(&host, &name, &opened.to_thread_local()),
+            None => state::read(&host, &name, &path),
+        })
+        .await
+        {
             Ok(snapshot) => snapshot,
             Err(join) => state::Snapshot {
                 state: RepoState::error(

@@ -272,6 +272,47 @@ pub async fn fetch(
     }
 }
 
+/// `git maintenance run --auto --quiet` in `dir`, with `--detach` when `detach` (git
+/// 2.47 or newer; an older git runs it without, its `gc --auto` detaching on its own):
+/// what `git fetch` runs after fetching (run-command.c, `prepare_auto_maintenance`), run
+/// by the caller instead, beside its fast-forward, so that a pull does not wait for it.
+/// The caller checks `maintenance.auto` first, as git does.
+///
+/// Errors: as [`run`] (a git older than 2.29 has no `maintenance`).
+pub async fn auto_maintenance(dir: &Path, detach: bool, timeout: Duration) -> Result<(), GitError> {
+    let detached = if detach { "--detach" } else { "--no-detach" };
+    let args = ["maintenance", "run", "--auto", "--quiet", detached];
+    match run(dir, &args, timeout).await {
+        Err(GitError::Failed { stderr, .. }) if stderr.contains("unknown option") => {
+            run(dir, &args[..4], timeout).await.map(|_| ())
+        }
+        done => done.map(|_| ()),
+    }
+}
+
+/// Starts `git maintenance run --auto --quiet` in `dir` and leaves it to finish on its
+/// own (it is not waited for, nor stopped when gitsync ends): for a `gitsync sync` about to
+/// end. The caller checks `maintenance.auto` first, as git does.
+///
+/// Errors: git cannot be started.
+pub fn start_auto_maintenance(dir: &Path) -> Result<(), GitError> {
+    let mut command = std::process::Command::new("git");
+    crate::util::child::quiet(&mut command);
+    command
+        .arg("-C")
+        .arg(dir)
+        .args(["maintenance", "run", "--auto", "--quiet"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(drop)
+        .map_err(|source| GitError::Spawn {
+            dir: dir.to_path_buf(),
+            source,
+        })
+}
+
 /// `git ls-remote <remote> <refs...>`: what the remote's refs point at now, as
 /// (ref name, object id) pairs; a ref the remote lacks is absent. Peeled tag lines
 /// (`^{}`) are left out.

@@ -152,21 +152,42 @@ pub struct CheckedOut {
     /// Whether it tracks a local branch (see [`local_upstream`]): that branch must move
     /// first for it to be pulled.
     pub tracks_local: bool,
+    /// Whether `git fetch` would run `git maintenance run --auto` after fetching here:
+    /// `maintenance.auto`, true unless set false (git-config(1)).
+    pub auto_maintenance: bool,
+    /// Whether that maintenance would detach: `maintenance.autoDetach`, else
+    /// `gc.autoDetach`, else true (git-config(1)).
+    pub maintenance_detaches: bool,
 }
 
 /// [`CheckedOut`] for the worktree at `path`, from one opening of the repository; the
 /// default (nothing) when HEAD is detached or the repository cannot be opened.
 pub fn checked_out(path: &Path) -> CheckedOut {
-    let Ok(repo) = gix::open(path) else {
-        return CheckedOut::default();
+    match gix::open(path) {
+        Ok(repo) => checked_out_in(&repo),
+        Err(_) => CheckedOut::default(),
+    }
+}
+
+/// [`checked_out`] of a repository opened already.
+pub fn checked_out_in(repo: &gix::Repository) -> CheckedOut {
+    let config = repo.config_snapshot();
+    let maintenance = CheckedOut {
+        auto_maintenance: config.boolean("maintenance.auto").unwrap_or(true),
+        maintenance_detaches: config
+            .boolean("maintenance.autoDetach")
+            .or_else(|| config.boolean("gc.autoDetach"))
+            .unwrap_or(true),
+        ..CheckedOut::default()
     };
     let Ok(Some(head)) = repo.head_name() else {
-        return CheckedOut::default();
+        return maintenance;
     };
     let branch = head.shorten().to_str_lossy();
     CheckedOut {
-        fetch_remote: fetch_remote(&repo, &branch),
-        tracks_local: local_upstream(&repo, &branch).is_some(),
+        fetch_remote: fetch_remote(repo, &branch),
+        tracks_local: local_upstream(repo, &branch).is_some(),
+        ..maintenance
     }
 }
 

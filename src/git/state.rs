@@ -35,7 +35,32 @@ pub struct Snapshot {
 /// `host` and `repo` are copied into the record. Never fails: a repository that cannot be
 /// read gives a state with `state: error` and the reason in `error`.
 pub fn read(host: &str, repo: &str, path: &Path) -> Snapshot {
-    match read_inner(host, repo, path) {
+    let read = if path.exists() {
+        gix::open(path)
+            .map_err(err("cannot open repository"))
+            .and_then(|opened| read_inner(host, repo, &opened))
+    } else {
+        Err(StateError::Missing(path.to_path_buf()))
+    };
+    snapshot_or_error(host, repo, read)
+}
+
+/// [`read`] of a repository opened already (`opened`, as by `gix::open`), to save the
+/// opening when one sync reads a repository several times. Its refs, index and worktree
+/// are read afresh; its configuration is what it was when it was opened.
+///
+/// Returns the snapshot as [`read`] does; never fails.
+pub fn read_in(host: &str, repo: &str, opened: &gix::Repository) -> Snapshot {
+    let read = match opened.workdir() {
+        Some(top) if !top.exists() => Err(StateError::Missing(top.to_path_buf())),
+        _ => read_inner(host, repo, opened),
+    };
+    snapshot_or_error(host, repo, read)
+}
+
+/// The snapshot `read` made, or an error state with its reason.
+fn snapshot_or_error(host: &str, repo: &str, read: Result<Snapshot, StateError>) -> Snapshot {
+    match read {
         Ok(snapshot) => snapshot,
         Err(message) => Snapshot {
             state: RepoState::error(host, repo, message.to_string()),
@@ -85,17 +110,27 @@ pub fn refresh(host: &str, repo: &str, path: &Path, earlier: Snapshot) -> Snapsh
     if earlier.state.error.is_some() {
         return read(host, repo, path);
     }
-    let refs = match gix::open(path)
-        .map_err(err("cannot open repository"))
-        .and_then(|r| Refs::read(&r))
-    {
+    match gix::open(path) {
+        Ok(opened) => refresh_in(host, repo, &opened, earlier),
+        Err(_) => read(host, repo, path),
+    }
+}
+
+/// [`refresh`] of a repository opened already (see [`read_in`]).
+///
+/// Returns the snapshot as [`read`] does; never fails.
+pub fn refresh_in(host: &str, repo: &str, opened: &gix::Repository, earlier: Snapshot) -> Snapshot {
+    if earlier.state.error.is_some() {
+        return read_in(host, repo, opened);
+    }
+    let refs = match Refs::read(opened) {
         Ok(refs) => refs,
-        Err(_) => return read(host, repo, path),
+        Err(_) => return read_in(host, repo, opened),
     };
     let same_head = refs.head_id.map(|id| id.to_string()) == earlier.state.head
         && refs.branch() == earlier.state.branch;
     if !same_head {
-        return read(host, repo, path);
+        return read_in(host, repo, opened);
     }
     let mut snapshot = earlier;
     let s = &mut snapshot.state;
@@ -220,12 +255,8 @@ impl Refs {
     }
 }
 
-fn read_inner(host: &str, repo_name: &str, path: &Path) -> Result<Snapshot, StateError> {
-    if !path.exists() {
-        return Err(StateError::Missing(path.to_path_buf()));
-    }
-    let repo = gix::open(path).map_err(err("cannot open repository"))?;
-    let refs = Refs::read(&repo)?;
+fn read_inner(host: &str, repo_name: &str, repo: &gix::Repository) -> Result<Snapshot, StateError> {
+    let refs = Refs::read(repo)?;
     let head_id = refs.head_id;
     let state = refs.summary();
 
@@ -248,7 +279,7 @@ fn read_inner(host: &str, repo_name: &str, path: &Path) -> Result<Snapshot, Stat
         }
         None => None,
     };
-    let counts = worktree_counts(&repo, head_tree)?;
+    let counts = worktree_counts(repo, head_tree)?;
     let operation = match repo.state() {
         None => Operation::None,
         Some(gix::state::InProgress::Merge) => Operation::Merge,

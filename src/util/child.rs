@@ -1,6 +1,6 @@
 //! Starting a child process, one way (the model is jj's `git_subprocess.rs` and git-sync's
-//! `pkg/cmd/cmd.go`): no standard input unless given, a session of its own (so no
-//! controlling terminal, and a Ctrl-C at gitsync's terminal does not reach it), no prompt
+//! `pkg/cmd/cmd.go`): no standard input unless given, no controlling terminal and a
+//! process group of its own (a Ctrl-C at gitsync's terminal does not reach it), no prompt
 //! of any kind ([`quiet`]), a timeout after which it is killed, killed when gitsync drops
 //! it, and a typed error whose standard error is redacted and trimmed.
 //!
@@ -47,8 +47,15 @@ pub enum ChildError {
 /// Makes `command` ask nothing, ever: `GIT_TERMINAL_PROMPT=0`, `GCM_INTERACTIVE=never`,
 /// `SSH_ASKPASS_REQUIRE=never` without `SSH_ASKPASS` and `DISPLAY` (so a key with a
 /// passphrase or an unknown host key fails at once; ssh-agent and credential helpers still
-/// work), `LC_ALL=C` (the messages gitsync reads are untranslated), and a session of its
-/// own (`setsid(2)`), which has no controlling terminal to ask on.
+/// work), `LC_ALL=C` (the messages gitsync reads are untranslated), no controlling
+/// terminal to ask on, and a process group of its own, which a Ctrl-C at gitsync's
+/// terminal does not reach.
+///
+/// No terminal: gitsync itself lets go of its controlling terminal the first time (see
+/// [`without_terminal`]), so that what it starts has none either; the child is then
+/// started in one `posix_spawn(3)`, without the copy of gitsync's memory a `fork(2)`
+/// makes. Where gitsync cannot let go (it leads its session), the child makes a session
+/// of its own (`setsid(2)`) between the fork and the exec instead.
 pub fn quiet(command: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
     command
@@ -58,6 +65,10 @@ pub fn quiet(command: &mut std::process::Command) {
         .env("LC_ALL", "C")
         .env_remove("SSH_ASKPASS")
         .env_remove("DISPLAY");
+    if without_terminal() {
+        command.process_group(0);
+        return;
+    }
     // SAFETY: setsid(2) is async-signal-safe and touches no memory of this process.
     unsafe {
         command.pre_exec(|| {
@@ -66,6 +77,34 @@ pub fn quiet(command: &mut std::process::Command) {
                 .map_err(std::io::Error::from)
         });
     }
+}
+
+/// Whether this process has no controlling terminal, letting go of the one it has the
+/// first time it is asked (`ioctl(TIOCNOTTY)`, tty_ioctl(4)); the answer is kept. A
+/// process that leads its session keeps its terminal (letting go would hang up its
+/// foreground process group) and answers false. gitsync still gets a Ctrl-C at that
+/// terminal: the terminal signals its foreground process group, which gitsync stays in.
+pub fn without_terminal() -> bool {
+    static WITHOUT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WITHOUT.get_or_init(|| {
+        use nix::fcntl::{OFlag, open};
+        use std::os::fd::AsRawFd;
+        let tty = match open(
+            "/dev/tty",
+            OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ) {
+            Ok(tty) => tty,
+            // No controlling terminal (ENXIO): nothing to let go of.
+            Err(nix::errno::Errno::ENXIO) => return true,
+            Err(_) => return false,
+        };
+        if nix::unistd::getsid(None).ok() == Some(nix::unistd::getpid()) {
+            return false;
+        }
+        // SAFETY: TIOCNOTTY takes no argument and writes no memory of this process.
+        unsafe { nix::libc::ioctl(tty.as_raw_fd(), nix::libc::TIOCNOTTY) == 0 }
+    })
 }
 
 /// One child process to run: built with [`Child::new`] and the setters, run with
@@ -262,27 +301,28 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_child_asks_nothing_runs_in_its_own_session_and_is_stopped_at_its_timeout() {
+    async fn a_child_asks_nothing_has_no_terminal_nor_our_group_and_is_stopped_at_its_timeout() {
         let mut child = Child::new("sh", Duration::from_secs(10));
         child
             .args([
                 "-c",
+                // proc(5): after the command's name, the fields are state, ppid, pgrp,
+                // session and tty_nr.
                 "echo \"$GIT_TERMINAL_PROMPT $LC_ALL $SSH_ASKPASS_REQUIRE ${DISPLAY:-none}\"; \
-                 cut -d \" \" -f 6 /proc/$$/stat; cat",
+                 sed 's/.*) //' /proc/$$/stat | cut -d ' ' -f 3,5; cat",
             ])
             .input(b"from stdin\n".to_vec());
         let out = child.success().await.expect("sh runs");
         let text = String::from_utf8_lossy(&out.stdout);
         let mut lines = text.lines();
         assert_eq!(lines.next(), Some("0 C never none"));
-        let sid: u32 = lines
+        let fields: Vec<u32> = lines
             .next()
-            .and_then(|l| l.trim().parse().ok())
-            .expect("a session id");
-        assert_ne!(
-            sid,
-            nix::unistd::getsid(None).expect("own sid").as_raw() as u32
-        );
+            .map(|l| l.split(' ').filter_map(|f| f.parse().ok()).collect())
+            .unwrap_or_default();
+        assert_eq!(fields.len(), 2, "{text}");
+        assert_ne!(fields[0], nix::unistd::getpgrp().as_raw() as u32, "{text}");
+        assert_eq!(fields[1], 0, "a controlling terminal: {text}");
         assert_eq!(lines.next(), Some("from stdin"));
 
         let mut slow = Child::new("sleep", Duration::from_millis(200));

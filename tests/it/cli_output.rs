@@ -400,3 +400,90 @@ fn status_watch_shows_a_change_without_being_run_again() {
         child.wait().expect("stopped by its id");
     }
 }
+
+/// What a `gitsync sync` started from a terminal runs has no terminal to ask on, whether
+/// gitsync was started by a shell there (it then lets go of the terminal) or leads the
+/// terminal's session itself (its children then make sessions of their own): the ssh that
+/// git starts for the remote can neither see nor open a controlling terminal, and is not
+/// in the terminal's foreground process group. `script` (util-linux, in Debian's
+/// essential `bsdutils`) gives each run a terminal of its own.
+#[test]
+fn what_sync_starts_from_a_terminal_has_no_terminal_to_ask_on() {
+    let env = Env::new();
+    let home = env.home("terminal");
+    let (_bare, clone) = env.remote_and_clone("asks", "root/asks");
+    let root = env.path("root");
+    let fake_ssh = env.path("fake-ssh");
+    let seen = env.path("ssh-saw");
+    // proc(5): after the command's name, the fields are state, ppid, pgrp, session, tty_nr
+    // and tpgid (the foreground process group of its terminal, -1 without one).
+    std::fs::write(
+        &fake_ssh,
+        format!(
+            "#!/bin/sh\n\
+             fields=$(sed 's/.*) //' /proc/$$/stat | cut -d ' ' -f 3,5,6)\n\
+             if (: </dev/tty) 2>/dev/null; then tty=opened; else tty=none; fi\n\
+             echo \"$fields $tty\" >> {}\n\
+             exit 1\n",
+            seen.display()
+        ),
+    )
+    .expect("write the fake ssh");
+    std::fs::set_permissions(
+        &fake_ssh,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    env.git(
+        &clone,
+        &[
+            "remote",
+            "set-url",
+            "origin",
+            "ssh://gitsync-test.invalid/asks.git",
+        ],
+    );
+    env.git(
+        &clone,
+        &[
+            "config",
+            "core.sshCommand",
+            fake_ssh.to_str().expect("utf8"),
+        ],
+    );
+    let sync = format!("{} sync --root {}", common::BIN, root.display());
+    // By a shell at the terminal (which must not exec it: a command after it), then as
+    // the terminal session's leader (`exec`).
+    let mut runs_seen = 0;
+    for line in [format!("{sync}; exit $?"), format!("exec {sync}")] {
+        let out = std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env("HOME", &home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env_remove("GITSYNC_CONFIG")
+            .env_remove("GITSYNC_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("script runs (apt-get install bsdutils)");
+        assert!(
+            !out.status.success(),
+            "the fetch through the fake ssh must fail: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let seen_now = std::fs::read_to_string(&seen).map_or(0, |t| t.lines().count());
+        assert!(seen_now > runs_seen, "ssh did not run for `{line}`");
+        runs_seen = seen_now;
+    }
+    let text = std::fs::read_to_string(&seen).expect("the fake ssh ran");
+    let lines: Vec<&str> = text.lines().collect();
+    for line in lines {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields.len(), 4, "{line}");
+        assert_eq!(fields[1], "0", "ssh had a controlling terminal: {line}");
+        assert_eq!(
+            fields[2], "-1",
+            "ssh saw a terminal's process group: {line}"
+        );
+        assert_eq!(fields[3], "none", "ssh could open /dev/tty: {line}");
+    }
+}

@@ -684,22 +684,10 @@ impl Transaction {
         }
     }
 
-    /// Whether the old file held at `held` for `rel` was written after it was checked (its
-    /// signature differs, or, for a file modified just before, its bytes do).
+    /// Whether the old file held at `held` for `rel` was written after it was checked (see
+    /// [`written_since`]).
     fn written_since(&self, held: &Path, rel: &Path, sig: Sig) -> bool {
-        let Some(now) = Sig::of(held) else {
-            return false;
-        };
-        if now != sig {
-            return true;
-        }
-        if sig.mtime + content::racy_window(sig.mtime) < self.checked_at || sig.kind != 0o100000 {
-            return false;
-        }
-        match (self.raw_ids.get(rel), fs::read(held)) {
-            (Some(id), Ok(bytes)) => content::blob_id(&bytes) != *id,
-            _ => false,
-        }
+        written_since(held, sig, self.raw_ids.get(rel), self.checked_at)
     }
 
     /// Undoes the steps done, newest first, keeping anything of the user's found on the way.
@@ -760,20 +748,59 @@ impl Transaction {
         }
     }
 
+    /// Looks at each old file in `held` (where it waits, its path, its signature when
+    /// checked) one last time: removes it when nothing was written to it since, and returns
+    /// those written to, to be kept. Many files are looked at by several threads at once
+    /// (see [`checkout::workers`]).
+    fn drop_unwritten(&self, held: &[(PathBuf, &Path, Sig)]) -> Vec<(PathBuf, PathBuf)> {
+        let look = |part: &[(PathBuf, &Path, Sig)]| -> Vec<(PathBuf, PathBuf)> {
+            let mut written = Vec::new();
+            for (at, rel, sig) in part {
+                if self.written_since(at, rel, *sig) {
+                    written.push((at.clone(), rel.to_path_buf()));
+                } else {
+                    let _ = fs::remove_file(at);
+                }
+            }
+            written
+        };
+        let workers = checkout::workers(held.len());
+        if workers < 2 {
+            return look(held);
+        }
+        std::thread::scope(|scope| {
+            let started: Vec<_> = held
+                .chunks(held.len().div_ceil(workers))
+                .map(|part| scope.spawn(move || look(part)))
+                .collect();
+            let mut written = Vec::new();
+            for (worker, part) in started
+                .into_iter()
+                .zip(held.chunks(held.len().div_ceil(workers)))
+            {
+                // A thread that failed looked at nothing it did not report: its part is
+                // looked at again here.
+                written.extend(worker.join().unwrap_or_else(|_| look(part)));
+            }
+            written
+        })
+    }
+
     /// Ends the transaction: keeps every old file written after it was checked (a write
     /// through a descriptor opened before the fast-forward), releases `index.lock` if still
     /// held, and removes the staging folder, the journal last. Returns what was kept.
     pub fn finish(&mut self) -> Vec<String> {
         let steps = std::mem::take(&mut self.done);
-        for step in steps {
-            let (held, rel, sig) = match &step {
-                Step::Swap(rel, sig, _) => (self.staged(rel), rel.clone(), *sig),
-                Step::Out(rel, sig) => (self.old(rel), rel.clone(), *sig),
-                _ => continue,
-            };
-            if self.written_since(&held, &rel, sig) {
-                self.keep(&held, &rel);
-            }
+        let held: Vec<(PathBuf, &Path, Sig)> = steps
+            .iter()
+            .filter_map(|step| match step {
+                Step::Swap(rel, sig, _) => Some((self.staged(rel), rel.as_path(), *sig)),
+                Step::Out(rel, sig) => Some((self.old(rel), rel.as_path(), *sig)),
+                _ => None,
+            })
+            .collect();
+        for (held, rel) in self.drop_unwritten(&held) {
+            self.keep(&held, &rel);
         }
         self.lock = None;
         self.journal = None;
@@ -803,6 +830,25 @@ impl Transaction {
         let _ = fs::remove_file(staging.join("journal"));
         let _ = fs::remove_dir(&staging);
         std::mem::take(&mut self.kept)
+    }
+}
+
+/// Whether the old file held at `held` was written after it was checked: its signature
+/// differs from `sig`, or, for a file modified just before `checked_at` (nanoseconds since
+/// the epoch), its bytes no longer hash to `raw_id`, the id read at the check.
+fn written_since(held: &Path, sig: Sig, raw_id: Option<&String>, checked_at: i128) -> bool {
+    let Some(now) = Sig::of(held) else {
+        return false;
+    };
+    if now != sig {
+        return true;
+    }
+    if sig.mtime + content::racy_window(sig.mtime) < checked_at || sig.kind != 0o100000 {
+        return false;
+    }
+    match (raw_id, fs::read(held)) {
+        (Some(id), Ok(bytes)) => content::blob_id(&bytes) != *id,
+        _ => false,
     }
 }
 

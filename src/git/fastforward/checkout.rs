@@ -76,21 +76,70 @@ pub(super) fn is_plain(
 /// Returns the signature of each file written, by path, read from the open file
 /// (`fstat(2)`) so that no path is looked up again.
 ///
+/// Many files are written by [`workers`] threads at once, each with its own handle on the
+/// repository (git's `checkout.workers` does the same for a checkout); the folders are
+/// made first, once each.
+///
 /// Errors: a message when a blob cannot be read or a file cannot be written.
 pub(super) fn write_blobs(
     repo: &gix::Repository,
     to: &Path,
     ins: &[&Change],
 ) -> Result<HashMap<PathBuf, Sig>, FfError> {
-    let mut sigs = HashMap::with_capacity(ins.len());
     let mut made: HashSet<PathBuf> = HashSet::new();
     for change in ins {
-        let target = to.join(&change.path);
-        if let Some(parent) = target.parent()
+        if let Some(parent) = to.join(&change.path).parent()
             && made.insert(parent.to_path_buf())
         {
             fs::create_dir_all(parent).map_err(|e| FfError::Files(format!("cannot stage: {e}")))?;
         }
+    }
+    let workers = workers(ins.len());
+    if workers < 2 {
+        return write_some(repo, to, ins);
+    }
+    std::thread::scope(|scope| {
+        let started: Vec<_> = ins
+            .chunks(ins.len().div_ceil(workers))
+            .map(|part| {
+                let repo = repo.clone();
+                scope.spawn(move || write_some(&repo, to, part))
+            })
+            .collect();
+        let mut sigs = HashMap::with_capacity(ins.len());
+        for worker in started {
+            let part = worker
+                .join()
+                .map_err(|_| FfError::Files("a staging thread failed".to_string()))??;
+            sigs.extend(part);
+        }
+        Ok(sigs)
+    })
+}
+
+/// How many threads share the writing or checking of `files` files: one below
+/// [`PARALLEL_FROM`] files, else the CPUs this process may use (its cgroup's quota
+/// included), at most 4.
+pub(super) fn workers(files: usize) -> usize {
+    if files < PARALLEL_FROM {
+        return 1;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
+/// The number of files from which work on them is shared between threads: below it a
+/// thread's start (tens of microseconds) costs more than it saves.
+pub(super) const PARALLEL_FROM: usize = 256;
+
+/// [`write_blobs`] of `ins` on this thread, into folders that exist.
+fn write_some(
+    repo: &gix::Repository,
+    to: &Path,
+    ins: &[&Change],
+) -> Result<HashMap<PathBuf, Sig>, FfError> {
+    let mut sigs = HashMap::with_capacity(ins.len());
+    for change in ins {
+        let target = to.join(&change.path);
         let blob = repo
             .find_object(oid(&change.new_id)?)
             .map_err(|e| FfError::Files(format!("cannot read {}: {e}", change.path.display())))?;
