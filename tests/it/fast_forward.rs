@@ -272,3 +272,35 @@ fn a_remote_whose_ssh_key_wants_a_passphrase_fails_at_once_with_what_to_do() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("ssh-agent"), "{stderr}");
 }
+
+/// `gitsync sync` runs git's auto maintenance after its fetch, as `git fetch` would (now
+/// once the state is published, and left to finish on its own): with every fetch kept as
+/// a pack (`fetch.unpackLimit=1`) and `gc.autoPackLimit=1`, the pack a sync fetches next
+/// to the clone's own makes two, and `gc --auto` packs them into one.
+#[test]
+fn sync_runs_gits_auto_maintenance_after_its_fetch() {
+    let env = Env::new();
+    let home = env.home("maintenance");
+    let (bare, clone) = env.remote_and_clone("kept", "root/kept");
+    env.git(&clone, &["config", "fetch.unpackLimit", "1"]);
+    env.git(&clone, &["config", "gc.autoPackLimit", "1"]);
+    let packs = || {
+        std::fs::read_dir(clone.join(".git/objects/pack"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    env.git(&clone, &["repack", "-q", "-a", "-d"]);
+    assert_eq!(packs(), 1, "the clone starts with one pack");
+    let new = env.push_new_commit(&bare, "a.txt", "two\n");
+    env.sync_root(&home);
+    assert_eq!(env.git(&clone, &["rev-parse", "HEAD"]).trim(), new);
+    common::wait_for(
+        "git's auto maintenance to pack the fetched pack with the clone's",
+        Duration::from_secs(60),
+        || (packs() == 1 && !clone.join(".git/gc.pid").exists()).then_some(()),
+    );
+}
