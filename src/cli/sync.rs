@@ -21,7 +21,12 @@ pub struct Args {
 pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
     let _guard = crate::logging::init_cli();
     let config = super::load_config(cli, args.root.as_deref(), true)?;
-    let runtime = super::runtime()?;
+    // One thread drives the syncs (their reads and the fast-forward's wait run on blocking
+    // threads): a runtime of worker threads only adds their start to a one-shot command.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async {
         let setup = crate::daemon::setup(&config)
             .await
