@@ -339,12 +339,11 @@ impl Syncer {
         let mut fetch_error = None;
         let mut touched = false;
         // The checked-out branch's remote and upstream, read once for the fetch and for the
-        // order of the pulls below.
-        // The repository is opened once here for the reads of this sync (each reads refs,
-        // index and worktree afresh).
+        // order of the pulls below, from the repository opened once for every read of this
+        // sync (each reads refs, index and worktree afresh).
         let path = repo.path.clone();
         let (checked, opened) = tokio::task::spawn_blocking(move || match gix::open(&path) {
-            Ok(opened) => (remotes::checked_out_in(&opened), Some(opened.into_sync())),
+            Ok(opened) => (remotes::checked_out(&opened), Some(opened.into_sync())),
             Err(_) => (remotes::CheckedOut::default(), None),
         })
         .await

@@ -160,17 +160,9 @@ pub struct CheckedOut {
     pub maintenance_detaches: bool,
 }
 
-/// [`CheckedOut`] for the worktree at `path`, from one opening of the repository; the
-/// default (nothing) when HEAD is detached or the repository cannot be opened.
-pub fn checked_out(path: &Path) -> CheckedOut {
-    match gix::open(path) {
-        Ok(repo) => checked_out_in(&repo),
-        Err(_) => CheckedOut::default(),
-    }
-}
-
-/// [`checked_out`] of a repository opened already.
-pub fn checked_out_in(repo: &gix::Repository) -> CheckedOut {
+/// [`CheckedOut`] for the worktree of `repo` (opened with `gix::open`): with HEAD
+/// detached, only its maintenance settings.
+pub fn checked_out(repo: &gix::Repository) -> CheckedOut {
     let config = repo.config_snapshot();
     let maintenance = CheckedOut {
         auto_maintenance: config.boolean("maintenance.auto").unwrap_or(true),
