@@ -338,6 +338,25 @@ impl Syncer {
         let mut ok = true;
         let mut fetch_error = None;
         let mut touched = false;
+        // The fetch starts first, while the repository is opened: the remote named, or the
+        // checked-out branch's (`git fetch` without one picks it from `branch.<name>.remote`,
+        // or `origin`).
+        let fetching = match &fetch {
+            _ if !repo.path.exists() => None,
+            Fetch::No => None,
+            Fetch::Default => Some(None),
+            Fetch::Remote(name) => Some(Some(name.clone())),
+        }
+        .map(|remote| {
+            let (path, timeout) = (repo.path.clone(), self.pull.fetch_timeout);
+            let started = std::time::Instant::now();
+            let task =
+                tokio::spawn(
+                    async move { ops::fetch(&path, remote.as_deref(), false, timeout).await },
+                );
+            (started, task)
+        });
+        let fetches = fetching.is_some();
         // The checked-out branch's remote and upstream, read once for the fetch and for the
         // order of the pulls below, from the repository opened once for every read of this
         // sync (each reads refs, index and worktree afresh).
@@ -353,20 +372,13 @@ impl Syncer {
         } else {
             checked
         };
-        let remote = match &fetch {
-            Fetch::No => None,
-            // The branch's remote, which for a branch tracking a local branch is that
-            // branch's remote (a plain `git fetch` would fetch from the repository itself).
-            Fetch::Default => Some(checked.fetch_remote.clone()),
-            Fetch::Remote(name) => Some(Some(name.clone())),
-        };
         // The worktree's part of the state is read while the fetch runs (a fetch writes
         // remote-tracking refs only) when a read follows anyway: a push event's fetch, or
         // any fetch while the watcher does not yet report local changes.
         let mut early_read = None;
         // `git maintenance run --auto` after a periodic fetch, run before returning.
         let mut maintenance_due = false;
-        if let Some(remote) = remote.as_ref().filter(|_| repo.path.exists()) {
+        if let Some((started, fetching)) = fetching {
             touched = true;
             if (matches!(fetch, Fetch::Remote(_)) || !self.watching())
                 && !fastforward::interrupted(&watcher::git_dir_of(&repo.path))
@@ -378,14 +390,21 @@ impl Syncer {
                     None => state::read(&host, &name, &path),
                 }));
             }
-            let started = std::time::Instant::now();
-            let fetched = ops::fetch(
-                &repo.path,
-                remote.as_deref(),
-                false,
-                self.pull.fetch_timeout,
-            )
-            .await;
+            let mut fetched = fetching.await.unwrap_or_else(|join| {
+                Err(ops::GitError::Spawn {
+                    dir: repo.path.clone(),
+                    source: std::io::Error::other(join.to_string()),
+                })
+            });
+            // A branch tracking a local branch: that `git fetch` asked the repository itself
+            // (`branch.<name>.remote` is "."); the remote of the branch it tracks is fetched.
+            if matches!(fetch, Fetch::Default)
+                && checked.tracks_local
+                && let Some(remote) = checked.fetch_remote.as_deref()
+            {
+                fetched =
+                    ops::fetch(&repo.path, Some(remote), false, self.pull.fetch_timeout).await;
+            }
             // A push event's fetch is on the way to a pull the user waits for: the periodic
             // ones run git's auto maintenance, as `git fetch` would, but once the state is
             // published, so that the pull does not wait for it (and the helper does not
@@ -429,7 +448,7 @@ impl Syncer {
         // checked-out branch, which the user is waiting for, unless that one tracks a local
         // branch, which must move first.
         let mut branches_behind = last.as_ref().map_or(0, |s| s.branches_behind);
-        let look_at_branches = remote.is_some() && fetch_error.is_none() && repo.path.exists();
+        let look_at_branches = fetches && fetch_error.is_none() && repo.path.exists();
         let local_first = look_at_branches && checked.tracks_local;
         if local_first {
             branches_behind = self.other_branches(repo).await;
