@@ -351,9 +351,7 @@ impl Syncer {
             let (path, timeout) = (repo.path.clone(), self.pull.fetch_timeout);
             let started = std::time::Instant::now();
             let task =
-                tokio::spawn(
-                    async move { ops::fetch(&path, remote.as_deref(), false, timeout).await },
-                );
+                tokio::spawn(async move { ops::fetch(&path, remote.as_deref(), timeout).await });
             (started, task)
         });
         let fetches = fetching.is_some();
@@ -402,8 +400,7 @@ impl Syncer {
                 && checked.tracks_local
                 && let Some(remote) = checked.fetch_remote.as_deref()
             {
-                fetched =
-                    ops::fetch(&repo.path, Some(remote), false, self.pull.fetch_timeout).await;
+                fetched = ops::fetch(&repo.path, Some(remote), self.pull.fetch_timeout).await;
             }
             // A push event's fetch is on the way to a pull the user waits for: the periodic
             // ones run git's auto maintenance, as `git fetch` would, but once the state is

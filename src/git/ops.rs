@@ -242,21 +242,18 @@ pub fn missing_credential(stderr: &str, ssh: Option<&str>) -> Option<String> {
 /// `git fetch --porcelain [remote]`: updates the remote-tracking refs of `remote` (the
 /// current branch's remote when `None`). Returns whether any ref changed (git 2.41 or newer
 /// lists updated refs with `--porcelain`; with an older git it returns `true`).
-/// `maintenance` false adds `--no-auto-maintenance` (git 2.29 or newer; git-fetch(1)):
-/// a fetch for a push event then returns without running `git maintenance run --auto`,
-/// which the periodic fetches still run.
+/// With `--no-auto-maintenance` (git 2.29 or newer; git-fetch(1)): the fetch returns
+/// without running `git maintenance run --auto`, which the caller runs after a periodic
+/// fetch once nobody waits for it ([`auto_maintenance`]).
 ///
 /// Errors: as [`run`].
-pub async fn fetch(
-    dir: &Path,
-    remote: Option<&str>,
-    maintenance: bool,
-    timeout: Duration,
-) -> Result<bool, GitError> {
-    let mut args = vec!["fetch", "--porcelain", "--no-write-fetch-head"];
-    if !maintenance {
-        args.push("--no-auto-maintenance");
-    }
+pub async fn fetch(dir: &Path, remote: Option<&str>, timeout: Duration) -> Result<bool, GitError> {
+    let mut args = vec![
+        "fetch",
+        "--porcelain",
+        "--no-write-fetch-head",
+        "--no-auto-maintenance",
+    ];
     if let Some(remote) = remote {
         args.push(remote);
     }

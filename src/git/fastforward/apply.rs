@@ -684,10 +684,22 @@ impl Transaction {
         }
     }
 
-    /// Whether the old file held at `held` for `rel` was written after it was checked (see
-    /// [`written_since`]).
+    /// Whether the old file held at `held` for `rel` was written after it was checked (its
+    /// signature differs, or, for a file modified just before, its bytes do).
     fn written_since(&self, held: &Path, rel: &Path, sig: Sig) -> bool {
-        written_since(held, sig, self.raw_ids.get(rel), self.checked_at)
+        let Some(now) = Sig::of(held) else {
+            return false;
+        };
+        if now != sig {
+            return true;
+        }
+        if sig.mtime + content::racy_window(sig.mtime) < self.checked_at || sig.kind != 0o100000 {
+            return false;
+        }
+        match (self.raw_ids.get(rel), fs::read(held)) {
+            (Some(id), Ok(bytes)) => content::blob_id(&bytes) != *id,
+            _ => false,
+        }
     }
 
     /// Undoes the steps done, newest first, keeping anything of the user's found on the way.
@@ -830,25 +842,6 @@ impl Transaction {
         let _ = fs::remove_file(staging.join("journal"));
         let _ = fs::remove_dir(&staging);
         std::mem::take(&mut self.kept)
-    }
-}
-
-/// Whether the old file held at `held` was written after it was checked: its signature
-/// differs from `sig`, or, for a file modified just before `checked_at` (nanoseconds since
-/// the epoch), its bytes no longer hash to `raw_id`, the id read at the check.
-fn written_since(held: &Path, sig: Sig, raw_id: Option<&String>, checked_at: i128) -> bool {
-    let Some(now) = Sig::of(held) else {
-        return false;
-    };
-    if now != sig {
-        return true;
-    }
-    if sig.mtime + content::racy_window(sig.mtime) < checked_at || sig.kind != 0o100000 {
-        return false;
-    }
-    match (raw_id, fs::read(held)) {
-        (Some(id), Ok(bytes)) => content::blob_id(&bytes) != *id,
-        _ => false,
     }
 }
 
