@@ -28,6 +28,8 @@ places=${PLACES:-${TMPDIR:-/tmp} /dev/shm}
 runs=${RUNS:-9}
 export GIT_CONFIG_NOSYSTEM=1 LC_ALL=C
 ms() { date +%s%N; }
+# shellcheck source=benches/ff-push.sh
+. "$here/ff-push.sh"
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # Prints the median of the per-round ratios a[i]/b[i].
 median_ratio() {
@@ -51,30 +53,8 @@ bench() {
   local work
   work=$(mktemp -d "$place/gitsync-ff.XXXXXX")
   trap 'rm -rf "$work"' RETURN
-  export HOME=$work/home
-  mkdir -p "$HOME"
-  git config --global user.name bench
-  git config --global user.email bench@example.invalid
-  git config --global init.defaultBranch main
-  git init -q --bare "$work/r.git"
-  git init -q "$work/seed"
-  (
-    cd "$work/seed"
-    mkdir f
-    for i in $(seq 1 "$files"); do echo "line $i" > "f/$i.txt"; done
-    git add . && git commit -qm base && git push -q "$work/r.git" main
-  )
-  git clone -q "$work/r.git" "$work/clone"
-  (
-    cd "$work/seed"
-    for i in $(seq 1 "$files"); do echo "line $i, rewritten" > "f/$i.txt"; done
-    git commit -qam rewrite && git push -q "$work/r.git" main
-  )
-  cd "$work/clone"
-  git fetch -q
-  local old new
-  old=$(git rev-parse HEAD)
-  new=$(git rev-parse origin/main)
+  ff_push "$work" "$files"
+  local old=$OLD new=$NEW
   local merge=() ours=() pull=() sync=()
   # A push arrives long after the files were last written: the pause keeps both git and
   # gitsync from paying the racy-file re-check (a file written within one clock tick of the

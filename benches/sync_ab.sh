@@ -16,29 +16,11 @@ place=${PLACE:-/dev/shm}
 export GIT_CONFIG_NOSYSTEM=1 LC_ALL=C
 work=$(mktemp -d "$place/gitsync-ab.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-export HOME=$work/home
-mkdir -p "$HOME"
-git config --global user.name bench
-git config --global user.email bench@example.invalid
-git config --global init.defaultBranch main
-git init -q --bare "$work/r.git"
-git init -q "$work/seed"
-(
-  cd "$work/seed"
-  mkdir f
-  for i in $(seq 1 "$files"); do echo "line $i" > "f/$i.txt"; done
-  git add . && git commit -qm base && git push -q "$work/r.git" main
-)
-git clone -q "$work/r.git" "$work/clone"
-(
-  cd "$work/seed"
-  for i in $(seq 1 "$files"); do echo "line $i, rewritten" > "f/$i.txt"; done
-  git commit -qam rewrite && git push -q "$work/r.git" main
-)
-cd "$work/clone"
-git fetch -q
-old=$(git rev-parse HEAD)
-new=$(git rev-parse origin/main)
+# shellcheck source=benches/ff-push.sh
+. "$(cd "$(dirname "$0")" && pwd)/ff-push.sh"
+ff_push "$work" "$files"
+old=$OLD
+new=$NEW
 # As in fast_forward.sh: the pause keeps every run from paying the racy-file re-check.
 back() { git reset -q --hard "$old"; git update-ref refs/remotes/origin/main "$old"; sleep 0.05; }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

@@ -40,8 +40,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         {
             return Err(CliError::failed(taken));
         }
-        // This process ends after one sync of each: git's auto maintenance finishes on its
-        // own, as the maintenance `git fetch` detaches does.
+        // This process ends after one sync of each repository: git's auto maintenance is
+        // left to finish on its own, as `git fetch` leaves the maintenance it detaches.
         setup.syncer.set_maintenance_detached(true);
         let progress = super::progress::Progress::new(setup.repos.len() as u64, "syncing");
         let outcomes = setup

@@ -365,11 +365,6 @@ impl Syncer {
         })
         .await
         .unwrap_or_default();
-        let checked = if matches!(fetch, Fetch::No) {
-            remotes::CheckedOut::default()
-        } else {
-            checked
-        };
         // The worktree's part of the state is read while the fetch runs (a fetch writes
         // remote-tracking refs only) when a read follows anyway: a push event's fetch, or
         // any fetch while the watcher does not yet report local changes.
@@ -383,9 +378,8 @@ impl Syncer {
             {
                 let (host, name, path) = (self.host.clone(), repo.name.clone(), repo.path.clone());
                 let opened = opened.clone();
-                early_read = Some(tokio::task::spawn_blocking(move || match opened {
-                    Some(opened) => state::read_in(&host, &name, &opened.to_thread_local()),
-                    None => state::read(&host, &name, &path),
+                early_read = Some(tokio::task::spawn_blocking(move || {
+                    read_state(&host, &name, &path, opened)
                 }));
             }
             let mut fetched = fetching.await.unwrap_or_else(|join| {
@@ -756,12 +750,7 @@ impl Syncer {
     ) -> state::Snapshot {
         let (host, name, path) = (self.host.clone(), repo.name.clone(), repo.path.clone());
         let opened = opened.cloned();
-        match tokio::task::spawn_blocking(move || match opened {
-            Some(opened) => state::read_in(&host, &name, &opened.to_thread_local()),
-            None => state::read(&host, &name, &path),
-        })
-        .await
-        {
+        match tokio::task::spawn_blocking(move || read_state(&host, &name, &path, opened)).await {
             Ok(snapshot) => snapshot,
             Err(join) => state::Snapshot {
                 state: RepoState::error(
@@ -816,5 +805,19 @@ impl Syncer {
                 })
             })
             .collect()
+    }
+}
+
+/// [`state::read`] of the repository at `path`, through `opened` (the repository one sync
+/// opened for all its reads) when there is one.
+fn read_state(
+    host: &str,
+    name: &str,
+    path: &std::path::Path,
+    opened: Option<gix::ThreadSafeRepository>,
+) -> state::Snapshot {
+    match opened {
+        Some(opened) => state::read_in(host, name, &opened.to_thread_local()),
+        None => state::read(host, name, path),
     }
 }

@@ -272,7 +272,7 @@ pub async fn fetch(dir: &Path, remote: Option<&str>, timeout: Duration) -> Resul
 /// `git maintenance run --auto --quiet` in `dir`, with `--detach` when `detach` (git
 /// 2.47 or newer; an older git runs it without, its `gc --auto` detaching on its own):
 /// what `git fetch` runs after fetching (run-command.c, `prepare_auto_maintenance`), run
-/// by the caller instead, beside its fast-forward, so that a pull does not wait for it.
+/// by the caller instead, once its state is published, so that a pull does not wait for it.
 /// The caller checks `maintenance.auto` first, as git does.
 ///
 /// Errors: as [`run`] (a git older than 2.29 has no `maintenance`).

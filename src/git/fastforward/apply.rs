@@ -783,13 +783,10 @@ impl Transaction {
         std::thread::scope(|scope| {
             let started: Vec<_> = held
                 .chunks(held.len().div_ceil(workers))
-                .map(|part| scope.spawn(move || look(part)))
+                .map(|part| (scope.spawn(move || look(part)), part))
                 .collect();
             let mut written = Vec::new();
-            for (worker, part) in started
-                .into_iter()
-                .zip(held.chunks(held.len().div_ceil(workers)))
-            {
+            for (worker, part) in started {
                 // A thread that failed looked at nothing it did not report: its part is
                 // looked at again here.
                 written.extend(worker.join().unwrap_or_else(|_| look(part)));
