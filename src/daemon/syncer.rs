@@ -442,7 +442,7 @@ impl Syncer {
         let look_at_branches = fetches && fetch_error.is_none() && repo.path.exists();
         let local_first = look_at_branches && checked.tracks_local;
         if local_first {
-            branches_behind = self.other_branches(repo).await;
+            branches_behind = self.other_branches(repo, opened.as_ref()).await;
         }
         let mut branches_pending = look_at_branches && !local_first;
         if fastforward::interrupted(&watcher::git_dir_of(&repo.path)) {
@@ -485,7 +485,7 @@ impl Syncer {
                         // The state after it, read while the other branches are looked at.
                         let branches = async {
                             if branches_pending {
-                                Some(self.other_branches(repo).await)
+                                Some(self.other_branches(repo, opened.as_ref()).await)
                             } else {
                                 None
                             }
@@ -514,7 +514,7 @@ impl Syncer {
             }
         }
         if branches_pending {
-            branches_behind = self.other_branches(repo).await;
+            branches_behind = self.other_branches(repo, opened.as_ref()).await;
         }
         if touched {
             // Our own fetch and merge made the watcher fire; the state just read covers it.
@@ -689,10 +689,11 @@ impl Syncer {
     }
 
     /// Fast-forwards the branches that are not checked out (when `pull.fast_forward` and
-    /// `pull.other_branches`); returns how many stay behind.
-    async fn other_branches(&self, repo: &Repo) -> u32 {
+    /// `pull.other_branches`); returns how many stay behind. `opened` is the repository
+    /// opened for this sync, when it could be.
+    async fn other_branches(&self, repo: &Repo, opened: Option<&gix::ThreadSafeRepository>) -> u32 {
         let timeout = self.pull.fetch_timeout;
-        let plan = match branches::plan(&repo.path, timeout).await {
+        let plan = match branches::plan(&repo.path, opened, timeout).await {
             Ok(plan) => plan,
             Err(err) => {
                 tracing::debug!(repo = %repo.name, %err, "cannot read the other branches");

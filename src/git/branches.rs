@@ -52,13 +52,10 @@ fn track(text: &str) -> Option<(u32, u32)> {
     Some((ahead, behind))
 }
 
-/// Whether any local branch of the repository at `dir`, other than the one this worktree
-/// has checked out, has an upstream at another commit than its own: only then is there
-/// anything for [`plan`] to find. True when in doubt (the repository cannot be read).
-fn others_may_be_behind(dir: &Path) -> bool {
-    let Ok(repo) = gix::open(dir) else {
-        return true;
-    };
+/// Whether any local branch of `repo`, other than the one this worktree has checked out,
+/// has an upstream at another commit than its own: only then is there anything for
+/// [`plan`] to find. True when in doubt (the refs cannot be read).
+fn others_may_be_behind(repo: &gix::Repository) -> bool {
     let head = repo.head_name().ok().flatten();
     let Ok(platform) = repo.references() else {
         return true;
@@ -83,7 +80,7 @@ fn others_may_be_behind(dir: &Path) -> bool {
             Some(Ok(name)) => name,
             Some(Err(_)) => return true,
         };
-        let at = super::remotes::ref_target(&repo, &upstream.as_bstr().to_string());
+        let at = super::remotes::ref_target(repo, &upstream.as_bstr().to_string());
         if at.is_some_and(|at| id != at.as_str()) {
             return true;
         }
@@ -91,14 +88,22 @@ fn others_may_be_behind(dir: &Path) -> bool {
     false
 }
 
-/// Reads the local branches of the repository at `dir` and says which can move.
+/// Reads the local branches of the repository at `dir` and says which can move; `opened`
+/// is that repository already opened, when the caller has it (its refs are read afresh).
 ///
 /// Errors: a git command failed or timed out, as [`GitError`].
-pub async fn plan(dir: &Path, timeout: Duration) -> Result<Plan, GitError> {
-    let path = dir.to_path_buf();
-    let needed = tokio::task::spawn_blocking(move || others_may_be_behind(&path))
-        .await
-        .unwrap_or(true);
+pub async fn plan(
+    dir: &Path,
+    opened: Option<&gix::ThreadSafeRepository>,
+    timeout: Duration,
+) -> Result<Plan, GitError> {
+    let (path, opened) = (dir.to_path_buf(), opened.cloned());
+    let needed = tokio::task::spawn_blocking(move || match opened {
+        Some(opened) => others_may_be_behind(&opened.to_thread_local()),
+        None => gix::open(&path).map_or(true, |repo| others_may_be_behind(&repo)),
+    })
+    .await
+    .unwrap_or(true);
     if !needed {
         return Ok(Plan::default());
     }
@@ -437,7 +442,7 @@ mod tests {
         git(&clone, &["worktree", "add", "-q", "../linked", "c"]);
         let files_before = std::fs::read_dir(&clone).expect("ls").count();
         let t = Duration::from_secs(30);
-        let plan = plan(&clone, t).await.expect("plan");
+        let plan = plan(&clone, None, t).await.expect("plan");
         let names: Vec<&str> = plan.movable.iter().map(|b| b.branch.as_str()).collect();
         assert_eq!(names, ["a", "d"]);
         assert_eq!(plan.stuck, 1, "b has a commit of its own");

@@ -304,3 +304,112 @@ fn sync_runs_gits_auto_maintenance_after_its_fetch() {
         || (packs() == 1 && !clone.join(".git/gc.pid").exists()).then_some(()),
     );
 }
+
+/// The cache tree of `clone`'s index: each node as "folder id entries", or "folder
+/// invalid", in a stable order.
+fn cache_tree(clone: &std::path::Path) -> Vec<String> {
+    let index = gix::index::File::at(
+        clone.join(".git/index"),
+        gix::hash::Kind::Sha1,
+        false,
+        Default::default(),
+    )
+    .expect("read the index");
+    let mut out = Vec::new();
+    let mut stack: Vec<(String, &gix::index::extension::Tree)> = index
+        .tree()
+        .map(|t| (String::new(), t))
+        .into_iter()
+        .collect();
+    while let Some((folder, node)) = stack.pop() {
+        out.push(match node.num_entries {
+            Some(n) => format!("{folder}/ {} {n}", node.id),
+            None => format!("{folder}/ invalid"),
+        });
+        for child in &node.children {
+            let name = String::from_utf8_lossy(&child.name);
+            stack.push((format!("{folder}/{name}"), child));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_clean_fast_forward_leaves_the_cache_tree_git_merge_leaves() {
+    let env = Env::new();
+    let home = env.home("cache-tree");
+    let bare = env.path("remotes/tree.git");
+    std::fs::create_dir_all(&bare).expect("mkdir");
+    env.git(&bare, &["init", "--bare", "-q"]);
+    let seed = env.path("seeds/tree");
+    for (file, text) in [
+        ("a.txt", "a\n"),
+        ("docs/x.md", "x\n"),
+        ("docs/deep/y.md", "y\n"),
+        ("gone/old.txt", "old\n"),
+        ("keep/k.txt", "k\n"),
+        ("keep/sub/s.txt", "s\n"),
+    ] {
+        std::fs::create_dir_all(seed.join(file).parent().expect("parent")).expect("mkdir");
+        std::fs::write(seed.join(file), text).expect("write");
+    }
+    env.git(&seed, &["init", "-q"]);
+    env.git(&seed, &["add", "."]);
+    env.git(&seed, &["commit", "-qm", "base"]);
+    env.git(&seed, &["push", "-q", bare.to_str().expect("utf8"), "main"]);
+    let clone = env.clone_of(&bare, "root/tree");
+    let twin = env.clone_of(&bare, "twin/tree");
+    let touched = env.clone_of(&bare, "root/touched");
+    assert!(
+        cache_tree(&clone).iter().all(|n| !n.ends_with("invalid")),
+        "git clone left a valid cache tree: {:?}",
+        cache_tree(&clone)
+    );
+    // The push: a deep file changed, a folder gone, new folders, a new file at the top.
+    std::fs::write(seed.join("docs/deep/y.md"), "y, changed\n").expect("write");
+    std::fs::remove_dir_all(seed.join("gone")).expect("rm");
+    std::fs::create_dir_all(seed.join("new/dir")).expect("mkdir");
+    std::fs::write(seed.join("new/dir/n.txt"), "n\n").expect("write");
+    std::fs::write(seed.join("b.txt"), "b\n").expect("write");
+    env.git(&seed, &["add", "-A"]);
+    env.git(&seed, &["commit", "-qm", "push"]);
+    env.git(&seed, &["push", "-q", bare.to_str().expect("utf8"), "main"]);
+    let new = env.head(&seed);
+    // A file staged and staged back: the index is the old tree again, but git left its
+    // cache tree invalid along the path, so nothing proves that: only the changed paths
+    // are invalidated.
+    std::fs::write(touched.join("keep/k.txt"), "k, staged\n").expect("write");
+    env.git(&touched, &["add", "keep/k.txt"]);
+    std::fs::write(touched.join("keep/k.txt"), "k\n").expect("write");
+    env.git(&touched, &["add", "keep/k.txt"]);
+
+    env.sync_root(&home);
+    env.git(&twin, &["pull", "-q", "--ff-only"]);
+    for dir in [&clone, &twin, &touched] {
+        assert_eq!(
+            env.head(dir),
+            new,
+            "{} was not fast-forwarded",
+            dir.display()
+        );
+        let wrong = common::ff::cache_tree_errors(&env, dir);
+        assert!(wrong.is_empty(), "{}: {wrong:?}", dir.display());
+    }
+    let tree = env.git(&clone, &["rev-parse", "HEAD^{tree}"]);
+    let ours = cache_tree(&clone);
+    assert!(
+        ours.contains(&format!("/ {} 7", tree.trim())),
+        "the root does not name the new tree: {ours:?}"
+    );
+    assert_eq!(
+        ours,
+        cache_tree(&twin),
+        "not the cache tree git merge leaves"
+    );
+    assert!(
+        cache_tree(&touched).iter().any(|n| n == "/ invalid"),
+        "the root names a tree nothing proved: {:?}",
+        cache_tree(&touched)
+    );
+}

@@ -865,6 +865,12 @@ fn verdict(
             ));
         }
     }
+    // What git trusts without looking: a cache tree that names a wrong tree would make the
+    // next `git commit` record one.
+    let wrong = common::ff::cache_tree_errors(env, c);
+    if !wrong.is_empty() {
+        return Err(format!("the index's cache tree is wrong: {wrong:?}"));
+    }
     Ok("moved")
 }
 

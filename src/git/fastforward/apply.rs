@@ -341,7 +341,7 @@ impl Transaction {
         }
 
         // 2. What changes.
-        let changes = tree::changes(repo, &request.from, &request.to)?;
+        let (changes, trees) = tree::changes(repo, &request.from, &request.to)?;
         if changes.is_empty() {
             // A push that changes no file (an empty commit, a commit and its revert): the
             // branch moves, the index and the worktree stay as they are.
@@ -460,7 +460,7 @@ impl Transaction {
         // The index after the fast-forward, in memory: stat data and anything staged elsewhere
         // stay (a split index was made whole when it was read).
         let mut new_index = index.clone();
-        index::two_way(&mut new_index, &changes)?;
+        index::two_way(repo, &mut new_index, &changes, trees)?;
         let ins: Vec<&Change> = changes.iter().filter(|c| c.moves_in()).collect();
         let mut staged_sigs = HashMap::new();
         if checkout::is_plain(repo, &f, &index, &changes) {
@@ -502,7 +502,7 @@ impl Transaction {
             // A git command of the user's wrote the index meanwhile (a refresh, a stage):
             // the new index is built again from it, under the lock, as git would.
             new_index = read_index(&index_path)?;
-            index::two_way(&mut new_index, &changes)?;
+            index::two_way(repo, &mut new_index, &changes, trees)?;
         }
         self.head_is_as_decided(repo, request)?;
         self.swap_in(&changes, &sig_of, &staged_sigs)?;

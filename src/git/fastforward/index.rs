@@ -3,10 +3,13 @@
 //! index as it is, so that stat data and anything staged on other paths stay; then the stat
 //! data of the files just written, as `git checkout` records them.
 //!
-//! The tree-cache extension (gitformat-index(5) "Cache tree") is invalidated along every
-//! changed path, as git's `cache_tree_invalidate_path` does; extensions gix does not write
-//! (the untracked cache, fsmonitor, resolve-undo) are dropped, which costs git one full
-//! look at the worktree and loses nothing.
+//! The tree-cache extension (gitformat-index(5) "Cache tree"): when the index was exactly
+//! the old commit's tree, it is the new commit's tree after the merge, and the cache names
+//! that tree again, as `git merge` leaves it (unpack-trees repairs the cache tree), so that
+//! `git status` and gitsync's own read need not compare HEAD with the index. Otherwise it is
+//! invalidated along every changed path, as git's `cache_tree_invalidate_path` does.
+//! Extensions gix does not write (the untracked cache, fsmonitor, resolve-undo) are dropped,
+//! which costs git one full look at the worktree and loses nothing.
 
 use std::collections::HashSet;
 use std::fs;
@@ -18,7 +21,7 @@ use gix::bstr::{BStr, BString, ByteSlice};
 use gix::index::entry::{Flags, Mode, Stage, Stat};
 
 use super::FfError;
-use super::tree::oid;
+use super::tree::{Trees, oid};
 use super::{Change, GITLINK};
 
 fn path_of(change: &Change) -> &BStr {
@@ -34,14 +37,23 @@ fn mode_of(mode: u32) -> Mode {
     }
 }
 
-/// Applies the two-tree merge of `changes` (old commit to new) to `index`: a path whose
-/// entry is the old commit's gets the new commit's (stat data zeroed, flags cleared), a
-/// deleted one goes, an added one comes; a path already at the new commit's stays.
+/// Applies the two-tree merge of `changes` (old commit to new, whose root trees are
+/// `trees`) to `index`: a path whose entry is the old commit's gets the new commit's (stat
+/// data zeroed, flags cleared), a deleted one goes, an added one comes; a path already at
+/// the new commit's stays. Then the cache tree: rebuilt for the new tree when the index was
+/// the old tree exactly (its new folders read from `repo`), else invalidated along each
+/// changed path.
 ///
 /// Errors: a message naming the path when the index cannot take the fast-forward, as
 /// `read-tree -m` refuses: a change staged on a path the push changes, an unmerged entry,
 /// or a file where the new commit has a folder (or the reverse).
-pub(super) fn two_way(index: &mut gix::index::File, changes: &[Change]) -> Result<(), FfError> {
+pub(super) fn two_way(
+    repo: &gix::Repository,
+    index: &mut gix::index::File,
+    changes: &[Change],
+    trees: Trees,
+) -> Result<(), FfError> {
+    let was_old_tree = names_tree(index, trees.old);
     let refuse = |path: &BStr, why: &str| {
         FfError::Index(format!(
             "the index cannot take the fast-forward: {path}: {why} (commit or unstage it)"
@@ -111,8 +123,77 @@ pub(super) fn two_way(index: &mut gix::index::File, changes: &[Change]) -> Resul
             }
         }
     }
-    invalidate_trees(index, changes);
+    // The index is now the new tree exactly: each folder's cached tree is what the new
+    // commit has there (a folder the push left alone keeps its node).
+    let rebuilt = was_old_tree
+        .then(|| cached_tree(repo, trees.new, &[], index.tree()).ok())
+        .flatten();
+    match (rebuilt, index.tree_mut()) {
+        (Some(rebuilt), Some(root)) => *root = rebuilt,
+        _ => invalidate_trees(index, changes),
+    }
     Ok(())
+}
+
+/// Whether `index` is exactly the tree `tree`, as its cache tree says: a valid root naming
+/// `tree` over every entry, and no entry unmerged or only intended to be added (git leaves
+/// a folder holding one of those invalid). How git itself skips the HEAD-to-index diff.
+fn names_tree(index: &gix::index::File, tree: gix::ObjectId) -> bool {
+    index.tree().is_some_and(|root| {
+        root.id == tree
+            && root
+                .num_entries
+                .is_some_and(|n| n as usize == index.entries().len())
+    }) && index
+        .entries()
+        .iter()
+        .all(|e| e.stage() == Stage::Unconflicted && !e.flags.contains(Flags::INTENT_TO_ADD))
+}
+
+/// The cache-tree node (gitformat-index(5) "Cache tree") named `name` of the tree `id`,
+/// for an index holding exactly that tree below the folder: `old`, the folder's node
+/// before, is kept when it is valid and names `id`; otherwise the tree is read and each
+/// subfolder's node made the same way. Children are in git's order (shorter names first,
+/// then bytewise, as `subtree_name_cmp` sorts them).
+///
+/// Errors: the tree, or one below it, cannot be read.
+fn cached_tree(
+    repo: &gix::Repository,
+    id: gix::ObjectId,
+    name: &[u8],
+    old: Option<&gix::index::extension::Tree>,
+) -> Result<gix::index::extension::Tree, String> {
+    if let Some(old) = old.filter(|o| o.id == id && o.num_entries.is_some()) {
+        let mut kept = old.clone();
+        kept.name = name.into();
+        return Ok(kept);
+    }
+    let tree = repo.find_tree(id).map_err(|e| e.to_string())?;
+    let decoded = tree.decode().map_err(|e| e.to_string())?;
+    let mut num_entries = 0u32;
+    let mut children = Vec::new();
+    for entry in &decoded.entries {
+        if entry.mode.is_tree() {
+            let below = old.and_then(|o| {
+                o.children
+                    .iter()
+                    .find(|c| c.name.as_slice() == entry.filename.as_bytes())
+            });
+            let child = cached_tree(repo, entry.oid.to_owned(), entry.filename, below)?;
+            num_entries += child.num_entries.unwrap_or(0);
+            children.push(child);
+        } else {
+            num_entries += 1;
+        }
+    }
+    children
+        .sort_by(|a, b| (a.name.len(), a.name.as_slice()).cmp(&(b.name.len(), b.name.as_slice())));
+    Ok(gix::index::extension::Tree {
+        name: name.into(),
+        id,
+        num_entries: Some(num_entries),
+        children,
+    })
 }
 
 /// Marks the cached tree of every folder on the way to a changed path as out of date.

@@ -36,22 +36,35 @@ pub(super) fn is_ancestor(repo: &gix::Repository, from: &str, to: &str) -> Resul
     Ok(base.is_some_and(|base| base.detach() == from))
 }
 
+/// The root trees of the commits a fast-forward goes from and to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Trees {
+    /// The tree of the commit the branch is at.
+    pub(super) old: ObjectId,
+    /// The tree of the commit it moves to.
+    pub(super) new: ObjectId,
+}
+
 /// The files (blobs, symlinks and submodule commits; never folders) that differ between
 /// the trees of the commits `from` and `to`, each with its old and new mode (0 where absent)
-/// and ids, in the order of git's trees.
+/// and ids, in the order of git's trees; and the two trees.
 ///
 /// Errors: a message when a commit or tree cannot be read.
 pub(super) fn changes(
     repo: &gix::Repository,
     from: &str,
     to: &str,
-) -> Result<Vec<Change>, FfError> {
+) -> Result<(Vec<Change>, Trees), FfError> {
     let tree_of = |hex: &str| -> Result<gix::Tree<'_>, FfError> {
         repo.find_commit(oid(hex)?)
             .and_then(|commit| commit.tree())
             .map_err(|e| FfError::Repo(format!("cannot read the tree of {hex}: {e}")))
     };
     let (old, new) = (tree_of(from)?, tree_of(to)?);
+    let trees = Trees {
+        old: old.id,
+        new: new.id,
+    };
     let mut recorder = gix::diff::tree::Recorder::default();
     gix::diff::tree(
         gix::objs::TreeRefIter::from_bytes(&old.data, old.id.kind()),
@@ -113,5 +126,5 @@ pub(super) fn changes(
             },
         });
     }
-    Ok(out)
+    Ok((out, trees))
 }

@@ -74,3 +74,115 @@ pub fn kept_texts(clone: &Path) -> Vec<String> {
     }
     out
 }
+
+/// What is wrong with the cache tree (gitformat-index(5) "Cache tree") of `clone`'s index,
+/// as git would find it: every node that claims to be valid must name the tree git writes
+/// from the index's entries below its folder, count those entries, and list every subfolder
+/// of that tree. Empty when nothing is wrong (an index without a cache tree, or with only
+/// invalid nodes, is right).
+pub fn cache_tree_errors(env: &Env, clone: &Path) -> Vec<String> {
+    let git_dir = PathBuf::from(env.git(clone, &["rev-parse", "--absolute-git-dir"]).trim());
+    let index = gix::index::File::at(
+        git_dir.join("index"),
+        gix::hash::Kind::Sha1,
+        false,
+        Default::default(),
+    )
+    .expect("read the index");
+    let Some(root) = index.tree() else {
+        return Vec::new();
+    };
+    // The trees git writes from the entries alone: a copy of the index without its cache.
+    let listing = env.git(clone, &["ls-files", "-s", "-z"]);
+    let copy = git_dir.join("gitsync-test-cache-tree-index");
+    let _ = std::fs::remove_file(&copy);
+    let copy_env = [("GIT_INDEX_FILE", copy.to_str().expect("utf8"))];
+    let mut info = env
+        .git_command(clone)
+        .args(["update-index", "-z", "--index-info"])
+        .envs(copy_env)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("git update-index");
+    {
+        use std::io::Write;
+        let mut stdin = info.stdin.take().expect("stdin");
+        for entry in listing.split('\0').filter(|l| !l.is_empty()) {
+            // "<mode> <id> <stage>\t<path>" is what --index-info reads.
+            stdin.write_all(entry.as_bytes()).expect("write");
+            stdin.write_all(b"\0").expect("write");
+        }
+    }
+    assert!(info.wait().expect("wait").success(), "git update-index");
+    let written = env.git_env(clone, &["write-tree"], &copy_env);
+    let _ = std::fs::remove_file(&copy);
+    if !written.status.success() {
+        // Unmerged entries: git writes no tree, and no node may claim one.
+        return if root.num_entries.is_some() {
+            vec!["a valid root over an index git cannot write a tree of".to_string()]
+        } else {
+            Vec::new()
+        };
+    }
+    let true_root = String::from_utf8_lossy(&written.stdout).trim().to_string();
+    let paths: Vec<String> = listing
+        .split('\0')
+        .filter_map(|l| l.split_once('\t').map(|(_, p)| p.to_string()))
+        .collect();
+    let mut errors = Vec::new();
+    let mut stack = vec![(String::new(), root)];
+    while let Some((folder, node)) = stack.pop() {
+        for child in &node.children {
+            let name = String::from_utf8_lossy(&child.name).to_string();
+            let below = if folder.is_empty() {
+                name
+            } else {
+                format!("{folder}/{name}")
+            };
+            stack.push((below, child));
+        }
+        let Some(count) = node.num_entries else {
+            continue;
+        };
+        let spec = format!("{true_root}:{folder}");
+        let want = env.git_try(clone, &["rev-parse", "--verify", "-q", &spec]);
+        let want = String::from_utf8_lossy(&want.stdout).trim().to_string();
+        let shown = if folder.is_empty() { "(root)" } else { &folder };
+        if node.id != want.as_str() {
+            errors.push(format!(
+                "{shown}: cached {} but git writes {want:?}",
+                node.id
+            ));
+            continue;
+        }
+        let prefix = format!("{folder}/");
+        let entries = paths
+            .iter()
+            .filter(|p| folder.is_empty() || p.starts_with(&prefix))
+            .count();
+        if entries != count as usize {
+            errors.push(format!(
+                "{shown}: cached {count} entries, the index has {entries}"
+            ));
+        }
+        // "<mode> <type> <id>\t<name>"; `ls-tree -d` would list submodules too.
+        let folders: std::collections::BTreeSet<String> = env
+            .git(clone, &["ls-tree", "-z", &want])
+            .split('\0')
+            .filter_map(|l| l.split_once('\t'))
+            .filter(|(meta, _)| meta.split(' ').nth(1) == Some("tree"))
+            .map(|(_, name)| name.to_string())
+            .collect();
+        let listed: std::collections::BTreeSet<String> = node
+            .children
+            .iter()
+            .map(|c| String::from_utf8_lossy(&c.name).to_string())
+            .collect();
+        if folders != listed {
+            errors.push(format!(
+                "{shown}: lists folders {listed:?}, the tree has {folders:?}"
+            ));
+        }
+    }
+    errors
+}

@@ -56,7 +56,8 @@ impl Env {
         home
     }
 
-    fn git_command(&self, dir: &Path) -> Command {
+    /// `git` in `dir` with the test's HOME, dates and locale, not yet run.
+    pub fn git_command(&self, dir: &Path) -> Command {
         let mut cmd = Command::new("git");
         cmd.current_dir(dir)
             .env("HOME", self.home("default"))
