@@ -2,7 +2,8 @@
 //!
 //! Layout (all under the hub folder):
 //! - `state/<host>/<repo>.json`: one [`RepoState`] per (host, repository), written
-//!   atomically (temporary file, fsync, rename), so a reader never sees half a record;
+//!   atomically (temporary file, rename; not synced: it is rewritten at every sync), so a
+//!   reader never sees half a record;
 //! - `events/<host>.jsonl`: each host's append-only event log, one JSON [`PushEvent`] a line;
 //! - `offsets/<reader>/<writer>`: how far `reader` has handled `writer`'s log, in bytes,
 //!   and the inode of the log that offset is in (`<bytes> <inode>`);
@@ -74,13 +75,24 @@ pub fn encode_name(name: &str) -> String {
 ///
 /// Errors: [`BackendError::Io`] with the path.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BackendError> {
-    crate::util::fs::write_atomic(path, bytes).map_err(|e| match e {
+    crate::util::fs::write_atomic(path, bytes).map_err(backend_error(path))
+}
+
+/// [`crate::util::fs::write_replacing`] (atomic, not synced), with the backend's error.
+///
+/// Errors: [`BackendError::Io`] with the path.
+fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), BackendError> {
+    crate::util::fs::write_replacing(path, bytes).map_err(backend_error(path))
+}
+
+fn backend_error(path: &Path) -> impl Fn(crate::util::fs::PathError) -> BackendError + '_ {
+    move |e| match e {
         crate::util::fs::PathError::Io { path, source } => BackendError::Io { path, source },
         other => BackendError::Io {
             path: path.to_path_buf(),
             source: std::io::Error::other(other.to_string()),
         },
-    })
+    }
 }
 
 impl LocalHub {
@@ -411,7 +423,10 @@ impl StateStore for LocalHub {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        blocking(move || write_atomic(&path, &bytes)).await
+        // A state record is rewritten at every sync and only describes the repository: it
+        // is not synced to the disk (a power loss can leave the one before, which the next
+        // sync replaces), as git leaves its index and refs under the default `core.fsync`.
+        blocking(move || write_replacing(&path, &bytes)).await
     }
 
     async fn list(&self, host: Option<&str>) -> Result<Vec<RepoState>, BackendError> {
