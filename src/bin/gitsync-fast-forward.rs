@@ -4,9 +4,11 @@
 //! full `gitsync` binary spends about 3 ms at every start relocating its 45 MB, and the
 //! daemon starts a helper for every push it pulls.
 //!
-//! `gitsync-fast-forward --worktree DIR --branch REF --from ID --to ID`, or
-//! `gitsync-fast-forward --recover --worktree DIR`. Exit code 0 whatever the outcome (it
-//! is in the JSON line); 2 with a message when the arguments are wrong.
+//! `gitsync-fast-forward --worktree DIR --branch REF --from ID --to ID`,
+//! `gitsync-fast-forward --worktree DIR --wait-for-request` (the request, `REF ID ID`, comes
+//! on standard input once decided), or `gitsync-fast-forward --recover --worktree DIR`.
+//! Exit code 0 whatever the outcome (it is in the JSON line); 2 with a message when the
+//! arguments are wrong.
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,6 +20,7 @@ fn main() -> ExitCode {
     let mut args = Args {
         worktree: Default::default(),
         recover: false,
+        wait_for_request: false,
         branch: None,
         from: None,
         to: None,
@@ -27,6 +30,10 @@ fn main() -> ExitCode {
         let word = word.to_string_lossy().into_owned();
         if word == "--recover" {
             args.recover = true;
+            continue;
+        }
+        if word == "--wait-for-request" {
+            args.wait_for_request = true;
             continue;
         }
         let Some(value) = words.next() else {
@@ -46,11 +53,14 @@ fn main() -> ExitCode {
             }
         }
     }
-    let complete =
-        args.recover || (args.branch.is_some() && args.from.is_some() && args.to.is_some());
+    let decided = args.branch.is_some() && args.from.is_some() && args.to.is_some();
+    let undecided = args.branch.is_none() && args.from.is_none() && args.to.is_none();
+    let complete = (args.recover && !args.wait_for_request)
+        || (args.wait_for_request && undecided)
+        || (!args.recover && !args.wait_for_request && decided);
     if args.worktree.as_os_str().is_empty() || !complete {
         eprintln!(
-            "gitsync-fast-forward: needs --worktree and either --recover or --branch, --from and --to"
+            "gitsync-fast-forward: needs --worktree and one of --recover, --wait-for-request, or --branch, --from and --to"
         );
         return ExitCode::from(2);
     }

@@ -43,6 +43,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<ExitCode, CliError> {
         // This process ends after one sync of each repository: git's auto maintenance is
         // left to finish on its own, as `git fetch` leaves the maintenance it detaches.
         setup.syncer.set_maintenance_detached(true);
+        // Run to pull: each fetch has the fast-forward helper started while it runs.
+        setup.syncer.set_helper_ahead(true);
         let progress = super::progress::Progress::new(setup.repos.len() as u64, "syncing");
         let outcomes = setup
             .syncer

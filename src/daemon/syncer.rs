@@ -92,6 +92,8 @@ pub struct Syncer {
     refused: std::sync::atomic::AtomicBool,
     /// Whether `git maintenance run --auto` is left to finish on its own.
     maintenance_detached: std::sync::atomic::AtomicBool,
+    /// Whether every fetch starts a fast-forward helper ahead (push events' always do).
+    helper_ahead: std::sync::atomic::AtomicBool,
     /// The deploys (`on_update`) to wake when a repository's HEAD moves.
     deploys: std::sync::OnceLock<crate::deploy::UpdateTriggers>,
     /// What `/metrics` shows: counts, durations and the latest states.
@@ -123,6 +125,7 @@ impl Syncer {
             dropped: std::sync::Mutex::new(std::collections::HashSet::new()),
             refused: std::sync::atomic::AtomicBool::new(false),
             maintenance_detached: std::sync::atomic::AtomicBool::new(false),
+            helper_ahead: std::sync::atomic::AtomicBool::new(false),
             deploys: std::sync::OnceLock::new(),
             metrics: Arc::new(crate::observe::Metrics::default()),
             notifier: std::sync::OnceLock::new(),
@@ -159,6 +162,15 @@ impl Syncer {
     pub fn set_maintenance_detached(&self, detached: bool) {
         self.maintenance_detached
             .store(detached, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Starts a fast-forward helper ahead at every fetch (`true`), not only at a push
+    /// event's: it waits, while the fetch runs, for the decision, and ends unused when
+    /// there is nothing to pull (see [`pull::Standby`]). For `gitsync sync`, run to pull;
+    /// the daemon's periodic fetches mostly bring nothing and start none.
+    pub fn set_helper_ahead(&self, ahead: bool) {
+        self.helper_ahead
+            .store(ahead, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether publishing is stopped ([`Syncer::set_refused`]).
@@ -369,6 +381,8 @@ impl Syncer {
         // remote-tracking refs only) when a read follows anyway: a push event's fetch, or
         // any fetch while the watcher does not yet report local changes.
         let mut early_read = None;
+        // A fast-forward helper started ahead (see below), handed the decision or dropped.
+        let mut standby = None;
         // `git maintenance run --auto` after a periodic fetch, run before returning.
         let mut maintenance_due = false;
         if let Some((started, fetching)) = fetching {
@@ -381,6 +395,14 @@ impl Syncer {
                 early_read = Some(tokio::task::spawn_blocking(move || {
                     read_state(&host, &name, &path, opened)
                 }));
+            }
+            // A pull is likely after this fetch (a push event's, or one `gitsync sync` asks
+            // for): the helper starts now and waits for the decision, so that its start
+            // overlaps the fetch instead of delaying the pull.
+            let ahead = matches!(fetch, Fetch::Remote(_))
+                || self.helper_ahead.load(std::sync::atomic::Ordering::Relaxed);
+            if ahead && self.pull.fast_forward && opened.is_some() {
+                standby = pull::Standby::start(&repo.path);
             }
             let mut fetched = fetching.await.unwrap_or_else(|join| {
                 Err(ops::GitError::Spawn {
@@ -474,7 +496,10 @@ impl Syncer {
             pull::Decision::FastForward(target) => {
                 touched = true;
                 let started = std::time::Instant::now();
-                match self.fast_forward(repo, &snapshot, &target).await {
+                match self
+                    .fast_forward(repo, &snapshot, &target, standby.take())
+                    .await
+                {
                     Ok(()) => {
                         self.metrics.fast_forwarded(&repo.name, started.elapsed());
                         forwarded = Some(Forwarded {
@@ -513,6 +538,8 @@ impl Syncer {
                 }
             }
         }
+        // Unused (nothing to pull): its input ends and it exits.
+        drop(standby);
         if branches_pending {
             branches_behind = self.other_branches(repo, opened.as_ref()).await;
         }
@@ -604,13 +631,14 @@ impl Syncer {
     }
 
     /// The fast-forward decided on, once the worktree has been quiet for [`EDIT_QUIET`]
-    /// (the helper checks the rest under the repository's lock). Returns the reason for
-    /// `pull_blocked` when nothing moved.
+    /// (the helper checks the rest under the repository's lock), by `standby` when a helper
+    /// was started ahead. Returns the reason for `pull_blocked` when nothing moved.
     async fn fast_forward(
         &self,
         repo: &Repo,
         snapshot: &state::Snapshot,
         target: &str,
+        standby: Option<pull::Standby>,
     ) -> Result<(), fastforward::Refused> {
         let (Some(branch), Some(from)) = (&snapshot.state.branch, &snapshot.state.head) else {
             return Err("HEAD is detached".into());
@@ -620,8 +648,8 @@ impl Syncer {
             return Err(fastforward::Refused::passing(fastforward::BEING_EDITED));
         }
         self.dirty.suppress_edits(&repo.name, true);
-        let outcome =
-            pull::fast_forward(&repo.path, branch, from, target, self.pull.fetch_timeout).await;
+        let timeout = self.pull.fetch_timeout;
+        let outcome = pull::fast_forward(&repo.path, branch, from, target, standby, timeout).await;
         self.dirty.suppress_edits(&repo.name, false);
         match outcome {
             Moved::Moved { files, kept } => {

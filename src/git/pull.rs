@@ -119,7 +119,9 @@ pub fn decide(snapshot: &Snapshot, enabled: bool) -> Decision {
 /// Runs a [`Decision::FastForward`]: `gitsync-fast-forward` or `gitsync fast-forward-helper` (see
 /// [`super::fastforward`]) in a process of its own, with its standard output in a file, so
 /// that a stopped or killed caller never interrupts it. `branch` is the short name decided
-/// on, `from` the commit it was at, `to` the upstream's commit. Waits up to `timeout`; a
+/// on, `from` the commit it was at, `to` the upstream's commit; `standby` a helper started
+/// for this worktree before the decision ([`Standby::start`]), which is handed the request
+/// (without one, or when it is gone, a helper is started now). Waits up to `timeout`; a
 /// helper still running then is left to finish on its own.
 ///
 /// Returns the helper's outcome; a helper that cannot start or answer gives
@@ -129,21 +131,31 @@ pub async fn fast_forward(
     branch: &str,
     from: &str,
     to: &str,
+    standby: Option<Standby>,
     timeout: Duration,
 ) -> Outcome {
     let branch = format!("refs/heads/{branch}");
-    let args = [
-        "--worktree",
-        &dir.to_string_lossy(),
-        "--branch",
-        &branch,
-        "--from",
-        from,
-        "--to",
-        to,
-    ]
-    .map(str::to_string);
-    let outcome = run_helper(&args, timeout).await;
+    let request = match standby {
+        Some(standby) => standby.hand(&branch, from, to).await,
+        None => None,
+    };
+    let outcome = match request {
+        Some(running) => running.finish(timeout).await,
+        None => {
+            let args = [
+                "--worktree",
+                &dir.to_string_lossy(),
+                "--branch",
+                &branch,
+                "--from",
+                from,
+                "--to",
+                to,
+            ]
+            .map(str::to_string);
+            run_helper(&args, timeout).await
+        }
+    };
     // A helper killed in the middle (an OOM kill, a cgroup kill) answers nothing: repair its
     // work at once, so that no index.lock of its outlives it.
     if let Outcome::Blocked { reason, .. } = &outcome
@@ -155,6 +167,93 @@ pub async fn fast_forward(
         tracing::warn!(dir = %dir.display(), ?repaired, "the fast-forward helper died; its work was repaired");
     }
     outcome
+}
+
+/// A fast-forward helper started before the decision (`--wait-for-request`), so that its
+/// start (about a millisecond: a process, its loading) overlaps the fetch rather than
+/// delaying the pull. It waits for its request on standard input and touches nothing
+/// before: dropped unused, its input ends and it exits without a word.
+pub struct Standby {
+    running: Running,
+    input: tokio::process::ChildStdin,
+}
+
+impl Standby {
+    /// Starts a helper for the worktree `dir`.
+    ///
+    /// Returns `None` when it cannot be started (the fast-forward then starts its own).
+    pub fn start(dir: &Path) -> Option<Standby> {
+        let args = ["--worktree", &dir.to_string_lossy(), "--wait-for-request"].map(str::to_string);
+        match spawn_helper(&args, std::process::Stdio::piped()) {
+            Ok(mut running) => {
+                let input = running.child.stdin.take()?;
+                Some(Standby { running, input })
+            }
+            Err(err) => {
+                tracing::debug!(dir = %dir.display(), %err, "cannot start a helper ahead");
+                None
+            }
+        }
+    }
+
+    /// Hands the request (the branch's full ref name, its commit, the target commit) over.
+    ///
+    /// Returns the running helper, or `None` when it is gone (it could not read it).
+    async fn hand(mut self, branch: &str, from: &str, to: &str) -> Option<Running> {
+        use tokio::io::AsyncWriteExt;
+        let line = format!("{branch} {from} {to}\n");
+        match self.input.write_all(line.as_bytes()).await {
+            Ok(()) => {
+                drop(self.input);
+                Some(self.running)
+            }
+            Err(err) => {
+                tracing::debug!(%err, "the helper started ahead is gone; starting another");
+                None
+            }
+        }
+    }
+}
+
+/// A helper process, with the file its standard output and error go to.
+struct Running {
+    child: tokio::process::Child,
+    out: std::fs::File,
+}
+
+impl Running {
+    /// Waits up to `timeout` for the helper and reads its outcome line.
+    async fn finish(mut self, timeout: Duration) -> Outcome {
+        use std::io::{Read, Seek};
+        let pid = self.child.id().unwrap_or(0);
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                return Outcome::blocked(format!("cannot wait for the fast-forward: {err}"));
+            }
+            Err(_) => {
+                return Outcome::blocked(format!(
+                    "the fast-forward is still running (pid {pid}); it finishes on its own"
+                ));
+            }
+        }
+        let mut text = String::new();
+        let _ = self
+            .out
+            .rewind()
+            .and_then(|()| self.out.read_to_string(&mut text));
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or("");
+        serde_json::from_str(line).unwrap_or_else(|_| {
+            Outcome::blocked(format!(
+                "{HELPER_FAILED}: {}",
+                crate::util::redact::redact_text(text.trim())
+            ))
+        })
+    }
 }
 
 /// How a helper that answered nothing is described (it was killed, or could not run).
@@ -200,51 +299,33 @@ fn is_executable(path: &Path) -> bool {
 }
 
 async fn run_helper(args: &[String], timeout: Duration) -> Outcome {
-    let blocked = |reason: String| Outcome::blocked(reason);
-    let out = match tempfile::NamedTempFile::new() {
-        Ok(out) => out,
-        Err(err) => return blocked(format!("cannot start the fast-forward: {err}")),
-    };
-    let (stdout, stderr) = match (out.reopen(), out.reopen()) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(err), _) | (_, Err(err)) => {
-            return blocked(format!("cannot start the fast-forward: {err}"));
-        }
-    };
+    match spawn_helper(args, std::process::Stdio::null()) {
+        Ok(running) => running.finish(timeout).await,
+        Err(err) => Outcome::blocked(format!("cannot start the fast-forward: {err}")),
+    }
+}
+
+/// Starts the helper with `args` and `stdin`; its standard output and error go to one
+/// unnamed temporary file (never a pipe: a caller that is gone must not make its last
+/// write fail), in a process group of its own (a Ctrl-C of the caller's terminal does not
+/// reach it).
+///
+/// Errors: the temporary file or the process cannot be made.
+fn spawn_helper(args: &[String], stdin: std::process::Stdio) -> std::io::Result<Running> {
+    let out = tempfile::tempfile()?;
+    let (stdout, stderr) = (out.try_clone()?, out.try_clone()?);
     let (program, leading) = helper_command();
     let mut command = tokio::process::Command::new(program);
     command
         .args(&leading)
         .args(args)
-        .stdin(std::process::Stdio::null())
+        .stdin(stdin)
         .stdout(stdout)
         .stderr(stderr)
         .kill_on_drop(false)
         .process_group(0);
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(err) => return blocked(format!("cannot start the fast-forward: {err}")),
-    };
-    let pid = child.id().unwrap_or(0);
-    match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(err)) => return blocked(format!("cannot wait for the fast-forward: {err}")),
-        Err(_) => {
-            return blocked(format!(
-                "the fast-forward is still running (pid {pid}); it finishes on its own"
-            ));
-        }
-    }
-    let text = std::fs::read_to_string(out.path()).unwrap_or_default();
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or("");
-    serde_json::from_str(line).unwrap_or_else(|_| {
-        blocked(format!(
-            "{HELPER_FAILED}: {}",
-            crate::util::redact::redact_text(text.trim())
-        ))
+    Ok(Running {
+        child: command.spawn()?,
+        out,
     })
 }

@@ -672,3 +672,116 @@ fn a_branch_whose_upstream_is_a_local_branch_is_pulled() {
     );
     assert_eq!(env.head(&clone), pushed, "topic was not pulled: {s}");
 }
+
+/// Every file under `dir`, `.git` included: relative path -> bytes (a symbolic link: its
+/// target).
+fn every_byte(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(folder) = todo.pop() {
+        for entry in std::fs::read_dir(&folder).expect("list") {
+            let path = entry.expect("entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("stat");
+            let rel = path.strip_prefix(dir).expect("inside").to_path_buf();
+            if meta.is_dir() {
+                out.insert(rel, b"/".to_vec());
+                todo.push(path);
+            } else if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).expect("readlink");
+                out.insert(rel, target.into_os_string().into_encoded_bytes());
+            } else {
+                out.insert(rel, std::fs::read(&path).expect("read"));
+            }
+        }
+    }
+    out
+}
+
+/// A helper started ahead (`--wait-for-request`: `gitsync sync` and push events start it
+/// while the fetch runs) touches nothing until it is handed its request. Its input ended
+/// without one (nothing to pull, or its caller gone), it exits at once with no outcome and
+/// every byte of the repository as it was; handed a request for objects fetched after it
+/// started, it pulls them as the helper started after the fetch does; a malformed request
+/// is refused with what was expected, and changes nothing. Both programs that run it
+/// (`gitsync fast-forward-helper`, `gitsync-fast-forward`) are driven.
+#[test]
+fn a_helper_started_ahead_touches_nothing_until_it_is_handed_the_request() {
+    let env = Env::new();
+    let programs: [Vec<&str>; 2] = [
+        vec![common::BIN, "fast-forward-helper"],
+        vec![env!("CARGO_BIN_EXE_gitsync-fast-forward")],
+    ];
+    for (n, program) in programs.iter().enumerate() {
+        let (_bare, clone, old, new) = big_push(&env, &format!("ahead{n}"), 300);
+        let start = || {
+            let mut cmd = Command::new(program[0]);
+            cmd.args(&program[1..])
+                .args([
+                    "--worktree",
+                    clone.to_str().expect("utf8"),
+                    "--wait-for-request",
+                ])
+                .env("HOME", env.home("a"))
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            cmd.spawn().expect("start the helper ahead")
+        };
+        let hand = |mut child: Child, request: &str| {
+            let mut input = child.stdin.take().expect("stdin");
+            input
+                .write_all(request.as_bytes())
+                .expect("write the request");
+            drop(input);
+            child.wait_with_output().expect("wait for the helper")
+        };
+
+        // Nothing decided: it waits, then its input ends.
+        let before = every_byte(&clone);
+        let child = start();
+        std::thread::sleep(Duration::from_millis(50));
+        let out = hand(child, "");
+        assert!(out.status.success(), "{program:?}: {out:?}");
+        assert!(
+            out.stdout.is_empty() && out.stderr.is_empty(),
+            "{program:?} said something without a request: {out:?}"
+        );
+        let after = every_byte(&clone);
+        let changed: Vec<&PathBuf> = before
+            .keys()
+            .chain(after.keys())
+            .filter(|p| before.get(*p) != after.get(*p))
+            .collect();
+        assert!(
+            changed.is_empty(),
+            "{program:?} without a request changed {changed:?}"
+        );
+
+        // Started before the fetch, handed the decision after it.
+        let child = start();
+        env.git(&clone, &["fetch", "-q"]);
+        let out = hand(child, &format!("refs/heads/main {old} {new}\n"));
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            said.contains("\"outcome\":\"moved\""),
+            "{program:?}: {said}"
+        );
+        assert_eq!(assert_whole(&env, &clone, &old, &new), new, "{program:?}");
+        assert!(common::ff::cache_tree_errors(&env, &clone).is_empty());
+
+        // A malformed request: refused, nothing moved.
+        let before = every_byte(&clone);
+        let out = hand(start(), &format!("refs/heads/main {new}\n"));
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            said.contains("malformed request") && said.contains("<branch> <from> <to>"),
+            "{program:?}: {said}"
+        );
+        assert_eq!(
+            every_byte(&clone),
+            before,
+            "{program:?}: a malformed request changed files"
+        );
+    }
+}
