@@ -55,9 +55,12 @@ fn main() -> ExitCode {
     }
     let decided = args.branch.is_some() && args.from.is_some() && args.to.is_some();
     let undecided = args.branch.is_none() && args.from.is_none() && args.to.is_none();
-    let complete = (args.recover && !args.wait_for_request)
-        || (args.wait_for_request && undecided)
-        || (!args.recover && !args.wait_for_request && decided);
+    let complete = match (args.recover, args.wait_for_request) {
+        (true, false) => true,
+        (false, true) => undecided,
+        (false, false) => decided,
+        (true, true) => false,
+    };
     if args.worktree.as_os_str().is_empty() || !complete {
         eprintln!(
             "gitsync-fast-forward: needs --worktree and one of --recover, --wait-for-request, or --branch, --from and --to"
