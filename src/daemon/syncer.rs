@@ -173,6 +173,13 @@ impl Syncer {
             .store(ahead, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Whether git's auto maintenance is left to finish on its own
+    /// ([`Syncer::set_maintenance_detached`]).
+    fn maintenance_is_detached(&self) -> bool {
+        self.maintenance_detached
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Whether publishing is stopped ([`Syncer::set_refused`]).
     pub fn is_refused(&self) -> bool {
         self.refused.load(std::sync::atomic::Ordering::Relaxed)
@@ -385,6 +392,8 @@ impl Syncer {
         let mut standby = None;
         // `git maintenance run --auto` after a periodic fetch, run before returning.
         let mut maintenance_due = false;
+        // That maintenance, when it was started early (its start is awaited at the end).
+        let mut maintenance_started = None;
         if let Some((started, fetching)) = fetching {
             touched = true;
             if (matches!(fetch, Fetch::Remote(_)) || !self.watching())
@@ -507,6 +516,17 @@ impl Syncer {
                             to: target.clone(),
                             commits: snapshot.state.behind,
                         });
+                        // `gitsync sync` leaves git's auto maintenance to finish on its own:
+                        // it starts now, beside the read after the fast-forward.
+                        if maintenance_due && self.maintenance_is_detached() {
+                            maintenance_due = false;
+                            let (path, name) = (repo.path.clone(), repo.name.clone());
+                            maintenance_started = Some(tokio::task::spawn_blocking(move || {
+                                if let Err(err) = ops::start_auto_maintenance(&path) {
+                                    tracing::debug!(repo = %name, %err, "git maintenance run --auto failed");
+                                }
+                            }));
+                        }
                         // The state after it, read while the other branches are looked at.
                         let branches = async {
                             if branches_pending {
@@ -598,6 +618,9 @@ impl Syncer {
         if maintenance_due {
             self.maintain(repo, &checked).await;
         }
+        if let Some(started) = maintenance_started {
+            let _ = started.await;
+        }
         Outcome {
             repo: repo.name.clone(),
             ok,
@@ -612,10 +635,7 @@ impl Syncer {
     /// fetch` would have run it: waited for, or, after
     /// [`Syncer::set_maintenance_detached`], started and left to finish on its own.
     async fn maintain(&self, repo: &Repo, checked: &remotes::CheckedOut) {
-        let ran = if self
-            .maintenance_detached
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        let ran = if self.maintenance_is_detached() {
             ops::start_auto_maintenance(&repo.path)
         } else {
             ops::auto_maintenance(

@@ -423,3 +423,72 @@ fn a_refresh_after_a_fetch_equals_a_whole_read() {
         );
     }
 }
+
+/// From 1,000 tracked files the read splits its stat pass between two threads and walks
+/// for untracked files in a third: on random large worktrees (nested folders, edits,
+/// deletions, staged changes, new files and folders, ignored files) it still counts what
+/// `git status --porcelain=v2` counts.
+#[test]
+fn a_large_worktree_read_in_threads_equals_porcelain_v2() {
+    use gitsync::git::state;
+    let env = Env::new();
+    let seed = std::env::var("GITSYNC_ATTACK_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("GITSYNC_ATTACK_SEED={seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for n in 0..3 {
+        let name = format!("large-{n}");
+        let (_bare, clone) = env.remote_and_clone(&name, &format!("root/{name}"));
+        let count = 1_000 + rng.usize(..1_500);
+        let paths: Vec<String> = (0..count)
+            .map(|i| match rng.u8(..3) {
+                0 => format!("f{i}.txt"),
+                1 => format!("d{}/f{i}.txt", rng.u8(..6)),
+                _ => format!("d{}/e{}/f{i}.txt", rng.u8(..6), rng.u8(..4)),
+            })
+            .collect();
+        for path in &paths {
+            env.write(&clone, path, &format!("{path}\n"));
+        }
+        env.write(&clone, ".gitignore", "*.log\n");
+        env.git(&clone, &["add", "."]);
+        env.git(&clone, &["commit", "-qm", "many files"]);
+        let mut what = [0usize; 6];
+        for path in &paths {
+            let kind = rng.u8(..40);
+            match kind {
+                0 => env.write(&clone, path, "edited\n"),
+                1 => std::fs::remove_file(clone.join(path)).expect("rm"),
+                2 => {
+                    env.write(&clone, path, "staged\n");
+                    env.git(&clone, &["add", path]);
+                }
+                3 => env.write(&clone, &format!("{path}.log"), "ignored\n"),
+                4 => env.write(&clone, &format!("{path}.new"), "untracked\n"),
+                _ => {}
+            }
+            what[usize::from(kind.min(5))] += 1;
+        }
+        for k in 0..rng.usize(..4) {
+            for j in 0..1 + rng.usize(..3) {
+                env.write(&clone, &format!("new-{k}/n{j}.txt"), "untracked folder\n");
+            }
+        }
+        let snapshot = state::read("h", &name, &clone);
+        let s = &snapshot.state;
+        let got = (
+            u64::from(s.staged),
+            u64::from(s.unstaged),
+            u64::from(s.untracked),
+            u64::from(s.conflicted),
+        );
+        let git = porcelain(&env, &clone);
+        assert_eq!(
+            got,
+            (git.staged, git.unstaged, git.untracked, git.conflicted),
+            "case {n} (seed {seed}): {count} files, changes {what:?}: gitsync vs git status"
+        );
+    }
+}
