@@ -906,13 +906,6 @@ fn cases() -> usize {
         .unwrap_or(60)
 }
 
-fn seed() -> u64 {
-    std::env::var("GITSYNC_ATTACK_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..))
-}
-
 fn report(path: &str, table: &BTreeMap<(String, String), usize>) {
     let mut text = format!("{path}: kind x verdict\n");
     for ((kind, verdict), n) in table {
@@ -924,8 +917,7 @@ fn report(path: &str, table: &BTreeMap<(String, String), usize>) {
 #[test]
 fn randomized_states_and_pushes_through_sync_lose_nothing() {
     let w = world();
-    let seed = seed();
-    eprintln!("GITSYNC_ATTACK_SEED={seed}");
+    let seed = common::attack_seed();
     let mut rng = fastrand::Rng::with_seed(seed);
     let home = w.env.home("sync");
     let root = w.env.path("root");
@@ -979,8 +971,7 @@ fn randomized_states_and_pushes_through_sync_lose_nothing() {
 #[test]
 fn randomized_states_and_pushes_through_the_daemon_lose_nothing() {
     let w = world();
-    let seed = seed();
-    eprintln!("GITSYNC_ATTACK_SEED={seed}");
+    let seed = common::attack_seed();
     let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed);
     let total = (cases() / 3).max(5);
     let batch = 25;

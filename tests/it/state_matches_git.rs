@@ -314,11 +314,7 @@ fn state_equals_porcelain_v2_on_crafted_states() {
 fn a_refresh_after_a_fetch_equals_a_whole_read() {
     use gitsync::git::state;
     let env = Env::new();
-    let seed = std::env::var("GITSYNC_ATTACK_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("GITSYNC_ATTACK_SEED={seed}");
+    let seed = common::attack_seed();
     let mut rng = fastrand::Rng::with_seed(seed);
     let cases: usize = std::env::var("GITSYNC_ATTACK_CASES")
         .ok()
@@ -432,11 +428,7 @@ fn a_refresh_after_a_fetch_equals_a_whole_read() {
 fn a_large_worktree_read_in_threads_equals_porcelain_v2() {
     use gitsync::git::state;
     let env = Env::new();
-    let seed = std::env::var("GITSYNC_ATTACK_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("GITSYNC_ATTACK_SEED={seed}");
+    let seed = common::attack_seed();
     let mut rng = fastrand::Rng::with_seed(seed);
     for n in 0..3 {
         let name = format!("large-{n}");

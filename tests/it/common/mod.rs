@@ -405,3 +405,14 @@ pub fn find<'a>(
         .iter()
         .find(|s| s["repo"] == repo && host.is_none_or(|h| s["host"] == h))
 }
+
+/// The seed of a randomized attack: `GITSYNC_ATTACK_SEED`, or a random one, printed as
+/// `GITSYNC_ATTACK_SEED=<n>` so that a failure can be replayed.
+pub fn attack_seed() -> u64 {
+    let seed = std::env::var("GITSYNC_ATTACK_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("GITSYNC_ATTACK_SEED={seed}");
+    seed
+}
