@@ -17,7 +17,7 @@ use nix::sys::signal::{SigHandler, Signal, signal};
 use crate::git::fastforward::{self, Folders, Outcome, Request};
 
 /// Arguments of `gitsync fast-forward-helper`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, clap::Args)]
 pub struct Args {
     /// The worktree's top folder.
     #[arg(long)]
@@ -44,7 +44,7 @@ pub struct Args {
 /// on one line, or nothing at all.
 ///
 /// Returns `Ok(None)` for an empty input (the caller decided on no fast-forward, or is
-/// gone), `Ok(Some((branch, from, to)))`; errors: a message for anything else.
+/// gone), else `Ok(Some([branch, from, to]))`; errors: a message for anything else.
 pub fn read_request(mut input: impl std::io::Read) -> Result<Option<[String; 3]>, String> {
     let mut text = String::new();
     input
@@ -69,27 +69,29 @@ pub fn run(args: &Args) -> ExitCode {
         // has installed handlers yet (no runtime is built).
         let _ = unsafe { signal(sig, SigHandler::SigIgn) };
     }
-    let mut args = std::borrow::Cow::Borrowed(args);
-    if args.wait_for_request {
+    // The request: from the arguments, or, started ahead, from standard input.
+    let request = if args.wait_for_request {
         match read_request(std::io::stdin().lock()) {
             // Nothing decided: no outcome, nothing touched.
             Ok(None) => return ExitCode::SUCCESS,
-            Ok(Some([branch, from, to])) => {
-                let args = args.to_mut();
-                (args.branch, args.from, args.to) = (Some(branch), Some(from), Some(to));
-            }
+            Ok(Some(request)) => Some(request),
             Err(reason) => {
                 print_outcome(&Outcome::blocked(reason));
                 return ExitCode::SUCCESS;
             }
         }
-    }
-    let outcome = match (&args.branch, &args.from, &args.to) {
-        (Some(branch), Some(from), Some(to)) if !args.recover => fastforward::run(&Request {
+    } else {
+        match (&args.branch, &args.from, &args.to) {
+            (Some(branch), Some(from), Some(to)) => Some([branch, from, to].map(|w| w.to_string())),
+            _ => None,
+        }
+    };
+    let outcome = match request {
+        Some([branch, from, to]) if !args.recover => fastforward::run(&Request {
             worktree: args.worktree.clone(),
-            branch: branch.clone(),
-            from: from.clone(),
-            to: to.clone(),
+            branch,
+            from,
+            to,
         }),
         _ => match Folders::of(&args.worktree).and_then(|f| fastforward::recover(&f)) {
             Ok(()) => Outcome::blocked("recovered"),

@@ -520,12 +520,7 @@ impl Syncer {
                         // it starts now, beside the read after the fast-forward.
                         if maintenance_due && self.maintenance_is_detached() {
                             maintenance_due = false;
-                            let (path, name) = (repo.path.clone(), repo.name.clone());
-                            maintenance_started = Some(tokio::task::spawn_blocking(move || {
-                                if let Err(err) = ops::start_auto_maintenance(&path) {
-                                    tracing::debug!(repo = %name, %err, "git maintenance run --auto failed");
-                                }
-                            }));
+                            maintenance_started = Some(start_maintenance(repo));
                         }
                         // The state after it, read while the other branches are looked at.
                         let branches = async {
@@ -635,16 +630,12 @@ impl Syncer {
     /// fetch` would have run it: waited for, or, after
     /// [`Syncer::set_maintenance_detached`], started and left to finish on its own.
     async fn maintain(&self, repo: &Repo, checked: &remotes::CheckedOut) {
-        let ran = if self.maintenance_is_detached() {
-            ops::start_auto_maintenance(&repo.path)
-        } else {
-            ops::auto_maintenance(
-                &repo.path,
-                checked.maintenance_detaches,
-                self.pull.fetch_timeout,
-            )
-            .await
-        };
+        if self.maintenance_is_detached() {
+            let _ = start_maintenance(repo).await;
+            return;
+        }
+        let detaches = checked.maintenance_detaches;
+        let ran = ops::auto_maintenance(&repo.path, detaches, self.pull.fetch_timeout).await;
         if let Err(err) = ran {
             tracing::debug!(repo = %repo.name, %err, "git maintenance run --auto failed");
         }
@@ -855,6 +846,17 @@ impl Syncer {
             })
             .collect()
     }
+}
+
+/// Starts `git maintenance run --auto` in `repo` ([`ops::start_auto_maintenance`]) on a
+/// blocking thread and leaves it to finish on its own; the task ends once it is started.
+fn start_maintenance(repo: &Repo) -> tokio::task::JoinHandle<()> {
+    let (path, name) = (repo.path.clone(), repo.name.clone());
+    tokio::task::spawn_blocking(move || {
+        if let Err(err) = ops::start_auto_maintenance(&path) {
+            tracing::debug!(repo = %name, %err, "git maintenance run --auto failed");
+        }
+    })
 }
 
 /// [`state::read`] of the repository at `path`, through `opened` (the repository one sync

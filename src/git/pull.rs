@@ -135,11 +135,11 @@ pub async fn fast_forward(
     timeout: Duration,
 ) -> Outcome {
     let branch = format!("refs/heads/{branch}");
-    let request = match standby {
+    let handed = match standby {
         Some(standby) => standby.hand(&branch, from, to).await,
         None => None,
     };
-    let outcome = match request {
+    let outcome = match handed {
         Some(running) => running.finish(timeout).await,
         None => {
             let args = [

@@ -86,34 +86,25 @@ fn doubtful(
         StateError::Worktree(format!("cannot open worktree {}: {e}", workdir.display()))
     })?;
 
+    // A large index is looked at in two halves, the second on a thread of its own, as
+    // git's preload-index splits it (one thread per 500 entries there).
     let entries = index.entries();
-    let positions = match root.try_clone() {
-        // A large index: its second half is looked at in a thread of its own, as git's
-        // preload-index does (one thread per 500 entries there).
-        Ok(second_root) if entries.len() >= SPLIT_FROM => {
-            let middle = entries.len() / 2;
-            std::thread::scope(|scope| {
-                let second =
-                    scope.spawn(|| unproven(second_root, index, middle..entries.len(), options));
-                let mut positions = unproven(root, index, 0..middle, options);
-                // A thread that could not finish proves nothing: gix decides for its half.
-                let second = second.join().unwrap_or_else(|_| {
-                    (middle..entries.len())
-                        .filter(|&p| {
-                            entries[p].stage_raw() == 0 && !entries[p].flags.intersects(SKIPPED)
-                        })
-                        .collect()
-                });
-                positions.extend(second);
-                positions
-            })
+    let workers = if entries.len() >= SPLIT_FROM { 2 } else { 1 };
+    let parts = crate::util::parts::in_parts(entries, workers, |start, part| {
+        unproven(root.as_fd(), index, start..start + part.len(), options)
+    });
+    for (start, part, positions) in parts {
+        // A thread that could not finish proves nothing: gix decides for its part.
+        let positions = positions.unwrap_or_else(|_| {
+            (start..start + part.len())
+                .filter(|&p| entries[p].stage_raw() == 0 && !entries[p].flags.intersects(SKIPPED))
+                .collect()
+        });
+        for position in positions {
+            let entry = &entries[position];
+            let path = entry.path(index);
+            doubtful.dangerously_push_entry(entry.stat, entry.id, entry.flags, entry.mode, path);
         }
-        _ => unproven(root, index, 0..entries.len(), options),
-    };
-    for position in positions {
-        let entry = &entries[position];
-        let path = entry.path(index);
-        doubtful.dangerously_push_entry(entry.stat, entry.id, entry.flags, entry.mode, path);
     }
     Ok(doubtful)
 }
@@ -125,9 +116,10 @@ pub(crate) const SPLIT_FROM: usize = 1_000;
 
 /// The positions, among `range` of `index`'s entries, of the unconflicted entries that
 /// git would look at whose stat data does not prove their file unchanged (see
-/// [`proven_unchanged`]), in order; `root` is the worktree's open folder.
+/// [`proven_unchanged`]), in order; `root` is the worktree's open folder (several threads
+/// may look up paths from it at once).
 fn unproven(
-    root: OwnedFd,
+    root: BorrowedFd<'_>,
     index: &gix::index::State,
     range: std::ops::Range<usize>,
     options: &index_as_worktree::Options,
@@ -249,14 +241,14 @@ fn time(secs: i64, nsecs: i64) -> Time {
 /// down. Index entries are sorted by path, so each folder is opened once. Every folder is
 /// opened with `O_NOFOLLOW`: a symlink on the way fails the open, and gix then decides (it
 /// reports such a file as deleted, as git does).
-struct DirStack {
-    root: OwnedFd,
+struct DirStack<'a> {
+    root: BorrowedFd<'a>,
     /// `(component, descriptor)` for each folder below the root, outermost first.
     open: Vec<(Vec<u8>, OwnedFd)>,
 }
 
-impl DirStack {
-    fn new(root: OwnedFd) -> Self {
+impl<'a> DirStack<'a> {
+    fn new(root: BorrowedFd<'a>) -> Self {
         Self {
             root,
             open: Vec::new(),
@@ -279,10 +271,7 @@ impl DirStack {
             .count();
         self.open.truncate(shared);
         for component in &components[shared..] {
-            let parent = self
-                .open
-                .last()
-                .map_or(self.root.as_fd(), |(_, fd)| fd.as_fd());
+            let parent = self.open.last().map_or(self.root, |(_, fd)| fd.as_fd());
             let fd = openat(
                 parent,
                 *component,
@@ -292,11 +281,7 @@ impl DirStack {
             .ok()?;
             self.open.push((component.to_vec(), fd));
         }
-        Some(
-            self.open
-                .last()
-                .map_or(self.root.as_fd(), |(_, fd)| fd.as_fd()),
-        )
+        Some(self.open.last().map_or(self.root, |(_, fd)| fd.as_fd()))
     }
 }
 
@@ -600,7 +585,7 @@ mod tests {
             nix::sys::stat::Mode::empty(),
         )
         .expect("open root");
-        let mut dirs = DirStack::new(root);
+        let mut dirs = DirStack::new(root.as_fd());
         assert!(dirs.open(b"a/b".as_bstr()).is_some());
         assert_eq!(dirs.open.len(), 2);
         assert!(dirs.open(b"a".as_bstr()).is_some());

@@ -1,7 +1,8 @@
 //! Files gitsync writes for itself: every write atomic (a temporary file beside the target,
-//! fsync, rename; the fsync left out only for records rewritten at every run), and JSON state files read and written one way, with one policy for a
-//! file that is there but cannot be read: an error naming the file (never a silent start
-//! from scratch, which would forget a pin, a lease or an offset).
+//! fsync, rename; the fsync left out only for records rewritten at every run), and JSON
+//! state files read and written one way, with one policy for a file that is there but
+//! cannot be read: an error naming the file (never a silent start from scratch, which would
+//! forget a pin, a lease or an offset).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,8 @@
 //! atuin-common and jj's `*_util.rs`): files written atomically and JSON state files
 //! ([`fs`]), credentials kept out of text ([`redact`]), the AWS SDK's set-up and errors in
 //! one line ([`aws`]), one retry rhythm ([`backoff`]), one way to start a child process
-//! ([`child`]), named long-running tasks ([`workers`]), and words for people ([`words`]).
+//! ([`child`]), work shared between threads in parts ([`parts`]), named long-running tasks
+//! ([`workers`]), and words for people ([`words`]).
 //!
 //! The layer rule, checked by a test in `src/lib.rs`: `cli` -> `daemon` -> features
 //! (`partition`, `mirror`, `webhook`, `deploy`) -> services (`git`, `backend`, `store`,
@@ -13,6 +14,7 @@ pub mod aws;
 pub mod backoff;
 pub mod child;
 pub mod fs;
+pub mod parts;
 pub mod redact;
 pub mod words;
 pub mod workers;

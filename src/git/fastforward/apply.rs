@@ -776,23 +776,12 @@ impl Transaction {
             }
             written
         };
-        let workers = checkout::workers(held.len());
-        if workers < 2 {
-            return look(held);
-        }
-        std::thread::scope(|scope| {
-            let started: Vec<_> = held
-                .chunks(held.len().div_ceil(workers))
-                .map(|part| (scope.spawn(move || look(part)), part))
-                .collect();
-            let mut written = Vec::new();
-            for (worker, part) in started {
-                // A thread that failed looked at nothing it did not report: its part is
-                // looked at again here.
-                written.extend(worker.join().unwrap_or_else(|_| look(part)));
-            }
-            written
-        })
+        crate::util::parts::in_parts(held, checkout::workers(held.len()), |_, part| look(part))
+            .into_iter()
+            // A thread that failed looked at nothing it did not report: its part is looked
+            // at again here.
+            .flat_map(|(_, part, written)| written.unwrap_or_else(|_| look(part)))
+            .collect()
     }
 
     /// Ends the transaction: keeps every old file written after it was checked (a write

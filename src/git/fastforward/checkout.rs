@@ -98,23 +98,17 @@ pub(super) fn write_blobs(
     if workers < 2 {
         return write_some(repo, to, ins);
     }
-    std::thread::scope(|scope| {
-        let started: Vec<_> = ins
-            .chunks(ins.len().div_ceil(workers))
-            .map(|part| {
-                let repo = repo.clone();
-                scope.spawn(move || write_some(&repo, to, part))
-            })
-            .collect();
-        let mut sigs = HashMap::with_capacity(ins.len());
-        for worker in started {
-            let part = worker
-                .join()
-                .map_err(|_| FfError::Files("a staging thread failed".to_string()))??;
-            sigs.extend(part);
-        }
-        Ok(sigs)
-    })
+    let shared = repo.clone().into_sync();
+    let parts = crate::util::parts::in_parts(ins, workers, |_, part| {
+        write_some(&shared.to_thread_local(), to, part)
+    });
+    let mut sigs = HashMap::with_capacity(ins.len());
+    for (_, _, written) in parts {
+        let written =
+            written.map_err(|_| FfError::Files("a staging thread failed".to_string()))??;
+        sigs.extend(written);
+    }
+    Ok(sigs)
 }
 
 /// How many threads share the writing or checking of `files` files: one below
