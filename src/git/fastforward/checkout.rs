@@ -98,17 +98,27 @@ pub(super) fn write_blobs(
     if workers < 2 {
         return write_some(repo, to, ins);
     }
-    let shared = repo.clone().into_sync();
-    let parts = crate::util::parts::in_parts(ins, workers, |_, part| {
-        write_some(&shared.to_thread_local(), to, part)
-    });
-    let mut sigs = HashMap::with_capacity(ins.len());
-    for (_, _, written) in parts {
-        let written =
-            written.map_err(|_| FfError::Files("a staging thread failed".to_string()))??;
-        sigs.extend(written);
-    }
-    Ok(sigs)
+    // Not `util::parts`, whose work is shared between threads and so cannot hold a
+    // `gix::Repository`: each thread takes a clone of `repo`. Handles made from one
+    // thread-safe copy instead measured slower here (the helper at 1.00-1.16x of `git merge`
+    // against 0.99-1.03x, 3,000 files on tmpfs, `benches/fast_forward.sh`).
+    std::thread::scope(|scope| {
+        let started: Vec<_> = ins
+            .chunks(ins.len().div_ceil(workers))
+            .map(|part| {
+                let repo = repo.clone();
+                scope.spawn(move || write_some(&repo, to, part))
+            })
+            .collect();
+        let mut sigs = HashMap::with_capacity(ins.len());
+        for worker in started {
+            let part = worker
+                .join()
+                .map_err(|_| FfError::Files("a staging thread failed".to_string()))??;
+            sigs.extend(part);
+        }
+        Ok(sigs)
+    })
 }
 
 /// How many threads share the writing or checking of `files` files: one below
